@@ -1,0 +1,75 @@
+import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { resolve } from 'node:path';
+import { bindingLoads, defaultCacheDir, findBinding, tfjsNodeDir, TF_WHEEL } from './provision.js';
+import { initBackend } from './select.js';
+
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+  fix?: string;
+}
+
+/** Environment checks for `contrast doctor`: what is there, and what to do about what is not. */
+export async function runDoctor(options: { datasetDirs: Record<string, string[]>; runDir: string }): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = [];
+  const pkg = tfjsNodeDir();
+  const binding = pkg ? findBinding(pkg) : undefined;
+  const loads = pkg && binding ? bindingLoads(pkg) : { ok: false, error: 'not built' };
+  checks.push({
+    name: 'native binding',
+    ok: loads.ok,
+    detail: loads.ok ? `${binding}` : pkg ? `@tensorflow/tfjs-node present, binding ${loads.error}` : '@tensorflow/tfjs-node not installed',
+    ...(loads.ok ? {} : { fix: "run 'contrast setup' (builds against the PyPI TensorFlow wheel, offline)" }),
+  });
+  try {
+    const info = await initBackend();
+    checks.push({
+      name: 'backend',
+      ok: info.name !== 'cpu',
+      detail: `${info.name} (tfjs ${info.tfjsVersion}${info.tensorflowVersion ? `, TensorFlow C library ${info.tensorflowVersion}` : ''})`,
+      ...(info.name === 'cpu' ? { fix: "run 'contrast setup'; the pure-JS backend is ~100x slower" } : {}),
+    });
+  } catch (e) {
+    checks.push({ name: 'backend', ok: false, detail: (e as Error).message });
+  }
+  const threadEnv = ['OMP_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS', 'TF_ENABLE_ONEDNN_OPTS']
+    .filter((k) => process.env[k] !== undefined)
+    .map((k) => `${k}=${process.env[k]}`);
+  const onednnOff = process.env.TF_ENABLE_ONEDNN_OPTS === '0';
+  checks.push({
+    name: 'threads',
+    ok: !onednnOff,
+    detail: `${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; TensorFlow uses all cores by default${threadEnv.length ? `; ${threadEnv.join(' ')}` : ''}`,
+    ...(onednnOff ? { fix: 'unset TF_ENABLE_ONEDNN_OPTS: turning oneDNN off roughly halves training speed' } : {}),
+  });
+  for (const [name, dirs] of Object.entries(options.datasetDirs)) {
+    const found = dirs.find((d) => existsSync(d));
+    checks.push({
+      name: `dataset ${name}`,
+      ok: found !== undefined,
+      detail: found ?? `not found in ${dirs.join(', ')}`,
+      ...(found ? {} : { fix: 'apt-get install -y dataset-fashion-mnist, or set data.root / CONTRAST_FASHION_MNIST' }),
+    });
+  }
+  const cache = defaultCacheDir();
+  checks.push({
+    name: 'cache',
+    ok: true,
+    detail: `${cache} (${existsSync(resolve(cache, `libtensorflow-${TF_WHEEL.version}`, '.complete')) ? 'libtensorflow extracted' : 'empty'})`,
+  });
+  try {
+    mkdirSync(options.runDir, { recursive: true });
+    accessSync(options.runDir, constants.W_OK);
+    checks.push({ name: 'run directory', ok: true, detail: resolve(options.runDir) });
+  } catch (e) {
+    checks.push({
+      name: 'run directory',
+      ok: false,
+      detail: `${resolve(options.runDir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      fix: 'choose a writable folder with --set tracking.dir=PATH',
+    });
+  }
+  return checks;
+}

@@ -1,0 +1,3 @@
+export * from './provision.js';
+export * from './select.js';
+export * from './doctor.js';

@@ -1,0 +1,99 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs';
+import { BackendError } from '@contrast/core';
+
+/**
+ * Backend choice: tensorflow-gpu (@tensorflow/tfjs-node-gpu, when installed and a
+ * GPU is visible) > tensorflow (@tensorflow/tfjs-node) > cpu (pure JS, ~100x slower).
+ * Override with CONTRAST_BACKEND=tensorflow-gpu|tensorflow|cpu or the `preference` option.
+ */
+export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'cpu';
+export type BackendPreference = BackendName | 'auto';
+
+export interface BackendInfo {
+  name: BackendName;
+  /** tf.getBackend(): 'tensorflow' for both native variants. */
+  tfBackend: string;
+  tfjsVersion: string;
+  /** Version of the native TensorFlow library, when native. */
+  tensorflowVersion: string | undefined;
+  warnings: string[];
+}
+
+const require = createRequire(import.meta.url);
+let active: BackendInfo | undefined;
+
+function gpuVisible(): boolean {
+  return existsSync('/dev/nvidia0') || existsSync('/dev/nvidiactl') || process.env.CUDA_VISIBLE_DEVICES !== undefined;
+}
+
+function tryLoad(pkg: string): { ok: true } | { ok: false; error: string } {
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+  try {
+    require(pkg);
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, error: (e as Error).message.split('\n')[0] ?? String(e) };
+  }
+}
+
+function nativeVersion(): string | undefined {
+  try {
+    const backend = tf.backend() as unknown as { binding?: { TF_Version?: string } };
+    return backend.binding?.TF_Version;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Selects and initialises the backend once per process; later calls return the same choice. */
+export async function initBackend(preference?: BackendPreference): Promise<BackendInfo> {
+  if (active) return active;
+  const pref = (preference ?? (process.env.CONTRAST_BACKEND as BackendPreference | undefined) ?? 'auto') as string;
+  if (!['auto', 'tensorflow-gpu', 'tensorflow', 'cpu'].includes(pref)) {
+    throw new BackendError(`unknown backend '${pref}'`, { hint: 'use auto, tensorflow-gpu, tensorflow or cpu' });
+  }
+  const warnings: string[] = [];
+  let name: BackendName | undefined;
+
+  if (pref === 'tensorflow-gpu' || (pref === 'auto' && gpuVisible())) {
+    const r = tryLoad('@tensorflow/tfjs-node-gpu');
+    if (r.ok) name = 'tensorflow-gpu';
+    else if (pref === 'tensorflow-gpu') {
+      throw new BackendError(`@tensorflow/tfjs-node-gpu could not be loaded: ${r.error}`, {
+        hint: 'install @tensorflow/tfjs-node-gpu with CUDA 11.2 + cuDNN 8.1, or use CONTRAST_BACKEND=tensorflow',
+      });
+    } else warnings.push(`a GPU is visible but @tensorflow/tfjs-node-gpu is unavailable (${r.error})`);
+  }
+  if (!name && (pref === 'auto' || pref === 'tensorflow')) {
+    const r = tryLoad('@tensorflow/tfjs-node');
+    if (r.ok) name = 'tensorflow';
+    else if (pref === 'tensorflow') {
+      throw new BackendError(`the native TensorFlow backend could not be loaded: ${r.error}`, {
+        hint: "run 'contrast setup' (or scripts/setup.sh) to build the binding offline",
+      });
+    } else warnings.push(`native backend unavailable (${r.error}); run 'contrast setup' to build it`);
+  }
+  if (!name) {
+    name = 'cpu';
+    if (pref !== 'cpu') {
+      warnings.push(
+        'FALLING BACK TO THE PURE-JS CPU BACKEND: training will be about 100x slower than native TensorFlow',
+      );
+    }
+  }
+  const tfBackend = name === 'cpu' ? 'cpu' : 'tensorflow';
+  const ok = await tf.setBackend(tfBackend);
+  if (!ok) throw new BackendError(`tf.setBackend('${tfBackend}') failed`);
+  await tf.ready();
+  active = {
+    name,
+    tfBackend,
+    tfjsVersion: tf.version.tfjs ?? tf.version_core,
+    tensorflowVersion: name === 'cpu' ? undefined : nativeVersion(),
+    warnings,
+  };
+  for (const w of warnings) console.warn(`[contrast] WARNING: ${w}`);
+  return active;
+}

@@ -1,0 +1,127 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+import { nearest } from './registry.js';
+import { ExperimentSchema, type ExperimentConfig } from './schema.js';
+
+/** Known keys of a zod object schema (unwrapping defaults and optionals). */
+function objectShape(schema: z.ZodTypeAny): Record<string, z.ZodTypeAny> | undefined {
+  let s: z.ZodTypeAny = schema;
+  for (;;) {
+    if (s instanceof z.ZodDefault) s = s._def.innerType;
+    else if (s instanceof z.ZodOptional) s = s._def.innerType;
+    else if (s instanceof z.ZodEffects) s = s._def.schema;
+    else break;
+  }
+  return s instanceof z.ZodObject ? (s.shape as Record<string, z.ZodTypeAny>) : undefined;
+}
+
+function shapeAt(schema: z.ZodTypeAny, path: (string | number)[]): Record<string, z.ZodTypeAny> | undefined {
+  let shape = objectShape(schema);
+  for (const p of path) {
+    const next = shape?.[String(p)];
+    if (!next) return undefined;
+    shape = objectShape(next);
+  }
+  return shape;
+}
+
+/** Turns the first zod issue into a ConfigError naming the field and the fix. */
+export function toConfigError(error: z.ZodError, schema: z.ZodTypeAny, prefix = ''): ConfigError {
+  const issue = error.issues[0]!;
+  const base = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0]!;
+    const known = Object.keys(shapeAt(schema, issue.path) ?? {});
+    const near = nearest(key, known);
+    return new ConfigError(base ? `${base}.${key}` : key, 'is not a known field', {
+      hint: near ? `did you mean '${near}'? Known here: ${known.join(', ')}` : `known here: ${known.join(', ')}`,
+    });
+  }
+  const field = base || '(root)';
+  let hint: string | undefined;
+  if (issue.code === 'invalid_type') {
+    hint = issue.received === 'undefined' ? `add '${field}' (a ${issue.expected})` : `use a ${issue.expected}`;
+  } else if (issue.code === 'too_small') {
+    hint = `use a value ${issue.inclusive ? '>=' : '>'} ${String(issue.minimum)}`;
+  } else if (issue.code === 'too_big') {
+    hint = `use a value ${issue.inclusive ? '<=' : '<'} ${String(issue.maximum)}`;
+  } else if (issue.code === 'invalid_enum_value') {
+    hint = `use one of: ${issue.options.join(', ')}`;
+  }
+  return new ConfigError(field, issue.message, hint ? { hint } : {});
+}
+
+/** Validates with a zod schema at the boundary; errors name the field and the fix. */
+export function parseWith<S extends z.ZodTypeAny>(schema: S, value: unknown, prefix = ''): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw toConfigError(r.error, schema, prefix);
+  return r.data;
+}
+
+/**
+ * Applies `key.path=value` overrides. Values are parsed as YAML, so numbers,
+ * booleans and lists (`--set data.augmentation.crop.scale=[0.08,1]`) keep their type.
+ */
+export function applyOverrides(raw: Record<string, unknown>, overrides: readonly string[]): Record<string, unknown> {
+  const out = structuredClone(raw);
+  for (const o of overrides) {
+    const eq = o.indexOf('=');
+    if (eq <= 0) {
+      throw new ConfigError(o, `override is not of the form key=value`, { hint: 'write e.g. --set optim.lr=0.06' });
+    }
+    const path = o.slice(0, eq).trim().split('.');
+    let value: unknown;
+    try {
+      value = parseYaml(o.slice(eq + 1));
+    } catch {
+      value = o.slice(eq + 1);
+    }
+    let node: Record<string, unknown> = out;
+    for (const key of path.slice(0, -1)) {
+      const next = node[key];
+      if (next === undefined || next === null) node[key] = {};
+      else if (typeof next !== 'object' || Array.isArray(next)) {
+        throw new ConfigError(path.join('.'), `'${key}' is a value, not a section`, {
+          hint: `set '${key}' itself instead`,
+        });
+      }
+      node = node[key] as Record<string, unknown>;
+    }
+    node[path[path.length - 1]!] = value;
+  }
+  return out;
+}
+
+/** Reads an experiment YAML file into a plain object (not yet validated). */
+export function readExperimentFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError('(file)', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+      hint: 'check the path to the experiment YAML',
+      cause: e,
+    });
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError('(file)', `${path} is not valid YAML: ${(e as Error).message}`, { cause: e });
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError('(root)', `${path} must hold a mapping of fields`, { hint: 'see experiments/moco-fmnist.yaml' });
+  }
+  return doc as Record<string, unknown>;
+}
+
+/** File + overrides -> validated experiment config. */
+export function loadExperiment(path: string, overrides: readonly string[] = []): ExperimentConfig {
+  return parseExperiment(applyOverrides(readExperimentFile(path), overrides));
+}
+
+export function parseExperiment(raw: unknown): ExperimentConfig {
+  return parseWith(ExperimentSchema, raw);
+}

@@ -1,0 +1,150 @@
+import type * as tf from '@tensorflow/tfjs';
+
+/**
+ * The swappable parts of a contrastive method. Shapes in comments:
+ * N = batch, D = embedding dim, K = negatives, F = pooled feature dim.
+ */
+
+/** A query encoder: backbone + projection head. */
+export interface Encoder {
+  readonly name: string;
+  /** F: width of the pooled backbone features (what kNN and linear probes use). */
+  readonly featureDim: number;
+  /** D: width of the L2-normalised embedding the loss sees. */
+  readonly embedDim: number;
+  /** Pooled backbone features [N, F]. `training` selects batch vs running BN statistics. */
+  features(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
+  /** L2-normalised projection [N, D]. */
+  embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
+  /**
+   * The parameters (weights, BN scale and offset), in a fixed order shared by
+   * clones: what the optimizer trains and what an EMA copy follows.
+   */
+  parameters(): tf.Variable[];
+  /** All state by stable name, BN running statistics included. */
+  namedVariables(): ReadonlyMap<string, tf.Variable>;
+  /** A structurally identical copy with its own variables holding the same values. */
+  clone(options: { trainable: boolean; prefix: string }): Encoder;
+  dispose(): void;
+}
+
+/**
+ * How keys are encoded: by the query encoder itself with gradient (end-to-end),
+ * by an EMA copy without gradient (MoCo), or not at all (memory bank).
+ */
+export interface KeyEncoderPolicy {
+  readonly kind: 'shared' | 'momentum' | 'none';
+  /** True when key embeddings must be computed inside the gradient tape. */
+  readonly withGradient: boolean;
+  /** Key embeddings [N, D], L2-normalised; undefined for kind 'none'. */
+  encode(xKey: tf.Tensor4D): tf.Tensor2D | undefined;
+  /** Called once after the optimizer step (EMA update). */
+  afterStep(): void;
+  state(): StateTensors;
+  loadState(state: StateTensors): void;
+  dispose(): void;
+}
+
+/** Negatives for the loss: an explicit [K, D] matrix, or the other samples of the batch. */
+export type Negatives = tf.Tensor2D | 'in-batch';
+
+export interface KeysInput {
+  /** [N, D] query embeddings (with gradient). */
+  query: tf.Tensor2D;
+  /** [N, D] key embeddings from the key-encoder policy, if it has one. */
+  key: tf.Tensor2D | undefined;
+  /** [N] dataset indices of the samples in the batch. */
+  indices: tf.Tensor1D;
+}
+
+export interface Keys {
+  /** [N, D] positive key per query. */
+  positive: tf.Tensor2D;
+  negatives: Negatives;
+}
+
+/** Where negatives (and the positive key) come from: queue, bank or batch. */
+export interface NegativeSource {
+  readonly name: string;
+  /** Inside the gradient tape. Must not mutate state: updates happen in afterStep. */
+  keys(input: KeysInput): Keys;
+  /** After the optimizer step: enqueue, bank write. `key` is the batch's key embeddings. */
+  afterStep(input: { query: tf.Tensor2D; key: tf.Tensor2D | undefined; indices: tf.Tensor1D }): void;
+  state(): StateTensors;
+  loadState(state: StateTensors): void;
+  dispose(): void;
+}
+
+export interface LossInput {
+  query: tf.Tensor2D;
+  positive: tf.Tensor2D;
+  negatives: Negatives;
+  temperature: number;
+}
+
+export interface LossOutput {
+  loss: tf.Scalar;
+  /** Top-1 accuracy of the pretext task: the positive ranks first among 1+K candidates. */
+  accuracy: tf.Scalar;
+}
+
+export interface Loss {
+  readonly name: string;
+  compute(input: LossInput): LossOutput;
+}
+
+/** Named tensors plus small JSON values: what strategies and key encoders save. */
+export interface StateTensors {
+  tensors: Record<string, tf.Tensor>;
+  values: Record<string, number | string | number[]>;
+}
+
+export interface ImageSplit {
+  /** uint8 pixels, NHWC. */
+  images: Uint8Array;
+  labels: Uint8Array;
+  n: number;
+}
+
+/** An image dataset held in memory with its official split; every sample has an index. */
+export interface TrainingDataset {
+  readonly name: string;
+  readonly height: number;
+  readonly width: number;
+  readonly channels: number;
+  readonly numClasses: number;
+  /** Per-channel normalisation statistics on [0, 1] pixels. */
+  readonly mean: readonly number[];
+  readonly std: readonly number[];
+  /** Whether samples carry a stable index (required by index-keyed strategies). */
+  readonly providesIndices: boolean;
+  readonly train: ImageSplit;
+  readonly test: ImageSplit;
+}
+
+/** A batched augmentation: [N, H, W, C] in [0, 1] to [N, H', W', C] normalised. */
+export interface Augmentation {
+  apply(x: tf.Tensor4D): tf.Tensor4D;
+}
+
+export type MetricRecord = { step: number; epoch: number } & Record<string, number>;
+
+export interface Tracker {
+  readonly name: string;
+  logParams(params: Record<string, unknown>): Promise<void> | void;
+  logMetrics(record: MetricRecord): void;
+  setSummary(summary: Record<string, unknown>): void;
+  saveArtifact(name: string, data: Uint8Array | string): Promise<void> | void;
+  close(status: 'finished' | 'failed' | 'interrupted'): Promise<void>;
+}
+
+export interface EvalResult {
+  name: string;
+  accuracy: number;
+  details?: Record<string, number>;
+}
+
+export interface Evaluator {
+  readonly name: string;
+  evaluate(encoder: Encoder): EvalResult;
+}

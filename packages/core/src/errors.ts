@@ -1,0 +1,93 @@
+/**
+ * Typed, coded errors. Every error says what went wrong and what to change;
+ * codes are stable so scripts and tests can match on them.
+ */
+export type ErrorCode =
+  | 'CONTRAST_CONFIG'
+  | 'CONTRAST_UNKNOWN_NAME'
+  | 'CONTRAST_DATASET'
+  | 'CONTRAST_BACKEND'
+  | 'CONTRAST_RUN_DIR'
+  | 'CONTRAST_PLUGIN'
+  | 'CONTRAST_STATE';
+
+export abstract class ContrastError extends Error {
+  abstract readonly code: ErrorCode;
+  /** The fix, in one sentence, when there is one. */
+  readonly hint: string | undefined;
+
+  constructor(message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(options.hint ? `${message}\n  fix: ${options.hint}` : message, { cause: options.cause });
+    this.name = new.target.name;
+    this.hint = options.hint;
+  }
+}
+
+/** A config value is missing, of the wrong type or out of range. */
+export class ConfigError extends ContrastError {
+  readonly code = 'CONTRAST_CONFIG' as const;
+  constructor(
+    readonly field: string,
+    message: string,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(`config field '${field}': ${message}`, options);
+  }
+}
+
+/** A name (strategy, encoder, loss, dataset...) that no registry knows. */
+export class UnknownNameError extends ContrastError {
+  readonly code = 'CONTRAST_UNKNOWN_NAME' as const;
+  constructor(
+    readonly kind: string,
+    readonly requested: string,
+    readonly known: readonly string[],
+    readonly nearest: string | undefined,
+  ) {
+    super(
+      `unknown ${kind} '${requested}'. Known: ${known.length ? known.join(', ') : '(none registered)'}`,
+      { hint: nearest ? `did you mean '${nearest}'?` : `use one of: ${known.join(', ')}` },
+    );
+  }
+}
+
+/** Dataset files missing, truncated or malformed. */
+export class DatasetError extends ContrastError {
+  readonly code = 'CONTRAST_DATASET' as const;
+  constructor(
+    readonly file: string,
+    message: string,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(`${file}: ${message}`, options);
+  }
+}
+
+export class BackendError extends ContrastError {
+  readonly code = 'CONTRAST_BACKEND' as const;
+}
+
+export class RunDirError extends ContrastError {
+  readonly code = 'CONTRAST_RUN_DIR' as const;
+}
+
+/** Raised by or about a plugin; the plugin's name is stamped on it. */
+export class PluginError extends ContrastError {
+  readonly code = 'CONTRAST_PLUGIN' as const;
+  constructor(
+    readonly plugin: string,
+    message: string,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(`[plugin ${plugin}] ${message}`, options);
+  }
+}
+
+/** Saved state (weights, queue, checkpoint) that cannot be read back. */
+export class StateError extends ContrastError {
+  readonly code = 'CONTRAST_STATE' as const;
+}
+
+export function isContrastError(e: unknown): e is ContrastError {
+  return e instanceof ContrastError;
+}

@@ -1,0 +1,90 @@
+import * as tf from '@tensorflow/tfjs';
+import type { Encoder, KeyEncoderPolicy, StateTensors } from './contracts.js';
+import { ConfigError, StateError } from './errors.js';
+import { emaUpdateVariables } from './math.js';
+
+/**
+ * MoCo's key encoder: an EMA copy of the query encoder that never receives a gradient.
+ * theta_k <- m theta_k + (1 - m) theta_q after every step ("m = 0.999 in MoCo v1";
+ * the CIFAR demo uses 0.99). Only parameters are averaged: the key encoder's BN
+ * running statistics come from its own forward passes, as in the official code.
+ */
+export class MomentumKeyEncoder implements KeyEncoderPolicy {
+  readonly kind = 'momentum' as const;
+  readonly withGradient = false;
+  readonly keyEncoder: Encoder;
+
+  constructor(
+    private readonly queryEncoder: Encoder,
+    /** A number, or a function of nothing that returns the current momentum (schedules). */
+    private readonly momentum: number | (() => number),
+  ) {
+    const m = typeof momentum === 'number' ? momentum : momentum();
+    if (!(m >= 0 && m <= 1)) {
+      throw new ConfigError('strategy.momentum', `must be in [0, 1], got ${m}`, { hint: 'MoCo uses 0.99-0.999' });
+    }
+    this.keyEncoder = queryEncoder.clone({ trainable: false, prefix: 'key' });
+  }
+
+  get currentMomentum(): number {
+    return typeof this.momentum === 'number' ? this.momentum : this.momentum();
+  }
+
+  /** Keys [N, D] in training mode (batch statistics), like the official implementation. */
+  encode(xKey: tf.Tensor4D): tf.Tensor2D {
+    return this.keyEncoder.embed(xKey, true);
+  }
+
+  afterStep(): void {
+    emaUpdateVariables(this.keyEncoder.parameters(), this.queryEncoder.parameters(), this.currentMomentum);
+  }
+
+  state(): StateTensors {
+    const tensors: Record<string, tf.Tensor> = {};
+    for (const [name, v] of this.keyEncoder.namedVariables()) tensors[name] = v;
+    return { tensors, values: {} };
+  }
+
+  loadState(state: StateTensors): void {
+    for (const [name, v] of this.keyEncoder.namedVariables()) {
+      const t = state.tensors[name];
+      if (!t) throw new StateError(`key encoder state lacks '${name}'`, { hint: 'resume with the same model config' });
+      v.assign(t);
+    }
+  }
+
+  dispose(): void {
+    this.keyEncoder.dispose();
+  }
+}
+
+/** End-to-end: keys come from the query encoder itself, with gradient. */
+export class SharedKeyEncoder implements KeyEncoderPolicy {
+  readonly kind = 'shared' as const;
+  readonly withGradient = true;
+  constructor(private readonly encoder: Encoder) {}
+  encode(xKey: tf.Tensor4D): tf.Tensor2D {
+    return this.encoder.embed(xKey, true);
+  }
+  afterStep(): void {}
+  state(): StateTensors {
+    return { tensors: {}, values: {} };
+  }
+  loadState(): void {}
+  dispose(): void {}
+}
+
+/** Memory bank: no key encoder; positives are stored features. */
+export class NoKeyEncoder implements KeyEncoderPolicy {
+  readonly kind = 'none' as const;
+  readonly withGradient = false;
+  encode(): undefined {
+    return undefined;
+  }
+  afterStep(): void {}
+  state(): StateTensors {
+    return { tensors: {}, values: {} };
+  }
+  loadState(): void {}
+  dispose(): void {}
+}

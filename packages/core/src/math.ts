@@ -1,0 +1,83 @@
+import * as tf from '@tensorflow/tfjs';
+
+/** Row-wise L2 normalisation: x / max(||x||, eps). */
+export function l2Normalize<T extends tf.Tensor>(x: T, eps = 1e-12): T {
+  return tf.tidy(() => {
+    const norm = tf.maximum(tf.norm(x, 'euclidean', -1, true), eps);
+    return tf.div(x, norm) as T;
+  });
+}
+
+/**
+ * MoCo's logits (Algorithm 1): positives l_pos = q.k+ and negatives l_neg = q.queue,
+ * concatenated and divided by the temperature. The positive sits in column 0.
+ *   query [N, D], positive [N, D], negatives [K, D]  ->  logits [N, 1+K]
+ */
+export function infoNceLogits(
+  query: tf.Tensor2D,
+  positive: tf.Tensor2D,
+  negatives: tf.Tensor2D,
+  temperature: number,
+): tf.Tensor2D {
+  return tf.tidy(() => {
+    const lPos = tf.sum(tf.mul(query, positive), 1, true); // [N, 1]
+    const lNeg = tf.matMul(query, negatives, false, true); // [N, K]
+    return tf.div(tf.concat([lPos, lNeg], 1), temperature) as tf.Tensor2D;
+  });
+}
+
+/**
+ * Cross-entropy with label `target` per row, averaged over rows:
+ * mean(logsumexp(logits) - logits[i, target_i]).
+ */
+export function crossEntropyAt(logits: tf.Tensor2D, target: tf.Tensor1D): tf.Scalar {
+  return tf.tidy(() => {
+    const lse = tf.logSumExp(logits, 1); // [N]
+    const picked = tf.sum(tf.mul(logits, tf.oneHot(target, logits.shape[1])), 1); // [N]
+    return tf.mean(tf.sub(lse, picked)) as tf.Scalar;
+  });
+}
+
+/** Fraction of rows whose argmax equals the target. */
+export function topOneAccuracy(logits: tf.Tensor2D, target: tf.Tensor1D): tf.Scalar {
+  return tf.tidy(() => tf.mean(tf.cast(tf.equal(tf.argMax(logits, 1), target), 'float32')) as tf.Scalar);
+}
+
+/**
+ * InfoNCE (van den Oord et al.; MoCo eq. 1) with the positive in column 0:
+ * L = -log exp(q.k+/t) / (exp(q.k+/t) + sum_i exp(q.k_i/t)).
+ * With query, positive and all K negatives the same unit vector, L = log(K+1).
+ */
+export function infoNce(input: {
+  query: tf.Tensor2D;
+  positive: tf.Tensor2D;
+  negatives: tf.Tensor2D;
+  temperature: number;
+}): { loss: tf.Scalar; logits: tf.Tensor2D } {
+  return tf.tidy(() => {
+    const logits = infoNceLogits(input.query, input.positive, input.negatives, input.temperature);
+    const zeros = tf.zeros([logits.shape[0]], 'int32') as tf.Tensor1D;
+    return { loss: crossEntropyAt(logits, zeros), logits };
+  });
+}
+
+/** Exponential moving average: m * target + (1 - m) * source ("m = 0.999 in MoCo v1"). */
+export function ema<T extends tf.Tensor>(target: T, source: T, momentum: number): T {
+  return tf.tidy(() => tf.add(tf.mul(target, momentum), tf.mul(source, 1 - momentum)) as T);
+}
+
+/** theta_k <- m theta_k + (1 - m) theta_q, variable by variable; shapes must match. */
+export function emaUpdateVariables(
+  targets: readonly tf.Variable[],
+  sources: readonly tf.Tensor[],
+  momentum: number,
+): void {
+  if (targets.length !== sources.length) {
+    throw new Error(`EMA: ${targets.length} target variables but ${sources.length} sources`);
+  }
+  tf.tidy(() => {
+    for (let i = 0; i < targets.length; i++) {
+      targets[i]!.assign(ema(targets[i]!, sources[i]!, momentum));
+    }
+  });
+}

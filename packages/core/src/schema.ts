@@ -1,0 +1,118 @@
+import { z } from 'zod';
+
+const positiveInt = z.number().int().positive();
+const probability = z.number().min(0).max(1);
+const range = z
+  .tuple([z.number().positive(), z.number().positive()])
+  .refine(([lo, hi]) => lo <= hi, 'the first number must not exceed the second');
+
+export const AugmentationSchema = z
+  .object({
+    /** Random resized crop to `size`, area fraction in `scale`, aspect ratio in `ratio`. */
+    crop: z
+      .object({
+        size: positiveInt.optional(),
+        scale: range.default([0.2, 1]),
+        ratio: range.default([3 / 4, 4 / 3]),
+      })
+      .strict()
+      .default({}),
+    /** Probability of a horizontal flip. */
+    flip: probability.default(0.5),
+    /** Brightness and contrast jitter factors drawn from [1-s, 1+s], applied with probability p. */
+    jitter: z
+      .object({
+        brightness: z.number().min(0).default(0.4),
+        contrast: z.number().min(0).default(0.4),
+        p: probability.default(0.8),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export const ExperimentSchema = z
+  .object({
+    name: z.string().min(1).regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
+    seed: z.number().int().min(0).default(0),
+    data: z
+      .object({
+        dataset: z.string().default('fashion-mnist'),
+        /** Folder with the dataset files; default depends on the dataset. */
+        root: z.string().optional(),
+        /** Train on the first n samples of a fixed permutation (0 = all). */
+        trainSubset: z.number().int().min(0).default(0),
+        dropLast: z.boolean().default(true),
+        prefetch: z.number().int().min(0).default(2),
+        augmentation: AugmentationSchema.default({}),
+      })
+      .strict()
+      .default({}),
+    model: z
+      .object({
+        encoder: z.string().default('resnet18'),
+        /** Width multiplier: base width 64 * width. */
+        width: z.number().positive().default(1),
+        stem: z.enum(['cifar', 'imagenet']).default('cifar'),
+        head: z.enum(['linear']).default('linear'),
+        dim: positiveInt.default(128),
+      })
+      .strict()
+      .default({}),
+    strategy: z.object({ name: z.string().min(1) }).passthrough(),
+    loss: z
+      .object({
+        name: z.string().optional(),
+        /** tau: 0.07 in MoCo v1, 0.2 in v2, 0.1 in the CIFAR demo. */
+        temperature: z.number().positive().default(0.1),
+      })
+      .strict()
+      .default({}),
+    optim: z
+      .object({
+        batchSize: positiveInt.default(256),
+        epochs: positiveInt.default(1),
+        /** Stop after this many steps in total (0 = run all epochs). */
+        maxSteps: z.number().int().min(0).default(0),
+        lr: z.number().positive().default(0.03),
+        momentum: z.number().min(0).max(1).default(0.9),
+        weightDecay: z.number().min(0).default(1e-4),
+        schedule: z.enum(['cosine', 'constant']).default('cosine'),
+      })
+      .strict()
+      .default({}),
+    eval: z
+      .object({
+        knn: z
+          .object({
+            k: positiveInt.default(200),
+            t: z.number().positive().default(0.1),
+            /** Evaluate every n epochs (0 = only at the end). */
+            every: z.number().int().min(0).default(1),
+            /** Use the first n training images as the bank (0 = all). */
+            bankSize: z.number().int().min(0).default(0),
+            /** Evaluate the first n test images (0 = all). */
+            testSize: z.number().int().min(0).default(0),
+          })
+          .strict()
+          .default({}),
+        /** Also report kNN on raw pixels and on a randomly initialised encoder. */
+        baselines: z.boolean().default(true),
+      })
+      .strict()
+      .default({}),
+    tracking: z
+      .object({
+        /** Where run directories are created. */
+        dir: z.string().default('runs'),
+        /** Print a progress line every n steps when stderr is not a terminal. */
+        logEvery: positiveInt.default(20),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type ExperimentConfig = z.infer<typeof ExperimentSchema>;
+export type ExperimentInput = z.input<typeof ExperimentSchema>;
+export type AugmentationConfig = z.infer<typeof AugmentationSchema>;
