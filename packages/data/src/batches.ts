@@ -1,0 +1,98 @@
+import * as tf from '@tensorflow/tfjs';
+import type { ImageSplit, Rng, TrainingDataset } from '@contrast/core';
+import type { BatchAugmentation } from './augment.js';
+import { normalize } from './augment.js';
+
+/** One training batch: two independent views of the same images and their dataset indices. */
+export interface TwoViewBatch {
+  /** [N, H, W, C] query view. */
+  query: tf.Tensor4D;
+  /** [N, H, W, C] key view. */
+  key: tf.Tensor4D;
+  /** [N] int32 dataset indices. */
+  indices: tf.Tensor1D;
+  epoch: number;
+  /** Step within the epoch (0-based). */
+  step: number;
+}
+
+/** uint8 NHWC pixels of `split` at `indices` -> float [N, H, W, C] in [0, 1]. */
+export function gatherPixels(
+  split: ImageSplit,
+  indices: ArrayLike<number>,
+  shape: { height: number; width: number; channels: number },
+): tf.Tensor4D {
+  const px = shape.height * shape.width * shape.channels;
+  const out = new Float32Array(indices.length * px);
+  for (let i = 0; i < indices.length; i++) {
+    const src = indices[i]! * px;
+    for (let j = 0; j < px; j++) out[i * px + j] = split.images[src + j]! / 255;
+  }
+  return tf.tensor4d(out, [indices.length, shape.height, shape.width, shape.channels]);
+}
+
+/** Normalised, un-augmented images start..end of a split (for evaluation). */
+export function splitBatch(ds: TrainingDataset, split: ImageSplit, start: number, end: number): tf.Tensor4D {
+  const idx = Array.from({ length: end - start }, (_, i) => start + i);
+  return tf.tidy(() => normalize(gatherPixels(split, idx, ds), ds.mean, ds.std));
+}
+
+export function stepsPerEpoch(n: number, batchSize: number, dropLast: boolean): number {
+  return dropLast ? Math.floor(n / batchSize) : Math.ceil(n / batchSize);
+}
+
+/**
+ * Epochs of two-view batches. The order of each epoch is a permutation drawn
+ * from the seeded Rng, so a run's data order is reproducible. The caller owns the
+ * tensors of each batch and disposes them after the step.
+ */
+export function* twoViewBatches(options: {
+  dataset: TrainingDataset;
+  augmentation: BatchAugmentation;
+  rng: Rng;
+  batchSize: number;
+  dropLast: boolean;
+  startEpoch?: number;
+  epochs: number;
+}): Generator<TwoViewBatch> {
+  const { dataset, augmentation, rng, batchSize, dropLast } = options;
+  const n = dataset.train.n;
+  const steps = stepsPerEpoch(n, batchSize, dropLast);
+  for (let epoch = options.startEpoch ?? 0; epoch < options.epochs; epoch++) {
+    const order = rng.permutation(n);
+    for (let step = 0; step < steps; step++) {
+      const idx = order.subarray(step * batchSize, Math.min(n, (step + 1) * batchSize));
+      const batch = tf.tidy(() => {
+        const x = gatherPixels(dataset.train, idx, dataset);
+        return { query: augmentation.apply(x), key: augmentation.apply(x), indices: tf.tensor1d(idx, 'int32') };
+      });
+      yield { ...batch, epoch, step };
+    }
+  }
+}
+
+/**
+ * Runs a producer ahead of its consumer by `depth` items. With the native
+ * backend's synchronous kernels the gain is bounded: the next batch's host-side
+ * work (permutation, pixel gather, augmentation draws) is queued while the
+ * previous step's results are read back.
+ */
+export async function* prefetch<T>(source: Iterable<T>, depth: number): AsyncGenerator<T> {
+  const it = source[Symbol.iterator]();
+  const buffer: T[] = [];
+  let done = false;
+  const fill = () => {
+    while (!done && buffer.length < Math.max(1, depth)) {
+      const r = it.next();
+      if (r.done) done = true;
+      else buffer.push(r.value);
+    }
+  };
+  fill();
+  while (buffer.length > 0) {
+    const item = buffer.shift()!;
+    await new Promise<void>((r) => setImmediate(r));
+    yield item;
+    fill();
+  }
+}

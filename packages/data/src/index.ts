@@ -1,0 +1,4 @@
+export * from './idx.js';
+export * from './fashion-mnist.js';
+export * from './augment.js';
+export * from './batches.js';
