@@ -1,0 +1,81 @@
+import * as tf from '@tensorflow/tfjs';
+import type { ParamStore } from './params.js';
+
+/**
+ * Convolution with PyTorch's symmetric padding: TF's 'same' pads 0 before and
+ * 1 after on stride-2 convs; explicit padding + 'valid' matches torch exactly.
+ */
+export class Conv {
+  readonly w: tf.Variable;
+  constructor(
+    store: ParamStore,
+    name: string,
+    readonly k: number,
+    cin: number,
+    cout: number,
+    readonly stride: number,
+    readonly pad: number,
+  ) {
+    this.w = store.conv(`${name}/w`, k, cin, cout);
+  }
+
+  apply(x: tf.Tensor4D): tf.Tensor4D {
+    if (this.stride === 1 && this.pad * 2 === this.k - 1) {
+      return tf.conv2d(x, this.w as tf.Tensor4D, 1, 'same');
+    }
+    const p = this.pad;
+    const xp = p > 0 ? tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]) : x;
+    return tf.conv2d(xp, this.w as tf.Tensor4D, this.stride, 'valid');
+  }
+}
+
+/**
+ * BatchNorm over N, H, W (PyTorch semantics): batch statistics in training mode,
+ * running statistics in eval mode; running stats follow momentum 0.1 with the
+ * unbiased batch variance.
+ */
+export class BatchNorm {
+  readonly gamma: tf.Variable;
+  readonly beta: tf.Variable;
+  readonly runningMean: tf.Variable;
+  readonly runningVar: tf.Variable;
+
+  constructor(
+    store: ParamStore,
+    name: string,
+    channels: number,
+    readonly momentum = 0.1,
+    readonly eps = 1e-5,
+  ) {
+    this.gamma = store.param(`${name}/gamma`, [channels], 1);
+    this.beta = store.param(`${name}/beta`, [channels], 0);
+    this.runningMean = store.buffer(`${name}/running_mean`, [channels], 0);
+    this.runningVar = store.buffer(`${name}/running_var`, [channels], 1);
+  }
+
+  apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D {
+    if (!training) {
+      return tf.batchNorm4d(x, this.runningMean as tf.Tensor1D, this.runningVar as tf.Tensor1D, this.beta as tf.Tensor1D, this.gamma as tf.Tensor1D, this.eps);
+    }
+    const { mean, variance } = tf.moments(x, [0, 1, 2]);
+    const n = x.shape[0] * x.shape[1] * x.shape[2];
+    const m = this.momentum;
+    tf.tidy(() => {
+      const unbiased = n > 1 ? tf.mul(variance, n / (n - 1)) : variance;
+      this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
+      this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiased, m)));
+    });
+    return tf.batchNorm4d(x, mean as tf.Tensor1D, variance as tf.Tensor1D, this.beta as tf.Tensor1D, this.gamma as tf.Tensor1D, this.eps);
+  }
+}
+
+export class Linear {
+  readonly w: tf.Variable;
+  readonly b: tf.Variable;
+  constructor(store: ParamStore, name: string, fanIn: number, fanOut: number) {
+    ({ w: this.w, b: this.b } = store.linear(name, fanIn, fanOut));
+  }
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.add(tf.matMul(x, this.w as tf.Tensor2D), this.b) as tf.Tensor2D;
+  }
+}

@@ -1,0 +1,64 @@
+import * as tf from '@tensorflow/tfjs';
+import type { Rng } from '@contrast/core';
+
+/**
+ * The variables of one network, by stable name. Parameters (what the optimizer
+ * trains and an EMA follows) keep creation order, so two structurally identical
+ * networks list them in the same order. Buffers (BN running statistics) are state
+ * but not parameters.
+ */
+export class ParamStore {
+  readonly named = new Map<string, tf.Variable>();
+  readonly params: tf.Variable[] = [];
+
+  constructor(
+    readonly trainable: boolean,
+    private readonly rng: Rng | undefined,
+    /** Values to copy instead of initialising (cloning). */
+    private readonly source?: ReadonlyMap<string, tf.Tensor>,
+  ) {}
+
+  private create(name: string, shape: number[], init: () => tf.Tensor, isParam: boolean): tf.Variable {
+    if (this.named.has(name)) throw new Error(`duplicate variable name '${name}'`);
+    const src = this.source?.get(name);
+    const v = tf.tidy(() => tf.variable(src ? src.clone() : init(), isParam && this.trainable));
+    if (src && src.shape.join() !== shape.join()) throw new Error(`clone: '${name}' shape mismatch`);
+    this.named.set(name, v);
+    if (isParam) this.params.push(v);
+    return v;
+  }
+
+  /** He (Kaiming) normal, fan_out, as torchvision's ResNet initialises convs. */
+  conv(name: string, k: number, cin: number, cout: number): tf.Variable {
+    const shape = [k, k, cin, cout];
+    const std = Math.sqrt(2 / (k * k * cout));
+    return this.create(name, shape, () => tf.tensor(this.draw().normalArray(k * k * cin * cout, std), shape), true);
+  }
+
+  /** PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
+  linear(name: string, fanIn: number, fanOut: number): { w: tf.Variable; b: tf.Variable } {
+    const bound = 1 / Math.sqrt(fanIn);
+    const w = this.create(`${name}/w`, [fanIn, fanOut], () => tf.tensor(this.draw().uniformArray(fanIn * fanOut, -bound, bound), [fanIn, fanOut]), true);
+    const b = this.create(`${name}/b`, [fanOut], () => tf.tensor(this.draw().uniformArray(fanOut, -bound, bound), [fanOut]), true);
+    return { w, b };
+  }
+
+  param(name: string, shape: number[], value: number): tf.Variable {
+    return this.create(name, shape, () => tf.fill(shape, value), true);
+  }
+
+  buffer(name: string, shape: number[], value: number): tf.Variable {
+    return this.create(name, shape, () => tf.fill(shape, value), false);
+  }
+
+  private draw(): Rng {
+    if (!this.rng) throw new Error('ParamStore: no Rng to initialise from');
+    return this.rng;
+  }
+
+  dispose(): void {
+    for (const v of this.named.values()) v.dispose();
+    this.named.clear();
+    this.params.length = 0;
+  }
+}

@@ -1,0 +1,70 @@
+import * as tf from '@tensorflow/tfjs';
+import { describe, expect, it } from 'vitest';
+import { ExperimentSchema, Rng } from '@contrast/core';
+import { ContrastEncoder, createEncoder } from './resnet.js';
+import { BatchNorm } from './layers.js';
+import { ParamStore } from './params.js';
+
+const spec = (model: Record<string, unknown>, channels = 3, size = 32) => ({
+  model: ExperimentSchema.shape.model.parse(model),
+  input: { height: size, width: size, channels },
+});
+
+describe('ResNet encoders', () => {
+  it('ResNet-18 has the torchvision parameter count (fc -> 128, CIFAR and ImageNet stems)', () => {
+    // torchvision resnet18: 11,689,512 with a 7x7 stem and a 512->1000 fc.
+    const base = 11_689_512 - 513_000 + (512 * 128 + 128);
+    const cifar = createEncoder(spec({ encoder: 'resnet18', stem: 'cifar' }), new Rng(0));
+    expect(cifar.parameterCount()).toBe(base - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64);
+    expect(cifar.featureDim).toBe(512);
+    const imagenet = createEncoder(spec({ encoder: 'resnet18', stem: 'imagenet' }), new Rng(0));
+    expect(imagenet.parameterCount()).toBe(base);
+    tf.dispose([cifar, imagenet].flatMap((e) => e.parameters()));
+  });
+
+  it('produces L2-normalised embeddings of the right shapes, 1 or 3 channels', () => {
+    for (const [channels, size] of [[1, 28], [3, 32]] as const) {
+      const enc = createEncoder(spec({ encoder: 'resnet18', width: 0.125, dim: 16 }, channels, size), new Rng(1));
+      const x = tf.randomNormal([3, size, size, channels]) as tf.Tensor4D;
+      const z = enc.embed(x, true);
+      expect(z.shape).toEqual([3, 16]);
+      (tf.norm(z, 'euclidean', 1).arraySync() as number[]).forEach((n) => expect(n).toBeCloseTo(1, 5));
+      expect(enc.features(x, false).shape).toEqual([3, 64]);
+      enc.dispose();
+    }
+  });
+
+  it('a clone computes the same function with its own variables', () => {
+    const enc = createEncoder(spec({ encoder: 'convnet', width: 0.25 }, 1, 28), new Rng(2));
+    const copy = enc.clone({ trainable: false, prefix: 'key' });
+    const x = tf.randomNormal([4, 28, 28, 1]) as tf.Tensor4D;
+    expect(tf.max(tf.abs(tf.sub(enc.embed(x, false), copy.embed(x, false)))).dataSync()[0]).toBe(0);
+    expect(copy.parameters()[0]).not.toBe(enc.parameters()[0]);
+    expect(copy.parameters().every((v) => !v.trainable)).toBe(true);
+    expect(enc.parameters().every((v) => v.trainable)).toBe(true);
+    expect([...copy.namedVariables().keys()]).toEqual([...enc.namedVariables().keys()]);
+  });
+
+  it('is reproducible from the seed', () => {
+    const a = new ContrastEncoder(spec({ encoder: 'convnet' }, 1, 28), { rng: new Rng(5) });
+    const b = new ContrastEncoder(spec({ encoder: 'convnet' }, 1, 28), { rng: new Rng(5) });
+    expect(a.parameters()[0]!.arraySync()).toEqual(b.parameters()[0]!.arraySync());
+  });
+});
+
+describe('BatchNorm', () => {
+  it('normalises with batch statistics in training and updates running stats (momentum 0.1, unbiased)', () => {
+    const store = new ParamStore(true, new Rng(0));
+    const bn = new BatchNorm(store, 'bn', 1);
+    // one channel, values 1..4: mean 2.5, biased var 1.25, unbiased var 5/3
+    const x = tf.tensor4d([1, 2, 3, 4], [4, 1, 1, 1]);
+    const y = bn.apply(x, true).dataSync();
+    const sd = Math.sqrt(1.25 + 1e-5);
+    expect(Array.from(y)).toEqual([1, 2, 3, 4].map((v) => expect.closeTo((v - 2.5) / sd, 5)));
+    expect(bn.runningMean.dataSync()[0]).toBeCloseTo(0.25, 6);
+    expect(bn.runningVar.dataSync()[0]).toBeCloseTo(0.9 + 0.1 * (5 / 3), 6);
+    // eval mode uses the running statistics
+    const e = bn.apply(tf.tensor4d([0.25], [1, 1, 1, 1]), false).dataSync()[0];
+    expect(e).toBeCloseTo(0, 5);
+  });
+});

@@ -1,0 +1,168 @@
+import * as tf from '@tensorflow/tfjs';
+import { ConfigError, l2Normalize, type Encoder, type EncoderSpec, type Rng } from '@contrast/core';
+import { BatchNorm, Conv, Linear } from './layers.js';
+import { ParamStore } from './params.js';
+
+/** A backbone maps images to pooled features; built against a ParamStore. */
+interface Backbone {
+  readonly featureDim: number;
+  apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
+}
+
+class BasicBlock {
+  private readonly conv1: Conv;
+  private readonly bn1: BatchNorm;
+  private readonly conv2: Conv;
+  private readonly bn2: BatchNorm;
+  private readonly shortcut?: { conv: Conv; bn: BatchNorm };
+
+  constructor(s: ParamStore, name: string, cin: number, cout: number, stride: number) {
+    this.conv1 = new Conv(s, `${name}/conv1`, 3, cin, cout, stride, 1);
+    this.bn1 = new BatchNorm(s, `${name}/bn1`, cout);
+    this.conv2 = new Conv(s, `${name}/conv2`, 3, cout, cout, 1, 1);
+    this.bn2 = new BatchNorm(s, `${name}/bn2`, cout);
+    if (stride !== 1 || cin !== cout) {
+      this.shortcut = {
+        conv: new Conv(s, `${name}/shortcut/conv`, 1, cin, cout, stride, 0),
+        bn: new BatchNorm(s, `${name}/shortcut/bn`, cout),
+      };
+    }
+  }
+
+  apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D {
+    let y = tf.relu(this.bn1.apply(this.conv1.apply(x), training));
+    y = this.bn2.apply(this.conv2.apply(y), training);
+    const id = this.shortcut ? this.shortcut.bn.apply(this.shortcut.conv.apply(x), training) : x;
+    return tf.relu(tf.add(y, id)) as tf.Tensor4D;
+  }
+}
+
+export const RESNET_DEPTHS = { resnet18: [2, 2, 2, 2], resnet34: [3, 4, 6, 3] } as const;
+
+/**
+ * ResNet with basic blocks (He et al. 2016). Stems: 'cifar' = 3x3 conv stride 1,
+ * no max-pool (the MoCo CIFAR demo's); 'imagenet' = 7x7 stride 2 + 3x3 max-pool.
+ * Widths are 64 * width * [1, 2, 4, 8].
+ */
+class ResNetBackbone implements Backbone {
+  readonly featureDim: number;
+  private readonly stemConv: Conv;
+  private readonly stemBn: BatchNorm;
+  private readonly blocks: BasicBlock[] = [];
+
+  constructor(s: ParamStore, depths: readonly number[], stem: 'cifar' | 'imagenet', width: number, channels: number) {
+    const w0 = Math.max(1, Math.round(64 * width));
+    this.stemConv = stem === 'cifar' ? new Conv(s, 'stem/conv', 3, channels, w0, 1, 1) : new Conv(s, 'stem/conv', 7, channels, w0, 2, 3);
+    this.stemBn = new BatchNorm(s, 'stem/bn', w0);
+    this.maxPool = stem === 'imagenet';
+    let cin = w0;
+    depths.forEach((count, stage) => {
+      const cout = w0 * 2 ** stage;
+      for (let i = 0; i < count; i++) {
+        this.blocks.push(new BasicBlock(s, `layer${stage + 1}/${i}`, cin, cout, i === 0 && stage > 0 ? 2 : 1));
+        cin = cout;
+      }
+    });
+    this.featureDim = cin;
+  }
+
+  private readonly maxPool: boolean;
+
+  apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
+    let y = tf.relu(this.stemBn.apply(this.stemConv.apply(x), training));
+    if (this.maxPool) y = tf.maxPool(tf.pad(y, [[0, 0], [1, 1], [1, 1], [0, 0]], -Infinity), 3, 2, 'valid');
+    for (const b of this.blocks) y = b.apply(y, training);
+    return tf.mean(y, [1, 2]) as tf.Tensor2D;
+  }
+}
+
+/** A small ConvNet for tests and quick experiments: three conv-BN-ReLU stages. */
+class ConvNetBackbone implements Backbone {
+  readonly featureDim: number;
+  private readonly stages: { conv: Conv; bn: BatchNorm; pool: boolean }[] = [];
+
+  constructor(s: ParamStore, width: number, channels: number) {
+    const w = Math.max(1, Math.round(32 * width));
+    const widths = [w, 2 * w, 4 * w];
+    let cin = channels;
+    widths.forEach((cout, i) => {
+      this.stages.push({ conv: new Conv(s, `conv${i + 1}`, 3, cin, cout, 1, 1), bn: new BatchNorm(s, `bn${i + 1}`, cout), pool: i < 2 });
+      cin = cout;
+    });
+    this.featureDim = cin;
+  }
+
+  apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
+    let y = x;
+    for (const st of this.stages) {
+      y = tf.relu(st.bn.apply(st.conv.apply(y), training));
+      if (st.pool) y = tf.maxPool(y, 2, 2, 'valid');
+    }
+    return tf.mean(y, [1, 2]) as tf.Tensor2D;
+  }
+}
+
+/** Backbone + linear projection head to `dim` (MoCo v1's replaced fc), L2-normalised. */
+export class ContrastEncoder implements Encoder {
+  readonly featureDim: number;
+  readonly embedDim: number;
+  private readonly store: ParamStore;
+  private readonly backbone: Backbone;
+  private readonly head: Linear;
+
+  constructor(
+    readonly spec: EncoderSpec,
+    options: { rng?: Rng; trainable?: boolean; source?: ReadonlyMap<string, tf.Tensor> },
+  ) {
+    const { model, input } = spec;
+    this.store = new ParamStore(options.trainable ?? true, options.rng, options.source);
+    if (model.encoder === 'convnet') this.backbone = new ConvNetBackbone(this.store, model.width, input.channels);
+    else {
+      const depths = RESNET_DEPTHS[model.encoder as keyof typeof RESNET_DEPTHS];
+      if (!depths) throw new ConfigError('model.encoder', `no ResNet depth for '${model.encoder}'`);
+      this.backbone = new ResNetBackbone(this.store, depths, model.stem, model.width, input.channels);
+    }
+    this.featureDim = this.backbone.featureDim;
+    this.head = new Linear(this.store, 'head/fc', this.featureDim, model.dim);
+    this.embedDim = model.dim;
+  }
+
+  get name(): string {
+    return this.spec.model.encoder;
+  }
+
+  features(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
+    return tf.tidy(() => this.backbone.apply(x, training));
+  }
+
+  embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
+    return tf.tidy(() => l2Normalize(this.head.apply(this.backbone.apply(x, training))));
+  }
+
+  parameters(): tf.Variable[] {
+    return this.store.params;
+  }
+
+  namedVariables(): ReadonlyMap<string, tf.Variable> {
+    return this.store.named;
+  }
+
+  /** Number of scalar parameters (BN buffers excluded). */
+  parameterCount(): number {
+    return this.store.params.reduce((s, v) => s + v.size, 0);
+  }
+
+  clone(options: { trainable: boolean; prefix: string }): ContrastEncoder {
+    return new ContrastEncoder(this.spec, { trainable: options.trainable, source: this.store.named });
+  }
+
+  dispose(): void {
+    this.store.dispose();
+  }
+}
+
+export const ENCODER_NAMES = ['resnet18', 'resnet34', 'convnet'] as const;
+
+export function createEncoder(spec: EncoderSpec, rng: Rng): ContrastEncoder {
+  return new ContrastEncoder(spec, { rng });
+}
