@@ -77,10 +77,11 @@ export function* twoViewBatches(options: {
  * work (permutation, pixel gather, augmentation draws) is queued while the
  * previous step's results are read back.
  */
-export async function* prefetch<T>(source: Iterable<T>, depth: number): AsyncGenerator<T> {
+export async function* prefetch<T>(source: Iterable<T>, depth: number, discard?: (item: T) => void): AsyncGenerator<T> {
   const it = source[Symbol.iterator]();
   const buffer: T[] = [];
   let done = false;
+  try {
   const fill = () => {
     while (!done && buffer.length < Math.max(1, depth)) {
       const r = it.next();
@@ -95,4 +96,14 @@ export async function* prefetch<T>(source: Iterable<T>, depth: number): AsyncGen
     yield item;
     fill();
   }
+  } finally {
+    // The consumer stopped early: release what was produced ahead.
+    if (discard) for (const item of buffer.splice(0)) discard(item);
+    it.return?.();
+  }
+}
+
+/** Releases a batch's tensors. */
+export function disposeBatch(b: TwoViewBatch): void {
+  tf.dispose([b.query, b.key, b.indices]);
 }

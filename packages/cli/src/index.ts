@@ -1,0 +1,1 @@
+export { main, builtinPlugins, formatResult } from './main.js';

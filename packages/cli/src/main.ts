@@ -1,0 +1,108 @@
+import { parseArgs } from 'node:util';
+import { isContrastError, loadExperiment, type Plugin } from '@contrast/core';
+import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
+import { fashionMnistDir } from '@contrast/data';
+import { createCatalog, runExperiment, type TrainResult } from '@contrast/trainer';
+import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
+
+/** The strategy plugins this build of the command knows. */
+export function builtinPlugins(): Plugin[] {
+  return [momentumQueuePlugin() as Plugin];
+}
+
+const USAGE = `usage: contrast <command>
+
+  train <experiment.yaml> [--set key=value]...   train and evaluate an experiment
+  doctor                                         check backend, threads, dataset, run folder
+  setup                                          build the native TensorFlow binding (offline)
+
+Examples:
+  contrast train experiments/moco-fmnist.yaml --set optim.epochs=1 --set strategy.momentum=0.999
+`;
+
+const pct = (x: number | undefined) => (x === undefined ? '   n/a' : `${(100 * x).toFixed(2).padStart(6)}%`);
+
+export function formatResult(r: TrainResult, runPath: string): string {
+  const rows = [
+    `kNN top-1 on the Fashion-MNIST test split (k = 200, t = 0.1, backbone features):`,
+    `  raw pixels           ${pct(r.knn.rawPixels)}`,
+    `  random-init encoder  ${pct(r.knn.randomInit)}`,
+    `  trained encoder      ${pct(r.knn.trained)}   (${r.status}, ${r.steps} steps, ${r.epochs} epochs)`,
+    `training ${r.imgPerSec.toFixed(1)} img/s, wall ${(r.wallSeconds / 60).toFixed(1)} min, peak RSS ${r.peakRssMb.toFixed(0)} MB`,
+    `run stored in ${runPath}`,
+  ];
+  return rows.join('\n');
+}
+
+async function train(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { set: { type: 'string', multiple: true }, quiet: { type: 'boolean' } } });
+  const file = positionals[0];
+  if (!file) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const config = loadExperiment(file, values.set ?? []);
+  await initBackend();
+  let stop = false;
+  const onSigint = () => {
+    if (stop) process.exit(130);
+    stop = true;
+    process.stderr.write('\ninterrupt: finishing the current step and writing the run (Ctrl-C again to abort)\n');
+  };
+  process.on('SIGINT', onSigint);
+  const { runPath, result } = await runExperiment(config, createCatalog(builtinPlugins()), {
+    progress: !values.quiet,
+    shouldStop: () => stop,
+  });
+  process.off('SIGINT', onSigint);
+  process.stdout.write(`${formatResult(result, runPath)}\n`);
+  return result.status === 'finished' ? 0 : 130;
+}
+
+async function doctor(): Promise<number> {
+  const checks = await runDoctor({ datasetDirs: { 'fashion-mnist': [fashionMnistDir()] }, runDir: 'runs' });
+  for (const c of checks) {
+    process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(22)} ${c.detail}\n`);
+    if (c.fix) process.stdout.write(`     ${''.padEnd(22)} fix: ${c.fix}\n`);
+  }
+  return checks.every((c) => c.ok) ? 0 : 1;
+}
+
+function setup(): number {
+  const r = provisionNativeBackend({ log: (l) => process.stderr.write(`[setup] ${l}\n`) });
+  process.stdout.write(`native TensorFlow binding ${r.action === 'present' ? 'already present' : 'built'}: ${r.bindingPath}\n`);
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'train':
+        return await train(rest);
+      case 'doctor':
+        return await doctor();
+      case 'setup':
+        return setup();
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        process.stdout.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        process.stderr.write(`contrast: unknown command '${command}'\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    if (isContrastError(e)) {
+      process.stderr.write(`\nerror [${e.code}]: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof TypeError && /parseArgs|Unknown option/i.test(String(e.message))) {
+      process.stderr.write(`contrast: ${e.message}\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+}

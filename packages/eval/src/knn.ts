@@ -1,0 +1,109 @@
+import * as tf from '@tensorflow/tfjs';
+import { l2Normalize, type Encoder, type ImageSplit, type TrainingDataset } from '@contrast/core';
+
+export interface KnnOptions {
+  /** Neighbours (200 in InstDisc and the MoCo demo). */
+  k: number;
+  /** Temperature of the vote weight exp(sim / t) (0.1). */
+  t: number;
+  /** Use the first n training images as the bank (0 = all). */
+  bankSize?: number;
+  /** Evaluate the first n test images (0 = all). */
+  testSize?: number;
+  batchSize?: number;
+}
+
+/**
+ * Weighted kNN prediction (Wu et al. 2018): cosine similarity to the bank, the k
+ * most similar vote for their label with weight exp(sim / t).
+ *   bank [M, F] and queries [B, F] L2-normalised; bankLabels [M] int32 -> [B] int32
+ */
+export function knnPredict(
+  bank: tf.Tensor2D,
+  bankLabels: tf.Tensor1D,
+  queries: tf.Tensor2D,
+  k: number,
+  t: number,
+  numClasses: number,
+): tf.Tensor1D {
+  return tf.tidy(() => {
+    const sim = tf.matMul(queries, bank, false, true); // [B, M]
+    const { values, indices } = tf.topk(sim, Math.min(k, bank.shape[0])); // [B, k]
+    const labels = tf.gather(bankLabels, indices); // [B, k]
+    const weights = tf.exp(tf.div(values, t)); // [B, k]
+    const votes = tf.sum(tf.mul(tf.oneHot(labels, numClasses), tf.expandDims(weights, 2)), 1); // [B, C]
+    return tf.cast(tf.argMax(votes, 1), 'int32') as tf.Tensor1D;
+  });
+}
+
+/** Features for images [start, end) of a split, L2-normalised, computed in batches. */
+export function extractFeatures(
+  split: ImageSplit,
+  count: number,
+  toBatch: (start: number, end: number) => tf.Tensor4D,
+  extract: (x: tf.Tensor4D) => tf.Tensor2D,
+  batchSize: number,
+): tf.Tensor2D {
+  const parts: tf.Tensor2D[] = [];
+  for (let s = 0; s < Math.min(count, split.n); s += batchSize) {
+    const e = Math.min(s + batchSize, count, split.n);
+    parts.push(tf.tidy(() => l2Normalize(extract(toBatch(s, e)))));
+  }
+  const all = tf.concat(parts, 0) as tf.Tensor2D;
+  tf.dispose(parts);
+  return all;
+}
+
+export interface KnnResult {
+  accuracy: number;
+  bankSize: number;
+  testSize: number;
+  seconds: number;
+}
+
+/** kNN accuracy of a feature extractor: train split as the bank, test split evaluated. */
+export function knnAccuracy(
+  dataset: TrainingDataset,
+  toBatch: (split: ImageSplit, start: number, end: number) => tf.Tensor4D,
+  extract: (x: tf.Tensor4D) => tf.Tensor2D,
+  options: KnnOptions,
+): KnnResult {
+  const t0 = performance.now();
+  const bs = options.batchSize ?? 500;
+  const m = options.bankSize ? Math.min(options.bankSize, dataset.train.n) : dataset.train.n;
+  const n = options.testSize ? Math.min(options.testSize, dataset.test.n) : dataset.test.n;
+  const bank = extractFeatures(dataset.train, m, (s, e) => toBatch(dataset.train, s, e), extract, bs);
+  const bankLabels = tf.tensor1d(Int32Array.from(dataset.train.labels.subarray(0, m)), 'int32');
+  let correct = 0;
+  for (let s = 0; s < n; s += 250) {
+    const e = Math.min(s + 250, n);
+    const pred = tf.tidy(() => {
+      const q = l2Normalize(extract(toBatch(dataset.test, s, e)));
+      return knnPredict(bank, bankLabels, q, options.k, options.t, dataset.numClasses);
+    });
+    const p = pred.dataSync();
+    pred.dispose();
+    for (let i = 0; i < p.length; i++) if (p[i] === dataset.test.labels[s + i]) correct++;
+  }
+  tf.dispose([bank, bankLabels]);
+  return { accuracy: correct / n, bankSize: m, testSize: n, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** kNN on an encoder's pooled backbone features, BN in eval mode. */
+export function knnOnEncoder(
+  dataset: TrainingDataset,
+  toBatch: (split: ImageSplit, start: number, end: number) => tf.Tensor4D,
+  encoder: Encoder,
+  options: KnnOptions,
+): KnnResult {
+  return knnAccuracy(dataset, toBatch, (x) => encoder.features(x, false), options);
+}
+
+/** kNN on raw (normalised) pixels: the reference line any representation should beat. */
+export function knnOnPixels(
+  dataset: TrainingDataset,
+  toBatch: (split: ImageSplit, start: number, end: number) => tf.Tensor4D,
+  options: KnnOptions,
+): KnnResult {
+  return knnAccuracy(dataset, toBatch, (x) => tf.reshape(x, [x.shape[0], -1]) as tf.Tensor2D, options);
+}

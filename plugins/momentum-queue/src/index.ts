@@ -1,0 +1,89 @@
+import { inject, injectable, instanceCachingFactory, Lifecycle } from 'tsyringe';
+import type * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
+import {
+  definePlugin,
+  InfoNceLoss,
+  KeyQueue,
+  MomentumKeyEncoder,
+  PluginError,
+  Tokens,
+  type Encoder,
+  type Keys,
+  type KeysInput,
+  type NegativeSource,
+  type Plugin,
+  type Rng,
+  type StateTensors,
+} from '@contrast/core';
+
+export const PLUGIN_NAME = 'momentum-queue';
+
+export const MomentumQueueConfigSchema = z
+  .object({
+    name: z.literal(PLUGIN_NAME),
+    /** K: keys in the queue (65536 in MoCo v1 on ImageNet, 4096 in the CIFAR demo). */
+    queueSize: z.number().int().positive().default(4096),
+    /** m: key-encoder momentum (0.999 in MoCo v1, 0.99 in the CIFAR demo). */
+    momentum: z.number().min(0).max(1).default(0.99),
+  })
+  .strict();
+
+export type MomentumQueueConfig = z.infer<typeof MomentumQueueConfigSchema>;
+
+/**
+ * MoCo (He et al. 2020): the positive key is the other view through the momentum
+ * encoder, the negatives are the K keys in the queue. The loss sees the queue
+ * before this batch's keys are enqueued (enqueue happens in afterStep).
+ */
+@injectable()
+export class MomentumQueueSource implements NegativeSource {
+  readonly name = PLUGIN_NAME;
+  readonly queue: KeyQueue;
+
+  constructor(
+    @inject(Tokens.StrategyConfig) config: MomentumQueueConfig,
+    @inject(Tokens.Encoder) encoder: Encoder,
+    @inject(Tokens.Rng) rng: Rng,
+  ) {
+    this.queue = new KeyQueue(config.queueSize, encoder.embedDim, rng.fork());
+  }
+
+  keys({ key }: KeysInput): Keys {
+    if (!key) throw new PluginError(PLUGIN_NAME, 'needs key embeddings from the momentum key encoder');
+    return { positive: key, negatives: this.queue.keys }; // l_pos: [N, 1], l_neg: [N, K]
+  }
+
+  afterStep({ key }: { key: tf.Tensor2D | undefined }): void {
+    if (key) this.queue.enqueue(key);
+  }
+
+  state(): StateTensors {
+    return this.queue.state();
+  }
+
+  loadState(state: StateTensors): void {
+    this.queue.loadState(state);
+  }
+
+  dispose(): void {
+    this.queue.dispose();
+  }
+}
+
+export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
+  return definePlugin({
+    name: PLUGIN_NAME,
+    description: 'MoCo: FIFO queue of keys from an EMA key encoder, InfoNCE',
+    configSchema: MomentumQueueConfigSchema,
+    register(container) {
+      container.register(Tokens.NegativeSource, { useClass: MomentumQueueSource }, { lifecycle: Lifecycle.ContainerScoped });
+      container.register(Tokens.KeyEncoderPolicy, {
+        useFactory: instanceCachingFactory(
+          (c) => new MomentumKeyEncoder(c.resolve(Tokens.Encoder), (c.resolve(Tokens.StrategyConfig) as MomentumQueueConfig).momentum),
+        ),
+      });
+      container.register(Tokens.Loss, { useValue: new InfoNceLoss() });
+    },
+  });
+}
