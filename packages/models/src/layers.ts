@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { batchNormTraining } from './native-bn.js';
 import type { ParamStore } from './params.js';
 
 /**
@@ -57,15 +58,14 @@ export class BatchNorm {
     if (!training) {
       return tf.batchNorm4d(x, this.runningMean as tf.Tensor1D, this.runningVar as tf.Tensor1D, this.beta as tf.Tensor1D, this.gamma as tf.Tensor1D, this.eps);
     }
-    const { mean, variance } = tf.moments(x, [0, 1, 2]);
-    const n = x.shape[0] * x.shape[1] * x.shape[2];
+    const { y, mean, unbiasedVariance } = batchNormTraining(x, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D, this.eps);
     const m = this.momentum;
     tf.tidy(() => {
-      const unbiased = n > 1 ? tf.mul(variance, n / (n - 1)) : variance;
       this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
-      this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiased, m)));
+      this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiasedVariance, m)));
     });
-    return tf.batchNorm4d(x, mean as tf.Tensor1D, variance as tf.Tensor1D, this.beta as tf.Tensor1D, this.gamma as tf.Tensor1D, this.eps);
+    tf.dispose([mean, unbiasedVariance]);
+    return y;
   }
 }
 
