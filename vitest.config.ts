@@ -17,7 +17,11 @@ for (const group of ['packages', 'plugins']) {
 export default defineConfig({
   resolve: { alias },
   test: {
-    include: ['packages/*/src/**/*.test.ts', 'plugins/*/src/**/*.test.ts', 'experiments/**/*.test.ts'],
+    include: [
+      'packages/*/src/**/*.test.ts',
+      'plugins/*/src/**/*.test.ts',
+      'experiments/**/*.test.ts',
+    ],
     setupFiles: [resolve(root, 'vitest.setup.ts')],
     testTimeout: 120_000,
     hookTimeout: 300_000,

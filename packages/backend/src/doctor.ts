@@ -12,7 +12,10 @@ export interface DoctorCheck {
 }
 
 /** Environment checks for `contrast doctor`: what is there, and what to do about what is not. */
-export async function runDoctor(options: { datasetDirs: Record<string, string[]>; runDir: string }): Promise<DoctorCheck[]> {
+export async function runDoctor(options: {
+  datasetDirs: Record<string, string[]>;
+  runDir: string;
+}): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   const pkg = tfjsNodeDir();
   const binding = pkg ? findBinding(pkg) : undefined;
@@ -20,8 +23,14 @@ export async function runDoctor(options: { datasetDirs: Record<string, string[]>
   checks.push({
     name: 'native binding',
     ok: loads.ok,
-    detail: loads.ok ? `${binding}` : pkg ? `@tensorflow/tfjs-node present, binding ${loads.error}` : '@tensorflow/tfjs-node not installed',
-    ...(loads.ok ? {} : { fix: "run 'contrast setup' (builds against the PyPI TensorFlow wheel, offline)" }),
+    detail: loads.ok
+      ? `${binding}`
+      : pkg
+        ? `@tensorflow/tfjs-node present, binding ${loads.error}`
+        : '@tensorflow/tfjs-node not installed',
+    ...(loads.ok
+      ? {}
+      : { fix: "run 'contrast setup' (builds against the PyPI TensorFlow wheel, offline)" }),
   });
   try {
     const info = await initBackend();
@@ -29,12 +38,19 @@ export async function runDoctor(options: { datasetDirs: Record<string, string[]>
       name: 'backend',
       ok: info.name !== 'cpu',
       detail: `${info.name} (tfjs ${info.tfjsVersion}${info.tensorflowVersion ? `, TensorFlow C library ${info.tensorflowVersion}` : ''})`,
-      ...(info.name === 'cpu' ? { fix: "run 'contrast setup'; the pure-JS backend is ~100x slower" } : {}),
+      ...(info.name === 'cpu'
+        ? { fix: "run 'contrast setup'; the pure-JS backend is ~100x slower" }
+        : {}),
     });
   } catch (e) {
     checks.push({ name: 'backend', ok: false, detail: (e as Error).message });
   }
-  const threadEnv = ['OMP_NUM_THREADS', 'TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS', 'TF_ENABLE_ONEDNN_OPTS']
+  const threadEnv = [
+    'OMP_NUM_THREADS',
+    'TF_NUM_INTRAOP_THREADS',
+    'TF_NUM_INTEROP_THREADS',
+    'TF_ENABLE_ONEDNN_OPTS',
+  ]
     .filter((k) => process.env[k] !== undefined)
     .map((k) => `${k}=${process.env[k]}`);
   const onednnOff = process.env.TF_ENABLE_ONEDNN_OPTS === '0';
@@ -42,7 +58,9 @@ export async function runDoctor(options: { datasetDirs: Record<string, string[]>
     name: 'threads',
     ok: !onednnOff,
     detail: `${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; TensorFlow uses all cores by default${threadEnv.length ? `; ${threadEnv.join(' ')}` : ''}`,
-    ...(onednnOff ? { fix: 'unset TF_ENABLE_ONEDNN_OPTS: turning oneDNN off roughly halves training speed' } : {}),
+    ...(onednnOff
+      ? { fix: 'unset TF_ENABLE_ONEDNN_OPTS: turning oneDNN off roughly halves training speed' }
+      : {}),
   });
   for (const [name, dirs] of Object.entries(options.datasetDirs)) {
     const found = dirs.find((d) => existsSync(d));
@@ -50,7 +68,11 @@ export async function runDoctor(options: { datasetDirs: Record<string, string[]>
       name: `dataset ${name}`,
       ok: found !== undefined,
       detail: found ?? `not found in ${dirs.join(', ')}`,
-      ...(found ? {} : { fix: 'apt-get install -y dataset-fashion-mnist, or set data.root / CONTRAST_FASHION_MNIST' }),
+      ...(found
+        ? {}
+        : {
+            fix: 'apt-get install -y dataset-fashion-mnist, or set data.root / CONTRAST_FASHION_MNIST',
+          }),
     });
   }
   const cache = defaultCacheDir();

@@ -1,5 +1,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, lstatSync, renameSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  lstatSync,
+  renameSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -61,7 +69,10 @@ export function findBinding(packageDir: string): string | undefined {
 export function bindingLoads(packageDir: string): { ok: boolean; error: string } {
   const r = spawnSync(
     process.execPath,
-    ['-e', `const tf=require(${JSON.stringify(packageDir)}); if(tf.getBackend()!=='tensorflow') process.exit(3)`],
+    [
+      '-e',
+      `const tf=require(${JSON.stringify(packageDir)}); if(tf.getBackend()!=='tensorflow') process.exit(3)`,
+    ],
     { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } },
   );
   return { ok: r.status === 0, error: (r.stderr || '').trim().split('\n').slice(-3).join('\n') };
@@ -72,9 +83,12 @@ function run(cmd: string, args: string[], cwd: string, log: (l: string) => void)
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) {
     const tail = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.trim().split('\n').slice(-15).join('\n');
-    throw new BackendError(`'${cmd} ${args.join(' ')}' failed (exit ${r.status ?? r.signal})\n${tail}`, {
-      hint: 'see the output above; g++, make and python3 are needed to build the binding',
-    });
+    throw new BackendError(
+      `'${cmd} ${args.join(' ')}' failed (exit ${r.status ?? r.signal})\n${tail}`,
+      {
+        hint: 'see the output above; g++, make and python3 are needed to build the binding',
+      },
+    );
   }
 }
 
@@ -92,7 +106,16 @@ function ensureWheel(cacheDir: string, log: (l: string) => void): string {
     log(`downloading ${TF_WHEEL.name}==${TF_WHEEL.version} from PyPI (about 270 MB, once)`);
     run(
       'python3',
-      ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', `${TF_WHEEL.name}==${TF_WHEEL.version}`, '-d', wheels],
+      [
+        '-m',
+        'pip',
+        'download',
+        '--no-deps',
+        '--only-binary=:all:',
+        `${TF_WHEEL.name}==${TF_WHEEL.version}`,
+        '-d',
+        wheels,
+      ],
       cacheDir,
       log,
     );
@@ -175,12 +198,21 @@ export function provisionNativeBackend(options: ProvisionOptions = {}): Provisio
   forceSymlink(join(tfDir, 'include'), join(packageDir, 'deps', 'include'));
 
   const pkgRequire = createRequire(join(packageDir, 'package.json'));
-  const preGyp = join(dirname(pkgRequire.resolve('@mapbox/node-pre-gyp/package.json')), 'bin', 'node-pre-gyp');
+  const preGyp = join(
+    dirname(pkgRequire.resolve('@mapbox/node-pre-gyp/package.json')),
+    'bin',
+    'node-pre-gyp',
+  );
   const nodeDir = existsSync('/usr/include/node/node_api.h')
     ? '/usr'
     : join(dirname(process.execPath), '..');
   log('building the tfjs-node binding against libtensorflow (about 15 s)');
-  run(process.execPath, [preGyp, 'install', '--build-from-source', `--nodedir=${nodeDir}`], packageDir, log);
+  run(
+    process.execPath,
+    [preGyp, 'install', '--build-from-source', `--nodedir=${nodeDir}`],
+    packageDir,
+    log,
+  );
 
   const bindingPath = findBinding(packageDir);
   const check = bindingLoads(packageDir);

@@ -25,7 +25,11 @@ const require = createRequire(import.meta.url);
 let active: BackendInfo | undefined;
 
 function gpuVisible(): boolean {
-  return existsSync('/dev/nvidia0') || existsSync('/dev/nvidiactl') || process.env.CUDA_VISIBLE_DEVICES !== undefined;
+  return (
+    existsSync('/dev/nvidia0') ||
+    existsSync('/dev/nvidiactl') ||
+    process.env.CUDA_VISIBLE_DEVICES !== undefined
+  );
 }
 
 function tryLoad(pkg: string): { ok: true } | { ok: false; error: string } {
@@ -50,9 +54,13 @@ function nativeVersion(): string | undefined {
 /** Selects and initialises the backend once per process; later calls return the same choice. */
 export async function initBackend(preference?: BackendPreference): Promise<BackendInfo> {
   if (active) return active;
-  const pref = (preference ?? (process.env.CONTRAST_BACKEND as BackendPreference | undefined) ?? 'auto') as string;
+  const pref = (preference ??
+    (process.env.CONTRAST_BACKEND as BackendPreference | undefined) ??
+    'auto') as string;
   if (!['auto', 'tensorflow-gpu', 'tensorflow', 'cpu'].includes(pref)) {
-    throw new BackendError(`unknown backend '${pref}'`, { hint: 'use auto, tensorflow-gpu, tensorflow or cpu' });
+    throw new BackendError(`unknown backend '${pref}'`, {
+      hint: 'use auto, tensorflow-gpu, tensorflow or cpu',
+    });
   }
   const warnings: string[] = [];
   let name: BackendName | undefined;
@@ -64,7 +72,8 @@ export async function initBackend(preference?: BackendPreference): Promise<Backe
       throw new BackendError(`@tensorflow/tfjs-node-gpu could not be loaded: ${r.error}`, {
         hint: 'install @tensorflow/tfjs-node-gpu with CUDA 11.2 + cuDNN 8.1, or use CONTRAST_BACKEND=tensorflow',
       });
-    } else warnings.push(`a GPU is visible but @tensorflow/tfjs-node-gpu is unavailable (${r.error})`);
+    } else
+      warnings.push(`a GPU is visible but @tensorflow/tfjs-node-gpu is unavailable (${r.error})`);
   }
   if (!name && (pref === 'auto' || pref === 'tensorflow')) {
     const r = tryLoad('@tensorflow/tfjs-node');
@@ -73,7 +82,8 @@ export async function initBackend(preference?: BackendPreference): Promise<Backe
       throw new BackendError(`the native TensorFlow backend could not be loaded: ${r.error}`, {
         hint: "run 'contrast setup' (or scripts/setup.sh) to build the binding offline",
       });
-    } else warnings.push(`native backend unavailable (${r.error}); run 'contrast setup' to build it`);
+    } else
+      warnings.push(`native backend unavailable (${r.error}); run 'contrast setup' to build it`);
   }
   if (!name) {
     name = 'cpu';

@@ -20,7 +20,8 @@ Examples:
   contrast train experiments/moco-fmnist.yaml --set optim.epochs=1 --set strategy.momentum=0.999
 `;
 
-const pct = (x: number | undefined) => (x === undefined ? '   n/a' : `${(100 * x).toFixed(2).padStart(6)}%`);
+const pct = (x: number | undefined) =>
+  x === undefined ? '   n/a' : `${(100 * x).toFixed(2).padStart(6)}%`;
 
 export function formatResult(r: TrainResult, runPath: string): string {
   const rows = [
@@ -35,7 +36,11 @@ export function formatResult(r: TrainResult, runPath: string): string {
 }
 
 async function train(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { set: { type: 'string', multiple: true }, quiet: { type: 'boolean' } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { set: { type: 'string', multiple: true }, quiet: { type: 'boolean' } },
+  });
   const file = positionals[0];
   if (!file) {
     process.stderr.write(USAGE);
@@ -47,7 +52,9 @@ async function train(args: string[]): Promise<number> {
   const onSigint = () => {
     if (stop) process.exit(130);
     stop = true;
-    process.stderr.write('\ninterrupt: finishing the current step and writing the run (Ctrl-C again to abort)\n');
+    process.stderr.write(
+      '\ninterrupt: finishing the current step and writing the run (Ctrl-C again to abort)\n',
+    );
   };
   process.on('SIGINT', onSigint);
   const { runPath, result } = await runExperiment(config, createCatalog(builtinPlugins()), {
@@ -60,7 +67,10 @@ async function train(args: string[]): Promise<number> {
 }
 
 async function doctor(): Promise<number> {
-  const checks = await runDoctor({ datasetDirs: { 'fashion-mnist': [fashionMnistDir()] }, runDir: 'runs' });
+  const checks = await runDoctor({
+    datasetDirs: { 'fashion-mnist': [fashionMnistDir()] },
+    runDir: 'runs',
+  });
   for (const c of checks) {
     process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(22)} ${c.detail}\n`);
     if (c.fix) process.stdout.write(`     ${''.padEnd(22)} fix: ${c.fix}\n`);
@@ -70,7 +80,9 @@ async function doctor(): Promise<number> {
 
 function setup(): number {
   const r = provisionNativeBackend({ log: (l) => process.stderr.write(`[setup] ${l}\n`) });
-  process.stdout.write(`native TensorFlow binding ${r.action === 'present' ? 'already present' : 'built'}: ${r.bindingPath}\n`);
+  process.stdout.write(
+    `native TensorFlow binding ${r.action === 'present' ? 'already present' : 'built'}: ${r.bindingPath}\n`,
+  );
   return 0;
 }
 

@@ -1,4 +1,8 @@
-import { container as rootContainer, type DependencyContainer, type InjectionToken } from 'tsyringe';
+import {
+  container as rootContainer,
+  type DependencyContainer,
+  type InjectionToken,
+} from 'tsyringe';
 import type { TrainingDataset } from './contracts.js';
 import { parseWith } from './config.js';
 import { ContrastError, PluginError } from './errors.js';
@@ -53,7 +57,10 @@ export function composeExperiment(
   child.register(Tokens.Rng, { useValue: rng });
   child.register(Tokens.Dataset, { useValue: dataset });
   const encoder = catalog.encoders.get(config.model.encoder)(
-    { model: config.model, input: { height: dataset.height, width: dataset.width, channels: dataset.channels } },
+    {
+      model: config.model,
+      input: { height: dataset.height, width: dataset.width, channels: dataset.channels },
+    },
     rng.fork(),
   );
   child.register(Tokens.Encoder, { useValue: encoder });
@@ -66,7 +73,11 @@ export function composeExperiment(
   if (config.loss.name !== undefined) {
     child.register(Tokens.Loss, { useValue: catalog.losses.get(config.loss.name)() });
   }
-  for (const token of [Tokens.NegativeSource, Tokens.KeyEncoderPolicy, Tokens.Loss] as InjectionToken<unknown>[]) {
+  for (const token of [
+    Tokens.NegativeSource,
+    Tokens.KeyEncoderPolicy,
+    Tokens.Loss,
+  ] as InjectionToken<unknown>[]) {
     if (!child.isRegistered(token)) {
       throw new PluginError(plugin.name, `register() did not bind ${String(token)}`, {
         hint: 'a strategy plugin binds Tokens.NegativeSource, Tokens.KeyEncoderPolicy and Tokens.Loss',

@@ -33,8 +33,12 @@ describe('experiment config', () => {
   });
 
   it('refuses zero and negative sizes', () => {
-    expect(configError(() => parseExperiment({ ...minimal, optim: { batchSize: 0 } })).field).toBe('optim.batchSize');
-    expect(configError(() => parseExperiment({ ...minimal, loss: { temperature: -1 } })).field).toBe('loss.temperature');
+    expect(configError(() => parseExperiment({ ...minimal, optim: { batchSize: 0 } })).field).toBe(
+      'optim.batchSize',
+    );
+    expect(
+      configError(() => parseExperiment({ ...minimal, loss: { temperature: -1 } })).field,
+    ).toBe('loss.temperature');
   });
 
   it('suggests the nearest field for a misspelled key', () => {
@@ -45,7 +49,11 @@ describe('experiment config', () => {
   });
 
   it('applies --set overrides with YAML typing', () => {
-    const raw = applyOverrides(minimal, ['optim.lr=0.5', 'data.augmentation.crop.scale=[0.08, 1]', 'name=y']);
+    const raw = applyOverrides(minimal, [
+      'optim.lr=0.5',
+      'data.augmentation.crop.scale=[0.08, 1]',
+      'name=y',
+    ]);
     const c = parseExperiment(raw);
     expect(c.optim.lr).toBe(0.5);
     expect(c.data.augmentation.crop.scale).toEqual([0.08, 1]);
@@ -60,10 +68,17 @@ describe('experiment config', () => {
 
   it('loads a YAML file and reports unreadable ones', () => {
     const dir = mkdtempSync(join(tmpdir(), 'contrast-cfg-'));
-    writeFileSync(join(dir, 'a.yaml'), 'name: a\nstrategy: { name: momentum-queue, queueSize: 8 }\n');
+    writeFileSync(
+      join(dir, 'a.yaml'),
+      'name: a\nstrategy: { name: momentum-queue, queueSize: 8 }\n',
+    );
     expect(loadExperiment(join(dir, 'a.yaml'), ['seed=3']).seed).toBe(3);
     writeFileSync(join(dir, 'b.yaml'), 'name: [unclosed');
-    expect(configError(() => loadExperiment(join(dir, 'b.yaml'))).message).toContain('not valid YAML');
-    expect(configError(() => loadExperiment(join(dir, 'missing.yaml'))).message).toContain('ENOENT');
+    expect(configError(() => loadExperiment(join(dir, 'b.yaml'))).message).toContain(
+      'not valid YAML',
+    );
+    expect(configError(() => loadExperiment(join(dir, 'missing.yaml'))).message).toContain(
+      'ENOENT',
+    );
   });
 });

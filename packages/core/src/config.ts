@@ -17,7 +17,10 @@ function objectShape(schema: z.ZodTypeAny): Record<string, z.ZodTypeAny> | undef
   return s instanceof z.ZodObject ? (s.shape as Record<string, z.ZodTypeAny>) : undefined;
 }
 
-function shapeAt(schema: z.ZodTypeAny, path: (string | number)[]): Record<string, z.ZodTypeAny> | undefined {
+function shapeAt(
+  schema: z.ZodTypeAny,
+  path: (string | number)[],
+): Record<string, z.ZodTypeAny> | undefined {
   let shape = objectShape(schema);
   for (const p of path) {
     const next = shape?.[String(p)];
@@ -36,13 +39,18 @@ export function toConfigError(error: z.ZodError, schema: z.ZodTypeAny, prefix = 
     const known = Object.keys(shapeAt(schema, issue.path) ?? {});
     const near = nearest(key, known);
     return new ConfigError(base ? `${base}.${key}` : key, 'is not a known field', {
-      hint: near ? `did you mean '${near}'? Known here: ${known.join(', ')}` : `known here: ${known.join(', ')}`,
+      hint: near
+        ? `did you mean '${near}'? Known here: ${known.join(', ')}`
+        : `known here: ${known.join(', ')}`,
     });
   }
   const field = base || '(root)';
   let hint: string | undefined;
   if (issue.code === 'invalid_type') {
-    hint = issue.received === 'undefined' ? `add '${field}' (a ${issue.expected})` : `use a ${issue.expected}`;
+    hint =
+      issue.received === 'undefined'
+        ? `add '${field}' (a ${issue.expected})`
+        : `use a ${issue.expected}`;
   } else if (issue.code === 'too_small') {
     hint = `use a value ${issue.inclusive ? '>=' : '>'} ${String(issue.minimum)}`;
   } else if (issue.code === 'too_big') {
@@ -54,7 +62,11 @@ export function toConfigError(error: z.ZodError, schema: z.ZodTypeAny, prefix = 
 }
 
 /** Validates with a zod schema at the boundary; errors name the field and the fix. */
-export function parseWith<S extends z.ZodTypeAny>(schema: S, value: unknown, prefix = ''): z.infer<S> {
+export function parseWith<S extends z.ZodTypeAny>(
+  schema: S,
+  value: unknown,
+  prefix = '',
+): z.infer<S> {
   const r = schema.safeParse(value);
   if (!r.success) throw toConfigError(r.error, schema, prefix);
   return r.data;
@@ -64,12 +76,17 @@ export function parseWith<S extends z.ZodTypeAny>(schema: S, value: unknown, pre
  * Applies `key.path=value` overrides. Values are parsed as YAML, so numbers,
  * booleans and lists (`--set data.augmentation.crop.scale=[0.08,1]`) keep their type.
  */
-export function applyOverrides(raw: Record<string, unknown>, overrides: readonly string[]): Record<string, unknown> {
+export function applyOverrides(
+  raw: Record<string, unknown>,
+  overrides: readonly string[],
+): Record<string, unknown> {
   const out = structuredClone(raw);
   for (const o of overrides) {
     const eq = o.indexOf('=');
     if (eq <= 0) {
-      throw new ConfigError(o, `override is not of the form key=value`, { hint: 'write e.g. --set optim.lr=0.06' });
+      throw new ConfigError(o, `override is not of the form key=value`, {
+        hint: 'write e.g. --set optim.lr=0.06',
+      });
     }
     const path = o.slice(0, eq).trim().split('.');
     let value: unknown;
@@ -100,19 +117,27 @@ export function readExperimentFile(path: string): Record<string, unknown> {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new ConfigError('(file)', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
-      hint: 'check the path to the experiment YAML',
-      cause: e,
-    });
+    throw new ConfigError(
+      '(file)',
+      `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      {
+        hint: 'check the path to the experiment YAML',
+        cause: e,
+      },
+    );
   }
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw new ConfigError('(file)', `${path} is not valid YAML: ${(e as Error).message}`, { cause: e });
+    throw new ConfigError('(file)', `${path} is not valid YAML: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) {
-    throw new ConfigError('(root)', `${path} must hold a mapping of fields`, { hint: 'see experiments/moco-fmnist.yaml' });
+    throw new ConfigError('(root)', `${path} must hold a mapping of fields`, {
+      hint: 'see experiments/moco-fmnist.yaml',
+    });
   }
   return doc as Record<string, unknown>;
 }

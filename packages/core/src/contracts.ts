@@ -69,7 +69,11 @@ export interface NegativeSource {
   /** Inside the gradient tape. Must not mutate state: updates happen in afterStep. */
   keys(input: KeysInput): Keys;
   /** After the optimizer step: enqueue, bank write. `key` is the batch's key embeddings. */
-  afterStep(input: { query: tf.Tensor2D; key: tf.Tensor2D | undefined; indices: tf.Tensor1D }): void;
+  afterStep(input: {
+    query: tf.Tensor2D;
+    key: tf.Tensor2D | undefined;
+    indices: tf.Tensor1D;
+  }): void;
   state(): StateTensors;
   loadState(state: StateTensors): void;
   dispose(): void;

@@ -21,7 +21,9 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
   ) {
     const m = typeof momentum === 'number' ? momentum : momentum();
     if (!(m >= 0 && m <= 1)) {
-      throw new ConfigError('strategy.momentum', `must be in [0, 1], got ${m}`, { hint: 'MoCo uses 0.99-0.999' });
+      throw new ConfigError('strategy.momentum', `must be in [0, 1], got ${m}`, {
+        hint: 'MoCo uses 0.99-0.999',
+      });
     }
     this.keyEncoder = queryEncoder.clone({ trainable: false, prefix: 'key' });
   }
@@ -36,7 +38,11 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
   }
 
   afterStep(): void {
-    emaUpdateVariables(this.keyEncoder.parameters(), this.queryEncoder.parameters(), this.currentMomentum);
+    emaUpdateVariables(
+      this.keyEncoder.parameters(),
+      this.queryEncoder.parameters(),
+      this.currentMomentum,
+    );
   }
 
   state(): StateTensors {
@@ -48,7 +54,10 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
   loadState(state: StateTensors): void {
     for (const [name, v] of this.keyEncoder.namedVariables()) {
       const t = state.tensors[name];
-      if (!t) throw new StateError(`key encoder state lacks '${name}'`, { hint: 'resume with the same model config' });
+      if (!t)
+        throw new StateError(`key encoder state lacks '${name}'`, {
+          hint: 'resume with the same model config',
+        });
       v.assign(t);
     }
   }

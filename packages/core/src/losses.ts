@@ -12,9 +12,12 @@ export class InfoNceLoss implements Loss {
         hint: "use 'nt-xent' with in-batch negatives",
       });
     }
-    if (!(temperature > 0)) throw new ConfigError('loss.temperature', `must be > 0, got ${temperature}`);
+    if (!(temperature > 0))
+      throw new ConfigError('loss.temperature', `must be > 0, got ${temperature}`);
     const { loss, logits } = infoNce({ query, positive, negatives, temperature });
-    const accuracy = tf.tidy(() => topOneAccuracy(logits, tf.zeros([logits.shape[0]], 'int32') as tf.Tensor1D));
+    const accuracy = tf.tidy(() =>
+      topOneAccuracy(logits, tf.zeros([logits.shape[0]], 'int32') as tf.Tensor1D),
+    );
     logits.dispose();
     return { loss, accuracy };
   }

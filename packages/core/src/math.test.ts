@@ -20,7 +20,12 @@ function naiveInfoNce(q: number[][], kPos: number[][], queue: number[][], tau: n
 
 describe('l2Normalize', () => {
   it('divides each row by its norm (3-4-5 triangle)', () => {
-    const y = l2Normalize(tf.tensor2d([[3, 4], [0, 5]]));
+    const y = l2Normalize(
+      tf.tensor2d([
+        [3, 4],
+        [0, 5],
+      ]),
+    );
     expect(rows(y)[0]![0]).toBeCloseTo(0.6, 6);
     expect(rows(y)[0]![1]).toBeCloseTo(0.8, 6);
     expect(rows(y)[1]).toEqual([0, 1]);
@@ -32,7 +37,11 @@ describe('l2Normalize', () => {
 
 describe('InfoNCE', () => {
   it('is exactly log(K+1) when query, key and all K negatives are the same unit vector', () => {
-    for (const [k, tau] of [[1, 0.07], [16, 0.2], [4096, 0.1]] as const) {
+    for (const [k, tau] of [
+      [1, 0.07],
+      [16, 0.2],
+      [4096, 0.1],
+    ] as const) {
       const u = l2Normalize(tf.ones([1, 8])) as tf.Tensor2D;
       const query = tf.tile(u, [4, 1]) as tf.Tensor2D;
       const negatives = tf.tile(u, [k, 1]) as tf.Tensor2D;
@@ -45,13 +54,19 @@ describe('InfoNCE', () => {
   it('puts q.k+/t in column 0 and q.queue/t after it (hand-computed cosines)', () => {
     const q = tf.tensor2d([[1, 0]]);
     const kPos = tf.tensor2d([[0.6, 0.8]]);
-    const queue = tf.tensor2d([[0, 1], [-1, 0]]);
-    expect(rows(infoNceLogits(q, kPos, queue, 0.5))[0]).toEqual([1.2, 0, -2].map((v) => expect.closeTo(v, 6)));
+    const queue = tf.tensor2d([
+      [0, 1],
+      [-1, 0],
+    ]);
+    expect(rows(infoNceLogits(q, kPos, queue, 0.5))[0]).toEqual(
+      [1.2, 0, -2].map((v) => expect.closeTo(v, 6)),
+    );
   });
 
   it('matches a naive loop on random unit vectors', () => {
     const rng = new Rng(7);
-    const mk = (n: number) => l2Normalize(tf.tensor2d(rng.normalArray(n * 16), [n, 16])) as tf.Tensor2D;
+    const mk = (n: number) =>
+      l2Normalize(tf.tensor2d(rng.normalArray(n * 16), [n, 16])) as tf.Tensor2D;
     const [q, kPos, queue] = [mk(5), mk(5), mk(33)];
     const { loss } = infoNce({ query: q, positive: kPos, negatives: queue, temperature: 0.07 });
     expect(loss.dataSync()[0]).toBeCloseTo(naiveInfoNce(rows(q), rows(kPos), rows(queue), 0.07), 4);

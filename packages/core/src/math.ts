@@ -40,7 +40,9 @@ export function crossEntropyAt(logits: tf.Tensor2D, target: tf.Tensor1D): tf.Sca
 
 /** Fraction of rows whose argmax equals the target. */
 export function topOneAccuracy(logits: tf.Tensor2D, target: tf.Tensor1D): tf.Scalar {
-  return tf.tidy(() => tf.mean(tf.cast(tf.equal(tf.argMax(logits, 1), target), 'float32')) as tf.Scalar);
+  return tf.tidy(
+    () => tf.mean(tf.cast(tf.equal(tf.argMax(logits, 1), target), 'float32')) as tf.Scalar,
+  );
 }
 
 /**

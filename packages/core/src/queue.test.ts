@@ -70,6 +70,8 @@ describe('KeyQueue (FIFO)', () => {
   });
 
   it('rejects a non-positive size with a coded error', () => {
-    expect(() => new KeyQueue(0, 2, new Rng(0))).toThrow(expect.objectContaining({ code: 'CONTRAST_CONFIG' }));
+    expect(() => new KeyQueue(0, 2, new Rng(0))).toThrow(
+      expect.objectContaining({ code: 'CONTRAST_CONFIG' }),
+    );
   });
 });

@@ -29,7 +29,12 @@ export class KeyQueue {
       throw new ConfigError('strategy.queueSize', `must be a positive integer, got ${size}`);
     }
     this.queue = tf.tidy(() =>
-      tf.variable(l2Normalize(tf.tensor2d(rng.normalArray(size * dim), [size, dim])), false, undefined, 'float32'),
+      tf.variable(
+        l2Normalize(tf.tensor2d(rng.normalArray(size * dim), [size, dim])),
+        false,
+        undefined,
+        'float32',
+      ),
     ) as tf.Variable<tf.Rank.R2>;
   }
 

@@ -33,7 +33,10 @@ export const AugmentationSchema = z
 
 export const ExperimentSchema = z
   .object({
-    name: z.string().min(1).regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
+    name: z
+      .string()
+      .min(1)
+      .regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
     seed: z.number().int().min(0).default(0),
     data: z
       .object({

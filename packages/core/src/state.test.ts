@@ -8,9 +8,21 @@ import { Rng } from './rng.js';
 
 describe('tensor bundles', () => {
   it('round-trips float32 and int32 tensors and values', () => {
-    const buf = encodeBundle({ w: tf.tensor2d([[1.5, -2], [3, 4]]), ptr: tf.tensor1d([7], 'int32') }, { step: 12 });
+    const buf = encodeBundle(
+      {
+        w: tf.tensor2d([
+          [1.5, -2],
+          [3, 4],
+        ]),
+        ptr: tf.tensor1d([7], 'int32'),
+      },
+      { step: 12 },
+    );
     const back = decodeBundle(buf);
-    expect(back.tensors.w!.arraySync()).toEqual([[1.5, -2], [3, 4]]);
+    expect(back.tensors.w!.arraySync()).toEqual([
+      [1.5, -2],
+      [3, 4],
+    ]);
     expect(back.tensors.ptr!.dtype).toBe('int32');
     expect(back.values).toEqual({ step: 12 });
   });
@@ -35,7 +47,9 @@ describe('Rng', () => {
   it('is reproducible from a seed and from a saved state', () => {
     const a = new Rng(42);
     const b = new Rng(42);
-    expect(Array.from({ length: 5 }, () => a.next())).toEqual(Array.from({ length: 5 }, () => b.next()));
+    expect(Array.from({ length: 5 }, () => a.next())).toEqual(
+      Array.from({ length: 5 }, () => b.next()),
+    );
     const saved = a.getState();
     const x = a.nextU32();
     const c = new Rng(0);
@@ -52,6 +66,8 @@ describe('Rng', () => {
     const variance = n.reduce((s, v) => s + (v - mean) ** 2, 0) / n.length;
     expect(Math.abs(mean)).toBeLessThan(0.03);
     expect(variance).toBeCloseTo(1, 1);
-    expect(Array.from(r.permutation(100)).sort((x, y) => x - y)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    expect(Array.from(r.permutation(100)).sort((x, y) => x - y)).toEqual(
+      Array.from({ length: 100 }, (_, i) => i),
+    );
   });
 });

@@ -1,5 +1,13 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { StateError } from './errors.js';
@@ -72,8 +80,11 @@ export interface DecodedBundle {
 /** Parses and verifies a bundle; the caller owns (and disposes) the returned tensors. */
 export function decodeBundle(buf: Buffer, file = '<buffer>'): DecodedBundle {
   const bad = (why: string) =>
-    new StateError(`${file}: ${why}`, { hint: 'the file is corrupt or truncated; use another copy' });
-  if (buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC)) throw bad('not a tensor bundle (bad magic)');
+    new StateError(`${file}: ${why}`, {
+      hint: 'the file is corrupt or truncated; use another copy',
+    });
+  if (buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC))
+    throw bad('not a tensor bundle (bad magic)');
   const hlen = buf.readUInt32LE(8);
   if (12 + hlen > buf.length) throw bad('header runs past the end of the file');
   let header: { entries: Entry[]; values: Record<string, unknown>; sha256: string };
@@ -84,8 +95,10 @@ export function decodeBundle(buf: Buffer, file = '<buffer>'): DecodedBundle {
   }
   const payload = buf.subarray(12 + hlen);
   const expected = header.entries.reduce((s, e) => s + e.bytes, 0);
-  if (payload.length !== expected) throw bad(`payload is ${payload.length} bytes, header says ${expected}`);
-  if (createHash('sha256').update(payload).digest('hex') !== header.sha256) throw bad('checksum mismatch');
+  if (payload.length !== expected)
+    throw bad(`payload is ${payload.length} bytes, header says ${expected}`);
+  if (createHash('sha256').update(payload).digest('hex') !== header.sha256)
+    throw bad('checksum mismatch');
   const tensors: Record<string, tf.Tensor> = {};
   for (const e of header.entries) {
     const slice = payload.subarray(e.offset, e.offset + e.bytes);

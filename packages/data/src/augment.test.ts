@@ -5,7 +5,11 @@ import { BatchAugmentation, sampleCropBox } from './augment.js';
 import { gatherPixels, prefetch, stepsPerEpoch, twoViewBatches } from './batches.js';
 
 const input = { height: 28, width: 28, mean: [0], std: [1] };
-const noJitter = AugmentationSchema.parse({ jitter: { p: 0 }, flip: 0, crop: { scale: [1, 1], ratio: [1, 1] } });
+const noJitter = AugmentationSchema.parse({
+  jitter: { p: 0 },
+  flip: 0,
+  crop: { scale: [1, 1], ratio: [1, 1] },
+});
 
 describe('random resized crop boxes', () => {
   it('stay inside the image with area fraction within scale', () => {
@@ -37,7 +41,11 @@ describe('BatchAugmentation', () => {
   });
 
   it('brightness jitter scales pixels by a factor in [1-s, 1+s] and output stays in [0, 1]', () => {
-    const cfg = AugmentationSchema.parse({ flip: 0, crop: { scale: [1, 1], ratio: [1, 1] }, jitter: { brightness: 0.4, contrast: 0, p: 1 } });
+    const cfg = AugmentationSchema.parse({
+      flip: 0,
+      crop: { scale: [1, 1], ratio: [1, 1] },
+      jitter: { brightness: 0.4, contrast: 0, p: 1 },
+    });
     const aug = new BatchAugmentation(cfg, input, new Rng(5));
     const x = tf.fill([64, 28, 28, 1], 0.5) as tf.Tensor4D;
     const params = aug.drawParams(64);
@@ -51,7 +59,11 @@ describe('BatchAugmentation', () => {
 
   it('normalises with the dataset statistics', () => {
     const x = tf.fill([2, 28, 28, 1], 0.5) as tf.Tensor4D;
-    const y = new BatchAugmentation(noJitter, { ...input, mean: [0.25], std: [0.5] }, new Rng(0)).apply(x);
+    const y = new BatchAugmentation(
+      noJitter,
+      { ...input, mean: [0.25], std: [0.5] },
+      new Rng(0),
+    ).apply(x);
     expect(tf.mean(y).dataSync()[0]).toBeCloseTo(0.5, 5);
   });
 
@@ -78,15 +90,33 @@ describe('BatchAugmentation', () => {
 describe('two-view batches', () => {
   const n = 10;
   const ds: TrainingDataset = {
-    name: 'tiny', height: 28, width: 28, channels: 1, numClasses: 2, mean: [0], std: [1], providesIndices: true,
-    train: { images: new Uint8Array(n * 784).map((_, i) => Math.floor(i / 784) * 20), labels: new Uint8Array(n), n },
+    name: 'tiny',
+    height: 28,
+    width: 28,
+    channels: 1,
+    numClasses: 2,
+    mean: [0],
+    std: [1],
+    providesIndices: true,
+    train: {
+      images: new Uint8Array(n * 784).map((_, i) => Math.floor(i / 784) * 20),
+      labels: new Uint8Array(n),
+      n,
+    },
     test: { images: new Uint8Array(0), labels: new Uint8Array(0), n: 0 },
   };
 
   it('cover each sample once per epoch, with indices matching the pixels', () => {
     const aug = new BatchAugmentation(noJitter, input, new Rng(0));
     const seen: number[] = [];
-    for (const b of twoViewBatches({ dataset: ds, augmentation: aug, rng: new Rng(1), batchSize: 4, dropLast: false, epochs: 1 })) {
+    for (const b of twoViewBatches({
+      dataset: ds,
+      augmentation: aug,
+      rng: new Rng(1),
+      batchSize: 4,
+      dropLast: false,
+      epochs: 1,
+    })) {
       const idx = Array.from(b.indices.dataSync());
       const px = (b.query.arraySync() as number[][][][]).map((img) => img[0]![0]![0]!);
       idx.forEach((v, i) => expect(px[i]).toBeCloseTo((v * 20) / 255, 5));

@@ -45,7 +45,12 @@ export function sampleCropBox(
     w = width;
     h = height;
   }
-  return { top: Math.floor((height - h) / 2), left: Math.floor((width - w) / 2), height: h, width: w };
+  return {
+    top: Math.floor((height - h) / 2),
+    left: Math.floor((width - w) / 2),
+    height: h,
+    width: w,
+  };
 }
 
 /** Per-sample draws of one augmented view; exposed for tests and reproducibility checks. */
@@ -67,7 +72,12 @@ export class BatchAugmentation implements Augmentation {
 
   constructor(
     private readonly config: AugmentationConfig,
-    private readonly input: { height: number; width: number; mean: readonly number[]; std: readonly number[] },
+    private readonly input: {
+      height: number;
+      width: number;
+      mean: readonly number[];
+      std: readonly number[];
+    },
     private readonly rng: Rng,
   ) {
     const s = config.crop.size;
@@ -102,7 +112,13 @@ export class BatchAugmentation implements Augmentation {
     const n = x.shape[0];
     return tf.tidy(() => {
       const boxInd = tf.range(0, n, 1, 'int32') as tf.Tensor1D;
-      let y = tf.image.cropAndResize(x, tf.tensor2d(params.boxes, [n, 4]), boxInd, this.outSize, 'bilinear');
+      let y = tf.image.cropAndResize(
+        x,
+        tf.tensor2d(params.boxes, [n, 4]),
+        boxInd,
+        this.outSize,
+        'bilinear',
+      );
       const b = tf.tensor4d(params.brightness, [n, 1, 1, 1]);
       const c = tf.tensor4d(params.contrast, [n, 1, 1, 1]);
       y = tf.mul(y, b);
@@ -115,6 +131,12 @@ export class BatchAugmentation implements Augmentation {
 }
 
 /** (x - mean) / std per channel. */
-export function normalize(x: tf.Tensor4D, mean: readonly number[], std: readonly number[]): tf.Tensor4D {
-  return tf.tidy(() => tf.div(tf.sub(x, tf.tensor1d([...mean])), tf.tensor1d([...std])) as tf.Tensor4D);
+export function normalize(
+  x: tf.Tensor4D,
+  mean: readonly number[],
+  std: readonly number[],
+): tf.Tensor4D {
+  return tf.tidy(
+    () => tf.div(tf.sub(x, tf.tensor1d([...mean])), tf.tensor1d([...std])) as tf.Tensor4D,
+  );
 }

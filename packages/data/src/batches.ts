@@ -32,7 +32,12 @@ export function gatherPixels(
 }
 
 /** Normalised, un-augmented images start..end of a split (for evaluation). */
-export function splitBatch(ds: TrainingDataset, split: ImageSplit, start: number, end: number): tf.Tensor4D {
+export function splitBatch(
+  ds: TrainingDataset,
+  split: ImageSplit,
+  start: number,
+  end: number,
+): tf.Tensor4D {
   const idx = Array.from({ length: end - start }, (_, i) => start + i);
   return tf.tidy(() => normalize(gatherPixels(split, idx, ds), ds.mean, ds.std));
 }
@@ -64,7 +69,11 @@ export function* twoViewBatches(options: {
       const idx = order.subarray(step * batchSize, Math.min(n, (step + 1) * batchSize));
       const batch = tf.tidy(() => {
         const x = gatherPixels(dataset.train, idx, dataset);
-        return { query: augmentation.apply(x), key: augmentation.apply(x), indices: tf.tensor1d(idx, 'int32') };
+        return {
+          query: augmentation.apply(x),
+          key: augmentation.apply(x),
+          indices: tf.tensor1d(idx, 'int32'),
+        };
       });
       yield { ...batch, epoch, step };
     }
@@ -77,25 +86,29 @@ export function* twoViewBatches(options: {
  * work (permutation, pixel gather, augmentation draws) is queued while the
  * previous step's results are read back.
  */
-export async function* prefetch<T>(source: Iterable<T>, depth: number, discard?: (item: T) => void): AsyncGenerator<T> {
+export async function* prefetch<T>(
+  source: Iterable<T>,
+  depth: number,
+  discard?: (item: T) => void,
+): AsyncGenerator<T> {
   const it = source[Symbol.iterator]();
   const buffer: T[] = [];
   let done = false;
   try {
-  const fill = () => {
-    while (!done && buffer.length < Math.max(1, depth)) {
-      const r = it.next();
-      if (r.done) done = true;
-      else buffer.push(r.value);
-    }
-  };
-  fill();
-  while (buffer.length > 0) {
-    const item = buffer.shift()!;
-    await new Promise<void>((r) => setImmediate(r));
-    yield item;
+    const fill = () => {
+      while (!done && buffer.length < Math.max(1, depth)) {
+        const r = it.next();
+        if (r.done) done = true;
+        else buffer.push(r.value);
+      }
+    };
     fill();
-  }
+    while (buffer.length > 0) {
+      const item = buffer.shift()!;
+      await new Promise<void>((r) => setImmediate(r));
+      yield item;
+      fill();
+    }
   } finally {
     // The consumer stopped early: release what was produced ahead.
     if (discard) for (const item of buffer.splice(0)) discard(item);

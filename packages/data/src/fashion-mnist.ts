@@ -14,7 +14,16 @@ export const FASHION_MNIST_FILES = {
 } as const;
 
 export const FASHION_MNIST_CLASSES = [
-  'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
 ] as const;
 
 /**
@@ -31,15 +40,26 @@ function loadSplit(dir: string, imagesFile: string, labelsFile: string, n: numbe
   const labels = readIdx(join(dir, labelsFile));
   const [count, h, w] = images.dims;
   if (images.dims.length !== 3 || count !== n || h !== 28 || w !== 28) {
-    throw new DatasetError(join(dir, imagesFile), `expected [${n}, 28, 28] images, found [${images.dims.join(', ')}]`, {
-      hint: 'use the official Fashion-MNIST files',
-    });
+    throw new DatasetError(
+      join(dir, imagesFile),
+      `expected [${n}, 28, 28] images, found [${images.dims.join(', ')}]`,
+      {
+        hint: 'use the official Fashion-MNIST files',
+      },
+    );
   }
   if (labels.dims.length !== 1 || labels.dims[0] !== n) {
-    throw new DatasetError(join(dir, labelsFile), `expected ${n} labels, found [${labels.dims.join(', ')}]`);
+    throw new DatasetError(
+      join(dir, labelsFile),
+      `expected ${n} labels, found [${labels.dims.join(', ')}]`,
+    );
   }
   const bad = labels.data.findIndex((l) => l > 9);
-  if (bad >= 0) throw new DatasetError(join(dir, labelsFile), `label ${labels.data[bad]} at index ${bad} is not in 0..9`);
+  if (bad >= 0)
+    throw new DatasetError(
+      join(dir, labelsFile),
+      `label ${labels.data[bad]} at index ${bad} is not in 0..9`,
+    );
   return { images: images.data, labels: labels.data, n };
 }
 
@@ -50,15 +70,11 @@ function loadSplit(dir: string, imagesFile: string, labelsFile: string, n: numbe
 export function loadFashionMnist(root?: string): TrainingDataset {
   const dir = fashionMnistDir(root);
   if (!existsSync(join(dir, FASHION_MNIST_FILES.trainImages))) {
-    throw new DatasetError(
-      join(dir, FASHION_MNIST_FILES.trainImages),
-      'Fashion-MNIST not found',
-      {
-        hint:
-          'on Debian/Ubuntu as root: apt-get install -y dataset-fashion-mnist; elsewhere put the four official ' +
-          `files (${Object.values(FASHION_MNIST_FILES).join(', ')}) in a folder and set data.root or CONTRAST_FASHION_MNIST to it`,
-      },
-    );
+    throw new DatasetError(join(dir, FASHION_MNIST_FILES.trainImages), 'Fashion-MNIST not found', {
+      hint:
+        'on Debian/Ubuntu as root: apt-get install -y dataset-fashion-mnist; elsewhere put the four official ' +
+        `files (${Object.values(FASHION_MNIST_FILES).join(', ')}) in a folder and set data.root or CONTRAST_FASHION_MNIST to it`,
+    });
   }
   const f = FASHION_MNIST_FILES;
   return {
@@ -79,5 +95,12 @@ export function loadFashionMnist(root?: string): TrainingDataset {
 export function subsetTrain(ds: TrainingDataset, n: number): TrainingDataset {
   if (n <= 0 || n >= ds.train.n) return ds;
   const px = ds.height * ds.width * ds.channels;
-  return { ...ds, train: { images: ds.train.images.subarray(0, n * px), labels: ds.train.labels.subarray(0, n), n } };
+  return {
+    ...ds,
+    train: {
+      images: ds.train.images.subarray(0, n * px),
+      labels: ds.train.labels.subarray(0, n),
+      n,
+    },
+  };
 }

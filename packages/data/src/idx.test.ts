@@ -57,7 +57,9 @@ describe('IDX reader', () => {
     expect(() => loadFashionMnist('/nonexistent/fmnist')).toThrow(
       expect.objectContaining({
         code: 'CONTRAST_DATASET',
-        message: expect.stringMatching(/nonexistent.*apt-get install -y dataset-fashion-mnist.*CONTRAST_FASHION_MNIST/s),
+        message: expect.stringMatching(
+          /nonexistent.*apt-get install -y dataset-fashion-mnist.*CONTRAST_FASHION_MNIST/s,
+        ),
       }),
     );
   });

@@ -19,23 +19,36 @@ export function parseIdx(buf: Uint8Array, file: string): IdxArray {
     try {
       bytes = gunzipSync(bytes);
     } catch (e) {
-      throw new DatasetError(file, `gzip stream is corrupt or truncated (${(e as Error).message})`, {
-        hint: 'download the file again (or reinstall dataset-fashion-mnist)',
-        cause: e,
-      });
+      throw new DatasetError(
+        file,
+        `gzip stream is corrupt or truncated (${(e as Error).message})`,
+        {
+          hint: 'download the file again (or reinstall dataset-fashion-mnist)',
+          cause: e,
+        },
+      );
     }
   }
   if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0) {
-    throw new DatasetError(file, 'bad IDX magic: not an IDX file', { hint: 'point data.root at the official IDX files' });
+    throw new DatasetError(file, 'bad IDX magic: not an IDX file', {
+      hint: 'point data.root at the official IDX files',
+    });
   }
   if (bytes[2] !== UBYTE) {
-    throw new DatasetError(file, `IDX element type 0x${bytes[2]!.toString(16)} is not unsigned byte (0x08)`);
+    throw new DatasetError(
+      file,
+      `IDX element type 0x${bytes[2]!.toString(16)} is not unsigned byte (0x08)`,
+    );
   }
   const ndims = bytes[3]!;
   if (ndims < 1 || bytes.length < 4 + 4 * ndims) {
-    throw new DatasetError(file, `IDX header declares ${ndims} dimensions but the file is too short`, {
-      hint: 'the file is truncated; download it again',
-    });
+    throw new DatasetError(
+      file,
+      `IDX header declares ${ndims} dimensions but the file is too short`,
+      {
+        hint: 'the file is truncated; download it again',
+      },
+    );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const dims = Array.from({ length: ndims }, (_, i) => view.getUint32(4 + 4 * i, false));
@@ -56,9 +69,13 @@ export function readIdx(path: string): IdxArray {
   try {
     buf = readFileSync(path);
   } catch (e) {
-    throw new DatasetError(path, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {
-      cause: e,
-    });
+    throw new DatasetError(
+      path,
+      `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      {
+        cause: e,
+      },
+    );
   }
   return parseIdx(buf, path);
 }

@@ -6,7 +6,11 @@ import { knnOnPixels, knnPredict } from './knn.js';
 describe('weighted kNN', () => {
   it('votes with weight exp(sim / t) (hand-computed)', () => {
     // Query (1,0). Bank: two class-0 rows at cos 0.6, one class-1 row at cos 1.0.
-    const bank = tf.tensor2d([[0.6, 0.8], [0.6, -0.8], [1, 0]]);
+    const bank = tf.tensor2d([
+      [0.6, 0.8],
+      [0.6, -0.8],
+      [1, 0],
+    ]);
     const labels = tf.tensor1d([0, 0, 1], 'int32');
     const q = tf.tensor2d([[1, 0]]);
     // t = 0.1: class 0 gets 2 e^6 = 807, class 1 gets e^10 = 22026 -> class 1
@@ -19,11 +23,39 @@ describe('weighted kNN', () => {
 
   it('classifies separable clusters perfectly and leaks nothing', () => {
     const img = (v: number) => new Uint8Array(4).fill(v);
-    const train = { images: new Uint8Array([...img(10), ...img(20), ...img(240), ...img(250)]), labels: new Uint8Array([0, 0, 1, 1]), n: 4 };
-    const test = { images: new Uint8Array([...img(15), ...img(245)]), labels: new Uint8Array([0, 1]), n: 2 };
-    const ds: TrainingDataset = { name: 't', height: 2, width: 2, channels: 1, numClasses: 2, mean: [0.5], std: [0.5], providesIndices: true, train, test };
+    const train = {
+      images: new Uint8Array([...img(10), ...img(20), ...img(240), ...img(250)]),
+      labels: new Uint8Array([0, 0, 1, 1]),
+      n: 4,
+    };
+    const test = {
+      images: new Uint8Array([...img(15), ...img(245)]),
+      labels: new Uint8Array([0, 1]),
+      n: 2,
+    };
+    const ds: TrainingDataset = {
+      name: 't',
+      height: 2,
+      width: 2,
+      channels: 1,
+      numClasses: 2,
+      mean: [0.5],
+      std: [0.5],
+      providesIndices: true,
+      train,
+      test,
+    };
     const toBatch = (split: typeof train, s: number, e: number) =>
-      tf.tidy(() => tf.sub(tf.div(tf.tensor4d(Float32Array.from(split.images.subarray(s * 4, e * 4)), [e - s, 2, 2, 1]), 127.5), 1) as tf.Tensor4D);
+      tf.tidy(
+        () =>
+          tf.sub(
+            tf.div(
+              tf.tensor4d(Float32Array.from(split.images.subarray(s * 4, e * 4)), [e - s, 2, 2, 1]),
+              127.5,
+            ),
+            1,
+          ) as tf.Tensor4D,
+      );
     const before = tf.memory().numTensors;
     const r = knnOnPixels(ds, toBatch, { k: 2, t: 0.1 });
     expect(r.accuracy).toBe(1);

@@ -72,7 +72,13 @@ export function knnAccuracy(
   const bs = options.batchSize ?? 500;
   const m = options.bankSize ? Math.min(options.bankSize, dataset.train.n) : dataset.train.n;
   const n = options.testSize ? Math.min(options.testSize, dataset.test.n) : dataset.test.n;
-  const bank = extractFeatures(dataset.train, m, (s, e) => toBatch(dataset.train, s, e), extract, bs);
+  const bank = extractFeatures(
+    dataset.train,
+    m,
+    (s, e) => toBatch(dataset.train, s, e),
+    extract,
+    bs,
+  );
   const bankLabels = tf.tensor1d(Int32Array.from(dataset.train.labels.subarray(0, m)), 'int32');
   let correct = 0;
   for (let s = 0; s < n; s += 250) {
@@ -86,7 +92,12 @@ export function knnAccuracy(
     for (let i = 0; i < p.length; i++) if (p[i] === dataset.test.labels[s + i]) correct++;
   }
   tf.dispose([bank, bankLabels]);
-  return { accuracy: correct / n, bankSize: m, testSize: n, seconds: (performance.now() - t0) / 1000 };
+  return {
+    accuracy: correct / n,
+    bankSize: m,
+    testSize: n,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 /** kNN on an encoder's pooled backbone features, BN in eval mode. */
@@ -105,5 +116,10 @@ export function knnOnPixels(
   toBatch: (split: ImageSplit, start: number, end: number) => tf.Tensor4D,
   options: KnnOptions,
 ): KnnResult {
-  return knnAccuracy(dataset, toBatch, (x) => tf.reshape(x, [x.shape[0], -1]) as tf.Tensor2D, options);
+  return knnAccuracy(
+    dataset,
+    toBatch,
+    (x) => tf.reshape(x, [x.shape[0], -1]) as tf.Tensor2D,
+    options,
+  );
 }

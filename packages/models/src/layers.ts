@@ -25,7 +25,15 @@ export class Conv {
       return tf.conv2d(x, this.w as tf.Tensor4D, 1, 'same');
     }
     const p = this.pad;
-    const xp = p > 0 ? tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]) : x;
+    const xp =
+      p > 0
+        ? tf.pad(x, [
+            [0, 0],
+            [p, p],
+            [p, p],
+            [0, 0],
+          ])
+        : x;
     return tf.conv2d(xp, this.w as tf.Tensor4D, this.stride, 'valid');
   }
 }
@@ -56,9 +64,21 @@ export class BatchNorm {
 
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D {
     if (!training) {
-      return tf.batchNorm4d(x, this.runningMean as tf.Tensor1D, this.runningVar as tf.Tensor1D, this.beta as tf.Tensor1D, this.gamma as tf.Tensor1D, this.eps);
+      return tf.batchNorm4d(
+        x,
+        this.runningMean as tf.Tensor1D,
+        this.runningVar as tf.Tensor1D,
+        this.beta as tf.Tensor1D,
+        this.gamma as tf.Tensor1D,
+        this.eps,
+      );
     }
-    const { y, mean, unbiasedVariance } = batchNormTraining(x, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D, this.eps);
+    const { y, mean, unbiasedVariance } = batchNormTraining(
+      x,
+      this.gamma as tf.Tensor1D,
+      this.beta as tf.Tensor1D,
+      this.eps,
+    );
     const m = this.momentum;
     tf.tidy(() => {
       this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));

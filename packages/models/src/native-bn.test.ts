@@ -13,10 +13,13 @@ describe('fused training-mode BatchNorm', () => {
     const beta = tf.tensor1d([0.1, 0, -0.2]);
     const w = tf.randomNormal([6, 5, 4, 3], 0, 1, 'float32', 12); // makes the loss's dy non-uniform
     const lossOf = (impl: typeof batchNormTraining) => (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
-      tf.sum(tf.mul(tf.square(impl(a as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5).y), w)) as tf.Scalar;
+      tf.sum(
+        tf.mul(tf.square(impl(a as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5).y), w),
+      ) as tf.Scalar;
     const fused = batchNormTraining(x, gamma, beta, 1e-5);
     const ref = compositeBatchNorm(x, gamma, beta, 1e-5);
-    const close = (a: tf.Tensor, b: tf.Tensor) => expect(tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]).toBeLessThan(1e-4);
+    const close = (a: tf.Tensor, b: tf.Tensor) =>
+      expect(tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]).toBeLessThan(1e-4);
     close(fused.y, ref.y);
     close(fused.mean, ref.mean);
     close(fused.unbiasedVariance, ref.unbiasedVariance);
@@ -34,7 +37,9 @@ describe('fused training-mode BatchNorm', () => {
     tf.tidy(() => {
       batchNormTraining(x, g, b, 1e-5);
     });
-    tf.grads((a: tf.Tensor) => tf.sum(batchNormTraining(a as tf.Tensor4D, g, b, 1e-5).y))([x]).forEach((t) => t.dispose());
+    tf.grads((a: tf.Tensor) => tf.sum(batchNormTraining(a as tf.Tensor4D, g, b, 1e-5).y))([
+      x,
+    ]).forEach((t) => t.dispose());
     expect(tf.memory().numTensors).toBe(before);
   });
 });

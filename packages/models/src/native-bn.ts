@@ -17,13 +17,20 @@ interface NativeBinding {
 }
 interface NativeBackend {
   binding: NativeBinding;
-  executeMultipleOutputs(name: string, attrs: unknown[], inputs: tf.Tensor[], numOutputs: number): tf.Tensor[];
+  executeMultipleOutputs(
+    name: string,
+    attrs: unknown[],
+    inputs: tf.Tensor[],
+    numOutputs: number,
+  ): tf.Tensor[];
 }
 
 function nativeBackend(): NativeBackend | undefined {
   if (tf.getBackend() !== 'tensorflow') return undefined;
   const b = tf.backend() as unknown as Partial<NativeBackend>;
-  return typeof b.executeMultipleOutputs === 'function' && b.binding ? (b as NativeBackend) : undefined;
+  return typeof b.executeMultipleOutputs === 'function' && b.binding
+    ? (b as NativeBackend)
+    : undefined;
 }
 
 function attrs(b: NativeBinding, eps: number) {
@@ -44,7 +51,12 @@ export interface BatchNormTrainOutput {
   unbiasedVariance: tf.Tensor1D;
 }
 
-export function batchNormTraining(x: tf.Tensor4D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): BatchNormTrainOutput {
+export function batchNormTraining(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps: number,
+): BatchNormTrainOutput {
   const backend = nativeBackend();
   if (!backend) return compositeBatchNorm(x, gamma, beta, eps);
   let stats: [tf.Tensor1D, tf.Tensor1D] | undefined;
@@ -62,7 +74,13 @@ export function batchNormTraining(x: tf.Tensor4D, gamma: tf.Tensor1D, beta: tf.T
     return {
       value: y!,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sx, sg, s1, s2, s3] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+        const [sx, sg, s1, s2, s3] = saved as [
+          tf.Tensor,
+          tf.Tensor,
+          tf.Tensor,
+          tf.Tensor,
+          tf.Tensor,
+        ];
         const [dx, dg, db] = backend.executeMultipleOutputs(
           'FusedBatchNormGradV3',
           attrs(backend.binding, eps),
@@ -83,9 +101,18 @@ export function batchNormTraining(x: tf.Tensor4D, gamma: tf.Tensor1D, beta: tf.T
 }
 
 /** The same computation in portable ops (any backend). */
-export function compositeBatchNorm(x: tf.Tensor4D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): BatchNormTrainOutput {
+export function compositeBatchNorm(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps: number,
+): BatchNormTrainOutput {
   const { mean, variance } = tf.moments(x, [0, 1, 2]);
   const n = x.shape[0] * x.shape[1] * x.shape[2];
   const y = tf.batchNorm4d(x, mean as tf.Tensor1D, variance as tf.Tensor1D, beta, gamma, eps);
-  return { y, mean: mean as tf.Tensor1D, unbiasedVariance: (n > 1 ? tf.mul(variance, n / (n - 1)) : variance) as tf.Tensor1D };
+  return {
+    y,
+    mean: mean as tf.Tensor1D,
+    unbiasedVariance: (n > 1 ? tf.mul(variance, n / (n - 1)) : variance) as tf.Tensor1D,
+  };
 }

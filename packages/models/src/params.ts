@@ -18,11 +18,17 @@ export class ParamStore {
     private readonly source?: ReadonlyMap<string, tf.Tensor>,
   ) {}
 
-  private create(name: string, shape: number[], init: () => tf.Tensor, isParam: boolean): tf.Variable {
+  private create(
+    name: string,
+    shape: number[],
+    init: () => tf.Tensor,
+    isParam: boolean,
+  ): tf.Variable {
     if (this.named.has(name)) throw new Error(`duplicate variable name '${name}'`);
     const src = this.source?.get(name);
     const v = tf.tidy(() => tf.variable(src ? src.clone() : init(), isParam && this.trainable));
-    if (src && src.shape.join() !== shape.join()) throw new Error(`clone: '${name}' shape mismatch`);
+    if (src && src.shape.join() !== shape.join())
+      throw new Error(`clone: '${name}' shape mismatch`);
     this.named.set(name, v);
     if (isParam) this.params.push(v);
     return v;
@@ -32,14 +38,29 @@ export class ParamStore {
   conv(name: string, k: number, cin: number, cout: number): tf.Variable {
     const shape = [k, k, cin, cout];
     const std = Math.sqrt(2 / (k * k * cout));
-    return this.create(name, shape, () => tf.tensor(this.draw().normalArray(k * k * cin * cout, std), shape), true);
+    return this.create(
+      name,
+      shape,
+      () => tf.tensor(this.draw().normalArray(k * k * cin * cout, std), shape),
+      true,
+    );
   }
 
   /** PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
   linear(name: string, fanIn: number, fanOut: number): { w: tf.Variable; b: tf.Variable } {
     const bound = 1 / Math.sqrt(fanIn);
-    const w = this.create(`${name}/w`, [fanIn, fanOut], () => tf.tensor(this.draw().uniformArray(fanIn * fanOut, -bound, bound), [fanIn, fanOut]), true);
-    const b = this.create(`${name}/b`, [fanOut], () => tf.tensor(this.draw().uniformArray(fanOut, -bound, bound), [fanOut]), true);
+    const w = this.create(
+      `${name}/w`,
+      [fanIn, fanOut],
+      () => tf.tensor(this.draw().uniformArray(fanIn * fanOut, -bound, bound), [fanIn, fanOut]),
+      true,
+    );
+    const b = this.create(
+      `${name}/b`,
+      [fanOut],
+      () => tf.tensor(this.draw().uniformArray(fanOut, -bound, bound), [fanOut]),
+      true,
+    );
     return { w, b };
   }
 

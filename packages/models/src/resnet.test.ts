@@ -23,12 +23,20 @@ describe('ResNet encoders', () => {
   });
 
   it('produces L2-normalised embeddings of the right shapes, 1 or 3 channels', () => {
-    for (const [channels, size] of [[1, 28], [3, 32]] as const) {
-      const enc = createEncoder(spec({ encoder: 'resnet18', width: 0.125, dim: 16 }, channels, size), new Rng(1));
+    for (const [channels, size] of [
+      [1, 28],
+      [3, 32],
+    ] as const) {
+      const enc = createEncoder(
+        spec({ encoder: 'resnet18', width: 0.125, dim: 16 }, channels, size),
+        new Rng(1),
+      );
       const x = tf.randomNormal([3, size, size, channels]) as tf.Tensor4D;
       const z = enc.embed(x, true);
       expect(z.shape).toEqual([3, 16]);
-      (tf.norm(z, 'euclidean', 1).arraySync() as number[]).forEach((n) => expect(n).toBeCloseTo(1, 5));
+      (tf.norm(z, 'euclidean', 1).arraySync() as number[]).forEach((n) =>
+        expect(n).toBeCloseTo(1, 5),
+      );
       expect(enc.features(x, false).shape).toEqual([3, 64]);
       enc.dispose();
     }

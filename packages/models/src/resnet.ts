@@ -50,16 +50,27 @@ class ResNetBackbone implements Backbone {
   private readonly stemBn: BatchNorm;
   private readonly blocks: BasicBlock[] = [];
 
-  constructor(s: ParamStore, depths: readonly number[], stem: 'cifar' | 'imagenet', width: number, channels: number) {
+  constructor(
+    s: ParamStore,
+    depths: readonly number[],
+    stem: 'cifar' | 'imagenet',
+    width: number,
+    channels: number,
+  ) {
     const w0 = Math.max(1, Math.round(64 * width));
-    this.stemConv = stem === 'cifar' ? new Conv(s, 'stem/conv', 3, channels, w0, 1, 1) : new Conv(s, 'stem/conv', 7, channels, w0, 2, 3);
+    this.stemConv =
+      stem === 'cifar'
+        ? new Conv(s, 'stem/conv', 3, channels, w0, 1, 1)
+        : new Conv(s, 'stem/conv', 7, channels, w0, 2, 3);
     this.stemBn = new BatchNorm(s, 'stem/bn', w0);
     this.maxPool = stem === 'imagenet';
     let cin = w0;
     depths.forEach((count, stage) => {
       const cout = w0 * 2 ** stage;
       for (let i = 0; i < count; i++) {
-        this.blocks.push(new BasicBlock(s, `layer${stage + 1}/${i}`, cin, cout, i === 0 && stage > 0 ? 2 : 1));
+        this.blocks.push(
+          new BasicBlock(s, `layer${stage + 1}/${i}`, cin, cout, i === 0 && stage > 0 ? 2 : 1),
+        );
         cin = cout;
       }
     });
@@ -70,7 +81,22 @@ class ResNetBackbone implements Backbone {
 
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
     let y = tf.relu(this.stemBn.apply(this.stemConv.apply(x), training));
-    if (this.maxPool) y = tf.maxPool(tf.pad(y, [[0, 0], [1, 1], [1, 1], [0, 0]], -Infinity), 3, 2, 'valid');
+    if (this.maxPool)
+      y = tf.maxPool(
+        tf.pad(
+          y,
+          [
+            [0, 0],
+            [1, 1],
+            [1, 1],
+            [0, 0],
+          ],
+          -Infinity,
+        ),
+        3,
+        2,
+        'valid',
+      );
     for (const b of this.blocks) y = b.apply(y, training);
     return tf.mean(y, [1, 2]) as tf.Tensor2D;
   }
@@ -86,7 +112,11 @@ class ConvNetBackbone implements Backbone {
     const widths = [w, 2 * w, 4 * w];
     let cin = channels;
     widths.forEach((cout, i) => {
-      this.stages.push({ conv: new Conv(s, `conv${i + 1}`, 3, cin, cout, 1, 1), bn: new BatchNorm(s, `bn${i + 1}`, cout), pool: i < 2 });
+      this.stages.push({
+        conv: new Conv(s, `conv${i + 1}`, 3, cin, cout, 1, 1),
+        bn: new BatchNorm(s, `bn${i + 1}`, cout),
+        pool: i < 2,
+      });
       cin = cout;
     });
     this.featureDim = cin;
@@ -116,11 +146,18 @@ export class ContrastEncoder implements Encoder {
   ) {
     const { model, input } = spec;
     this.store = new ParamStore(options.trainable ?? true, options.rng, options.source);
-    if (model.encoder === 'convnet') this.backbone = new ConvNetBackbone(this.store, model.width, input.channels);
+    if (model.encoder === 'convnet')
+      this.backbone = new ConvNetBackbone(this.store, model.width, input.channels);
     else {
       const depths = RESNET_DEPTHS[model.encoder as keyof typeof RESNET_DEPTHS];
       if (!depths) throw new ConfigError('model.encoder', `no ResNet depth for '${model.encoder}'`);
-      this.backbone = new ResNetBackbone(this.store, depths, model.stem, model.width, input.channels);
+      this.backbone = new ResNetBackbone(
+        this.store,
+        depths,
+        model.stem,
+        model.width,
+        input.channels,
+      );
     }
     this.featureDim = this.backbone.featureDim;
     this.head = new Linear(this.store, 'head/fc', this.featureDim, model.dim);
@@ -153,7 +190,10 @@ export class ContrastEncoder implements Encoder {
   }
 
   clone(options: { trainable: boolean; prefix: string }): ContrastEncoder {
-    return new ContrastEncoder(this.spec, { trainable: options.trainable, source: this.store.named });
+    return new ContrastEncoder(this.spec, {
+      trainable: options.trainable,
+      source: this.store.named,
+    });
   }
 
   dispose(): void {

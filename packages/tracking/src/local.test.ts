@@ -13,9 +13,15 @@ describe('local run directory', () => {
     for (let i = 0; i < 20; i++) t.logMetrics({ step: i, epoch: 0, loss: 1 / (i + 1) });
     t.setSummary({ knn: 0.5 });
     await t.close('finished');
-    const lines = readFileSync(join(run.path, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(join(run.path, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.step)).toEqual(Array.from({ length: 20 }, (_, i) => i));
-    expect(JSON.parse(readFileSync(join(run.path, 'summary.json'), 'utf8'))).toMatchObject({ status: 'finished', knn: 0.5 });
+    expect(JSON.parse(readFileSync(join(run.path, 'summary.json'), 'utf8'))).toMatchObject({
+      status: 'finished',
+      knn: 0.5,
+    });
     expect(readFileSync(join(run.path, 'config.yaml'), 'utf8')).toContain('lr: 0.1');
     expect(readdirSync(run.path).filter((f) => f.includes('.tmp-'))).toEqual([]);
   });
@@ -29,6 +35,8 @@ describe('local run directory', () => {
     const root = mkdtempSync(join(tmpdir(), 'contrast-runs-'));
     const file = join(root, 'file');
     writeFileSync(file, 'x');
-    expect(() => createRunDirectory(join(file, 'sub'), 'a')).toThrow(expect.objectContaining({ code: 'CONTRAST_RUN_DIR' }));
+    expect(() => createRunDirectory(join(file, 'sub'), 'a')).toThrow(
+      expect.objectContaining({ code: 'CONTRAST_RUN_DIR' }),
+    );
   });
 });

@@ -20,10 +20,13 @@ export function checkRunRoot(root: string): string {
     mkdirSync(abs, { recursive: true });
     accessSync(abs, constants.W_OK);
   } catch (e) {
-    throw new RunDirError(`cannot write runs under ${abs} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {
-      hint: 'choose a writable folder with --set tracking.dir=PATH',
-      cause: e,
-    });
+    throw new RunDirError(
+      `cannot write runs under ${abs} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      {
+        hint: 'choose a writable folder with --set tracking.dir=PATH',
+        cause: e,
+      },
+    );
   }
   return abs;
 }
@@ -90,7 +93,13 @@ export class LocalRunTracker implements Tracker {
   }
 
   private writeSummary(status: string): void {
-    const doc = { id: this.run.id, status, started: this.started.toISOString(), updated: new Date().toISOString(), ...this.summary };
+    const doc = {
+      id: this.run.id,
+      status,
+      started: this.started.toISOString(),
+      updated: new Date().toISOString(),
+      ...this.summary,
+    };
     writeFileAtomic(join(this.run.path, 'summary.json'), `${JSON.stringify(doc, null, 2)}\n`);
   }
 

@@ -1,9 +1,20 @@
-import { InfoNceLoss, Registry, type Catalog, type DatasetFactory, type EncoderFactory, type LossFactory, type Plugin } from '@contrast/core';
+import {
+  InfoNceLoss,
+  Registry,
+  type Catalog,
+  type DatasetFactory,
+  type EncoderFactory,
+  type LossFactory,
+  type Plugin,
+} from '@contrast/core';
 import { loadFashionMnist, subsetTrain } from '@contrast/data';
 import { createEncoder, ENCODER_NAMES } from '@contrast/models';
 
 /** Registries of everything built in, plus the given strategy plugins. */
-export function createCatalog(plugins: readonly Plugin[], extra: { losses?: Record<string, LossFactory> } = {}): Catalog {
+export function createCatalog(
+  plugins: readonly Plugin[],
+  extra: { losses?: Record<string, LossFactory> } = {},
+): Catalog {
   const catalog: Catalog = {
     plugins: new Registry<Plugin>('strategy'),
     encoders: new Registry<EncoderFactory>('encoder'),
@@ -12,7 +23,9 @@ export function createCatalog(plugins: readonly Plugin[], extra: { losses?: Reco
   };
   for (const p of plugins) catalog.plugins.register(p.name, p);
   for (const name of ENCODER_NAMES) catalog.encoders.register(name, createEncoder);
-  catalog.datasets.register('fashion-mnist', (data) => subsetTrain(loadFashionMnist(data.root), data.trainSubset));
+  catalog.datasets.register('fashion-mnist', (data) =>
+    subsetTrain(loadFashionMnist(data.root), data.trainSubset),
+  );
   catalog.losses.register('infonce', () => new InfoNceLoss());
   for (const [name, f] of Object.entries(extra.losses ?? {})) catalog.losses.register(name, f);
   return catalog;

@@ -12,7 +12,15 @@ export class Progress {
     this.tty = Boolean(out.isTTY);
   }
 
-  update(s: { step: number; epoch: number; epochs: number; loss: number; accuracy: number; imgPerSec: number; etaSec: number }): void {
+  update(s: {
+    step: number;
+    epoch: number;
+    epochs: number;
+    loss: number;
+    accuracy: number;
+    imgPerSec: number;
+    etaSec: number;
+  }): void {
     if (!this.enabled) return;
     const done = s.step + 1;
     const width = 24;

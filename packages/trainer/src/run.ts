@@ -1,6 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DependencyContainer } from 'tsyringe';
-import { checkNames, composeExperiment, Tokens, type Catalog, type ExperimentConfig, type TrainingDataset } from '@contrast/core';
+import {
+  checkNames,
+  composeExperiment,
+  Tokens,
+  type Catalog,
+  type ExperimentConfig,
+  type TrainingDataset,
+} from '@contrast/core';
 import { checkRunRoot, createRunDirectory, LocalRunTracker } from '@contrast/tracking';
 import { Trainer, type TrainOptions, type TrainResult } from './trainer.js';
 
@@ -17,11 +24,18 @@ export interface RunOutcome {
 export async function runExperiment(
   config: ExperimentConfig,
   catalog: Catalog,
-  options: TrainOptions & { dataset?: TrainingDataset; onComposed?: (c: DependencyContainer) => void } = {},
+  options: TrainOptions & {
+    dataset?: TrainingDataset;
+    onComposed?: (c: DependencyContainer) => void;
+  } = {},
 ): Promise<RunOutcome> {
   checkNames(config, catalog);
   checkRunRoot(config.tracking.dir);
-  const { container } = composeExperiment(config, catalog, options.dataset ? { dataset: options.dataset } : {});
+  const { container } = composeExperiment(
+    config,
+    catalog,
+    options.dataset ? { dataset: options.dataset } : {},
+  );
   const run = createRunDirectory(config.tracking.dir, config.name);
   const tracker = new LocalRunTracker(run);
   container.register(Tokens.Tracker, { useValue: tracker });
@@ -34,7 +48,11 @@ export async function runExperiment(
       steps: result.steps,
       epochs: result.epochs,
       final_loss: result.finalLoss,
-      knn: { raw_pixels: result.knn.rawPixels, random_init: result.knn.randomInit, trained: result.knn.trained },
+      knn: {
+        raw_pixels: result.knn.rawPixels,
+        random_init: result.knn.randomInit,
+        trained: result.knn.trained,
+      },
       knn_per_epoch: result.knnPerEpoch,
       img_per_sec: result.imgPerSec,
       wall_seconds: result.wallSeconds,

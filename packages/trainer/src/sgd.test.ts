@@ -12,7 +12,10 @@ describe('SGD with momentum and weight decay (torch.optim.SGD)', () => {
     // step 2: g = [0.5, 0.5] + 0.1 * w = [0.594, 0.297]; buf = 0.9 * [0.6, 0.3] + g = [1.134, 0.567]
     //         w = w - 0.1 * buf = [0.8266, -2.0867]
     opt.apply({ [w.name]: tf.tensor1d([0.5, 0.5]) }, 0.1);
-    expect(Array.from(w.dataSync())).toEqual([expect.closeTo(0.8266, 5), expect.closeTo(-2.0867, 5)]);
+    expect(Array.from(w.dataSync())).toEqual([
+      expect.closeTo(0.8266, 5),
+      expect.closeTo(-2.0867, 5),
+    ]);
   });
 
   it('round-trips its momentum buffers and leaks nothing', () => {
@@ -25,7 +28,9 @@ describe('SGD with momentum and weight decay (torch.optim.SGD)', () => {
     expect(tf.memory().numTensors).toBe(before);
     const other = new Sgd([tf.variable(tf.zeros([3]))], 0.9, 0);
     other.loadState(opt.state());
-    expect(other.state().tensors['momentum_buffer/0']!.arraySync()).toEqual(opt.state().tensors['momentum_buffer/0']!.arraySync());
+    expect(other.state().tensors['momentum_buffer/0']!.arraySync()).toEqual(
+      opt.state().tensors['momentum_buffer/0']!.arraySync(),
+    );
   });
 });
 

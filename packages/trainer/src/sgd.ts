@@ -32,14 +32,19 @@ export class Sgd {
   }
 
   state(): StateTensors {
-    return { tensors: Object.fromEntries(this.buffers.map((b, i) => [`momentum_buffer/${i}`, b])), values: {} };
+    return {
+      tensors: Object.fromEntries(this.buffers.map((b, i) => [`momentum_buffer/${i}`, b])),
+      values: {},
+    };
   }
 
   loadState(state: StateTensors): void {
     this.buffers.forEach((b, i) => {
       const t = state.tensors[`momentum_buffer/${i}`];
       if (!t || t.shape.join() !== b.shape.join()) {
-        throw new StateError(`optimizer state lacks a matching momentum_buffer/${i}`, { hint: 'resume with the same model config' });
+        throw new StateError(`optimizer state lacks a matching momentum_buffer/${i}`, {
+          hint: 'resume with the same model config',
+        });
       }
       b.assign(t);
     });
@@ -51,7 +56,12 @@ export class Sgd {
 }
 
 /** Learning rate at step t of T: constant, or a half-cycle cosine from lr to 0 (MoCo v2). */
-export function learningRate(schedule: 'cosine' | 'constant', base: number, step: number, total: number): number {
+export function learningRate(
+  schedule: 'cosine' | 'constant',
+  base: number,
+  step: number,
+  total: number,
+): number {
   if (schedule === 'constant' || total <= 0) return base;
   return base * 0.5 * (1 + Math.cos((Math.PI * Math.min(step, total)) / total));
 }

@@ -28,7 +28,11 @@ export interface StepInput {
  *   and keyPolicy.afterStep (EMA).
  * Returns the loss and pretext accuracy as scalars the caller reads and disposes.
  */
-export function contrastiveStep(parts: StepParts, input: StepInput, lr: number): { loss: tf.Scalar; accuracy: tf.Scalar } {
+export function contrastiveStep(
+  parts: StepParts,
+  input: StepInput,
+  lr: number,
+): { loss: tf.Scalar; accuracy: tf.Scalar } {
   const { encoder, keyPolicy, source, loss, optimizer, temperature } = parts;
   let accuracy: tf.Scalar | undefined;
   let detachedQuery: tf.Tensor2D | undefined;

@@ -18,7 +18,14 @@ import {
   type Tracker,
   type TrainingDataset,
 } from '@contrast/core';
-import { BatchAugmentation, disposeBatch, prefetch, splitBatch, stepsPerEpoch, twoViewBatches } from '@contrast/data';
+import {
+  BatchAugmentation,
+  disposeBatch,
+  prefetch,
+  splitBatch,
+  stepsPerEpoch,
+  twoViewBatches,
+} from '@contrast/data';
 import { knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
 import { Progress } from './progress.js';
 import { learningRate, Sgd } from './sgd.js';
@@ -70,7 +77,11 @@ export class Trainer {
   }
 
   get stepsPerEpoch(): number {
-    return stepsPerEpoch(this.dataset.train.n, this.config.optim.batchSize, this.config.data.dropLast);
+    return stepsPerEpoch(
+      this.dataset.train.n,
+      this.config.optim.batchSize,
+      this.config.data.dropLast,
+    );
   }
 
   get totalSteps(): number {
@@ -78,7 +89,8 @@ export class Trainer {
     return this.config.optim.maxSteps > 0 ? Math.min(all, this.config.optim.maxSteps) : all;
   }
 
-  private toBatch = (split: ImageSplit, s: number, e: number) => splitBatch(this.dataset, split, s, e);
+  private toBatch = (split: ImageSplit, s: number, e: number) =>
+    splitBatch(this.dataset, split, s, e);
 
   knn(encoder: Encoder = this.encoder): KnnResult {
     const { k, t, bankSize, testSize } = this.config.eval.knn;
@@ -98,17 +110,31 @@ export class Trainer {
     if (ev.baselines) {
       const px = this.knnPixels();
       knnResult.rawPixels = px.accuracy;
-      log(`kNN raw pixels: ${(100 * px.accuracy).toFixed(2)}% (${px.bankSize} bank / ${px.testSize} test, ${px.seconds.toFixed(1)} s)`);
+      log(
+        `kNN raw pixels: ${(100 * px.accuracy).toFixed(2)}% (${px.bankSize} bank / ${px.testSize} test, ${px.seconds.toFixed(1)} s)`,
+      );
       const init = this.knn(); // the encoder is still at its random initialisation
       knnResult.randomInit = init.accuracy;
-      log(`kNN random-init encoder: ${(100 * init.accuracy).toFixed(2)}% (${init.seconds.toFixed(1)} s)`);
-      this.tracker.logMetrics({ step: 0, epoch: 0, knn_raw_pixels: px.accuracy, knn_random_init: init.accuracy });
+      log(
+        `kNN random-init encoder: ${(100 * init.accuracy).toFixed(2)}% (${init.seconds.toFixed(1)} s)`,
+      );
+      this.tracker.logMetrics({
+        step: 0,
+        epoch: 0,
+        knn_raw_pixels: px.accuracy,
+        knn_random_init: init.accuracy,
+      });
     }
 
     const total = this.totalSteps;
     const spe = this.stepsPerEpoch;
     const epochs = Math.ceil(total / spe);
-    const progress = new Progress(total, this.config.tracking.logEvery, process.stderr, options.progress ?? true);
+    const progress = new Progress(
+      total,
+      this.config.tracking.logEvery,
+      process.stderr,
+      options.progress ?? true,
+    );
     const batches = twoViewBatches({
       dataset: this.dataset,
       augmentation: this.augmentation,
@@ -117,7 +143,14 @@ export class Trainer {
       dropLast: this.config.data.dropLast,
       epochs,
     });
-    const parts = { encoder: this.encoder, keyPolicy: this.keyPolicy, source: this.source, loss: this.loss, optimizer: this.optimizer, temperature: this.config.loss.temperature };
+    const parts = {
+      encoder: this.encoder,
+      keyPolicy: this.keyPolicy,
+      source: this.source,
+      loss: this.loss,
+      optimizer: this.optimizer,
+      temperature: this.config.loss.temperature,
+    };
     const tensorsAfterStep: number[] = [];
     const knnPerEpoch: TrainResult['knnPerEpoch'] = [];
     let step = 0;
@@ -139,7 +172,9 @@ export class Trainer {
       const [loss, accuracy] = [out.loss.dataSync()[0]!, out.accuracy.dataSync()[0]!]; // the logged scalars
       tf.dispose([out.loss, out.accuracy, batch.query, batch.key, batch.indices]);
       if (!Number.isFinite(loss)) {
-        throw new StateError(`loss became ${loss} at step ${step}`, { hint: 'lower optim.lr or raise loss.temperature' });
+        throw new StateError(`loss became ${loss} at step ${step}`, {
+          hint: 'lower optim.lr or raise loss.temperature',
+        });
       }
       const now = performance.now();
       const dt = (now - tPrev) / 1000;
@@ -152,17 +187,38 @@ export class Trainer {
       const ips = secondsTimed > 0 ? imagesTimed / secondsTimed : n / dt;
       lastLoss = loss;
       tensorsAfterStep.push(tf.memory().numTensors);
-      this.tracker.logMetrics({ step, epoch: batch.epoch, loss, lr, pretext_accuracy: accuracy, img_per_sec: n / dt });
-      progress.update({ step, epoch: batch.epoch, epochs, loss, accuracy, imgPerSec: ips, etaSec: ((total - step - 1) * optim.batchSize) / ips });
+      this.tracker.logMetrics({
+        step,
+        epoch: batch.epoch,
+        loss,
+        lr,
+        pretext_accuracy: accuracy,
+        img_per_sec: n / dt,
+      });
+      progress.update({
+        step,
+        epoch: batch.epoch,
+        epochs,
+        loss,
+        accuracy,
+        imgPerSec: ips,
+        etaSec: ((total - step - 1) * optim.batchSize) / ips,
+      });
       step++;
 
       const endOfEpoch = batch.step === spe - 1 || step === total;
-      if (endOfEpoch && ev.knn.every > 0 && ((batch.epoch + 1) % ev.knn.every === 0 || step === total)) {
+      if (
+        endOfEpoch &&
+        ev.knn.every > 0 &&
+        ((batch.epoch + 1) % ev.knn.every === 0 || step === total)
+      ) {
         const r = this.knn();
         knnPerEpoch.push({ epoch: batch.epoch + 1, accuracy: r.accuracy });
         lastEvalEpoch = batch.epoch;
         this.tracker.logMetrics({ step, epoch: batch.epoch + 1, knn_accuracy: r.accuracy });
-        progress.log(`epoch ${batch.epoch + 1}: kNN ${(100 * r.accuracy).toFixed(2)}% (${r.seconds.toFixed(1)} s)`);
+        progress.log(
+          `epoch ${batch.epoch + 1}: kNN ${(100 * r.accuracy).toFixed(2)}% (${r.seconds.toFixed(1)} s)`,
+        );
         tPrev = performance.now();
       }
       if (step >= total) break;

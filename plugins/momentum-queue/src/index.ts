@@ -50,7 +50,8 @@ export class MomentumQueueSource implements NegativeSource {
   }
 
   keys({ key }: KeysInput): Keys {
-    if (!key) throw new PluginError(PLUGIN_NAME, 'needs key embeddings from the momentum key encoder');
+    if (!key)
+      throw new PluginError(PLUGIN_NAME, 'needs key embeddings from the momentum key encoder');
     return { positive: key, negatives: this.queue.keys }; // l_pos: [N, 1], l_neg: [N, K]
   }
 
@@ -77,10 +78,18 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
     description: 'MoCo: FIFO queue of keys from an EMA key encoder, InfoNCE',
     configSchema: MomentumQueueConfigSchema,
     register(container) {
-      container.register(Tokens.NegativeSource, { useClass: MomentumQueueSource }, { lifecycle: Lifecycle.ContainerScoped });
+      container.register(
+        Tokens.NegativeSource,
+        { useClass: MomentumQueueSource },
+        { lifecycle: Lifecycle.ContainerScoped },
+      );
       container.register(Tokens.KeyEncoderPolicy, {
         useFactory: instanceCachingFactory(
-          (c) => new MomentumKeyEncoder(c.resolve(Tokens.Encoder), (c.resolve(Tokens.StrategyConfig) as MomentumQueueConfig).momentum),
+          (c) =>
+            new MomentumKeyEncoder(
+              c.resolve(Tokens.Encoder),
+              (c.resolve(Tokens.StrategyConfig) as MomentumQueueConfig).momentum,
+            ),
         ),
       });
       container.register(Tokens.Loss, { useValue: new InfoNceLoss() });

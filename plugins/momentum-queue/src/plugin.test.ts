@@ -1,6 +1,14 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { composeExperiment, parseExperiment, Tokens, type Encoder, type KeyEncoderPolicy, type NegativeSource, MomentumKeyEncoder } from '@contrast/core';
+import {
+  composeExperiment,
+  parseExperiment,
+  Tokens,
+  type Encoder,
+  type KeyEncoderPolicy,
+  type NegativeSource,
+  MomentumKeyEncoder,
+} from '@contrast/core';
 import { BatchAugmentation, twoViewBatches, disposeBatch } from '@contrast/data';
 import { contrastiveStep, createCatalog, Sgd } from '@contrast/trainer';
 import { momentumQueuePlugin, MomentumQueueSource } from './index.js';
@@ -13,17 +21,45 @@ function compose(overrides: Record<string, unknown> = {}) {
     strategy: { name: 'momentum-queue', queueSize: 40, momentum: 0.99, ...overrides },
     optim: { batchSize: 16, lr: 0.05 },
   });
-  const { container, dataset } = composeExperiment(config, createCatalog([momentumQueuePlugin() as never]));
+  const { container, dataset } = composeExperiment(
+    config,
+    createCatalog([momentumQueuePlugin() as never]),
+  );
   const encoder = container.resolve<Encoder>(Tokens.Encoder);
   const keyPolicy = container.resolve<KeyEncoderPolicy>(Tokens.KeyEncoderPolicy);
   const source = container.resolve<NegativeSource>(Tokens.NegativeSource);
-  const parts = { encoder, keyPolicy, source, loss: container.resolve(Tokens.Loss), optimizer: new Sgd(encoder.parameters(), 0.9, 5e-4), temperature: 0.1 };
-  const batches = twoViewBatches({ dataset, augmentation: new BatchAugmentation(config.data.augmentation, dataset, container.resolve(Tokens.Rng)), rng: container.resolve(Tokens.Rng), batchSize: 16, dropLast: true, epochs: 100 });
-  return { parts, batches, source: source as MomentumQueueSource, keyPolicy: keyPolicy as MomentumKeyEncoder, encoder };
+  const parts = {
+    encoder,
+    keyPolicy,
+    source,
+    loss: container.resolve(Tokens.Loss),
+    optimizer: new Sgd(encoder.parameters(), 0.9, 5e-4),
+    temperature: 0.1,
+  };
+  const batches = twoViewBatches({
+    dataset,
+    augmentation: new BatchAugmentation(
+      config.data.augmentation,
+      dataset,
+      container.resolve(Tokens.Rng),
+    ),
+    rng: container.resolve(Tokens.Rng),
+    batchSize: 16,
+    dropLast: true,
+    epochs: 100,
+  });
+  return {
+    parts,
+    batches,
+    source: source as MomentumQueueSource,
+    keyPolicy: keyPolicy as MomentumKeyEncoder,
+    encoder,
+  };
 }
 
 const snapshot = (vs: readonly tf.Variable[]) => vs.map((v) => Float32Array.from(v.dataSync()));
-const maxDiff = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
+const maxDiff = (a: Float32Array[], b: Float32Array[]) =>
+  Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
 
 describe('momentum-queue plugin', () => {
   it('binds its parts through the container', () => {
@@ -73,9 +109,12 @@ describe('momentum-queue plugin', () => {
       tf.dispose(Object.values(contrastiveStep(parts, b, 0.05)));
       const after = source.queue.keys.arraySync() as number[][];
       const k = keyEmb.arraySync() as number[][];
-      k.forEach((row, j) => row.forEach((v, d) => expect(after[(ptr + j) % 40]![d]).toBeCloseTo(v, 2)));
+      k.forEach((row, j) =>
+        row.forEach((v, d) => expect(after[(ptr + j) % 40]![d]).toBeCloseTo(v, 2)),
+      );
       // rows not written this step are untouched
-      for (let r = 0; r < 40; r++) if ((r - ptr + 40) % 40 >= 16) expect(after[r]).toEqual(keysBefore[r]);
+      for (let r = 0; r < 40; r++)
+        if ((r - ptr + 40) % 40 >= 16) expect(after[r]).toEqual(keysBefore[r]);
       expect(source.queue.ptr).toBe((ptr + 16) % 40);
       tf.dispose([keyEmb]);
       disposeBatch(b);

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Sets up everything Contrast needs on a fresh machine, idempotently:
+# pnpm, dependencies, Fashion-MNIST, the build, and the native TensorFlow binding
+# (built offline against the TensorFlow wheel from PyPI; cached in ~/.cache/contrast).
+# A second run only checks, in a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PNPM_VERSION=10.34.9
+export TURBO_TELEMETRY_DISABLED=1 TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. pnpm, pinned, without corepack (its signature check fails on offline-ish machines).
+if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version 2>/dev/null)" != "$PNPM_VERSION" ]; then
+  say "installing pnpm@$PNPM_VERSION with npm"
+  if [ "$(id -u)" = 0 ]; then
+    npm install -g --silent "pnpm@$PNPM_VERSION"
+  else
+    npm install -g --silent --prefix "$HOME/.local" "pnpm@$PNPM_VERSION"
+    export PATH="$HOME/.local/bin:$PATH"
+  fi
+fi
+
+# 2. Dependencies (pnpm skips tfjs-node's download script; step 5 builds the binding).
+say "pnpm install"
+pnpm install --frozen-lockfile --reporter=silent
+
+# 3. Fashion-MNIST: Debian's dataset-fashion-mnist package has the official IDX files.
+FMNIST_DIR="${CONTRAST_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}"
+if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing dataset-fashion-mnist from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    say "Fashion-MNIST is missing from $FMNIST_DIR."
+    say "As root on Debian/Ubuntu: apt-get install -y dataset-fashion-mnist."
+    say "Elsewhere: put the four official *-ubyte.gz files in a folder and export CONTRAST_FASHION_MNIST=/that/folder."
+    exit 1
+  fi
+fi
+
+# 4. Build all packages (turbo caches unchanged ones).
+say "building"
+pnpm exec turbo run build --output-logs=errors-only
+
+# 5. Native TensorFlow binding for @tensorflow/tfjs-node.
+node packages/cli/dist/bin.js setup
