@@ -5,7 +5,7 @@ import {
 } from 'tsyringe';
 import type { TrainingDataset } from './contracts.js';
 import { parseWith } from './config.js';
-import { ContrastError, PluginError } from './errors.js';
+import { ConfigError, ContrastError, PluginError } from './errors.js';
 import type { Catalog, Plugin } from './plugin.js';
 import { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
@@ -71,7 +71,9 @@ export function composeExperiment(
     throw new PluginError(plugin.name, `register() failed: ${(e as Error).message}`, { cause: e });
   }
   if (config.loss.name !== undefined) {
-    child.register(Tokens.Loss, { useValue: catalog.losses.get(config.loss.name)() });
+    child.register(Tokens.Loss, {
+      useValue: catalog.losses.get(config.loss.name)({ datasetSize: dataset.train.n }),
+    });
   }
   for (const token of [
     Tokens.NegativeSource,
@@ -83,6 +85,22 @@ export function composeExperiment(
         hint: 'a strategy plugin binds Tokens.NegativeSource, Tokens.KeyEncoderPolicy and Tokens.Loss',
       });
     }
+  }
+  const loss = child.resolve(Tokens.Loss);
+  if (loss.negatives !== plugin.negatives) {
+    const compatible = catalog.losses
+      .names()
+      .filter(
+        (n) =>
+          catalog.losses.get(n)({ datasetSize: dataset.train.n }).negatives === plugin.negatives,
+      );
+    throw new ConfigError(
+      'loss.name',
+      `'${loss.name}' needs ${loss.negatives} negatives but strategy '${plugin.name}' provides ${plugin.negatives} ones`,
+      {
+        hint: `use one of: ${compatible.join(', ')} (or leave loss.name out for the strategy's default)`,
+      },
+    );
   }
   return { container: child, plugin, dataset, strategy };
 }

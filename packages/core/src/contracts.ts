@@ -55,6 +55,8 @@ export interface KeysInput {
   key: tf.Tensor2D | undefined;
   /** [N] dataset indices of the samples in the batch. */
   indices: tf.Tensor1D;
+  /** The same indices on the host (for sampling without a device read). */
+  indexArray: Int32Array;
 }
 
 export interface Keys {
@@ -73,6 +75,7 @@ export interface NegativeSource {
     query: tf.Tensor2D;
     key: tf.Tensor2D | undefined;
     indices: tf.Tensor1D;
+    indexArray: Int32Array;
   }): void;
   state(): StateTensors;
   loadState(state: StateTensors): void;
@@ -92,9 +95,16 @@ export interface LossOutput {
   accuracy: tf.Scalar;
 }
 
+/** What kind of negatives a loss consumes, and a strategy provides. */
+export type NegativesKind = 'explicit' | 'in-batch';
+
 export interface Loss {
   readonly name: string;
+  readonly negatives: NegativesKind;
   compute(input: LossInput): LossOutput;
+  /** Losses with state (NCE's normaliser) save and restore it. */
+  state?(): StateTensors;
+  loadState?(state: StateTensors): void;
 }
 
 /** Named tensors plus small JSON values: what strategies and key encoders save. */

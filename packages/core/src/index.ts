@@ -12,3 +12,4 @@ export * from './plugin.js';
 export * from './compose.js';
 export * from './key-encoders.js';
 export * from './losses.js';
+export * from './bank.js';

@@ -1,24 +1,84 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Loss, LossInput, LossOutput } from './contracts.js';
-import { ConfigError } from './errors.js';
-import { infoNce, topOneAccuracy } from './math.js';
+import type { Loss, LossInput, LossOutput, StateTensors } from './contracts.js';
+import { ConfigError, StateError } from './errors.js';
+import { infoNceLogits, infoNce, nceLoss, ntXent, topOneAccuracy } from './math.js';
+
+function explicitNegatives(name: string, negatives: LossInput['negatives']): tf.Tensor2D {
+  if (negatives === 'in-batch') {
+    throw new ConfigError('loss.name', `'${name}' needs explicit negatives (a queue or a bank)`, {
+      hint: "use 'nt-xent' with in-batch negatives",
+    });
+  }
+  return negatives;
+}
+
+const positiveFirst = (n: number) => tf.zeros([n], 'int32') as tf.Tensor1D;
 
 /** InfoNCE against an explicit set of negatives (queue rows or sampled bank rows). */
 export class InfoNceLoss implements Loss {
   readonly name = 'infonce';
+  readonly negatives = 'explicit' as const;
   compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
-    if (negatives === 'in-batch') {
-      throw new ConfigError('loss.name', "'infonce' needs explicit negatives (a queue or a bank)", {
-        hint: "use 'nt-xent' with in-batch negatives",
+    const neg = explicitNegatives(this.name, negatives);
+    return tf.tidy(() => {
+      const { loss, logits } = infoNce({ query, positive, negatives: neg, temperature });
+      return { loss, accuracy: topOneAccuracy(logits, positiveFirst(logits.shape[0])) };
+    });
+  }
+}
+
+/** SimCLR's NT-Xent over in-batch negatives; the query and positive are the two views. */
+export class NtXentLoss implements Loss {
+  readonly name = 'nt-xent';
+  readonly negatives = 'in-batch' as const;
+  compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
+    if (negatives !== 'in-batch') {
+      throw new ConfigError('loss.name', "'nt-xent' takes its negatives from the batch", {
+        hint: "use 'infonce' or 'nce' with a queue or a bank",
       });
     }
-    if (!(temperature > 0))
-      throw new ConfigError('loss.temperature', `must be > 0, got ${temperature}`);
-    const { loss, logits } = infoNce({ query, positive, negatives, temperature });
-    const accuracy = tf.tidy(() =>
-      topOneAccuracy(logits, tf.zeros([logits.shape[0]], 'int32') as tf.Tensor1D),
-    );
-    logits.dispose();
-    return { loss, accuracy };
+    return tf.tidy(() => {
+      const { loss, logits, targets } = ntXent(query, positive, temperature);
+      return { loss, accuracy: topOneAccuracy(logits, targets) };
+    });
+  }
+}
+
+/** InstDisc's NCE with a normaliser Z estimated once, on the first batch. */
+export class NceLoss implements Loss {
+  readonly name = 'nce';
+  readonly negatives = 'explicit' as const;
+  private normaliser: number | undefined;
+
+  constructor(private readonly datasetSize: number) {}
+
+  get z(): number | undefined {
+    return this.normaliser;
+  }
+
+  compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
+    const neg = explicitNegatives(this.name, negatives);
+    return tf.tidy(() => {
+      const logits = infoNceLogits(query, positive, neg, temperature); // [N, 1+K]
+      if (this.normaliser === undefined) {
+        // One scalar read, once per run: Z must be a constant, not a function of the weights.
+        this.normaliser = tf.mean(tf.exp(logits)).dataSync()[0]! * this.datasetSize;
+      }
+      return {
+        loss: nceLoss(logits, this.normaliser, this.datasetSize),
+        accuracy: topOneAccuracy(logits, positiveFirst(logits.shape[0])),
+      };
+    });
+  }
+
+  state(): StateTensors {
+    return { tensors: {}, values: this.normaliser === undefined ? {} : { z: this.normaliser } };
+  }
+
+  loadState(state: StateTensors): void {
+    const z = state.values.z;
+    if (z !== undefined && typeof z !== 'number')
+      throw new StateError('NCE normaliser z is not a number');
+    this.normaliser = z;
   }
 }

@@ -83,3 +83,48 @@ export function emaUpdateVariables(
     }
   });
 }
+
+/**
+ * NT-Xent (SimCLR): for 2N embeddings z = [z1; z2], each row's positive is the other
+ * view of the same image and its negatives are the other 2N - 2 rows (itself masked).
+ * Averaged over both directions. With all embeddings identical the loss is log(2N - 1).
+ *   z1, z2 [N, D]  ->  logits [2N, 2N], targets [2N]
+ */
+export function ntXent(
+  z1: tf.Tensor2D,
+  z2: tf.Tensor2D,
+  temperature: number,
+): { loss: tf.Scalar; logits: tf.Tensor2D; targets: tf.Tensor1D } {
+  return tf.tidy(() => {
+    const n = z1.shape[0];
+    const z = tf.concat([z1, z2], 0); // [2N, D]
+    const sim = tf.div(tf.matMul(z, z, false, true), temperature); // [2N, 2N]
+    // A large finite negative rather than -inf keeps exp() and its gradient at exactly 0 without NaN.
+    const logits = tf.sub(sim, tf.mul(tf.eye(2 * n), 1e9)) as tf.Tensor2D;
+    const targets = tf.concat([
+      tf.range(n, 2 * n, 1, 'int32'),
+      tf.range(0, n, 1, 'int32'),
+    ]) as tf.Tensor1D;
+    return { loss: crossEntropyAt(logits, targets), logits, targets };
+  });
+}
+
+/**
+ * NCE as in InstDisc (Wu et al. 2018), over logits whose column 0 is the positive:
+ *   P = exp(logit) / Z,  Pn = 1 / datasetSize,  h(P) = P / (P + K Pn)
+ *   L = -mean_i [ log h(P_i0) + sum_k log(1 - h(P_ik)) ]
+ * Z is a constant, estimated once (InstDisc: mean(exp(logits)) * datasetSize on the first batch).
+ */
+export function nceLoss(logits: tf.Tensor2D, normaliser: number, datasetSize: number): tf.Scalar {
+  return tf.tidy(() => {
+    const k = logits.shape[1] - 1;
+    const kPn = k / datasetSize;
+    const eps = 1e-7;
+    const p = tf.div(tf.exp(logits), normaliser); // [N, 1+K]
+    const pPos = p.slice([0, 0], [-1, 1]);
+    const pNeg = p.slice([0, 1], [-1, -1]);
+    const logHPos = tf.log(tf.div(pPos, tf.add(pPos, kPn + eps)));
+    const logHNeg = tf.log(tf.div(tf.scalar(kPn), tf.add(pNeg, kPn + eps)));
+    return tf.neg(tf.div(tf.add(tf.sum(logHPos), tf.sum(logHNeg)), logits.shape[0])) as tf.Scalar;
+  });
+}

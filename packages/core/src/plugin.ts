@@ -1,6 +1,14 @@
-import type { DependencyContainer } from 'tsyringe';
+import { instanceCachingFactory, Lifecycle, type DependencyContainer } from 'tsyringe';
 import type { z } from 'zod';
-import type { Encoder, Loss, TrainingDataset } from './contracts.js';
+import type {
+  Encoder,
+  KeyEncoderPolicy,
+  Loss,
+  NegativeSource,
+  NegativesKind,
+  TrainingDataset,
+} from './contracts.js';
+import { Tokens } from './tokens.js';
 import type { Registry } from './registry.js';
 import type { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
@@ -16,6 +24,8 @@ export interface Plugin<C = unknown> {
   readonly name: string;
   readonly description: string;
   readonly configSchema: z.ZodType<C, z.ZodTypeDef, unknown>;
+  /** The negatives this strategy hands to the loss; losses of the other kind are refused. */
+  readonly negatives: NegativesKind;
   register(container: DependencyContainer): void;
   /** Optional pre-flight checks against the whole experiment, before any training starts. */
   check?(context: { config: ExperimentConfig; strategy: C; dataset: TrainingDataset }): void;
@@ -32,7 +42,13 @@ export interface EncoderSpec {
 
 export type EncoderFactory = (spec: EncoderSpec, rng: Rng) => Encoder;
 export type DatasetFactory = (data: ExperimentConfig['data']) => TrainingDataset;
-export type LossFactory = () => Loss;
+/** What a loss may need to know about the experiment. */
+export interface LossContext {
+  /** Training samples (NCE's noise distribution is uniform over them). */
+  datasetSize: number;
+}
+
+export type LossFactory = (context: LossContext) => Loss;
 
 /** Everything a composition root can choose from, by name. */
 export interface Catalog {
@@ -40,4 +56,28 @@ export interface Catalog {
   encoders: Registry<EncoderFactory>;
   datasets: Registry<DatasetFactory>;
   losses: Registry<LossFactory>;
+}
+
+/**
+ * The three bindings every strategy plugin makes, in one call: its NegativeSource
+ * class (one per experiment container), its key-encoder policy and its default loss.
+ */
+export function bindStrategy(
+  container: DependencyContainer,
+  parts: {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tsyringe's own constructor type
+    source: new (...args: any[]) => NegativeSource;
+    keyEncoder: (c: DependencyContainer) => KeyEncoderPolicy;
+    loss: () => Loss;
+  },
+): void {
+  container.register(
+    Tokens.NegativeSource,
+    { useClass: parts.source },
+    { lifecycle: Lifecycle.ContainerScoped },
+  );
+  container.register(Tokens.KeyEncoderPolicy, {
+    useFactory: instanceCachingFactory(parts.keyEncoder),
+  });
+  container.register(Tokens.Loss, { useValue: parts.loss() });
 }

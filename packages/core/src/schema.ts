@@ -57,7 +57,10 @@ export const ExperimentSchema = z
         /** Width multiplier: base width 64 * width. */
         width: z.number().positive().default(1),
         stem: z.enum(['cifar', 'imagenet']).default('cifar'),
-        head: z.enum(['linear']).default('linear'),
+        /** 'linear' (MoCo v1's replaced fc) or 'mlp' (Linear-ReLU-Linear, MoCo v2 / SimCLR). */
+        head: z.enum(['linear', 'mlp']).default('linear'),
+        /** Hidden width of the MLP head (0 = the backbone's feature width). */
+        hiddenDim: z.number().int().min(0).default(0),
         dim: positiveInt.default(128),
       })
       .strict()

@@ -35,7 +35,7 @@ describe('tensor bundles', () => {
     writeFileSync(path, good.subarray(0, good.length - 10));
     expect(() => readBundle(path)).toThrow(/payload is .* bytes/);
     const flipped = Buffer.from(good);
-    flipped[flipped.length - 1] ^= 0xff;
+    flipped[flipped.length - 1] = flipped[flipped.length - 1]! ^ 0xff;
     writeFileSync(path, flipped);
     expect(() => readBundle(path)).toThrow(/checksum mismatch/);
     writeFileSync(path, 'hello world, not a bundle');

@@ -11,6 +11,8 @@ export interface TwoViewBatch {
   key: tf.Tensor4D;
   /** [N] int32 dataset indices. */
   indices: tf.Tensor1D;
+  /** The same indices on the host. */
+  indexArray: Int32Array;
   epoch: number;
   /** Step within the epoch (0-based). */
   step: number;
@@ -75,7 +77,7 @@ export function* twoViewBatches(options: {
           indices: tf.tensor1d(idx, 'int32'),
         };
       });
-      yield { ...batch, epoch, step };
+      yield { ...batch, indexArray: Int32Array.from(idx), epoch, step };
     }
   }
 }

@@ -76,3 +76,19 @@ describe('BatchNorm', () => {
     expect(e).toBeCloseTo(0, 5);
   });
 });
+
+describe('projection heads', () => {
+  it('the MLP head is Linear(F, hidden)-ReLU-Linear(hidden, dim)', () => {
+    const lin = createEncoder(spec({ encoder: 'convnet', width: 0.25, dim: 8 }, 1, 28), new Rng(0));
+    const mlp = createEncoder(
+      spec({ encoder: 'convnet', width: 0.25, dim: 8, head: 'mlp', hiddenDim: 10 }, 1, 28),
+      new Rng(0),
+    );
+    // convnet width 0.25: F = 32; linear head 32*8+8; MLP 32*10+10 + 10*8+8
+    expect(mlp.parameterCount() - lin.parameterCount()).toBe(
+      32 * 10 + 10 + 10 * 8 + 8 - (32 * 8 + 8),
+    );
+    const z = mlp.embed(tf.randomNormal([2, 28, 28, 1]) as tf.Tensor4D, false);
+    expect(z.shape).toEqual([2, 8]);
+  });
+});

@@ -132,13 +132,14 @@ class ConvNetBackbone implements Backbone {
   }
 }
 
-/** Backbone + linear projection head to `dim` (MoCo v1's replaced fc), L2-normalised. */
+/** Backbone + projection head to `dim` (linear as MoCo v1, or an MLP as v2), L2-normalised. */
 export class ContrastEncoder implements Encoder {
   readonly featureDim: number;
   readonly embedDim: number;
   private readonly store: ParamStore;
   private readonly backbone: Backbone;
-  private readonly head: Linear;
+  /** One linear layer, or Linear-ReLU-Linear. */
+  private readonly head: Linear[];
 
   constructor(
     readonly spec: EncoderSpec,
@@ -160,7 +161,15 @@ export class ContrastEncoder implements Encoder {
       );
     }
     this.featureDim = this.backbone.featureDim;
-    this.head = new Linear(this.store, 'head/fc', this.featureDim, model.dim);
+    if (model.head === 'mlp') {
+      const hidden = model.hiddenDim || this.featureDim;
+      this.head = [
+        new Linear(this.store, 'head/fc1', this.featureDim, hidden),
+        new Linear(this.store, 'head/fc2', hidden, model.dim),
+      ];
+    } else {
+      this.head = [new Linear(this.store, 'head/fc', this.featureDim, model.dim)];
+    }
     this.embedDim = model.dim;
   }
 
@@ -173,7 +182,13 @@ export class ContrastEncoder implements Encoder {
   }
 
   embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    return tf.tidy(() => l2Normalize(this.head.apply(this.backbone.apply(x, training))));
+    return tf.tidy(() => {
+      let z = this.backbone.apply(x, training);
+      this.head.forEach((layer, i) => {
+        z = layer.apply(i > 0 ? tf.relu(z) : z);
+      });
+      return l2Normalize(z);
+    });
   }
 
   parameters(): tf.Variable[] {

@@ -1,5 +1,7 @@
 import {
   InfoNceLoss,
+  NceLoss,
+  NtXentLoss,
   Registry,
   type Catalog,
   type DatasetFactory,
@@ -26,7 +28,10 @@ export function createCatalog(
   catalog.datasets.register('fashion-mnist', (data) =>
     subsetTrain(loadFashionMnist(data.root), data.trainSubset),
   );
-  catalog.losses.register('infonce', () => new InfoNceLoss());
+  catalog.losses
+    .register('infonce', () => new InfoNceLoss())
+    .register('nt-xent', () => new NtXentLoss())
+    .register('nce', ({ datasetSize }) => new NceLoss(datasetSize));
   for (const [name, f] of Object.entries(extra.losses ?? {})) catalog.losses.register(name, f);
   return catalog;
 }

@@ -4,3 +4,4 @@ export * from './progress.js';
 export * from './catalog.js';
 export * from './trainer.js';
 export * from './run.js';
+export * from './harness.js';

@@ -18,6 +18,8 @@ export interface StepInput {
   key: tf.Tensor4D;
   /** [N] dataset indices. */
   indices: tf.Tensor1D;
+  /** The same indices on the host. */
+  indexArray: Int32Array;
 }
 
 /**
@@ -41,14 +43,24 @@ export function contrastiveStep(
     const { value, grads } = tf.variableGrads(() => {
       const query = encoder.embed(input.query, true); // [N, D]
       const key = precomputedKey ?? keyPolicy.encode(input.key); // [N, D]
-      const keys = source.keys({ query, key, indices: input.indices });
+      const keys = source.keys({
+        query,
+        key,
+        indices: input.indices,
+        indexArray: input.indexArray,
+      });
       const out = loss.compute({ query, ...keys, temperature });
       accuracy = tf.keep(out.accuracy);
       detachedQuery = tf.keep(query);
       return out.loss;
     }, encoder.parameters());
     optimizer.apply(grads, lr);
-    source.afterStep({ query: detachedQuery!, key: precomputedKey, indices: input.indices });
+    source.afterStep({
+      query: detachedQuery!,
+      key: precomputedKey,
+      indices: input.indices,
+      indexArray: input.indexArray,
+    });
     keyPolicy.afterStep();
     return value;
   });

@@ -1,7 +1,8 @@
-import { inject, injectable, instanceCachingFactory, Lifecycle } from 'tsyringe';
+import { inject, injectable } from 'tsyringe';
 import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
+  bindStrategy,
   definePlugin,
   InfoNceLoss,
   KeyQueue,
@@ -77,22 +78,16 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
     name: PLUGIN_NAME,
     description: 'MoCo: FIFO queue of keys from an EMA key encoder, InfoNCE',
     configSchema: MomentumQueueConfigSchema,
+    negatives: 'explicit',
     register(container) {
-      container.register(
-        Tokens.NegativeSource,
-        { useClass: MomentumQueueSource },
-        { lifecycle: Lifecycle.ContainerScoped },
-      );
-      container.register(Tokens.KeyEncoderPolicy, {
-        useFactory: instanceCachingFactory(
-          (c) =>
-            new MomentumKeyEncoder(
-              c.resolve(Tokens.Encoder),
-              (c.resolve(Tokens.StrategyConfig) as MomentumQueueConfig).momentum,
-            ),
-        ),
+      bindStrategy(container, {
+        source: MomentumQueueSource,
+        keyEncoder: (c) => {
+          const { momentum } = c.resolve(Tokens.StrategyConfig) as MomentumQueueConfig;
+          return new MomentumKeyEncoder(c.resolve(Tokens.Encoder), momentum);
+        },
+        loss: () => new InfoNceLoss(),
       });
-      container.register(Tokens.Loss, { useValue: new InfoNceLoss() });
     },
   });
 }

@@ -1,0 +1,120 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
+import { checkNames, loadExperiment } from '@contrast/core';
+import { builtinPlugins, main } from '@contrast/cli';
+import { createCatalog, runExperiment } from '@contrast/trainer';
+
+const here = import.meta.dirname;
+const yamls = readdirSync(here).filter((f) => f.endsWith('.yaml'));
+
+/** Runs the CLI in-process; returns exit code and what it wrote to stderr. */
+async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
+  let stderr = '';
+  const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    stderr += String(chunk);
+    return true;
+  });
+  try {
+    return { code: await main(args), stderr };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+describe('experiment files', () => {
+  it.each(yamls)('%s is valid and names only known parts', (file) => {
+    const config = loadExperiment(join(here, file));
+    expect(() => checkNames(config, createCatalog(builtinPlugins()))).not.toThrow();
+  });
+});
+
+describe('bad input through the CLI: coded error, non-zero exit, no run directory', () => {
+  const runs = mkdtempSync(join(tmpdir(), 'contrast-bad-'));
+  const base = join(here, 'moco-fmnist.yaml');
+  const cases: [string, string[], RegExp][] = [
+    [
+      'unknown strategy',
+      ['--set', 'strategy.name=momentum-queu'],
+      /CONTRAST_UNKNOWN_NAME.*Known: momentum-queue.*did you mean 'momentum-queue'/s,
+    ],
+    [
+      'unknown encoder',
+      ['--set', 'model.encoder=resnet19'],
+      /unknown encoder 'resnet19'.*resnet18/s,
+    ],
+    [
+      'unknown loss',
+      ['--set', 'loss.name=infonse'],
+      /unknown loss 'infonse'.*did you mean 'infonce'/s,
+    ],
+    ['wrong type', ['--set', 'optim.lr=fast'], /CONTRAST_CONFIG.*optim.lr.*use a number/s],
+    ['zero batch', ['--set', 'optim.batchSize=0'], /optim.batchSize.*>= 1|optim.batchSize.*> 0/s],
+    ['negative queue', ['--set', 'strategy.queueSize=-5'], /strategy.queueSize/],
+    [
+      'missing dataset',
+      ['--set', 'data.root=/nonexistent/fmnist'],
+      /CONTRAST_DATASET.*apt-get install -y dataset-fashion-mnist/s,
+    ],
+    [
+      'unwritable run dir',
+      ['--set', `tracking.dir=${join(base, 'sub')}`],
+      /CONTRAST_RUN_DIR.*tracking.dir/s,
+    ],
+  ];
+  it.each(cases)('%s', async (_name, extra, message) => {
+    const dir = extra.some((a) => a.startsWith('tracking.dir'))
+      ? []
+      : ['--set', `tracking.dir=${runs}`];
+    const { code, stderr } = await cli(['train', base, ...dir, ...extra]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(message);
+    expect(readdirSync(runs)).toEqual([]);
+  });
+
+  it('a missing experiment file', async () => {
+    const { code, stderr } = await cli(['train', join(here, 'nope.yaml')]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/cannot read .*nope.yaml: ENOENT/);
+  });
+});
+
+describe('MoCo on real Fashion-MNIST, short run', () => {
+  it('loss falls after the queue fills and kNN beats the random-init encoder by 3+ points', async () => {
+    const runs = mkdtempSync(join(tmpdir(), 'contrast-e2e-'));
+    // The default experiment, shrunk: 6144 training images, 2 epochs, K = 1024 (4 batches).
+    const config = loadExperiment(join(here, 'moco-fmnist.yaml'), [
+      `tracking.dir=${runs}`,
+      'data.trainSubset=6144',
+      'strategy.queueSize=1024',
+      'optim.epochs=3',
+      'eval.knn.every=0',
+      'eval.knn.testSize=2000',
+    ]);
+    const { runPath, result } = await runExperiment(config, createCatalog(builtinPlugins()), {
+      progress: false,
+      log: () => {},
+    });
+
+    const steps = readFileSync(join(runPath, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((r) => r.loss !== undefined);
+    expect(steps).toHaveLength(result.steps);
+    expect(result.steps).toBe(3 * 24);
+    // Chance level once the queue holds real keys is about log(K + 1) = 6.93.
+    const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+    const early = mean(steps.slice(4, 10).map((r) => r.loss));
+    const late = mean(steps.slice(-6).map((r) => r.loss));
+    expect(early).toBeGreaterThan(5);
+    expect(late).toBeLessThan(early - 0.5);
+
+    expect(result.knn.trained).toBeGreaterThan(result.knn.randomInit! + 0.03);
+    expect(new Set(result.tensorsAfterStep.slice(1)).size).toBe(1);
+    const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
+    expect(summary.status).toBe('finished');
+    expect(existsSync(join(runPath, 'state', 'final.bin'))).toBe(true);
+  });
+});

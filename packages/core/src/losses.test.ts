@@ -1,0 +1,142 @@
+import * as tf from '@tensorflow/tfjs';
+import { describe, expect, it } from 'vitest';
+import { MemoryBank, sampleIndices } from './bank.js';
+import { NceLoss, NtXentLoss } from './losses.js';
+import { l2Normalize, nceLoss, ntXent } from './math.js';
+import { Rng } from './rng.js';
+
+/** SimCLR's Algorithm 1, transcribed: pairs (2k-1, 2k), l(i,j) = -log(e^{s_ij/t} / sum_{k != i} e^{s_ik/t}). */
+function naiveNtXent(z1: number[][], z2: number[][], tau: number): number {
+  const z: number[][] = [];
+  z1.forEach((a, k) => z.push(a, z2[k]!)); // interleaved: 2k -> view 1, 2k+1 -> view 2
+  const s = (i: number, j: number) => z[i]!.reduce((acc, v, d) => acc + v * z[j]![d]!, 0) / tau;
+  const l = (i: number, j: number) => {
+    let denom = 0;
+    for (let k = 0; k < z.length; k++) if (k !== i) denom += Math.exp(s(i, k));
+    return -Math.log(Math.exp(s(i, j)) / denom);
+  };
+  let total = 0;
+  for (let k = 0; k < z1.length; k++) total += l(2 * k, 2 * k + 1) + l(2 * k + 1, 2 * k);
+  return total / (2 * z1.length);
+}
+
+describe('NT-Xent', () => {
+  it('is exactly log(2N - 1) when all embeddings are identical', () => {
+    for (const n of [2, 5, 64]) {
+      const u = l2Normalize(tf.ones([1, 4])) as tf.Tensor2D;
+      const z = tf.tile(u, [n, 1]) as tf.Tensor2D;
+      expect(ntXent(z, z, 0.5).loss.dataSync()[0]).toBeCloseTo(Math.log(2 * n - 1), 4);
+    }
+  });
+
+  it('matches a naive loop transcribed from SimCLR on random tensors', () => {
+    const rng = new Rng(3);
+    const mk = () => l2Normalize(tf.tensor2d(rng.normalArray(6 * 8), [6, 8])) as tf.Tensor2D;
+    const [z1, z2] = [mk(), mk()];
+    const loss = new NtXentLoss().compute({
+      query: z1,
+      positive: z2,
+      negatives: 'in-batch',
+      temperature: 0.2,
+    });
+    expect(loss.loss.dataSync()[0]).toBeCloseTo(
+      naiveNtXent(z1.arraySync() as number[][], z2.arraySync() as number[][], 0.2),
+      4,
+    );
+  });
+
+  it('scores accuracy 1 when each view is closest to its partner', () => {
+    const z1 = tf.tensor2d([
+      [1, 0],
+      [0, 1],
+    ]);
+    const z2 = tf.tensor2d([
+      [0.99, 0.141],
+      [0.141, 0.99],
+    ]);
+    expect(
+      new NtXentLoss()
+        .compute({ query: z1, positive: z2, negatives: 'in-batch', temperature: 0.1 })
+        .accuracy.dataSync()[0],
+    ).toBe(1);
+  });
+});
+
+describe('NCE (InstDisc)', () => {
+  it('matches the formula on hand-picked numbers', () => {
+    // one query, logits [pos, neg1, neg2] = [2, 0, ln 2]; Z = 4, N = 8: Pn K = 2/8
+    const logits = tf.tensor2d([[2, 0, Math.log(2)]]);
+    const p = [Math.exp(2) / 4, 1 / 4, 2 / 4];
+    const kPn = 2 / 8;
+    const expected = -(
+      Math.log(p[0]! / (p[0]! + kPn)) +
+      Math.log(kPn / (p[1]! + kPn)) +
+      Math.log(kPn / (p[2]! + kPn))
+    );
+    expect(nceLoss(logits, 4, 8).dataSync()[0]).toBeCloseTo(expected, 4);
+  });
+
+  it('fixes the normaliser on the first batch as mean(exp(logits)) * N', () => {
+    const loss = new NceLoss(100);
+    const q = tf.tensor2d([[1, 0]]);
+    const out = loss.compute({
+      query: q,
+      positive: q,
+      negatives: tf.tensor2d([[0, 1]]),
+      temperature: 1,
+    });
+    expect(loss.z).toBeCloseTo(((Math.E + 1) / 2) * 100, 3);
+    expect(Number.isFinite(out.loss.dataSync()[0])).toBe(true);
+    loss.compute({
+      query: q,
+      positive: tf.tensor2d([[0, 1]]),
+      negatives: tf.tensor2d([[0, 1]]),
+      temperature: 1,
+    });
+    expect(loss.z).toBeCloseTo(((Math.E + 1) / 2) * 100, 3); // unchanged
+    const other = new NceLoss(100);
+    other.loadState(loss.state());
+    expect(other.z).toBe(loss.z);
+  });
+});
+
+describe('memory bank pieces', () => {
+  it('sampling without the positives never returns them', () => {
+    const rng = new Rng(1);
+    const exclude = Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]);
+    for (let t = 0; t < 50; t++) {
+      const s = sampleIndices(rng, 10, 100, exclude);
+      expect(s.every((i) => i === 8 || i === 9)).toBe(true);
+    }
+    expect(new Set(sampleIndices(rng, 10, 500)).size).toBe(10); // without exclusions every row is reachable
+    expect(() => sampleIndices(rng, 3, 1, [0, 1, 2])).toThrow(/all 3 rows are excluded/);
+  });
+
+  it('rows after one update equal the hand-computed normalised mix', () => {
+    const bank = new MemoryBank(3, 2, new Rng(0));
+    bank.loadState({
+      tensors: {
+        bank: tf.tensor2d([
+          [1, 0],
+          [0, 1],
+          [0.6, 0.8],
+        ]),
+      },
+      values: {},
+    });
+    bank.update(
+      tf.tensor1d([2, 0], 'int32'),
+      tf.tensor2d([
+        [0, 1],
+        [0, 1],
+      ]),
+      0.5,
+    );
+    const rows = bank.rows.arraySync() as number[][];
+    // row 2: 0.5 (0.6, 0.8) + 0.5 (0, 1) = (0.3, 0.9) -> /sqrt(0.9); row 0: (0.5, 0.5) -> (1/sqrt2, 1/sqrt2)
+    expect(rows[2]![0]).toBeCloseTo(0.3 / Math.sqrt(0.9), 6);
+    expect(rows[2]![1]).toBeCloseTo(0.9 / Math.sqrt(0.9), 6);
+    expect(rows[0]![0]).toBeCloseTo(Math.SQRT1_2, 6);
+    expect(rows[1]).toEqual([0, 1]);
+  });
+});

@@ -1,0 +1,80 @@
+import * as tf from '@tensorflow/tfjs';
+import {
+  composeExperiment,
+  parseExperiment,
+  Tokens,
+  type Catalog,
+  type Encoder,
+  type ExperimentConfig,
+  type ExperimentInput,
+  type KeyEncoderPolicy,
+  type NegativeSource,
+  type Rng,
+} from '@contrast/core';
+import { BatchAugmentation, disposeBatch, twoViewBatches, type TwoViewBatch } from '@contrast/data';
+import { Sgd } from './sgd.js';
+import { contrastiveStep, type StepParts } from './step.js';
+
+/**
+ * One composed experiment with its step parts and an endless batch stream, for
+ * plugin smoke tests and benchmarks: the same wiring the Trainer uses, one step at a time.
+ */
+export interface StepHarness {
+  config: ExperimentConfig;
+  parts: StepParts;
+  encoder: Encoder;
+  keyPolicy: KeyEncoderPolicy;
+  source: NegativeSource;
+  nextBatch(): TwoViewBatch;
+  /** One training step on the next batch; returns the loss and pretext accuracy. */
+  step(lr?: number): { loss: number; accuracy: number };
+  dispose(): void;
+}
+
+export function createStepHarness(input: ExperimentInput, catalog: Catalog): StepHarness {
+  const config = parseExperiment(input);
+  const { container, dataset } = composeExperiment(config, catalog);
+  const encoder = container.resolve<Encoder>(Tokens.Encoder);
+  const keyPolicy = container.resolve<KeyEncoderPolicy>(Tokens.KeyEncoderPolicy);
+  const source = container.resolve<NegativeSource>(Tokens.NegativeSource);
+  const rng = container.resolve<Rng>(Tokens.Rng);
+  const parts: StepParts = {
+    encoder,
+    keyPolicy,
+    source,
+    loss: container.resolve(Tokens.Loss),
+    optimizer: new Sgd(encoder.parameters(), config.optim.momentum, config.optim.weightDecay),
+    temperature: config.loss.temperature,
+  };
+  const batches = twoViewBatches({
+    dataset,
+    augmentation: new BatchAugmentation(config.data.augmentation, dataset, rng.fork()),
+    rng: rng.fork(),
+    batchSize: config.optim.batchSize,
+    dropLast: true,
+    epochs: Number.MAX_SAFE_INTEGER,
+  });
+  const nextBatch = () => batches.next().value as TwoViewBatch;
+  return {
+    config,
+    parts,
+    encoder,
+    keyPolicy,
+    source,
+    nextBatch,
+    step(lr = config.optim.lr) {
+      const b = nextBatch();
+      const out = contrastiveStep(parts, b, lr);
+      const result = { loss: out.loss.dataSync()[0]!, accuracy: out.accuracy.dataSync()[0]! };
+      tf.dispose([out.loss, out.accuracy]);
+      disposeBatch(b);
+      return result;
+    },
+    dispose() {
+      parts.optimizer.dispose();
+      source.dispose();
+      keyPolicy.dispose();
+      encoder.dispose();
+    },
+  };
+}

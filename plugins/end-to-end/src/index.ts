@@ -1,0 +1,75 @@
+import { injectable } from 'tsyringe';
+import { z } from 'zod';
+import {
+  bindStrategy,
+  ConfigError,
+  definePlugin,
+  NtXentLoss,
+  PluginError,
+  SharedKeyEncoder,
+  Tokens,
+  type Keys,
+  type KeysInput,
+  type NegativeSource,
+  type Plugin,
+  type StateTensors,
+} from '@contrast/core';
+
+export const PLUGIN_NAME = 'end-to-end';
+
+/** Nothing to configure: K = 2N - 2 is set by the batch size. */
+export const EndToEndConfigSchema = z.object({ name: z.literal(PLUGIN_NAME) }).strict();
+export type EndToEndConfig = z.infer<typeof EndToEndConfigSchema>;
+
+/**
+ * End-to-end (SimCLR; MoCo's Figure 2a): the key is the other view through the
+ * query encoder itself, with gradient; the negatives are the other samples of the
+ * batch, so the dictionary size is tied to the batch size.
+ */
+@injectable()
+export class InBatchSource implements NegativeSource {
+  readonly name = PLUGIN_NAME;
+
+  keys({ key }: KeysInput): Keys {
+    if (!key) throw new PluginError(PLUGIN_NAME, 'needs key embeddings from the shared encoder');
+    return { positive: key, negatives: 'in-batch' };
+  }
+
+  afterStep(): void {}
+
+  state(): StateTensors {
+    return { tensors: {}, values: {} };
+  }
+
+  loadState(): void {}
+
+  dispose(): void {}
+}
+
+export function endToEndPlugin(): Plugin<EndToEndConfig> {
+  return definePlugin({
+    name: PLUGIN_NAME,
+    description:
+      'SimCLR-style end-to-end: shared encoder with gradient, in-batch negatives, NT-Xent',
+    configSchema: EndToEndConfigSchema,
+    negatives: 'in-batch',
+    check({ config }) {
+      if (config.optim.batchSize < 2) {
+        throw new ConfigError(
+          'optim.batchSize',
+          `in-batch negatives need at least 2 samples, got ${config.optim.batchSize}`,
+          {
+            hint: 'use a batch of 2 or more (K = 2N - 2 negatives per query)',
+          },
+        );
+      }
+    },
+    register(container) {
+      bindStrategy(container, {
+        source: InBatchSource,
+        keyEncoder: (c) => new SharedKeyEncoder(c.resolve(Tokens.Encoder)),
+        loss: () => new NtXentLoss(),
+      });
+    },
+  });
+}

@@ -1,0 +1,59 @@
+import * as tf from '@tensorflow/tfjs';
+import { describe, expect, it } from 'vitest';
+import { SharedKeyEncoder } from '@contrast/core';
+import { createCatalog, createStepHarness } from '@contrast/trainer';
+import { endToEndPlugin, InBatchSource } from './index.js';
+
+const catalog = () => createCatalog([endToEndPlugin()]);
+const base = {
+  name: 'e2e-test',
+  data: { trainSubset: 512 },
+  model: { encoder: 'convnet' as const, width: 0.25, dim: 16, head: 'mlp' as const },
+  strategy: { name: 'end-to-end' },
+  optim: { batchSize: 16, lr: 0.05 },
+  loss: { temperature: 0.5 },
+};
+
+describe('end-to-end plugin', () => {
+  it('uses the query encoder for keys, in-batch negatives and NT-Xent', () => {
+    const h = createStepHarness(base, catalog());
+    expect(h.source).toBeInstanceOf(InBatchSource);
+    expect(h.keyPolicy).toBeInstanceOf(SharedKeyEncoder);
+    expect(h.keyPolicy.withGradient).toBe(true);
+    expect(h.parts.loss.name).toBe('nt-xent');
+    h.dispose();
+  });
+
+  it('trains real steps without leaking tensors; the first loss is near chance log(2N - 1)', () => {
+    const h = createStepHarness(base, catalog());
+    const first = h.step();
+    expect(first.loss).toBeGreaterThan(Math.log(31) - 1);
+    expect(first.loss).toBeLessThan(Math.log(31) + 0.5);
+    const counts: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      expect(Number.isFinite(h.step().loss)).toBe(true);
+      counts.push(tf.memory().numTensors);
+    }
+    expect(new Set(counts).size).toBe(1);
+    h.dispose();
+  });
+
+  it('has no state to save, and says so consistently', () => {
+    const h = createStepHarness(base, catalog());
+    expect(h.source.state()).toEqual({ tensors: {}, values: {} });
+    h.source.loadState(h.source.state());
+    h.dispose();
+  });
+
+  it('refuses a batch of 1, explicit-negative losses and a non-positive temperature before training', () => {
+    expect(() => createStepHarness({ ...base, optim: { batchSize: 1 } }, catalog())).toThrow(
+      expect.objectContaining({ code: 'CONTRAST_CONFIG', field: 'optim.batchSize' }),
+    );
+    expect(() => createStepHarness({ ...base, loss: { name: 'infonce' } }, catalog())).toThrow(
+      /'infonce' needs explicit negatives but strategy 'end-to-end' provides in-batch ones.*use one of: nt-xent/s,
+    );
+    expect(() => createStepHarness({ ...base, loss: { temperature: 0 } }, catalog())).toThrow(
+      /loss.temperature/,
+    );
+  });
+});

@@ -1,0 +1,106 @@
+import * as tf from '@tensorflow/tfjs';
+import { describe, expect, it } from 'vitest';
+import { NoKeyEncoder, type TrainingDataset } from '@contrast/core';
+import { loadFashionMnist, subsetTrain } from '@contrast/data';
+import { createCatalog, createStepHarness } from '@contrast/trainer';
+import { memoryBankPlugin, MemoryBankSource } from './index.js';
+
+const catalog = () => createCatalog([memoryBankPlugin()]);
+const base = {
+  name: 'bank-test',
+  data: { trainSubset: 512 },
+  model: { encoder: 'convnet' as const, width: 0.25, dim: 16 },
+  strategy: { name: 'memory-bank', negatives: 64 },
+  optim: { batchSize: 16, lr: 0.05 },
+  loss: { temperature: 0.07 },
+};
+
+describe('memory-bank plugin', () => {
+  it('binds a bank of one row per training sample, no key encoder, InfoNCE by default', () => {
+    const h = createStepHarness(base, catalog());
+    const bank = (h.source as MemoryBankSource).bank;
+    expect(bank.size).toBe(512);
+    expect(h.keyPolicy).toBeInstanceOf(NoKeyEncoder);
+    expect(h.parts.loss.name).toBe('infonce');
+    // InstDisc init: uniform in [-s, s], s = 1/sqrt(D/3)
+    const s = 1 / Math.sqrt(16 / 3);
+    expect(tf.max(tf.abs(bank.rows)).dataSync()[0]).toBeLessThanOrEqual(s);
+    h.dispose();
+  });
+
+  it("rewrites exactly the batch's rows with the normalised mix after a step", () => {
+    const h = createStepHarness(base, catalog());
+    const bank = (h.source as MemoryBankSource).bank;
+    const before = bank.rows.arraySync() as number[][];
+    const b = h.nextBatch();
+    const idx = Array.from(b.indexArray);
+    // the query features the step will write: BN batch statistics, weights before the step
+    const q = h.encoder.embed(b.query, true).arraySync() as number[][];
+    h.parts.source.afterStep({
+      query: tf.tensor2d(q),
+      key: undefined,
+      indices: b.indices,
+      indexArray: b.indexArray,
+    });
+    const after = bank.rows.arraySync() as number[][];
+    idx.forEach((row, i) => {
+      const mix = before[row]!.map((v, d) => 0.5 * v + 0.5 * q[i]![d]!);
+      const norm = Math.hypot(...mix);
+      mix.forEach((v, d) => expect(after[row]![d]).toBeCloseTo(v / norm, 5));
+    });
+    const untouched = before.findIndex((_, r) => !idx.includes(r));
+    expect(after[untouched]).toEqual(before[untouched]);
+    tf.dispose([b.query, b.key, b.indices]);
+    h.dispose();
+  });
+
+  it('trains real steps without leaking tensors, with InfoNCE and with NCE', () => {
+    for (const loss of ['infonce', 'nce']) {
+      const h = createStepHarness({ ...base, loss: { name: loss, temperature: 0.07 } }, catalog());
+      const counts: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        expect(Number.isFinite(h.step().loss)).toBe(true);
+        counts.push(tf.memory().numTensors);
+      }
+      expect(new Set(counts.slice(1)).size).toBe(1);
+      h.dispose();
+    }
+  });
+
+  it('round-trips the bank through its state', () => {
+    const a = createStepHarness(base, catalog());
+    a.step();
+    const b = createStepHarness({ ...base, seed: 9 }, catalog());
+    b.source.loadState(a.source.state());
+    expect((b.source as MemoryBankSource).bank.rows.arraySync()).toEqual(
+      (a.source as MemoryBankSource).bank.rows.arraySync(),
+    );
+    const c = createStepHarness({ ...base, data: { trainSubset: 256 } }, catalog());
+    expect(() => c.source.loadState(a.source.state())).toThrow(
+      /saved bank has shape \[512, 16\], expected \[256, 16\]/,
+    );
+    [a, b, c].forEach((h) => h.dispose());
+  });
+
+  it('refuses K larger than the bank and in-batch losses before training', () => {
+    expect(() =>
+      createStepHarness({ ...base, strategy: { name: 'memory-bank', negatives: 600 } }, catalog()),
+    ).toThrow(/strategy.negatives.*K = 600 is larger than the 496 bank rows available/s);
+    expect(() => createStepHarness({ ...base, loss: { name: 'nt-xent' } }, catalog())).toThrow(
+      /use one of: infonce, nce/,
+    );
+  });
+
+  it('refuses a dataset that cannot give sample indices', () => {
+    const ds: TrainingDataset = { ...subsetTrain(loadFashionMnist(), 512), providesIndices: false };
+    const cat = catalog();
+    cat.datasets.register('no-indices', () => ds);
+    expect(() => createStepHarness({ ...base, data: { dataset: 'no-indices' } }, cat)).toThrow(
+      expect.objectContaining({
+        code: 'CONTRAST_CONFIG',
+        field: 'data.dataset',
+        message: expect.stringMatching(/does not give sample indices/),
+      }),
+    );
+  });
+});
