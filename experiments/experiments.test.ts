@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { checkNames, loadExperiment } from '@contrast/core';
 import { builtinPlugins, main } from '@contrast/cli';
+import { expandStudy, loadStudy } from '@contrast/study';
 import { createCatalog, runExperiment } from '@contrast/trainer';
 
 const here = import.meta.dirname;
@@ -27,6 +28,18 @@ describe('experiment files', () => {
   it.each(yamls)('%s is valid and names only known parts', (file) => {
     const config = loadExperiment(join(here, file));
     expect(() => checkNames(config, createCatalog(builtinPlugins()))).not.toThrow();
+  });
+
+  it('the mechanisms study expands to 9 valid runs over the three strategies', () => {
+    const file = join(here, 'mechanisms', 'study.yaml');
+    const runs = expandStudy(loadStudy(file), file, { runsDir: 'unused' });
+    expect(runs).toHaveLength(9);
+    expect(new Set(runs.map((r) => r.config.strategy.name))).toEqual(new Set(['end-to-end', 'memory-bank', 'momentum-queue']));
+    const catalog = createCatalog(builtinPlugins());
+    runs.forEach((r) => expect(() => checkNames(r.config, catalog)).not.toThrow());
+    // a fair comparison: everything but the mechanism, K and the batch-tied lr is shared
+    const shared = (r: (typeof runs)[number]) => [r.config.model, r.config.data, r.config.optim.epochs, r.config.seed, r.config.loss];
+    runs.forEach((r) => expect(shared(r)).toEqual(shared(runs[0]!)));
   });
 });
 

@@ -3,17 +3,22 @@ import { isContrastError, loadExperiment, type Plugin } from '@contrast/core';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
 import { fashionMnistDir } from '@contrast/data';
 import { createCatalog, runExperiment, type TrainResult } from '@contrast/trainer';
+import { endToEndPlugin } from '@contrast/plugin-end-to-end';
+import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
+import { loadStudy, readResults, runStudy, writeReport } from '@contrast/study';
 
 /** The strategy plugins this build of the command knows. */
 export function builtinPlugins(): Plugin[] {
-  return [momentumQueuePlugin() as Plugin];
+  return [endToEndPlugin(), memoryBankPlugin(), momentumQueuePlugin()] as Plugin[];
 }
 
 const USAGE = `usage: contrast <command>
 
   train <experiment.yaml> [--set key=value]...   train and evaluate an experiment
   doctor                                         check backend, threads, dataset, run folder
+  study run <study.yaml> [--scale F] [--out DIR] run every configuration of a study, then report
+  study report <study-output-dir>                rewrite table.md, results.csv and knn-vs-k.png
   setup                                          build the native TensorFlow binding (offline)
 
 Examples:
@@ -78,6 +83,45 @@ async function doctor(): Promise<number> {
   return checks.every((c) => c.ok) ? 0 : 1;
 }
 
+async function study(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { scale: { type: 'string' }, out: { type: 'string' }, quiet: { type: 'boolean' } },
+  });
+  const target = positionals[0];
+  if (!target || (sub !== 'run' && sub !== 'report')) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  if (sub === 'report') {
+    const results = readResults(target);
+    if (results.length === 0) {
+      process.stderr.write(`contrast: no results.jsonl with results in ${target}\n`);
+      return 2;
+    }
+    const files = await writeReport(target, results, target);
+    process.stdout.write(`${files.join('\n')}\n`);
+    return 0;
+  }
+  loadStudy(target); // validate before the backend loads
+  await initBackend();
+  const scale = values.scale === undefined ? 1 : Number(values.scale);
+  const t0 = performance.now();
+  const { outDir, results, reportFiles } = await runStudy(target, createCatalog(builtinPlugins()), {
+    scale,
+    progress: !values.quiet,
+    ...(values.out ? { out: values.out } : {}),
+  });
+  const { readFileSync } = await import('node:fs');
+  process.stdout.write(`${readFileSync(reportFiles[0]!, 'utf8')}\n`);
+  process.stdout.write(
+    `${results.length} runs; wall time ${((performance.now() - t0) / 60000).toFixed(1)} min\nreport: ${reportFiles.join(', ')}\nin ${outDir}\n`,
+  );
+  return 0;
+}
+
 function setup(): number {
   const r = provisionNativeBackend({ log: (l) => process.stderr.write(`[setup] ${l}\n`) });
   process.stdout.write(
@@ -94,6 +138,8 @@ export async function main(argv: string[]): Promise<number> {
         return await train(rest);
       case 'doctor':
         return await doctor();
+      case 'study':
+        return await study(rest);
       case 'setup':
         return setup();
       case undefined:

@@ -80,7 +80,7 @@ export function applyOverrides(
   raw: Record<string, unknown>,
   overrides: readonly string[],
 ): Record<string, unknown> {
-  const out = structuredClone(raw);
+  const values: Record<string, unknown> = {};
   for (const o of overrides) {
     const eq = o.indexOf('=');
     if (eq <= 0) {
@@ -88,25 +88,41 @@ export function applyOverrides(
         hint: 'write e.g. --set optim.lr=0.06',
       });
     }
-    const path = o.slice(0, eq).trim().split('.');
     let value: unknown;
     try {
       value = parseYaml(o.slice(eq + 1));
     } catch {
       value = o.slice(eq + 1);
     }
+    values[o.slice(0, eq).trim()] = value;
+  }
+  return applySettings(raw, values);
+}
+
+/**
+ * Sets `dotted.path: value` pairs on a copy of `raw`, in order. A value that is a
+ * mapping replaces the whole section (`strategy: { name: end-to-end }` drops the
+ * previous strategy's fields).
+ */
+export function applySettings(
+  raw: Record<string, unknown>,
+  settings: Readonly<Record<string, unknown>>,
+): Record<string, unknown> {
+  const out = structuredClone(raw);
+  for (const [dotted, value] of Object.entries(settings)) {
+    const path = dotted.split('.');
     let node: Record<string, unknown> = out;
     for (const key of path.slice(0, -1)) {
       const next = node[key];
       if (next === undefined || next === null) node[key] = {};
       else if (typeof next !== 'object' || Array.isArray(next)) {
-        throw new ConfigError(path.join('.'), `'${key}' is a value, not a section`, {
+        throw new ConfigError(dotted, `'${key}' is a value, not a section`, {
           hint: `set '${key}' itself instead`,
         });
       }
       node = node[key] as Record<string, unknown>;
     }
-    node[path[path.length - 1]!] = value;
+    node[path[path.length - 1]!] = structuredClone(value);
   }
   return out;
 }

@@ -1,0 +1,62 @@
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { writeFileAtomic, type Catalog } from '@contrast/core';
+import { runExperiment } from '@contrast/trainer';
+import { stringify } from 'yaml';
+import { expandStudy, loadStudy } from './expand.js';
+import { readResults, writeReport, type StudyResult } from './report.js';
+
+export interface StudyOptions {
+  /** Output folder (default runs/studies/<study name>). */
+  out?: string;
+  scale?: number;
+  progress?: boolean;
+  log?: (line: string) => void;
+}
+
+/**
+ * Runs every configuration of a study in sequence, appending each result to
+ * results.jsonl as it finishes; configurations already there (same config hash)
+ * are skipped, so an interrupted study continues where it stopped. Then reports.
+ */
+export async function runStudy(
+  file: string,
+  catalog: Catalog,
+  options: StudyOptions = {},
+): Promise<{ outDir: string; results: StudyResult[]; reportFiles: string[] }> {
+  const log = options.log ?? ((l: string) => console.error(l));
+  const study = loadStudy(file);
+  const outDir = resolve(options.out ?? join('runs', 'studies', study.name));
+  mkdirSync(outDir, { recursive: true });
+  const runs = expandStudy(study, file, { scale: options.scale ?? 1, runsDir: join(outDir, 'runs') });
+  writeFileAtomic(join(outDir, 'study.yaml'), stringify({ ...study, scale: options.scale ?? 1 }));
+  const done = new Set(readResults(outDir).map((r) => r.id));
+  for (const [i, run] of runs.entries()) {
+    const tag = `[${i + 1}/${runs.length}] ${run.series} K=${run.k}`;
+    if (done.has(run.id)) {
+      log(`${tag}: already done, skipped`);
+      continue;
+    }
+    log(`${tag}: training (${run.config.optim.epochs} epochs, batch ${run.config.optim.batchSize})`);
+    const { runPath, result } = await runExperiment(run.config, catalog, { progress: options.progress ?? true, log });
+    const record: StudyResult = {
+      id: run.id,
+      series: run.series,
+      k: run.k,
+      knn: result.knn.trained,
+      ...(result.knn.randomInit !== undefined ? { knnRandomInit: result.knn.randomInit } : {}),
+      ...(result.knn.rawPixels !== undefined ? { knnRawPixels: result.knn.rawPixels } : {}),
+      finalLoss: result.finalLoss,
+      imgPerSec: result.imgPerSec,
+      wallSeconds: result.wallSeconds,
+      steps: result.steps,
+      epochs: result.epochs,
+      runPath,
+    };
+    appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(record)}\n`);
+    log(`${tag}: kNN ${(100 * record.knn).toFixed(2)}% in ${(record.wallSeconds / 60).toFixed(1)} min`);
+  }
+  const results = readResults(outDir).filter((r) => runs.some((x) => x.id === r.id));
+  const reportFiles = await writeReport(outDir, results, study.description || study.name, study.x);
+  return { outDir, results, reportFiles };
+}

@@ -1,0 +1,91 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { configHash, expandStudy, loadStudy } from './expand.js';
+import { csv, markdownTable, plotPng, type StudyResult } from './report.js';
+
+function writeStudy(dir: string, study: string): string {
+  writeFileSync(
+    join(dir, 'base.yaml'),
+    'name: base\ndata: { trainSubset: 256 }\nmodel: { encoder: convnet, width: 0.25, dim: 16 }\n' +
+      'strategy: { name: momentum-queue, queueSize: 64 }\noptim: { batchSize: 32, epochs: 1 }\n' +
+      'eval: { knn: { every: 0, testSize: 200 }, baselines: false }\n',
+  );
+  writeFileSync(join(dir, 'study.yaml'), study);
+  return join(dir, 'study.yaml');
+}
+
+const twoSeries = `name: tiny
+base: base.yaml
+set: { optim.lr: 0.01 }
+series:
+  - label: end-to-end
+    set: { strategy: { name: end-to-end } }
+    points:
+      - { k: 30, set: { optim.batchSize: 16 } }
+  - label: momentum-queue
+    points:
+      - { k: 64 }
+      - { k: 128, set: { strategy.queueSize: 128 } }
+`;
+
+describe('study expansion', () => {
+  it('layers base <- study <- series <- point settings, and a section replaces the whole section', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    const file = writeStudy(dir, twoSeries);
+    const runs = expandStudy(loadStudy(file), file, { runsDir: join(dir, 'runs') });
+    expect(runs.map((r) => [r.series, r.k])).toEqual([['end-to-end', 30], ['momentum-queue', 64], ['momentum-queue', 128]]);
+    expect(runs[0]!.config.strategy).toEqual({ name: 'end-to-end' }); // no queueSize left over
+    expect(runs[0]!.config.optim).toMatchObject({ batchSize: 16, lr: 0.01 });
+    expect(runs[2]!.config.strategy).toMatchObject({ name: 'momentum-queue', queueSize: 128 });
+    expect(new Set(runs.map((r) => r.id)).size).toBe(3);
+    const scaled = expandStudy(loadStudy(file), file, { runsDir: 'x', scale: 3 });
+    expect(scaled[1]!.config.optim.epochs).toBe(3);
+    expect(scaled[1]!.config.data.trainSubset).toBe(768);
+    expect(scaled[1]!.id).not.toBe(runs[1]!.id);
+    // the run folder does not change what a configuration computes
+    expect(configHash({ ...runs[1]!.config, tracking: { dir: 'elsewhere', logEvery: 20 } })).toBe(runs[1]!.id);
+  });
+
+  it('names the series and the field of a bad setting', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    const file = writeStudy(dir, twoSeries.replace('optim.batchSize: 16', 'optim.batchsize: 16'));
+    expect(() => expandStudy(loadStudy(file), file, { runsDir: 'x' })).toThrow(/series 'end-to-end', k = 30.*optim.batchsize/s);
+    const empty = writeStudy(dir, 'name: e\nbase: base.yaml\nseries: []\n');
+    expect(() => loadStudy(empty)).toThrow(/series.*at least one series/s);
+  });
+});
+
+describe('study report', () => {
+  const results: StudyResult[] = [
+    { id: 'a', series: 'momentum-queue', k: 256, knn: 0.8123, knnRandomInit: 0.74, knnRawPixels: 0.82, finalLoss: 5, imgPerSec: 200, wallSeconds: 60, steps: 10, epochs: 1, runPath: '/r/a' },
+    { id: 'b', series: 'momentum-queue', k: 1024, knn: 0.82, finalLoss: 5, imgPerSec: 200, wallSeconds: 60, steps: 10, epochs: 1, runPath: '/r/b' },
+    { id: 'c', series: 'end-to-end', k: 254, knn: 0.79, finalLoss: 5, imgPerSec: 150, wallSeconds: 90, steps: 10, epochs: 1, runPath: '/r,c' },
+  ];
+
+  it('tabulates mechanism x K with gaps marked', () => {
+    const md = markdownTable(results, 'Mechanisms');
+    expect(md).toContain('| mechanism | K = 254 | K = 256 | K = 1024 |');
+    expect(md).toContain('| momentum-queue | - | 81.23 | 82.00 |');
+    expect(md).toContain('| end-to-end | 79.00 | - | - |');
+    expect(md).toContain('random-init encoder 74.00%, raw pixels 82.00%');
+  });
+
+  it('writes a CSV with one row per run, quoting where needed', () => {
+    const lines = csv(results).trim().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[0]).toMatch(/^series,k,knn,/);
+    expect(lines[3]).toContain('"/r,c"');
+  });
+
+  it('renders the plot to a real PNG', async () => {
+    const png = await plotPng(results, 'Mechanisms', 'K');
+    expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+    const width = png.readUInt32BE(16);
+    const height = png.readUInt32BE(20);
+    expect(width).toBeGreaterThan(800);
+    expect(height).toBeGreaterThan(500);
+  });
+});
+
