@@ -107,6 +107,30 @@ export interface Loss {
   loadState?(state: StateTensors): void;
 }
 
+/** Something that saves, restores and releases state (a queue, a bank, a source). */
+export interface Stateful {
+  state(): StateTensors;
+  loadState(state: StateTensors): void;
+  dispose(): void;
+}
+
+/**
+ * A NegativeSource whose whole state is one component (MoCo's queue, InstDisc's
+ * bank): state, loadState and dispose delegate to it, so sources share one state API.
+ */
+export abstract class StoreBackedSource implements Stateful {
+  protected abstract readonly store: Stateful;
+  state(): StateTensors {
+    return this.store.state();
+  }
+  loadState(state: StateTensors): void {
+    this.store.loadState(state);
+  }
+  dispose(): void {
+    this.store.dispose();
+  }
+}
+
 /** Named tensors plus small JSON values: what strategies and key encoders save. */
 export interface StateTensors {
   tensors: Record<string, tf.Tensor>;

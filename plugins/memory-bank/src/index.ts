@@ -16,7 +16,7 @@ import {
   type NegativeSource,
   type Plugin,
   type Rng,
-  type StateTensors,
+  StoreBackedSource,
   type TrainingDataset,
 } from '@contrast/core';
 
@@ -43,9 +43,12 @@ export type MemoryBankConfig = z.infer<typeof MemoryBankConfigSchema>;
  * There is no key encoder.
  */
 @injectable()
-export class MemoryBankSource implements NegativeSource {
+export class MemoryBankSource extends StoreBackedSource implements NegativeSource {
   readonly name = PLUGIN_NAME;
   readonly bank: MemoryBank;
+  protected get store() {
+    return this.bank;
+  }
   private readonly rng: Rng;
 
   constructor(
@@ -54,6 +57,7 @@ export class MemoryBankSource implements NegativeSource {
     @inject(Tokens.Dataset) dataset: TrainingDataset,
     @inject(Tokens.Rng) rng: Rng,
   ) {
+    super();
     this.bank = new MemoryBank(dataset.train.n, encoder.embedDim, rng.fork());
     this.rng = rng.fork();
   }
@@ -66,18 +70,6 @@ export class MemoryBankSource implements NegativeSource {
 
   afterStep({ query, indices }: { query: tf.Tensor2D; indices: tf.Tensor1D }): void {
     this.bank.update(indices, query, this.config.momentum);
-  }
-
-  state(): StateTensors {
-    return this.bank.state();
-  }
-
-  loadState(state: StateTensors): void {
-    this.bank.loadState(state);
-  }
-
-  dispose(): void {
-    this.bank.dispose();
   }
 }
 

@@ -15,7 +15,7 @@ import {
   type NegativeSource,
   type Plugin,
   type Rng,
-  type StateTensors,
+  StoreBackedSource,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'momentum-queue';
@@ -38,15 +38,19 @@ export type MomentumQueueConfig = z.infer<typeof MomentumQueueConfigSchema>;
  * before this batch's keys are enqueued (enqueue happens in afterStep).
  */
 @injectable()
-export class MomentumQueueSource implements NegativeSource {
+export class MomentumQueueSource extends StoreBackedSource implements NegativeSource {
   readonly name = PLUGIN_NAME;
   readonly queue: KeyQueue;
+  protected get store() {
+    return this.queue;
+  }
 
   constructor(
     @inject(Tokens.StrategyConfig) config: MomentumQueueConfig,
     @inject(Tokens.Encoder) encoder: Encoder,
     @inject(Tokens.Rng) rng: Rng,
   ) {
+    super();
     this.queue = new KeyQueue(config.queueSize, encoder.embedDim, rng.fork());
   }
 
@@ -58,18 +62,6 @@ export class MomentumQueueSource implements NegativeSource {
 
   afterStep({ key }: { key: tf.Tensor2D | undefined }): void {
     if (key) this.queue.enqueue(key);
-  }
-
-  state(): StateTensors {
-    return this.queue.state();
-  }
-
-  loadState(state: StateTensors): void {
-    this.queue.loadState(state);
-  }
-
-  dispose(): void {
-    this.queue.dispose();
   }
 }
 
