@@ -35,13 +35,29 @@ describe('running a study', () => {
     const file = writeStudy(dir);
     const catalog = () => createCatalog(builtinPlugins());
     const lines: string[] = [];
-    const first = await runStudy(file, catalog(), { out: join(dir, 'out'), progress: false, log: (l) => lines.push(l) });
-    expect(first.results.map((r) => r.series)).toEqual(['end-to-end', 'momentum-queue', 'momentum-queue']);
+    const first = await runStudy(file, catalog(), {
+      out: join(dir, 'out'),
+      progress: false,
+      log: (l) => lines.push(l),
+    });
+    expect(first.results.map((r) => r.series)).toEqual([
+      'end-to-end',
+      'momentum-queue',
+      'momentum-queue',
+    ]);
     first.results.forEach((r) => expect(r.knn).toBeGreaterThan(0.2));
-    const again = await runStudy(file, catalog(), { out: join(dir, 'out'), progress: false, log: (l) => lines.push(l) });
+    const again = await runStudy(file, catalog(), {
+      out: join(dir, 'out'),
+      progress: false,
+      log: (l) => lines.push(l),
+    });
     expect(lines.filter((l) => l.includes('already done'))).toHaveLength(3);
     expect(again.results).toEqual(first.results);
-    expect(readFileSync(join(dir, 'out', 'results.jsonl'), 'utf8').trim().split('\n')).toHaveLength(3);
+    expect(
+      readFileSync(join(dir, 'out', 'results.jsonl'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(3);
     expect(readFileSync(join(dir, 'out', 'table.md'), 'utf8')).toContain('| momentum-queue |');
   });
 });

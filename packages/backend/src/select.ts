@@ -53,7 +53,6 @@ function nativeVersion(): string | undefined {
 
 /** Selects and initialises the backend once per process; later calls return the same choice. */
 export async function initBackend(preference?: BackendPreference): Promise<BackendInfo> {
-  if (active) return active;
   const pref = (preference ??
     (process.env.CONTRAST_BACKEND as BackendPreference | undefined) ??
     'auto') as string;
@@ -62,6 +61,7 @@ export async function initBackend(preference?: BackendPreference): Promise<Backe
       hint: 'use auto, tensorflow-gpu, tensorflow or cpu',
     });
   }
+  if (active) return active;
   const warnings: string[] = [];
   let name: BackendName | undefined;
 

@@ -1,0 +1,35 @@
+import * as tf from '@tensorflow/tfjs';
+import { describe, expect, it } from 'vitest';
+import { runDoctor } from './doctor.js';
+import { findBinding, provisionNativeBackend, tfjsNodeDir } from './provision.js';
+import { initBackend } from './select.js';
+
+describe('backend', () => {
+  it('selects the native TensorFlow backend and reports its version', async () => {
+    const info = await initBackend();
+    expect(info.name).toBe('tensorflow');
+    expect(tf.getBackend()).toBe('tensorflow');
+    expect(info.tensorflowVersion).toMatch(/^2\.\d+/);
+  });
+
+  it('provisioning is idempotent: a working binding is left alone, quickly', () => {
+    const t0 = performance.now();
+    const r = provisionNativeBackend({ log: () => {} });
+    expect(r.action).toBe('present');
+    expect(r.bindingPath).toBe(findBinding(tfjsNodeDir()!));
+    expect(performance.now() - t0).toBeLessThan(15_000);
+  });
+
+  it('refuses an unknown backend name with the choices', async () => {
+    await expect(initBackend('tpu' as never)).rejects.toThrow(/unknown backend 'tpu'.*auto, tensorflow-gpu, tensorflow or cpu/s);
+  });
+
+  it('doctor reports every check with a fix for what fails', async () => {
+    const checks = await runDoctor({ datasetDirs: { 'fashion-mnist': ['/nonexistent'] }, runDir: '/proc/contrast-no' });
+    const byName = Object.fromEntries(checks.map((c) => [c.name, c]));
+    expect(byName['backend']!.ok).toBe(true);
+    expect(byName['native binding']!.ok).toBe(true);
+    expect(byName['dataset fashion-mnist']).toMatchObject({ ok: false, fix: expect.stringContaining('dataset-fashion-mnist') });
+    expect(byName['run directory']).toMatchObject({ ok: false, fix: expect.stringContaining('tracking.dir') });
+  });
+});
