@@ -118,8 +118,8 @@ export interface Stateful {
  * A NegativeSource whose whole state is one component (MoCo's queue, InstDisc's
  * bank): state, loadState and dispose delegate to it, so sources share one state API.
  */
-export abstract class StoreBackedSource implements Stateful {
-  protected abstract readonly store: Stateful;
+export abstract class StoreBackedSource<S extends Stateful> implements Stateful {
+  constructor(protected readonly store: S) {}
   state(): StateTensors {
     return this.store.state();
   }

@@ -28,6 +28,8 @@ export interface StepHarness {
   nextBatch(): TwoViewBatch;
   /** One training step on the next batch; returns the loss and pretext accuracy. */
   step(lr?: number): { loss: number; accuracy: number };
+  /** n steps: the losses and tf.memory().numTensors after each (constant when nothing leaks). */
+  run(n: number): { losses: number[]; tensorCounts: number[] };
   dispose(): void;
 }
 
@@ -69,6 +71,15 @@ export function createStepHarness(input: ExperimentInput, catalog: Catalog): Ste
       tf.dispose([out.loss, out.accuracy]);
       disposeBatch(b);
       return result;
+    },
+    run(n) {
+      const losses: number[] = [];
+      const tensorCounts: number[] = [];
+      for (let i = 0; i < n; i++) {
+        losses.push(this.step().loss);
+        tensorCounts.push(tf.memory().numTensors);
+      }
+      return { losses, tensorCounts };
     },
     dispose() {
       parts.optimizer.dispose();

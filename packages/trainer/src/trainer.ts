@@ -259,6 +259,7 @@ export class Trainer {
     add('key_encoder', this.keyPolicy.state());
     add('strategy', this.source.state());
     add('optimizer', this.optimizer.state());
+    if (this.loss.state) add('loss', this.loss.state());
     const path = join(dir, 'final.bin');
     writeFileAtomic(path, encodeBundle(tensors, values));
     return path;

@@ -29,12 +29,9 @@ describe('end-to-end plugin', () => {
     const first = h.step();
     expect(first.loss).toBeGreaterThan(Math.log(31) - 1);
     expect(first.loss).toBeLessThan(Math.log(31) + 0.5);
-    const counts: number[] = [];
-    for (let i = 0; i < 8; i++) {
-      expect(Number.isFinite(h.step().loss)).toBe(true);
-      counts.push(tf.memory().numTensors);
-    }
-    expect(new Set(counts).size).toBe(1);
+    const { losses, tensorCounts } = h.run(8);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(new Set(tensorCounts).size).toBe(1);
     h.dispose();
   });
 

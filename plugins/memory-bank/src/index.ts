@@ -43,12 +43,8 @@ export type MemoryBankConfig = z.infer<typeof MemoryBankConfigSchema>;
  * There is no key encoder.
  */
 @injectable()
-export class MemoryBankSource extends StoreBackedSource implements NegativeSource {
+export class MemoryBankSource extends StoreBackedSource<MemoryBank> implements NegativeSource {
   readonly name = PLUGIN_NAME;
-  readonly bank: MemoryBank;
-  protected get store() {
-    return this.bank;
-  }
   private readonly rng: Rng;
 
   constructor(
@@ -57,9 +53,12 @@ export class MemoryBankSource extends StoreBackedSource implements NegativeSourc
     @inject(Tokens.Dataset) dataset: TrainingDataset,
     @inject(Tokens.Rng) rng: Rng,
   ) {
-    super();
-    this.bank = new MemoryBank(dataset.train.n, encoder.embedDim, rng.fork());
+    super(new MemoryBank(dataset.train.n, encoder.embedDim, rng.fork()));
     this.rng = rng.fork();
+  }
+
+  get bank(): MemoryBank {
+    return this.store;
   }
 
   keys({ indices, indexArray }: KeysInput): Keys {

@@ -57,12 +57,9 @@ describe('memory-bank plugin', () => {
   it('trains real steps without leaking tensors, with InfoNCE and with NCE', () => {
     for (const loss of ['infonce', 'nce']) {
       const h = createStepHarness({ ...base, loss: { name: loss, temperature: 0.07 } }, catalog());
-      const counts: number[] = [];
-      for (let i = 0; i < 8; i++) {
-        expect(Number.isFinite(h.step().loss)).toBe(true);
-        counts.push(tf.memory().numTensors);
-      }
-      expect(new Set(counts.slice(1)).size).toBe(1);
+      const { losses, tensorCounts } = h.run(8);
+      expect(losses.every(Number.isFinite)).toBe(true);
+      expect(new Set(tensorCounts.slice(1)).size).toBe(1);
       h.dispose();
     }
   });

@@ -38,20 +38,19 @@ export type MomentumQueueConfig = z.infer<typeof MomentumQueueConfigSchema>;
  * before this batch's keys are enqueued (enqueue happens in afterStep).
  */
 @injectable()
-export class MomentumQueueSource extends StoreBackedSource implements NegativeSource {
+export class MomentumQueueSource extends StoreBackedSource<KeyQueue> implements NegativeSource {
   readonly name = PLUGIN_NAME;
-  readonly queue: KeyQueue;
-  protected get store() {
-    return this.queue;
-  }
 
   constructor(
     @inject(Tokens.StrategyConfig) config: MomentumQueueConfig,
     @inject(Tokens.Encoder) encoder: Encoder,
     @inject(Tokens.Rng) rng: Rng,
   ) {
-    super();
-    this.queue = new KeyQueue(config.queueSize, encoder.embedDim, rng.fork());
+    super(new KeyQueue(config.queueSize, encoder.embedDim, rng.fork()));
+  }
+
+  get queue(): KeyQueue {
+    return this.store;
   }
 
   keys({ key }: KeysInput): Keys {
