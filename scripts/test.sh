@@ -13,7 +13,7 @@ if [ $# -eq 0 ]; then
 fi
 echo "[test] vitest"
 status=0
-pnpm exec vitest run --reporter=default --reporter=json --outputFile=.vitest-results.json "$@" || status=$?
+timeout --kill-after=30s 40m pnpm exec vitest run --reporter=default --reporter=json --outputFile=.vitest-results.json "$@" || status=$?
 node -e '
   const r = JSON.parse(require("fs").readFileSync(".vitest-results.json", "utf8"));
   console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { runDoctor } from './doctor.js';
@@ -25,7 +28,9 @@ describe('backend', () => {
   });
 
   it('doctor reports every check with a fix for what fails', async () => {
-    const checks = await runDoctor({ datasetDirs: { 'fashion-mnist': ['/nonexistent'] }, runDir: '/proc/contrast-no' });
+    const file = join(mkdtempSync(join(tmpdir(), 'contrast-doctor-')), 'a-file');
+    writeFileSync(file, '');
+    const checks = await runDoctor({ datasetDirs: { 'fashion-mnist': ['/nonexistent'] }, runDir: join(file, 'runs') });
     const byName = Object.fromEntries(checks.map((c) => [c.name, c]));
     expect(byName['backend']!.ok).toBe(true);
     expect(byName['native binding']!.ok).toBe(true);

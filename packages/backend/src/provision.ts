@@ -73,7 +73,13 @@ export function bindingLoads(packageDir: string): { ok: boolean; error: string }
       '-e',
       `const tf=require(${JSON.stringify(packageDir)}); if(tf.getBackend()!=='tensorflow') process.exit(3)`,
     ],
-    { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '2' } },
+    {
+      encoding: 'utf8',
+      timeout: 120_000,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // A clean child: no loader hooks inherited from a test runner or a debugger.
+      env: { ...process.env, NODE_OPTIONS: '', TF_CPP_MIN_LOG_LEVEL: '2' },
+    },
   );
   return { ok: r.status === 0, error: (r.stderr || '').trim().split('\n').slice(-3).join('\n') };
 }
