@@ -24,17 +24,28 @@ describe('backend', () => {
   });
 
   it('refuses an unknown backend name with the choices', async () => {
-    await expect(initBackend('tpu' as never)).rejects.toThrow(/unknown backend 'tpu'.*auto, tensorflow-gpu, tensorflow or cpu/s);
+    await expect(initBackend('tpu' as never)).rejects.toThrow(
+      /unknown backend 'tpu'.*auto, tensorflow-gpu, tensorflow or cpu/s,
+    );
   });
 
   it('doctor reports every check with a fix for what fails', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'contrast-doctor-')), 'a-file');
     writeFileSync(file, '');
-    const checks = await runDoctor({ datasetDirs: { 'fashion-mnist': ['/nonexistent'] }, runDir: join(file, 'runs') });
+    const checks = await runDoctor({
+      datasetDirs: { 'fashion-mnist': ['/nonexistent'] },
+      runDir: join(file, 'runs'),
+    });
     const byName = Object.fromEntries(checks.map((c) => [c.name, c]));
     expect(byName['backend']!.ok).toBe(true);
     expect(byName['native binding']!.ok).toBe(true);
-    expect(byName['dataset fashion-mnist']).toMatchObject({ ok: false, fix: expect.stringContaining('dataset-fashion-mnist') });
-    expect(byName['run directory']).toMatchObject({ ok: false, fix: expect.stringContaining('tracking.dir') });
+    expect(byName['dataset fashion-mnist']).toMatchObject({
+      ok: false,
+      fix: expect.stringContaining('dataset-fashion-mnist'),
+    });
+    expect(byName['run directory']).toMatchObject({
+      ok: false,
+      fix: expect.stringContaining('tracking.dir'),
+    });
   });
 });

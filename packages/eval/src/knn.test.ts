@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import type { TrainingDataset } from '@contrast/core';
+import type { ImageSplit, TrainingDataset } from '@contrast/core';
 import { knnOnPixels, knnPredict } from './knn.js';
 
 describe('weighted kNN', () => {
@@ -45,7 +45,7 @@ describe('weighted kNN', () => {
       train,
       test,
     };
-    const toBatch = (split: typeof train, s: number, e: number) =>
+    const toBatch = (split: ImageSplit, s: number, e: number) =>
       tf.tidy(
         () =>
           tf.sub(

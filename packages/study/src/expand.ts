@@ -31,7 +31,11 @@ export function configHash(config: ExperimentConfig): string {
  * Base experiment <- study settings <- series settings <- point settings, then
  * `scale` multiplies the epochs and the training subset (capped at the full split).
  */
-export function expandStudy(study: Study, file: string, options: { scale?: number; runsDir: string }): StudyRun[] {
+export function expandStudy(
+  study: Study,
+  file: string,
+  options: { scale?: number; runsDir: string },
+): StudyRun[] {
   const base = readExperimentFile(resolve(dirname(file), study.base));
   const scale = options.scale ?? 1;
   if (!(scale > 0)) throw new ConfigError('--scale', `must be > 0, got ${scale}`);
@@ -46,7 +50,10 @@ export function expandStudy(study: Study, file: string, options: { scale?: numbe
         throw new ConfigError(
           `series '${series.label}', k = ${point.k}`,
           (e as Error).message.split('\n')[0] ?? String(e),
-          { hint: 'fix the study file (settings are dotted paths of the experiment schema)', cause: e },
+          {
+            hint: 'fix the study file (settings are dotted paths of the experiment schema)',
+            cause: e,
+          },
         );
       }
       config = {
@@ -55,7 +62,10 @@ export function expandStudy(study: Study, file: string, options: { scale?: numbe
         optim: { ...config.optim, epochs: Math.max(1, Math.round(config.optim.epochs * scale)) },
         data: {
           ...config.data,
-          trainSubset: config.data.trainSubset > 0 && config.data.trainSubset * scale < 60000 ? Math.round(config.data.trainSubset * scale) : 0,
+          trainSubset:
+            config.data.trainSubset > 0 && config.data.trainSubset * scale < 60000
+              ? Math.round(config.data.trainSubset * scale)
+              : 0,
         },
         tracking: { ...config.tracking, dir: options.runsDir },
       };

@@ -30,13 +30,15 @@ export function readResults(outDir: string): StudyResult[] {
     .map((l) => JSON.parse(l) as StudyResult);
 }
 
-const pct = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? '' : (100 * x).toFixed(2));
+const pct = (x: number | undefined) =>
+  x === undefined || Number.isNaN(x) ? '' : (100 * x).toFixed(2);
 
 /** Mechanism x K table in markdown: kNN top-1 (%) per cell. */
 export function markdownTable(results: readonly StudyResult[], title: string): string {
   const series = [...new Set(results.map((r) => r.series))];
   const ks = [...new Set(results.map((r) => r.k))].sort((a, b) => a - b);
-  const cell = (s: string, k: number) => pct(results.find((r) => r.series === s && r.k === k)?.knn) || '-';
+  const cell = (s: string, k: number) =>
+    pct(results.find((r) => r.series === s && r.k === k)?.knn) || '-';
   const lines = [
     `## ${title}`,
     '',
@@ -48,20 +50,52 @@ export function markdownTable(results: readonly StudyResult[], title: string): s
   ];
   const init = results.map((r) => r.knnRandomInit).filter((x): x is number => x !== undefined);
   const pixels = results.map((r) => r.knnRawPixels).filter((x): x is number => x !== undefined);
-  if (init.length) lines.push('', `Reference: random-init encoder ${pct(init[0])}%, raw pixels ${pct(pixels[0])}%.`);
+  if (init.length)
+    lines.push(
+      '',
+      `Reference: random-init encoder ${pct(init[0])}%, raw pixels ${pct(pixels[0])}%.`,
+    );
   const wall = results.reduce((s, r) => s + r.wallSeconds, 0);
-  lines.push('', `${results.length} runs, ${(wall / 60).toFixed(1)} min of training and evaluation in total.`, '');
+  lines.push(
+    '',
+    `${results.length} runs, ${(wall / 60).toFixed(1)} min of training and evaluation in total.`,
+    '',
+  );
   return lines.join('\n');
 }
 
 export function csv(results: readonly StudyResult[]): string {
-  const cols = ['series', 'k', 'knn', 'knnRandomInit', 'knnRawPixels', 'finalLoss', 'imgPerSec', 'wallSeconds', 'steps', 'epochs', 'id', 'runPath'] as const;
-  const esc = (v: unknown) => (v === undefined ? '' : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
-  return [cols.join(','), ...results.map((r) => cols.map((c) => esc(r[c])).join(','))].join('\n') + '\n';
+  const cols = [
+    'series',
+    'k',
+    'knn',
+    'knnRandomInit',
+    'knnRawPixels',
+    'finalLoss',
+    'imgPerSec',
+    'wallSeconds',
+    'steps',
+    'epochs',
+    'id',
+    'runPath',
+  ] as const;
+  const esc = (v: unknown) =>
+    v === undefined
+      ? ''
+      : /[",\n]/.test(String(v))
+        ? `"${String(v).replace(/"/g, '""')}"`
+        : String(v);
+  return (
+    [cols.join(','), ...results.map((r) => cols.map((c) => esc(r[c])).join(','))].join('\n') + '\n'
+  );
 }
 
 /** kNN accuracy against K, one line per series, log-scaled x: rendered to PNG. */
-export async function plotPng(results: readonly StudyResult[], title: string, xLabel: string): Promise<Buffer> {
+export async function plotPng(
+  results: readonly StudyResult[],
+  title: string,
+  xLabel: string,
+): Promise<Buffer> {
   const values = results.map((r) => ({ series: r.series, k: r.k, knn: 100 * r.knn }));
   const spec: TopLevelSpec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
@@ -73,7 +107,12 @@ export async function plotPng(results: readonly StudyResult[], title: string, xL
     mark: { type: 'line', point: { size: 60, filled: true }, strokeWidth: 2 },
     encoding: {
       x: { field: 'k', type: 'quantitative', scale: { type: 'log', base: 2 }, title: xLabel },
-      y: { field: 'knn', type: 'quantitative', scale: { zero: false }, title: 'kNN top-1 accuracy (%)' },
+      y: {
+        field: 'knn',
+        type: 'quantitative',
+        scale: { zero: false },
+        title: 'kNN top-1 accuracy (%)',
+      },
       color: { field: 'series', type: 'nominal', title: 'mechanism' },
     },
     config: { font: 'DejaVu Sans' },
@@ -95,7 +134,11 @@ export async function writeReport(
   title: string,
   xLabel = 'K (negatives per query)',
 ): Promise<string[]> {
-  const files = [join(outDir, 'table.md'), join(outDir, 'results.csv'), join(outDir, 'knn-vs-k.png')];
+  const files = [
+    join(outDir, 'table.md'),
+    join(outDir, 'results.csv'),
+    join(outDir, 'knn-vs-k.png'),
+  ];
   writeFileAtomic(files[0]!, markdownTable(results, title));
   writeFileAtomic(files[1]!, csv(results));
   writeFileAtomic(files[2]!, await plotPng(results, title, xLabel));

@@ -28,7 +28,10 @@ export async function runStudy(
   const study = loadStudy(file);
   const outDir = resolve(options.out ?? join('runs', 'studies', study.name));
   mkdirSync(outDir, { recursive: true });
-  const runs = expandStudy(study, file, { scale: options.scale ?? 1, runsDir: join(outDir, 'runs') });
+  const runs = expandStudy(study, file, {
+    scale: options.scale ?? 1,
+    runsDir: join(outDir, 'runs'),
+  });
   writeFileAtomic(join(outDir, 'study.yaml'), stringify({ ...study, scale: options.scale ?? 1 }));
   const done = new Set(readResults(outDir).map((r) => r.id));
   for (const [i, run] of runs.entries()) {
@@ -37,8 +40,13 @@ export async function runStudy(
       log(`${tag}: already done, skipped`);
       continue;
     }
-    log(`${tag}: training (${run.config.optim.epochs} epochs, batch ${run.config.optim.batchSize})`);
-    const { runPath, result } = await runExperiment(run.config, catalog, { progress: options.progress ?? true, log });
+    log(
+      `${tag}: training (${run.config.optim.epochs} epochs, batch ${run.config.optim.batchSize})`,
+    );
+    const { runPath, result } = await runExperiment(run.config, catalog, {
+      progress: options.progress ?? true,
+      log,
+    });
     const record: StudyResult = {
       id: run.id,
       series: run.series,
@@ -54,7 +62,9 @@ export async function runStudy(
       runPath,
     };
     appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(record)}\n`);
-    log(`${tag}: kNN ${(100 * record.knn).toFixed(2)}% in ${(record.wallSeconds / 60).toFixed(1)} min`);
+    log(
+      `${tag}: kNN ${(100 * record.knn).toFixed(2)}% in ${(record.wallSeconds / 60).toFixed(1)} min`,
+    );
   }
   const results = readResults(outDir).filter((r) => runs.some((x) => x.id === r.id));
   const reportFiles = await writeReport(outDir, results, study.description || study.name, study.x);

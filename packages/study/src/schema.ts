@@ -9,7 +9,10 @@ const Settings = z.record(z.string(), z.unknown()).default({});
  */
 export const StudySchema = z
   .object({
-    name: z.string().min(1).regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
+    name: z
+      .string()
+      .min(1)
+      .regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
     description: z.string().default(''),
     /** The base experiment YAML, relative to the study file. */
     base: z.string().min(1),

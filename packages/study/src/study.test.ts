@@ -35,7 +35,11 @@ describe('study expansion', () => {
     const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
     const file = writeStudy(dir, twoSeries);
     const runs = expandStudy(loadStudy(file), file, { runsDir: join(dir, 'runs') });
-    expect(runs.map((r) => [r.series, r.k])).toEqual([['end-to-end', 30], ['momentum-queue', 64], ['momentum-queue', 128]]);
+    expect(runs.map((r) => [r.series, r.k])).toEqual([
+      ['end-to-end', 30],
+      ['momentum-queue', 64],
+      ['momentum-queue', 128],
+    ]);
     expect(runs[0]!.config.strategy).toEqual({ name: 'end-to-end' }); // no queueSize left over
     expect(runs[0]!.config.optim).toMatchObject({ batchSize: 16, lr: 0.01 });
     expect(runs[2]!.config.strategy).toMatchObject({ name: 'momentum-queue', queueSize: 128 });
@@ -45,13 +49,17 @@ describe('study expansion', () => {
     expect(scaled[1]!.config.data.trainSubset).toBe(768);
     expect(scaled[1]!.id).not.toBe(runs[1]!.id);
     // the run folder does not change what a configuration computes
-    expect(configHash({ ...runs[1]!.config, tracking: { dir: 'elsewhere', logEvery: 20 } })).toBe(runs[1]!.id);
+    expect(configHash({ ...runs[1]!.config, tracking: { dir: 'elsewhere', logEvery: 20 } })).toBe(
+      runs[1]!.id,
+    );
   });
 
   it('names the series and the field of a bad setting', () => {
     const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
     const file = writeStudy(dir, twoSeries.replace('optim.batchSize: 16', 'optim.batchsize: 16'));
-    expect(() => expandStudy(loadStudy(file), file, { runsDir: 'x' })).toThrow(/series 'end-to-end', k = 30.*optim.batchsize/s);
+    expect(() => expandStudy(loadStudy(file), file, { runsDir: 'x' })).toThrow(
+      /series 'end-to-end', k = 30.*optim.batchsize/s,
+    );
     const empty = writeStudy(dir, 'name: e\nbase: base.yaml\nseries: []\n');
     expect(() => loadStudy(empty)).toThrow(/series.*at least one series/s);
   });
@@ -59,9 +67,44 @@ describe('study expansion', () => {
 
 describe('study report', () => {
   const results: StudyResult[] = [
-    { id: 'a', series: 'momentum-queue', k: 256, knn: 0.8123, knnRandomInit: 0.74, knnRawPixels: 0.82, finalLoss: 5, imgPerSec: 200, wallSeconds: 60, steps: 10, epochs: 1, runPath: '/r/a' },
-    { id: 'b', series: 'momentum-queue', k: 1024, knn: 0.82, finalLoss: 5, imgPerSec: 200, wallSeconds: 60, steps: 10, epochs: 1, runPath: '/r/b' },
-    { id: 'c', series: 'end-to-end', k: 254, knn: 0.79, finalLoss: 5, imgPerSec: 150, wallSeconds: 90, steps: 10, epochs: 1, runPath: '/r,c' },
+    {
+      id: 'a',
+      series: 'momentum-queue',
+      k: 256,
+      knn: 0.8123,
+      knnRandomInit: 0.74,
+      knnRawPixels: 0.82,
+      finalLoss: 5,
+      imgPerSec: 200,
+      wallSeconds: 60,
+      steps: 10,
+      epochs: 1,
+      runPath: '/r/a',
+    },
+    {
+      id: 'b',
+      series: 'momentum-queue',
+      k: 1024,
+      knn: 0.82,
+      finalLoss: 5,
+      imgPerSec: 200,
+      wallSeconds: 60,
+      steps: 10,
+      epochs: 1,
+      runPath: '/r/b',
+    },
+    {
+      id: 'c',
+      series: 'end-to-end',
+      k: 254,
+      knn: 0.79,
+      finalLoss: 5,
+      imgPerSec: 150,
+      wallSeconds: 90,
+      steps: 10,
+      epochs: 1,
+      runPath: '/r,c',
+    },
   ];
 
   it('tabulates mechanism x K with gaps marked', () => {
@@ -81,11 +124,12 @@ describe('study report', () => {
 
   it('renders the plot to a real PNG', async () => {
     const png = await plotPng(results, 'Mechanisms', 'K');
-    expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+    expect(png.subarray(0, 8)).toEqual(
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    );
     const width = png.readUInt32BE(16);
     const height = png.readUInt32BE(20);
     expect(width).toBeGreaterThan(800);
     expect(height).toBeGreaterThan(500);
   });
 });
-

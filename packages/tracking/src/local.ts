@@ -70,6 +70,7 @@ export class LocalRunTracker implements Tracker {
 
   logParams(params: Record<string, unknown>): void {
     writeFileAtomic(join(this.run.path, 'config.yaml'), stringify(params));
+    this.writeSummary('running');
   }
 
   logMetrics(record: MetricRecord): void {

@@ -1,4 +1,3 @@
-import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { SharedKeyEncoder } from '@contrast/core';
 import { createCatalog, createStepHarness } from '@contrast/trainer';
