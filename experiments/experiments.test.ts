@@ -58,7 +58,7 @@ describe('bad input through the CLI: coded error, non-zero exit, no run director
     [
       'unknown strategy',
       ['--set', 'strategy.name=momentum-queu'],
-      /CONTRAST_UNKNOWN_NAME.*Known: momentum-queue.*did you mean 'momentum-queue'/s,
+      /CONTRAST_UNKNOWN_NAME.*Known: end-to-end, memory-bank, momentum-queue.*did you mean 'momentum-queue'/s,
     ],
     [
       'unknown encoder',
@@ -138,5 +138,5 @@ describe('MoCo on real Fashion-MNIST, short run', () => {
     const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
     expect(summary.status).toBe('finished');
     expect(existsSync(join(runPath, 'state', 'final.bin'))).toBe(true);
-  });
+  }, 600_000);
 });
