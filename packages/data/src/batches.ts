@@ -86,37 +86,58 @@ export function* twoViewBatches(options: {
  * Runs a producer ahead of its consumer by `depth` items. With the native
  * backend's synchronous kernels the gain is bounded: the next batch's host-side
  * work (permutation, pixel gather, augmentation draws) is queued while the
- * previous step's results are read back.
+ * previous step's results are read back. `buffered` says how many items are
+ * held ahead (leak checks subtract their tensors).
  */
-export async function* prefetch<T>(
+export class Prefetcher<T> implements AsyncIterable<T> {
+  private readonly buffer: T[] = [];
+
+  constructor(
+    private readonly source: Iterable<T>,
+    private readonly depth: number,
+    /** Releases items produced ahead when the consumer stops early. */
+    private readonly discard?: (item: T) => void,
+  ) {}
+
+  get buffered(): number {
+    return this.buffer.length;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
+    const it = this.source[Symbol.iterator]();
+    let done = false;
+    const fill = () => {
+      while (!done && this.buffer.length < Math.max(1, this.depth)) {
+        const r = it.next();
+        if (r.done) done = true;
+        else this.buffer.push(r.value);
+      }
+    };
+    try {
+      fill();
+      while (this.buffer.length > 0) {
+        const item = this.buffer.shift()!;
+        await new Promise<void>((r) => setImmediate(r));
+        fill();
+        yield item;
+      }
+    } finally {
+      if (this.discard) for (const item of this.buffer.splice(0)) this.discard(item);
+      it.return?.();
+    }
+  }
+}
+
+export function prefetch<T>(
   source: Iterable<T>,
   depth: number,
   discard?: (item: T) => void,
-): AsyncGenerator<T> {
-  const it = source[Symbol.iterator]();
-  const buffer: T[] = [];
-  let done = false;
-  try {
-    const fill = () => {
-      while (!done && buffer.length < Math.max(1, depth)) {
-        const r = it.next();
-        if (r.done) done = true;
-        else buffer.push(r.value);
-      }
-    };
-    fill();
-    while (buffer.length > 0) {
-      const item = buffer.shift()!;
-      await new Promise<void>((r) => setImmediate(r));
-      yield item;
-      fill();
-    }
-  } finally {
-    // The consumer stopped early: release what was produced ahead.
-    if (discard) for (const item of buffer.splice(0)) discard(item);
-    it.return?.();
-  }
+): Prefetcher<T> {
+  return new Prefetcher(source, depth, discard);
 }
+
+/** Tensors each buffered batch holds (query, key, indices). */
+export const TENSORS_PER_BATCH = 3;
 
 /** Releases a batch's tensors. */
 export function disposeBatch(b: TwoViewBatch): void {

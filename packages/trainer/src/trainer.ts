@@ -24,6 +24,7 @@ import {
   prefetch,
   splitBatch,
   stepsPerEpoch,
+  TENSORS_PER_BATCH,
   twoViewBatches,
 } from '@contrast/data';
 import { knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
@@ -161,7 +162,8 @@ export class Trainer {
     let lastEvalEpoch = -1;
     let tPrev = performance.now();
 
-    for await (const batch of prefetch(batches, this.config.data.prefetch, disposeBatch)) {
+    const ahead = prefetch(batches, this.config.data.prefetch, disposeBatch);
+    for await (const batch of ahead) {
       if (options.shouldStop?.()) {
         disposeBatch(batch);
         status = 'interrupted';
@@ -186,7 +188,7 @@ export class Trainer {
       }
       const ips = secondsTimed > 0 ? imagesTimed / secondsTimed : n / dt;
       lastLoss = loss;
-      tensorsAfterStep.push(tf.memory().numTensors);
+      tensorsAfterStep.push(tf.memory().numTensors - TENSORS_PER_BATCH * ahead.buffered); // batches held ahead are not leaks
       this.tracker.logMetrics({
         step,
         epoch: batch.epoch,
