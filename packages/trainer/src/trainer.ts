@@ -172,7 +172,8 @@ export class Trainer {
       const lr = learningRate(optim.schedule, optim.lr, step, total);
       const out = contrastiveStep(parts, batch, lr);
       const [loss, accuracy] = [out.loss.dataSync()[0]!, out.accuracy.dataSync()[0]!]; // the logged scalars
-      tf.dispose([out.loss, out.accuracy, batch.query, batch.key, batch.indices]);
+      tf.dispose([out.loss, out.accuracy]);
+      disposeBatch(batch);
       if (!Number.isFinite(loss)) {
         throw new StateError(`loss became ${loss} at step ${step}`, {
           hint: 'lower optim.lr or raise loss.temperature',
