@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { DependencyContainer } from 'tsyringe';
 import {
@@ -43,7 +44,8 @@ export async function runExperiment(
   tracker.logParams(config);
   const trainer = container.resolve(Trainer);
   try {
-    const result = await trainer.run({ ...options, runPath: run.path });
+    const result = await trainer.run(options);
+    // Results first, so a failure while writing the state below still leaves them in summary.json.
     tracker.setSummary({
       steps: result.steps,
       epochs: result.epochs,
@@ -58,6 +60,9 @@ export async function runExperiment(
       wall_seconds: result.wallSeconds,
       peak_rss_mb: result.peakRssMb,
       backend: tf.getBackend(),
+    });
+    tracker.setSummary({
+      state: trainer.saveState(join(run.path, 'state'), result.steps, result.epochs),
     });
     await tracker.close(result.status);
     return { runPath: run.path, result };

@@ -48,8 +48,6 @@ export interface TrainResult {
 }
 
 export interface TrainOptions {
-  /** Where final state is written (state/final.bin); none when undefined. */
-  runPath?: string;
   progress?: boolean;
   /** Polled every step; training stops cleanly when it returns true. */
   shouldStop?: () => boolean;
@@ -234,7 +232,6 @@ export class Trainer {
       knnResult.trained = this.knn().accuracy;
       knnPerEpoch.push({ epoch: lastEpoch + 1, accuracy: knnResult.trained });
     }
-    if (options.runPath) this.saveState(join(options.runPath, 'state'), step, lastEpoch + 1);
     return {
       status,
       steps: step,
