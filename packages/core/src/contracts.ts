@@ -24,7 +24,7 @@ export interface Encoder {
   /** All state by stable name, BN running statistics included. */
   namedVariables(): ReadonlyMap<string, tf.Variable>;
   /** A structurally identical copy with its own variables holding the same values. */
-  clone(options: { trainable: boolean; prefix: string }): Encoder;
+  clone(options: { trainable: boolean }): Encoder;
   dispose(): void;
 }
 
@@ -112,6 +112,16 @@ export interface Stateful {
   state(): StateTensors;
   loadState(state: StateTensors): void;
   dispose(): void;
+}
+
+/** A part with no state of its own (in-batch negatives, shared or absent key encoders). */
+export abstract class Stateless implements Stateful {
+  afterStep(): void {}
+  state(): StateTensors {
+    return { tensors: {}, values: {} };
+  }
+  loadState(): void {}
+  dispose(): void {}
 }
 
 /**

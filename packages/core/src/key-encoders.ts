@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Encoder, KeyEncoderPolicy, StateTensors } from './contracts.js';
+import { Stateless, type Encoder, type KeyEncoderPolicy, type StateTensors } from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
 import { emaUpdateVariables } from './math.js';
 
@@ -25,7 +25,7 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
         hint: 'MoCo uses 0.99-0.999',
       });
     }
-    this.keyEncoder = queryEncoder.clone({ trainable: false, prefix: 'key' });
+    this.keyEncoder = queryEncoder.clone({ trainable: false });
   }
 
   get currentMomentum(): number {
@@ -68,32 +68,22 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
 }
 
 /** End-to-end: keys come from the query encoder itself, with gradient. */
-export class SharedKeyEncoder implements KeyEncoderPolicy {
+export class SharedKeyEncoder extends Stateless implements KeyEncoderPolicy {
   readonly kind = 'shared' as const;
   readonly withGradient = true;
-  constructor(private readonly encoder: Encoder) {}
+  constructor(private readonly encoder: Encoder) {
+    super();
+  }
   encode(xKey: tf.Tensor4D): tf.Tensor2D {
     return this.encoder.embed(xKey, true);
   }
-  afterStep(): void {}
-  state(): StateTensors {
-    return { tensors: {}, values: {} };
-  }
-  loadState(): void {}
-  dispose(): void {}
 }
 
 /** Memory bank: no key encoder; positives are stored features. */
-export class NoKeyEncoder implements KeyEncoderPolicy {
+export class NoKeyEncoder extends Stateless implements KeyEncoderPolicy {
   readonly kind = 'none' as const;
   readonly withGradient = false;
   encode(): undefined {
     return undefined;
   }
-  afterStep(): void {}
-  state(): StateTensors {
-    return { tensors: {}, values: {} };
-  }
-  loadState(): void {}
-  dispose(): void {}
 }

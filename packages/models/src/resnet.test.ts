@@ -44,7 +44,7 @@ describe('ResNet encoders', () => {
 
   it('a clone computes the same function with its own variables', () => {
     const enc = createEncoder(spec({ encoder: 'convnet', width: 0.25 }, 1, 28), new Rng(2));
-    const copy = enc.clone({ trainable: false, prefix: 'key' });
+    const copy = enc.clone({ trainable: false });
     const x = tf.randomNormal([4, 28, 28, 1]) as tf.Tensor4D;
     expect(tf.max(tf.abs(tf.sub(enc.embed(x, false), copy.embed(x, false)))).dataSync()[0]).toBe(0);
     expect(copy.parameters()[0]).not.toBe(enc.parameters()[0]);

@@ -204,7 +204,7 @@ export class ContrastEncoder implements Encoder {
     return this.store.params.reduce((s, v) => s + v.size, 0);
   }
 
-  clone(options: { trainable: boolean; prefix: string }): ContrastEncoder {
+  clone(options: { trainable: boolean }): ContrastEncoder {
     return new ContrastEncoder(this.spec, {
       trainable: options.trainable,
       source: this.store.named,

@@ -12,7 +12,7 @@ import {
   type KeysInput,
   type NegativeSource,
   type Plugin,
-  type StateTensors,
+  Stateless,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'end-to-end';
@@ -27,23 +27,13 @@ export type EndToEndConfig = z.infer<typeof EndToEndConfigSchema>;
  * batch, so the dictionary size is tied to the batch size.
  */
 @injectable()
-export class InBatchSource implements NegativeSource {
+export class InBatchSource extends Stateless implements NegativeSource {
   readonly name = PLUGIN_NAME;
 
   keys({ key }: KeysInput): Keys {
     if (!key) throw new PluginError(PLUGIN_NAME, 'needs key embeddings from the shared encoder');
     return { positive: key, negatives: 'in-batch' };
   }
-
-  afterStep(): void {}
-
-  state(): StateTensors {
-    return { tensors: {}, values: {} };
-  }
-
-  loadState(): void {}
-
-  dispose(): void {}
 }
 
 export function endToEndPlugin(): Plugin<EndToEndConfig> {
