@@ -41,6 +41,17 @@ describe('experiment config', () => {
     ).toBe('loss.temperature');
   });
 
+  it('refuses a tracking URI that is not an MLflow server address', () => {
+    const e = configError(() =>
+      parseExperiment({ ...minimal, tracking: { uri: 'file:///tmp/mlruns' } }),
+    );
+    expect(e.field).toBe('tracking.uri');
+    expect(e.message).toContain('http://');
+    expect(
+      parseExperiment({ ...minimal, tracking: { uri: 'https://mlflow.example:443' } }).tracking.uri,
+    ).toBe('https://mlflow.example:443');
+  });
+
   it('suggests the nearest field for a misspelled key', () => {
     const e = configError(() => parseExperiment({ ...minimal, optim: { learningRate: 1 } }));
     expect(e.field).toBe('optim.learningRate');

@@ -36,6 +36,8 @@ export interface KeyEncoderPolicy {
   readonly kind: 'shared' | 'momentum' | 'none';
   /** True when key embeddings must be computed inside the gradient tape. */
   readonly withGradient: boolean;
+  /** The EMA momentum m of the step about to run (momentum key encoders only). */
+  readonly currentMomentum?: number;
   /** Key embeddings [N, D], L2-normalised; undefined for kind 'none'. */
   encode(xKey: tf.Tensor4D): tf.Tensor2D | undefined;
   /** Called once after the optimizer step (EMA update). */
@@ -168,6 +170,9 @@ export interface TrainingDataset {
   readonly providesIndices: boolean;
   readonly train: ImageSplit;
   readonly test: ImageSplit;
+  /** Where the data came from (a path or URL) and a digest of its content, for trackers. */
+  readonly source?: string;
+  readonly digest?: string;
 }
 
 /** A batched augmentation: [N, H, W, C] in [0, 1] to [N, H', W', C] normalised. */
@@ -183,6 +188,8 @@ export interface Tracker {
   logMetrics(record: MetricRecord): void;
   setSummary(summary: Record<string, unknown>): void;
   saveArtifact(name: string, data: Uint8Array | string): Promise<void> | void;
+  /** Records a file already written (e.g. a checkpoint) as an artifact named `name`. */
+  attachFile?(name: string, path: string): void;
   close(status: 'finished' | 'failed' | 'interrupted'): Promise<void>;
 }
 

@@ -9,7 +9,8 @@ export type ErrorCode =
   | 'CONTRAST_BACKEND'
   | 'CONTRAST_RUN_DIR'
   | 'CONTRAST_PLUGIN'
-  | 'CONTRAST_STATE';
+  | 'CONTRAST_STATE'
+  | 'CONTRAST_TRACKING';
 
 export abstract class ContrastError extends Error {
   abstract readonly code: ErrorCode;
@@ -90,4 +91,30 @@ export class StateError extends ContrastError {
 
 export function isContrastError(e: unknown): e is ContrastError {
   return e instanceof ContrastError;
+}
+
+/**
+ * The tracking server refused a request or could not be reached. `retryable` is
+ * true for network errors, 429 and 5xx; `mlflowCode` is the server's error_code.
+ */
+export class TrackingError extends ContrastError {
+  readonly code = 'CONTRAST_TRACKING' as const;
+  readonly status: number | undefined;
+  readonly mlflowCode: string | undefined;
+  readonly retryable: boolean;
+  constructor(
+    message: string,
+    options: {
+      hint?: string;
+      cause?: unknown;
+      status?: number;
+      mlflowCode?: string;
+      retryable?: boolean;
+    } = {},
+  ) {
+    super(message, options);
+    this.status = options.status;
+    this.mlflowCode = options.mlflowCode;
+    this.retryable = options.retryable ?? false;
+  }
 }

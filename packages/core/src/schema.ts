@@ -113,6 +113,20 @@ export const ExperimentSchema = z
         dir: z.string().default('runs'),
         /** Print a progress line every n steps when stderr is not a terminal. */
         logEvery: positiveInt.default(20),
+        /**
+         * MLflow tracking server (http://host:port). Empty: MLFLOW_TRACKING_URI when
+         * set, else only the local run directory.
+         */
+        uri: z
+          .string()
+          .default('')
+          .refine((u) => u === '' || /^https?:\/\//.test(u), {
+            message: 'must be an http:// or https:// address of an MLflow server, or empty',
+          }),
+        /** MLflow experiment name (default: the experiment's name). */
+        experiment: z.string().default(''),
+        /** Seconds a finishing run keeps trying an unreachable server before leaving the rest spooled. */
+        uploadWait: z.number().min(0).default(20),
       })
       .strict()
       .default({}),

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatasetError, type ImageSplit, type TrainingDataset } from '@contrast/core';
@@ -77,6 +78,10 @@ export function loadFashionMnist(root?: string): TrainingDataset {
     });
   }
   const f = FASHION_MNIST_FILES;
+  const train = loadSplit(dir, f.trainImages, f.trainLabels, 60000);
+  const test = loadSplit(dir, f.testImages, f.testLabels, 10000);
+  const hash = createHash('sha256');
+  for (const a of [train.images, train.labels, test.images, test.labels]) hash.update(a);
   return {
     name: 'fashion-mnist',
     height: 28,
@@ -86,8 +91,10 @@ export function loadFashionMnist(root?: string): TrainingDataset {
     mean: [0.286],
     std: [0.353],
     providesIndices: true,
-    train: loadSplit(dir, f.trainImages, f.trainLabels, 60000),
-    test: loadSplit(dir, f.testImages, f.testLabels, 10000),
+    train,
+    test,
+    source: dir,
+    digest: hash.digest('hex').slice(0, 16),
   };
 }
 
@@ -97,6 +104,14 @@ export function subsetTrain(ds: TrainingDataset, n: number): TrainingDataset {
   const px = ds.height * ds.width * ds.channels;
   return {
     ...ds,
+    ...(ds.digest
+      ? {
+          digest: createHash('sha256')
+            .update(`${ds.digest}:train[:${n}]`)
+            .digest('hex')
+            .slice(0, 16),
+        }
+      : {}),
     train: {
       images: ds.train.images.subarray(0, n * px),
       labels: ds.train.labels.subarray(0, n),

@@ -48,10 +48,15 @@ describe('study expansion', () => {
     expect(scaled[1]!.config.optim.epochs).toBe(3);
     expect(scaled[1]!.config.data.trainSubset).toBe(768);
     expect(scaled[1]!.id).not.toBe(runs[1]!.id);
-    // the run folder does not change what a configuration computes
-    expect(configHash({ ...runs[1]!.config, tracking: { dir: 'elsewhere', logEvery: 20 } })).toBe(
-      runs[1]!.id,
-    );
+    // where a run is stored and tracked does not change what a configuration computes
+    const tracking = {
+      dir: 'elsewhere',
+      logEvery: 20,
+      uri: 'http://h:1',
+      experiment: 'e',
+      uploadWait: 0,
+    };
+    expect(configHash({ ...runs[1]!.config, tracking })).toBe(runs[1]!.id);
   });
 
   it('names the series and the field of a bad setting', () => {

@@ -168,6 +168,7 @@ export class Trainer {
         break;
       }
       const lr = learningRate(optim.schedule, optim.lr, step, total);
+      const momentum = this.keyPolicy.currentMomentum; // before the step's EMA update uses it
       const out = contrastiveStep(parts, batch, lr);
       const [loss, accuracy] = [out.loss.dataSync()[0]!, out.accuracy.dataSync()[0]!]; // the logged scalars
       tf.dispose([out.loss, out.accuracy]);
@@ -193,6 +194,7 @@ export class Trainer {
         epoch: batch.epoch,
         loss,
         lr,
+        ...(momentum !== undefined ? { momentum } : {}),
         pretext_accuracy: accuracy,
         img_per_sec: n / dt,
       });
