@@ -45,3 +45,22 @@ pnpm exec turbo run build --output-logs=errors-only
 
 # 5. Native TensorFlow binding for @tensorflow/tfjs-node.
 node packages/cli/dist/bin.js setup
+
+# 6. MLflow (server for the tracking integration tests and a local UI) in a cached venv.
+#    Keep the version in step with MLFLOW_VERSION in packages/tracking/src/mlflow/server.ts.
+MLFLOW_VERSION=3.17.2
+MLFLOW_VENV="${CONTRAST_MLFLOW_VENV:-$HOME/.cache/contrast/mlflow-venv}"
+if [ ! -f "$MLFLOW_VENV/.installed-$MLFLOW_VERSION" ]; then
+  say "installing mlflow==$MLFLOW_VERSION into $MLFLOW_VENV (once; about a minute)"
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+      say "python3 venv support is missing: install python3-venv"; exit 1
+    fi
+  fi
+  rm -rf "$MLFLOW_VENV"
+  python3 -m venv "$MLFLOW_VENV"
+  "$MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check "mlflow==$MLFLOW_VERSION"
+  touch "$MLFLOW_VENV/.installed-$MLFLOW_VERSION"
+fi

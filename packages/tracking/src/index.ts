@@ -1,1 +1,6 @@
 export * from './local.js';
+export * from './mlflow/client.js';
+export * from './mlflow/uploader.js';
+export * from './mlflow/tracker.js';
+export * from './mlflow/server.js';
+export * from './mlflow/sync.js';

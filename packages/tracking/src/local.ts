@@ -89,9 +89,17 @@ export class LocalRunTracker implements Tracker {
     this.writeSummary('running');
   }
 
+  /** A value set with setSummary, if any. */
+  summaryValue(key: string): unknown {
+    return this.summary[key];
+  }
+
   saveArtifact(name: string, data: Uint8Array | string): void {
     writeFileAtomic(join(this.run.path, 'artifacts', name), data);
   }
+
+  /** The file is already in the run directory; nothing to copy. */
+  attachFile(): void {}
 
   private writeSummary(status: string): void {
     const doc = {
