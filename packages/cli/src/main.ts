@@ -7,6 +7,7 @@ import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
 import { loadStudy, readResults, runStudy, writeReport } from '@contrast/study';
+import { syncRuns } from '@contrast/tracking';
 
 /** The strategy plugins this build of the command knows. */
 export function builtinPlugins(): Plugin[] {
@@ -19,7 +20,11 @@ const USAGE = `usage: contrast <command>
   doctor                                         check backend, threads, dataset, run folder
   study run <study.yaml> [--scale F] [--out DIR] run every configuration of a study, then report
   study report <study-output-dir>                rewrite table.md, results.csv and knn-vs-k.png
+  sync <run-or-study-dir>                        upload to MLflow whatever a run still has spooled
   setup                                          build the native TensorFlow binding (offline)
+
+MLflow: set tracking.uri (or MLFLOW_TRACKING_URI) to an MLflow server, e.g. http://127.0.0.1:5000;
+credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
 
 Examples:
   contrast train experiments/moco-fmnist.yaml --set optim.epochs=1 --set strategy.momentum=0.999
@@ -65,6 +70,7 @@ async function train(args: string[]): Promise<number> {
   const { runPath, result } = await runExperiment(config, createCatalog(builtinPlugins()), {
     progress: !values.quiet,
     shouldStop: () => stop,
+    mlflow: { source: ['contrast', 'train', ...args].join(' ') },
   });
   process.off('SIGINT', onSigint);
   process.stdout.write(`${formatResult(result, runPath)}\n`);
@@ -122,6 +128,23 @@ async function study(args: string[]): Promise<number> {
   return 0;
 }
 
+async function sync(args: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
+  const target = positionals[0];
+  if (!target) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const synced = await syncRuns(target, { warn: (l) => process.stderr.write(`${l}\n`) });
+  for (const r of synced) {
+    process.stdout.write(
+      `${r.dir}: MLflow run ${r.runId} (experiment ${r.experimentId}) complete; ` +
+        `${r.uploadedNow} metric records uploaded now, ${r.metricRecordsSent} records / ${r.metricPointsSent} points in all, ${r.artifacts} artifacts\n`,
+    );
+  }
+  return 0;
+}
+
 function setup(): number {
   const r = provisionNativeBackend({ log: (l) => process.stderr.write(`[setup] ${l}\n`) });
   process.stdout.write(
@@ -140,6 +163,8 @@ export async function main(argv: string[]): Promise<number> {
         return await doctor();
       case 'study':
         return await study(rest);
+      case 'sync':
+        return await sync(rest);
       case 'setup':
         return setup();
       case undefined:

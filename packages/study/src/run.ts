@@ -1,7 +1,14 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { writeFileAtomic, type Catalog } from '@contrast/core';
+import { basename, join, resolve } from 'node:path';
+import { TrackingError, writeFileAtomic, type Catalog } from '@contrast/core';
 import { runExperiment } from '@contrast/trainer';
+import {
+  hasMlflowState,
+  MlflowUploader,
+  probeTrackingServer,
+  RUN_DIR_TAG,
+  systemTags,
+} from '@contrast/tracking';
 import { stringify } from 'yaml';
 import { expandStudy, loadStudy } from './expand.js';
 import { readResults, writeReport, type StudyResult } from './report.js';
@@ -33,6 +40,11 @@ export async function runStudy(
     runsDir: join(outDir, 'runs'),
   });
   writeFileAtomic(join(outDir, 'study.yaml'), stringify({ ...study, scale: options.scale ?? 1 }));
+  const uri = runs[0]?.config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
+  const experimentName = runs[0]?.config.tracking.experiment || study.name;
+  const parent = uri
+    ? await openParentRun(outDir, uri, experimentName, study.name, log)
+    : undefined;
   const done = new Set(readResults(outDir).map((r) => r.id));
   for (const [i, run] of runs.entries()) {
     const tag = `[${i + 1}/${runs.length}] ${run.series} K=${run.k}`;
@@ -46,6 +58,9 @@ export async function runStudy(
     const { runPath, result } = await runExperiment(run.config, catalog, {
       progress: options.progress ?? true,
       log,
+      ...(parent
+        ? { mlflow: { experimentName, parentDir: outDir, source: `contrast study run ${file}` } }
+        : {}),
     });
     const record: StudyResult = {
       id: run.id,
@@ -68,5 +83,53 @@ export async function runStudy(
   }
   const results = readResults(outDir).filter((r) => runs.some((x) => x.id === r.id));
   const reportFiles = await writeReport(outDir, results, study.description || study.name, study.x);
+  if (parent) {
+    for (const f of [...reportFiles, join(outDir, 'results.jsonl')]) {
+      parent.addArtifact(basename(f), basename(f));
+    }
+    parent.setStatus('FINISHED');
+    await pumpOrWarn(parent, log);
+  }
   return { outDir, results, reportFiles };
+}
+
+/** The study's parent MLflow run (created once; a re-run of the study reuses it). */
+async function openParentRun(
+  outDir: string,
+  uri: string,
+  experimentName: string,
+  name: string,
+  log: (line: string) => void,
+): Promise<MlflowUploader> {
+  const probe = await probeTrackingServer(uri, experimentName);
+  if (!probe.reachable) log(`[mlflow] ${probe.reason}; the study spools and uploads later`);
+  const options = { attempts: 2, backoffMs: 250, timeoutMs: 10_000, warn: log };
+  const parent = hasMlflowState(outDir)
+    ? MlflowUploader.open(outDir, options)
+    : MlflowUploader.create(
+        outDir,
+        {
+          uri,
+          experimentName,
+          runName: name,
+          tags: [
+            ...systemTags(process.argv.slice(1).join(' ')),
+            { key: RUN_DIR_TAG, value: `study:${outDir}` },
+          ],
+          paramsFile: 'study.yaml',
+        },
+        options,
+      );
+  if (parent.state.status) parent.reopen(); // the study is running again
+  await pumpOrWarn(parent, log);
+  return parent;
+}
+
+async function pumpOrWarn(u: MlflowUploader, log: (line: string) => void): Promise<void> {
+  try {
+    await u.pump();
+  } catch (e) {
+    if (!(e instanceof TrackingError)) throw e;
+    log(`[mlflow] study run not uploaded yet (${e.message}); later: contrast sync ${u.dir}`);
+  }
 }

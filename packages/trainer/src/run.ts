@@ -9,7 +9,13 @@ import {
   type ExperimentConfig,
   type TrainingDataset,
 } from '@contrast/core';
-import { checkRunRoot, createRunDirectory, LocalRunTracker } from '@contrast/tracking';
+import {
+  checkRunRoot,
+  createRunDirectory,
+  LocalRunTracker,
+  MlflowTracker,
+  probeTrackingServer,
+} from '@contrast/tracking';
 import { Trainer, type TrainOptions, type TrainResult } from './trainer.js';
 
 export interface RunOutcome {
@@ -28,17 +34,51 @@ export async function runExperiment(
   options: TrainOptions & {
     dataset?: TrainingDataset;
     onComposed?: (c: DependencyContainer) => void;
+    /** MLflow: experiment name override, parent study folder, and what started the run. */
+    mlflow?: { experimentName?: string; parentDir?: string; source?: string };
   } = {},
 ): Promise<RunOutcome> {
+  const log = options.log ?? ((l: string) => console.error(l));
   checkNames(config, catalog);
   checkRunRoot(config.tracking.dir);
+  const uri = config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
+  const experimentName =
+    options.mlflow?.experimentName ?? (config.tracking.experiment || config.name);
+  if (uri) {
+    // refuses bad URIs and credentials before anything exists; an unreachable server only warns
+    const probe = await probeTrackingServer(uri, experimentName);
+    if (!probe.reachable) {
+      log(
+        `[mlflow] ${probe.reason}; the run spools to its folder and uploads when the server answers`,
+      );
+    }
+  }
   const { container } = composeExperiment(
     config,
     catalog,
     options.dataset ? { dataset: options.dataset } : {},
   );
   const run = createRunDirectory(config.tracking.dir, config.name);
-  const tracker = new LocalRunTracker(run);
+  const local = new LocalRunTracker(run);
+  const dataset = container.resolve<TrainingDataset>(Tokens.Dataset);
+  const tracker = uri
+    ? new MlflowTracker(local, {
+        uri,
+        experimentName,
+        runName: run.id,
+        warn: log,
+        closeDeadlineMs: config.tracking.uploadWait * 1000,
+        ...(options.mlflow?.parentDir ? { parentDir: options.mlflow.parentDir } : {}),
+        ...(options.mlflow?.source ? { source: options.mlflow.source } : {}),
+        input: {
+          name: dataset.name,
+          digest: dataset.digest ?? 'unknown',
+          sourceType: 'local',
+          source: JSON.stringify({ uri: dataset.source ?? '', split: 'train', n: dataset.train.n }),
+          context: 'train',
+        },
+      })
+    : local;
   container.register(Tokens.Tracker, { useValue: tracker });
   options.onComposed?.(container);
   tracker.logParams(config);
@@ -61,9 +101,9 @@ export async function runExperiment(
       peak_rss_mb: result.peakRssMb,
       backend: tf.getBackend(),
     });
-    tracker.setSummary({
-      state: trainer.saveState(join(run.path, 'state'), result.steps, result.epochs),
-    });
+    const statePath = trainer.saveState(join(run.path, 'state'), result.steps, result.epochs);
+    tracker.setSummary({ state: statePath });
+    tracker.attachFile?.('checkpoints/final.bin', statePath);
     await tracker.close(result.status);
     return { runPath: run.path, result };
   } catch (e) {

@@ -1,0 +1,400 @@
+import { spawn } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { loadExperiment, TrackingError, type ExperimentConfig } from '@contrast/core';
+import { builtinPlugins, main } from '@contrast/cli';
+import { runStudy } from '@contrast/study';
+import { createCatalog, runExperiment } from '@contrast/trainer';
+import {
+  fitParams,
+  flattenParams,
+  freePort,
+  LocalRunTracker,
+  MlflowTracker,
+  MlflowClient,
+  MlflowServer,
+  syncRuns,
+  type Run,
+} from '@contrast/tracking';
+
+/**
+ * Contrast against a real `mlflow server` (sqlite store, proxied artifacts),
+ * read back through the REST API.
+ */
+const repo = join(import.meta.dirname, '..');
+const PER_STEP = ['loss', 'lr', 'momentum', 'pretext_accuracy', 'img_per_sec'];
+const BASE = `name: mlflow-tiny
+data: { trainSubset: 512 }
+model: { encoder: convnet, width: 0.25, dim: 16 }
+strategy: { name: momentum-queue, queueSize: 64, momentum: 0.99 }
+optim: { batchSize: 32, epochs: 1, maxSteps: 10 }
+eval: { knn: { every: 1, testSize: 200, bankSize: 512 }, baselines: false }
+`;
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
+    stdout += String(c);
+    return true;
+  });
+  const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
+    stderr += String(c);
+    return true;
+  });
+  try {
+    return { code: await main(args), stdout, stderr };
+  } finally {
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+const tags = (run: Run) => Object.fromEntries((run.data.tags ?? []).map((t) => [t.key, t.value]));
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const localRecords = (runPath: string) =>
+  readFileSync(join(runPath, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
+
+/** Every per-step metric has exactly one point per step 0..steps-1: nothing missing, nothing twice. */
+async function expectEveryStepOnce(client: MlflowClient, runId: string, steps: number) {
+  for (const key of PER_STEP) {
+    const history = await client.getMetricHistory(runId, key);
+    expect(history, key).toHaveLength(steps);
+    expect(
+      history.map((m) => m.step).sort((a, b) => a - b),
+      key,
+    ).toEqual(range(steps));
+  }
+}
+
+describe('MLflow tracking against a real server', () => {
+  let root: string;
+  let server: MlflowServer;
+  let client: MlflowClient;
+  let base: string;
+  const catalog = createCatalog(builtinPlugins());
+  const tiny = (sets: string[]): ExperimentConfig => loadExperiment(base, sets);
+  let firstRun: { runPath: string; config: ExperimentConfig } | undefined;
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'contrast-mlflow-'));
+    base = join(root, 'base.yaml');
+    writeFileSync(base, BASE);
+    server = await MlflowServer.start({ dir: join(root, 'server') });
+    client = new MlflowClient(server.uri, { auth: {} });
+  }, 180_000);
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('a short run logs params, every metric point, tags, its dataset and artifacts', async () => {
+    const config = tiny([
+      `tracking.dir=${join(root, 'runs')}`,
+      `tracking.uri=${server.uri}`,
+      'name=mlflow-e2e',
+    ]);
+    const lines: string[] = [];
+    const { runPath, result } = await runExperiment(config, catalog, {
+      progress: false,
+      log: (l) => lines.push(l),
+    });
+    firstRun = { runPath, config };
+    expect(lines.filter((l) => l.includes('[mlflow]'))).toEqual([]); // no warnings on the happy path
+
+    const exp = await client.getExperimentByName('mlflow-e2e');
+    expect(exp).toBeDefined();
+    const runs = await client.searchRuns([exp!.experiment_id]);
+    expect(runs).toHaveLength(1);
+    const run = runs[0]!;
+    expect(run.info.status).toBe('FINISHED');
+    expect(run.info.run_name).toBe(basename(runPath));
+    const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
+    expect(summary.mlflow.runId).toBe(run.info.run_id);
+
+    // params: the flattened resolved config, once each
+    const params = Object.fromEntries((run.data.params ?? []).map((p) => [p.key, p.value]));
+    expect(Object.keys(params)).toHaveLength(flattenParams(config).length);
+    expect(params['optim.lr']).toBe(String(config.optim.lr));
+    expect(params['strategy.name']).toBe('momentum-queue');
+    expect(params['model.width']).toBe('0.25');
+
+    // metrics: every step, with the values written locally
+    expect(result.steps).toBe(10);
+    await expectEveryStepOnce(client, run.info.run_id, result.steps);
+    const loss = await client.getMetricHistory(run.info.run_id, 'loss');
+    const local = localRecords(runPath).filter((r) => r.loss !== undefined);
+    expect(loss.sort((a, b) => a.step - b.step).map((m) => m.value)).toEqual(
+      local.map((r) => r.loss),
+    );
+    const momentum = await client.getMetricHistory(run.info.run_id, 'momentum');
+    expect(new Set(momentum.map((m) => m.value))).toEqual(new Set([0.99]));
+    const knn = await client.getMetricHistory(run.info.run_id, 'knn_accuracy');
+    expect(knn).toHaveLength(result.knnPerEpoch.length);
+    expect(knn[knn.length - 1]!.value).toBeCloseTo(result.knn.trained, 6);
+
+    // system tags
+    const t = tags(run);
+    expect(t['mlflow.runName']).toBe(basename(runPath));
+    expect(t['mlflow.source.type']).toBe('LOCAL');
+    expect(t['mlflow.source.name']).toBeTruthy();
+    expect(t['mlflow.user']).toBeTruthy();
+    expect(t['contrast.run_dir']).toBe(basename(runPath));
+    if (existsSync(join(repo, '.git')))
+      expect(t['mlflow.source.git.commit']).toMatch(/^[0-9a-f]{40}$/);
+
+    // the dataset as a run input
+    const full = await client.getRun(run.info.run_id);
+    const input = full.inputs?.dataset_inputs?.[0];
+    expect(input?.dataset.name).toBe('fashion-mnist');
+    expect(input?.dataset.digest).toMatch(/^[0-9a-f]{16}$/);
+    expect(JSON.parse(input!.dataset.source)).toMatchObject({ split: 'train', n: 512 });
+    expect(input?.tags).toContainEqual({ key: 'mlflow.data.context', value: 'train' });
+
+    // artifacts: resolved YAML, summary, final checkpoint (byte for byte)
+    const top = await client.listArtifacts(run.info.artifact_uri);
+    expect(top.map((f) => f.path).sort()).toEqual(['checkpoints', 'config.yaml', 'summary.json']);
+    const ckpt = await client.listArtifacts(run.info.artifact_uri, 'checkpoints');
+    expect(ckpt).toEqual([
+      {
+        path: 'final.bin',
+        is_dir: false,
+        file_size: statSync(join(runPath, 'state/final.bin')).size,
+      },
+    ]);
+    const yaml = await client.downloadArtifact(run.info.artifact_uri, 'config.yaml');
+    expect(Buffer.from(yaml).toString()).toBe(readFileSync(join(runPath, 'config.yaml'), 'utf8'));
+  });
+
+  it('a resumed run continues the same MLflow run', async () => {
+    expect(firstRun).toBeDefined();
+    const { runPath } = firstRun!;
+    const runId = JSON.parse(readFileSync(join(runPath, 'mlflow.json'), 'utf8')).runId as string;
+    const tracker = new MlflowTracker(
+      new LocalRunTracker({ path: runPath, id: basename(runPath) }),
+      {
+        uri: server.uri,
+        experimentName: 'mlflow-e2e',
+        runName: basename(runPath),
+        warn: () => {},
+      },
+    );
+    expect(tracker.uploader.state.runId).toBe(runId);
+    tracker.logMetrics({
+      step: 10,
+      epoch: 1,
+      loss: 0.5,
+      lr: 0.03,
+      momentum: 0.99,
+      pretext_accuracy: 0.5,
+      img_per_sec: 1,
+    });
+    await tracker.close('finished');
+    const exp = await client.getExperimentByName('mlflow-e2e');
+    const runs = await client.searchRuns([exp!.experiment_id]);
+    expect(runs.map((r) => r.info.run_id)).toEqual([runId]);
+    expect(runs[0]!.info.status).toBe('FINISHED');
+    await expectEveryStepOnce(client, runId, 11);
+  });
+
+  it('a 400 answer names the key and is not retried forever; an over-long param is cut to fit', async () => {
+    expect(firstRun).toBeDefined();
+    const { runPath } = firstRun!;
+    // change a logged param, as a resumed run with an edited config would
+    const yamlPath = join(runPath, 'config.yaml');
+    writeFileSync(yamlPath, readFileSync(yamlPath, 'utf8').replace(/^( {2}lr:) .*$/m, '$1 0.5'));
+    const statePath = join(runPath, 'mlflow.json');
+    const state = JSON.parse(readFileSync(statePath, 'utf8'));
+    writeFileSync(statePath, JSON.stringify({ ...state, paramsDone: false }));
+    const t0 = performance.now();
+    const e = (await syncRuns(runPath, { warn: () => {} }).catch(
+      (x: unknown) => x,
+    )) as TrackingError;
+    expect(e).toBeInstanceOf(TrackingError);
+    expect(e.mlflowCode).toBe('INVALID_PARAMETER_VALUE');
+    expect(e.message).toContain('optim.lr');
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    const { code, stderr } = await cli(['sync', runPath]);
+    expect(code).toBe(2);
+    expect(stderr).toContain('CONTRAST_TRACKING');
+
+    const { params, truncated } = fitParams([{ key: 'note', value: 'y'.repeat(7000) }]);
+    expect(truncated).toEqual(['note']);
+    await client.logBatch(state.runId, { params });
+    const run = await client.getRun(state.runId);
+    expect(run.data.params?.find((p) => p.key === 'note')?.value).toHaveLength(6000);
+  });
+
+  it('a two-config study: one parent run and two children linked by mlflow.parentRunId; a re-run adds none', async () => {
+    const dir = join(root, 'study');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'base.yaml'), `${BASE}tracking: { uri: '${server.uri}' }\n`);
+    const file = join(dir, 'study.yaml');
+    writeFileSync(
+      file,
+      `name: mlflow-sweep
+base: base.yaml
+series:
+  - label: momentum-queue
+    points:
+      - { k: 64 }
+      - { k: 128, set: { strategy.queueSize: 128 } }
+`,
+    );
+    const out = join(dir, 'out');
+    await runStudy(file, catalog, { out, progress: false, log: () => {} });
+    const exp = await client.getExperimentByName('mlflow-sweep');
+    const runs = await client.searchRuns([exp!.experiment_id]);
+    expect(runs).toHaveLength(3);
+    const parents = runs.filter((r) => !tags(r)['mlflow.parentRunId']);
+    expect(parents).toHaveLength(1);
+    const parent = parents[0]!;
+    const children = runs.filter((r) => tags(r)['mlflow.parentRunId'] === parent.info.run_id);
+    expect(children).toHaveLength(2);
+    expect(
+      new Set(
+        children.map((c) => c.data.params?.find((p) => p.key === 'strategy.queueSize')?.value),
+      ),
+    ).toEqual(new Set(['64', '128']));
+    for (const r of runs) expect(r.info.status).toBe('FINISHED');
+    for (const c of children) await expectEveryStepOnce(client, c.info.run_id, 10);
+    const files = (await client.listArtifacts(parent.info.artifact_uri)).map((f) => f.path);
+    expect(files).toEqual(expect.arrayContaining(['table.md', 'results.csv', 'results.jsonl']));
+    expect(files.some((f) => f.endsWith('.png'))).toBe(true);
+
+    await runStudy(file, catalog, { out, progress: false, log: () => {} }); // everything done: skipped
+    expect(await client.searchRuns([exp!.experiment_id])).toHaveLength(3);
+  });
+
+  it('unreachable at start: warns, spools and trains on; contrast sync uploads it all later', async () => {
+    const port = await freePort();
+    const uri = `http://127.0.0.1:${port}`;
+    const lines: string[] = [];
+    const { runPath, result } = await runExperiment(
+      tiny([
+        `tracking.dir=${join(root, 'offline-runs')}`,
+        `tracking.uri=${uri}`,
+        'tracking.uploadWait=0',
+        'name=mlflow-offline',
+      ]),
+      catalog,
+      { progress: false, log: (l) => lines.push(l) },
+    );
+    expect(result.status).toBe('finished');
+    expect(lines.join('\n')).toContain(`${uri} unreachable`);
+    expect(lines.join('\n')).toContain(`contrast sync ${runPath}`);
+    expect(JSON.parse(readFileSync(join(runPath, 'mlflow.json'), 'utf8')).runId).toBeUndefined();
+
+    const late = await MlflowServer.start({ dir: join(root, 'late-server'), port });
+    try {
+      const { code, stdout } = await cli(['sync', runPath]);
+      expect(code).toBe(0);
+      expect(stdout).toContain('complete');
+      const lateClient = new MlflowClient(uri, { auth: {} });
+      const exp = await lateClient.getExperimentByName('mlflow-offline');
+      const runs = await lateClient.searchRuns([exp!.experiment_id]);
+      expect(runs).toHaveLength(1);
+      expect(runs[0]!.info.status).toBe('FINISHED');
+      await expectEveryStepOnce(lateClient, runs[0]!.info.run_id, result.steps);
+      // a second sync is a no-op: nothing is sent twice
+      expect((await cli(['sync', runPath])).stdout).toContain('0 metric records uploaded now');
+      await expectEveryStepOnce(lateClient, runs[0]!.info.run_id, result.steps);
+    } finally {
+      await late.stop();
+    }
+  });
+
+  it('fault: the server is killed mid-run and restarted; after the run and contrast sync nothing is missing or doubled', async () => {
+    const runsDir = join(root, 'fault-runs');
+    const steps = 200;
+    const child = spawn(
+      process.execPath,
+      [
+        join(repo, 'packages/cli/dist/bin.js'),
+        'train',
+        base,
+        '--quiet',
+        '--set=name=mlflow-fault',
+        `--set=tracking.dir=${runsDir}`,
+        `--set=tracking.uri=${server.uri}`,
+        '--set=tracking.uploadWait=1',
+        '--set=data.trainSubset=8192',
+        '--set=optim.batchSize=64',
+        '--set=optim.epochs=2',
+        `--set=optim.maxSteps=${steps}`,
+        '--set=model.width=1',
+      ],
+      {
+        cwd: repo,
+        env: { ...process.env, MLFLOW_TRACKING_URI: '' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout.resume();
+    const exited = new Promise<number>((r) => child.on('exit', (code) => r(code ?? -1)));
+    const until = async (cond: () => boolean, ms: number) => {
+      const end = Date.now() + ms;
+      while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    };
+    const runPath = () => {
+      const names = existsSync(runsDir) ? readdirSync(runsDir) : [];
+      return names[0] ? join(runsDir, names[0]) : '';
+    };
+    const sent = () => {
+      const p = runPath() && join(runPath(), 'mlflow.json');
+      return p && existsSync(p)
+        ? (JSON.parse(readFileSync(p, 'utf8')).metricRecordsSent as number)
+        : 0;
+    };
+    const localLines = () => {
+      const p = runPath() && join(runPath(), 'metrics.jsonl');
+      return p && existsSync(p) ? readFileSync(p, 'utf8').split('\n').length - 1 : 0;
+    };
+
+    await until(() => sent() > 0, 120_000); // uploads are flowing
+    expect(sent()).toBeGreaterThan(0);
+    await server.stop('SIGKILL');
+    const atKill = localLines();
+    const sentAtKill = sent();
+    await until(() => localLines() >= atKill + 20, 60_000); // training goes on while the server is down
+    const whileDown = localLines() - atKill;
+    await server.startProcess();
+    const code = await exited;
+    expect(code, stderr).toBe(0);
+    expect(stderr).toContain('unreachable');
+
+    const path = runPath();
+    const beforeSync = JSON.parse(readFileSync(join(path, 'mlflow.json'), 'utf8'));
+    const { code: syncCode, stdout } = await cli(['sync', path]);
+    expect(syncCode).toBe(0);
+    expect(stdout).toContain(`${beforeSync.runId as string} (experiment`);
+    const after = JSON.parse(readFileSync(join(path, 'mlflow.json'), 'utf8'));
+    const records = localRecords(path);
+    expect(records.filter((r) => r.loss !== undefined)).toHaveLength(steps);
+    expect(after.metricRecordsSent).toBe(records.length);
+    await expectEveryStepOnce(client, after.runId, steps);
+    const run = await client.getRun(after.runId);
+    expect(run.info.status).toBe('FINISHED');
+    console.log(
+      `[fault test] ${steps} steps, ${records.length} metric records, ${after.metricPointsSent} points. ` +
+        `Records uploaded before the kill: ${sentAtKill}; written while the server was down: ${whileDown}+; by the run in all: ${beforeSync.metricRecordsSent}; ` +
+        `by contrast sync: ${after.metricRecordsSent - beforeSync.metricRecordsSent}. ` +
+        `On the server: ${steps} points for each of ${PER_STEP.join(', ')}, steps 0..${steps - 1} once each.`,
+    );
+  });
+});
