@@ -317,6 +317,46 @@ series:
     }
   });
 
+  it('bad credentials are refused before the run starts, with no secret in the message', async () => {
+    const password = 'admin-pw-5d1c';
+    const secured = await MlflowServer.start({
+      dir: join(root, 'auth-server'),
+      adminPassword: password,
+    });
+    try {
+      const runsDir = join(root, 'auth-runs');
+      const args = [
+        'train',
+        base,
+        '--quiet',
+        `--set=tracking.dir=${runsDir}`,
+        `--set=tracking.uri=${secured.uri}`,
+      ];
+      process.env.MLFLOW_TRACKING_USERNAME = 'admin';
+      process.env.MLFLOW_TRACKING_PASSWORD = 'not-the-password-7f3a';
+      const refused = await cli(args);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain('CONTRAST_TRACKING');
+      expect(refused.stderr).toContain('refused the credentials (HTTP 401');
+      expect(refused.stderr).toContain('MLFLOW_TRACKING_PASSWORD');
+      expect(refused.stderr).not.toContain('not-the-password-7f3a');
+      expect(existsSync(runsDir) ? readdirSync(runsDir) : []).toEqual([]); // nothing half-written
+
+      process.env.MLFLOW_TRACKING_PASSWORD = password;
+      const accepted = await cli(args);
+      expect(accepted.code, accepted.stderr).toBe(0);
+      const authed = new MlflowClient(secured.uri, { auth: { username: 'admin', password } });
+      const exp = await authed.getExperimentByName('mlflow-tiny');
+      const runs = await authed.searchRuns([exp!.experiment_id]);
+      expect(runs).toHaveLength(1);
+      await expectEveryStepOnce(authed, runs[0]!.info.run_id, 10);
+    } finally {
+      delete process.env.MLFLOW_TRACKING_USERNAME;
+      delete process.env.MLFLOW_TRACKING_PASSWORD;
+      await secured.stop();
+    }
+  });
+
   it('fault: the server is killed mid-run and restarted; after the run and contrast sync nothing is missing or doubled', async () => {
     const runsDir = join(root, 'fault-runs');
     const steps = 200;

@@ -50,7 +50,7 @@ node packages/cli/dist/bin.js setup
 #    Keep the version in step with MLFLOW_VERSION in packages/tracking/src/mlflow/server.ts.
 MLFLOW_VERSION=3.17.2
 MLFLOW_VENV="${CONTRAST_MLFLOW_VENV:-$HOME/.cache/contrast/mlflow-venv}"
-if [ ! -f "$MLFLOW_VENV/.installed-$MLFLOW_VERSION" ]; then
+if [ ! -f "$MLFLOW_VENV/.installed-$MLFLOW_VERSION-auth" ]; then
   say "installing mlflow==$MLFLOW_VERSION into $MLFLOW_VENV (once; about a minute)"
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -61,6 +61,6 @@ if [ ! -f "$MLFLOW_VENV/.installed-$MLFLOW_VERSION" ]; then
   fi
   rm -rf "$MLFLOW_VENV"
   python3 -m venv "$MLFLOW_VENV"
-  "$MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check "mlflow==$MLFLOW_VERSION"
-  touch "$MLFLOW_VENV/.installed-$MLFLOW_VERSION"
+  "$MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION"
+  touch "$MLFLOW_VENV/.installed-$MLFLOW_VERSION-auth"
 fi

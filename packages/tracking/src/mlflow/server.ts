@@ -39,6 +39,8 @@ export interface MlflowServerOptions {
   bin?: string;
   /** How long to wait for /health (default 120 s). */
   startTimeoutMs?: number;
+  /** Run MLflow's basic-auth app with this admin password (user `admin`). */
+  adminPassword?: string;
 }
 
 /**
@@ -54,6 +56,7 @@ export class MlflowServer {
     readonly port: number,
     private readonly bin: string,
     private readonly startTimeoutMs: number,
+    private readonly adminPassword: string | undefined,
   ) {}
 
   get uri(): string {
@@ -68,6 +71,7 @@ export class MlflowServer {
       options.port ?? (await freePort()),
       options.bin ?? mlflowBinary(),
       options.startTimeoutMs ?? 120_000,
+      options.adminPassword,
     );
     await server.startProcess();
     return server;
@@ -92,12 +96,19 @@ export class MlflowServer {
       String(this.port),
       '--workers',
       '1',
+      ...(this.adminPassword ? ['--app-name', 'basic-auth'] : []),
     ];
+    const auth = this.adminPassword
+      ? {
+          MLFLOW_AUTH_ADMIN_PASSWORD: this.adminPassword,
+          MLFLOW_FLASK_SERVER_SECRET_KEY: 'contrast-local-server',
+        }
+      : {};
     const proc = spawn(this.bin, args, {
       cwd: this.dir,
       detached: true, // its own process group: stop() reaches the workers too
       stdio: ['ignore', log, log],
-      env: { ...process.env, PYTHONUNBUFFERED: '1' },
+      env: { ...process.env, PYTHONUNBUFFERED: '1', ...auth }, // the auth store lands in `dir`
     });
     closeSync(log);
     this.proc = proc;
