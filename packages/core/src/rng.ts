@@ -104,14 +104,18 @@ export class Rng {
     return new Rng([this.nextU32(), this.nextU32(), this.nextU32(), this.nextU32() | 1]);
   }
 
+  /**
+   * The full state, read without disturbing the stream: four words, plus the
+   * cached second normal deviate when there is one.
+   */
   getState(): number[] {
-    this.spareNormal = undefined;
-    return Array.from(this.s);
+    const words = Array.from(this.s);
+    return this.spareNormal === undefined ? words : [...words, this.spareNormal];
   }
 
   setState(state: readonly number[]): void {
     this.s.set(state.slice(0, 4));
-    this.spareNormal = undefined;
+    this.spareNormal = state.length > 4 ? state[4] : undefined;
   }
 }
 
