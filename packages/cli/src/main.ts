@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isContrastError, loadExperiment, type Plugin } from '@contrast/core';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
@@ -17,6 +18,8 @@ export function builtinPlugins(): Plugin[] {
 const USAGE = `usage: contrast <command>
 
   train <experiment.yaml> [--set key=value]...   train and evaluate an experiment
+  train --resume <run-dir> [--fallback]          continue a run from its newest checkpoint
+                                                 (--fallback: use an older one if the newest is corrupt)
   doctor                                         check backend, threads, dataset, run folder
   study run <study.yaml> [--scale F] [--out DIR] run every configuration of a study, then report
   study report <study-output-dir>                rewrite table.md, results.csv and knn-vs-k.png
@@ -49,9 +52,14 @@ async function train(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { set: { type: 'string', multiple: true }, quiet: { type: 'boolean' } },
+    options: {
+      set: { type: 'string', multiple: true },
+      quiet: { type: 'boolean' },
+      resume: { type: 'string' },
+      fallback: { type: 'boolean' },
+    },
   });
-  const file = positionals[0];
+  const file = positionals[0] ?? (values.resume ? join(values.resume, 'config.yaml') : undefined);
   if (!file) {
     process.stderr.write(USAGE);
     return 2;
@@ -71,6 +79,9 @@ async function train(args: string[]): Promise<number> {
     progress: !values.quiet,
     shouldStop: () => stop,
     mlflow: { source: ['contrast', 'train', ...args].join(' ') },
+    ...(values.resume
+      ? { resumeFrom: { runPath: values.resume, fallback: values.fallback ?? false } }
+      : {}),
   });
   process.off('SIGINT', onSigint);
   process.stdout.write(`${formatResult(result, runPath)}\n`);

@@ -166,3 +166,33 @@ export function loadExperiment(path: string, overrides: readonly string[] = []):
 export function parseExperiment(raw: unknown): ExperimentConfig {
   return parseWith(ExperimentSchema, raw);
 }
+
+/** Leaf values of a nested object by dotted path (arrays compared as JSON). */
+function leaves(value: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      leaves(v, prefix ? `${prefix}.${k}` : k, out);
+    }
+  } else {
+    out.set(prefix, JSON.stringify(value));
+  }
+  return out;
+}
+
+/**
+ * Fields whose values differ between two configs, skipping paths under any of
+ * `ignore` (e.g. 'tracking'). Used to refuse resuming with a changed recipe.
+ */
+export function configDiff(
+  a: unknown,
+  b: unknown,
+  ignore: readonly string[] = [],
+): { field: string; was: string; now: string }[] {
+  const la = leaves(a);
+  const lb = leaves(b);
+  const fields = [...new Set([...la.keys(), ...lb.keys()])].sort();
+  const skip = (f: string) => ignore.some((p) => f === p || f.startsWith(`${p}.`));
+  return fields
+    .filter((f) => !skip(f) && la.get(f) !== lb.get(f))
+    .map((f) => ({ field: f, was: la.get(f) ?? '(absent)', now: lb.get(f) ?? '(absent)' }));
+}

@@ -107,6 +107,15 @@ export const ExperimentSchema = z
       })
       .strict()
       .default({}),
+    checkpoint: z
+      .object({
+        /** Also checkpoint every n steps (0 = only at epoch ends and on interrupt). */
+        every: z.number().int().min(0).default(0),
+        /** How many of the latest checkpoints to keep. */
+        keep: positiveInt.default(3),
+      })
+      .strict()
+      .default({}),
     tracking: z
       .object({
         /** Where run directories are created. */
@@ -125,6 +134,8 @@ export const ExperimentSchema = z
           }),
         /** MLflow experiment name (default: the experiment's name). */
         experiment: z.string().default(''),
+        /** Seconds between background uploads to the tracking server. */
+        uploadEvery: z.number().positive().default(2),
         /** Seconds a finishing run keeps trying an unreachable server before leaving the rest spooled. */
         uploadWait: z.number().min(0).default(20),
       })

@@ -84,6 +84,15 @@ export class BatchAugmentation implements Augmentation {
     this.outSize = s ? [s, s] : [input.height, input.width];
   }
 
+  /** The position of its random stream (checkpoints save it for an exact resume). */
+  rngState(): number[] {
+    return this.rng.getState();
+  }
+
+  setRngState(state: readonly number[]): void {
+    this.rng.setState(state);
+  }
+
   drawParams(n: number): ViewParams {
     const { height: H, width: W } = this.input;
     const { crop, flip, jitter } = this.config;

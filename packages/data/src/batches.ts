@@ -16,6 +16,12 @@ export interface TwoViewBatch {
   epoch: number;
   /** Step within the epoch (0-based). */
   step: number;
+  /**
+   * Where the random streams stand, for an exact resume after this batch: the
+   * data-order stream before this epoch's permutation, and the augmentation
+   * stream after this batch's draws.
+   */
+  position: { dataRng: number[]; augRng: number[] };
 }
 
 /** uint8 NHWC pixels of `split` at `indices` -> float [N, H, W, C] in [0, 1]. */
@@ -59,15 +65,20 @@ export function* twoViewBatches(options: {
   rng: Rng;
   batchSize: number;
   dropLast: boolean;
+  /** Resume: start at this epoch (its permutation is drawn from `rng` as it stands)... */
   startEpoch?: number;
+  /** ...and at this step within it (earlier steps are skipped, not computed). */
+  startStep?: number;
   epochs: number;
 }): Generator<TwoViewBatch> {
   const { dataset, augmentation, rng, batchSize, dropLast } = options;
   const n = dataset.train.n;
   const steps = stepsPerEpoch(n, batchSize, dropLast);
-  for (let epoch = options.startEpoch ?? 0; epoch < options.epochs; epoch++) {
+  const first = options.startEpoch ?? 0;
+  for (let epoch = first; epoch < options.epochs; epoch++) {
+    const dataRng = rng.getState();
     const order = rng.permutation(n);
-    for (let step = 0; step < steps; step++) {
+    for (let step = epoch === first ? (options.startStep ?? 0) : 0; step < steps; step++) {
       const idx = order.subarray(step * batchSize, Math.min(n, (step + 1) * batchSize));
       const batch = tf.tidy(() => {
         const x = gatherPixels(dataset.train, idx, dataset);
@@ -77,7 +88,13 @@ export function* twoViewBatches(options: {
           indices: tf.tensor1d(idx, 'int32'),
         };
       });
-      yield { ...batch, indexArray: Int32Array.from(idx), epoch, step };
+      yield {
+        ...batch,
+        indexArray: Int32Array.from(idx),
+        epoch,
+        step,
+        position: { dataRng, augRng: augmentation.rngState() },
+      };
     }
   }
 }

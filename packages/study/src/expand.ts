@@ -23,7 +23,8 @@ export function loadStudy(file: string): Study {
 }
 
 export function configHash(config: ExperimentConfig): string {
-  const { tracking: _tracking, ...rest } = config; // where a run is stored does not change what it computes
+  // where a run is stored, tracked and checkpointed does not change what it computes
+  const { tracking: _tracking, checkpoint: _checkpoint, ...rest } = config;
   return createHash('sha256').update(JSON.stringify(rest)).digest('hex').slice(0, 12);
 }
 

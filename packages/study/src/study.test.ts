@@ -55,6 +55,7 @@ describe('study expansion', () => {
       uri: 'http://h:1',
       experiment: 'e',
       uploadWait: 0,
+      uploadEvery: 1,
     };
     expect(configHash({ ...runs[1]!.config, tracking })).toBe(runs[1]!.id);
   });

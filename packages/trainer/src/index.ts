@@ -5,3 +5,4 @@ export * from './catalog.js';
 export * from './trainer.js';
 export * from './run.js';
 export * from './harness.js';
+export * from './checkpoint.js';

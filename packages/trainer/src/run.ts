@@ -1,9 +1,15 @@
-import { join } from 'node:path';
+import { existsSync, readFileSync, statSync, truncateSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { parse } from 'yaml';
 import * as tf from '@tensorflow/tfjs';
 import type { DependencyContainer } from 'tsyringe';
 import {
   checkNames,
   composeExperiment,
+  ConfigError,
+  configDiff,
+  parseExperiment,
+  StateError,
   Tokens,
   type Catalog,
   type ExperimentConfig,
@@ -12,10 +18,14 @@ import {
 import {
   checkRunRoot,
   createRunDirectory,
+  hasMlflowState,
   LocalRunTracker,
   MlflowTracker,
+  MlflowUploader,
   probeTrackingServer,
 } from '@contrast/tracking';
+import { stepsPerEpoch } from '@contrast/data';
+import { checkpointDir, loadCheckpoint } from './checkpoint.js';
 import { Trainer, type TrainOptions, type TrainResult } from './trainer.js';
 
 export interface RunOutcome {
@@ -36,11 +46,14 @@ export async function runExperiment(
     onComposed?: (c: DependencyContainer) => void;
     /** MLflow: experiment name override, parent study folder, and what started the run. */
     mlflow?: { experimentName?: string; parentDir?: string; source?: string };
+    /** Continue this run folder from its newest usable checkpoint. */
+    resumeFrom?: { runPath: string; fallback?: boolean };
   } = {},
 ): Promise<RunOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
   checkNames(config, catalog);
-  checkRunRoot(config.tracking.dir);
+  if (options.resumeFrom) checkResumable(options.resumeFrom.runPath, config);
+  else checkRunRoot(config.tracking.dir);
   const uri = config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
   const experimentName =
     options.mlflow?.experimentName ?? (config.tracking.experiment || config.name);
@@ -58,7 +71,32 @@ export async function runExperiment(
     catalog,
     options.dataset ? { dataset: options.dataset } : {},
   );
-  const run = createRunDirectory(config.tracking.dir, config.name);
+  let resume: ReturnType<typeof loadCheckpoint> | undefined;
+  if (options.resumeFrom) {
+    // verify the checkpoint before touching the run folder
+    const runPath = resolve(options.resumeFrom.runPath);
+    resume = loadCheckpoint(checkpointDir(runPath), {
+      fallback: options.resumeFrom.fallback ?? false,
+      warn: log,
+    });
+    const ds = container.resolve<TrainingDataset>(Tokens.Dataset);
+    const perEpoch = stepsPerEpoch(ds.train.n, config.optim.batchSize, config.data.dropLast);
+    const total = perEpoch * config.optim.epochs;
+    const planned = config.optim.maxSteps > 0 ? Math.min(total, config.optim.maxSteps) : total;
+    if (Number(resume.bundle.values.step) >= planned) {
+      tf.dispose(Object.values(resume.bundle.tensors));
+      throw new StateError(`${runPath} already finished its ${planned} steps; nothing to resume`, {
+        hint: 'to train longer, start a new run (the schedule depends on the total length)',
+      });
+    }
+    rewindMetrics(runPath, resume.bundle.values.metricsBytes);
+  }
+  const run = options.resumeFrom
+    ? {
+        path: resolve(options.resumeFrom.runPath),
+        id: basename(resolve(options.resumeFrom.runPath)),
+      }
+    : createRunDirectory(config.tracking.dir, config.name);
   const local = new LocalRunTracker(run);
   const dataset = container.resolve<TrainingDataset>(Tokens.Dataset);
   const tracker = uri
@@ -68,6 +106,7 @@ export async function runExperiment(
         runName: run.id,
         warn: log,
         closeDeadlineMs: config.tracking.uploadWait * 1000,
+        intervalMs: config.tracking.uploadEvery * 1000,
         ...(options.mlflow?.parentDir ? { parentDir: options.mlflow.parentDir } : {}),
         ...(options.mlflow?.source ? { source: options.mlflow.source } : {}),
         input: {
@@ -81,10 +120,24 @@ export async function runExperiment(
     : local;
   container.register(Tokens.Tracker, { useValue: tracker });
   options.onComposed?.(container);
-  tracker.logParams(config);
+  if (resume) tracker.setSummary({ resumed_from: resume.path });
+  else tracker.logParams(config); // a resumed run keeps the config.yaml it started with
   const trainer = container.resolve(Trainer);
+  const metricsFile = join(run.path, 'metrics.jsonl');
   try {
-    const result = await trainer.run(options);
+    const result = await trainer.run({
+      ...options,
+      ...(resume ? { resume: resume.bundle } : {}),
+      checkpoint: {
+        dir: checkpointDir(run.path),
+        every: config.checkpoint.every,
+        keep: config.checkpoint.keep,
+        extra: () => {
+          local.flush(); // the checkpoint covers exactly the metrics written so far
+          return { metricsBytes: existsSync(metricsFile) ? statSync(metricsFile).size : 0 };
+        },
+      },
+    });
     // Results first, so a failure while writing the state below still leaves them in summary.json.
     tracker.setSummary({
       steps: result.steps,
@@ -100,6 +153,15 @@ export async function runExperiment(
       wall_seconds: result.wallSeconds,
       peak_rss_mb: result.peakRssMb,
       backend: tf.getBackend(),
+      ...(result.lastCheckpoint
+        ? {
+            checkpoint: {
+              path: result.lastCheckpoint.path,
+              mb: result.lastCheckpoint.bytes / 2 ** 20,
+              write_seconds: result.lastCheckpoint.seconds,
+            },
+          }
+        : {}),
     });
     const statePath = trainer.saveState(join(run.path, 'state'), result.steps, result.epochs);
     tracker.setSummary({ state: statePath });
@@ -113,4 +175,36 @@ export async function runExperiment(
   } finally {
     trainer.dispose();
   }
+}
+
+/** Fields a resumed run may change: where it is stored, tracked and checkpointed. */
+const RESUME_MAY_CHANGE = ['tracking', 'checkpoint', 'data.prefetch'];
+
+/** Refuses to resume a folder that is not a run, or with a recipe that differs from the run's. */
+function checkResumable(runPath: string, config: ExperimentConfig): void {
+  const file = join(runPath, 'config.yaml');
+  if (!existsSync(file)) {
+    throw new StateError(`${runPath} is not a run folder (no config.yaml)`, {
+      hint: 'pass a folder created by contrast train, e.g. runs/<name>-<time>',
+    });
+  }
+  const original = parseExperiment(parse(readFileSync(file, 'utf8')));
+  const diff = configDiff(original, config, RESUME_MAY_CHANGE);
+  if (diff.length > 0) {
+    throw new ConfigError(
+      diff[0]!.field,
+      `differs from the run being resumed: ${diff.map((d) => `${d.field} (run: ${d.was}, now: ${d.now})`).join('; ')}`,
+      {
+        hint: `resume with the run's own config (contrast train --resume ${runPath}), or start a new run`,
+      },
+    );
+  }
+}
+
+/** Cuts metrics.jsonl back to what the checkpoint covers; MLflow remembers what it already has. */
+function rewindMetrics(runPath: string, bytes: unknown): void {
+  const file = join(runPath, 'metrics.jsonl');
+  if (typeof bytes !== 'number' || !existsSync(file) || statSync(file).size <= bytes) return;
+  if (hasMlflowState(runPath)) MlflowUploader.open(runPath).rewindMetrics(bytes);
+  truncateSync(file, bytes);
 }

@@ -5,6 +5,7 @@ import { inject, injectable } from 'tsyringe';
 import {
   encodeBundle,
   StateError,
+  type DecodedBundle,
   Tokens,
   writeFileAtomic,
   type Encoder,
@@ -28,6 +29,7 @@ import {
   twoViewBatches,
 } from '@contrast/data';
 import { knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
+import { writeCheckpoint } from './checkpoint.js';
 import { Progress } from './progress.js';
 import { learningRate, Sgd } from './sgd.js';
 import { contrastiveStep } from './step.js';
@@ -45,10 +47,39 @@ export interface TrainResult {
   peakRssMb: number;
   /** tf.memory().numTensors after each step; constant when nothing leaks. */
   tensorsAfterStep: number[];
+  /** The last checkpoint written: path, size and write time. */
+  lastCheckpoint?: { path: string; bytes: number; seconds: number };
+}
+
+/** Where and how often the loop checkpoints. */
+export interface CheckpointOptions {
+  dir: string;
+  /** Every n steps (0: only at epoch ends and on interrupt). */
+  every: number;
+  keep: number;
+  /** Extra values stored with each checkpoint (e.g. how much of the metrics file it covers). */
+  extra?: () => Record<string, unknown>;
+}
+
+/** What a checkpoint records besides the tensors, to continue exactly after its step. */
+export interface CheckpointValues {
+  /** Steps completed. */
+  step: number;
+  /** Epoch and step-in-epoch of the last completed batch. */
+  epoch: number;
+  stepInEpoch: number;
+  position: { dataRng: number[]; augRng: number[] };
+  knnPerEpoch: { epoch: number; accuracy: number }[];
+  baselines: { rawPixels?: number; randomInit?: number };
+  lastLoss: number;
+  lastEvalEpoch: number;
 }
 
 export interface TrainOptions {
   progress?: boolean;
+  checkpoint?: CheckpointOptions;
+  /** A checkpoint (from loadCheckpoint) to continue from. */
+  resume?: DecodedBundle;
   /** Polled every step; training stops cleanly when it returns true. */
   shouldStop?: () => boolean;
   log?: (line: string) => void;
@@ -106,7 +137,18 @@ export class Trainer {
     const { optim, eval: ev } = this.config;
     const t0 = performance.now();
     const knnResult: TrainResult['knn'] = { trained: Number.NaN };
-    if (ev.baselines) {
+    const resumed = options.resume
+      ? (options.resume.values as unknown as CheckpointValues)
+      : undefined;
+    // fork the data-order stream first: loading a checkpoint then restores the main stream's position
+    const dataRng = this.rng.fork();
+    if (options.resume) this.loadState(options.resume);
+    if (resumed) {
+      Object.assign(knnResult, resumed.baselines);
+      log(
+        `resuming after step ${resumed.step} (epoch ${resumed.epoch + 1}, step ${resumed.stepInEpoch + 1} of the epoch)`,
+      );
+    } else if (ev.baselines) {
       const px = this.knnPixels();
       knnResult.rawPixels = px.accuracy;
       log(
@@ -134,13 +176,23 @@ export class Trainer {
       process.stderr,
       options.progress ?? true,
     );
+    if (resumed) {
+      if (resumed.step >= total) {
+        throw new StateError(`the run already finished its ${total} steps`, {
+          hint: 'to train longer, start a new run (the schedule depends on the total length)',
+        });
+      }
+      dataRng.setState(resumed.position.dataRng);
+      this.augmentation.setRngState(resumed.position.augRng);
+    }
     const batches = twoViewBatches({
       dataset: this.dataset,
       augmentation: this.augmentation,
-      rng: this.rng.fork(),
+      rng: dataRng,
       batchSize: optim.batchSize,
       dropLast: this.config.data.dropLast,
       epochs,
+      ...(resumed ? { startEpoch: resumed.epoch, startStep: resumed.stepInEpoch + 1 } : {}),
     });
     const parts = {
       encoder: this.encoder,
@@ -151,20 +203,44 @@ export class Trainer {
       temperature: this.config.loss.temperature,
     };
     const tensorsAfterStep: number[] = [];
-    const knnPerEpoch: TrainResult['knnPerEpoch'] = [];
-    let step = 0;
-    let lastLoss = Number.NaN;
+    const knnPerEpoch: TrainResult['knnPerEpoch'] = resumed ? [...resumed.knnPerEpoch] : [];
+    let step = resumed?.step ?? 0;
+    let lastLoss = resumed?.lastLoss ?? Number.NaN;
     let status: TrainResult['status'] = 'finished';
     let imagesTimed = 0;
     let secondsTimed = 0;
-    let lastEvalEpoch = -1;
+    let lastEvalEpoch = resumed?.lastEvalEpoch ?? -1;
     let tPrev = performance.now();
+    let last: { epoch: number; step: number; position: CheckpointValues['position'] } | undefined;
+    let lastCheckpoint: TrainResult['lastCheckpoint'];
+    let checkpointedStep = resumed?.step ?? -1;
+    const checkpoint = () => {
+      const ck = options.checkpoint;
+      if (!ck || !last || checkpointedStep === step) return;
+      const t0 = performance.now();
+      const values: CheckpointValues = {
+        step,
+        epoch: last.epoch,
+        stepInEpoch: last.step,
+        position: last.position,
+        knnPerEpoch,
+        baselines: { ...knnResult, trained: undefined } as CheckpointValues['baselines'],
+        lastLoss,
+        lastEvalEpoch,
+      };
+      const { tensors, values: stateValues } = this.stateBundle();
+      const bytes = encodeBundle(tensors, { ...stateValues, ...values, ...ck.extra?.() });
+      const path = writeCheckpoint(ck.dir, step, bytes, ck.keep);
+      checkpointedStep = step;
+      lastCheckpoint = { path, bytes: bytes.length, seconds: (performance.now() - t0) / 1000 };
+    };
 
     const ahead = prefetch(batches, this.config.data.prefetch, disposeBatch);
     for await (const batch of ahead) {
       if (options.shouldStop?.()) {
         disposeBatch(batch);
         status = 'interrupted';
+        checkpoint();
         break;
       }
       const lr = learningRate(optim.schedule, optim.lr, step, total);
@@ -208,6 +284,7 @@ export class Trainer {
         etaSec: ((total - step - 1) * optim.batchSize) / ips,
       });
       step++;
+      last = { epoch: batch.epoch, step: batch.step, position: batch.position };
 
       const endOfEpoch = batch.step === spe - 1 || step === total;
       if (
@@ -222,6 +299,11 @@ export class Trainer {
         progress.log(
           `epoch ${batch.epoch + 1}: kNN ${(100 * r.accuracy).toFixed(2)}% (${r.seconds.toFixed(1)} s)`,
         );
+        tPrev = performance.now();
+      }
+      const every = options.checkpoint?.every ?? 0;
+      if (endOfEpoch || (every > 0 && step % every === 0)) {
+        checkpoint();
         tPrev = performance.now();
       }
       if (step >= total) break;
@@ -245,14 +327,14 @@ export class Trainer {
       wallSeconds: (performance.now() - t0) / 1000,
       peakRssMb: process.resourceUsage().maxRSS / 1024,
       tensorsAfterStep,
+      ...(lastCheckpoint ? { lastCheckpoint } : {}),
     };
   }
 
   /** Everything trained: encoder (BN statistics too), key encoder, strategy state, optimizer slots. */
-  saveState(dir: string, step: number, epoch: number): string {
-    mkdirSync(dir, { recursive: true });
+  stateBundle(): { tensors: Record<string, tf.Tensor>; values: Record<string, unknown> } {
     const tensors: Record<string, tf.Tensor> = {};
-    const values: Record<string, unknown> = { step, epoch, rng: this.rng.getState() };
+    const values: Record<string, unknown> = { rng: this.rng.getState() };
     const add = (prefix: string, s: StateTensors) => {
       for (const [k, v] of Object.entries(s.tensors)) tensors[`${prefix}/${k}`] = v;
       values[prefix] = s.values;
@@ -262,8 +344,44 @@ export class Trainer {
     add('strategy', this.source.state());
     add('optimizer', this.optimizer.state());
     if (this.loss.state) add('loss', this.loss.state());
+    return { tensors, values };
+  }
+
+  /** Restores what stateBundle saved; the bundle's tensors are disposed. */
+  loadState(bundle: DecodedBundle): void {
+    const { tensors, values } = bundle;
+    const part = (prefix: string): StateTensors => {
+      const t: Record<string, tf.Tensor> = {};
+      for (const [k, v] of Object.entries(tensors)) {
+        if (k.startsWith(`${prefix}/`)) t[k.slice(prefix.length + 1)] = v;
+      }
+      return { tensors: t, values: (values[prefix] ?? {}) as StateTensors['values'] };
+    };
+    try {
+      for (const [k, v] of this.encoder.namedVariables()) {
+        const t = tensors[`encoder/${k}`];
+        if (!t || t.shape.join() !== v.shape.join()) {
+          throw new StateError(`checkpoint lacks a matching encoder/${k}`, {
+            hint: 'resume with the model config the run was trained with',
+          });
+        }
+        v.assign(t);
+      }
+      this.keyPolicy.loadState(part('key_encoder'));
+      this.source.loadState(part('strategy'));
+      this.optimizer.loadState(part('optimizer'));
+      if (this.loss.loadState) this.loss.loadState(part('loss'));
+      if (Array.isArray(values.rng)) this.rng.setState(values.rng as number[]);
+    } finally {
+      tf.dispose(Object.values(tensors));
+    }
+  }
+
+  saveState(dir: string, step: number, epoch: number): string {
+    mkdirSync(dir, { recursive: true });
+    const { tensors, values } = this.stateBundle();
     const path = join(dir, 'final.bin');
-    writeFileAtomic(path, encodeBundle(tensors, values));
+    writeFileAtomic(path, encodeBundle(tensors, { ...values, step, epoch }));
     return path;
   }
 

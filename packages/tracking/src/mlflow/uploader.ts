@@ -45,6 +45,11 @@ export interface MlflowRunState {
   metricsOffset: number;
   metricRecordsSent: number;
   metricPointsSent: number;
+  /**
+   * Records already on the server that a resumed run will write again (same
+   * step, same keys): skipped once each instead of being sent twice.
+   */
+  skip?: string[];
   artifacts: { name: string; file: string; done: boolean }[];
   status?: 'RUNNING' | 'FINISHED' | 'FAILED' | 'KILLED';
   endTime?: number;
@@ -104,6 +109,15 @@ export function recordToMetrics(line: string): Metric[] {
     out.push({ key, value: v === null ? Number.NaN : Number(v), timestamp, step });
   }
   return out;
+}
+
+/** Identifies a metrics record by its step and the keys it holds. */
+export function recordSignature(line: string): string {
+  const r = JSON.parse(line) as Record<string, unknown>;
+  const keys = Object.keys(r)
+    .filter((k) => k !== 'step' && k !== 'epoch' && k !== 'time')
+    .sort();
+  return `${String(r.step)}|${keys.join(',')}`;
 }
 
 export interface PendingCounts {
@@ -190,6 +204,25 @@ export class MlflowUploader {
     } else {
       this.state.artifacts.push({ name, file, done: false });
     }
+    this.save();
+  }
+
+  /**
+   * A resumed run cuts metrics.jsonl back to its checkpoint (`bytes`). Records
+   * past that point that were already uploaded are remembered, so when the
+   * resumed run writes them again they are not sent a second time.
+   */
+  rewindMetrics(bytes: number): void {
+    const s = this.state;
+    if (!s.metricsFile || s.metricsOffset <= bytes) return;
+    const tail = readRange(join(this.dir, s.metricsFile), bytes, s.metricsOffset)
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => l.trim());
+    s.skip = [...(s.skip ?? []), ...tail.map(recordSignature)];
+    s.metricRecordsSent -= tail.length;
+    s.metricPointsSent -= tail.reduce((n, l) => n + recordToMetrics(l).length, 0);
+    s.metricsOffset = bytes;
     this.save();
   }
 
@@ -339,11 +372,19 @@ export class MlflowUploader {
       let offset = s.metricsOffset;
       while (i < lines.length) {
         const metrics: Metric[] = [];
+        const skip = [...(s.skip ?? [])]; // committed only when the request is accepted
+        let skippedPoints = 0;
         let bytes = 0;
         let records = 0;
         while (i < lines.length) {
           const line = lines[i]!;
-          const points = line.trim() ? recordToMetrics(line) : [];
+          let points = line.trim() ? recordToMetrics(line) : [];
+          const at = skip.length && points.length ? skip.indexOf(recordSignature(line)) : -1;
+          if (at >= 0) {
+            skip.splice(at, 1); // already on the server from before the resume
+            skippedPoints += points.length;
+            points = [];
+          }
           if (metrics.length + points.length > LOG_BATCH_LIMITS.metrics && records > 0) break;
           metrics.push(...points);
           bytes += Buffer.byteLength(line) + 1;
@@ -354,7 +395,8 @@ export class MlflowUploader {
         offset += bytes;
         s.metricsOffset = offset;
         s.metricRecordsSent += records;
-        s.metricPointsSent += metrics.length;
+        s.metricPointsSent += metrics.length + skippedPoints;
+        if (s.skip) s.skip = skip;
         this.save();
       }
     }
