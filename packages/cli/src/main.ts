@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isContrastError, loadExperiment, type Plugin } from '@contrast/core';
+import { ConfigError, isContrastError, loadExperiment, type Plugin } from '@contrast/core';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
 import { fashionMnistDir } from '@contrast/data';
-import { createCatalog, runExperiment, type TrainResult } from '@contrast/trainer';
+import { createCatalog, evaluateRun, runExperiment, type TrainResult } from '@contrast/trainer';
 import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
@@ -23,6 +23,10 @@ const USAGE = `usage: contrast <command>
   doctor                                         check backend, threads, dataset, run folder
   study run <study.yaml> [--scale F] [--out DIR] run every configuration of a study, then report
   study report <study-output-dir>                rewrite table.md, results.csv and knn-vs-k.png
+  eval knn <run-dir> [--bank N] [--test N]       kNN top-1 of a run's encoder on the full splits
+  eval linear <run-dir> [--epochs N] [--lr X] [--train N]
+                                                 linear probe (frozen backbone; SGD lr 30, momentum 0.9,
+                                                 wd 0, lr x0.1 at 60% and 80%): top-1 / top-5
   sync <run-or-study-dir>                        upload to MLflow whatever a run still has spooled
   setup                                          build the native TensorFlow binding (offline)
 
@@ -139,6 +143,55 @@ async function study(args: string[]): Promise<number> {
   return 0;
 }
 
+async function evaluate(args: string[]): Promise<number> {
+  const [kind, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      epochs: { type: 'string' },
+      lr: { type: 'string' },
+      train: { type: 'string' },
+      bank: { type: 'string' },
+      test: { type: 'string' },
+    },
+  });
+  const target = positionals[0];
+  if (!target || (kind !== 'knn' && kind !== 'linear')) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const num = (flag: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) {
+      throw new ConfigError(`--${flag}`, `must be a non-negative number, got '${v}'`);
+    }
+    return n;
+  };
+  await initBackend();
+  const epochs = num('epochs', values.epochs);
+  const lr = num('lr', values.lr);
+  const trainSize = num('train', values.train);
+  const bankSize = num('bank', values.bank);
+  const testSize = num('test', values.test);
+  const out = await evaluateRun(target, kind, createCatalog(builtinPlugins()), {
+    probe: { ...(epochs !== undefined ? { epochs } : {}), ...(lr !== undefined ? { lr } : {}) },
+    knn: {
+      ...(bankSize !== undefined ? { bankSize } : {}),
+      ...(testSize !== undefined ? { testSize } : {}),
+    },
+    ...(trainSize !== undefined ? { trainSize } : {}),
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
+  process.stdout.write(
+    `${Object.entries(out.results)
+      .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(4)}`)
+      .join(', ')}\n${out.seconds.toFixed(1)} s; weights ${out.weights}; written to ${out.file}\n`,
+  );
+  return 0;
+}
+
 async function sync(args: string[]): Promise<number> {
   const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
   const target = positionals[0];
@@ -174,6 +227,8 @@ export async function main(argv: string[]): Promise<number> {
         return await doctor();
       case 'study':
         return await study(rest);
+      case 'eval':
+        return await evaluate(rest);
       case 'sync':
         return await sync(rest);
       case 'setup':

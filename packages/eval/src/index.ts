@@ -1,1 +1,2 @@
 export * from './knn.js';
+export * from './linear.js';

@@ -36,18 +36,24 @@ export function knnPredict(
   });
 }
 
-/** Features for images [start, end) of a split, L2-normalised, computed in batches. */
+/** Features of the first `count` images of a split, computed in batches (L2-normalised unless told not to). */
 export function extractFeatures(
   split: ImageSplit,
   count: number,
   toBatch: (start: number, end: number) => tf.Tensor4D,
   extract: (x: tf.Tensor4D) => tf.Tensor2D,
   batchSize: number,
+  normalize = true,
 ): tf.Tensor2D {
   const parts: tf.Tensor2D[] = [];
   for (let s = 0; s < Math.min(count, split.n); s += batchSize) {
     const e = Math.min(s + batchSize, count, split.n);
-    parts.push(tf.tidy(() => l2Normalize(extract(toBatch(s, e)))));
+    parts.push(
+      tf.tidy(() => {
+        const f = extract(toBatch(s, e));
+        return normalize ? l2Normalize(f) : f;
+      }),
+    );
   }
   const all = tf.concat(parts, 0) as tf.Tensor2D;
   tf.dispose(parts);

@@ -6,3 +6,4 @@ export * from './trainer.js';
 export * from './run.js';
 export * from './harness.js';
 export * from './checkpoint.js';
+export * from './evaluate.js';

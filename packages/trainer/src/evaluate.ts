@@ -1,0 +1,184 @@
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import {
+  composeExperiment,
+  loadExperiment,
+  readBundle,
+  Rng,
+  StateError,
+  Tokens,
+  TrackingError,
+  writeFileAtomic,
+  type Catalog,
+  type DecodedBundle,
+  type ImageSplit,
+} from '@contrast/core';
+import { splitBatch } from '@contrast/data';
+import {
+  extractFeatures,
+  knnOnEncoder,
+  LINEAR_PROBE_DEFAULTS,
+  linearProbe,
+  type LinearProbeOptions,
+} from '@contrast/eval';
+import { hasMlflowState, LocalRunTracker, MlflowUploader } from '@contrast/tracking';
+import { checkpointDir, loadCheckpoint } from './checkpoint.js';
+import { Trainer } from './trainer.js';
+
+export interface EvaluateOptions {
+  /** Linear probe settings (MoCo's protocol by default; epochs usually lowered on CPU). */
+  probe?: Partial<LinearProbeOptions>;
+  /** kNN settings (default: the run's k and t, the whole train split as bank, the whole test split). */
+  knn?: { k?: number; t?: number; bankSize?: number; testSize?: number };
+  /** Train the probe on the first n training images (0 = all). */
+  trainSize?: number;
+  log?: (line: string) => void;
+}
+
+export interface EvaluateOutcome {
+  kind: 'knn' | 'linear';
+  results: Record<string, number>;
+  /** Which weights were evaluated. */
+  weights: string;
+  file: string;
+  seconds: number;
+}
+
+/** The final state of a run, or its newest checkpoint when it has not finished. */
+function runWeights(runPath: string): { path: string; bundle: DecodedBundle } {
+  const final = join(runPath, 'state', 'final.bin');
+  if (existsSync(final)) return { path: final, bundle: readBundle(final) };
+  const c = loadCheckpoint(checkpointDir(runPath));
+  return { path: c.path, bundle: c.bundle };
+}
+
+/**
+ * `contrast eval knn|linear <run>`: rebuilds the run's encoder from its
+ * config.yaml, loads its trained weights, evaluates on the full splits and
+ * records the result in the run (eval/<kind>.json, summary.json, a metrics
+ * record) and, when the run is tracked, in MLflow.
+ */
+export async function evaluateRun(
+  target: string,
+  kind: 'knn' | 'linear',
+  catalog: Catalog,
+  options: EvaluateOptions = {},
+): Promise<EvaluateOutcome> {
+  const log = options.log ?? ((l: string) => console.error(l));
+  const runPath = resolve(target);
+  if (!existsSync(join(runPath, 'config.yaml'))) {
+    throw new StateError(`${runPath} is not a run folder (no config.yaml)`, {
+      hint: 'pass a folder created by contrast train, e.g. runs/<name>-<time>',
+    });
+  }
+  const config = loadExperiment(join(runPath, 'config.yaml'), ['data.trainSubset=0']);
+  const weights = runWeights(runPath);
+  const { container } = composeExperiment(config, catalog);
+  container.register(Tokens.Tracker, {
+    useValue: new LocalRunTracker({ path: runPath, id: runPath }),
+  });
+  const trainer = container.resolve(Trainer);
+  const t0 = performance.now();
+  try {
+    trainer.loadState(weights.bundle);
+    const { dataset, encoder } = trainer;
+    const toBatch = (split: ImageSplit, s: number, e: number) => splitBatch(dataset, split, s, e);
+    let results: Record<string, number>;
+    if (kind === 'knn') {
+      const k = options.knn ?? {};
+      const r = knnOnEncoder(dataset, toBatch, encoder, {
+        k: k.k ?? config.eval.knn.k,
+        t: k.t ?? config.eval.knn.t,
+        bankSize: k.bankSize ?? 0,
+        testSize: k.testSize ?? 0,
+      });
+      results = { knn_top1: r.accuracy, bank_size: r.bankSize, test_size: r.testSize };
+      log(`kNN top-1 ${(100 * r.accuracy).toFixed(2)}% (${r.bankSize} bank / ${r.testSize} test)`);
+    } else {
+      const probe = { ...LINEAR_PROBE_DEFAULTS, ...options.probe };
+      const n = options.trainSize ? Math.min(options.trainSize, dataset.train.n) : dataset.train.n;
+      const feats = (split: ImageSplit, count: number) =>
+        extractFeatures(
+          split,
+          count,
+          (s, e) => toBatch(split, s, e),
+          (x) => encoder.features(x, false), // frozen backbone, BN in eval mode
+          500,
+          false,
+        );
+      const trainF = feats(dataset.train, n);
+      const testF = feats(dataset.test, dataset.test.n);
+      log(
+        `linear probe: ${n} x ${trainF.shape[1]} features; ${probe.epochs} epochs, lr ${probe.lr}, momentum ${probe.momentum}, wd ${probe.weightDecay}`,
+      );
+      try {
+        const r = linearProbe(
+          { features: trainF, labels: Int32Array.from(dataset.train.labels.subarray(0, n)) },
+          { features: testF, labels: Int32Array.from(dataset.test.labels) },
+          dataset.numClasses,
+          new Rng(config.seed),
+          probe,
+        );
+        results = {
+          linear_top1: r.top1,
+          linear_top5: r.top5,
+          linear_train_top1: r.trainTop1,
+          linear_final_loss: r.losses[r.losses.length - 1] ?? Number.NaN,
+          epochs: probe.epochs,
+          train_size: n,
+        };
+        log(
+          `linear top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}% (train top-1 ${(100 * r.trainTop1).toFixed(2)}%)`,
+        );
+      } finally {
+        tf.dispose([trainF, testF]);
+      }
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const file = await record(runPath, kind, { ...results, seconds }, weights.path, log);
+    return { kind, results, weights: weights.path, file, seconds };
+  } finally {
+    trainer.dispose();
+  }
+}
+
+/** Writes the result into the run folder and, when tracked, uploads it. */
+async function record(
+  runPath: string,
+  kind: string,
+  results: Record<string, number>,
+  weights: string,
+  log: (line: string) => void,
+): Promise<string> {
+  mkdirSync(join(runPath, 'eval'), { recursive: true });
+  const file = join(runPath, 'eval', `${kind}.json`);
+  const doc = { kind, weights, finished: new Date().toISOString(), ...results };
+  writeFileAtomic(file, `${JSON.stringify(doc, null, 2)}\n`);
+  const summaryPath = join(runPath, 'summary.json');
+  const summary = existsSync(summaryPath)
+    ? (JSON.parse(readFileSync(summaryPath, 'utf8')) as Record<string, unknown>)
+    : {};
+  const evals = { ...((summary.eval_results as Record<string, unknown>) ?? {}), [kind]: doc };
+  writeFileAtomic(summaryPath, `${JSON.stringify({ ...summary, eval_results: evals }, null, 2)}\n`);
+  const step = typeof summary.steps === 'number' ? summary.steps : 0;
+  const epoch = typeof summary.epochs === 'number' ? summary.epochs : 0;
+  const metrics = Object.fromEntries(
+    Object.entries(results).filter(([k]) => k.startsWith('knn_') || k.startsWith('linear_')),
+  );
+  appendFileSync(
+    join(runPath, 'metrics.jsonl'),
+    `${JSON.stringify({ step, epoch, ...metrics, time: Date.now() / 1000 })}\n`,
+  );
+  if (hasMlflowState(runPath)) {
+    const uploader = MlflowUploader.open(runPath, { warn: log });
+    uploader.addArtifact(`eval/${kind}.json`, `eval/${kind}.json`);
+    try {
+      await uploader.pump();
+    } catch (e) {
+      if (!(e instanceof TrackingError)) throw e;
+      log(`[mlflow] not uploaded yet (${e.message}); later: contrast sync ${runPath}`);
+    }
+  }
+  return file;
+}
