@@ -3,7 +3,7 @@ import {
   type DependencyContainer,
   type InjectionToken,
 } from 'tsyringe';
-import type { TrainingDataset } from './contracts.js';
+import { TrainingClock, type TrainingDataset } from './contracts.js';
 import { parseWith } from './config.js';
 import { ConfigError, ContrastError, PluginError } from './errors.js';
 import type { Catalog, Plugin } from './plugin.js';
@@ -56,6 +56,7 @@ export function composeExperiment(
   child.register(Tokens.StrategyConfig, { useValue: strategy });
   child.register(Tokens.Rng, { useValue: rng });
   child.register(Tokens.Dataset, { useValue: dataset });
+  child.register(Tokens.Clock, { useValue: new TrainingClock() });
   const encoder = catalog.encoders.get(config.model.encoder)(
     {
       model: config.model,

@@ -203,3 +203,14 @@ export interface Evaluator {
   readonly name: string;
   evaluate(encoder: Encoder): EvalResult;
 }
+
+/**
+ * Where training stands, for parts whose behaviour follows a schedule (e.g. a
+ * momentum that rises to 1). The trainer sets it before every step.
+ */
+export class TrainingClock {
+  /** Steps completed before the current one. */
+  step = 0;
+  /** Steps the run will take in all. */
+  total = 1;
+}

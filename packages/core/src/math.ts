@@ -128,3 +128,12 @@ export function nceLoss(logits: tf.Tensor2D, normaliser: number, datasetSize: nu
     return tf.neg(tf.div(tf.add(tf.sum(logHPos), tf.sum(logHNeg)), logits.shape[0])) as tf.Scalar;
   });
 }
+
+/**
+ * BYOL / MoCo v3's momentum schedule: m rises from m0 to 1 along a half cosine,
+ * m(k) = 1 - (1 - m0) * (cos(pi k / K) + 1) / 2.
+ */
+export function cosineMomentum(m0: number, step: number, total: number): number {
+  if (total <= 0) return m0;
+  return 1 - ((1 - m0) * (Math.cos((Math.PI * Math.min(step, total)) / total) + 1)) / 2;
+}

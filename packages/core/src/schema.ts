@@ -83,7 +83,15 @@ export const ExperimentSchema = z
         lr: z.number().positive().default(0.03),
         momentum: z.number().min(0).max(1).default(0.9),
         weightDecay: z.number().min(0).default(1e-4),
-        schedule: z.enum(['cosine', 'constant']).default('cosine'),
+        schedule: z.enum(['cosine', 'constant', 'step']).default('cosine'),
+        /** Epochs at which the 'step' schedule multiplies the lr by 0.1 (MoCo v1: [120, 160]). */
+        milestones: z.array(z.number().positive()).default([]),
+        /** Linear lr warmup over this many epochs (0 = none). */
+        warmupEpochs: z.number().min(0).default(0),
+        /** 'sgd' (MoCo v1/v2) or 'lars' (SimCLR, MoCo v3: large batches). */
+        optimizer: z.enum(['sgd', 'lars']).default('sgd'),
+        /** LARS trust coefficient eta. */
+        larsEta: z.number().positive().default(0.001),
       })
       .strict()
       .default({}),

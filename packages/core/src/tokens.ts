@@ -7,6 +7,7 @@ import type {
   Loss,
   NegativeSource,
   Tracker,
+  TrainingClock,
   TrainingDataset,
 } from './contracts.js';
 import type { Rng } from './rng.js';
@@ -29,4 +30,5 @@ export const Tokens = {
   Dataset: Symbol('Dataset') as InjectionToken<TrainingDataset>,
   Tracker: Symbol('Tracker') as InjectionToken<Tracker>,
   Evaluator: Symbol('Evaluator') as InjectionToken<Evaluator>,
+  Clock: Symbol('Clock') as InjectionToken<TrainingClock>,
 } as const;

@@ -10,9 +10,10 @@ import {
   type KeyEncoderPolicy,
   type NegativeSource,
   type Rng,
+  type TrainingClock,
 } from '@contrast/core';
 import { BatchAugmentation, disposeBatch, twoViewBatches, type TwoViewBatch } from '@contrast/data';
-import { Sgd } from './sgd.js';
+import { createOptimizer } from './sgd.js';
 import { contrastiveStep, type StepParts } from './step.js';
 
 /**
@@ -26,6 +27,8 @@ export interface StepHarness {
   keyPolicy: KeyEncoderPolicy;
   source: NegativeSource;
   nextBatch(): TwoViewBatch;
+  /** The step clock schedules read (the harness leaves it to the test to advance). */
+  clock: TrainingClock;
   /** One training step on the next batch; returns the loss and pretext accuracy. */
   step(lr?: number): { loss: number; accuracy: number };
   /** n steps: the losses and tf.memory().numTensors after each (constant when nothing leaks). */
@@ -45,7 +48,7 @@ export function createStepHarness(input: ExperimentInput, catalog: Catalog): Ste
     keyPolicy,
     source,
     loss: container.resolve(Tokens.Loss),
-    optimizer: new Sgd(encoder.parameters(), config.optim.momentum, config.optim.weightDecay),
+    optimizer: createOptimizer(encoder.parameters(), config.optim),
     temperature: config.loss.temperature,
   };
   const batches = twoViewBatches({
@@ -64,6 +67,7 @@ export function createStepHarness(input: ExperimentInput, catalog: Catalog): Ste
     keyPolicy,
     source,
     nextBatch,
+    clock: container.resolve(Tokens.Clock),
     step(lr = config.optim.lr) {
       const b = nextBatch();
       const out = contrastiveStep(parts, b, lr);

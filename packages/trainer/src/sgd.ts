@@ -1,16 +1,25 @@
 import * as tf from '@tensorflow/tfjs';
 import { StateError, type StateTensors } from '@contrast/core';
 
+/** What the step needs of an optimizer; its slots are part of a checkpoint. */
+export interface Optimizer {
+  /** grads as returned by tf.variableGrads (keyed by variable name). */
+  apply(grads: tf.NamedTensorMap, lr: number): void;
+  state(): StateTensors;
+  loadState(state: StateTensors): void;
+  dispose(): void;
+}
+
 /**
  * SGD with momentum and coupled weight decay, PyTorch's torch.optim.SGD:
  *   g <- grad + wd * w;  buf <- momentum * buf + g;  w <- w - lr * buf
  * (the first step's buf is g, as with a zero-initialised buffer).
  */
-export class Sgd {
-  private readonly buffers: tf.Variable[];
+export class Sgd implements Optimizer {
+  protected readonly buffers: tf.Variable[];
 
   constructor(
-    private readonly params: readonly tf.Variable[],
+    protected readonly params: readonly tf.Variable[],
     readonly momentum: number,
     readonly weightDecay: number,
   ) {
@@ -55,6 +64,47 @@ export class Sgd {
   }
 }
 
+/**
+ * LARS as in MoCo v3 / SimCLR: for weights (ndim > 1) the update g + wd * w is
+ * scaled by the trust ratio eta * ||w|| / ||g + wd * w|| (1 when either norm
+ * is 0); biases and BN scale/offset (ndim 1) get neither weight decay nor
+ * adaptation. Then heavy-ball momentum: buf <- m * buf + update; w <- w - lr * buf.
+ */
+export class Lars extends Sgd {
+  constructor(
+    params: readonly tf.Variable[],
+    momentum: number,
+    weightDecay: number,
+    readonly trustCoefficient = 0.001,
+  ) {
+    super(params, momentum, weightDecay);
+  }
+
+  override apply(grads: tf.NamedTensorMap, lr: number): void {
+    tf.tidy(() => {
+      this.params.forEach((p, i) => {
+        const grad = grads[p.name];
+        if (!grad) throw new Error(`no gradient for parameter ${p.name}`);
+        let update: tf.Tensor = grad;
+        if (p.rank > 1) {
+          if (this.weightDecay > 0) update = tf.add(update, tf.mul(p, this.weightDecay));
+          const wNorm = tf.norm(p);
+          const uNorm = tf.norm(update);
+          const ratio = tf.where(
+            tf.logicalAnd(tf.greater(wNorm, 0), tf.greater(uNorm, 0)),
+            tf.div(tf.mul(wNorm, this.trustCoefficient), uNorm),
+            tf.onesLike(wNorm),
+          );
+          update = tf.mul(update, ratio);
+        }
+        const buf = this.buffers[i]!;
+        buf.assign(this.momentum > 0 ? tf.add(tf.mul(buf, this.momentum), update) : update);
+        p.assign(tf.sub(p, tf.mul(buf, lr)));
+      });
+    });
+  }
+}
+
 /** Learning rate at step t of T: constant, or a half-cycle cosine from lr to 0 (MoCo v2). */
 export function learningRate(
   schedule: 'cosine' | 'constant',
@@ -64,4 +114,40 @@ export function learningRate(
 ): number {
   if (schedule === 'constant' || total <= 0) return base;
   return base * 0.5 * (1 + Math.cos((Math.PI * Math.min(step, total)) / total));
+}
+
+/**
+ * The lr of step t of T under the config's schedule: an optional linear warmup
+ * over the first `warmupEpochs` (from lr / warmup steps up to lr), then constant,
+ * half-cycle cosine over the remaining steps (MoCo v2), or step decay x0.1 at
+ * each of `milestones` epochs (MoCo v1: 120 and 160 of 200).
+ */
+export function scheduledLr(
+  optim: {
+    lr: number;
+    schedule: 'cosine' | 'constant' | 'step';
+    milestones: number[];
+    warmupEpochs: number;
+  },
+  step: number,
+  total: number,
+  stepsPerEpoch: number,
+): number {
+  const warmup = Math.min(total, Math.round(optim.warmupEpochs * stepsPerEpoch));
+  if (step < warmup) return (optim.lr * (step + 1)) / warmup;
+  if (optim.schedule === 'step') {
+    const epoch = step / stepsPerEpoch;
+    return optim.lr * 0.1 ** optim.milestones.filter((m) => epoch >= m).length;
+  }
+  return learningRate(optim.schedule, optim.lr, step - warmup, total - warmup);
+}
+
+/** The optimizer an experiment asks for, over the encoder's parameters. */
+export function createOptimizer(
+  params: readonly tf.Variable[],
+  optim: { optimizer: 'sgd' | 'lars'; momentum: number; weightDecay: number; larsEta: number },
+): Optimizer {
+  return optim.optimizer === 'lars'
+    ? new Lars(params, optim.momentum, optim.weightDecay, optim.larsEta)
+    : new Sgd(params, optim.momentum, optim.weightDecay);
 }

@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Encoder, KeyEncoderPolicy, Loss, NegativeSource } from '@contrast/core';
-import type { Sgd } from './sgd.js';
+import type { Optimizer } from './sgd.js';
 
 export interface StepParts {
   encoder: Encoder;
   keyPolicy: KeyEncoderPolicy;
   source: NegativeSource;
   loss: Loss;
-  optimizer: Sgd;
+  optimizer: Optimizer;
   temperature: number;
 }
 

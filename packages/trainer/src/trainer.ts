@@ -17,6 +17,7 @@ import {
   type Rng,
   type StateTensors,
   type Tracker,
+  type TrainingClock,
   type TrainingDataset,
 } from '@contrast/core';
 import {
@@ -31,7 +32,7 @@ import {
 import { knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
 import { writeCheckpoint } from './checkpoint.js';
 import { Progress } from './progress.js';
-import { learningRate, Sgd } from './sgd.js';
+import { createOptimizer, scheduledLr, type Optimizer } from './sgd.js';
 import { contrastiveStep } from './step.js';
 
 export interface TrainResult {
@@ -88,7 +89,7 @@ export interface TrainOptions {
 /** The training loop around the generic step: schedule, logging, kNN, final state. */
 @injectable()
 export class Trainer {
-  readonly optimizer: Sgd;
+  readonly optimizer: Optimizer;
   private readonly augmentation: BatchAugmentation;
 
   constructor(
@@ -100,9 +101,10 @@ export class Trainer {
     @inject(Tokens.Loss) readonly loss: Loss,
     @inject(Tokens.Tracker) readonly tracker: Tracker,
     @inject(Tokens.Rng) readonly rng: Rng,
+    @inject(Tokens.Clock) readonly clock: TrainingClock,
   ) {
     const o = config.optim;
-    this.optimizer = new Sgd(encoder.parameters(), o.momentum, o.weightDecay);
+    this.optimizer = createOptimizer(encoder.parameters(), o);
     this.augmentation = new BatchAugmentation(config.data.augmentation, dataset, rng.fork());
   }
 
@@ -243,7 +245,9 @@ export class Trainer {
         checkpoint();
         break;
       }
-      const lr = learningRate(optim.schedule, optim.lr, step, total);
+      const lr = scheduledLr(optim, step, total, spe);
+      this.clock.step = step;
+      this.clock.total = total;
       const momentum = this.keyPolicy.currentMomentum; // before the step's EMA update uses it
       const out = contrastiveStep(parts, batch, lr);
       const [loss, accuracy] = [out.loss.dataSync()[0]!, out.accuracy.dataSync()[0]!]; // the logged scalars

@@ -3,6 +3,7 @@ import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   bindStrategy,
+  cosineMomentum,
   definePlugin,
   InfoNceLoss,
   KeyQueue,
@@ -27,6 +28,8 @@ export const MomentumQueueConfigSchema = z
     queueSize: z.number().int().positive().default(4096),
     /** m: key-encoder momentum (0.999 in MoCo v1, 0.99 in the CIFAR demo). */
     momentum: z.number().min(0).max(1).default(0.99),
+    /** 'fixed' (MoCo v1/v2) or 'cosine': m rises from `momentum` to 1 over the run (BYOL, MoCo v3). */
+    momentumSchedule: z.enum(['fixed', 'cosine']).default('fixed'),
   })
   .strict();
 
@@ -74,8 +77,16 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
       bindStrategy(container, {
         source: MomentumQueueSource,
         keyEncoder: (c) => {
-          const { momentum } = c.resolve(Tokens.StrategyConfig) as MomentumQueueConfig;
-          return new MomentumKeyEncoder(c.resolve(Tokens.Encoder), momentum);
+          const { momentum, momentumSchedule } = c.resolve(
+            Tokens.StrategyConfig,
+          ) as MomentumQueueConfig;
+          const clock = c.resolve(Tokens.Clock);
+          return new MomentumKeyEncoder(
+            c.resolve(Tokens.Encoder),
+            momentumSchedule === 'cosine'
+              ? () => cosineMomentum(momentum, clock.step, clock.total)
+              : momentum,
+          );
         },
         loss: () => new InfoNceLoss(),
       });

@@ -37,6 +37,24 @@ describe('momentum-queue plugin', () => {
     h.dispose();
   });
 
+  it('cosine momentum schedule: m0 at the start, (1 + m0) / 2 half-way, 1 at the end', () => {
+    const h = harness({ momentum: 0.99, momentumSchedule: 'cosine' });
+    h.clock.total = 100;
+    const m = (step: number) => {
+      h.clock.step = step;
+      return h.keyPolicy.currentMomentum;
+    };
+    expect(m(0)).toBeCloseTo(0.99, 12);
+    expect(m(50)).toBeCloseTo(0.995, 12);
+    expect(m(100)).toBeCloseTo(1, 12);
+    h.dispose();
+    const fixed = harness({ momentum: 0.99 });
+    fixed.clock.total = 100;
+    fixed.clock.step = 50;
+    expect(fixed.keyPolicy.currentMomentum).toBe(0.99);
+    fixed.dispose();
+  });
+
   it('rejects a bad strategy section with the field named', () => {
     expect(() => harness({ queueSize: 0 })).toThrow(/strategy.queueSize/);
     expect(() => harness({ momentun: 0.9 })).toThrow(/did you mean 'momentum'/);
