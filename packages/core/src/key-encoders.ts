@@ -2,6 +2,17 @@ import * as tf from '@tensorflow/tfjs';
 import { Stateless, type Encoder, type KeyEncoderPolicy, type StateTensors } from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
 import { emaUpdateVariables } from './math.js';
+import type { Rng } from './rng.js';
+
+/** Gathers rows `perm` of x, and the inverse permutation that puts them back. */
+export function shuffleRows<T extends tf.Tensor>(
+  x: T,
+  perm: Int32Array,
+): { shuffled: T; inverse: Int32Array } {
+  const inverse = new Int32Array(perm.length);
+  for (let i = 0; i < perm.length; i++) inverse[perm[i]!] = i;
+  return { shuffled: tf.gather(x, Array.from(perm)) as T, inverse };
+}
 
 /**
  * MoCo's key encoder: an EMA copy of the query encoder that never receives a gradient.
@@ -18,6 +29,13 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
     private readonly queryEncoder: Encoder,
     /** A number, or a function of nothing that returns the current momentum (schedules). */
     private readonly momentum: number | (() => number),
+    /**
+     * Shuffle BN on one device: with a stream here, the key batch is shuffled
+     * before the key encoder and its keys un-shuffled after, so with split
+     * BatchNorm (model.bnSplits > 1) a query and its key are normalised with
+     * statistics of different sub-batches, as MoCo's shuffling BN across GPUs.
+     */
+    private readonly shuffle?: Rng,
   ) {
     const m = typeof momentum === 'number' ? momentum : momentum();
     if (!(m >= 0 && m <= 1)) {
@@ -34,7 +52,11 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
 
   /** Keys [N, D] in training mode (batch statistics), like the official implementation. */
   encode(xKey: tf.Tensor4D): tf.Tensor2D {
-    return this.keyEncoder.embed(xKey, true);
+    if (!this.shuffle) return this.keyEncoder.embed(xKey, true);
+    return tf.tidy(() => {
+      const { shuffled, inverse } = shuffleRows(xKey, this.shuffle!.permutation(xKey.shape[0]));
+      return tf.gather(this.keyEncoder.embed(shuffled, true), Array.from(inverse)) as tf.Tensor2D;
+    });
   }
 
   afterStep(): void {
@@ -48,7 +70,7 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
   state(): StateTensors {
     const tensors: Record<string, tf.Tensor> = {};
     for (const [name, v] of this.keyEncoder.namedVariables()) tensors[name] = v;
-    return { tensors, values: {} };
+    return { tensors, values: this.shuffle ? { shuffle_rng: this.shuffle.getState() } : {} };
   }
 
   loadState(state: StateTensors): void {
@@ -60,6 +82,8 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
         });
       v.assign(t);
     }
+    const rng = state.values.shuffle_rng;
+    if (this.shuffle && Array.isArray(rng)) this.shuffle.setState(rng);
   }
 
   dispose(): void {

@@ -62,6 +62,11 @@ export const ExperimentSchema = z
         /** Hidden width of the MLP head (0 = the backbone's feature width). */
         hiddenDim: z.number().int().min(0).default(0),
         dim: positiveInt.default(128),
+        /**
+         * BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo);
+         * with the key shuffle this is shuffle BN on one device. 1 = plain BN.
+         */
+        bnSplits: positiveInt.default(1),
       })
       .strict()
       .default({}),
@@ -71,6 +76,12 @@ export const ExperimentSchema = z
         name: z.string().optional(),
         /** tau: 0.07 in MoCo v1, 0.2 in v2, 0.1 in the CIFAR demo. */
         temperature: z.number().positive().default(0.1),
+        /**
+         * Symmetric loss: each view is also the query for the other's key
+         * (loss = l(q1, k2) + l(q2, k1), as the CIFAR demo); both keys are enqueued, once.
+         * Needs a momentum key encoder.
+         */
+        symmetric: z.boolean().default(false),
       })
       .strict()
       .default({}),

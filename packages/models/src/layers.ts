@@ -1,3 +1,4 @@
+import { ConfigError } from '@contrast/core';
 import * as tf from '@tensorflow/tfjs';
 import { batchNormTraining } from './native-bn.js';
 import type { ParamStore } from './params.js';
@@ -48,6 +49,8 @@ export class BatchNorm {
   readonly beta: tf.Variable;
   readonly runningMean: tf.Variable;
   readonly runningVar: tf.Variable;
+  /** Training-mode sub-batches normalised separately (MoCo's SplitBatchNorm); 1 = plain BN. */
+  readonly splits: number;
 
   constructor(
     store: ParamStore,
@@ -56,6 +59,7 @@ export class BatchNorm {
     readonly momentum = 0.1,
     readonly eps = 1e-5,
   ) {
+    this.splits = store.bnSplits;
     this.gamma = store.param(`${name}/gamma`, [channels], 1);
     this.beta = store.param(`${name}/beta`, [channels], 0);
     this.runningMean = store.buffer(`${name}/running_mean`, [channels], 0);
@@ -73,12 +77,10 @@ export class BatchNorm {
         this.eps,
       );
     }
-    const { y, mean, unbiasedVariance } = batchNormTraining(
-      x,
-      this.gamma as tf.Tensor1D,
-      this.beta as tf.Tensor1D,
-      this.eps,
-    );
+    const { y, mean, unbiasedVariance } =
+      this.splits > 1
+        ? this.splitTraining(x)
+        : batchNormTraining(x, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D, this.eps);
     const m = this.momentum;
     tf.tidy(() => {
       this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
@@ -86,6 +88,41 @@ export class BatchNorm {
     });
     tf.dispose([mean, unbiasedVariance]);
     return y;
+  }
+
+  /**
+   * SplitBatchNorm: the batch is cut into `splits` equal sub-batches (contiguous;
+   * the key batch is shuffled before it gets here), each normalised with its own
+   * statistics; the running statistics follow the mean of the sub-batch
+   * statistics, as when each split updates its own copy and the copies are averaged.
+   */
+  private splitTraining(x: tf.Tensor4D): {
+    y: tf.Tensor4D;
+    mean: tf.Tensor1D;
+    unbiasedVariance: tf.Tensor1D;
+  } {
+    const n = x.shape[0];
+    if (n % this.splits !== 0) {
+      throw new ConfigError(
+        'model.bnSplits',
+        `a batch of ${n} does not divide into ${this.splits} BatchNorm splits`,
+        { hint: 'choose optim.batchSize divisible by model.bnSplits' },
+      );
+    }
+    const outs = (tf.split(x, this.splits, 0) as tf.Tensor4D[]).map((part) =>
+      batchNormTraining(part, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D, this.eps),
+    );
+    const y = tf.concat(
+      outs.map((o) => o.y),
+      0,
+    );
+    const mean = tf.div(tf.addN(outs.map((o) => o.mean)), this.splits) as tf.Tensor1D;
+    const unbiasedVariance = tf.div(
+      tf.addN(outs.map((o) => o.unbiasedVariance)),
+      this.splits,
+    ) as tf.Tensor1D;
+    tf.dispose(outs.flatMap((o) => [o.mean, o.unbiasedVariance]));
+    return { y, mean, unbiasedVariance };
   }
 }
 

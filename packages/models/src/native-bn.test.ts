@@ -1,6 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
+import { Rng } from '@contrast/core';
+import { BatchNorm } from './layers.js';
 import { batchNormTraining, compositeBatchNorm } from './native-bn.js';
+import { ParamStore } from './params.js';
 
 describe('fused training-mode BatchNorm', () => {
   it('runs on the native backend here', () => {
@@ -41,5 +44,57 @@ describe('fused training-mode BatchNorm', () => {
       x,
     ]).forEach((t) => t.dispose());
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe('SplitBatchNorm (model.bnSplits)', () => {
+  it('normalises each sub-batch with its own statistics and averages them into the running ones', () => {
+    const store = new ParamStore(true, new Rng(0));
+    store.bnSplits = 2;
+    const bn = new BatchNorm(store, 'bn', 2, 0.1, 0);
+    bn.gamma.assign(tf.tensor1d([2, 1]));
+    bn.beta.assign(tf.tensor1d([0, 1]));
+    // 4 samples of 1x1 pixels, 2 channels; split 0 = samples 0-1, split 1 = samples 2-3
+    const v = [
+      [1, 10],
+      [3, 10],
+      [0, 4],
+      [4, 8],
+    ];
+    const x = tf.tensor4d(v.flat(), [4, 1, 1, 2]);
+    const y = bn.apply(x, true).arraySync() as number[][][][];
+    // by hand: split 0, channel 0: mean 2, var 1 -> (1-2)/1 * 2 = -2, (3-2) * 2 = 2
+    //          split 0, channel 1: mean 10, var 0 -> eps 0 gives 0/0; skip; split 1, channel 1: mean 6, var 4
+    //          split 1, channel 0: mean 2, var 4 -> (0-2)/2 * 2 = -2, (4-2)/2 * 2 = 2
+    expect(y[0]![0]![0]![0]).toBeCloseTo(-2, 5);
+    expect(y[1]![0]![0]![0]).toBeCloseTo(2, 5);
+    expect(y[2]![0]![0]![0]).toBeCloseTo(-2, 5);
+    expect(y[3]![0]![0]![0]).toBeCloseTo(2, 5);
+    expect(y[2]![0]![0]![1]).toBeCloseTo((4 - 6) / 2 + 1, 5);
+    expect(y[3]![0]![0]![1]).toBeCloseTo((8 - 6) / 2 + 1, 5);
+    // a plain BN over the whole batch would give channel 0 mean 2, var 2.5: not what we got
+    expect(y[0]![0]![0]![0]).not.toBeCloseTo(((1 - 2) / Math.sqrt(2.5)) * 2, 2);
+    // running stats: momentum 0.1 toward the mean over splits of (mean, unbiased var)
+    // channel 0: means 2, 2 -> 2; unbiased vars 2, 8 -> 5; channel 1: means 10, 6 -> 8; vars 0, 8 -> 4
+    expect(Array.from(bn.runningMean.dataSync())).toEqual([
+      expect.closeTo(0.2, 6),
+      expect.closeTo(0.8, 6),
+    ]);
+    expect(Array.from(bn.runningVar.dataSync())).toEqual([
+      expect.closeTo(0.9 + 0.5, 6),
+      expect.closeTo(0.9 + 0.4, 6),
+    ]);
+    x.dispose();
+    store.dispose();
+  });
+
+  it('refuses a batch that does not divide into the splits, naming the field', () => {
+    const store = new ParamStore(true, new Rng(0));
+    store.bnSplits = 3;
+    const bn = new BatchNorm(store, 'bn', 1);
+    const x = tf.ones([4, 1, 1, 1]) as tf.Tensor4D;
+    expect(() => bn.apply(x, true)).toThrow(/model.bnSplits/);
+    x.dispose();
+    store.dispose();
   });
 });

@@ -9,6 +9,8 @@ import type { Rng } from '@contrast/core';
  */
 export class ParamStore {
   readonly named = new Map<string, tf.Variable>();
+  /** Sub-batches each BatchNorm normalises separately in training mode (split BN). */
+  bnSplits = 1;
   readonly params: tf.Variable[] = [];
 
   constructor(

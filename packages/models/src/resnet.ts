@@ -147,6 +147,7 @@ export class ContrastEncoder implements Encoder {
   ) {
     const { model, input } = spec;
     this.store = new ParamStore(options.trainable ?? true, options.rng, options.source);
+    this.store.bnSplits = model.bnSplits ?? 1;
     if (model.encoder === 'convnet')
       this.backbone = new ConvNetBackbone(this.store, model.width, input.channels);
     else {

@@ -50,6 +50,7 @@ export function createStepHarness(input: ExperimentInput, catalog: Catalog): Ste
     loss: container.resolve(Tokens.Loss),
     optimizer: createOptimizer(encoder.parameters(), config.optim),
     temperature: config.loss.temperature,
+    symmetric: config.loss.symmetric,
   };
   const batches = twoViewBatches({
     dataset,

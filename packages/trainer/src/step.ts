@@ -1,5 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Encoder, KeyEncoderPolicy, Loss, NegativeSource } from '@contrast/core';
+import {
+  ConfigError,
+  type Encoder,
+  type KeyEncoderPolicy,
+  type Loss,
+  type NegativeSource,
+} from '@contrast/core';
 import type { Optimizer } from './sgd.js';
 
 export interface StepParts {
@@ -9,6 +15,8 @@ export interface StepParts {
   loss: Loss;
   optimizer: Optimizer;
   temperature: number;
+  /** Both views act as query (loss.symmetric). */
+  symmetric?: boolean;
 }
 
 export interface StepInput {
@@ -35,6 +43,7 @@ export function contrastiveStep(
   input: StepInput,
   lr: number,
 ): { loss: tf.Scalar; accuracy: tf.Scalar } {
+  if (parts.symmetric) return symmetricStep(parts, input, lr);
   const { encoder, keyPolicy, source, loss, optimizer, temperature } = parts;
   let accuracy: tf.Scalar | undefined;
   let detachedQuery: tf.Tensor2D | undefined;
@@ -60,6 +69,65 @@ export function contrastiveStep(
       key: precomputedKey,
       indices: input.indices,
       indexArray: input.indexArray,
+    });
+    keyPolicy.afterStep();
+    return value;
+  });
+  detachedQuery?.dispose();
+  return { loss: lossValue, accuracy: accuracy! };
+}
+
+/**
+ * The symmetric step (MoCo CIFAR demo's `symmetric`, MoCo v3): keys of both
+ * views from the momentum encoder, before the tape; loss = l(q1, k2) + l(q2, k1)
+ * against the same negatives; then both keys are enqueued, once; one EMA update.
+ */
+function symmetricStep(
+  parts: StepParts,
+  input: StepInput,
+  lr: number,
+): { loss: tf.Scalar; accuracy: tf.Scalar } {
+  const { encoder, keyPolicy, source, loss, optimizer, temperature } = parts;
+  if (keyPolicy.kind !== 'momentum') {
+    throw new ConfigError(
+      'loss.symmetric',
+      `needs a momentum key encoder; this strategy's keys are '${keyPolicy.kind}'`,
+      {
+        hint: 'use it with momentum-queue (end-to-end NT-Xent is already symmetric)',
+      },
+    );
+  }
+  let accuracy: tf.Scalar | undefined;
+  let detachedQuery: tf.Tensor2D | undefined;
+  const lossValue = tf.tidy(() => {
+    const k1 = keyPolicy.encode(input.query)!; // the key of view 1 ...
+    const k2 = keyPolicy.encode(input.key)!; // ... and of view 2
+    const { value, grads } = tf.variableGrads(() => {
+      const half = (q: tf.Tensor2D, k: tf.Tensor2D) =>
+        loss.compute({
+          query: q,
+          ...source.keys({
+            query: q,
+            key: k,
+            indices: input.indices,
+            indexArray: input.indexArray,
+          }),
+          temperature,
+        });
+      const q1 = encoder.embed(input.query, true);
+      const q2 = encoder.embed(input.key, true);
+      const a = half(q1, k2);
+      const b = half(q2, k1);
+      accuracy = tf.keep(tf.div(tf.add(a.accuracy, b.accuracy), 2) as tf.Scalar);
+      detachedQuery = tf.keep(tf.concat([q1, q2], 0));
+      return tf.add(a.loss, b.loss) as tf.Scalar;
+    }, encoder.parameters());
+    optimizer.apply(grads, lr);
+    source.afterStep({
+      query: detachedQuery!,
+      key: tf.concat([k1, k2], 0),
+      indices: tf.concat([input.indices, input.indices], 0),
+      indexArray: Int32Array.from([...input.indexArray, ...input.indexArray]),
     });
     keyPolicy.afterStep();
     return value;

@@ -203,6 +203,7 @@ export class Trainer {
       loss: this.loss,
       optimizer: this.optimizer,
       temperature: this.config.loss.temperature,
+      symmetric: this.config.loss.symmetric,
     };
     const tensorsAfterStep: number[] = [];
     const knnPerEpoch: TrainResult['knnPerEpoch'] = resumed ? [...resumed.knnPerEpoch] : [];

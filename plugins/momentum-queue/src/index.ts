@@ -30,6 +30,12 @@ export const MomentumQueueConfigSchema = z
     momentum: z.number().min(0).max(1).default(0.99),
     /** 'fixed' (MoCo v1/v2) or 'cosine': m rises from `momentum` to 1 over the run (BYOL, MoCo v3). */
     momentumSchedule: z.enum(['fixed', 'cosine']).default('fixed'),
+    /**
+     * Shuffle BN: shuffle the key batch before the key encoder, un-shuffle after.
+     * It matters when BN is split (model.bnSplits > 1); with plain BN it would be a
+     * no-op and is skipped. false turns it off for the ablation.
+     */
+    shuffleBn: z.boolean().default(true),
   })
   .strict();
 
@@ -77,15 +83,17 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
       bindStrategy(container, {
         source: MomentumQueueSource,
         keyEncoder: (c) => {
-          const { momentum, momentumSchedule } = c.resolve(
+          const { momentum, momentumSchedule, shuffleBn } = c.resolve(
             Tokens.StrategyConfig,
           ) as MomentumQueueConfig;
           const clock = c.resolve(Tokens.Clock);
+          const split = c.resolve(Tokens.Config).model.bnSplits > 1;
           return new MomentumKeyEncoder(
             c.resolve(Tokens.Encoder),
             momentumSchedule === 'cosine'
               ? () => cosineMomentum(momentum, clock.step, clock.total)
               : momentum,
+            shuffleBn && split ? c.resolve(Tokens.Rng).fork() : undefined,
           );
         },
         loss: () => new InfoNceLoss(),

@@ -1,17 +1,21 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { MomentumKeyEncoder } from '@contrast/core';
+import { infoNce, MomentumKeyEncoder, Rng, shuffleRows } from '@contrast/core';
 import { disposeBatch } from '@contrast/data';
 import { contrastiveStep, createCatalog, createStepHarness } from '@contrast/trainer';
 import { momentumQueuePlugin, MomentumQueueSource } from './index.js';
 
-function harness(strategy: Record<string, unknown> = {}) {
+function harness(
+  strategy: Record<string, unknown> = {},
+  extra: { bnSplits?: number; symmetric?: boolean } = {},
+) {
   const h = createStepHarness(
     {
       name: 'mq-test',
       data: { trainSubset: 512 },
-      model: { encoder: 'convnet', width: 0.25, dim: 16 },
+      model: { encoder: 'convnet', width: 0.25, dim: 16, bnSplits: extra.bnSplits ?? 1 },
       strategy: { name: 'momentum-queue', queueSize: 40, momentum: 0.99, ...strategy },
+      loss: { symmetric: extra.symmetric ?? false },
       optim: { batchSize: 16, lr: 0.05 },
     },
     createCatalog([momentumQueuePlugin()]),
@@ -98,6 +102,61 @@ describe('momentum-queue plugin', () => {
       tf.dispose([keyEmb]);
       disposeBatch(b);
     }
+    h.dispose();
+  });
+
+  it('key shuffle: un-shuffling restores the order; with plain BN keys are unchanged, with split BN they differ', () => {
+    const x = tf.tensor2d([[0], [1], [2], [3], [4]]);
+    const perm = new Rng(5).permutation(5);
+    const { shuffled, inverse } = shuffleRows(x, perm);
+    expect((shuffled.arraySync() as number[][]).map((r) => r[0])).toEqual(Array.from(perm));
+    expect(tf.gather(shuffled, Array.from(inverse)).arraySync()).toEqual(x.arraySync());
+    tf.dispose([x, shuffled]);
+
+    const plain = harness(); // bnSplits 1: a shuffle would change nothing, so none is drawn
+    expect(plain.keyPolicy.state().values).toEqual({});
+    const splitOn = harness({}, { bnSplits: 4 });
+    const splitOff = harness({ shuffleBn: false }, { bnSplits: 4 });
+    expect(splitOff.keyPolicy.state().values).toEqual({});
+    const b = splitOn.nextBatch();
+    const rngState = splitOn.keyPolicy.state().values.shuffle_rng as number[];
+    const kOn = splitOn.keyPolicy.encode(b.key)!;
+    const kOff = splitOff.keyPolicy.encode(b.key)!; // same weights (same seed), unshuffled splits
+    expect(tf.max(tf.abs(tf.sub(kOn, kOff))).dataSync()[0]).toBeGreaterThan(1e-3);
+    // what shuffle BN must compute: encode the shuffled batch, then put the keys back in order
+    const replay = new Rng(0);
+    replay.setState(rngState);
+    const p2 = shuffleRows(b.key, replay.permutation(16));
+    const expected = tf.gather(
+      (splitOff.keyPolicy as MomentumKeyEncoder).keyEncoder.embed(p2.shuffled, true),
+      Array.from(p2.inverse),
+    );
+    expect(tf.max(tf.abs(tf.sub(kOn, expected))).dataSync()[0]).toBeLessThan(1e-5);
+    tf.dispose([kOn, kOff, expected, p2.shuffled]);
+    disposeBatch(b);
+    [plain, splitOn, splitOff].forEach((h) => h.dispose());
+  });
+
+  it('symmetric loss = l(q1, k2) + l(q2, k1) against the same queue; both keys enqueued once', () => {
+    const h = harness({}, { symmetric: true });
+    const b = h.nextBatch();
+    const queue = h.queue.keys.clone();
+    const ptr = h.queue.ptr;
+    // by hand, with the weights before the step (training-mode BN: batch statistics)
+    const expected = tf.tidy(() => {
+      const q1 = h.encoder.embed(b.query, true);
+      const q2 = h.encoder.embed(b.key, true);
+      const k1 = h.keyPolicy.encode(b.query)!;
+      const k2 = h.keyPolicy.encode(b.key)!;
+      const l = (q: tf.Tensor2D, k: tf.Tensor2D) =>
+        infoNce({ query: q, positive: k, negatives: queue, temperature: 0.1 }).loss;
+      return tf.add(l(q1, k2), l(q2, k1)).dataSync()[0]!;
+    });
+    const out = contrastiveStep(h.parts, b, 0.05);
+    expect(out.loss.dataSync()[0]).toBeCloseTo(expected, 4);
+    expect(h.queue.ptr).toBe((ptr + 32) % 40); // 2N = 32 keys, enqueued once
+    tf.dispose([out.loss, out.accuracy, queue]);
+    disposeBatch(b);
     h.dispose();
   });
 
