@@ -8,7 +8,10 @@ import { expandStudy, loadStudy } from '@contrast/study';
 import { createCatalog, runExperiment } from '@contrast/trainer';
 
 const here = import.meta.dirname;
-const yamls = readdirSync(here).filter((f) => f.endsWith('.yaml'));
+const yamls = [
+  ...readdirSync(here).filter((f) => f.endsWith('.yaml')),
+  ...readdirSync(join(here, 'recipes')).map((f) => join('recipes', f)),
+];
 
 /** Runs the CLI in-process; returns exit code and what it wrote to stderr. */
 async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
@@ -25,6 +28,38 @@ async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
 }
 
 describe('experiment files', () => {
+  it("the recipes encode the papers' settings", () => {
+    const load = (f: string) => loadExperiment(join(here, 'recipes', f));
+    const v1 = load('moco-v1.yaml');
+    expect([v1.strategy.queueSize, v1.strategy.momentum, v1.loss.temperature]).toEqual([
+      65536, 0.999, 0.07,
+    ]);
+    expect([v1.optim.schedule, v1.optim.milestones, v1.data.augmentation.jitter.p]).toEqual([
+      'step',
+      [120, 160],
+      1,
+    ]);
+    const v2 = load('moco-v2.yaml');
+    expect([v2.model.head, v2.loss.temperature, v2.data.augmentation.blur.p]).toEqual([
+      'mlp',
+      0.2,
+      0.5,
+    ]);
+    const demo = load('moco-cifar10.yaml');
+    expect([
+      demo.model.bnSplits,
+      demo.optim.batchSize,
+      demo.optim.lr,
+      demo.data.augmentation.grayscale,
+    ]).toEqual([8, 512, 0.06, 0.2]);
+    const v3 = load('moco-v3-cifar10.yaml');
+    expect([v3.strategy.name, v3.loss.symmetric, v3.optim.optimizer]).toEqual([
+      'moco-v3',
+      true,
+      'lars',
+    ]);
+  });
+
   it.each(yamls)('%s is valid and names only known parts', (file) => {
     const config = loadExperiment(join(here, file));
     expect(() => checkNames(config, createCatalog(builtinPlugins()))).not.toThrow();

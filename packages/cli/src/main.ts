@@ -7,12 +7,13 @@ import { createCatalog, evaluateRun, runExperiment, type TrainResult } from '@co
 import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
+import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
 import { loadStudy, readResults, runStudy, writeReport } from '@contrast/study';
 import { syncRuns } from '@contrast/tracking';
 
 /** The strategy plugins this build of the command knows. */
 export function builtinPlugins(): Plugin[] {
-  return [endToEndPlugin(), memoryBankPlugin(), momentumQueuePlugin()] as Plugin[];
+  return [endToEndPlugin(), memoryBankPlugin(), momentumQueuePlugin(), mocoV3Plugin()] as Plugin[];
 }
 
 const USAGE = `usage: contrast <command>

@@ -1,4 +1,5 @@
 import type * as tf from '@tensorflow/tfjs';
+import { ConfigError } from './errors.js';
 
 /**
  * The swappable parts of a contrastive method. Shapes in comments:
@@ -170,6 +171,11 @@ export interface TrainingDataset {
   readonly providesIndices: boolean;
   readonly train: ImageSplit;
   readonly test: ImageSplit;
+  /**
+   * The labeled split kNN and linear probes fit on, when `train` holds unlabeled
+   * pre-training images (STL-10's unlabeled split); default `train`.
+   */
+  readonly evalTrain?: ImageSplit;
   /** Where the data came from (a path or URL) and a digest of its content, for trackers. */
   readonly source?: string;
   readonly digest?: string;
@@ -213,4 +219,24 @@ export class TrainingClock {
   step = 0;
   /** Steps the run will take in all. */
   total = 1;
+}
+
+/**
+ * Negatives from the batch itself: the positive is the key of the other view and
+ * the loss takes the rest of the batch as negatives (SimCLR, MoCo v3). No state.
+ */
+export class BatchKeysSource extends Stateless implements NegativeSource {
+  constructor(readonly name: string) {
+    super();
+  }
+
+  keys({ key }: KeysInput): Keys {
+    if (!key) {
+      throw new ConfigError(
+        'strategy.name',
+        `'${this.name}' needs key embeddings from a key encoder`,
+      );
+    }
+    return { positive: key, negatives: 'in-batch' };
+  }
 }

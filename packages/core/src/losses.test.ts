@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { MemoryBank, sampleIndices } from './bank.js';
-import { NceLoss, NtXentLoss } from './losses.js';
+import { KeyBatchInfoNceLoss, NceLoss, NtXentLoss } from './losses.js';
 import { l2Normalize, nceLoss, ntXent } from './math.js';
 import { Rng } from './rng.js';
 
@@ -138,5 +138,36 @@ describe('memory bank pieces', () => {
     expect(rows[2]![1]).toBeCloseTo(0.9 / Math.sqrt(0.9), 6);
     expect(rows[0]![0]).toBeCloseTo(Math.SQRT1_2, 6);
     expect(rows[1]).toEqual([0, 1]);
+  });
+});
+
+describe('KeyBatchInfoNceLoss (MoCo v3)', () => {
+  it('is 2t log N when every query and key is the same unit vector', () => {
+    const n = 8;
+    const v = tf.tidy(() => tf.tile(tf.tensor2d([[0.6, 0.8]]), [n, 1])) as tf.Tensor2D;
+    const out = new KeyBatchInfoNceLoss().compute({
+      query: v,
+      positive: v,
+      negatives: 'in-batch',
+      temperature: 0.2,
+    });
+    expect(out.loss.dataSync()[0]).toBeCloseTo(2 * 0.2 * Math.log(n), 5);
+    tf.dispose([v, out.loss, out.accuracy]);
+  });
+
+  it('matches a hand computation: orthogonal pairs at t = 1 give 2 (log(1 + e) - 1)', () => {
+    const q = tf.tensor2d([
+      [1, 0],
+      [0, 1],
+    ]);
+    const out = new KeyBatchInfoNceLoss().compute({
+      query: q,
+      positive: q,
+      negatives: 'in-batch',
+      temperature: 1,
+    });
+    expect(out.loss.dataSync()[0]).toBeCloseTo(2 * (Math.log(1 + Math.E) - 1), 5);
+    expect(out.accuracy.dataSync()[0]).toBe(1);
+    tf.dispose([q, out.loss, out.accuracy]);
   });
 });

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Loss, LossInput, LossOutput, StateTensors } from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
-import { infoNceLogits, infoNce, nceLoss, ntXent, topOneAccuracy } from './math.js';
+import { crossEntropyAt, infoNceLogits, infoNce, nceLoss, ntXent, topOneAccuracy } from './math.js';
 
 function explicitNegatives(name: string, negatives: LossInput['negatives']): tf.Tensor2D {
   if (negatives === 'in-batch') {
@@ -39,6 +39,24 @@ export class NtXentLoss implements Loss {
     }
     return tf.tidy(() => {
       const { loss, logits, targets } = ntXent(query, positive, temperature);
+      return { loss, accuracy: topOneAccuracy(logits, targets) };
+    });
+  }
+}
+
+/**
+ * MoCo v3's contrastive loss: every query against all N keys of the batch
+ * (its own key on the diagonal is the positive, the other N - 1 keys are the
+ * negatives), cross-entropy on q k^T / t, scaled by 2t as in MoCo v3.
+ */
+export class KeyBatchInfoNceLoss implements Loss {
+  readonly name = 'infonce-batch';
+  readonly negatives = 'in-batch' as const;
+  compute({ query, positive, temperature }: LossInput): LossOutput {
+    return tf.tidy(() => {
+      const logits = tf.div(tf.matMul(query, positive, false, true), temperature) as tf.Tensor2D;
+      const targets = tf.range(0, query.shape[0], 1, 'int32') as tf.Tensor1D;
+      const loss = tf.mul(crossEntropyAt(logits, targets), 2 * temperature) as tf.Scalar;
       return { loss, accuracy: topOneAccuracy(logits, targets) };
     });
   }

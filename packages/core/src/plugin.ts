@@ -65,17 +65,27 @@ export interface Catalog {
 export function bindStrategy(
   container: DependencyContainer,
   parts: {
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tsyringe's own constructor type
-    source: new (...args: any[]) => NegativeSource;
+    /** A class the container constructs (with @inject parameters), or a factory. */
+    source:
+      | // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tsyringe's own constructor type
+        (new (...args: any[]) => NegativeSource)
+      | { create: (c: DependencyContainer) => NegativeSource };
     keyEncoder: (c: DependencyContainer) => KeyEncoderPolicy;
     loss: () => Loss;
   },
 ): void {
-  container.register(
-    Tokens.NegativeSource,
-    { useClass: parts.source },
-    { lifecycle: Lifecycle.ContainerScoped },
-  );
+  const { source } = parts;
+  if ('create' in source) {
+    container.register(Tokens.NegativeSource, {
+      useFactory: instanceCachingFactory(source.create),
+    });
+  } else {
+    container.register(
+      Tokens.NegativeSource,
+      { useClass: source },
+      { lifecycle: Lifecycle.ContainerScoped },
+    );
+  }
   container.register(Tokens.KeyEncoderPolicy, {
     useFactory: instanceCachingFactory(parts.keyEncoder),
   });

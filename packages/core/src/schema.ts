@@ -19,13 +19,26 @@ export const AugmentationSchema = z
       .default({}),
     /** Probability of a horizontal flip. */
     flip: probability.default(0.5),
-    /** Brightness and contrast jitter factors drawn from [1-s, 1+s], applied with probability p. */
+    /**
+     * Colour jitter, applied with probability p (1 = always, MoCo v1): brightness,
+     * contrast and saturation factors from [1-s, 1+s], hue shift from [-h, h]
+     * (fraction of a turn; 0 <= h <= 0.5). Saturation and hue act on RGB only.
+     */
     jitter: z
       .object({
         brightness: z.number().min(0).default(0.4),
         contrast: z.number().min(0).default(0.4),
+        saturation: z.number().min(0).default(0),
+        hue: z.number().min(0).max(0.5).default(0),
         p: probability.default(0.8),
       })
+      .strict()
+      .default({}),
+    /** Probability of converting a view to grayscale (MoCo v1/v2: 0.2); RGB only. */
+    grayscale: probability.default(0),
+    /** Gaussian blur with sigma from `sigma` (MoCo v2: [0.1, 2], p 0.5); kernel about 10% of the side. */
+    blur: z
+      .object({ p: probability.default(0), sigma: range.default([0.1, 2]) })
       .strict()
       .default({}),
   })

@@ -1,7 +1,15 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { AugmentationSchema, Rng, type TrainingDataset } from '@contrast/core';
-import { BatchAugmentation, sampleCropBox } from './augment.js';
+import {
+  BatchAugmentation,
+  blurBatch,
+  gaussianKernels,
+  luminance,
+  rotateHue,
+  sampleCropBox,
+  saturate,
+} from './augment.js';
 import { gatherPixels, prefetch, stepsPerEpoch, twoViewBatches } from './batches.js';
 
 const input = { height: 28, width: 28, mean: [0], std: [1] };
@@ -136,5 +144,97 @@ describe('two-view batches', () => {
     const out: number[] = [];
     for await (const v of prefetch([1, 2, 3, 4, 5], 2)) out.push(v);
     expect(out).toEqual([1, 2, 3, 4, 5]);
+  });
+});
+
+describe('aug+ (MoCo v2): colour, grayscale, blur', () => {
+  const rgbInput = { height: 16, width: 16, channels: 3, mean: [0, 0, 0], std: [1, 1, 1] };
+  const only = (extra: Record<string, unknown>) =>
+    AugmentationSchema.parse({
+      crop: { scale: [1, 1], ratio: [1, 1] },
+      flip: 0,
+      jitter: { brightness: 0, contrast: 0, p: 0 },
+      ...extra,
+    });
+  const image = (seed: number, n = 4) =>
+    tf.tensor4d(new Rng(seed).uniformArray(n * 16 * 16 * 3, 0.2, 0.8), [n, 16, 16, 3]);
+
+  it('defaults draw nothing for aug+, so older configs keep their random stream', () => {
+    const p = new BatchAugmentation(AugmentationSchema.parse({}), rgbInput, new Rng(0)).drawParams(
+      8,
+    );
+    expect(Object.keys(p).sort()).toEqual(['boxes', 'brightness', 'contrast']);
+  });
+
+  it('grayscale output has three equal channels equal to the luma', () => {
+    const x = image(1);
+    const y = new BatchAugmentation(only({ grayscale: 1 }), rgbInput, new Rng(0)).apply(x);
+    const [r, g, b] = tf.split(y, 3, 3);
+    expect(tf.max(tf.abs(tf.sub(r!, g!))).dataSync()[0]).toBeLessThan(1e-6);
+    expect(tf.max(tf.abs(tf.sub(g!, b!))).dataSync()[0]).toBeLessThan(1e-6);
+    expect(tf.max(tf.abs(tf.sub(r!, luminance(x)))).dataSync()[0]).toBeLessThan(1e-5);
+    tf.dispose([x, y, r!, g!, b!]);
+  });
+
+  it('saturation 0 is grayscale, 1 is the identity; a hue turn keeps the luma and 0 / 1 turns are the identity', () => {
+    const x = image(2);
+    const id = (t: tf.Tensor) => tf.max(tf.abs(tf.sub(t, x))).dataSync()[0]!;
+    expect(id(saturate(x, tf.ones([4])))).toBeLessThan(1e-6);
+    const gray = saturate(x, tf.zeros([4]));
+    expect(tf.max(tf.abs(tf.sub(gray, luminance(x)))).dataSync()[0]).toBeLessThan(1e-6);
+    expect(id(rotateHue(x, tf.zeros([4])))).toBeLessThan(1e-3);
+    expect(id(rotateHue(x, tf.ones([4])))).toBeLessThan(1e-3);
+    const turned = rotateHue(x, tf.tensor1d([0.1, 0.2, 0.3, 0.4]));
+    expect(id(turned)).toBeGreaterThan(0.01);
+    // mid-range colours and small turns do not clip: the luma is untouched
+    const small = rotateHue(x, tf.fill([4], 0.05) as tf.Tensor1D);
+    expect(tf.max(tf.abs(tf.sub(luminance(small), luminance(x)))).dataSync()[0]).toBeLessThan(2e-3);
+    tf.dispose([x, gray, turned, small]);
+  });
+
+  it('Gaussian blur: kernels sum to 1, sigma 0 is the identity, a constant image stays constant, the mean is kept', () => {
+    const k = gaussianKernels(Float32Array.from([0, 0.5, 2]), 5);
+    for (let i = 0; i < 3; i++) {
+      expect(k.slice(i * 5, i * 5 + 5).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 6);
+    }
+    expect(Array.from(k.slice(0, 5))).toEqual([0, 0, 1, 0, 0]);
+    expect(k[12]!).toBeGreaterThan(k[11]!); // peaked at the centre
+    const flat = tf.fill([3, 16, 16, 3], 0.37) as tf.Tensor4D;
+    const blurredFlat = blurBatch(flat, k, 5);
+    expect(tf.max(tf.abs(tf.sub(blurredFlat, 0.37))).dataSync()[0]).toBeLessThan(1e-6);
+    const x = image(3, 3);
+    const y = blurBatch(x, k, 5);
+    expect(
+      tf.max(tf.abs(tf.sub(tf.slice(y, [0], [1]), tf.slice(x, [0], [1])))).dataSync()[0],
+    ).toBeLessThan(1e-6);
+    const means = (t: tf.Tensor) => Array.from(tf.mean(t, [1, 2, 3]).dataSync());
+    means(y).forEach((m, i) => expect(m).toBeCloseTo(means(x)[i]!, 2));
+    // and it smooths: neighbouring pixels differ less after the blur (image 2, sigma 2)
+    const roughness = (t: tf.Tensor) =>
+      tf
+        .mean(
+          tf.abs(
+            tf.sub(
+              tf.slice(t, [2, 0, 1, 0], [1, 16, 15, 3]),
+              tf.slice(t, [2, 0, 0, 0], [1, 16, 15, 3]),
+            ),
+          ),
+        )
+        .dataSync()[0]!;
+    expect(roughness(y)).toBeLessThan(0.5 * roughness(x));
+    tf.dispose([flat, blurredFlat, x, y]);
+  });
+
+  it('draws blur sigmas in range with the configured probability', () => {
+    const aug = new BatchAugmentation(
+      only({ blur: { p: 0.5, sigma: [0.1, 2] } }),
+      rgbInput,
+      new Rng(4),
+    );
+    const { sigma } = aug.drawParams(4000);
+    const on = Array.from(sigma!).filter((s) => s > 0);
+    expect(on.length / 4000).toBeCloseTo(0.5, 1);
+    expect(Math.min(...on)).toBeGreaterThanOrEqual(0.1);
+    expect(Math.max(...on)).toBeLessThanOrEqual(2);
   });
 });

@@ -2,3 +2,4 @@ export * from './idx.js';
 export * from './fashion-mnist.js';
 export * from './augment.js';
 export * from './batches.js';
+export * from './binary-datasets.js';

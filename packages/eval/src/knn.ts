@@ -76,16 +76,11 @@ export function knnAccuracy(
 ): KnnResult {
   const t0 = performance.now();
   const bs = options.batchSize ?? 500;
-  const m = options.bankSize ? Math.min(options.bankSize, dataset.train.n) : dataset.train.n;
+  const bankSplit = dataset.evalTrain ?? dataset.train;
+  const m = options.bankSize ? Math.min(options.bankSize, bankSplit.n) : bankSplit.n;
   const n = options.testSize ? Math.min(options.testSize, dataset.test.n) : dataset.test.n;
-  const bank = extractFeatures(
-    dataset.train,
-    m,
-    (s, e) => toBatch(dataset.train, s, e),
-    extract,
-    bs,
-  );
-  const bankLabels = tf.tensor1d(Int32Array.from(dataset.train.labels.subarray(0, m)), 'int32');
+  const bank = extractFeatures(bankSplit, m, (s, e) => toBatch(bankSplit, s, e), extract, bs);
+  const bankLabels = tf.tensor1d(Int32Array.from(bankSplit.labels.subarray(0, m)), 'int32');
   let correct = 0;
   for (let s = 0; s < n; s += 250) {
     const e = Math.min(s + 250, n);

@@ -9,7 +9,14 @@ import {
   type LossFactory,
   type Plugin,
 } from '@contrast/core';
-import { loadFashionMnist, subsetTrain } from '@contrast/data';
+import { join } from 'node:path';
+import {
+  loadCifar10,
+  loadCifar100,
+  loadFashionMnist,
+  loadStl10,
+  subsetTrain,
+} from '@contrast/data';
 import { createEncoder, ENCODER_NAMES } from '@contrast/models';
 
 /** Registries of everything built in, plus the given strategy plugins. */
@@ -25,9 +32,20 @@ export function createCatalog(
   };
   for (const p of plugins) catalog.plugins.register(p.name, p);
   for (const name of ENCODER_NAMES) catalog.encoders.register(name, createEncoder);
-  catalog.datasets.register('fashion-mnist', (data) =>
-    subsetTrain(loadFashionMnist(data.root), data.trainSubset),
-  );
+  const root = (data: { root?: string | undefined }, name: string) =>
+    data.root ?? join('data', name);
+  catalog.datasets
+    .register('fashion-mnist', (data) => subsetTrain(loadFashionMnist(data.root), data.trainSubset))
+    .register('cifar10', (data) =>
+      subsetTrain(loadCifar10(root(data, 'cifar10')), data.trainSubset),
+    )
+    .register('cifar100', (data) =>
+      subsetTrain(loadCifar100(root(data, 'cifar100')), data.trainSubset),
+    )
+    .register('stl10', (data) => subsetTrain(loadStl10(root(data, 'stl10')), data.trainSubset))
+    .register('stl10-unlabeled', (data) =>
+      subsetTrain(loadStl10(root(data, 'stl10'), { unlabeled: true }), data.trainSubset),
+    );
   catalog.losses
     .register('infonce', () => new InfoNceLoss())
     .register('nt-xent', () => new NtXentLoss())

@@ -97,7 +97,8 @@ export async function evaluateRun(
       log(`kNN top-1 ${(100 * r.accuracy).toFixed(2)}% (${r.bankSize} bank / ${r.testSize} test)`);
     } else {
       const probe = { ...LINEAR_PROBE_DEFAULTS, ...options.probe };
-      const n = options.trainSize ? Math.min(options.trainSize, dataset.train.n) : dataset.train.n;
+      const fitSplit = dataset.evalTrain ?? dataset.train;
+      const n = options.trainSize ? Math.min(options.trainSize, fitSplit.n) : fitSplit.n;
       const feats = (split: ImageSplit, count: number) =>
         extractFeatures(
           split,
@@ -107,14 +108,14 @@ export async function evaluateRun(
           500,
           false,
         );
-      const trainF = feats(dataset.train, n);
+      const trainF = feats(fitSplit, n);
       const testF = feats(dataset.test, dataset.test.n);
       log(
         `linear probe: ${n} x ${trainF.shape[1]} features; ${probe.epochs} epochs, lr ${probe.lr}, momentum ${probe.momentum}, wd ${probe.weightDecay}`,
       );
       try {
         const r = linearProbe(
-          { features: trainF, labels: Int32Array.from(dataset.train.labels.subarray(0, n)) },
+          { features: trainF, labels: Int32Array.from(fitSplit.labels.subarray(0, n)) },
           { features: testF, labels: Int32Array.from(dataset.test.labels) },
           dataset.numClasses,
           new Rng(config.seed),

@@ -27,7 +27,7 @@ export interface StepHarness {
   keyPolicy: KeyEncoderPolicy;
   source: NegativeSource;
   nextBatch(): TwoViewBatch;
-  /** The step clock schedules read (the harness leaves it to the test to advance). */
+  /** The step clock schedules read: step() advances it; set `total` for a schedule's length. */
   clock: TrainingClock;
   /** One training step on the next batch; returns the loss and pretext accuracy. */
   step(lr?: number): { loss: number; accuracy: number };
@@ -61,6 +61,8 @@ export function createStepHarness(input: ExperimentInput, catalog: Catalog): Ste
     epochs: Number.MAX_SAFE_INTEGER,
   });
   const nextBatch = () => batches.next().value as TwoViewBatch;
+  const clock = container.resolve(Tokens.Clock);
+  let done = 0;
   return {
     config,
     parts,
@@ -68,8 +70,9 @@ export function createStepHarness(input: ExperimentInput, catalog: Catalog): Ste
     keyPolicy,
     source,
     nextBatch,
-    clock: container.resolve(Tokens.Clock),
+    clock,
     step(lr = config.optim.lr) {
+      clock.step = done++; // as the trainer does: schedules see the steps completed
       const b = nextBatch();
       const out = contrastiveStep(parts, b, lr);
       const result = { loss: out.loss.dataSync()[0]!, accuracy: out.accuracy.dataSync()[0]! };

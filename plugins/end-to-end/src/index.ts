@@ -1,18 +1,14 @@
 import { injectable } from 'tsyringe';
 import { z } from 'zod';
 import {
+  BatchKeysSource,
   bindStrategy,
   ConfigError,
   definePlugin,
   NtXentLoss,
-  PluginError,
   SharedKeyEncoder,
   Tokens,
-  type Keys,
-  type KeysInput,
-  type NegativeSource,
   type Plugin,
-  Stateless,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'end-to-end';
@@ -27,12 +23,9 @@ export type EndToEndConfig = z.infer<typeof EndToEndConfigSchema>;
  * batch, so the dictionary size is tied to the batch size.
  */
 @injectable()
-export class InBatchSource extends Stateless implements NegativeSource {
-  readonly name = PLUGIN_NAME;
-
-  keys({ key }: KeysInput): Keys {
-    if (!key) throw new PluginError(PLUGIN_NAME, 'needs key embeddings from the shared encoder');
-    return { positive: key, negatives: 'in-batch' };
+export class InBatchSource extends BatchKeysSource {
+  constructor() {
+    super(PLUGIN_NAME);
   }
 }
 
