@@ -107,3 +107,45 @@ export async function initBackend(preference?: BackendPreference): Promise<Backe
   for (const w of warnings) console.warn(`[contrast] WARNING: ${w}`);
   return active;
 }
+
+/**
+ * TensorFlow's own JPEG / PNG / GIF / BMP decoder (tfjs-node), for image-folder
+ * datasets: bytes -> [H, W, channels] uint8. Needs the native backend.
+ */
+export function nativeImageDecoder(): (bytes: Uint8Array, channels: number) => tf.Tensor3D {
+  const decode = nativeNode().decodeImage;
+  return (bytes, channels) => decode(bytes, channels) as tf.Tensor3D;
+}
+
+/** TensorFlow's PNG and JPEG encoders (tfjs-node): [H, W, C] uint8 -> file bytes. */
+export function nativeImageEncoders(): {
+  png(image: tf.Tensor3D): Promise<Uint8Array>;
+  jpeg(image: tf.Tensor3D): Promise<Uint8Array>;
+} {
+  const node = nativeNode();
+  return { png: (i) => node.encodePng(i), jpeg: (i) => node.encodeJpeg(i) };
+}
+
+interface NodeImageOps {
+  decodeImage(b: Uint8Array, c: number): tf.Tensor;
+  encodePng(i: tf.Tensor3D): Promise<Uint8Array>;
+  encodeJpeg(i: tf.Tensor3D): Promise<Uint8Array>;
+}
+
+function nativeNode(): NodeImageOps {
+  let node: { node: NodeImageOps } | undefined;
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      node = require(pkg) as typeof node;
+      break;
+    } catch {
+      /* try the next */
+    }
+  }
+  if (!node) {
+    throw new BackendError('decoding images needs the native backend (@tensorflow/tfjs-node)', {
+      hint: 'run scripts/setup.sh, then contrast doctor',
+    });
+  }
+  return node.node;
+}

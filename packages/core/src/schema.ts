@@ -59,6 +59,10 @@ export const ExperimentSchema = z
         /** Train on the first n samples of a fixed permutation (0 = all). */
         trainSubset: z.number().int().min(0).default(0),
         dropLast: z.boolean().default(true),
+        /** image-folder: images are resized to this side on load. */
+        imageSize: positiveInt.default(64),
+        /** image-folder: fail on an unreadable file instead of skipping and counting it. */
+        strict: z.boolean().default(false),
         prefetch: z.number().int().min(0).default(2),
         augmentation: AugmentationSchema.default({}),
       })

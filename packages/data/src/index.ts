@@ -3,3 +3,4 @@ export * from './fashion-mnist.js';
 export * from './augment.js';
 export * from './batches.js';
 export * from './binary-datasets.js';
+export * from './image-folder.js';

@@ -22,6 +22,22 @@ describe('ResNet encoders', () => {
     tf.dispose([cifar, imagenet].flatMap((e) => e.parameters()));
   });
 
+  it('ResNet-50 (bottleneck blocks) has the torchvision parameter count and 2048 features', () => {
+    // torchvision resnet50: 25,557,032 with a 2048->1000 fc
+    const imagenet = createEncoder(spec({ encoder: 'resnet50', stem: 'imagenet' }), new Rng(0));
+    expect(imagenet.parameterCount()).toBe(25_557_032 - 2_049_000 + (2048 * 128 + 128));
+    expect(imagenet.featureDim).toBe(2048);
+    imagenet.dispose();
+    const small = createEncoder(spec({ encoder: 'resnet50', width: 0.125, dim: 8 }), new Rng(0));
+    const x = tf.randomUniform([2, 32, 32, 3]) as tf.Tensor4D;
+    const z = small.embed(x, true);
+    expect(z.shape).toEqual([2, 8]);
+    const f = small.features(x, false);
+    expect(f.shape).toEqual([2, 256]); // 8 * 8 * 4 channels at width 1/8
+    tf.dispose([x, z, f]);
+    small.dispose();
+  });
+
   it('produces L2-normalised embeddings of the right shapes, 1 or 3 channels', () => {
     for (const [channels, size] of [
       [1, 28],

@@ -37,7 +37,54 @@ class BasicBlock {
   }
 }
 
-export const RESNET_DEPTHS = { resnet18: [2, 2, 2, 2], resnet34: [3, 4, 6, 3] } as const;
+/**
+ * Bottleneck block (ResNet-50 and deeper, torchvision's "v1.5": the stride sits
+ * on the 3x3 conv): 1x1 reduce -> 3x3 -> 1x1 expand (x4), projection shortcut
+ * when the shape changes.
+ */
+class Bottleneck {
+  static readonly expansion = 4;
+  private readonly convs: Conv[];
+  private readonly bns: BatchNorm[];
+  private readonly shortcut?: { conv: Conv; bn: BatchNorm };
+
+  constructor(s: ParamStore, name: string, cin: number, mid: number, stride: number) {
+    const cout = mid * Bottleneck.expansion;
+    this.convs = [
+      new Conv(s, `${name}/conv1`, 1, cin, mid, 1, 0),
+      new Conv(s, `${name}/conv2`, 3, mid, mid, stride, 1),
+      new Conv(s, `${name}/conv3`, 1, mid, cout, 1, 0),
+    ];
+    this.bns = [
+      new BatchNorm(s, `${name}/bn1`, mid),
+      new BatchNorm(s, `${name}/bn2`, mid),
+      new BatchNorm(s, `${name}/bn3`, cout),
+    ];
+    if (stride !== 1 || cin !== cout) {
+      this.shortcut = {
+        conv: new Conv(s, `${name}/shortcut/conv`, 1, cin, cout, stride, 0),
+        bn: new BatchNorm(s, `${name}/shortcut/bn`, cout),
+      };
+    }
+  }
+
+  apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D {
+    let y = x;
+    this.convs.forEach((conv, i) => {
+      y = this.bns[i]!.apply(conv.apply(y), training);
+      if (i < 2) y = tf.relu(y);
+    });
+    const id = this.shortcut ? this.shortcut.bn.apply(this.shortcut.conv.apply(x), training) : x;
+    return tf.relu(tf.add(y, id)) as tf.Tensor4D;
+  }
+}
+
+/** Blocks per stage and block type of each ResNet. */
+export const RESNETS = {
+  resnet18: { depths: [2, 2, 2, 2], block: 'basic' },
+  resnet34: { depths: [3, 4, 6, 3], block: 'basic' },
+  resnet50: { depths: [3, 4, 6, 3], block: 'bottleneck' },
+} as const;
 
 /**
  * ResNet with basic blocks (He et al. 2016). Stems: 'cifar' = 3x3 conv stride 1,
@@ -48,7 +95,7 @@ class ResNetBackbone implements Backbone {
   readonly featureDim: number;
   private readonly stemConv: Conv;
   private readonly stemBn: BatchNorm;
-  private readonly blocks: BasicBlock[] = [];
+  private readonly blocks: { apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D }[] = [];
 
   constructor(
     s: ParamStore,
@@ -56,6 +103,7 @@ class ResNetBackbone implements Backbone {
     stem: 'cifar' | 'imagenet',
     width: number,
     channels: number,
+    block: 'basic' | 'bottleneck' = 'basic',
   ) {
     const w0 = Math.max(1, Math.round(64 * width));
     this.stemConv =
@@ -66,12 +114,17 @@ class ResNetBackbone implements Backbone {
     this.maxPool = stem === 'imagenet';
     let cin = w0;
     depths.forEach((count, stage) => {
-      const cout = w0 * 2 ** stage;
+      const planes = w0 * 2 ** stage;
       for (let i = 0; i < count; i++) {
-        this.blocks.push(
-          new BasicBlock(s, `layer${stage + 1}/${i}`, cin, cout, i === 0 && stage > 0 ? 2 : 1),
-        );
-        cin = cout;
+        const name = `layer${stage + 1}/${i}`;
+        const stride = i === 0 && stage > 0 ? 2 : 1;
+        if (block === 'bottleneck') {
+          this.blocks.push(new Bottleneck(s, name, cin, planes, stride));
+          cin = planes * Bottleneck.expansion;
+        } else {
+          this.blocks.push(new BasicBlock(s, name, cin, planes, stride));
+          cin = planes;
+        }
       }
     });
     this.featureDim = cin;
@@ -151,14 +204,15 @@ export class ContrastEncoder implements Encoder {
     if (model.encoder === 'convnet')
       this.backbone = new ConvNetBackbone(this.store, model.width, input.channels);
     else {
-      const depths = RESNET_DEPTHS[model.encoder as keyof typeof RESNET_DEPTHS];
-      if (!depths) throw new ConfigError('model.encoder', `no ResNet depth for '${model.encoder}'`);
+      const net = RESNETS[model.encoder as keyof typeof RESNETS];
+      if (!net) throw new ConfigError('model.encoder', `no ResNet named '${model.encoder}'`);
       this.backbone = new ResNetBackbone(
         this.store,
-        depths,
+        net.depths,
         model.stem,
         model.width,
         input.channels,
+        net.block,
       );
     }
     this.featureDim = this.backbone.featureDim;
@@ -217,7 +271,7 @@ export class ContrastEncoder implements Encoder {
   }
 }
 
-export const ENCODER_NAMES = ['resnet18', 'resnet34', 'convnet'] as const;
+export const ENCODER_NAMES = ['resnet18', 'resnet34', 'resnet50', 'convnet'] as const;
 
 export function createEncoder(spec: EncoderSpec, rng: Rng): ContrastEncoder {
   return new ContrastEncoder(spec, { rng });

@@ -14,10 +14,12 @@ import {
   loadCifar10,
   loadCifar100,
   loadFashionMnist,
+  loadImageFolder,
   loadStl10,
   subsetTrain,
 } from '@contrast/data';
 import { createEncoder, ENCODER_NAMES } from '@contrast/models';
+import { nativeImageDecoder } from '@contrast/backend';
 
 /** Registries of everything built in, plus the given strategy plugins. */
 export function createCatalog(
@@ -43,6 +45,16 @@ export function createCatalog(
       subsetTrain(loadCifar100(root(data, 'cifar100')), data.trainSubset),
     )
     .register('stl10', (data) => subsetTrain(loadStl10(root(data, 'stl10')), data.trainSubset))
+    .register('image-folder', (data) =>
+      subsetTrain(
+        loadImageFolder(root(data, 'images'), {
+          decode: nativeImageDecoder(),
+          size: data.imageSize,
+          strict: data.strict,
+        }),
+        data.trainSubset,
+      ),
+    )
     .register('stl10-unlabeled', (data) =>
       subsetTrain(loadStl10(root(data, 'stl10'), { unlabeled: true }), data.trainSubset),
     );

@@ -99,6 +99,12 @@ export async function runExperiment(
     : createRunDirectory(config.tracking.dir, config.name);
   const local = new LocalRunTracker(run);
   const dataset = container.resolve<TrainingDataset>(Tokens.Dataset);
+  const skipped = (dataset as { skipped?: string[] }).skipped ?? [];
+  if (skipped.length) {
+    log(
+      `${dataset.name}: skipped ${skipped.length} unreadable files (first: ${skipped[0]}); data.strict: true refuses them`,
+    );
+  }
   const tracker = uri
     ? new MlflowTracker(local, {
         uri,
