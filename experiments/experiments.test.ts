@@ -8,10 +8,7 @@ import { expandStudy, loadStudy } from '@contrast/study';
 import { createCatalog, runExperiment } from '@contrast/trainer';
 
 const here = import.meta.dirname;
-const yamls = [
-  ...readdirSync(here).filter((f) => f.endsWith('.yaml')),
-  ...readdirSync(join(here, 'recipes')).map((f) => join('recipes', f)),
-];
+const yamls = readdirSync(here).filter((f) => f.endsWith('.yaml'));
 
 /** Runs the CLI in-process; returns exit code and what it wrote to stderr. */
 async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
@@ -29,7 +26,7 @@ async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
 
 describe('experiment files', () => {
   it("the recipes encode the papers' settings", () => {
-    const load = (f: string) => loadExperiment(join(here, 'recipes', f));
+    const load = (f: string) => loadExperiment(join(here, f));
     const v1 = load('moco-v1.yaml');
     expect([v1.strategy.queueSize, v1.strategy.momentum, v1.loss.temperature]).toEqual([
       65536, 0.999, 0.07,
