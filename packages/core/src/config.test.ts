@@ -93,3 +93,50 @@ describe('experiment config', () => {
     );
   });
 });
+
+describe('extends', () => {
+  const dir = () => mkdtempSync(join(tmpdir(), 'contrast-extends-'));
+
+  it('merges mappings key by key through a chain; lists and values are replaced', () => {
+    const d = dir();
+    writeFileSync(
+      join(d, 'base.yaml'),
+      'name: base\nstrategy: { name: momentum-queue, queueSize: 4096, momentum: 0.99 }\n' +
+        'optim: { lr: 0.03, epochs: 4 }\ndata: { augmentation: { crop: { scale: [0.2, 1] } } }\n',
+    );
+    writeFileSync(join(d, 'mid.yaml'), 'extends: base.yaml\nname: mid\noptim: { epochs: 8 }\n');
+    writeFileSync(
+      join(d, 'leaf.yaml'),
+      'extends: mid.yaml\nname: leaf\nstrategy: { momentum: 0.999 }\ndata: { augmentation: { crop: { scale: [0.08, 1] } } }\n',
+    );
+    const c = loadExperiment(join(d, 'leaf.yaml'));
+    expect(c.name).toBe('leaf');
+    expect(c.optim).toMatchObject({ lr: 0.03, epochs: 8 });
+    expect(c.strategy).toMatchObject({ name: 'momentum-queue', queueSize: 4096, momentum: 0.999 });
+    expect(c.data.augmentation.crop.scale).toEqual([0.08, 1]);
+    // --set still applies last
+    expect(loadExperiment(join(d, 'leaf.yaml'), ['optim.epochs=2']).optim.epochs).toBe(2);
+  });
+
+  it('a different strategy replaces the whole section', () => {
+    const d = dir();
+    writeFileSync(
+      join(d, 'base.yaml'),
+      'name: b\nstrategy: { name: momentum-queue, queueSize: 64 }\n',
+    );
+    writeFileSync(join(d, 'e2e.yaml'), 'extends: base.yaml\nstrategy: { name: end-to-end }\n');
+    expect(loadExperiment(join(d, 'e2e.yaml')).strategy).toEqual({ name: 'end-to-end' });
+  });
+
+  it('refuses a cycle and a missing base, naming the field', () => {
+    const d = dir();
+    writeFileSync(join(d, 'a.yaml'), 'extends: b.yaml\nname: a\n');
+    writeFileSync(join(d, 'b.yaml'), 'extends: a.yaml\nname: b\n');
+    const cycle = configError(() => loadExperiment(join(d, 'a.yaml')));
+    expect(cycle.field).toBe('extends');
+    expect(cycle.message).toContain('cycle');
+    writeFileSync(join(d, 'c.yaml'), 'extends: nowhere.yaml\nname: c\n');
+    const missing = configError(() => loadExperiment(join(d, 'c.yaml')));
+    expect(missing.message).toContain('nowhere.yaml does not exist');
+  });
+});

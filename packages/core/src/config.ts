@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
@@ -127,8 +128,61 @@ export function applySettings(
   return out;
 }
 
-/** Reads an experiment YAML file into a plain object (not yet validated). */
-export function readExperimentFile(path: string): Record<string, unknown> {
+const isMap = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * `extends` inheritance: mappings merge key by key, the child winning; lists and
+ * values are replaced. A child naming a different strategy replaces the whole
+ * strategy section (the base's plugin options belong to the base's plugin).
+ */
+export function mergeExperiment(
+  base: Record<string, unknown>,
+  child: Record<string, unknown>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = structuredClone(base);
+  for (const [k, v] of Object.entries(child)) {
+    const b = out[k];
+    const otherStrategy =
+      k === 'strategy' && isMap(v) && isMap(b) && v.name !== undefined && v.name !== b.name;
+    out[k] = isMap(v) && isMap(b) && !otherStrategy ? mergeExperiment(b, v) : structuredClone(v);
+  }
+  return out;
+}
+
+/**
+ * Reads an experiment YAML file into a plain object (not yet validated),
+ * following `extends: <path relative to the file>` chains.
+ */
+export function readExperimentFile(
+  path: string,
+  chain: readonly string[] = [],
+): Record<string, unknown> {
+  const doc = readYamlMapping(path);
+  const ext = doc.extends;
+  if (ext === undefined) return doc;
+  if (typeof ext !== 'string' || ext === '') {
+    throw new ConfigError('extends', `in ${path} must be the path of another experiment YAML`, {
+      hint: 'e.g. extends: moco-fmnist.yaml (relative to this file)',
+    });
+  }
+  const here = resolve(path);
+  const basePath = resolve(dirname(here), ext);
+  if ([...chain, here].includes(basePath)) {
+    throw new ConfigError('extends', `cycle: ${[...chain, here, basePath].join(' -> ')}`, {
+      hint: 'an experiment cannot extend itself, directly or through others',
+    });
+  }
+  if (!existsSync(basePath)) {
+    throw new ConfigError('extends', `in ${path}: ${basePath} does not exist`, {
+      hint: 'the path is relative to the file that extends it',
+    });
+  }
+  const { extends: _ext, ...own } = doc;
+  return mergeExperiment(readExperimentFile(basePath, [...chain, here]), own);
+}
+
+function readYamlMapping(path: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
