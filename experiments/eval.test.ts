@@ -92,6 +92,16 @@ tracking: { dir: ${join(root, 'runs')} }
     });
   });
 
+  it('a run ends with alignment and uniformity of its embeddings on test images', () => {
+    const { alignment, uniformity } = run.result;
+    expect(alignment).toBeGreaterThan(0); // two different views never embed identically
+    expect(alignment).toBeLessThan(2); // better than orthogonal views on average
+    expect(uniformity).toBeLessThan(0);
+    expect(uniformity).toBeGreaterThan(-4); // log E exp(-2 d^2) >= -2 * 4 ... and far from it at this size
+    const summary = JSON.parse(readFileSync(join(run.runPath, 'summary.json'), 'utf8'));
+    expect(summary.alignment).toBe(alignment);
+  });
+
   it('refuses a folder that is not a run, and a bad flag', async () => {
     const r = await cli(['eval', 'linear', tmpdir()]);
     expect(r.code).toBe(2);

@@ -140,6 +140,8 @@ export const ExperimentSchema = z
           .default({}),
         /** Also report kNN on raw pixels and on a randomly initialised encoder. */
         baselines: z.boolean().default(true),
+        /** Alignment and uniformity (Wang & Isola) on this many test images at the end (0 = off). */
+        alignUniform: z.number().int().min(0).default(1000),
       })
       .strict()
       .default({}),

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import type { ImageSplit, TrainingDataset } from '@contrast/core';
-import { knnOnPixels, knnPredict } from './knn.js';
+import { alignmentUniformity, knnOnPixels, knnPredict } from './knn.js';
 
 describe('weighted kNN', () => {
   it('votes with weight exp(sim / t) (hand-computed)', () => {
@@ -61,5 +61,32 @@ describe('weighted kNN', () => {
     expect(r.accuracy).toBe(1);
     expect(r).toMatchObject({ bankSize: 4, testSize: 2 });
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe('alignment and uniformity (Wang & Isola)', () => {
+  it('matches hand values: identical views align perfectly; antipodal pairs are maximally uniform', () => {
+    const a = tf.tensor2d([
+      [1, 0],
+      [-1, 0],
+    ]);
+    // views identical: alignment 0; the two points are antipodal: ||x - y||^2 = 4 -> log exp(-8) = -8
+    const r = alignmentUniformity({ a, b: a });
+    expect(r.alignment).toBeCloseTo(0, 6);
+    expect(r.uniformity).toBeCloseTo(-8, 4);
+    // orthogonal views: ||x - x+||^2 = 2 each
+    const b = tf.tensor2d([
+      [0, 1],
+      [0, -1],
+    ]);
+    expect(alignmentUniformity({ a, b }).alignment).toBeCloseTo(2, 6);
+    // all points equal: uniformity log 1 = 0 (the worst)
+    const same = tf.tensor2d([
+      [0.6, 0.8],
+      [0.6, 0.8],
+      [0.6, 0.8],
+    ]);
+    expect(alignmentUniformity({ a: same, b: same }).uniformity).toBeCloseTo(0, 5);
+    tf.dispose([a, b, same]);
   });
 });

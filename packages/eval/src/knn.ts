@@ -124,3 +124,29 @@ export function knnOnPixels(
     options,
   );
 }
+
+/**
+ * Alignment and uniformity (Wang & Isola 2020) of L2-normalised embeddings on
+ * held-out images: alignment = E ||f(x) - f(x+)||^2 over two augmented views of
+ * the same image; uniformity = log E exp(-2 ||f(x) - f(y)||^2) over pairs of
+ * different images. Lower is better for both.
+ */
+export function alignmentUniformity(views: { a: tf.Tensor2D; b: tf.Tensor2D }): {
+  alignment: number;
+  uniformity: number;
+} {
+  return tf.tidy(() => {
+    const { a, b } = views;
+    const n = a.shape[0];
+    const alignment = tf.mean(tf.sum(tf.square(tf.sub(a, b)), 1));
+    // ||x - y||^2 = 2 - 2 x.y for unit vectors; off-diagonal pairs only
+    const sq = tf.sub(2, tf.mul(2, tf.matMul(a, a, false, true)));
+    const offDiag = tf.sub(1, tf.eye(n));
+    const e = tf.mul(tf.exp(tf.mul(sq, -2)), offDiag);
+    const uniformity = tf.log(tf.div(tf.sum(e), n * (n - 1)));
+    return {
+      alignment: alignment.dataSync()[0]!,
+      uniformity: uniformity.dataSync()[0]!,
+    };
+  });
+}

@@ -156,6 +156,9 @@ export async function runExperiment(
       },
       knn_per_epoch: result.knnPerEpoch,
       img_per_sec: result.imgPerSec,
+      ...(result.alignment !== undefined
+        ? { alignment: result.alignment, uniformity: result.uniformity }
+        : {}),
       wall_seconds: result.wallSeconds,
       peak_rss_mb: result.peakRssMb,
       backend: tf.getBackend(),

@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { inject, injectable } from 'tsyringe';
 import {
   encodeBundle,
+  Rng,
   StateError,
   type DecodedBundle,
   Tokens,
@@ -14,7 +15,6 @@ import {
   type KeyEncoderPolicy,
   type Loss,
   type NegativeSource,
-  type Rng,
   type StateTensors,
   type Tracker,
   type TrainingClock,
@@ -23,13 +23,14 @@ import {
 import {
   BatchAugmentation,
   disposeBatch,
+  gatherPixels,
   prefetch,
   splitBatch,
   stepsPerEpoch,
   TENSORS_PER_BATCH,
   twoViewBatches,
 } from '@contrast/data';
-import { knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
+import { alignmentUniformity, knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
 import { writeCheckpoint } from './checkpoint.js';
 import { Progress } from './progress.js';
 import { createOptimizer, scheduledLr, type Optimizer } from './sgd.js';
@@ -50,6 +51,9 @@ export interface TrainResult {
   tensorsAfterStep: number[];
   /** The last checkpoint written: path, size and write time. */
   lastCheckpoint?: { path: string; bytes: number; seconds: number };
+  /** Wang & Isola's alignment and uniformity of the final embeddings on test images. */
+  alignment?: number;
+  uniformity?: number;
 }
 
 /** Where and how often the loop checkpoints. */
@@ -321,7 +325,10 @@ export class Trainer {
       knnResult.trained = this.knn().accuracy;
       knnPerEpoch.push({ epoch: lastEpoch + 1, accuracy: knnResult.trained });
     }
+    const au = this.alignUniform();
+    if (au) this.tracker.logMetrics({ step, epoch: lastEpoch + 1, ...au });
     return {
+      ...(au ?? {}),
       status,
       steps: step,
       epochs: lastEpoch + 1,
@@ -334,6 +341,35 @@ export class Trainer {
       tensorsAfterStep,
       ...(lastCheckpoint ? { lastCheckpoint } : {}),
     };
+  }
+
+  /**
+   * Alignment / uniformity of the embeddings (eval-mode BN) on the first
+   * eval.alignUniform test images, two views each from a fixed-seed augmentation
+   * (independent of the training streams).
+   */
+  alignUniform(): { alignment: number; uniformity: number } | undefined {
+    const n = Math.min(this.config.eval.alignUniform, this.dataset.test.n);
+    if (n < 2) return undefined;
+    const aug = new BatchAugmentation(
+      this.config.data.augmentation,
+      this.dataset,
+      new Rng(this.config.seed + 7919),
+    );
+    const views = { a: [] as tf.Tensor2D[], b: [] as tf.Tensor2D[] };
+    for (let s = 0; s < n; s += 250) {
+      const idx = Array.from({ length: Math.min(250, n - s) }, (_, i) => s + i);
+      tf.tidy(() => {
+        const x = gatherPixels(this.dataset.test, idx, this.dataset);
+        views.a.push(tf.keep(this.encoder.embed(aug.apply(x), false)));
+        views.b.push(tf.keep(this.encoder.embed(aug.apply(x), false)));
+      });
+    }
+    const a = tf.concat(views.a, 0) as tf.Tensor2D;
+    const b = tf.concat(views.b, 0) as tf.Tensor2D;
+    const r = alignmentUniformity({ a, b });
+    tf.dispose([a, b, ...views.a, ...views.b]);
+    return r;
   }
 
   /** Everything trained: encoder (BN statistics too), key encoder, strategy state, optimizer slots. */
