@@ -62,6 +62,14 @@ describe('experiment files', () => {
     expect(() => checkNames(config, createCatalog(builtinPlugins()))).not.toThrow();
   });
 
+  it.each(readdirSync(join(here, 'studies')))('built-in study %s expands to valid runs', (f) => {
+    const file = join(here, 'studies', f);
+    const runs = expandStudy(loadStudy(file), file, { runsDir: 'unused' });
+    expect(runs.length).toBeGreaterThanOrEqual(4);
+    const catalog = createCatalog(builtinPlugins());
+    for (const r of runs) expect(() => checkNames(r.config, catalog)).not.toThrow();
+  });
+
   it('the mechanisms study expands to 9 valid runs over the three strategies', () => {
     const file = join(here, 'mechanisms', 'study.yaml');
     const runs = expandStudy(loadStudy(file), file, { runsDir: 'unused' });

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -59,5 +59,44 @@ describe('running a study', () => {
         .split('\n'),
     ).toHaveLength(3);
     expect(readFileSync(join(dir, 'out', 'table.md'), 'utf8')).toContain('| momentum-queue |');
+  });
+
+  it('an axes study with seeds: mean ± std in the table, alignment / uniformity columns, a linear plot', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    writeStudy(dir);
+    writeFileSync(
+      join(dir, 'axes.yaml'),
+      'name: axes\nbase: base.yaml\nx: momentum m\nxScale: linear\naxis: strategy.momentum\n' +
+        'grid:\n  strategy.momentum: [0, 0.99]\nseeds: [0, 1]\n',
+    );
+    const out = await runStudy(join(dir, 'axes.yaml'), createCatalog(builtinPlugins()), {
+      out: join(dir, 'axes-out'),
+      progress: false,
+      log: () => {},
+    });
+    expect(out.results).toHaveLength(4);
+    expect(new Set(out.results.map((r) => r.seed))).toEqual(new Set([0, 1]));
+    const table = readFileSync(join(dir, 'axes-out', 'table.md'), 'utf8');
+    expect(table).toContain('| series | 0 | 0.99 |');
+    expect(table).toMatch(/\| axes \| \d+\.\d\d ± \d+\.\d\d \| \d+\.\d\d ± \d+\.\d\d \|/);
+    expect(table).toContain('Alignment / uniformity');
+    const png = readFileSync(join(dir, 'axes-out', 'knn-vs-k.png'));
+    expect(png.subarray(1, 4).toString()).toBe('PNG');
+  });
+
+  it('refuses a strategy axis that names no field, before anything trains', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    writeStudy(dir);
+    writeFileSync(
+      join(dir, 'typo.yaml'),
+      'name: typo\nbase: base.yaml\naxis: strategy.momentun\ngrid:\n  strategy.momentun: [0.9]\n',
+    );
+    const e = await runStudy(join(dir, 'typo.yaml'), createCatalog(builtinPlugins()), {
+      out: join(dir, 'typo-out'),
+      progress: false,
+      log: () => {},
+    }).catch((x: unknown) => x);
+    expect((e as Error).message).toContain("did you mean 'momentum'");
+    expect(existsSync(join(dir, 'typo-out', 'runs'))).toBe(false);
   });
 });

@@ -1,4 +1,6 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { parseArgs } from 'node:util';
 import { ConfigError, isContrastError, loadExperiment, type Plugin } from '@contrast/core';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
@@ -123,7 +125,21 @@ async function study(args: string[]): Promise<number> {
       process.stderr.write(`contrast: no results.jsonl with results in ${target}\n`);
       return 2;
     }
-    const files = await writeReport(target, results, target);
+    const saved = join(target, 'study.yaml');
+    const meta = existsSync(saved)
+      ? (parseYaml(readFileSync(saved, 'utf8')) as {
+          description?: string;
+          x?: string;
+          xScale?: 'log' | 'linear';
+        })
+      : {};
+    const files = await writeReport(
+      target,
+      results,
+      meta.description || target,
+      meta.x,
+      meta.xScale,
+    );
     process.stdout.write(`${files.join('\n')}\n`);
     return 0;
   }
@@ -136,7 +152,6 @@ async function study(args: string[]): Promise<number> {
     progress: !values.quiet,
     ...(values.out ? { out: values.out } : {}),
   });
-  const { readFileSync } = await import('node:fs');
   process.stdout.write(`${readFileSync(reportFiles[0]!, 'utf8')}\n`);
   process.stdout.write(
     `${results.length} runs; wall time ${((performance.now() - t0) / 60000).toFixed(1)} min\nreport: ${reportFiles.join(', ')}\nin ${outDir}\n`,

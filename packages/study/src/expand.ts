@@ -14,8 +14,57 @@ export interface StudyRun {
   /** Short hash of the resolved config: the run's identity (finished runs are skipped). */
   id: string;
   series: string;
+  /** Position on the x axis. */
   k: number;
+  /** The x value as written (axes form), for table headers. */
+  xLabel?: string;
+  seed: number;
   config: ExperimentConfig;
+}
+
+interface Point {
+  k: number;
+  label?: string;
+  set: Record<string, unknown>;
+}
+
+/** Grid / zip axes as series of points: fields other than the axis make the series. */
+export function axesToSeries(
+  study: Study,
+): { label: string; set: Record<string, unknown>; points: Point[] }[] {
+  if (study.series) return study.series;
+  const axis = study.axis!;
+  const grid = study.grid ?? {};
+  const zip = study.zip ?? {};
+  const asK = (v: unknown, i: number) =>
+    typeof v === 'number' ? v : typeof v === 'boolean' ? Number(v) : i;
+  const points: Point[] =
+    axis in zip
+      ? zip[axis]!.map((v, i) => ({
+          k: asK(v, i),
+          label: JSON.stringify(v),
+          set: Object.fromEntries(Object.entries(zip).map(([f, vs]) => [f, vs[i]])),
+        }))
+      : grid[axis]!.map((v, i) => ({ k: asK(v, i), label: JSON.stringify(v), set: { [axis]: v } }));
+  if (!(axis in zip) && Object.keys(zip).length > 0) {
+    throw new ConfigError('zip', 'with the axis in grid, zip lists would have no row to follow', {
+      hint: 'put the axis field in zip, or move the zipped fields into grid',
+    });
+  }
+  let combos: Record<string, unknown>[] = [{}];
+  for (const [field, values] of Object.entries(grid)) {
+    if (field === axis) continue;
+    combos = combos.flatMap((c) => values.map((v) => ({ ...c, [field]: v })));
+  }
+  return combos.map((c) => ({
+    label: Object.keys(c).length
+      ? Object.entries(c)
+          .map(([f, v]) => `${f}=${JSON.stringify(v)}`)
+          .join(', ')
+      : study.name,
+    set: c,
+    points,
+  }));
 }
 
 export function loadStudy(file: string): Study {
@@ -41,36 +90,50 @@ export function expandStudy(
   const scale = options.scale ?? 1;
   if (!(scale > 0)) throw new ConfigError('--scale', `must be > 0, got ${scale}`);
   const runs: StudyRun[] = [];
-  for (const series of study.series) {
-    for (const point of series.points) {
-      const raw = applySettings(base, { ...study.set, ...series.set, ...point.set });
-      let config: ExperimentConfig;
-      try {
-        config = parseExperiment(raw);
-      } catch (e) {
-        throw new ConfigError(
-          `series '${series.label}', k = ${point.k}`,
-          (e as Error).message.split('\n')[0] ?? String(e),
-          {
-            hint: 'fix the study file (settings are dotted paths of the experiment schema)',
-            cause: e,
+  for (const series of axesToSeries(study)) {
+    for (const point of series.points as Point[]) {
+      for (const seed of study.seeds) {
+        const settings = { ...study.set, ...series.set, ...point.set };
+        if (study.seeds.length > 1 || study.seeds[0] !== 0) settings.seed = seed;
+        const raw = applySettings(base, settings);
+        let config: ExperimentConfig;
+        try {
+          config = parseExperiment(raw);
+        } catch (e) {
+          throw new ConfigError(
+            `series '${series.label}', k = ${point.k}`,
+            (e as Error).message.split('\n')[0] ?? String(e),
+            {
+              hint:
+                (e as { hint?: string }).hint ??
+                'fix the study file (settings are dotted paths of the experiment schema)',
+              cause: e,
+            },
+          );
+        }
+        const seedTag = study.seeds.length > 1 ? `-s${seed}` : '';
+        config = {
+          ...config,
+          name: `${study.name}-${series.label}-k${point.k}${seedTag}`.replace(/[^\w.-]/g, '_'),
+          optim: { ...config.optim, epochs: Math.max(1, Math.round(config.optim.epochs * scale)) },
+          data: {
+            ...config.data,
+            trainSubset:
+              config.data.trainSubset > 0 && config.data.trainSubset * scale < 60000
+                ? Math.round(config.data.trainSubset * scale)
+                : 0,
           },
-        );
+          tracking: { ...config.tracking, dir: options.runsDir },
+        };
+        runs.push({
+          id: configHash(config),
+          series: series.label,
+          k: point.k,
+          ...(point.label !== undefined ? { xLabel: point.label } : {}),
+          seed: config.seed,
+          config,
+        });
       }
-      config = {
-        ...config,
-        name: `${study.name}-${series.label}-k${point.k}`.replace(/[^\w.-]/g, '_'),
-        optim: { ...config.optim, epochs: Math.max(1, Math.round(config.optim.epochs * scale)) },
-        data: {
-          ...config.data,
-          trainSubset:
-            config.data.trainSubset > 0 && config.data.trainSubset * scale < 60000
-              ? Math.round(config.data.trainSubset * scale)
-              : 0,
-        },
-        tracking: { ...config.tracking, dir: options.runsDir },
-      };
-      runs.push({ id: configHash(config), series: series.label, k: point.k, config });
     }
   }
   return runs;

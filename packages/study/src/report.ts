@@ -10,7 +10,12 @@ export interface StudyResult {
   id: string;
   series: string;
   k: number;
+  /** The x value as written (axes form). */
+  xLabel?: string;
+  seed?: number;
   knn: number;
+  alignment?: number;
+  uniformity?: number;
   knnRandomInit?: number;
   knnRawPixels?: number;
   finalLoss: number;
@@ -33,21 +38,73 @@ export function readResults(outDir: string): StudyResult[] {
 const pct = (x: number | undefined) =>
   x === undefined || Number.isNaN(x) ? '' : (100 * x).toFixed(2);
 
-/** Mechanism x K table in markdown: kNN top-1 (%) per cell. */
-export function markdownTable(results: readonly StudyResult[], title: string): string {
+/** Mean and (sample) standard deviation. */
+export function meanStd(xs: readonly number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const std =
+    xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1)) : 0;
+  return { mean, std };
+}
+
+/** Results per (series, x), over seeds. */
+function groups(results: readonly StudyResult[]) {
   const series = [...new Set(results.map((r) => r.series))];
   const ks = [...new Set(results.map((r) => r.k))].sort((a, b) => a - b);
-  const cell = (s: string, k: number) =>
-    pct(results.find((r) => r.series === s && r.k === k)?.knn) || '-';
+  const at = (s: string, k: number) => results.filter((r) => r.series === s && r.k === k);
+  const column = (k: number) => {
+    const label = results.find((r) => r.k === k)?.xLabel;
+    return label === undefined ? `K = ${k}` : label;
+  };
+  return { series, ks, at, column };
+}
+
+function cellOf(
+  rs: readonly StudyResult[],
+  value: (r: StudyResult) => number | undefined,
+  digits: number,
+  scale = 1,
+): string {
+  const xs = rs.map(value).filter((x): x is number => x !== undefined && !Number.isNaN(x));
+  if (xs.length === 0) return '-';
+  const { mean, std } = meanStd(xs.map((x) => x * scale));
+  return xs.length > 1 ? `${mean.toFixed(digits)} ± ${std.toFixed(digits)}` : mean.toFixed(digits);
+}
+
+/** Series x value table in markdown: kNN top-1 (%), mean ± std over seeds. */
+export function markdownTable(results: readonly StudyResult[], title: string, xName = 'K'): string {
+  const { series, ks, at, column } = groups(results);
+  const seeds = new Set(results.map((r) => r.seed ?? 0)).size;
+  const header = (first: string) => [
+    `| ${first} | ${ks.map((k) => column(k)).join(' | ')} |`,
+    `|---|${ks.map(() => '---:').join('|')}|`,
+  ];
   const lines = [
     `## ${title}`,
     '',
-    'kNN top-1 accuracy (%) on the test split, by mechanism (rows) and K, negatives per query (columns).',
+    `kNN top-1 accuracy (%) on the test split; rows: series, columns: ${xName}${seeds > 1 ? `; mean ± std over ${seeds} seeds` : ''}.`,
     '',
-    `| mechanism | ${ks.map((k) => `K = ${k}`).join(' | ')} |`,
-    `|---|${ks.map(() => '---:').join('|')}|`,
-    ...series.map((s) => `| ${s} | ${ks.map((k) => cell(s, k)).join(' | ')} |`),
+    ...header('series'),
+    ...series.map(
+      (s) => `| ${s} | ${ks.map((k) => cellOf(at(s, k), (r) => r.knn, 2, 100)).join(' | ')} |`,
+    ),
   ];
+  if (results.some((r) => r.alignment !== undefined)) {
+    lines.push(
+      '',
+      'Alignment / uniformity (Wang & Isola 2020) of the final embeddings on test images (lower is better for both):',
+      '',
+      ...header('series'),
+      ...series.map(
+        (s) =>
+          `| ${s} | ${ks
+            .map(
+              (k) =>
+                `${cellOf(at(s, k), (r) => r.alignment, 3)} / ${cellOf(at(s, k), (r) => r.uniformity, 3)}`,
+            )
+            .join(' | ')} |`,
+      ),
+    );
+  }
   const init = results.map((r) => r.knnRandomInit).filter((x): x is number => x !== undefined);
   const pixels = results.map((r) => r.knnRawPixels).filter((x): x is number => x !== undefined);
   if (init.length)
@@ -68,7 +125,11 @@ export function csv(results: readonly StudyResult[]): string {
   const cols = [
     'series',
     'k',
+    'xLabel',
+    'seed',
     'knn',
+    'alignment',
+    'uniformity',
     'knnRandomInit',
     'knnRawPixels',
     'finalLoss',
@@ -95,8 +156,14 @@ export async function plotPng(
   results: readonly StudyResult[],
   title: string,
   xLabel: string,
+  xScale: 'log' | 'linear' = 'log',
 ): Promise<Buffer> {
-  const values = results.map((r) => ({ series: r.series, k: r.k, knn: 100 * r.knn }));
+  const { series, ks, at } = groups(results);
+  const values = series.flatMap((s) =>
+    ks
+      .filter((k) => at(s, k).length > 0)
+      .map((k) => ({ series: s, k, knn: 100 * meanStd(at(s, k).map((r) => r.knn)).mean })),
+  );
   const spec: TopLevelSpec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,
@@ -106,14 +173,19 @@ export async function plotPng(
     data: { values },
     mark: { type: 'line', point: { size: 60, filled: true }, strokeWidth: 2 },
     encoding: {
-      x: { field: 'k', type: 'quantitative', scale: { type: 'log', base: 2 }, title: xLabel },
+      x: {
+        field: 'k',
+        type: 'quantitative',
+        scale: xScale === 'log' ? { type: 'log', base: 2 } : { zero: false },
+        title: xLabel,
+      },
       y: {
         field: 'knn',
         type: 'quantitative',
         scale: { zero: false },
         title: 'kNN top-1 accuracy (%)',
       },
-      color: { field: 'series', type: 'nominal', title: 'mechanism' },
+      color: { field: 'series', type: 'nominal', title: 'series' },
     },
     config: { font: 'DejaVu Sans' },
   };
@@ -133,14 +205,15 @@ export async function writeReport(
   results: readonly StudyResult[],
   title: string,
   xLabel = 'K (negatives per query)',
+  xScale: 'log' | 'linear' = 'log',
 ): Promise<string[]> {
   const files = [
     join(outDir, 'table.md'),
     join(outDir, 'results.csv'),
     join(outDir, 'knn-vs-k.png'),
   ];
-  writeFileAtomic(files[0]!, markdownTable(results, title));
+  writeFileAtomic(files[0]!, markdownTable(results, title, xLabel));
   writeFileAtomic(files[1]!, csv(results));
-  writeFileAtomic(files[2]!, await plotPng(results, title, xLabel));
+  writeFileAtomic(files[2]!, await plotPng(results, title, xLabel, xScale));
   return files;
 }

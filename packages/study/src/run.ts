@@ -1,6 +1,13 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { TrackingError, writeFileAtomic, type Catalog } from '@contrast/core';
+import {
+  checkNames,
+  ConfigError,
+  parseWith,
+  TrackingError,
+  writeFileAtomic,
+  type Catalog,
+} from '@contrast/core';
 import { runExperiment } from '@contrast/trainer';
 import {
   hasMlflowState,
@@ -39,6 +46,23 @@ export async function runStudy(
     scale: options.scale ?? 1,
     runsDir: join(outDir, 'runs'),
   });
+  // every configuration is checked (names, plugin options) before the first one trains
+  for (const run of runs) {
+    try {
+      parseWith(checkNames(run.config, catalog).configSchema, run.config.strategy, 'strategy');
+    } catch (e) {
+      throw new ConfigError(
+        `series '${run.series}', x = ${run.xLabel ?? run.k}`,
+        (e as Error).message.split('\n')[0] ?? String(e),
+        {
+          hint:
+            (e as { hint?: string }).hint ??
+            'fix the study file: axes and settings are dotted paths of the experiment schema',
+          cause: e,
+        },
+      );
+    }
+  }
   writeFileAtomic(join(outDir, 'study.yaml'), stringify({ ...study, scale: options.scale ?? 1 }));
   const uri = runs[0]?.config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
   const experimentName = runs[0]?.config.tracking.experiment || study.name;
@@ -47,7 +71,7 @@ export async function runStudy(
     : undefined;
   const done = new Set(readResults(outDir).map((r) => r.id));
   for (const [i, run] of runs.entries()) {
-    const tag = `[${i + 1}/${runs.length}] ${run.series} K=${run.k}`;
+    const tag = `[${i + 1}/${runs.length}] ${run.series} ${run.xLabel ?? `K=${run.k}`}${run.seed ? ` seed ${run.seed}` : ''}`;
     if (done.has(run.id)) {
       log(`${tag}: already done, skipped`);
       continue;
@@ -66,7 +90,12 @@ export async function runStudy(
       id: run.id,
       series: run.series,
       k: run.k,
+      ...(run.xLabel !== undefined ? { xLabel: run.xLabel } : {}),
+      seed: run.seed,
       knn: result.knn.trained,
+      ...(result.alignment !== undefined
+        ? { alignment: result.alignment, uniformity: result.uniformity! }
+        : {}),
       ...(result.knn.randomInit !== undefined ? { knnRandomInit: result.knn.randomInit } : {}),
       ...(result.knn.rawPixels !== undefined ? { knnRawPixels: result.knn.rawPixels } : {}),
       finalLoss: result.finalLoss,
@@ -82,7 +111,13 @@ export async function runStudy(
     );
   }
   const results = readResults(outDir).filter((r) => runs.some((x) => x.id === r.id));
-  const reportFiles = await writeReport(outDir, results, study.description || study.name, study.x);
+  const reportFiles = await writeReport(
+    outDir,
+    results,
+    study.description || study.name,
+    study.x,
+    study.xScale,
+  );
   if (parent) {
     for (const f of [...reportFiles, join(outDir, 'results.jsonl')]) {
       parent.addArtifact(basename(f), basename(f));

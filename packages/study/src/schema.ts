@@ -19,6 +19,22 @@ export const StudySchema = z
     set: Settings,
     /** x axis label of the plot. */
     x: z.string().default('K (negatives per query)'),
+    /** 'log' (base 2, for K) or 'linear' (e.g. momentum, temperature). */
+    xScale: z.enum(['log', 'linear']).default('log'),
+    /**
+     * Axes form: `axis` is the swept field on the x axis; `grid` lists values per
+     * field (every combination runs; fields other than `axis` become series);
+     * `zip` lists values varied together (row i of every list is one run).
+     */
+    axis: z.string().min(1).optional(),
+    grid: z
+      .record(z.string(), z.array(z.unknown()).min(1, 'an axis needs at least one value'))
+      .optional(),
+    zip: z
+      .record(z.string(), z.array(z.unknown()).min(1, 'an axis needs at least one value'))
+      .optional(),
+    /** Each configuration runs once per seed; the report gives mean +- std. */
+    seeds: z.array(z.number().int().min(0)).min(1).default([0]),
     series: z
       .array(
         z
@@ -31,8 +47,41 @@ export const StudySchema = z
           })
           .strict(),
       )
-      .min(1, 'a study needs at least one series'),
+      .min(1, 'a study needs at least one series')
+      .optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((st, ctx) => {
+    const axes = { ...(st.grid ?? {}), ...(st.zip ?? {}) };
+    if (!st.series && Object.keys(axes).length === 0) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['grid'],
+        message: 'an empty study: give series, or a grid / zip with at least one axis',
+      });
+    }
+    if (st.series && Object.keys(axes).length > 0) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['series'],
+        message: 'use either series or grid / zip, not both',
+      });
+    }
+    if (Object.keys(axes).length > 0 && (!st.axis || !(st.axis in axes))) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['axis'],
+        message: `name the x-axis field, one of: ${Object.keys(axes).join(', ')}`,
+      });
+    }
+    const lengths = new Set(Object.values(st.zip ?? {}).map((v) => v.length));
+    if (lengths.size > 1) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['zip'],
+        message: 'zipped lists must have the same length',
+      });
+    }
+  });
 
 export type Study = z.infer<typeof StudySchema>;

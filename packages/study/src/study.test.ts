@@ -115,7 +115,7 @@ describe('study report', () => {
 
   it('tabulates mechanism x K with gaps marked', () => {
     const md = markdownTable(results, 'Mechanisms');
-    expect(md).toContain('| mechanism | K = 254 | K = 256 | K = 1024 |');
+    expect(md).toContain('| series | K = 254 | K = 256 | K = 1024 |');
     expect(md).toContain('| momentum-queue | - | 81.23 | 82.00 |');
     expect(md).toContain('| end-to-end | 79.00 | - | - |');
     expect(md).toContain('random-init encoder 74.00%, raw pixels 82.00%');
@@ -124,7 +124,7 @@ describe('study report', () => {
   it('writes a CSV with one row per run, quoting where needed', () => {
     const lines = csv(results).trim().split('\n');
     expect(lines).toHaveLength(4);
-    expect(lines[0]).toMatch(/^series,k,knn,/);
+    expect(lines[0]).toMatch(/^series,k,xLabel,seed,knn,/);
     expect(lines[3]).toContain('"/r,c"');
   });
 
@@ -137,5 +137,83 @@ describe('study report', () => {
     const height = png.readUInt32BE(20);
     expect(width).toBeGreaterThan(800);
     expect(height).toBeGreaterThan(500);
+  });
+});
+
+describe('axes studies: grid, zip, seeds', () => {
+  const head = `name: ax\nbase: base.yaml\n`;
+
+  it('a grid sweeps the axis; other grid fields make series; seeds repeat each configuration', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    const file = writeStudy(
+      dir,
+      `${head}axis: strategy.momentum\ngrid:\n  strategy.momentum: [0, 0.99]\n  loss.temperature: [0.1, 0.2]\nseeds: [0, 1]\n`,
+    );
+    const runs = expandStudy(loadStudy(file), file, { runsDir: 'x' });
+    expect(runs).toHaveLength(8);
+    expect(new Set(runs.map((r) => r.series))).toEqual(
+      new Set(['loss.temperature=0.1', 'loss.temperature=0.2']),
+    );
+    const first = runs.filter((r) => r.series === 'loss.temperature=0.2' && r.k === 0.99);
+    expect(first.map((r) => r.seed)).toEqual([0, 1]);
+    expect(first.map((r) => r.config.seed)).toEqual([0, 1]);
+    expect(first[0]!.config.strategy).toMatchObject({ momentum: 0.99 });
+    expect(first[0]!.config.loss.temperature).toBe(0.2);
+    expect(first[0]!.xLabel).toBe('0.99');
+    expect(new Set(runs.map((r) => r.id)).size).toBe(8);
+  });
+
+  it('zip varies fields together, one run per row', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    const file = writeStudy(
+      dir,
+      `${head}axis: optim.batchSize\nzip:\n  optim.batchSize: [16, 32]\n  optim.lr: [0.015, 0.03]\n`,
+    );
+    const runs = expandStudy(loadStudy(file), file, { runsDir: 'x' });
+    expect(runs.map((r) => [r.k, r.config.optim.batchSize, r.config.optim.lr])).toEqual([
+      [16, 16, 0.015],
+      [32, 32, 0.03],
+    ]);
+  });
+
+  it('refuses an empty study, a missing axis, unequal zips and an unknown field (with the nearest)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    expect(() => loadStudy(writeStudy(dir, head))).toThrow(/empty study/);
+    expect(() => loadStudy(writeStudy(dir, `${head}grid:\n  optim.lr: [0.1]\n`))).toThrow(
+      /name the x-axis field, one of: optim.lr/,
+    );
+    expect(() => loadStudy(writeStudy(dir, `${head}grid:\n  optim.lr: []\n`))).toThrow(
+      /at least one value/,
+    );
+    expect(() =>
+      loadStudy(
+        writeStudy(
+          dir,
+          `${head}axis: optim.lr\nzip:\n  optim.lr: [0.1, 0.2]\n  optim.momentum: [0.9]\n`,
+        ),
+      ),
+    ).toThrow(/same length/);
+    const typo = writeStudy(dir, `${head}axis: optim.lrr\ngrid:\n  optim.lrr: [0.1]\n`);
+    expect(() => expandStudy(loadStudy(typo), typo, { runsDir: 'x' })).toThrow(/did you mean 'lr'/);
+  });
+
+  it('reports mean ± std over seeds', () => {
+    const r = (seed: number, knn: number): StudyResult => ({
+      id: `r${seed}`,
+      series: 's',
+      k: 0.99,
+      xLabel: '0.99',
+      seed,
+      knn,
+      finalLoss: 1,
+      imgPerSec: 1,
+      wallSeconds: 1,
+      steps: 1,
+      epochs: 1,
+      runPath: '',
+    });
+    const table = markdownTable([r(0, 0.8), r(1, 0.82)], 'T', 'momentum');
+    expect(table).toContain('| s | 81.00 ± 1.41 |');
+    expect(table).toContain('mean ± std over 2 seeds');
   });
 });
