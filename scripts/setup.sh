@@ -39,6 +39,18 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
   fi
 fi
 
+# 3b. redis-server (Debian's) for distributed studies and their tests.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing redis-server from Debian"
+    [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -1)" ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    say "redis-server is missing: as root on Debian/Ubuntu, apt-get install -y redis-server"
+    exit 1
+  fi
+fi
+
 # 4. Build all packages (turbo caches unchanged ones).
 say "building"
 pnpm exec turbo run build --output-logs=errors-only

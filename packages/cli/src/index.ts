@@ -1,1 +1,2 @@
 export { main, builtinPlugins, formatResult } from './main.js';
+export * from './queue.js';

@@ -2,21 +2,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseArgs } from 'node:util';
-import { ConfigError, isContrastError, loadExperiment, type Plugin } from '@contrast/core';
+import { ConfigError, isContrastError, loadExperiment } from '@contrast/core';
+import { builtinPlugins } from './plugins.js';
+import { runStudyOnQueue, startWorker, studyStatus } from './queue.js';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
 import { fashionMnistDir } from '@contrast/data';
 import { createCatalog, evaluateRun, runExperiment, type TrainResult } from '@contrast/trainer';
-import { endToEndPlugin } from '@contrast/plugin-end-to-end';
-import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
-import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
-import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
 import { loadStudy, readResults, runStudy, writeReport } from '@contrast/study';
 import { syncRuns } from '@contrast/tracking';
 
-/** The strategy plugins this build of the command knows. */
-export function builtinPlugins(): Plugin[] {
-  return [endToEndPlugin(), memoryBankPlugin(), momentumQueuePlugin(), mocoV3Plugin()] as Plugin[];
-}
+export { builtinPlugins } from './plugins.js';
 
 const USAGE = `usage: contrast <command>
 
@@ -25,7 +20,10 @@ const USAGE = `usage: contrast <command>
                                                  (--fallback: use an older one if the newest is corrupt)
   doctor                                         check backend, threads, dataset, run folder
   study run <study.yaml> [--scale F] [--out DIR] run every configuration of a study, then report
+  study run <study.yaml> --queue redis://h:p    queue the configurations on BullMQ and wait for workers
+  study status <study.yaml> --queue redis://h:p show queued / running / done / failed configurations
   study report <study-output-dir>                rewrite table.md, results.csv and knn-vs-k.png
+  worker --queue redis://host:port               run queued study configurations, one at a time
   eval knn <run-dir> [--bank N] [--test N]       kNN top-1 of a run's encoder on the full splits
   eval linear <run-dir> [--epochs N] [--lr X] [--train N]
                                                  linear probe (frozen backbone; SGD lr 30, momentum 0.9,
@@ -112,10 +110,15 @@ async function study(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
-    options: { scale: { type: 'string' }, out: { type: 'string' }, quiet: { type: 'boolean' } },
+    options: {
+      scale: { type: 'string' },
+      out: { type: 'string' },
+      quiet: { type: 'boolean' },
+      queue: { type: 'string' },
+    },
   });
   const target = positionals[0];
-  if (!target || (sub !== 'run' && sub !== 'report')) {
+  if (!target || (sub !== 'run' && sub !== 'report' && sub !== 'status')) {
     process.stderr.write(USAGE);
     return 2;
   }
@@ -144,13 +147,36 @@ async function study(args: string[]): Promise<number> {
     return 0;
   }
   loadStudy(target); // validate before the backend loads
-  await initBackend();
   const scale = values.scale === undefined ? 1 : Number(values.scale);
+  const where = { scale, ...(values.out ? { out: values.out } : {}) };
+  if (sub === 'status') {
+    if (!values.queue)
+      throw new ConfigError('--queue', 'status reads the queue: give --queue redis://host:port');
+    const by = await studyStatus(target, createCatalog(builtinPlugins()), {
+      queue: values.queue,
+      ...where,
+    });
+    for (const [state, runs] of Object.entries(by)) {
+      process.stdout.write(`${state} (${runs.length})\n${runs.map((r) => `  ${r}`).join('\n')}\n`);
+    }
+    return 0;
+  }
   const t0 = performance.now();
+  if (values.queue) {
+    const r = await runStudyOnQueue(target, createCatalog(builtinPlugins()), {
+      queue: values.queue,
+      ...where,
+    });
+    process.stdout.write(`${readFileSync(r.reportFiles[0]!, 'utf8')}\n`);
+    process.stdout.write(
+      `${r.results.length} runs done, ${r.failed.length} failed; wall time ${((performance.now() - t0) / 60000).toFixed(1)} min\nin ${r.outDir}\n`,
+    );
+    return r.failed.length ? 1 : 0;
+  }
+  await initBackend();
   const { outDir, results, reportFiles } = await runStudy(target, createCatalog(builtinPlugins()), {
-    scale,
+    ...where,
     progress: !values.quiet,
-    ...(values.out ? { out: values.out } : {}),
   });
   process.stdout.write(`${readFileSync(reportFiles[0]!, 'utf8')}\n`);
   process.stdout.write(
@@ -208,6 +234,29 @@ async function evaluate(args: string[]): Promise<number> {
   return 0;
 }
 
+async function worker(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { queue: { type: 'string' }, 'lock-seconds': { type: 'string' } },
+  });
+  if (!values.queue) throw new ConfigError('--queue', 'a worker needs --queue redis://host:port');
+  const lockSeconds = values['lock-seconds'] === undefined ? 30 : Number(values['lock-seconds']);
+  if (!(lockSeconds > 0)) throw new ConfigError('--lock-seconds', 'must be a positive number');
+  const w = await startWorker({
+    queue: values.queue,
+    lockSeconds,
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
+  process.stderr.write(`[worker ${process.pid}] waiting for jobs on ${values.queue}\n`);
+  await new Promise<void>((resolveStop) => {
+    const stop = () => resolveStop();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await w.close();
+  return 0;
+}
+
 async function sync(args: string[]): Promise<number> {
   const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
   const target = positionals[0];
@@ -247,6 +296,8 @@ export async function main(argv: string[]): Promise<number> {
         return await evaluate(rest);
       case 'sync':
         return await sync(rest);
+      case 'worker':
+        return await worker(rest);
       case 'setup':
         return setup();
       case undefined:

@@ -17,7 +17,8 @@ import {
   systemTags,
 } from '@contrast/tracking';
 import { stringify } from 'yaml';
-import { expandStudy, loadStudy } from './expand.js';
+import { expandStudy, loadStudy, type StudyRun } from './expand.js';
+import type { Study } from './schema.js';
 import { readResults, writeReport, type StudyResult } from './report.js';
 
 export interface StudyOptions {
@@ -39,31 +40,7 @@ export async function runStudy(
   options: StudyOptions = {},
 ): Promise<{ outDir: string; results: StudyResult[]; reportFiles: string[] }> {
   const log = options.log ?? ((l: string) => console.error(l));
-  const study = loadStudy(file);
-  const outDir = resolve(options.out ?? join('runs', 'studies', study.name));
-  mkdirSync(outDir, { recursive: true });
-  const runs = expandStudy(study, file, {
-    scale: options.scale ?? 1,
-    runsDir: join(outDir, 'runs'),
-  });
-  // every configuration is checked (names, plugin options) before the first one trains
-  for (const run of runs) {
-    try {
-      parseWith(checkNames(run.config, catalog).configSchema, run.config.strategy, 'strategy');
-    } catch (e) {
-      throw new ConfigError(
-        `series '${run.series}', x = ${run.xLabel ?? run.k}`,
-        (e as Error).message.split('\n')[0] ?? String(e),
-        {
-          hint:
-            (e as { hint?: string }).hint ??
-            'fix the study file: axes and settings are dotted paths of the experiment schema',
-          cause: e,
-        },
-      );
-    }
-  }
-  writeFileAtomic(join(outDir, 'study.yaml'), stringify({ ...study, scale: options.scale ?? 1 }));
+  const { study, outDir, runs } = prepareStudy(file, catalog, options);
   const uri = runs[0]?.config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
   const experimentName = runs[0]?.config.tracking.experiment || study.name;
   const parent = uri
@@ -79,45 +56,19 @@ export async function runStudy(
     log(
       `${tag}: training (${run.config.optim.epochs} epochs, batch ${run.config.optim.batchSize})`,
     );
-    const { runPath, result } = await runExperiment(run.config, catalog, {
+    const record = await runStudyConfig(run, catalog, {
       progress: options.progress ?? true,
       log,
       ...(parent
         ? { mlflow: { experimentName, parentDir: outDir, source: `contrast study run ${file}` } }
         : {}),
     });
-    const record: StudyResult = {
-      id: run.id,
-      series: run.series,
-      k: run.k,
-      ...(run.xLabel !== undefined ? { xLabel: run.xLabel } : {}),
-      seed: run.seed,
-      knn: result.knn.trained,
-      ...(result.alignment !== undefined
-        ? { alignment: result.alignment, uniformity: result.uniformity! }
-        : {}),
-      ...(result.knn.randomInit !== undefined ? { knnRandomInit: result.knn.randomInit } : {}),
-      ...(result.knn.rawPixels !== undefined ? { knnRawPixels: result.knn.rawPixels } : {}),
-      finalLoss: result.finalLoss,
-      imgPerSec: result.imgPerSec,
-      wallSeconds: result.wallSeconds,
-      steps: result.steps,
-      epochs: result.epochs,
-      runPath,
-    };
     appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(record)}\n`);
     log(
       `${tag}: kNN ${(100 * record.knn).toFixed(2)}% in ${(record.wallSeconds / 60).toFixed(1)} min`,
     );
   }
-  const results = readResults(outDir).filter((r) => runs.some((x) => x.id === r.id));
-  const reportFiles = await writeReport(
-    outDir,
-    results,
-    study.description || study.name,
-    study.x,
-    study.xScale,
-  );
+  const { results, reportFiles } = await reportStudy(study, outDir, runs);
   if (parent) {
     for (const f of [...reportFiles, join(outDir, 'results.jsonl')]) {
       parent.addArtifact(basename(f), basename(f));
@@ -167,4 +118,86 @@ async function pumpOrWarn(u: MlflowUploader, log: (line: string) => void): Promi
     if (!(e instanceof TrackingError)) throw e;
     log(`[mlflow] study run not uploaded yet (${e.message}); later: contrast sync ${u.dir}`);
   }
+}
+
+/** Trains one configuration of a study and returns its result record. */
+export async function runStudyConfig(
+  run: StudyRun,
+  catalog: Catalog,
+  options: Parameters<typeof runExperiment>[2] = {},
+): Promise<StudyResult> {
+  const { runPath, result } = await runExperiment(run.config, catalog, options);
+  return {
+    id: run.id,
+    series: run.series,
+    k: run.k,
+    ...(run.xLabel !== undefined ? { xLabel: run.xLabel } : {}),
+    seed: run.seed,
+    knn: result.knn.trained,
+    ...(result.alignment !== undefined
+      ? { alignment: result.alignment, uniformity: result.uniformity! }
+      : {}),
+    ...(result.knn.randomInit !== undefined ? { knnRandomInit: result.knn.randomInit } : {}),
+    ...(result.knn.rawPixels !== undefined ? { knnRawPixels: result.knn.rawPixels } : {}),
+    finalLoss: result.finalLoss,
+    imgPerSec: result.imgPerSec,
+    wallSeconds: result.wallSeconds,
+    steps: result.steps,
+    epochs: result.epochs,
+    runPath,
+  };
+}
+
+/**
+ * Loads, expands and checks a study (every configuration's names and plugin
+ * options, before anything trains), creates its folder and records study.yaml.
+ */
+export function prepareStudy(
+  file: string,
+  catalog: Catalog,
+  options: { out?: string; scale?: number } = {},
+): { study: Study; outDir: string; runs: StudyRun[] } {
+  const study = loadStudy(file);
+  const outDir = resolve(options.out ?? join('runs', 'studies', study.name));
+  const runs = expandStudy(study, file, {
+    scale: options.scale ?? 1,
+    runsDir: join(outDir, 'runs'),
+  });
+  for (const run of runs) {
+    try {
+      parseWith(checkNames(run.config, catalog).configSchema, run.config.strategy, 'strategy');
+    } catch (e) {
+      throw new ConfigError(
+        `series '${run.series}', x = ${run.xLabel ?? run.k}`,
+        (e as Error).message.split('\n')[0] ?? String(e),
+        {
+          hint:
+            (e as { hint?: string }).hint ??
+            'fix the study file: axes and settings are dotted paths of the experiment schema',
+          cause: e,
+        },
+      );
+    }
+  }
+  mkdirSync(outDir, { recursive: true });
+  writeFileAtomic(join(outDir, 'study.yaml'), stringify({ ...study, scale: options.scale ?? 1 }));
+  return { study, outDir, runs };
+}
+
+/** The study's finished results (this expansion's configurations only) and its report files. */
+export async function reportStudy(
+  study: Study,
+  outDir: string,
+  runs: readonly StudyRun[],
+): Promise<{ results: StudyResult[]; reportFiles: string[] }> {
+  const ids = new Set(runs.map((r) => r.id));
+  const results = readResults(outDir).filter((r) => ids.has(r.id));
+  const reportFiles = await writeReport(
+    outDir,
+    results,
+    study.description || study.name,
+    study.x,
+    study.xScale,
+  );
+  return { results, reportFiles };
 }

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync, truncateSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import * as tf from '@tensorflow/tfjs';
@@ -18,6 +18,7 @@ import {
 import {
   checkRunRoot,
   createRunDirectory,
+  createRunDirectoryAt,
   hasMlflowState,
   LocalRunTracker,
   MlflowTracker,
@@ -25,7 +26,7 @@ import {
   probeTrackingServer,
 } from '@contrast/tracking';
 import { stepsPerEpoch } from '@contrast/data';
-import { checkpointDir, loadCheckpoint } from './checkpoint.js';
+import { checkpointDir, listCheckpoints, loadCheckpoint } from './checkpoint.js';
 import { Trainer, type TrainOptions, type TrainResult } from './trainer.js';
 
 export interface RunOutcome {
@@ -48,9 +49,25 @@ export async function runExperiment(
     mlflow?: { experimentName?: string; parentDir?: string; source?: string };
     /** Continue this run folder from its newest usable checkpoint. */
     resumeFrom?: { runPath: string; fallback?: boolean };
+    /**
+     * A fixed run folder (distributed studies): created when absent, resumed
+     * from its last checkpoint when a previous attempt left one.
+     */
+    runPath?: string;
   } = {},
 ): Promise<RunOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
+  if (options.runPath && !options.resumeFrom) {
+    if (listCheckpoints(checkpointDir(options.runPath)).length > 0) {
+      log(`${options.runPath} has checkpoints from an earlier attempt: resuming`);
+      return runExperiment(config, catalog, {
+        ...options,
+        resumeFrom: { runPath: options.runPath, fallback: true },
+      });
+    }
+    // an attempt that died before its first checkpoint: start that folder again
+    if (existsSync(options.runPath)) rmSync(options.runPath, { recursive: true, force: true });
+  }
   checkNames(config, catalog);
   if (options.resumeFrom) checkResumable(options.resumeFrom.runPath, config);
   else checkRunRoot(config.tracking.dir);
@@ -96,7 +113,9 @@ export async function runExperiment(
         path: resolve(options.resumeFrom.runPath),
         id: basename(resolve(options.resumeFrom.runPath)),
       }
-    : createRunDirectory(config.tracking.dir, config.name);
+    : options.runPath
+      ? createRunDirectoryAt(options.runPath)
+      : createRunDirectory(config.tracking.dir, config.name);
   const local = new LocalRunTracker(run);
   const dataset = container.resolve<TrainingDataset>(Tokens.Dataset);
   const skipped = (dataset as { skipped?: string[] }).skipped ?? [];

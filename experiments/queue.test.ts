@@ -1,0 +1,192 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { builtinPlugins, runStudyOnQueue } from '@contrast/cli';
+import { runStudy, type StudyResult } from '@contrast/study';
+import { createCatalog } from '@contrast/trainer';
+import { freePort } from '@contrast/tracking';
+
+/**
+ * A study on BullMQ with a real redis-server: two CLI workers, one killed with
+ * SIGKILL (with its sandboxed child) while it trains; the job is retried by the
+ * other worker and resumes from the run's checkpoint.
+ */
+const repo = join(import.meta.dirname, '..');
+const bin = join(repo, 'packages/cli/dist/bin.js');
+const BASE = `name: q
+data: { trainSubset: 2048 }
+model: { encoder: convnet, width: 1, dim: 32 }
+strategy: { name: momentum-queue, queueSize: 64 }
+optim: { batchSize: 128, epochs: 1 }
+eval: { knn: { every: 0, testSize: 500, bankSize: 2048 }, baselines: false, alignUniform: 200 }
+checkpoint: { every: 4 }
+`;
+
+function startWorker(queue: string): { proc: ChildProcess; log: () => string } {
+  const proc = spawn(process.execPath, [bin, 'worker', '--queue', queue, '--lock-seconds', '3'], {
+    cwd: repo,
+    detached: true, // its own process group: killing it takes the sandboxed child too
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, MLFLOW_TRACKING_URI: '' },
+  });
+  let log = '';
+  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  return { proc, log: () => log };
+}
+
+const killGroup = (p: ChildProcess, signal: NodeJS.Signals) => {
+  try {
+    process.kill(-p.pid!, signal);
+  } catch {
+    /* already gone */
+  }
+};
+
+describe('studies across workers on BullMQ (real Redis)', () => {
+  let root: string;
+  let redis: ChildProcess;
+  let queue: string;
+  const workers: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'contrast-queue-'));
+    const port = await freePort();
+    redis = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    queue = `redis://127.0.0.1:${port}`;
+    const { checkRedis } = await import('@contrast/cli');
+    for (let i = 0; i < 100; i++) {
+      try {
+        await checkRedis(queue);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    writeFileSync(join(root, 'base.yaml'), BASE);
+    writeFileSync(
+      join(root, 'study.yaml'),
+      'name: q4\nbase: base.yaml\naxis: strategy.queueSize\ngrid:\n  strategy.queueSize: [64, 128, 256, 512]\n',
+    );
+  }, 60_000);
+
+  afterAll(() => {
+    for (const w of workers) killGroup(w, 'SIGKILL');
+    redis?.kill('SIGKILL');
+  });
+
+  it('4 configurations, two workers, one killed mid-run: each completes once, as a local run would', async () => {
+    const catalog = () => createCatalog(builtinPlugins());
+    const local = await runStudy(join(root, 'study.yaml'), catalog(), {
+      out: join(root, 'local'),
+      progress: false,
+      log: () => {},
+    });
+
+    const a = startWorker(queue);
+    const b = startWorker(queue);
+    workers.push(a.proc, b.proc);
+    const out = join(root, 'distributed');
+    const submitted = runStudyOnQueue(join(root, 'study.yaml'), catalog(), {
+      queue,
+      out,
+      log: () => {},
+    });
+    // kill worker a once the job it holds has written a checkpoint
+    let killedJob = '';
+    for (let i = 0; i < 1200 && !killedJob; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const active = [...a.log().matchAll(/active (cfg-(\w+))/g)].pop();
+      if (!active) continue;
+      const runs = existsSync(join(out, 'runs')) ? readdirSync(join(out, 'runs')) : [];
+      const dir = runs.find((d) => d.endsWith(active[2]!));
+      if (
+        dir &&
+        existsSync(join(out, 'runs', dir, 'checkpoints')) &&
+        readdirSync(join(out, 'runs', dir, 'checkpoints')).length > 0
+      ) {
+        killGroup(a.proc, 'SIGKILL');
+        killedJob = active[1]!;
+      }
+    }
+    expect(killedJob, `worker a:\n${a.log().slice(-3000)}\nruns: ${existsSync(join(out, 'runs')) ? readdirSync(join(out, 'runs')).join(',') : '-'}`).not.toBe('');
+    const result = await submitted;
+    expect(result.failed).toEqual([]);
+
+    // every configuration exactly once, one run folder each
+    const byId = (rs: StudyResult[]) => Object.fromEntries(rs.map((r) => [r.id, r]));
+    const lines = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(4);
+    expect(new Set(result.results.map((r) => r.id)).size).toBe(4);
+    expect(readdirSync(join(out, 'runs'))).toHaveLength(4);
+    // the same numbers as the local run of the same study
+    const l = byId(local.results);
+    for (const r of result.results) {
+      expect(r.knn, r.id).toBe(l[r.id]!.knn);
+      expect(r.finalLoss, r.id).toBe(l[r.id]!.finalLoss);
+      expect(r.alignment, r.id).toBe(l[r.id]!.alignment);
+    }
+    // the killed job was picked up by the other worker and resumed from its checkpoint
+    expect(b.log()).toContain(`active ${killedJob}`);
+    const killedRun = readdirSync(join(out, 'runs')).find((d) =>
+      killedJob.endsWith(d.split('-').pop()!),
+    )!;
+    const summary = JSON.parse(readFileSync(join(out, 'runs', killedRun, 'summary.json'), 'utf8'));
+    expect(summary.resumed_from).toMatch(/step-\d+\.ckpt$/);
+    expect(readFileSync(join(out, 'table.md'), 'utf8')).toContain('| q4 |');
+
+    // status, and a re-submission that finds everything done
+    const { studyStatus } = await import('@contrast/cli');
+    const status = await studyStatus(join(root, 'study.yaml'), catalog(), { queue, out });
+    expect(status.completed).toHaveLength(4);
+    const again = await runStudyOnQueue(join(root, 'study.yaml'), catalog(), {
+      queue,
+      out,
+      log: () => {},
+    });
+    expect(again.results).toHaveLength(4);
+    expect(readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n')).toHaveLength(4);
+    console.log(
+      `[queue test] killed ${killedJob} after its checkpoint; resumed from ${summary.resumed_from.split('/').pop()}; ` +
+        `kNN ${result.results.map((r) => (100 * r.knn).toFixed(2)).join(' / ')} (same as the local run)`,
+    );
+  });
+
+  it('a job that fails every time is marked failed after its retries; the rest finish and are reported', async () => {
+    writeFileSync(
+      join(root, 'bad.yaml'),
+      'name: bad\nbase: base.yaml\naxis: data.root\nzip:\n  data.root: [/usr/share/datasets/fashion-mnist, /nonexistent/fmnist]\n',
+    );
+    const r = await runStudyOnQueue(join(root, 'bad.yaml'), createCatalog(builtinPlugins()), {
+      queue,
+      out: join(root, 'bad-out'),
+      attempts: 2,
+      log: () => {},
+    });
+    expect(r.results).toHaveLength(1);
+    expect(r.failed).toHaveLength(1);
+    expect(r.failed[0]!.reason).toContain('Fashion-MNIST not found');
+    expect(readFileSync(join(root, 'bad-out', 'table.md'), 'utf8')).toContain(
+      'Failed after their retries (1)',
+    );
+  });
+
+  it('an unreachable Redis is a clear error', async () => {
+    const port = await freePort();
+    const t0 = performance.now();
+    const e = await runStudyOnQueue(join(root, 'study.yaml'), createCatalog(builtinPlugins()), {
+      queue: `redis://127.0.0.1:${port}`,
+      log: () => {},
+    }).catch((x: unknown) => x);
+    expect((e as Error).message).toContain(`Redis at 127.0.0.1:${port} is unreachable`);
+    expect((e as Error).message).toContain('without --queue');
+    expect(performance.now() - t0).toBeLessThan(10_000);
+  });
+});

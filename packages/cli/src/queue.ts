@@ -1,0 +1,212 @@
+import { appendFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Queue, Worker, type Job } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
+import { ConfigError, type Catalog } from '@contrast/core';
+import { prepareStudy, readResults, reportStudy, type StudyResult } from '@contrast/study';
+
+/**
+ * Studies across machines on BullMQ (Redis): one job per configuration, job id
+ * = config hash, so submitting twice never duplicates work. Workers run one job
+ * at a time in a sandboxed child process; runs live in the study's folder on a
+ * shared file system, so a job whose worker died is retried by another worker
+ * and resumes from the run's last checkpoint.
+ */
+export const QUEUE_NAME = 'contrast-studies';
+
+export interface StudyJobData {
+  studyFile: string;
+  out: string;
+  scale: number;
+  runId: string;
+}
+
+export const jobId = (runId: string) => `cfg-${runId}`;
+
+/** redis://[:password@]host:port[/db] -> ioredis options. */
+export function redisConnection(url: string): RedisOptions & { host: string; port: number } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError('--queue', `'${url}' is not a URL`, {
+      hint: 'e.g. redis://127.0.0.1:6379',
+    });
+  }
+  if (u.protocol !== 'redis:') {
+    throw new ConfigError('--queue', `'${url}' is not a redis:// URL`, {
+      hint: 'e.g. redis://127.0.0.1:6379',
+    });
+  }
+  return {
+    host: u.hostname,
+    port: Number(u.port || 6379),
+    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    ...(u.pathname.length > 1 ? { db: Number(u.pathname.slice(1)) } : {}),
+    maxRetriesPerRequest: null,
+  };
+}
+
+/** Fails fast, with the address and the fix, when Redis does not answer. */
+export async function checkRedis(url: string): Promise<void> {
+  const c = redisConnection(url);
+  const client = new Redis({
+    ...c,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 3000,
+    lazyConnect: true,
+    retryStrategy: () => null,
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.ping();
+  } catch (e) {
+    throw new ConfigError(
+      '--queue',
+      `Redis at ${c.host}:${c.port} is unreachable (${(e as Error).message})`,
+      {
+        hint: 'start redis-server there, or run the study on this machine without --queue',
+      },
+    );
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Submits every configuration not finished yet, waits for all, then writes the report. */
+export async function runStudyOnQueue(
+  file: string,
+  catalog: Catalog,
+  options: {
+    queue: string;
+    out?: string;
+    scale?: number;
+    attempts?: number;
+    log?: (l: string) => void;
+  },
+): Promise<{
+  outDir: string;
+  results: StudyResult[];
+  failed: { id: string; reason: string }[];
+  reportFiles: string[];
+}> {
+  const log = options.log ?? ((l) => console.error(l));
+  await checkRedis(options.queue);
+  const { study, outDir, runs } = prepareStudy(file, catalog, options);
+  const done = new Set(readResults(outDir).map((r) => r.id));
+  const queue = new Queue<StudyJobData, StudyResult>(QUEUE_NAME, {
+    connection: redisConnection(options.queue),
+  });
+  try {
+    const todo = runs.filter((r) => !done.has(r.id));
+    for (const run of todo) {
+      await queue.add(
+        run.config.name,
+        { studyFile: resolve(file), out: outDir, scale: options.scale ?? 1, runId: run.id },
+        {
+          jobId: jobId(run.id),
+          attempts: options.attempts ?? 3,
+          backoff: { type: 'fixed', delay: 1000 },
+          removeOnComplete: false,
+          removeOnFail: false,
+        },
+      );
+    }
+    log(
+      `${todo.length} configurations queued on ${options.queue} (${runs.length - todo.length} already done)`,
+    );
+    const failed: { id: string; reason: string }[] = [];
+    const pending = new Set(todo.map((r) => r.id));
+    let last = '';
+    while (pending.size > 0) {
+      for (const id of [...pending]) {
+        const job = await queue.getJob(jobId(id));
+        const state = job ? await job.getState() : 'missing';
+        if (state === 'completed' && job) {
+          if (!readResults(outDir).some((r) => r.id === id)) {
+            appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(job.returnvalue)}\n`);
+          }
+          pending.delete(id);
+        } else if (state === 'failed' && job) {
+          failed.push({ id, reason: job.failedReason });
+          pending.delete(id);
+        }
+      }
+      const counts = await queue.getJobCounts(
+        'waiting',
+        'active',
+        'completed',
+        'failed',
+        'delayed',
+      );
+      const line = `queue: ${JSON.stringify(counts)}`;
+      if (line !== last) log(line);
+      last = line;
+      if (pending.size > 0) await new Promise((r) => setTimeout(r, 500));
+    }
+    const { results, reportFiles } = await reportStudy(study, outDir, runs);
+    if (failed.length) {
+      appendFileSync(
+        reportFiles[0]!,
+        `\nFailed after their retries (${failed.length}):\n\n${failed.map((f) => `- ${f.id}: ${f.reason}`).join('\n')}\n`,
+      );
+    }
+    return { outDir, results, failed, reportFiles };
+  } finally {
+    await queue.close();
+  }
+}
+
+/** Counts by state of a study's jobs. */
+export async function studyStatus(
+  file: string,
+  catalog: Catalog,
+  options: { queue: string; out?: string; scale?: number },
+): Promise<Record<string, string[]>> {
+  await checkRedis(options.queue);
+  const { runs } = prepareStudy(file, catalog, options);
+  const queue = new Queue(QUEUE_NAME, { connection: redisConnection(options.queue) });
+  try {
+    const by: Record<string, string[]> = {};
+    for (const run of runs) {
+      const job = await queue.getJob(jobId(run.id));
+      const state = job ? await job.getState() : 'not queued';
+      (by[state] ??= []).push(
+        `${run.series} ${run.xLabel ?? run.k}${run.seed ? ` seed ${run.seed}` : ''} (${run.id})`,
+      );
+    }
+    return by;
+  } finally {
+    await queue.close();
+  }
+}
+
+/** A worker: one job at a time, each in a sandboxed child process (processor.js). */
+export async function startWorker(options: {
+  queue: string;
+  lockSeconds?: number;
+  log?: (l: string) => void;
+}): Promise<Worker<StudyJobData, StudyResult>> {
+  const log = options.log ?? ((l) => console.error(l));
+  await checkRedis(options.queue);
+  const lockDuration = (options.lockSeconds ?? 30) * 1000;
+  const processor = fileURLToPath(new URL('./processor.js', import.meta.url));
+  const worker = new Worker<StudyJobData, StudyResult>(QUEUE_NAME, processor, {
+    connection: redisConnection(options.queue),
+    concurrency: 1,
+    lockDuration,
+    stalledInterval: lockDuration,
+    maxStalledCount: 3,
+  });
+  worker.on('active', (job: Job) =>
+    log(`[worker ${process.pid}] active ${job.id} (attempt ${job.attemptsMade + 1})`),
+  );
+  worker.on('completed', (job: Job) => log(`[worker ${process.pid}] completed ${job.id}`));
+  worker.on('failed', (job: Job | undefined, err: Error) =>
+    log(`[worker ${process.pid}] failed ${job?.id}: ${err.message}`),
+  );
+  worker.on('error', (err: Error) => log(`[worker ${process.pid}] error: ${err.message}`));
+  return worker;
+}
