@@ -116,7 +116,10 @@ describe('studies across workers on BullMQ (real Redis)', () => {
         killedJob = active[1]!;
       }
     }
-    expect(killedJob, `worker a:\n${a.log().slice(-3000)}\nruns: ${existsSync(join(out, 'runs')) ? readdirSync(join(out, 'runs')).join(',') : '-'}`).not.toBe('');
+    expect(
+      killedJob,
+      `worker a:\n${a.log().slice(-3000)}\nruns: ${existsSync(join(out, 'runs')) ? readdirSync(join(out, 'runs')).join(',') : '-'}`,
+    ).not.toBe('');
     const result = await submitted;
     expect(result.failed).toEqual([]);
 
