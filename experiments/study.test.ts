@@ -2,8 +2,8 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { builtinPlugins } from '@contrast/cli';
-import { runStudy } from '@contrast/study';
+import { builtinPlugins, runStudyParallel } from '@contrast/cli';
+import { runCurves, runStudy } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
 
 /** A tiny study over two mechanisms on real Fashion-MNIST (256 images, ConvNet). */
@@ -82,6 +82,33 @@ describe('running a study', () => {
     expect(table).toContain('Alignment / uniformity');
     const png = readFileSync(join(dir, 'axes-out', 'knn-vs-k.png'));
     expect(png.subarray(1, 4).toString()).toBe('PNG');
+    // per-run curves: every step's loss of every run, and the per-epoch kNN
+    const curves = runCurves(out.results);
+    expect(curves.loss).toHaveLength(out.results.reduce((n, r) => n + r.steps, 0));
+    expect(new Set(curves.loss.map((p) => p.run)).size).toBe(4);
+    const curvesPng = readFileSync(join(dir, 'axes-out', 'curves.png'));
+    expect(curvesPng.subarray(1, 4).toString()).toBe('PNG');
+    expect(curvesPng.length).toBeGreaterThan(10_000);
+  });
+
+  it('--parallel 2 runs configurations in child processes with the same results as in sequence', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    const file = writeStudy(dir);
+    const catalog = () => createCatalog(builtinPlugins());
+    const sequential = await runStudy(file, catalog(), {
+      out: join(dir, 'seq'),
+      progress: false,
+      log: () => {},
+    });
+    const parallel = await runStudyParallel(file, catalog(), {
+      parallel: 2,
+      out: join(dir, 'par'),
+      log: () => {},
+    });
+    expect(parallel.failed).toEqual([]);
+    const knn = (rs: { id: string; knn: number }[]) =>
+      Object.fromEntries(rs.map((r) => [r.id, r.knn]));
+    expect(knn(parallel.results)).toEqual(knn(sequential.results));
   });
 
   it('refuses a strategy axis that names no field, before anything trains', async () => {

@@ -1,2 +1,3 @@
 export { main, builtinPlugins, formatResult } from './main.js';
 export * from './queue.js';
+export * from './parallel.js';

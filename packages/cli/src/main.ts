@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseArgs } from 'node:util';
 import { ConfigError, isContrastError, loadExperiment } from '@contrast/core';
 import { builtinPlugins } from './plugins.js';
+import { runOneConfig, runStudyParallel } from './parallel.js';
 import { runStudyOnQueue, startWorker, studyStatus } from './queue.js';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
 import { fashionMnistDir } from '@contrast/data';
@@ -20,6 +21,7 @@ const USAGE = `usage: contrast <command>
                                                  (--fallback: use an older one if the newest is corrupt)
   doctor                                         check backend, threads, dataset, run folder
   study run <study.yaml> [--scale F] [--out DIR] run every configuration of a study, then report
+                         [--parallel N]          N configurations at a time, in child processes
   study run <study.yaml> --queue redis://h:p    queue the configurations on BullMQ and wait for workers
   study status <study.yaml> --queue redis://h:p show queued / running / done / failed configurations
   study report <study-output-dir>                rewrite table.md, results.csv and knn-vs-k.png
@@ -115,10 +117,12 @@ async function study(args: string[]): Promise<number> {
       out: { type: 'string' },
       quiet: { type: 'boolean' },
       queue: { type: 'string' },
+      parallel: { type: 'string' },
+      id: { type: 'string' },
     },
   });
   const target = positionals[0];
-  if (!target || (sub !== 'run' && sub !== 'report' && sub !== 'status')) {
+  if (!target || !['run', 'report', 'status', 'run-config'].includes(sub ?? '')) {
     process.stderr.write(USAGE);
     return 2;
   }
@@ -161,7 +165,34 @@ async function study(args: string[]): Promise<number> {
     }
     return 0;
   }
+  if (sub === 'run-config') {
+    // one configuration, for --parallel: the result goes to stdout as JSON
+    await initBackend();
+    const record = await runOneConfig(target, createCatalog(builtinPlugins()), {
+      id: values.id ?? '',
+      out: values.out ?? join('runs', 'studies', loadStudy(target).name),
+      scale,
+      log: (l) => process.stderr.write(`${l}\n`),
+    });
+    process.stdout.write(`${JSON.stringify(record)}\n`);
+    return 0;
+  }
   const t0 = performance.now();
+  const parallel = values.parallel === undefined ? 1 : Number(values.parallel);
+  if (!Number.isInteger(parallel) || parallel < 1) {
+    throw new ConfigError('--parallel', `must be a whole number >= 1, got '${values.parallel}'`);
+  }
+  if (parallel > 1 && !values.queue) {
+    const r = await runStudyParallel(target, createCatalog(builtinPlugins()), {
+      parallel,
+      ...where,
+    });
+    process.stdout.write(`${readFileSync(r.reportFiles[0]!, 'utf8')}\n`);
+    process.stdout.write(
+      `${r.results.length} runs, ${r.failed.length} failed; wall time ${((performance.now() - t0) / 60000).toFixed(1)} min\nin ${r.outDir}\n`,
+    );
+    return r.failed.length ? 1 : 0;
+  }
   if (values.queue) {
     const r = await runStudyOnQueue(target, createCatalog(builtinPlugins()), {
       queue: values.queue,

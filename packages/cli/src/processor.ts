@@ -1,9 +1,9 @@
 import 'reflect-metadata';
-import { join } from 'node:path';
 import type { SandboxedJob } from 'bullmq';
 import { initBackend } from '@contrast/backend';
-import { expandStudy, loadStudy, runStudyConfig, type StudyResult } from '@contrast/study';
+import type { StudyResult } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
+import { runOneConfig } from './parallel.js';
 import { builtinPlugins } from './plugins.js';
 import type { StudyJobData } from './queue.js';
 
@@ -16,13 +16,10 @@ export default async function processStudyJob(
 ): Promise<StudyResult> {
   await initBackend();
   const { studyFile, out, scale, runId } = job.data;
-  const runs = expandStudy(loadStudy(studyFile), studyFile, { scale, runsDir: join(out, 'runs') });
-  const run = runs.find((r) => r.id === runId);
-  if (!run)
-    throw new Error(`no configuration ${runId} in ${studyFile} (was the study file changed?)`);
-  return runStudyConfig(run, createCatalog(builtinPlugins()), {
-    progress: false,
-    runPath: join(out, 'runs', `${run.config.name}-${run.id}`),
+  return runOneConfig(studyFile, createCatalog(builtinPlugins()), {
+    id: runId,
+    out,
+    scale,
     log: (l) => process.stderr.write(`[job ${job.id}] ${l}\n`),
   });
 }

@@ -1,10 +1,10 @@
 import { appendFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Queue, Worker, type Job } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError, type Catalog } from '@contrast/core';
 import { prepareStudy, readResults, reportStudy, type StudyResult } from '@contrast/study';
+import { compiledFile } from './parallel.js';
 
 /**
  * Studies across machines on BullMQ (Redis): one job per configuration, job id
@@ -192,7 +192,7 @@ export async function startWorker(options: {
   const log = options.log ?? ((l) => console.error(l));
   await checkRedis(options.queue);
   const lockDuration = (options.lockSeconds ?? 30) * 1000;
-  const processor = fileURLToPath(new URL('./processor.js', import.meta.url));
+  const processor = compiledFile('processor.js');
   const worker = new Worker<StudyJobData, StudyResult>(QUEUE_NAME, processor, {
     connection: redisConnection(options.queue),
     concurrency: 1,

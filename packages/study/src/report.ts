@@ -189,17 +189,85 @@ export async function plotPng(
     },
     config: { font: 'DejaVu Sans' },
   };
+  return renderPng(spec);
+}
+
+/** The per-step loss and per-epoch kNN of each run, from its metrics.jsonl. */
+export function runCurves(results: readonly StudyResult[]): {
+  loss: { run: string; step: number; loss: number }[];
+  knn: { run: string; epoch: number; knn: number }[];
+} {
+  const loss: { run: string; step: number; loss: number }[] = [];
+  const knn: { run: string; epoch: number; knn: number }[] = [];
+  for (const r of results) {
+    const file = join(r.runPath, 'metrics.jsonl');
+    if (!existsSync(file)) continue;
+    const run = `${r.series} ${r.xLabel ?? r.k}${r.seed ? ` s${r.seed}` : ''}`;
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      if (!line.trim()) continue;
+      const m = JSON.parse(line) as Record<string, number>;
+      if (typeof m.loss === 'number') loss.push({ run, step: m.step!, loss: m.loss });
+      if (typeof m.knn_accuracy === 'number')
+        knn.push({ run, epoch: m.epoch!, knn: 100 * m.knn_accuracy });
+    }
+  }
+  return { loss, knn };
+}
+
+async function renderPng(spec: TopLevelSpec): Promise<Buffer> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   const svg = await view.toSVG();
   view.finalize();
-  const png = new Resvg(svg, {
+  return new Resvg(svg, {
     fitTo: { mode: 'zoom', value: 2 },
     font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' },
-  }).render();
-  return png.asPng();
+  })
+    .render()
+    .asPng();
 }
 
-/** Writes table.md, results.csv and knn-vs-k.png into the study folder. */
+/** Loss against step and kNN against epoch, one line per run. */
+export async function curvesPng(results: readonly StudyResult[], title: string): Promise<Buffer> {
+  const { loss, knn } = runCurves(results);
+  const color = { field: 'run', type: 'nominal' as const, title: 'run' };
+  return renderPng({
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    background: 'white',
+    hconcat: [
+      {
+        width: 380,
+        height: 260,
+        data: { values: loss },
+        mark: { type: 'line', strokeWidth: 1 },
+        encoding: {
+          x: { field: 'step', type: 'quantitative', title: 'step' },
+          y: {
+            field: 'loss',
+            type: 'quantitative',
+            scale: { zero: false },
+            title: 'training loss',
+          },
+          color,
+        },
+      },
+      {
+        width: 300,
+        height: 260,
+        data: { values: knn },
+        mark: { type: 'line', point: true },
+        encoding: {
+          x: { field: 'epoch', type: 'quantitative', title: 'epoch', axis: { tickMinStep: 1 } },
+          y: { field: 'knn', type: 'quantitative', scale: { zero: false }, title: 'kNN top-1 (%)' },
+          color,
+        },
+      },
+    ],
+    config: { font: 'DejaVu Sans' },
+  } as TopLevelSpec);
+}
+
+/** Writes table.md, results.csv, knn-vs-k.png and curves.png into the study folder. */
 export async function writeReport(
   outDir: string,
   results: readonly StudyResult[],
@@ -211,9 +279,11 @@ export async function writeReport(
     join(outDir, 'table.md'),
     join(outDir, 'results.csv'),
     join(outDir, 'knn-vs-k.png'),
+    join(outDir, 'curves.png'),
   ];
   writeFileAtomic(files[0]!, markdownTable(results, title, xLabel));
   writeFileAtomic(files[1]!, csv(results));
   writeFileAtomic(files[2]!, await plotPng(results, title, xLabel, xScale));
+  writeFileAtomic(files[3]!, await curvesPng(results, title));
   return files;
 }
