@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadExperiment, TrackingError, type ExperimentConfig } from '@contrast/core';
-import { builtinPlugins, main } from '@contrast/cli';
+import { builtinPlugins, main, runStudyParallel } from '@contrast/cli';
 import { runStudy } from '@contrast/study';
 import { createCatalog, runExperiment } from '@contrast/trainer';
 import {
@@ -277,6 +277,26 @@ series:
 
     await runStudy(file, catalog, { out, progress: false, log: () => {} }); // everything done: skipped
     expect(await client.searchRuns([exp!.experiment_id])).toHaveLength(3);
+
+    // the same sweep with --parallel 2 (children in their own processes) links the same way
+    writeFileSync(
+      join(dir, 'par.yaml'),
+      readFileSync(file, 'utf8').replace('name: mlflow-sweep', 'name: mlflow-sweep-par'),
+    );
+    const par = await runStudyParallel(join(dir, 'par.yaml'), catalog, {
+      parallel: 2,
+      out: join(dir, 'par-out'),
+      log: () => {},
+    });
+    expect(par.failed).toEqual([]);
+    const parExp = await client.getExperimentByName('mlflow-sweep-par');
+    const parRuns = await client.searchRuns([parExp!.experiment_id]);
+    expect(parRuns).toHaveLength(3);
+    const parParent = parRuns.find((r) => !tags(r)['mlflow.parentRunId'])!;
+    expect(
+      parRuns.filter((r) => tags(r)['mlflow.parentRunId'] === parParent.info.run_id),
+    ).toHaveLength(2);
+    for (const r of parRuns) expect(r.info.status).toBe('FINISHED');
   });
 
   it('unreachable at start: warns, spools and trains on; contrast sync uploads it all later', async () => {

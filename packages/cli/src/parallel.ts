@@ -5,11 +5,14 @@ import { fileURLToPath } from 'node:url';
 import { StateError, type Catalog } from '@contrast/core';
 import {
   expandStudy,
+  finishStudyRun,
   loadStudy,
+  openStudyRun,
   prepareStudy,
   readResults,
   reportStudy,
   runStudyConfig,
+  studyChildOptions,
   type StudyResult,
 } from '@contrast/study';
 
@@ -38,6 +41,7 @@ export async function runOneConfig(
   return runStudyConfig(run, catalog, {
     progress: false,
     runPath: configRunPath(options.out, run.config.name, run.id),
+    ...studyChildOptions(options.out),
     ...(options.log ? { log: options.log } : {}),
   });
 }
@@ -55,6 +59,7 @@ export async function runStudyParallel(
   const log = options.log ?? ((l) => console.error(l));
   const scale = options.scale ?? 1;
   const { study, outDir, runs } = prepareStudy(file, catalog, options);
+  const parent = await openStudyRun(study, outDir, runs, log);
   const done = new Set(readResults(outDir).map((r) => r.id));
   const todo = runs.filter((r) => !done.has(r.id));
   const bin = compiledFile('bin.js');
@@ -105,5 +110,6 @@ export async function runStudyParallel(
     Array.from({ length: Math.max(1, Math.min(options.parallel, todo.length)) }, one),
   );
   const { results, reportFiles } = await reportStudy(study, outDir, runs);
+  await finishStudyRun(parent, reportFiles, log);
   return { outDir, results, failed, reportFiles };
 }

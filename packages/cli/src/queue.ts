@@ -3,7 +3,14 @@ import { join, resolve } from 'node:path';
 import { Queue, Worker, type Job } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError, type Catalog } from '@contrast/core';
-import { prepareStudy, readResults, reportStudy, type StudyResult } from '@contrast/study';
+import {
+  finishStudyRun,
+  openStudyRun,
+  prepareStudy,
+  readResults,
+  reportStudy,
+  type StudyResult,
+} from '@contrast/study';
 import { compiledFile } from './parallel.js';
 
 /**
@@ -95,6 +102,7 @@ export async function runStudyOnQueue(
   const log = options.log ?? ((l) => console.error(l));
   await checkRedis(options.queue);
   const { study, outDir, runs } = prepareStudy(file, catalog, options);
+  const parent = await openStudyRun(study, outDir, runs, log);
   const done = new Set(readResults(outDir).map((r) => r.id));
   const queue = new Queue<StudyJobData, StudyResult>(QUEUE_NAME, {
     connection: redisConnection(options.queue),
@@ -147,6 +155,7 @@ export async function runStudyOnQueue(
       if (pending.size > 0) await new Promise((r) => setTimeout(r, 500));
     }
     const { results, reportFiles } = await reportStudy(study, outDir, runs);
+    await finishStudyRun(parent, reportFiles, log);
     if (failed.length) {
       appendFileSync(
         reportFiles[0]!,

@@ -41,11 +41,7 @@ export async function runStudy(
 ): Promise<{ outDir: string; results: StudyResult[]; reportFiles: string[] }> {
   const log = options.log ?? ((l: string) => console.error(l));
   const { study, outDir, runs } = prepareStudy(file, catalog, options);
-  const uri = runs[0]?.config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
-  const experimentName = runs[0]?.config.tracking.experiment || study.name;
-  const parent = uri
-    ? await openParentRun(outDir, uri, experimentName, study.name, log)
-    : undefined;
+  const parent = await openStudyRun(study, outDir, runs, log);
   const done = new Set(readResults(outDir).map((r) => r.id));
   for (const [i, run] of runs.entries()) {
     const tag = `[${i + 1}/${runs.length}] ${run.series} ${run.xLabel ?? `K=${run.k}`}${run.seed ? ` seed ${run.seed}` : ''}`;
@@ -59,9 +55,7 @@ export async function runStudy(
     const record = await runStudyConfig(run, catalog, {
       progress: options.progress ?? true,
       log,
-      ...(parent
-        ? { mlflow: { experimentName, parentDir: outDir, source: `contrast study run ${file}` } }
-        : {}),
+      ...studyChildOptions(outDir),
     });
     appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(record)}\n`);
     log(
@@ -69,14 +63,53 @@ export async function runStudy(
     );
   }
   const { results, reportFiles } = await reportStudy(study, outDir, runs);
-  if (parent) {
-    for (const f of [...reportFiles, join(outDir, 'results.jsonl')]) {
-      parent.addArtifact(basename(f), basename(f));
-    }
-    parent.setStatus('FINISHED');
-    await pumpOrWarn(parent, log);
-  }
+  await finishStudyRun(parent, reportFiles, log);
   return { outDir, results, reportFiles };
+}
+
+/**
+ * The study's parent MLflow run, when its runs are tracked (tracking.uri or
+ * MLFLOW_TRACKING_URI): created once in the study folder, reused on a re-run.
+ */
+export async function openStudyRun(
+  study: Study,
+  outDir: string,
+  runs: readonly StudyRun[],
+  log: (line: string) => void,
+): Promise<MlflowUploader | undefined> {
+  const uri = runs[0]?.config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
+  if (!uri) return undefined;
+  const experimentName = runs[0]?.config.tracking.experiment || study.name;
+  return openParentRun(outDir, uri, experimentName, study.name, log);
+}
+
+/** Options that make a configuration's run a child of the study's MLflow run (when there is one). */
+export function studyChildOptions(outDir: string): {
+  mlflow?: { experimentName: string; parentDir: string; source: string };
+} {
+  if (!hasMlflowState(outDir)) return {};
+  const parent = MlflowUploader.open(outDir);
+  return {
+    mlflow: {
+      experimentName: parent.state.experimentName,
+      parentDir: outDir,
+      source: `contrast study (${parent.state.runName})`,
+    },
+  };
+}
+
+/** Uploads the report to the parent run and marks it finished. */
+export async function finishStudyRun(
+  parent: MlflowUploader | undefined,
+  reportFiles: readonly string[],
+  log: (line: string) => void,
+): Promise<void> {
+  if (!parent) return;
+  for (const f of [...reportFiles, join(parent.dir, 'results.jsonl')]) {
+    parent.addArtifact(basename(f), basename(f));
+  }
+  parent.setStatus('FINISHED');
+  await pumpOrWarn(parent, log);
 }
 
 /** The study's parent MLflow run (created once; a re-run of the study reuses it). */
