@@ -99,19 +99,20 @@ describe('studies across workers on BullMQ (real Redis)', () => {
       out,
       log: () => {},
     });
-    // kill worker a once the job it holds has written a checkpoint
+    // kill worker a once the job it holds has a finished checkpoint before its last step (16)
     let killedJob = '';
-    for (let i = 0; i < 1200 && !killedJob; i++) {
+    const midRun = (dir: string) =>
+      existsSync(dir) &&
+      readdirSync(dir).some((f) => /^step-\d+\.ckpt$/.test(f) && Number(f.slice(5, -5)) < 16) &&
+      !readdirSync(dir).includes('step-00000016.ckpt');
+    const deadline = Date.now() + 240_000;
+    while (!killedJob && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
       const active = [...a.log().matchAll(/active (cfg-(\w+))/g)].pop();
       if (!active) continue;
       const runs = existsSync(join(out, 'runs')) ? readdirSync(join(out, 'runs')) : [];
       const dir = runs.find((d) => d.endsWith(active[2]!));
-      if (
-        dir &&
-        existsSync(join(out, 'runs', dir, 'checkpoints')) &&
-        readdirSync(join(out, 'runs', dir, 'checkpoints')).length > 0
-      ) {
+      if (dir && midRun(join(out, 'runs', dir, 'checkpoints'))) {
         killGroup(a.proc, 'SIGKILL');
         killedJob = active[1]!;
       }
