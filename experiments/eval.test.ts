@@ -1,30 +1,11 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it, vi } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { loadExperiment } from '@contrast/core';
-import { builtinPlugins, main } from '@contrast/cli';
+import { builtinPlugins } from '@contrast/cli';
 import { createCatalog, runExperiment, type RunOutcome } from '@contrast/trainer';
-
-/** `contrast eval knn|linear` on a run trained here (tiny ConvNet, real Fashion-MNIST). */
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
-    stdout += String(c);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
-    stderr += String(c);
-    return true;
-  });
-  try {
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
+import { cli } from './cli.js';
 
 describe('evaluation commands', () => {
   let run: RunOutcome;

@@ -1,28 +1,15 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkNames, loadExperiment } from '@contrast/core';
-import { builtinPlugins, main } from '@contrast/cli';
+import { builtinPlugins } from '@contrast/cli';
 import { expandStudy, loadStudy } from '@contrast/study';
 import { createCatalog, runExperiment } from '@contrast/trainer';
+import { cli } from './cli.js';
 
 const here = import.meta.dirname;
 const yamls = readdirSync(here).filter((f) => f.endsWith('.yaml'));
-
-/** Runs the CLI in-process; returns exit code and what it wrote to stderr. */
-async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
-  let stderr = '';
-  const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  });
-  try {
-    return { code: await main(args), stderr };
-  } finally {
-    spy.mockRestore();
-  }
-}
 
 describe('experiment files', () => {
   it("the recipes encode the papers' settings", () => {

@@ -10,9 +10,9 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExperiment, TrackingError, type ExperimentConfig } from '@contrast/core';
-import { builtinPlugins, main, runStudyParallel } from '@contrast/cli';
+import { builtinPlugins, runStudyParallel } from '@contrast/cli';
 import { runStudy } from '@contrast/study';
 import { createCatalog, runExperiment } from '@contrast/trainer';
 import {
@@ -26,6 +26,7 @@ import {
   syncRuns,
   type Run,
 } from '@contrast/tracking';
+import { cli } from './cli.js';
 
 /**
  * Contrast against a real `mlflow server` (sqlite store, proxied artifacts),
@@ -40,25 +41,6 @@ strategy: { name: momentum-queue, queueSize: 64, momentum: 0.99 }
 optim: { batchSize: 32, epochs: 1, maxSteps: 10 }
 eval: { knn: { every: 1, testSize: 200, bankSize: 512 }, baselines: false }
 `;
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
-    stdout += String(c);
-    return true;
-  });
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => {
-    stderr += String(c);
-    return true;
-  });
-  try {
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
 
 const tags = (run: Run) => Object.fromEntries((run.data.tags ?? []).map((t) => [t.key, t.value]));
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);

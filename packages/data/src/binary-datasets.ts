@@ -103,16 +103,27 @@ export function loadCifar10(root: string): TrainingDataset {
     10,
   );
   const test = readCifarRecords([need(root, 'test_batch.bin', hint)], 1, 0, 10);
-  return {
-    name: 'cifar10',
-    ...rgb,
-    numClasses: 10,
+  return cifarDataset('cifar10', root, { train, test }, 10, {
     mean: [0.4914, 0.4822, 0.4465],
     std: [0.247, 0.2435, 0.2616],
-    train,
-    test,
+  });
+}
+
+function cifarDataset(
+  name: string,
+  root: string,
+  splits: { train: ImageSplit; test: ImageSplit },
+  numClasses: number,
+  stats: { mean: number[]; std: number[] },
+): TrainingDataset {
+  return {
+    name,
+    ...rgb,
+    numClasses,
+    ...stats,
+    ...splits,
     source: root,
-    digest: digestOf([train, test]),
+    digest: digestOf([splits.train, splits.test]),
   };
 }
 
@@ -121,17 +132,10 @@ export function loadCifar100(root: string): TrainingDataset {
   const hint = 'put the files of cifar-100-binary.tar.gz (cifar-100-binary/) in data.root';
   const train = readCifarRecords([need(root, 'train.bin', hint)], 2, 1, 100);
   const test = readCifarRecords([need(root, 'test.bin', hint)], 2, 1, 100);
-  return {
-    name: 'cifar100',
-    ...rgb,
-    numClasses: 100,
+  return cifarDataset('cifar100', root, { train, test }, 100, {
     mean: [0.5071, 0.4865, 0.4409],
     std: [0.2673, 0.2564, 0.2762],
-    train,
-    test,
-    source: root,
-    digest: digestOf([train, test]),
-  };
+  });
 }
 
 /** STL-10 images: N x 3 x 96 x 96 with each channel plane stored column-major. */

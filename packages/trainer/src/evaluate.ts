@@ -6,7 +6,6 @@ import {
   loadExperiment,
   readBundle,
   Rng,
-  StateError,
   Tokens,
   TrackingError,
   writeFileAtomic,
@@ -24,6 +23,7 @@ import {
 } from '@contrast/eval';
 import { hasMlflowState, LocalRunTracker, MlflowUploader } from '@contrast/tracking';
 import { checkpointDir, loadCheckpoint } from './checkpoint.js';
+import { requireRunFolder } from './run.js';
 import { Trainer } from './trainer.js';
 
 export interface EvaluateOptions {
@@ -67,12 +67,7 @@ export async function evaluateRun(
 ): Promise<EvaluateOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
   const runPath = resolve(target);
-  if (!existsSync(join(runPath, 'config.yaml'))) {
-    throw new StateError(`${runPath} is not a run folder (no config.yaml)`, {
-      hint: 'pass a folder created by contrast train, e.g. runs/<name>-<time>',
-    });
-  }
-  const config = loadExperiment(join(runPath, 'config.yaml'), ['data.trainSubset=0']);
+  const config = loadExperiment(requireRunFolder(runPath), ['data.trainSubset=0']);
   const weights = runWeights(runPath);
   const { container } = composeExperiment(config, catalog);
   container.register(Tokens.Tracker, {

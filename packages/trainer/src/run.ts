@@ -25,9 +25,8 @@ import {
   MlflowUploader,
   probeTrackingServer,
 } from '@contrast/tracking';
-import { stepsPerEpoch } from '@contrast/data';
 import { checkpointDir, listCheckpoints, loadCheckpoint } from './checkpoint.js';
-import { Trainer, type TrainOptions, type TrainResult } from './trainer.js';
+import { plannedSteps, Trainer, type TrainOptions, type TrainResult } from './trainer.js';
 
 export interface RunOutcome {
   runPath: string;
@@ -96,10 +95,10 @@ export async function runExperiment(
       fallback: options.resumeFrom.fallback ?? false,
       warn: log,
     });
-    const ds = container.resolve<TrainingDataset>(Tokens.Dataset);
-    const perEpoch = stepsPerEpoch(ds.train.n, config.optim.batchSize, config.data.dropLast);
-    const total = perEpoch * config.optim.epochs;
-    const planned = config.optim.maxSteps > 0 ? Math.min(total, config.optim.maxSteps) : total;
+    const planned = plannedSteps(
+      config,
+      container.resolve<TrainingDataset>(Tokens.Dataset).train.n,
+    );
     if (Number(resume.bundle.values.step) >= planned) {
       tf.dispose(Object.values(resume.bundle.tensors));
       throw new StateError(`${runPath} already finished its ${planned} steps; nothing to resume`, {
@@ -210,12 +209,7 @@ const RESUME_MAY_CHANGE = ['tracking', 'checkpoint', 'data.prefetch'];
 
 /** Refuses to resume a folder that is not a run, or with a recipe that differs from the run's. */
 function checkResumable(runPath: string, config: ExperimentConfig): void {
-  const file = join(runPath, 'config.yaml');
-  if (!existsSync(file)) {
-    throw new StateError(`${runPath} is not a run folder (no config.yaml)`, {
-      hint: 'pass a folder created by contrast train, e.g. runs/<name>-<time>',
-    });
-  }
+  const file = requireRunFolder(runPath);
   const original = parseExperiment(parse(readFileSync(file, 'utf8')));
   const diff = configDiff(original, config, RESUME_MAY_CHANGE);
   if (diff.length > 0) {
@@ -235,4 +229,15 @@ function rewindMetrics(runPath: string, bytes: unknown): void {
   if (typeof bytes !== 'number' || !existsSync(file) || statSync(file).size <= bytes) return;
   if (hasMlflowState(runPath)) MlflowUploader.open(runPath).rewindMetrics(bytes);
   truncateSync(file, bytes);
+}
+
+/** The config.yaml of a run folder; refuses a folder that is not a run. */
+export function requireRunFolder(runPath: string): string {
+  const file = join(runPath, 'config.yaml');
+  if (!existsSync(file)) {
+    throw new StateError(`${runPath} is not a run folder (no config.yaml)`, {
+      hint: 'pass a folder created by contrast train, e.g. runs/<name>-<time>',
+    });
+  }
+  return file;
 }

@@ -90,6 +90,13 @@ export interface TrainOptions {
   log?: (line: string) => void;
 }
 
+/** Steps a run takes in all: its epochs over `trainSize` images, capped by optim.maxSteps. */
+export function plannedSteps(config: ExperimentConfig, trainSize: number): number {
+  const { batchSize, epochs, maxSteps } = config.optim;
+  const all = stepsPerEpoch(trainSize, batchSize, config.data.dropLast) * epochs;
+  return maxSteps > 0 ? Math.min(all, maxSteps) : all;
+}
+
 /** The training loop around the generic step: schedule, logging, kNN, final state. */
 @injectable()
 export class Trainer {
@@ -121,8 +128,7 @@ export class Trainer {
   }
 
   get totalSteps(): number {
-    const all = this.stepsPerEpoch * this.config.optim.epochs;
-    return this.config.optim.maxSteps > 0 ? Math.min(all, this.config.optim.maxSteps) : all;
+    return plannedSteps(this.config, this.dataset.train.n);
   }
 
   private toBatch = (split: ImageSplit, s: number, e: number) =>
