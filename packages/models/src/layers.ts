@@ -1,6 +1,16 @@
 import { ConfigError } from '@contrast/core';
 import * as tf from '@tensorflow/tfjs';
+import type { BackwardTape, Traced } from './backward.js';
 import { batchNormTraining } from './native-bn.js';
+import {
+  conv2dExplicit,
+  conv2dGradFilter,
+  conv2dGradInput,
+  fusedBatchNormBackward,
+  fusedBatchNormForward,
+  maxPoolGrad,
+  reluGrad,
+} from './native-ops.js';
 import type { ParamStore } from './params.js';
 
 /**
@@ -37,6 +47,84 @@ export class Conv {
         : x;
     return tf.conv2d(xp, this.w as tf.Tensor4D, this.stride, 'valid');
   }
+
+  /** Training forward with a hand-written backward (native backend): saves its input. */
+  train(x: tf.Tensor4D, tape: BackwardTape): Traced {
+    const { stride, pad } = this;
+    const w = this.w as tf.Tensor4D;
+    const xi = tape.save(x);
+    return {
+      y: conv2dExplicit(x, w, stride, pad),
+      back: (dy, needDx) => {
+        const xs = tape.get(xi) as tf.Tensor4D;
+        tape.addGrad(this.w, conv2dGradFilter(xs, w.shape, dy, stride, pad));
+        const dx = needDx ? conv2dGradInput(xs.shape, w, dy, stride, pad) : undefined;
+        tape.release(xi);
+        return dx;
+      },
+    };
+  }
+}
+
+/** ReLU whose backward needs only its output. */
+export function reluTrain(x: tf.Tensor4D, tape: BackwardTape): Traced {
+  const y = tf.relu(x);
+  const yi = tape.save(y);
+  return {
+    y,
+    back: (dy) => {
+      const dx = reluGrad(dy, tape.get(yi) as tf.Tensor4D);
+      tape.release(yi);
+      return dx;
+    },
+  };
+}
+
+/** VALID max-pool (window = stride = size) with its backward; `padValue` pads first when pad > 0. */
+export function maxPoolTrain(
+  x: tf.Tensor4D,
+  tape: BackwardTape,
+  size: number,
+  stride: number,
+  pad = 0,
+): Traced {
+  const padding: [number, number][] = [
+    [0, 0],
+    [pad, pad],
+    [pad, pad],
+    [0, 0],
+  ];
+  const xp = pad > 0 ? tf.pad(x, padding, -Infinity) : x;
+  const y = tf.maxPool(xp, size, stride, 'valid');
+  const xi = tape.save(xp);
+  const yi = tape.save(y);
+  return {
+    y,
+    back: (dy) => {
+      const xs = tape.get(xi) as tf.Tensor4D;
+      let dx = maxPoolGrad(xs, tape.get(yi) as tf.Tensor4D, dy, size, stride);
+      tape.release(xi, yi);
+      if (pad > 0) {
+        const [n, h, w, c] = dx.shape;
+        const inner = tf.slice(dx, [0, pad, pad, 0], [n, h - 2 * pad, w - 2 * pad, c]);
+        dx.dispose();
+        dx = inner;
+      }
+      return dx;
+    },
+  };
+}
+
+/** Global average pooling over H, W with its backward. */
+export function meanPoolTrain(x: tf.Tensor4D): { y: tf.Tensor2D; back: (dy: tf.Tensor2D) => tf.Tensor4D } {
+  const [n, h, w, c] = x.shape;
+  return {
+    y: tf.mean(x, [1, 2]),
+    back: (dy) =>
+      tf.tidy(() =>
+        tf.broadcastTo(tf.reshape(tf.div(dy, h * w), [n, 1, 1, c]), [n, h, w, c]),
+      ) as tf.Tensor4D,
+  };
 }
 
 /**
@@ -90,6 +178,72 @@ export class BatchNorm {
     return y;
   }
 
+  /** Training forward with the fused kernels and a hand-written backward (native backend). */
+  train(x: tf.Tensor4D, tape: BackwardTape): Traced {
+    const gamma = this.gamma as tf.Tensor1D;
+    const beta = this.beta as tf.Tensor1D;
+    const parts = this.splits > 1 ? this.checkedSplit(x) : [x];
+    const outs = parts.map((part) => fusedBatchNormForward(part, gamma, beta, this.eps));
+    const saved = outs.map((o, i) => ({
+      x: tape.save(parts[i]!),
+      reserve: o.reserve.map((r) => tape.save(r)),
+    }));
+    const mean = outs.length > 1 ? tf.div(tf.addN(outs.map((o) => o.mean)), outs.length) : outs[0]!.mean;
+    const unbiasedVariance =
+      outs.length > 1
+        ? tf.div(tf.addN(outs.map((o) => o.unbiasedVariance)), outs.length)
+        : outs[0]!.unbiasedVariance;
+    const m = this.momentum;
+    tf.tidy(() => {
+      this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
+      this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiasedVariance, m)));
+    });
+    tf.dispose([mean, unbiasedVariance, ...outs.flatMap((o) => [o.mean, o.unbiasedVariance])]);
+    const y =
+      outs.length > 1
+        ? tf.concat(
+            outs.map((o) => o.y),
+            0,
+          )
+        : outs[0]!.y;
+    return {
+      y,
+      back: (dy) => {
+        const dys = outs.length > 1 ? (tf.split(dy, outs.length, 0) as tf.Tensor4D[]) : [dy];
+        const dxs = saved.map((s, i) => {
+          const r = fusedBatchNormBackward(
+            dys[i]!,
+            tape.get(s.x),
+            gamma,
+            s.reserve.map((h) => tape.get(h)),
+            this.eps,
+          );
+          tape.release(s.x, ...s.reserve);
+          tape.addGrad(this.gamma, r.dgamma);
+          tape.addGrad(this.beta, r.dbeta);
+          return r.dx;
+        });
+        if (dxs.length === 1) return dxs[0]!;
+        tf.dispose(dys);
+        const dx = tf.concat(dxs, 0);
+        tf.dispose(dxs);
+        return dx;
+      },
+    };
+  }
+
+  private checkedSplit(x: tf.Tensor4D): tf.Tensor4D[] {
+    const n = x.shape[0];
+    if (n % this.splits !== 0) {
+      throw new ConfigError(
+        'model.bnSplits',
+        `a batch of ${n} does not divide into ${this.splits} BatchNorm splits`,
+        { hint: 'choose optim.batchSize divisible by model.bnSplits' },
+      );
+    }
+    return tf.split(x, this.splits, 0) as tf.Tensor4D[];
+  }
+
   /**
    * SplitBatchNorm: the batch is cut into `splits` equal sub-batches (contiguous;
    * the key batch is shuffled before it gets here), each normalised with its own
@@ -101,15 +255,7 @@ export class BatchNorm {
     mean: tf.Tensor1D;
     unbiasedVariance: tf.Tensor1D;
   } {
-    const n = x.shape[0];
-    if (n % this.splits !== 0) {
-      throw new ConfigError(
-        'model.bnSplits',
-        `a batch of ${n} does not divide into ${this.splits} BatchNorm splits`,
-        { hint: 'choose optim.batchSize divisible by model.bnSplits' },
-      );
-    }
-    const outs = (tf.split(x, this.splits, 0) as tf.Tensor4D[]).map((part) =>
+    const outs = this.checkedSplit(x).map((part) =>
       batchNormTraining(part, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D, this.eps),
     );
     const y = tf.concat(

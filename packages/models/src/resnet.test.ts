@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { ExperimentSchema, Rng } from '@contrast/core';
-import { ContrastEncoder, createEncoder } from './resnet.js';
+import { ContrastEncoder, createEncoder, useHandWrittenBackward } from './resnet.js';
 import { BatchNorm } from './layers.js';
 import { ParamStore } from './params.js';
 
@@ -107,4 +107,57 @@ describe('projection heads', () => {
     const z = mlp.embed(tf.randomNormal([2, 28, 28, 1]) as tf.Tensor4D, false);
     expect(z.shape).toEqual([2, 8]);
   });
+});
+
+describe('hand-written backward', () => {
+  const cases: [string, Record<string, unknown>, number, number, number][] = [
+    ['ResNet-18, CIFAR stem', { encoder: 'resnet18', width: 0.125, dim: 16 }, 3, 16, 4],
+    [
+      'ResNet-18, ImageNet stem (max-pool)',
+      { encoder: 'resnet18', stem: 'imagenet', width: 0.125, dim: 16 },
+      3,
+      32,
+      4,
+    ],
+    ['ResNet-50 (bottleneck)', { encoder: 'resnet50', width: 0.0625, dim: 16 }, 3, 16, 4],
+    ['ConvNet', { encoder: 'convnet', width: 0.25, dim: 16 }, 1, 12, 4],
+    ['split BN (2 splits)', { encoder: 'resnet18', width: 0.125, dim: 16, bnSplits: 2 }, 1, 12, 4],
+  ];
+  for (const [name, model, channels, size, n] of cases) {
+    it(`${name}: same embeddings, BN statistics and parameter gradients as tfjs autodiff`, () => {
+      const x = tf.randomNormal([n, size, size, channels], 0, 1, 'float32', 3) as tf.Tensor4D;
+      const w = tf.randomNormal([n, 16], 0, 1, 'float32', 4);
+      const run = (handWritten: boolean) => {
+        useHandWrittenBackward(handWritten);
+        const enc = createEncoder(spec(model, channels, size), new Rng(5));
+        const { value, grads } = tf.variableGrads(
+          () => tf.sum(tf.mul(enc.embed(x, true), w)) as tf.Scalar,
+          enc.parameters(),
+        );
+        const stats = [...enc.namedVariables()]
+          .filter(([k]) => k.includes('running'))
+          .map(([, v]) => v.clone());
+        const out = { value, grads: enc.parameters().map((p) => grads[p.name]!), stats };
+        enc.dispose();
+        return out;
+      };
+      const before = tf.memory().numTensors;
+      const auto = run(false);
+      const hand = run(true);
+      useHandWrittenBackward(true);
+      const rel = (a: tf.Tensor, b: tf.Tensor) =>
+        tf.tidy(() => tf.norm(tf.sub(a, b)).dataSync()[0]! / (tf.norm(b).dataSync()[0]! + 1e-12));
+      expect(Math.abs(hand.value.dataSync()[0]! - auto.value.dataSync()[0]!)).toBeLessThan(1e-4);
+      expect(hand.grads.length).toBe(auto.grads.length);
+      hand.grads.forEach((g, i) => expect(rel(g, auto.grads[i]!)).toBeLessThan(1e-3));
+      hand.stats.forEach((s, i) => expect(rel(s, auto.stats[i]!)).toBeLessThan(1e-5));
+      // every gradient is informative (no parameter silently left at zero)
+      expect(hand.grads.every((g) => tf.tidy(() => tf.any(tf.notEqual(g, 0)).dataSync()[0]))).toBe(
+        true,
+      );
+      tf.dispose([auto, hand].flatMap((r) => [r.value, ...r.grads, ...r.stats]));
+      expect(tf.memory().numTensors).toBe(before);
+      tf.dispose([x, w]);
+    });
+  }
 });

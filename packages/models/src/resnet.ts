@@ -1,12 +1,62 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, l2Normalize, type Encoder, type EncoderSpec, type Rng } from '@contrast/core';
-import { BatchNorm, Conv, Linear } from './layers.js';
+import { backThrough, BackwardTape, type Backward, type Traced } from './backward.js';
+import { BatchNorm, Conv, Linear, maxPoolTrain, meanPoolTrain, reluTrain } from './layers.js';
+import { nativeBackend } from './native-ops.js';
 import { ParamStore } from './params.js';
 
 /** A backbone maps images to pooled features; built against a ParamStore. */
 interface Backbone {
   readonly featureDim: number;
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
+  /** Training-mode forward recording a hand-written backward (native backend). */
+  train(x: tf.Tensor4D, tape: BackwardTape): Traced<tf.Tensor2D>;
+}
+
+let handWritten = process.env.CONTRAST_AUTODIFF !== '1';
+
+/**
+ * Whether training-mode backbones use the hand-written backward (default) or
+ * tfjs's generic tape (CONTRAST_AUTODIFF=1 at start; tests and benchmarks compare both).
+ */
+export function useHandWrittenBackward(on: boolean): void {
+  handWritten = on;
+}
+
+/** conv -> BN (-> ReLU): the forward of a chain and the backwards in order. */
+function convBn(conv: Conv, bn: BatchNorm, x: tf.Tensor4D, tape: BackwardTape, relu: boolean) {
+  const c = conv.train(x, tape);
+  const b = bn.train(c.y, tape);
+  const steps: Backward[] = [c.back, b.back];
+  if (!relu) return { y: b.y, steps };
+  const r = reluTrain(b.y, tape);
+  return { y: r.y, steps: [...steps, r.back] };
+}
+
+/** A residual block's backward: through relu(main + shortcut) into both branches. */
+function residual(
+  main: Backward[],
+  shortcut: Backward[],
+  mainY: tf.Tensor4D,
+  shortY: tf.Tensor4D,
+  tape: BackwardTape,
+): Traced {
+  const out = reluTrain(tf.add(mainY, shortY), tape);
+  return {
+    y: out.y,
+    back: (dy, needDx) => {
+      const ds = out.back(dy, true)!;
+      const dMain = backThrough(main, ds, needDx);
+      const dShort = shortcut.length > 0 ? backThrough(shortcut, ds, needDx) : ds;
+      if (!needDx) {
+        tf.dispose([ds, dMain ?? [], dShort ?? []]);
+        return undefined;
+      }
+      const dx = tf.add(dMain!, dShort!) as tf.Tensor4D;
+      tf.dispose([ds, dMain!, dShort!]);
+      return dx;
+    },
+  };
 }
 
 class BasicBlock {
@@ -34,6 +84,13 @@ class BasicBlock {
     y = this.bn2.apply(this.conv2.apply(y), training);
     const id = this.shortcut ? this.shortcut.bn.apply(this.shortcut.conv.apply(x), training) : x;
     return tf.relu(tf.add(y, id)) as tf.Tensor4D;
+  }
+
+  train(x: tf.Tensor4D, tape: BackwardTape): Traced {
+    const a = convBn(this.conv1, this.bn1, x, tape, true);
+    const b = convBn(this.conv2, this.bn2, a.y, tape, false);
+    const sc = this.shortcut ? convBn(this.shortcut.conv, this.shortcut.bn, x, tape, false) : undefined;
+    return residual([...a.steps, ...b.steps], sc?.steps ?? [], b.y, sc?.y ?? x, tape);
   }
 }
 
@@ -77,6 +134,18 @@ class Bottleneck {
     const id = this.shortcut ? this.shortcut.bn.apply(this.shortcut.conv.apply(x), training) : x;
     return tf.relu(tf.add(y, id)) as tf.Tensor4D;
   }
+
+  train(x: tf.Tensor4D, tape: BackwardTape): Traced {
+    let y = x;
+    const steps: Backward[] = [];
+    this.convs.forEach((conv, i) => {
+      const c = convBn(conv, this.bns[i]!, y, tape, i < 2);
+      steps.push(...c.steps);
+      y = c.y;
+    });
+    const sc = this.shortcut ? convBn(this.shortcut.conv, this.shortcut.bn, x, tape, false) : undefined;
+    return residual(steps, sc?.steps ?? [], y, sc?.y ?? x, tape);
+  }
 }
 
 /** Blocks per stage and block type of each ResNet. */
@@ -95,7 +164,10 @@ class ResNetBackbone implements Backbone {
   readonly featureDim: number;
   private readonly stemConv: Conv;
   private readonly stemBn: BatchNorm;
-  private readonly blocks: { apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D }[] = [];
+  private readonly blocks: {
+    apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D;
+    train(x: tf.Tensor4D, tape: BackwardTape): Traced;
+  }[] = [];
 
   constructor(
     s: ParamStore,
@@ -153,6 +225,37 @@ class ResNetBackbone implements Backbone {
     for (const b of this.blocks) y = b.apply(y, training);
     return tf.mean(y, [1, 2]) as tf.Tensor2D;
   }
+
+  train(x: tf.Tensor4D, tape: BackwardTape): Traced<tf.Tensor2D> {
+    const stem = convBn(this.stemConv, this.stemBn, x, tape, true);
+    const steps = [...stem.steps];
+    let y = stem.y;
+    if (this.maxPool) {
+      const p = maxPoolTrain(y, tape, 3, 2, 1);
+      steps.push(p.back);
+      y = p.y;
+    }
+    for (const b of this.blocks) {
+      const t = b.train(y, tape);
+      steps.push(t.back);
+      y = t.y;
+    }
+    return pooled(y, steps);
+  }
+}
+
+/** Global average pooling on top of a chain of backwards. */
+function pooled(y: tf.Tensor4D, steps: Backward[]): Traced<tf.Tensor2D> {
+  const pool = meanPoolTrain(y);
+  return {
+    y: pool.y,
+    back: (dy, needDx) => {
+      const d = pool.back(dy);
+      const dx = backThrough(steps, d, needDx);
+      d.dispose();
+      return dx;
+    },
+  };
 }
 
 /** A small ConvNet for tests and quick experiments: three conv-BN-ReLU stages. */
@@ -183,6 +286,22 @@ class ConvNetBackbone implements Backbone {
     }
     return tf.mean(y, [1, 2]) as tf.Tensor2D;
   }
+
+  train(x: tf.Tensor4D, tape: BackwardTape): Traced<tf.Tensor2D> {
+    let y = x;
+    const steps: Backward[] = [];
+    for (const st of this.stages) {
+      const c = convBn(st.conv, st.bn, y, tape, true);
+      steps.push(...c.steps);
+      y = c.y;
+      if (st.pool) {
+        const p = maxPoolTrain(y, tape, 2, 2);
+        steps.push(p.back);
+        y = p.y;
+      }
+    }
+    return pooled(y, steps);
+  }
 }
 
 /** Backbone + projection head to `dim` (linear as MoCo v1, or an MLP as v2), L2-normalised. */
@@ -191,6 +310,8 @@ export class ContrastEncoder implements Encoder {
   readonly embedDim: number;
   private readonly store: ParamStore;
   private readonly backbone: Backbone;
+  /** The backbone's parameters (the head's follow them in the store). */
+  private readonly backboneParams: tf.Variable[];
   /** One linear layer, or Linear-ReLU-Linear. */
   private readonly head: Linear[];
 
@@ -216,6 +337,7 @@ export class ContrastEncoder implements Encoder {
       );
     }
     this.featureDim = this.backbone.featureDim;
+    this.backboneParams = [...this.store.params];
     if (model.head === 'mlp') {
       const hidden = model.hiddenDim || this.featureDim;
       this.head = [
@@ -233,17 +355,46 @@ export class ContrastEncoder implements Encoder {
   }
 
   features(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    return tf.tidy(() => this.backbone.apply(x, training));
+    return tf.tidy(() => this.pooled(x, training));
   }
 
   embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
     return tf.tidy(() => {
-      let z = this.backbone.apply(x, training);
+      let z = this.pooled(x, training);
       this.head.forEach((layer, i) => {
         z = layer.apply(i > 0 ? tf.relu(z) : z);
       });
       return l2Normalize(z);
     });
+  }
+
+  /**
+   * Backbone features. In training mode on the native backend the backbone is one
+   * custom-gradient op with the hand-written backward (backward.ts); the gradient
+   * it reports for the images is zero (no method here differentiates w.r.t. pixels).
+   */
+  private pooled(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
+    if (!training || !handWritten || !nativeBackend()) return this.backbone.apply(x, training);
+    const params = this.backboneParams;
+    const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const input = args[0] as tf.Tensor4D;
+      const save = args[args.length - 1] as tf.GradSaveFunc;
+      const tape = new BackwardTape();
+      const { y, back } = this.backbone.train(input, tape);
+      save(tape.toSave);
+      const shape = input.shape;
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          tape.begin(saved);
+          return tf.tidy(() => {
+            back(dy as tf.Tensor2D, false);
+            return [tf.zeros(shape), ...params.map((p) => tape.grads.get(p) ?? tf.zerosLike(p))];
+          });
+        },
+      };
+    });
+    return f(x, ...params) as tf.Tensor2D;
   }
 
   parameters(): tf.Variable[] {

@@ -11,6 +11,7 @@ import {
   type NegativeSource,
   type Rng,
   type TrainingClock,
+  type TrainingDataset,
 } from '@contrast/core';
 import { BatchAugmentation, disposeBatch, twoViewBatches, type TwoViewBatch } from '@contrast/data';
 import { createOptimizer } from './sgd.js';
@@ -36,9 +37,13 @@ export interface StepHarness {
   dispose(): void;
 }
 
-export function createStepHarness(input: ExperimentInput, catalog: Catalog): StepHarness {
+export function createStepHarness(
+  input: ExperimentInput,
+  catalog: Catalog,
+  options: { dataset?: TrainingDataset } = {},
+): StepHarness {
   const config = parseExperiment(input);
-  const { container, dataset } = composeExperiment(config, catalog);
+  const { container, dataset } = composeExperiment(config, catalog, options);
   const encoder = container.resolve<Encoder>(Tokens.Encoder);
   const keyPolicy = container.resolve<KeyEncoderPolicy>(Tokens.KeyEncoderPolicy);
   const source = container.resolve<NegativeSource>(Tokens.NegativeSource);

@@ -17,7 +17,22 @@ export interface StepParts {
   temperature: number;
   /** Both views act as query (loss.symmetric). */
   symmetric?: boolean;
+  /**
+   * Called as each phase of the step ends (benchmarks time them; the native
+   * backend runs kernels synchronously, so the time between marks is the phase's).
+   */
+  mark?: (phase: StepPhase) => void;
 }
+
+/** The phases of a step, in order. */
+export type StepPhase =
+  | 'key_encoder'
+  | 'query_forward'
+  | 'logits_loss'
+  | 'backward'
+  | 'optimizer'
+  | 'enqueue'
+  | 'ema';
 
 export interface StepInput {
   /** [N, H, W, C] augmented query view. */
@@ -45,13 +60,16 @@ export function contrastiveStep(
 ): { loss: tf.Scalar; accuracy: tf.Scalar } {
   if (parts.symmetric) return symmetricStep(parts, input, lr);
   const { encoder, keyPolicy, source, loss, optimizer, temperature } = parts;
+  const mark = parts.mark ?? (() => undefined);
   let accuracy: tf.Scalar | undefined;
   let detachedQuery: tf.Tensor2D | undefined;
   const lossValue = tf.tidy(() => {
     const precomputedKey = keyPolicy.withGradient ? undefined : keyPolicy.encode(input.key);
+    mark('key_encoder');
     const { value, grads } = tf.variableGrads(() => {
       const query = encoder.embed(input.query, true); // [N, D]
       const key = precomputedKey ?? keyPolicy.encode(input.key); // [N, D]
+      mark('query_forward');
       const keys = source.keys({
         query,
         key,
@@ -61,16 +79,21 @@ export function contrastiveStep(
       const out = loss.compute({ query, ...keys, temperature });
       accuracy = tf.keep(out.accuracy);
       detachedQuery = tf.keep(query);
+      mark('logits_loss');
       return out.loss;
     }, encoder.parameters());
+    mark('backward');
     optimizer.apply(grads, lr);
+    mark('optimizer');
     source.afterStep({
       query: detachedQuery!,
       key: precomputedKey,
       indices: input.indices,
       indexArray: input.indexArray,
     });
+    mark('enqueue');
     keyPolicy.afterStep();
+    mark('ema');
     return value;
   });
   detachedQuery?.dispose();

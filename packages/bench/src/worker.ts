@@ -1,0 +1,231 @@
+import 'reflect-metadata';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '@contrast/backend';
+import { InfoNceLoss, type TrainingDataset } from '@contrast/core';
+import { disposeBatch, loadFashionMnist, type TwoViewBatch } from '@contrast/data';
+import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
+import {
+  contrastiveStep,
+  createCatalog,
+  createOptimizer,
+  createStepHarness,
+  type StepPhase,
+} from '@contrast/trainer';
+import type { RowResult, RowSpec } from './spec.js';
+
+/**
+ * Images of the row's shape: Fashion-MNIST's real files for 28x28x1, otherwise
+ * fixed pseudo-random pixels (the step's cost does not depend on the content).
+ */
+export function benchDataset(spec: RowSpec, n = 4096): TrainingDataset {
+  if (spec.height === 28 && spec.width === 28 && spec.channels === 1) return loadFashionMnist();
+  const px = spec.height * spec.width * spec.channels;
+  const images = new Uint8Array(n * px);
+  let s = 12345;
+  for (let i = 0; i < images.length; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    images[i] = s >>> 24;
+  }
+  const labels = Uint8Array.from({ length: n }, (_, i) => i % 10);
+  const split = { images, labels, n };
+  return {
+    name: `synthetic-${spec.height}x${spec.width}x${spec.channels}`,
+    height: spec.height,
+    width: spec.width,
+    channels: spec.channels,
+    numClasses: 10,
+    mean: Array<number>(spec.channels).fill(0.5),
+    std: Array<number>(spec.channels).fill(0.29),
+    providesIndices: true,
+    train: split,
+    test: split,
+  };
+}
+
+/** The MoCo CIFAR demo's step (plain BN): ResNet-18 CIFAR stem, fc -> 128, m 0.99, tau 0.1, SGD. */
+export function benchExperiment(spec: RowSpec, width = 1) {
+  const color = spec.channels === 3;
+  return {
+    name: 'bench',
+    seed: 0,
+    data: {
+      dataset: 'fashion-mnist',
+      augmentation: {
+        crop: { scale: [0.08, 1.0] as [number, number] },
+        flip: 0.5,
+        jitter: color
+          ? { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 }
+          : { brightness: 0.4, contrast: 0.4, p: 0.8 },
+        ...(color ? { grayscale: 0.2 } : {}),
+      },
+    },
+    model: { encoder: 'resnet18', stem: 'cifar' as const, width, dim: 128, head: 'linear' as const },
+    strategy: { name: 'momentum-queue', queueSize: spec.queue ?? 4096, momentum: 0.99 },
+    loss: { temperature: 0.1 },
+    optim: { batchSize: spec.batch, lr: 0.06, momentum: 0.9, weightDecay: 5e-4, epochs: 1 },
+    eval: { knn: { every: 0 }, baselines: false },
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function matmulGflops(): number {
+  const n = 2048;
+  const a = tf.randomNormal([n, n]);
+  const b = tf.randomNormal([n, n]);
+  tf.matMul(a, b).dispose();
+  const t0 = performance.now();
+  for (let i = 0; i < 5; i++) tf.matMul(a, b).dispose();
+  const s = (performance.now() - t0) / 1000;
+  tf.dispose([a, b]);
+  return (5 * 2 * n ** 3) / s / 1e9;
+}
+
+/** Runs one row of ours and returns its measurements. */
+export async function runRow(spec: RowSpec): Promise<RowResult> {
+  const info = await initBackend('tensorflow');
+  const dataset = benchDataset(spec);
+  const h = createStepHarness(benchExperiment(spec), createCatalog([momentumQueuePlugin()]), {
+    dataset,
+  });
+  const { parts, encoder } = h;
+  const lr = h.config.optim.lr;
+  const batches: TwoViewBatch[] = [h.nextBatch(), h.nextBatch()];
+
+  let step: (b: TwoViewBatch, mark?: (p: StepPhase) => void) => void;
+  if (spec.mode === 'moco') {
+    step = (b, mark) => {
+      const out = contrastiveStep({ ...parts, ...(mark ? { mark } : {}) }, b, lr);
+      out.loss.dataSync();
+      tf.dispose([out.loss, out.accuracy]);
+    };
+  } else {
+    // the raw encoder step: forward, a linear loss on the embedding, backward, SGD
+    const optimizer = createOptimizer(encoder.parameters(), h.config.optim);
+    const target = tf.tidy(() => tf.randomNormal([h.config.model.dim, 1], 0, 1, 'float32', 1));
+    step = (b, mark) => {
+      const loss = tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(
+          () => tf.mean(tf.matMul(encoder.embed(b.query, true), target)) as tf.Scalar,
+          encoder.parameters(),
+        );
+        mark?.('backward');
+        optimizer.apply(grads, lr);
+        mark?.('optimizer');
+        return value;
+      });
+      loss.dataSync();
+      loss.dispose();
+    };
+  }
+
+  const stepSeconds: number[] = [];
+  const tensorsAfterStep: number[] = [];
+  for (let i = 0; i < spec.warmup + spec.steps; i++) {
+    const t0 = performance.now();
+    step(batches[i % batches.length]!);
+    if (i >= spec.warmup) {
+      stepSeconds.push((performance.now() - t0) / 1000);
+      tensorsAfterStep.push(tf.memory().numTensors);
+    }
+  }
+
+  // the step's phases, averaged over two profiled steps
+  const breakdown: Record<string, number> = {};
+  for (let i = 0; i < 2; i++) {
+    let t = performance.now();
+    step(batches[i]!, (phase) => {
+      const now = performance.now();
+      breakdown[phase] = (breakdown[phase] ?? 0) + (now - t) / 2000;
+      t = now;
+    });
+  }
+
+  // InfoNCE logits + loss, forward and backward alone (what MoCo adds besides the key encoder)
+  let logitsSeconds: number | undefined;
+  if (spec.mode === 'moco') {
+    const loss = new InfoNceLoss();
+    const q = tf.variable(tf.tidy(() => h.keyPolicy.encode(batches[0]!.query)!));
+    const k = tf.tidy(() => h.keyPolicy.encode(batches[0]!.key)!);
+    const time = () => {
+      const t0 = performance.now();
+      tf.tidy(() => {
+        const { grads } = tf.variableGrads(() => {
+          const keys = h.source.keys({
+            query: q,
+            key: k,
+            indices: batches[0]!.indices,
+            indexArray: batches[0]!.indexArray,
+          });
+          return loss.compute({ query: q, ...keys, temperature: 0.1 }).loss;
+        }, [q]);
+        grads[q.name]!.dataSync();
+      });
+      return (performance.now() - t0) / 1000;
+    };
+    time();
+    logitsSeconds = median([time(), time(), time()]);
+    tf.dispose([q, k]);
+  }
+
+  // the augmentation pipeline alone: pixel gather + two augmented views per image
+  const augTimes: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    const b = h.nextBatch();
+    b.query.dataSync();
+    augTimes.push((performance.now() - t0) / 1000);
+    disposeBatch(b);
+  }
+  // training as the trainer runs it: draw and augment the batch, then step
+  const trainTimes: number[] = [];
+  for (let i = 0; i < Math.min(3, spec.steps); i++) {
+    const t0 = performance.now();
+    const b = h.nextBatch();
+    step(b);
+    disposeBatch(b);
+    trainTimes.push((performance.now() - t0) / 1000);
+  }
+  const matmul = matmulGflops();
+  batches.forEach(disposeBatch);
+  h.dispose();
+  return {
+    framework: `tfjs-node ${tf.version.tfjs} (${info.name})`,
+    stepSeconds,
+    imgPerSec: spec.batch / median(stepSeconds),
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    matmulGflops: matmul,
+    breakdown,
+    tensorsAfterStep,
+    augImgPerSec: spec.batch / median(augTimes),
+    trainImgPerSec: spec.batch / median(trainTimes),
+    ...(logitsSeconds !== undefined ? { logitsSeconds } : {}),
+  };
+}
+
+/** The leak check: 200 steps as the trainer runs them (small ResNet-18), tensors after each. */
+export async function leakCheck(steps = 200): Promise<{ steps: number; tensors: number[] }> {
+  await initBackend('tensorflow');
+  const spec: RowSpec = {
+    mode: 'moco',
+    height: 28,
+    width: 28,
+    channels: 1,
+    batch: 32,
+    queue: 4096,
+    warmup: 0,
+    steps,
+  };
+  const h = createStepHarness(
+    benchExperiment(spec, 0.125),
+    createCatalog([momentumQueuePlugin()]),
+    { dataset: benchDataset(spec) },
+  );
+  const { tensorCounts } = h.run(steps);
+  h.dispose();
+  return { steps, tensors: tensorCounts };
+}
