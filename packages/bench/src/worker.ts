@@ -59,7 +59,13 @@ export function benchExperiment(spec: RowSpec, width = 1) {
         ...(color ? { grayscale: 0.2 } : {}),
       },
     },
-    model: { encoder: 'resnet18', stem: 'cifar' as const, width, dim: 128, head: 'linear' as const },
+    model: {
+      encoder: 'resnet18',
+      stem: 'cifar' as const,
+      width,
+      dim: 128,
+      head: 'linear' as const,
+    },
     strategy: { name: 'momentum-queue', queueSize: spec.queue ?? 4096, momentum: 0.99 },
     loss: { temperature: 0.1 },
     optim: { batchSize: spec.batch, lr: 0.06, momentum: 0.9, weightDecay: 5e-4, epochs: 1 },
@@ -123,15 +129,23 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
     };
   }
 
+  // Timed steps, alternating: the step alone on a batch made beforehand, then a
+  // step as the trainer runs it (draw and augment its batch first), so that
+  // drift of the machine's speed affects both the same way.
   const stepSeconds: number[] = [];
+  const trainTimes: number[] = [];
   const tensorsAfterStep: number[] = [];
-  for (let i = 0; i < spec.warmup + spec.steps; i++) {
-    const t0 = performance.now();
+  for (let i = 0; i < spec.warmup; i++) step(batches[i % batches.length]!);
+  for (let i = 0; i < spec.steps; i++) {
+    let t0 = performance.now();
     step(batches[i % batches.length]!);
-    if (i >= spec.warmup) {
-      stepSeconds.push((performance.now() - t0) / 1000);
-      tensorsAfterStep.push(tf.memory().numTensors);
-    }
+    stepSeconds.push((performance.now() - t0) / 1000);
+    tensorsAfterStep.push(tf.memory().numTensors);
+    t0 = performance.now();
+    const b = h.nextBatch();
+    step(b);
+    disposeBatch(b);
+    trainTimes.push((performance.now() - t0) / 1000);
   }
 
   // the step's phases, averaged over two profiled steps
@@ -180,15 +194,6 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
     b.query.dataSync();
     augTimes.push((performance.now() - t0) / 1000);
     disposeBatch(b);
-  }
-  // training as the trainer runs it: draw and augment the batch, then step
-  const trainTimes: number[] = [];
-  for (let i = 0; i < Math.min(3, spec.steps); i++) {
-    const t0 = performance.now();
-    const b = h.nextBatch();
-    step(b);
-    disposeBatch(b);
-    trainTimes.push((performance.now() - t0) / 1000);
   }
   const matmul = matmulGflops();
   batches.forEach(disposeBatch);

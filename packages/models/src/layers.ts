@@ -116,7 +116,10 @@ export function maxPoolTrain(
 }
 
 /** Global average pooling over H, W with its backward. */
-export function meanPoolTrain(x: tf.Tensor4D): { y: tf.Tensor2D; back: (dy: tf.Tensor2D) => tf.Tensor4D } {
+export function meanPoolTrain(x: tf.Tensor4D): {
+  y: tf.Tensor2D;
+  back: (dy: tf.Tensor2D) => tf.Tensor4D;
+} {
   const [n, h, w, c] = x.shape;
   return {
     y: tf.mean(x, [1, 2]),
@@ -188,7 +191,8 @@ export class BatchNorm {
       x: tape.save(parts[i]!),
       reserve: o.reserve.map((r) => tape.save(r)),
     }));
-    const mean = outs.length > 1 ? tf.div(tf.addN(outs.map((o) => o.mean)), outs.length) : outs[0]!.mean;
+    const mean =
+      outs.length > 1 ? tf.div(tf.addN(outs.map((o) => o.mean)), outs.length) : outs[0]!.mean;
     const unbiasedVariance =
       outs.length > 1
         ? tf.div(tf.addN(outs.map((o) => o.unbiasedVariance)), outs.length)

@@ -125,11 +125,11 @@ export function conv2dGradFilter(
 ): tf.Tensor4D {
   const b = requireNative();
   const sizes = tf.tensor1d(filterShape as number[], 'int32');
-  const dw = b.executeSingleOutput('Conv2DBackpropFilter', convAttrs(b.binding, filterShape[0]!, stride, pad), [
-    x,
-    sizes,
-    dy,
-  ]) as tf.Tensor4D;
+  const dw = b.executeSingleOutput(
+    'Conv2DBackpropFilter',
+    convAttrs(b.binding, filterShape[0]!, stride, pad),
+    [x, sizes, dy],
+  ) as tf.Tensor4D;
   sizes.dispose();
   return dw;
 }

@@ -89,7 +89,9 @@ class BasicBlock {
   train(x: tf.Tensor4D, tape: BackwardTape): Traced {
     const a = convBn(this.conv1, this.bn1, x, tape, true);
     const b = convBn(this.conv2, this.bn2, a.y, tape, false);
-    const sc = this.shortcut ? convBn(this.shortcut.conv, this.shortcut.bn, x, tape, false) : undefined;
+    const sc = this.shortcut
+      ? convBn(this.shortcut.conv, this.shortcut.bn, x, tape, false)
+      : undefined;
     return residual([...a.steps, ...b.steps], sc?.steps ?? [], b.y, sc?.y ?? x, tape);
   }
 }
@@ -143,7 +145,9 @@ class Bottleneck {
       steps.push(...c.steps);
       y = c.y;
     });
-    const sc = this.shortcut ? convBn(this.shortcut.conv, this.shortcut.bn, x, tape, false) : undefined;
+    const sc = this.shortcut
+      ? convBn(this.shortcut.conv, this.shortcut.bn, x, tape, false)
+      : undefined;
     return residual(steps, sc?.steps ?? [], y, sc?.y ?? x, tape);
   }
 }

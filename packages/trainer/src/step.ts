@@ -26,13 +26,7 @@ export interface StepParts {
 
 /** The phases of a step, in order. */
 export type StepPhase =
-  | 'key_encoder'
-  | 'query_forward'
-  | 'logits_loss'
-  | 'backward'
-  | 'optimizer'
-  | 'enqueue'
-  | 'ema';
+  'key_encoder' | 'query_forward' | 'logits_loss' | 'backward' | 'optimizer' | 'enqueue' | 'ema';
 
 export interface StepInput {
   /** [N, H, W, C] augmented query view. */

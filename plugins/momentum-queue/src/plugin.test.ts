@@ -32,6 +32,32 @@ const maxDiff = (a: Float32Array[], b: Float32Array[]) =>
   Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
 
 describe('momentum-queue plugin', () => {
+  it("marks the step's phases in order, once each, without changing the step", () => {
+    const a = harness();
+    const b = harness();
+    const phases: string[] = [];
+    const batchA = a.nextBatch();
+    const batchB = b.nextBatch();
+    const marked = contrastiveStep({ ...a.parts, mark: (p) => phases.push(p) }, batchA, 0.05);
+    const plain = contrastiveStep(b.parts, batchB, 0.05);
+    expect(phases).toEqual([
+      'key_encoder',
+      'query_forward',
+      'logits_loss',
+      'backward',
+      'optimizer',
+      'enqueue',
+      'ema',
+    ]);
+    expect(marked.loss.dataSync()[0]).toBe(plain.loss.dataSync()[0]);
+    expect(maxDiff(snapshot(a.encoder.parameters()), snapshot(b.encoder.parameters()))).toBe(0);
+    tf.dispose([marked.loss, marked.accuracy, plain.loss, plain.accuracy]);
+    disposeBatch(batchA);
+    disposeBatch(batchB);
+    a.dispose();
+    b.dispose();
+  });
+
   it('binds its parts through the container', () => {
     const h = harness();
     expect(h.source).toBeInstanceOf(MomentumQueueSource);

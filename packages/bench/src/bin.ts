@@ -1,0 +1,231 @@
+#!/usr/bin/env node
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { defaultRows, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
+import { ensureTorchVenv } from './torch.js';
+
+const HELP = `pnpm bench [options]
+
+Benchmarks the MoCo step and the raw encoder step (ResNet-18, CIFAR stem), one
+row per child process: img/s (median of timed steps after warm-up), the step's
+phases, peak RSS, tensors alive after each step, the augmentation pipeline's own
+img/s, training img/s with data loading, the process's 2048x2048 matmul GFLOP/s,
+and a 200-step leak check. Writes a JSON file and a markdown table.
+
+  --vs-pytorch     run each row in PyTorch too (cached venv, installed on first use),
+                   alternating ours / PyTorch (A B A B) so machine noise cancels
+  --quick          only the reference rows: 32x32x3, K 4096, MoCo b128 and b256, encoder b128
+  --rows TEXT      only rows whose name contains TEXT (e.g. "moco 32x32x3 b128")
+  --rounds N       A/B rounds per row (default 2 with --vs-pytorch, else 1)
+  --warmup N       untimed steps per row (default 2)
+  --steps N        timed steps per row (default 5)
+  --no-leak        skip the 200-step leak check
+  --out DIR        where to write results (default runs/bench)
+`;
+
+interface RowReport {
+  name: string;
+  spec: RowSpec;
+  ours: RowResult[];
+  pytorch: RowResult[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length === 0 ? Number.NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function runChild(cmd: string, args: string[], what: string): RowResult {
+  const r = spawnSync(cmd, args, {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  const line = r.stdout
+    ?.trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
+  if (r.status !== 0 || !line) {
+    const tail = (r.stderr ?? '').trim().split('\n').slice(-15).join('\n');
+    throw new Error(`${what} failed (exit ${r.status ?? r.signal}):\n${tail}`);
+  }
+  return JSON.parse(line) as RowResult;
+}
+
+const f1 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(1));
+const f2 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(2));
+
+function summarize(r: RowReport) {
+  const ours = median(r.ours.map((x) => x.imgPerSec));
+  const torch = median(r.pytorch.map((x) => x.imgPerSec));
+  const rssOurs = Math.max(...r.ours.map((x) => x.peakRssMb));
+  const rssTorch = r.pytorch.length ? Math.max(...r.pytorch.map((x) => x.peakRssMb)) : Number.NaN;
+  const o = r.ours[0]!;
+  const stepSec = median(r.ours.flatMap((x) => x.stepSeconds));
+  const b = o.breakdown ?? {};
+  const overhead =
+    r.spec.mode === 'moco' && o.logitsSeconds !== undefined
+      ? (o.logitsSeconds + (b.enqueue ?? 0) + (b.ema ?? 0)) / stepSec
+      : undefined;
+  const tensors = o.tensorsAfterStep ?? [];
+  return {
+    ours,
+    torch,
+    ratio: ours / torch,
+    rssOurs,
+    rssTorch,
+    rssRatio: rssOurs / rssTorch,
+    overhead,
+    tensorsPerStep: tensors.length > 1 ? (tensors.at(-1)! - tensors[0]!) / (tensors.length - 1) : 0,
+    aug: median(r.ours.map((x) => x.augImgPerSec ?? Number.NaN)),
+    train: median(r.ours.map((x) => x.trainImgPerSec ?? Number.NaN)),
+    matmulOurs: median(r.ours.map((x) => x.matmulGflops)),
+    matmulTorch: median(r.pytorch.map((x) => x.matmulGflops)),
+  };
+}
+
+function table(reports: RowReport[], leak?: { steps: number; tensors: number[] }): string {
+  const vs = reports.some((r) => r.pytorch.length > 0);
+  const lines = [
+    vs
+      ? '| row | ours img/s | PyTorch img/s | ratio | peak RSS ours / PyTorch (MB) | RSS ratio | MoCo overhead | tensors +/step | aug img/s | train img/s (% of step) | matmul GFLOP/s ours / PyTorch |'
+      : '| row | img/s | peak RSS (MB) | MoCo overhead | tensors +/step | aug img/s | train img/s (% of step) | matmul GFLOP/s |',
+    vs
+      ? '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+      : '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of reports) {
+    const s = summarize(r);
+    const overhead = s.overhead === undefined ? '-' : `${(100 * s.overhead).toFixed(1)}%`;
+    const train = `${f1(s.train)} (${((100 * s.train) / s.ours).toFixed(0)}%)`;
+    lines.push(
+      vs
+        ? `| ${r.name} | ${f1(s.ours)} | ${f1(s.torch)} | ${f2(s.ratio)}x | ${s.rssOurs.toFixed(0)} / ${s.rssTorch.toFixed(0)} | ${f2(s.rssRatio)}x | ${overhead} | ${s.tensorsPerStep} | ${s.aug.toFixed(0)} | ${train} | ${s.matmulOurs.toFixed(0)} / ${s.matmulTorch.toFixed(0)} |`
+        : `| ${r.name} | ${f1(s.ours)} | ${s.rssOurs.toFixed(0)} | ${overhead} | ${s.tensorsPerStep} | ${s.aug.toFixed(0)} | ${train} | ${s.matmulOurs.toFixed(0)} |`,
+    );
+  }
+  const phases = [
+    'key_encoder',
+    'query_forward',
+    'logits_loss',
+    'backward',
+    'optimizer',
+    'enqueue',
+    'ema',
+  ];
+  lines.push('', `| row (ours, seconds per step) | augmentation | ${phases.join(' | ')} |`);
+  lines.push(`|---|${'---:|'.repeat(phases.length + 1)}`);
+  for (const r of reports) {
+    const b = r.ours[0]!.breakdown ?? {};
+    const aug = r.spec.batch / (r.ours[0]!.augImgPerSec ?? Number.NaN);
+    lines.push(
+      `| ${r.name} | ${aug.toFixed(3)} | ${phases.map((p) => (b[p] === undefined ? '-' : b[p].toFixed(3))).join(' | ')} |`,
+    );
+  }
+  if (leak) {
+    const t = leak.tensors;
+    lines.push(
+      '',
+      `Leak check: ${leak.steps} MoCo steps with data loading (ResNet-18 width 1/8, 28x28x1, b32): ` +
+        `tensors after step 1 = ${t[0]}, after step ${leak.steps} = ${t.at(-1)} ` +
+        `(${t.at(-1)! - t[0]!} leaked; min ${Math.min(...t)}, max ${Math.max(...t)})`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'vs-pytorch': { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      rows: { type: 'string' },
+      rounds: { type: 'string' },
+      warmup: { type: 'string', default: '2' },
+      steps: { type: 'string', default: '5' },
+      'no-leak': { type: 'boolean', default: false },
+      out: { type: 'string', default: join('runs', 'bench') },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const int = (name: string, v: string | undefined, min: number) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) {
+      throw new Error(`--${name} must be an integer >= ${min}, got '${v}'`);
+    }
+    return n;
+  };
+  const timing = { warmup: int('warmup', values.warmup, 0), steps: int('steps', values.steps, 1) };
+  const vs = values['vs-pytorch'];
+  const rounds = int('rounds', values.rounds ?? (vs ? '2' : '1'), 1);
+  let rows = values.quick ? quickRows(timing) : defaultRows(timing);
+  if (values.rows) {
+    const all = rows.map(rowName);
+    rows = rows.filter((r) => rowName(r).includes(values.rows!));
+    if (rows.length === 0) {
+      throw new Error(
+        `--rows '${values.rows}' matches no row; the rows are:\n  ${all.join('\n  ')}`,
+      );
+    }
+  }
+  const python = vs ? ensureTorchVenv() : undefined;
+  const child = fileURLToPath(new URL('./child.js', import.meta.url));
+  const script = fileURLToPath(new URL('../python/moco_step.py', import.meta.url));
+  const started = new Date();
+  const reports: RowReport[] = [];
+  for (const spec of rows) {
+    const report: RowReport = { name: rowName(spec), spec, ours: [], pytorch: [] };
+    for (let round = 0; round < rounds; round++) {
+      const tag = `${report.name} (round ${round + 1}/${rounds})`;
+      process.stderr.write(`ours    ${tag} ...`);
+      const a = runChild(process.execPath, [child, JSON.stringify(spec)], `ours: ${tag}`);
+      report.ours.push(a);
+      process.stderr.write(` ${a.imgPerSec.toFixed(1)} img/s, ${a.peakRssMb.toFixed(0)} MB\n`);
+      if (python) {
+        process.stderr.write(`pytorch ${tag} ...`);
+        const b = runChild(python, [script, JSON.stringify(spec)], `pytorch: ${tag}`);
+        report.pytorch.push(b);
+        process.stderr.write(` ${b.imgPerSec.toFixed(1)} img/s, ${b.peakRssMb.toFixed(0)} MB\n`);
+      }
+    }
+    reports.push(report);
+  }
+  let leak: { steps: number; tensors: number[] } | undefined;
+  if (!values['no-leak']) {
+    process.stderr.write('leak check (200 steps) ...\n');
+    leak = runChild(
+      process.execPath,
+      [child, JSON.stringify({ mode: 'leak', steps: 200 })],
+      'leak check',
+    ) as unknown as { steps: number; tensors: number[] };
+  }
+  const md = table(reports, leak);
+  mkdirSync(values.out, { recursive: true });
+  const stamp = started.toISOString().replace(/[:.]/g, '-');
+  const base = join(values.out, `bench-${stamp}`);
+  writeFileSync(
+    `${base}.json`,
+    `${JSON.stringify({ started: started.toISOString(), rounds, timing, rows: reports.map((r) => ({ ...r, summary: summarize(r) })), leak }, null, 2)}\n`,
+  );
+  writeFileSync(`${base}.md`, `${md}\n`);
+  process.stdout.write(`${md}\n\nwritten: ${base}.json, ${base}.md\n`);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    process.exit(1);
+  },
+);
