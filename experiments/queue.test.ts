@@ -6,12 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinPlugins, runStudyOnQueue } from '@contrast/cli';
 import { runStudy, type StudyResult } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
-import { freePort } from '@contrast/tracking';
+import { freePort, MlflowClient, MlflowServer } from '@contrast/tracking';
 
 /**
- * A study on BullMQ with a real redis-server: two CLI workers, one killed with
- * SIGKILL (with its sandboxed child) while it trains; the job is retried by the
- * other worker and resumes from the run's checkpoint.
+ * A study on BullMQ with a real redis-server and a real MLflow server: two CLI
+ * workers, one killed with SIGKILL (with its sandboxed child) while it trains;
+ * the job is retried by the other worker and resumes from the run's checkpoint,
+ * continuing the same MLflow run.
  */
 const repo = join(import.meta.dirname, '..');
 const bin = join(repo, 'packages/cli/dist/bin.js');
@@ -48,6 +49,7 @@ describe('studies across workers on BullMQ (real Redis)', () => {
   let root: string;
   let redis: ChildProcess;
   let queue: string;
+  let mlflow: MlflowServer;
   const workers: ChildProcess[] = [];
 
   beforeAll(async () => {
@@ -70,16 +72,23 @@ describe('studies across workers on BullMQ (real Redis)', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
+    mlflow = await MlflowServer.start({ dir: join(root, 'mlflow') });
     writeFileSync(join(root, 'base.yaml'), BASE);
     writeFileSync(
       join(root, 'study.yaml'),
       'name: q4\nbase: base.yaml\naxis: strategy.queueSize\ngrid:\n  strategy.queueSize: [64, 128, 256, 512]\n',
     );
-  }, 60_000);
+    // the same study, tracked in MLflow (where a run is tracked does not change its config hash)
+    writeFileSync(
+      join(root, 'study-mlflow.yaml'),
+      `${readFileSync(join(root, 'study.yaml'), 'utf8')}set: { tracking.uri: '${mlflow.uri}' }\n`,
+    );
+  }, 240_000);
 
   afterAll(() => {
     for (const w of workers) killGroup(w, 'SIGKILL');
     redis?.kill('SIGKILL');
+    void mlflow?.stop();
   });
 
   it('4 configurations, two workers, one killed mid-run: each completes once, as a local run would', async () => {
@@ -94,7 +103,7 @@ describe('studies across workers on BullMQ (real Redis)', () => {
     const b = startWorker(queue);
     workers.push(a.proc, b.proc);
     const out = join(root, 'distributed');
-    const submitted = runStudyOnQueue(join(root, 'study.yaml'), catalog(), {
+    const submitted = runStudyOnQueue(join(root, 'study-mlflow.yaml'), catalog(), {
       queue,
       out,
       log: () => {},
@@ -146,17 +155,39 @@ describe('studies across workers on BullMQ (real Redis)', () => {
     expect(summary.resumed_from).toMatch(/step-\d+\.ckpt$/);
     expect(readFileSync(join(out, 'table.md'), 'utf8')).toContain('| q4 |');
 
+    // MLflow: one parent run and one child per configuration, no duplicate; the killed
+    // configuration's run continued after the resume, with every step logged once
+    const client = new MlflowClient(mlflow.uri, { auth: {} });
+    const exp = await client.getExperimentByName('q4');
+    const tracked = await client.searchRuns([exp!.experiment_id]);
+    const tag = (r: (typeof tracked)[number], k: string) =>
+      r.data.tags?.find((t) => t.key === k)?.value;
+    const parents = tracked.filter((r) => !tag(r, 'mlflow.parentRunId'));
+    expect(parents).toHaveLength(1);
+    const children = tracked.filter(
+      (r) => tag(r, 'mlflow.parentRunId') === parents[0]!.info.run_id,
+    );
+    expect(tracked).toHaveLength(5);
+    expect(new Set(children.map((c) => tag(c, 'contrast.run_dir'))).size).toBe(4);
+    for (const r of tracked) expect(r.info.status).toBe('FINISHED');
+    const killedMlflow = children.find((c) => tag(c, 'contrast.run_dir')!.endsWith(killedRun))!;
+    const losses = await client.getMetricHistory(killedMlflow.info.run_id, 'loss');
+    expect(losses.map((m) => m.step).sort((x, y) => x - y)).toEqual(
+      Array.from({ length: 16 }, (_, i) => i),
+    );
+
     // status, and a re-submission that finds everything done
     const { studyStatus } = await import('@contrast/cli');
-    const status = await studyStatus(join(root, 'study.yaml'), catalog(), { queue, out });
+    const status = await studyStatus(join(root, 'study-mlflow.yaml'), catalog(), { queue, out });
     expect(status.completed).toHaveLength(4);
-    const again = await runStudyOnQueue(join(root, 'study.yaml'), catalog(), {
+    const again = await runStudyOnQueue(join(root, 'study-mlflow.yaml'), catalog(), {
       queue,
       out,
       log: () => {},
     });
     expect(again.results).toHaveLength(4);
     expect(readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n')).toHaveLength(4);
+    expect(await client.searchRuns([exp!.experiment_id])).toHaveLength(5);
     console.log(
       `[queue test] killed ${killedJob} after its checkpoint; resumed from ${summary.resumed_from.split('/').pop()}; ` +
         `kNN ${result.results.map((r) => (100 * r.knn).toFixed(2)).join(' / ')} (same as the local run)`,

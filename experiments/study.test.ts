@@ -1,8 +1,8 @@
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { builtinPlugins, runStudyParallel } from '@contrast/cli';
+import { builtinPlugins, childThreadEnv, runStudyParallel } from '@contrast/cli';
 import { runCurves, runStudy } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
 
@@ -100,15 +100,35 @@ describe('running a study', () => {
       progress: false,
       log: () => {},
     });
+    // Children get cores / N TensorFlow threads by default, and a different thread
+    // count changes float rounding; pinned to this process's count, the results are exact.
+    const pinned = process.env.TF_NUM_INTRAOP_THREADS;
+    process.env.TF_NUM_INTRAOP_THREADS = String(availableParallelism());
     const parallel = await runStudyParallel(file, catalog(), {
       parallel: 2,
       out: join(dir, 'par'),
       log: () => {},
+    }).finally(() => {
+      if (pinned === undefined) delete process.env.TF_NUM_INTRAOP_THREADS;
+      else process.env.TF_NUM_INTRAOP_THREADS = pinned;
     });
     expect(parallel.failed).toEqual([]);
     const knn = (rs: { id: string; knn: number }[]) =>
       Object.fromEntries(rs.map((r) => [r.id, r.knn]));
     expect(knn(parallel.results)).toEqual(knn(sequential.results));
+  });
+
+  it('--parallel N gives each child cores / N TensorFlow threads unless the user chose', () => {
+    expect(childThreadEnv(2, {}, 2)).toMatchObject({
+      TF_NUM_INTRAOP_THREADS: '1',
+      TF_NUM_INTEROP_THREADS: '1',
+    });
+    expect(childThreadEnv(2, {}, 8).TF_NUM_INTRAOP_THREADS).toBe('4');
+    expect(childThreadEnv(3, {}, 2).TF_NUM_INTRAOP_THREADS).toBe('1');
+    expect(childThreadEnv(2, { TF_NUM_INTRAOP_THREADS: '2', HOME: '/h' }, 2)).toMatchObject({
+      TF_NUM_INTRAOP_THREADS: '2',
+      HOME: '/h',
+    });
   });
 
   it('refuses a strategy axis that names no field, before anything trains', async () => {

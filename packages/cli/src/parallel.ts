@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { appendFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +52,25 @@ export async function runOneConfig(
  * (`contrast study run-config`), then reports. Results are recorded as each
  * child finishes; finished configurations are skipped on a re-run.
  */
+/**
+ * The environment of a child when `parallel` of them share the machine: each
+ * gets cores / parallel TensorFlow intra-op threads (at least 1) and one inter-op
+ * thread, so N children do not oversubscribe the cores. A thread count the user
+ * set in the environment is kept.
+ */
+export function childThreadEnv(
+  parallel: number,
+  env: NodeJS.ProcessEnv = process.env,
+  cores = availableParallelism(),
+): NodeJS.ProcessEnv {
+  const intra = String(Math.max(1, Math.floor(cores / Math.max(1, parallel))));
+  return {
+    ...env,
+    TF_NUM_INTRAOP_THREADS: env.TF_NUM_INTRAOP_THREADS || intra,
+    TF_NUM_INTEROP_THREADS: env.TF_NUM_INTEROP_THREADS || '1',
+  };
+}
+
 export async function runStudyParallel(
   file: string,
   catalog: Catalog,
@@ -86,7 +106,10 @@ export async function runStudyParallel(
         stdout: string;
         stderr: string;
       }>((res) => {
-        const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, args, {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: childThreadEnv(options.parallel),
+        });
         let out = '';
         let err = '';
         child.stdout.on('data', (d: Buffer) => (out += d.toString()));
