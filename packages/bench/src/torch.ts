@@ -29,13 +29,13 @@ function run(cmd: string, args: string[], log: (line: string) => void): void {
 export function ensureTorchVenv(log: (line: string) => void = console.error): string {
   const dir = torchVenvDir();
   const python = join(dir, 'bin', 'python');
-  const marker = join(dir, `.installed-torch-${TORCH_VERSION}`);
+  const marker = join(dir, `.installed-torch-${TORCH_VERSION}-numpy`);
   if (existsSync(marker) && existsSync(python)) return python;
   mkdirSync(dir, { recursive: true });
   log(`installing torch ${TORCH_VERSION} into ${dir} (once)`);
   if (!existsSync(python)) run('python3', ['-m', 'venv', dir], log);
   run(python, ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'], log);
-  run(python, ['-m', 'pip', 'install', '--quiet', `torch==${TORCH_VERSION}`], log);
+  run(python, ['-m', 'pip', 'install', '--quiet', `torch==${TORCH_VERSION}`, 'numpy'], log);
   run(python, ['-c', 'import torch; torch.randn(2, 2) @ torch.randn(2, 2)'], log);
   writeFileSync(marker, `${new Date().toISOString()}\n`);
   return python;

@@ -115,10 +115,11 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
     const target = tf.tidy(() => tf.randomNormal([h.config.model.dim, 1], 0, 1, 'float32', 1));
     step = (b, mark) => {
       const loss = tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(
-          () => tf.mean(tf.matMul(encoder.embed(b.query, true), target)) as tf.Scalar,
-          encoder.parameters(),
-        );
+        const { value, grads } = tf.variableGrads(() => {
+          const z = encoder.embed(b.query, true);
+          mark?.('query_forward');
+          return tf.mean(tf.matMul(z, target)) as tf.Scalar;
+        }, encoder.parameters());
         mark?.('backward');
         optimizer.apply(grads, lr);
         mark?.('optimizer');

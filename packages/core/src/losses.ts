@@ -1,7 +1,14 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Loss, LossInput, LossOutput, StateTensors } from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
-import { crossEntropyAt, infoNceLogits, infoNce, nceLoss, ntXent, topOneAccuracy } from './math.js';
+import {
+  crossEntropyAt,
+  infoNceFused,
+  infoNceLogits,
+  nceLoss,
+  ntXent,
+  topOneAccuracy,
+} from './math.js';
 
 function explicitNegatives(name: string, negatives: LossInput['negatives']): tf.Tensor2D {
   if (negatives === 'in-batch') {
@@ -20,10 +27,7 @@ export class InfoNceLoss implements Loss {
   readonly negatives = 'explicit' as const;
   compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
     const neg = explicitNegatives(this.name, negatives);
-    return tf.tidy(() => {
-      const { loss, logits } = infoNce({ query, positive, negatives: neg, temperature });
-      return { loss, accuracy: topOneAccuracy(logits, positiveFirst(logits.shape[0])) };
-    });
+    return infoNceFused({ query, positive, negatives: neg, temperature });
   }
 }
 

@@ -1,6 +1,14 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { ema, emaUpdateVariables, infoNce, infoNceLogits, l2Normalize } from './math.js';
+import {
+  ema,
+  emaUpdateVariables,
+  infoNce,
+  infoNceFused,
+  infoNceLogits,
+  l2Normalize,
+  topOneAccuracy,
+} from './math.js';
 import { Rng } from './rng.js';
 
 const rows = (t: tf.Tensor) => t.arraySync() as number[][];
@@ -80,6 +88,94 @@ describe('InfoNCE', () => {
     expect(tf.memory().numTensors).toBe(before + 2);
     tf.dispose([loss, logits]);
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe('InfoNCE as one op with a hand-written gradient', () => {
+  const rng = new Rng(11);
+  const mk = (n: number, d = 16) =>
+    l2Normalize(tf.tensor2d(rng.normalArray(n * d), [n, d])) as tf.Tensor2D;
+  const maxAbs = (a: tf.Tensor, b: tf.Tensor) =>
+    tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
+
+  it('is log(K+1) when the query, its key and all K negatives are one unit vector', () => {
+    for (const [k, tau] of [
+      [1, 0.07],
+      [4096, 0.1],
+    ] as const) {
+      const u = l2Normalize(tf.ones([1, 8])) as tf.Tensor2D;
+      const query = tf.tile(u, [4, 1]) as tf.Tensor2D;
+      const negatives = tf.tile(u, [k, 1]) as tf.Tensor2D;
+      const { loss, accuracy } = infoNceFused({
+        query,
+        positive: query,
+        negatives,
+        temperature: tau,
+      });
+      expect(loss.dataSync()[0]).toBeCloseTo(Math.log(k + 1), 4);
+      expect(accuracy.dataSync()[0]).toBe(1); // ties go to the positive, as argmax picks column 0
+    }
+  });
+
+  it('matches the composite InfoNCE in value, accuracy and the gradients of q, k+ and the negatives', () => {
+    const [q, k, neg] = [mk(6), mk(6), mk(40)];
+    const ref = infoNce({ query: q, positive: k, negatives: neg, temperature: 0.07 });
+    const fused = infoNceFused({ query: q, positive: k, negatives: neg, temperature: 0.07 });
+    expect(Math.abs(fused.loss.dataSync()[0]! - ref.loss.dataSync()[0]!)).toBeLessThan(1e-5);
+    const refAcc = topOneAccuracy(ref.logits, tf.zeros([6], 'int32') as tf.Tensor1D);
+    expect(fused.accuracy.dataSync()[0]).toBe(refAcc.dataSync()[0]);
+    const lossOf =
+      (fn: typeof infoNce | typeof infoNceFused) => (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+        fn({
+          query: a as tf.Tensor2D,
+          positive: b as tf.Tensor2D,
+          negatives: c as tf.Tensor2D,
+          temperature: 0.07,
+        }).loss;
+    const gRef = tf.grads(lossOf(infoNce))([q, k, neg]);
+    const gFused = tf.grads(lossOf(infoNceFused))([q, k, neg]);
+    gFused.forEach((g, i) => {
+      expect(tf.tidy(() => tf.norm(gRef[i]!).dataSync()[0]!)).toBeGreaterThan(1e-3);
+      expect(maxAbs(g, gRef[i]!)).toBeLessThan(1e-4);
+    });
+    tf.dispose([q, k, neg, ref.loss, ref.logits, fused.loss, fused.accuracy, refAcc]);
+    tf.dispose([...gRef, ...gFused]);
+  });
+
+  it('a frozen queue (non-trainable variable) gets no gradient; the query the same one', () => {
+    const [q, k] = [mk(4), mk(4)];
+    const negT = mk(30);
+    const queue = tf.variable(negT, false);
+    const f =
+      (negatives: tf.Tensor2D) =>
+      (a: tf.Tensor): tf.Scalar =>
+        infoNceFused({ query: a as tf.Tensor2D, positive: k, negatives, temperature: 0.2 }).loss;
+    const [viaVar] = tf.grads(f(queue))([q]);
+    const [viaTensor] = tf.grads(f(negT))([q]);
+    expect(maxAbs(viaVar!, viaTensor!)).toBe(0);
+    tf.dispose([q, k, negT, queue, viaVar!, viaTensor!]);
+  });
+
+  it('leaks no tensors, with or without a gradient', () => {
+    const [q, k, neg] = [mk(4), mk(4), mk(10)];
+    const before = tf.memory().numTensors;
+    const out = infoNceFused({ query: q, positive: k, negatives: neg, temperature: 0.1 });
+    expect(tf.memory().numTensors).toBe(before + 2);
+    tf.dispose([out.loss, out.accuracy]);
+    const g = tf.grads((a: tf.Tensor) =>
+      tf.tidy(() => {
+        const r = infoNceFused({
+          query: a as tf.Tensor2D,
+          positive: k,
+          negatives: neg,
+          temperature: 0.1,
+        });
+        return r.loss;
+      }),
+    )([q]);
+    tf.dispose(g);
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([q, k, neg]);
   });
 });
 

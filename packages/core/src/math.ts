@@ -63,6 +63,68 @@ export function infoNce(input: {
   });
 }
 
+/**
+ * InfoNCE with the positive in column 0 as one op with a hand-written gradient,
+ * for large K (MoCo's 65536): the same value as `infoNce`, but the only [N, K]
+ * tensor kept for the backward pass is the scaled negative logits (tfjs's tape
+ * would keep a dozen: the concatenation, the division, every step of
+ * log-sum-exp and of the one-hot pick, and their gradients). Backward, with
+ * p = softmax(logits) and s = dy / (N t):
+ *   dq = s (p_0 - 1) k+ + s p_neg Q;  dk+ = s (p_0 - 1) q;  dQ = s p_neg^T q
+ * (dQ only when the negatives can carry a gradient: not for a non-trainable
+ * variable such as MoCo's queue or InstDisc's bank). Also returns the pretext
+ * accuracy (the positive scores at least as high as every negative, as argmax
+ * with ties to the first column).
+ */
+export function infoNceFused(input: {
+  query: tf.Tensor2D;
+  positive: tf.Tensor2D;
+  negatives: tf.Tensor2D;
+  temperature: number;
+}): { loss: tf.Scalar; accuracy: tf.Scalar } {
+  const { temperature: t } = input;
+  const negatives = input.negatives;
+  const frozen = negatives instanceof tf.Variable && !negatives.trainable;
+  let accuracy: tf.Scalar | undefined;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [q, k, neg, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
+    const n = q.shape[0];
+    const lPos = tf.div(tf.sum(tf.mul(q, k), 1, true), t) as tf.Tensor2D; // [N, 1]
+    const lNeg = tf.tidy(() => tf.div(tf.matMul(q, neg, false, true), t)) as tf.Tensor2D; // [N, K]
+    const lse = tf.tidy(() => {
+      const m = tf.maximum(tf.max(lNeg, 1, true), lPos); // [N, 1]
+      const total = tf.add(tf.exp(tf.sub(lPos, m)), tf.sum(tf.exp(tf.sub(lNeg, m)), 1, true));
+      return tf.add(m, tf.log(total)) as tf.Tensor2D;
+    });
+    accuracy = tf.keep(
+      tf.tidy(() => tf.mean(tf.cast(tf.greaterEqual(lPos, tf.max(lNeg, 1, true)), 'float32'))),
+    ) as tf.Scalar;
+    save([q, k, neg, lPos, lNeg, lse]);
+    return {
+      value: tf.div(tf.sum(tf.sub(lse, lPos)), n) as tf.Scalar,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sq, sk, sneg, sPos, sNeg, sLse] = saved as tf.Tensor2D[];
+        const scale = tf.div(dy, n * t); // [] : dL/d(raw logit) = (p - onehot) * dy / (N t)
+        const dPos = tf.tidy(() => tf.mul(tf.sub(tf.exp(tf.sub(sPos!, sLse!)), 1), scale)); // [N, 1]
+        const pNeg = tf.tidy(() => tf.exp(tf.sub(sNeg!, sLse!))); // [N, K], unscaled
+        sNeg!.dispose(); // the saved logits are no longer needed
+        const dq = tf.tidy(() => tf.add(tf.mul(dPos, sk!), tf.mul(tf.matMul(pNeg, sneg!), scale)));
+        const dk = tf.mul(dPos, sq!);
+        const dNeg = frozen
+          ? tf.zerosLike(sneg!)
+          : tf.tidy(() => tf.mul(tf.matMul(pNeg, sq!, true, false), scale));
+        tf.dispose([pNeg, dPos, scale]);
+        return [dq, dk, dNeg];
+      },
+    };
+  });
+  const loss = f(input.query, input.positive, negatives) as tf.Scalar;
+  // hand the kept accuracy to the caller's scope, so an enclosing tidy releases it
+  const acc = tf.clone(accuracy!);
+  accuracy!.dispose();
+  return { loss, accuracy: acc };
+}
+
 /** Exponential moving average: m * target + (1 - m) * source ("m = 0.999 in MoCo v1"). */
 export function ema<T extends tf.Tensor>(target: T, source: T, momentum: number): T {
   return tf.tidy(() => tf.add(tf.mul(target, momentum), tf.mul(source, 1 - momentum)) as T);
