@@ -210,6 +210,7 @@ export class BatchNorm {
             0,
           )
         : outs[0]!.y;
+    if (outs.length > 1) tf.dispose(outs.map((o) => o.y)); // the per-split outputs, concatenated
     return {
       y,
       back: (dy) => {

@@ -30,6 +30,9 @@ function convBn(conv: Conv, bn: BatchNorm, x: tf.Tensor4D, tape: BackwardTape, r
   const steps: Backward[] = [c.back, b.back];
   if (!relu) return { y: b.y, steps };
   const r = reluTrain(b.y, tape);
+  // BN's output is not needed by any backward (the ReLU keeps its own output): free it
+  // now rather than at the end of the backbone's forward
+  b.y.dispose();
   return { y: r.y, steps: [...steps, r.back] };
 }
 
@@ -41,7 +44,11 @@ function residual(
   shortY: tf.Tensor4D,
   tape: BackwardTape,
 ): Traced {
-  const out = reluTrain(tf.add(mainY, shortY), tape);
+  const sum = tf.add(mainY, shortY);
+  const out = reluTrain(sum, tape);
+  // the branch outputs and their sum are needed by no backward (the identity input
+  // is, as the block's first conv input): free them now
+  tf.dispose([sum, mainY, ...(shortcut.length > 0 ? [shortY] : [])]);
   return {
     y: out.y,
     back: (dy, needDx) => {
