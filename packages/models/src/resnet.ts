@@ -44,7 +44,7 @@ function residual(
   shortY: tf.Tensor4D,
   tape: BackwardTape,
 ): Traced {
-  const sum = tf.add(mainY, shortY);
+  const sum = tf.add(mainY, shortY) as tf.Tensor4D;
   const out = reluTrain(sum, tape);
   // the branch outputs and their sum are needed by no backward (the identity input
   // is, as the block's first conv input): free them now
