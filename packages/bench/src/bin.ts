@@ -4,7 +4,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { defaultRows, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
+import { STEP_PHASES } from '@contrast/trainer';
+import { defaultRows, median, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
 import { ensureTorchVenv } from './torch.js';
 
 const HELP = `pnpm bench [options]
@@ -31,12 +32,6 @@ interface RowReport {
   spec: RowSpec;
   ours: RowResult[];
   pytorch: RowResult[];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length === 0 ? Number.NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function runChild(cmd: string, args: string[], what: string): RowResult {
@@ -109,15 +104,7 @@ function table(reports: RowReport[], leak?: { steps: number; tensors: number[] }
         : `| ${r.name} | ${f1(s.ours)} | ${s.rssOurs.toFixed(0)} | ${overhead} | ${s.tensorsPerStep} | ${s.aug.toFixed(0)} | ${train} | ${s.matmulOurs.toFixed(0)} |`,
     );
   }
-  const phases = [
-    'key_encoder',
-    'query_forward',
-    'logits_loss',
-    'backward',
-    'optimizer',
-    'enqueue',
-    'ema',
-  ];
+  const phases = STEP_PHASES;
   lines.push('', `| row (ours, seconds per step) | augmentation | ${phases.join(' | ')} |`);
   lines.push(`|---|${'---:|'.repeat(phases.length + 1)}`);
   for (const r of reports) {

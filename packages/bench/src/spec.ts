@@ -70,3 +70,10 @@ export function quickRows(options: { warmup: number; steps: number }): RowSpec[]
     { mode: 'encoder', batch: 128, ...base },
   ];
 }
+
+/** The median (NaN for no values). */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length === 0 ? Number.NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}

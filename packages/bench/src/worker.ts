@@ -11,7 +11,7 @@ import {
   createStepHarness,
   type StepPhase,
 } from '@contrast/trainer';
-import type { RowResult, RowSpec } from './spec.js';
+import { median, type RowResult, type RowSpec } from './spec.js';
 
 /**
  * Images of the row's shape: Fashion-MNIST's real files for 28x28x1, otherwise
@@ -71,12 +71,6 @@ export function benchExperiment(spec: RowSpec, width = 1) {
     optim: { batchSize: spec.batch, lr: 0.06, momentum: 0.9, weightDecay: 5e-4, epochs: 1 },
     eval: { knn: { every: 0 }, baselines: false },
   };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function matmulGflops(): number {

@@ -172,11 +172,7 @@ export class BatchNorm {
       this.splits > 1
         ? this.splitTraining(x)
         : batchNormTraining(x, this.gamma as tf.Tensor1D, this.beta as tf.Tensor1D, this.eps);
-    const m = this.momentum;
-    tf.tidy(() => {
-      this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
-      this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiasedVariance, m)));
-    });
+    this.updateRunning(mean, unbiasedVariance);
     tf.dispose([mean, unbiasedVariance]);
     return y;
   }
@@ -197,11 +193,7 @@ export class BatchNorm {
       outs.length > 1
         ? tf.div(tf.addN(outs.map((o) => o.unbiasedVariance)), outs.length)
         : outs[0]!.unbiasedVariance;
-    const m = this.momentum;
-    tf.tidy(() => {
-      this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
-      this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiasedVariance, m)));
-    });
+    this.updateRunning(mean, unbiasedVariance);
     tf.dispose([mean, unbiasedVariance, ...outs.flatMap((o) => [o.mean, o.unbiasedVariance])]);
     const y =
       outs.length > 1
@@ -235,6 +227,15 @@ export class BatchNorm {
         return dx;
       },
     };
+  }
+
+  /** Running statistics follow the batch's with momentum (PyTorch's convention). */
+  private updateRunning(mean: tf.Tensor, unbiasedVariance: tf.Tensor): void {
+    const m = this.momentum;
+    tf.tidy(() => {
+      this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
+      this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiasedVariance, m)));
+    });
   }
 
   private checkedSplit(x: tf.Tensor4D): tf.Tensor4D[] {

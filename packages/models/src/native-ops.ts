@@ -50,8 +50,12 @@ function floatType(b: NativeBinding) {
  * it is symmetric (stride 1, pad = (k - 1) / 2), else EXPLICIT (whose gradient
  * kernels are about 2x slower here, so Conv pads stride-2 inputs itself).
  */
+function paddingMode(k: number, stride: number, pad: number): 'VALID' | 'SAME' | 'EXPLICIT' {
+  return pad === 0 ? 'VALID' : stride === 1 && 2 * pad === k - 1 ? 'SAME' : 'EXPLICIT';
+}
+
 function convAttrs(b: NativeBinding, k: number, stride: number, pad: number) {
-  const padding = pad === 0 ? 'VALID' : stride === 1 && 2 * pad === k - 1 ? 'SAME' : 'EXPLICIT';
+  const padding = paddingMode(k, stride, pad);
   return [
     floatType(b),
     { name: 'strides', type: b.TF_ATTR_INT, value: [1, stride, stride, 1] },
@@ -99,7 +103,7 @@ export function conv2dGradInput(
 ): tf.Tensor4D {
   const b = requireNative();
   const k = w.shape[0];
-  const explicit = pad > 0 && !(stride === 1 && 2 * pad === k - 1);
+  const explicit = paddingMode(k, stride, pad) === 'EXPLICIT';
   const [n, h, wd, c] = inputShape as [number, number, number, number];
   const shape = explicit ? [n, h + 2 * pad, wd + 2 * pad, c] : [n, h, wd, c];
   const sizes = tf.tensor1d(shape, 'int32');

@@ -25,8 +25,16 @@ export interface StepParts {
 }
 
 /** The phases of a step, in order. */
-export type StepPhase =
-  'key_encoder' | 'query_forward' | 'logits_loss' | 'backward' | 'optimizer' | 'enqueue' | 'ema';
+export const STEP_PHASES = [
+  'key_encoder',
+  'query_forward',
+  'logits_loss',
+  'backward',
+  'optimizer',
+  'enqueue',
+  'ema',
+] as const;
+export type StepPhase = (typeof STEP_PHASES)[number];
 
 export interface StepInput {
   /** [N, H, W, C] augmented query view. */
