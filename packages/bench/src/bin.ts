@@ -5,7 +5,6 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { STEP_PHASES } from '@contrast/trainer';
 import { defaultRows, median, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
 import { ensureTorchVenv } from './torch.js';
 
@@ -105,7 +104,8 @@ function table(reports: RowReport[], leak?: { steps: number; tensors: number[] }
         : `| ${r.name} | ${f1(s.ours)} | ${s.rssOurs.toFixed(0)} | ${overhead} | ${s.tensorsPerStep} | ${s.aug.toFixed(0)} | ${train} | ${s.matmulOurs.toFixed(0)} |`,
     );
   }
-  const phases = STEP_PHASES;
+  // the phases in the order the rows marked them (the method's, with 'backward' and 'optimizer')
+  const phases = [...new Set(reports.flatMap((r) => Object.keys(r.ours[0]!.breakdown ?? {})))];
   lines.push('', `| row (ours, seconds per step) | augmentation | ${phases.join(' | ')} |`);
   lines.push(`|---|${'---:|'.repeat(phases.length + 1)}`);
   for (const r of reports) {

@@ -1,16 +1,10 @@
 import 'reflect-metadata';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@contrast/backend';
-import { InfoNceLoss, type TrainingDataset } from '@contrast/core';
+import { ContrastiveMethod, InfoNceLoss, type TrainingDataset } from '@contrast/core';
 import { disposeBatch, loadFashionMnist, type TwoViewBatch } from '@contrast/data';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
-import {
-  contrastiveStep,
-  createCatalog,
-  createOptimizer,
-  createStepHarness,
-  type StepPhase,
-} from '@contrast/trainer';
+import { createCatalog, createOptimizer, createStepHarness } from '@contrast/trainer';
 import { median, type RowResult, type RowSpec } from './spec.js';
 
 /**
@@ -92,16 +86,16 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
   const h = createStepHarness(benchExperiment(spec), createCatalog([momentumQueuePlugin()]), {
     dataset,
   });
-  const { parts, encoder } = h;
+  const { encoder } = h;
   const lr = h.config.optim.lr;
   const batches: TwoViewBatch[] = [h.nextBatch(), h.nextBatch()];
 
-  let step: (b: TwoViewBatch, mark?: (p: StepPhase) => void) => void;
+  let step: (b: TwoViewBatch, mark?: (p: string) => void) => void;
   if (spec.mode === 'moco') {
     step = (b, mark) => {
-      const out = contrastiveStep({ ...parts, ...(mark ? { mark } : {}) }, b, lr);
+      const out = h.stepOn(b, lr, mark);
       out.loss.dataSync();
-      tf.dispose([out.loss, out.accuracy]);
+      tf.dispose([out.loss, ...Object.values(out.metrics)]);
     };
   } else {
     // the raw encoder step: forward, a linear loss on the embedding, backward, SGD
@@ -110,7 +104,7 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
     step = (b, mark) => {
       const loss = tf.tidy(() => {
         const { value, grads } = tf.variableGrads(() => {
-          const z = encoder.embed(b.query, true);
+          const z = encoder.embed(b.x1, true);
           mark?.('query_forward');
           return tf.mean(tf.matMul(z, target)) as tf.Scalar;
         }, encoder.parameters());
@@ -158,13 +152,14 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
   let logitsSeconds: number | undefined;
   if (spec.mode === 'moco') {
     const loss = new InfoNceLoss();
-    const q = tf.variable(tf.tidy(() => h.keyPolicy.encode(batches[0]!.query)!));
-    const k = tf.tidy(() => h.keyPolicy.encode(batches[0]!.key)!);
+    const { keyEncoder, source } = (h.method as ContrastiveMethod).parts;
+    const q = tf.variable(tf.tidy(() => keyEncoder.encode(batches[0]!.x1)!));
+    const k = tf.tidy(() => keyEncoder.encode(batches[0]!.x2)!);
     const time = () => {
       const t0 = performance.now();
       tf.tidy(() => {
         const { grads } = tf.variableGrads(() => {
-          const keys = h.source.keys({
+          const keys = source.keys({
             query: q,
             key: k,
             indices: batches[0]!.indices,
@@ -186,7 +181,7 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
     const b = h.nextBatch();
-    b.query.dataSync();
+    b.x1.dataSync();
     augTimes.push((performance.now() - t0) / 1000);
     disposeBatch(b);
   }

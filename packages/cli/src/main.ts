@@ -3,20 +3,28 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseArgs } from 'node:util';
 import { ConfigError, isContrastError, loadExperiment } from '@contrast/core';
-import { builtinPlugins } from './plugins.js';
+import { catalogFor, catalogForRun, catalogForStudy } from './plugins.js';
+import { newMethod } from './scaffold.js';
 import { runOneConfig, runStudyParallel } from './parallel.js';
 import { runStudyOnQueue, startWorker, studyStatus } from './queue.js';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
 import { fashionMnistDir } from '@contrast/data';
-import { createCatalog, evaluateRun, runExperiment, type TrainResult } from '@contrast/trainer';
+import { evaluateRun, runExperiment, type TrainResult } from '@contrast/trainer';
 import { loadStudy, readResults, runStudy, writeReport } from '@contrast/study';
 import { syncRuns } from '@contrast/tracking';
 
-export { builtinPlugins } from './plugins.js';
+export {
+  builtinPlugins,
+  catalogFor,
+  catalogForRun,
+  catalogForStudy,
+  loadPlugins,
+} from './plugins.js';
 
 const USAGE = `usage: contrast <command>
 
   train <experiment.yaml> [--set key=value]...   train and evaluate an experiment
+        [--plugin <package-or-path>]...          also load these method plugins
   train --resume <run-dir> [--fallback]          continue a run from its newest checkpoint
                                                  (--fallback: use an older one if the newest is corrupt)
   doctor                                         check backend, threads, dataset, run folder
@@ -32,6 +40,8 @@ const USAGE = `usage: contrast <command>
                                                  wd 0, lr x0.1 at 60% and 80%): top-1 / top-5
   sync <run-or-study-dir>                        upload to MLflow whatever a run still has spooled
   setup                                          build the native TensorFlow binding (offline)
+  new-method <name> [--dir DIR]                  write a working method plugin skeleton with a test
+                                                 (default DIR: plugins/<name>)
 
 MLflow: set tracking.uri (or MLFLOW_TRACKING_URI) to an MLflow server, e.g. http://127.0.0.1:5000;
 credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
@@ -64,6 +74,7 @@ async function train(args: string[]): Promise<number> {
       quiet: { type: 'boolean' },
       resume: { type: 'string' },
       fallback: { type: 'boolean' },
+      plugin: { type: 'string', multiple: true },
     },
   });
   const file = positionals[0] ?? (values.resume ? join(values.resume, 'config.yaml') : undefined);
@@ -82,7 +93,8 @@ async function train(args: string[]): Promise<number> {
     );
   };
   process.on('SIGINT', onSigint);
-  const { runPath, result } = await runExperiment(config, createCatalog(builtinPlugins()), {
+  const catalog = await catalogFor(config, values.plugin ?? []);
+  const { runPath, result } = await runExperiment(config, catalog, {
     progress: !values.quiet,
     shouldStop: () => stop,
     mlflow: { source: ['contrast', 'train', ...args].join(' ') },
@@ -156,7 +168,7 @@ async function study(args: string[]): Promise<number> {
   if (sub === 'status') {
     if (!values.queue)
       throw new ConfigError('--queue', 'status reads the queue: give --queue redis://host:port');
-    const by = await studyStatus(target, createCatalog(builtinPlugins()), {
+    const by = await studyStatus(target, await catalogForStudy(target), {
       queue: values.queue,
       ...where,
     });
@@ -168,7 +180,7 @@ async function study(args: string[]): Promise<number> {
   if (sub === 'run-config') {
     // one configuration, for --parallel: the result goes to stdout as JSON
     await initBackend();
-    const record = await runOneConfig(target, createCatalog(builtinPlugins()), {
+    const record = await runOneConfig(target, await catalogForStudy(target), {
       id: values.id ?? '',
       out: values.out ?? join('runs', 'studies', loadStudy(target).name),
       scale,
@@ -183,7 +195,7 @@ async function study(args: string[]): Promise<number> {
     throw new ConfigError('--parallel', `must be a whole number >= 1, got '${values.parallel}'`);
   }
   if (parallel > 1 && !values.queue) {
-    const r = await runStudyParallel(target, createCatalog(builtinPlugins()), {
+    const r = await runStudyParallel(target, await catalogForStudy(target), {
       parallel,
       ...where,
     });
@@ -194,7 +206,7 @@ async function study(args: string[]): Promise<number> {
     return r.failed.length ? 1 : 0;
   }
   if (values.queue) {
-    const r = await runStudyOnQueue(target, createCatalog(builtinPlugins()), {
+    const r = await runStudyOnQueue(target, await catalogForStudy(target), {
       queue: values.queue,
       ...where,
     });
@@ -205,7 +217,7 @@ async function study(args: string[]): Promise<number> {
     return r.failed.length ? 1 : 0;
   }
   await initBackend();
-  const { outDir, results, reportFiles } = await runStudy(target, createCatalog(builtinPlugins()), {
+  const { outDir, results, reportFiles } = await runStudy(target, await catalogForStudy(target), {
     ...where,
     progress: !values.quiet,
   });
@@ -248,7 +260,7 @@ async function evaluate(args: string[]): Promise<number> {
   const trainSize = num('train', values.train);
   const bankSize = num('bank', values.bank);
   const testSize = num('test', values.test);
-  const out = await evaluateRun(target, kind, createCatalog(builtinPlugins()), {
+  const out = await evaluateRun(target, kind, await catalogForRun(target), {
     probe: { ...(epochs !== undefined ? { epochs } : {}), ...(lr !== undefined ? { lr } : {}) },
     knn: {
       ...(bankSize !== undefined ? { bankSize } : {}),
@@ -305,6 +317,25 @@ async function sync(args: string[]): Promise<number> {
   return 0;
 }
 
+function scaffold(args: string[]): number {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { dir: { type: 'string' } },
+  });
+  const name = positionals[0];
+  if (!name) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const files = newMethod(name, values.dir);
+  process.stdout.write(
+    `${files.join('\n')}\n` +
+      `next: pnpm install && pnpm exec vitest run ${values.dir ?? `plugins/${name}`}\n`,
+  );
+  return 0;
+}
+
 function setup(): number {
   const r = provisionNativeBackend({ log: (l) => process.stderr.write(`[setup] ${l}\n`) });
   process.stdout.write(
@@ -331,6 +362,8 @@ export async function main(argv: string[]): Promise<number> {
         return await worker(rest);
       case 'setup':
         return setup();
+      case 'new-method':
+        return scaffold(rest);
       case undefined:
       case '-h':
       case '--help':

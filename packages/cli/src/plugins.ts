@@ -1,10 +1,148 @@
-import type { Plugin } from '@contrast/core';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import * as core from '@contrast/core';
+import { PluginError, readExperimentFile, type Catalog, type Plugin } from '@contrast/core';
+import { loadStudy } from '@contrast/study';
+import { createCatalog } from '@contrast/trainer';
+import * as models from '@contrast/models';
 import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
 import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
+import { byolPlugin } from '@contrast/plugin-byol';
+import { simsiamPlugin } from '@contrast/plugin-simsiam';
 
-/** The strategy plugins this build of the command knows. */
+/** The method plugins this build of the command knows without being told. */
 export function builtinPlugins(): Plugin[] {
-  return [endToEndPlugin(), memoryBankPlugin(), momentumQueuePlugin(), mocoV3Plugin()] as Plugin[];
+  return [
+    endToEndPlugin(),
+    memoryBankPlugin(),
+    momentumQueuePlugin(),
+    mocoV3Plugin(),
+    byolPlugin(),
+    simsiamPlugin(),
+  ];
+}
+
+/**
+ * What a plugin module that exports a function receives: the Contrast API it
+ * composes from, the same instances the command runs (one tfjs engine).
+ */
+export interface ContrastApi {
+  /** @contrast/core: contracts, shared parts (queue, bank, key encoders, losses), `tf`, `z`. */
+  core: typeof core;
+  /** @contrast/models: encoders and heads (`createPredictor`, `MlpHead`). */
+  models: typeof models;
+}
+
+const isPath = (spec: string) => spec.startsWith('.') || isAbsolute(spec);
+
+/** Where a plugin spec points: a file, a folder (its package.json entry or index.js), or a package. */
+function resolveSpec(spec: string, baseDir: string): string {
+  if (!isPath(spec)) {
+    try {
+      return createRequire(join(baseDir, 'noop.js')).resolve(spec);
+    } catch (e) {
+      throw new PluginError(spec, `cannot find the plugin package '${spec}' from ${baseDir}`, {
+        hint: 'install it there, or give the path of the plugin module or folder',
+        cause: e,
+      });
+    }
+  }
+  const path = resolve(baseDir, spec);
+  if (!existsSync(path)) {
+    throw new PluginError(spec, `${path} does not exist`, {
+      hint: 'plugin paths are relative to the experiment file that names them',
+    });
+  }
+  if (!statSync(path).isDirectory()) return path;
+  const pkgFile = join(path, 'package.json');
+  if (existsSync(pkgFile)) {
+    const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { main?: string; exports?: unknown };
+    const entry = typeof pkg.exports === 'string' ? pkg.exports : pkg.main;
+    if (entry) return resolve(path, entry);
+  }
+  return join(path, 'index.js');
+}
+
+function isPlugin(x: unknown): x is Plugin {
+  const p = x as Partial<Plugin> | undefined;
+  return (
+    typeof p === 'object' &&
+    p !== null &&
+    typeof p.name === 'string' &&
+    typeof p.register === 'function' &&
+    typeof (p.configSchema as { safeParse?: unknown } | undefined)?.safeParse === 'function' &&
+    typeof p.loss?.default === 'string'
+  );
+}
+
+/** The plugins a module exports: default or `plugin` / `plugins`, objects or functions of the API. */
+function pluginsOf(mod: Record<string, unknown>, spec: string, api: ContrastApi): Plugin[] {
+  const exported = mod.default ?? mod.plugins ?? mod.plugin;
+  const value =
+    typeof exported === 'function' ? (exported as (a: ContrastApi) => unknown)(api) : exported;
+  const list = Array.isArray(value) ? value : [value];
+  if (list.length === 0 || !list.every(isPlugin)) {
+    throw new PluginError(spec, 'the module does not export a method plugin', {
+      hint:
+        'export default a plugin ({ name, description, configSchema, loss, register }) ' +
+        'or a function (api) => plugin; see docs/adding-a-method.md',
+    });
+  }
+  return list;
+}
+
+/**
+ * Loads the plugins an experiment names (`plugins:` in its YAML, `--plugin`):
+ * package names resolved from `baseDir`, or paths of a module or a folder. A
+ * module's default export (or `plugin` / `plugins`) is a plugin, a list of
+ * them, or a function that receives the Contrast API and returns them.
+ * @throws PluginError naming the spec when it cannot be found or exports no plugin.
+ */
+export async function loadPlugins(
+  specs: readonly string[],
+  baseDir = process.cwd(),
+): Promise<Plugin[]> {
+  const api: ContrastApi = { core, models };
+  const out: Plugin[] = [];
+  for (const spec of specs) {
+    const file = resolveSpec(spec, baseDir);
+    let mod: Record<string, unknown>;
+    try {
+      mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    } catch (e) {
+      throw new PluginError(spec, `cannot load ${file}: ${(e as Error).message}`, { cause: e });
+    }
+    out.push(...pluginsOf(mod, spec, api));
+  }
+  return out;
+}
+
+/** The catalog of an experiment: the built-in plugins plus the ones it names (and `extra`). */
+export async function catalogFor(
+  config: { plugins: readonly string[] },
+  extra: readonly string[] = [],
+): Promise<Catalog> {
+  return createCatalog([
+    ...builtinPlugins(),
+    ...(await loadPlugins([...config.plugins, ...extra])),
+  ]);
+}
+
+/** The catalog of a study: the built-in plugins plus the ones its base experiment names. */
+export async function catalogForStudy(studyFile: string): Promise<Catalog> {
+  const study = loadStudy(studyFile);
+  const base = readExperimentFile(resolve(dirname(studyFile), study.base));
+  const specs = Array.isArray(base.plugins) ? (base.plugins as string[]) : [];
+  return createCatalog([...builtinPlugins(), ...(await loadPlugins(specs))]);
+}
+
+/** The catalog of a run folder: the built-in plugins plus the ones its config.yaml names. */
+export async function catalogForRun(runPath: string): Promise<Catalog> {
+  const file = join(runPath, 'config.yaml');
+  const raw = existsSync(file) ? readExperimentFile(file) : {};
+  return catalogFor({ plugins: Array.isArray(raw.plugins) ? (raw.plugins as string[]) : [] });
 }

@@ -2,9 +2,8 @@ import 'reflect-metadata';
 import type { SandboxedJob } from 'bullmq';
 import { initBackend } from '@contrast/backend';
 import type { StudyResult } from '@contrast/study';
-import { createCatalog } from '@contrast/trainer';
 import { runOneConfig } from './parallel.js';
-import { builtinPlugins } from './plugins.js';
+import { catalogForStudy } from './plugins.js';
 import type { StudyJobData } from './queue.js';
 
 // the worker that started this process is gone (killed): stop too, the job will be retried
@@ -16,7 +15,7 @@ export default async function processStudyJob(
 ): Promise<StudyResult> {
   await initBackend();
   const { studyFile, out, scale, runId } = job.data;
-  return runOneConfig(studyFile, createCatalog(builtinPlugins()), {
+  return runOneConfig(studyFile, await catalogForStudy(studyFile), {
     id: runId,
     out,
     scale,

@@ -1,12 +1,18 @@
 import {
   container as rootContainer,
+  instanceCachingFactory,
   type DependencyContainer,
-  type InjectionToken,
 } from 'tsyringe';
-import { TrainingClock, type TrainingDataset } from './contracts.js';
+import {
+  TrainingClock,
+  type Augmentation,
+  type LossKind,
+  type TrainingDataset,
+} from './contracts.js';
 import { parseWith } from './config.js';
 import { ConfigError, ContrastError, PluginError } from './errors.js';
-import type { Catalog, Plugin } from './plugin.js';
+import type { Method } from './method.js';
+import type { Catalog, LossEntry, Plugin } from './plugin.js';
 import { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
 import { Tokens } from './tokens.js';
@@ -15,11 +21,23 @@ export interface Composition {
   container: DependencyContainer;
   plugin: Plugin;
   dataset: TrainingDataset;
+  /**
+   * The config as trained: `loss.name`, `loss.temperature` and `loss.symmetric`
+   * filled in from the plugin's defaults. This is what a run records.
+   */
+  config: ExperimentConfig;
   /** The strategy section as the plugin's schema parsed it (defaults filled in). */
-  strategy: unknown;
+  method: unknown;
 }
 
-/** Fails on any unknown name before anything heavy is loaded. */
+/** Makes the augmentation of an experiment from its config, dataset and a random stream. */
+export type AugmentationFactory = (
+  config: ExperimentConfig,
+  dataset: TrainingDataset,
+  rng: Rng,
+) => Augmentation;
+
+/** Fails on any unknown name (strategy, encoder, dataset, loss) before anything heavy is loaded. */
 export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   const plugin = catalog.plugins.get(config.strategy.name);
   catalog.encoders.get(config.model.encoder);
@@ -28,80 +46,120 @@ export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   return plugin;
 }
 
+const WHAT: Record<LossKind, string> = {
+  explicit: 'explicit negatives (a queue or a bank)',
+  'in-batch': 'in-batch negatives',
+  regression: 'a regression target (no negatives)',
+};
+
+/**
+ * Fills the loss section from the plugin's defaults and checks it: the loss must
+ * be of the kind the method consumes, and a temperature is refused for methods
+ * that have none (BYOL, SimSiam).
+ * @throws ConfigError naming `loss.name` (with the compatible losses) or `loss.temperature`.
+ */
+export function resolveLoss(
+  config: ExperimentConfig,
+  plugin: Plugin,
+  catalog: Catalog,
+): { config: ExperimentConfig; loss: LossEntry } {
+  const name = config.loss.name ?? plugin.loss.default;
+  const loss = catalog.losses.get(name);
+  if (loss.kind !== plugin.loss.kind) {
+    const compatible = catalog.losses
+      .names()
+      .filter((n) => catalog.losses.get(n).kind === plugin.loss.kind);
+    throw new ConfigError(
+      'loss.name',
+      `'${name}' needs ${WHAT[loss.kind]} but method '${plugin.name}' provides ${WHAT[plugin.loss.kind]}`,
+      {
+        hint: `use one of: ${compatible.join(', ')} (or leave loss.name out for '${plugin.loss.default}')`,
+      },
+    );
+  }
+  if (plugin.loss.temperature === undefined && config.loss.temperature !== undefined) {
+    throw new ConfigError('loss.temperature', `'${plugin.name}' has no temperature`, {
+      hint: 'remove loss.temperature (it applies to contrastive methods only)',
+    });
+  }
+  const temperature = config.loss.temperature ?? plugin.loss.temperature;
+  const symmetric = config.loss.symmetric ?? plugin.loss.symmetric ?? false;
+  return {
+    config: {
+      ...config,
+      loss: {
+        ...config.loss,
+        name,
+        symmetric,
+        ...(temperature !== undefined ? { temperature } : {}),
+      },
+    },
+    loss,
+  };
+}
+
+/** Runs a plugin hook, stamping the plugin's name on anything that is not already a coded error. */
+function withPlugin<T>(plugin: Plugin, what: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof ContrastError) throw e;
+    throw new PluginError(plugin.name, `${what} failed: ${(e as Error).message}`, { cause: e });
+  }
+}
+
 /**
  * The composition root: one tsyringe child container per experiment, built
- * from the parsed config. Classes stay constructible with `new` in unit tests;
- * only this function decides which implementation backs each token.
+ * from the parsed config. Every check (names, the plugin's config section, the
+ * loss, the plugin's own `check`, the dataset files) runs before any weights
+ * exist. Random streams are forked in a fixed order: the encoder first, then the
+ * method's parts as the plugin builds them, then the augmentation (when first
+ * resolved), so a run is reproducible from its seed.
  */
 export function composeExperiment(
-  config: ExperimentConfig,
+  input: ExperimentConfig,
   catalog: Catalog,
-  options: { dataset?: TrainingDataset; parent?: DependencyContainer } = {},
+  options: {
+    dataset?: TrainingDataset;
+    parent?: DependencyContainer;
+    augmentation?: AugmentationFactory;
+  } = {},
 ): Composition {
-  const plugin = checkNames(config, catalog);
-  const strategy = parseWith(plugin.configSchema, config.strategy, 'strategy');
+  const plugin = checkNames(input, catalog);
+  const method = parseWith(plugin.configSchema, input.strategy, 'strategy');
+  const { config, loss } = resolveLoss(input, plugin, catalog);
   const dataset = options.dataset ?? catalog.datasets.get(config.data.dataset)(config.data);
-  if (plugin.check) {
-    try {
-      plugin.check({ config, strategy, dataset });
-    } catch (e) {
-      if (e instanceof ContrastError) throw e;
-      throw new PluginError(plugin.name, (e as Error).message, { cause: e });
-    }
-  }
+  withPlugin(plugin, 'check()', () => plugin.check?.({ config, method, dataset }));
 
   const rng = new Rng(config.seed);
   const child = (options.parent ?? rootContainer).createChildContainer();
   child.register(Tokens.Config, { useValue: config });
-  child.register(Tokens.StrategyConfig, { useValue: strategy });
   child.register(Tokens.Rng, { useValue: rng });
   child.register(Tokens.Dataset, { useValue: dataset });
   child.register(Tokens.Clock, { useValue: new TrainingClock() });
+  const { height, width, channels } = dataset;
   const encoder = catalog.encoders.get(config.model.encoder)(
-    {
-      model: config.model,
-      input: { height: dataset.height, width: dataset.width, channels: dataset.channels },
-    },
+    { model: config.model, input: { height, width, channels } },
     rng.fork(),
   );
   child.register(Tokens.Encoder, { useValue: encoder });
-  try {
-    plugin.register(child);
-  } catch (e) {
-    if (e instanceof ContrastError) throw e;
-    throw new PluginError(plugin.name, `register() failed: ${(e as Error).message}`, { cause: e });
-  }
-  if (config.loss.name !== undefined) {
-    child.register(Tokens.Loss, {
-      useValue: catalog.losses.get(config.loss.name)({ datasetSize: dataset.train.n }),
+  child.register(Tokens.Loss, { useValue: loss.create({ datasetSize: dataset.train.n }) });
+  const augmentation = options.augmentation;
+  if (augmentation) {
+    child.register(Tokens.Augmentation, {
+      useFactory: instanceCachingFactory(() => augmentation(config, dataset, rng.fork())),
     });
   }
-  for (const token of [
-    Tokens.NegativeSource,
-    Tokens.KeyEncoderPolicy,
-    Tokens.Loss,
-  ] as InjectionToken<unknown>[]) {
-    if (!child.isRegistered(token)) {
-      throw new PluginError(plugin.name, `register() did not bind ${String(token)}`, {
-        hint: 'a strategy plugin binds Tokens.NegativeSource, Tokens.KeyEncoderPolicy and Tokens.Loss',
-      });
-    }
+  withPlugin(plugin, 'register()', () => plugin.register(child, method));
+  if (!child.isRegistered(Tokens.Method)) {
+    throw new PluginError(plugin.name, 'register() did not bind Tokens.Method', {
+      hint: 'call bindMethod(container, (c) => new YourMethod(...)) in register()',
+    });
   }
-  const loss = child.resolve(Tokens.Loss);
-  if (loss.negatives !== plugin.negatives) {
-    const compatible = catalog.losses
-      .names()
-      .filter(
-        (n) =>
-          catalog.losses.get(n)({ datasetSize: dataset.train.n }).negatives === plugin.negatives,
-      );
-    throw new ConfigError(
-      'loss.name',
-      `'${loss.name}' needs ${loss.negatives} negatives but strategy '${plugin.name}' provides ${plugin.negatives} ones`,
-      {
-        hint: `use one of: ${compatible.join(', ')} (or leave loss.name out for the strategy's default)`,
-      },
-    );
-  }
-  return { container: child, plugin, dataset, strategy };
+  return { container: child, plugin, dataset, config, method };
+}
+
+/** The method of a composition (built on first resolution: its parts fork the Rng then). */
+export function resolveMethod(container: DependencyContainer, plugin: Plugin): Method {
+  return withPlugin(plugin, 'building the method', () => container.resolve(Tokens.Method));
 }

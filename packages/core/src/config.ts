@@ -158,7 +158,7 @@ export function readExperimentFile(
   path: string,
   chain: readonly string[] = [],
 ): Record<string, unknown> {
-  const doc = readYamlMapping(path);
+  const doc = resolvePluginPaths(readYamlMapping(path), dirname(resolve(path)));
   const ext = doc.extends;
   if (ext === undefined) return doc;
   if (typeof ext !== 'string' || ext === '') {
@@ -180,6 +180,18 @@ export function readExperimentFile(
   }
   const { extends: _ext, ...own } = doc;
   return mergeExperiment(readExperimentFile(basePath, [...chain, here]), own);
+}
+
+/**
+ * `plugins:` entries that are relative paths ('./x', '../x') are relative to the
+ * file that names them; they become absolute so a run's config.yaml still finds them.
+ */
+function resolvePluginPaths(doc: Record<string, unknown>, dir: string): Record<string, unknown> {
+  if (!Array.isArray(doc.plugins)) return doc;
+  const plugins = doc.plugins.map((p: unknown) =>
+    typeof p === 'string' && /^\.\.?\//.test(p) ? resolve(dir, p) : p,
+  );
+  return { ...doc, plugins };
 }
 
 function readYamlMapping(path: string): Record<string, unknown> {

@@ -1,5 +1,5 @@
 import type * as tf from '@tensorflow/tfjs';
-import { ConfigError } from './errors.js';
+import { PluginError } from './errors.js';
 
 /**
  * The swappable parts of a contrastive method. Shapes in comments:
@@ -15,7 +15,9 @@ export interface Encoder {
   readonly embedDim: number;
   /** Pooled backbone features [N, F]. `training` selects batch vs running BN statistics. */
   features(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
-  /** L2-normalised projection [N, D]. */
+  /** The projection head's output [N, D], not normalised (a predictor's input: BYOL, SimSiam, MoCo v3). */
+  project(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
+  /** L2-normalised projection [N, D]: l2Normalize(project(x)). */
   embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
   /**
    * The parameters (weights, BN scale and offset), in a fixed order shared by
@@ -31,15 +33,17 @@ export interface Encoder {
 
 /**
  * How keys are encoded: by the query encoder itself with gradient (end-to-end),
- * by an EMA copy without gradient (MoCo), or not at all (memory bank).
+ * by an EMA copy without gradient (MoCo, BYOL's target), by the query encoder
+ * without gradient (stop-gradient keys), or not at all (memory bank).
  */
 export interface KeyEncoderPolicy {
-  readonly kind: 'shared' | 'momentum' | 'none';
-  /** True when key embeddings must be computed inside the gradient tape. */
+  /** True when key embeddings are computed inside the gradient tape (with gradient). */
   readonly withGradient: boolean;
   /** The EMA momentum m of the step about to run (momentum key encoders only). */
   readonly currentMomentum?: number;
-  /** Key embeddings [N, D], L2-normalised; undefined for kind 'none'. */
+  /** The name of the phase its afterStep runs in ('ema'), when it has work there. */
+  readonly updatePhase?: string;
+  /** Key embeddings [N, D], L2-normalised; undefined when there is no key encoder. */
   encode(xKey: tf.Tensor4D): tf.Tensor2D | undefined;
   /** Called once after the optimizer step (EMA update). */
   afterStep(): void;
@@ -71,9 +75,15 @@ export interface Keys {
 /** Where negatives (and the positive key) come from: queue, bank or batch. */
 export interface NegativeSource {
   readonly name: string;
+  /** The name of the phase its afterStep runs in ('enqueue', 'bank_write'), when it has work there. */
+  readonly updatePhase?: string;
   /** Inside the gradient tape. Must not mutate state: updates happen in afterStep. */
   keys(input: KeysInput): Keys;
-  /** After the optimizer step: enqueue, bank write. `key` is the batch's key embeddings. */
+  /**
+   * After the optimizer step: enqueue, bank write. `query` and `key` are the
+   * batch's embeddings [M, D] as values (M = N, or 2N with a symmetric loss);
+   * `key` is undefined only when there is no key encoder.
+   */
   afterStep(input: {
     query: tf.Tensor2D;
     key: tf.Tensor2D | undefined;
@@ -85,29 +95,67 @@ export interface NegativeSource {
   dispose(): void;
 }
 
-export interface LossInput {
+/**
+ * The kind of loss a method consumes: contrastive against 'explicit' negatives
+ * (a queue or bank, [K, D]), contrastive against the batch ('in-batch'), or a
+ * 'regression' of a prediction onto a target without negatives (BYOL, SimSiam).
+ */
+export type LossKind = 'explicit' | 'in-batch' | 'regression';
+
+export interface ContrastiveLossInput {
+  /** [N, D] L2-normalised queries (with gradient). */
   query: tf.Tensor2D;
+  /** [N, D] L2-normalised positive key per query. */
   positive: tf.Tensor2D;
   negatives: Negatives;
+  /** tau: logits are similarities / tau. */
   temperature: number;
 }
 
-export interface LossOutput {
+export interface ContrastiveLossOutput {
   loss: tf.Scalar;
-  /** Top-1 accuracy of the pretext task: the positive ranks first among 1+K candidates. */
+  /** Top-1 accuracy of the pretext task: the positive ranks first among its candidates. */
   accuracy: tf.Scalar;
 }
 
-/** What kind of negatives a loss consumes, and a strategy provides. */
-export type NegativesKind = 'explicit' | 'in-batch';
+export interface RegressionLossInput {
+  /** [N, D] predictions (with gradient), not necessarily normalised. */
+  prediction: tf.Tensor2D;
+  /** [N, D] targets (no gradient: a momentum target or a stop-gradient branch). */
+  target: tf.Tensor2D;
+}
 
-export interface Loss {
+interface LossBase {
   readonly name: string;
-  readonly negatives: NegativesKind;
-  compute(input: LossInput): LossOutput;
   /** Losses with state (NCE's normaliser) save and restore it. */
   state?(): StateTensors;
   loadState?(state: StateTensors): void;
+}
+
+export interface ContrastiveLoss extends LossBase {
+  readonly kind: 'explicit' | 'in-batch';
+  compute(input: ContrastiveLossInput): ContrastiveLossOutput;
+}
+
+export interface RegressionLoss extends LossBase {
+  readonly kind: 'regression';
+  compute(input: RegressionLossInput): { loss: tf.Scalar };
+}
+
+export type Loss = ContrastiveLoss | RegressionLoss;
+
+/**
+ * A head on top of an embedding (a predictor: BYOL, SimSiam, MoCo v3), owned by
+ * the method that declares it; its variables are trained and checkpointed with it.
+ */
+export interface Head {
+  readonly inDim: number;
+  readonly outDim: number;
+  /** [N, inDim] -> [N, outDim]; `training` selects batch vs running BN statistics. */
+  apply(x: tf.Tensor2D, training: boolean): tf.Tensor2D;
+  parameters(): tf.Variable[];
+  namedVariables(): ReadonlyMap<string, tf.Variable>;
+  dispose(): void;
 }
 
 /** Something that saves, restores and releases state (a queue, a bank, a source). */
@@ -181,9 +229,18 @@ export interface TrainingDataset {
   readonly digest?: string;
 }
 
-/** A batched augmentation: [N, H, W, C] in [0, 1] to [N, H', W', C] normalised. */
+/**
+ * A batched two-view augmentation. `view(x, 0)` draws the first view and
+ * `view(x, 1)` the second (asymmetric pipelines,
+ * e.g. BYOL's, draw different transforms per view). Its random stream is part of
+ * a checkpoint.
+ */
 export interface Augmentation {
-  apply(x: tf.Tensor4D): tf.Tensor4D;
+  readonly outSize: readonly [number, number];
+  /** View `index` of a batch: [N, H, W, C] in [0, 1] -> [N, H', W', C] normalised. */
+  view(x: tf.Tensor4D, index: 0 | 1): tf.Tensor4D;
+  rngState(): number[];
+  setRngState(state: readonly number[]): void;
 }
 
 export type MetricRecord = { step: number; epoch: number } & Record<string, number>;
@@ -197,17 +254,6 @@ export interface Tracker {
   /** Records a file already written (e.g. a checkpoint) as an artifact named `name`. */
   attachFile?(name: string, path: string): void;
   close(status: 'finished' | 'failed' | 'interrupted'): Promise<void>;
-}
-
-export interface EvalResult {
-  name: string;
-  accuracy: number;
-  details?: Record<string, number>;
-}
-
-export interface Evaluator {
-  readonly name: string;
-  evaluate(encoder: Encoder): EvalResult;
 }
 
 /**
@@ -232,9 +278,12 @@ export class BatchKeysSource extends Stateless implements NegativeSource {
 
   keys({ key }: KeysInput): Keys {
     if (!key) {
-      throw new ConfigError(
-        'strategy.name',
-        `'${this.name}' needs key embeddings from a key encoder`,
+      throw new PluginError(
+        this.name,
+        'in-batch negatives need key embeddings from a key encoder',
+        {
+          hint: 'compose it with a shared, stop-gradient or momentum key encoder',
+        },
       );
     }
     return { positive: key, negatives: 'in-batch' };

@@ -10,7 +10,8 @@ export type ErrorCode =
   | 'CONTRAST_RUN_DIR'
   | 'CONTRAST_PLUGIN'
   | 'CONTRAST_STATE'
-  | 'CONTRAST_TRACKING';
+  | 'CONTRAST_TRACKING'
+  | 'CONTRAST_CONTRACT';
 
 export abstract class ContrastError extends Error {
   abstract readonly code: ErrorCode;
@@ -87,6 +88,15 @@ export class PluginError extends ContrastError {
 /** Saved state (weights, queue, checkpoint) that cannot be read back. */
 export class StateError extends ContrastError {
   readonly code = 'CONTRAST_STATE' as const;
+}
+
+/**
+ * Two parts disagree about a contract between them: a tensor of the wrong
+ * width, a variable registered twice, a parameter without a gradient. It means a
+ * plugin or an extension is wired wrongly, not that the user's input is bad.
+ */
+export class ContractError extends ContrastError {
+  readonly code = 'CONTRAST_CONTRACT' as const;
 }
 
 export function isContrastError(e: unknown): e is ContrastError {

@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './contracts.js';
+export * from './method.js';
 export * from './tokens.js';
 export * from './rng.js';
 export * from './registry.js';
@@ -13,3 +14,10 @@ export * from './compose.js';
 export * from './key-encoders.js';
 export * from './losses.js';
 export * from './bank.js';
+export * from './contrastive-method.js';
+/**
+ * The tfjs and zod a plugin should use: the same instances Contrast runs on (a
+ * second copy of tfjs would have its own engine and backend).
+ */
+export * as tf from '@tensorflow/tfjs';
+export { z } from 'zod';

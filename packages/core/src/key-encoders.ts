@@ -21,8 +21,8 @@ export function shuffleRows<T extends tf.Tensor>(
  * running statistics come from its own forward passes, as in the official code.
  */
 export class MomentumKeyEncoder implements KeyEncoderPolicy {
-  readonly kind = 'momentum' as const;
   readonly withGradient = false;
+  readonly updatePhase = 'ema';
   readonly keyEncoder: Encoder;
 
   constructor(
@@ -93,8 +93,24 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
 
 /** End-to-end: keys come from the query encoder itself, with gradient. */
 export class SharedKeyEncoder extends Stateless implements KeyEncoderPolicy {
-  readonly kind = 'shared' as const;
   readonly withGradient = true;
+  constructor(private readonly encoder: Encoder) {
+    super();
+  }
+  encode(xKey: tf.Tensor4D): tf.Tensor2D {
+    return this.encoder.embed(xKey, true);
+  }
+}
+
+/**
+ * Stop-gradient keys without a momentum copy: the query encoder itself encodes
+ * the key view before the tape, so the keys carry no gradient and their
+ * activations are not retained (NNCLR's support keys, a MoCo with m = 0 without
+ * the copy). Its training-mode forward also updates the encoder's BN running
+ * statistics, as any forward of the shared encoder does.
+ */
+export class StopGradientKeyEncoder extends Stateless implements KeyEncoderPolicy {
+  readonly withGradient = false;
   constructor(private readonly encoder: Encoder) {
     super();
   }
@@ -105,7 +121,6 @@ export class SharedKeyEncoder extends Stateless implements KeyEncoderPolicy {
 
 /** Memory bank: no key encoder; positives are stored features. */
 export class NoKeyEncoder extends Stateless implements KeyEncoderPolicy {
-  readonly kind = 'none' as const;
   readonly withGradient = false;
   encode(): undefined {
     return undefined;

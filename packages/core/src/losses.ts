@@ -1,11 +1,21 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Loss, LossInput, LossOutput, StateTensors } from './contracts.js';
+import type {
+  ContrastiveLoss,
+  ContrastiveLossInput as LossInput,
+  ContrastiveLossOutput as LossOutput,
+  RegressionLoss,
+  RegressionLossInput,
+  StateTensors,
+} from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
+import type { LossEntry } from './plugin.js';
 import {
   crossEntropyAt,
   infoNceFused,
   infoNceLogits,
   nceLoss,
+  negativeCosine,
+  normalizedMse,
   ntXent,
   topOneAccuracy,
 } from './math.js';
@@ -22,9 +32,9 @@ function explicitNegatives(name: string, negatives: LossInput['negatives']): tf.
 const positiveFirst = (n: number) => tf.zeros([n], 'int32') as tf.Tensor1D;
 
 /** InfoNCE against an explicit set of negatives (queue rows or sampled bank rows). */
-export class InfoNceLoss implements Loss {
+export class InfoNceLoss implements ContrastiveLoss {
   readonly name = 'infonce';
-  readonly negatives = 'explicit' as const;
+  readonly kind = 'explicit' as const;
   compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
     const neg = explicitNegatives(this.name, negatives);
     return infoNceFused({ query, positive, negatives: neg, temperature });
@@ -32,9 +42,9 @@ export class InfoNceLoss implements Loss {
 }
 
 /** SimCLR's NT-Xent over in-batch negatives; the query and positive are the two views. */
-export class NtXentLoss implements Loss {
+export class NtXentLoss implements ContrastiveLoss {
   readonly name = 'nt-xent';
-  readonly negatives = 'in-batch' as const;
+  readonly kind = 'in-batch' as const;
   compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
     if (negatives !== 'in-batch') {
       throw new ConfigError('loss.name', "'nt-xent' takes its negatives from the batch", {
@@ -53,9 +63,9 @@ export class NtXentLoss implements Loss {
  * (its own key on the diagonal is the positive, the other N - 1 keys are the
  * negatives), cross-entropy on q k^T / t, scaled by 2t as in MoCo v3.
  */
-export class KeyBatchInfoNceLoss implements Loss {
+export class KeyBatchInfoNceLoss implements ContrastiveLoss {
   readonly name = 'infonce-batch';
-  readonly negatives = 'in-batch' as const;
+  readonly kind = 'in-batch' as const;
   compute({ query, positive, temperature }: LossInput): LossOutput {
     return tf.tidy(() => {
       const logits = tf.div(tf.matMul(query, positive, false, true), temperature) as tf.Tensor2D;
@@ -67,9 +77,9 @@ export class KeyBatchInfoNceLoss implements Loss {
 }
 
 /** InstDisc's NCE with a normaliser Z estimated once, on the first batch. */
-export class NceLoss implements Loss {
+export class NceLoss implements ContrastiveLoss {
   readonly name = 'nce';
-  readonly negatives = 'explicit' as const;
+  readonly kind = 'explicit' as const;
   private normaliser: number | undefined;
 
   constructor(private readonly datasetSize: number) {}
@@ -104,3 +114,33 @@ export class NceLoss implements Loss {
     this.normaliser = z;
   }
 }
+
+/** SimSiam's negative cosine D(p, z) = -cos(p, z), averaged over the batch; minimum -1. */
+export class NegativeCosineLoss implements RegressionLoss {
+  readonly name = 'negative-cosine';
+  readonly kind = 'regression' as const;
+  compute({ prediction, target }: RegressionLossInput): { loss: tf.Scalar } {
+    return { loss: negativeCosine(prediction, target) };
+  }
+}
+
+/** BYOL's normalised MSE ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z), averaged over the batch; minimum 0. */
+export class NormalizedMseLoss implements RegressionLoss {
+  readonly name = 'normalized-mse';
+  readonly kind = 'regression' as const;
+  compute({ prediction, target }: RegressionLossInput): { loss: tf.Scalar } {
+    return { loss: normalizedMse(prediction, target) };
+  }
+}
+
+/**
+ * The losses every experiment can select by name (`loss.name`), by the kind of
+ * input they take; plugins add their own through `Plugin.losses`.
+ */
+export const SHARED_LOSSES: Readonly<Record<string, LossEntry>> = {
+  infonce: { kind: 'explicit', create: () => new InfoNceLoss() },
+  nce: { kind: 'explicit', create: ({ datasetSize }) => new NceLoss(datasetSize) },
+  'nt-xent': { kind: 'in-batch', create: () => new NtXentLoss() },
+  'normalized-mse': { kind: 'regression', create: () => new NormalizedMseLoss() },
+  'negative-cosine': { kind: 'regression', create: () => new NegativeCosineLoss() },
+};

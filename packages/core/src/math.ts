@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { ContractError } from './errors.js';
 
 /** Row-wise L2 normalisation: x / max(||x||, eps). */
 export function l2Normalize<T extends tf.Tensor>(x: T, eps = 1e-12): T {
@@ -137,7 +138,10 @@ export function emaUpdateVariables(
   momentum: number,
 ): void {
   if (targets.length !== sources.length) {
-    throw new Error(`EMA: ${targets.length} target variables but ${sources.length} sources`);
+    throw new ContractError(
+      `EMA: ${targets.length} target variables but ${sources.length} sources`,
+      { hint: 'an EMA copy must be a structural clone of the network it follows' },
+    );
   }
   tf.tidy(() => {
     for (let i = 0; i < targets.length; i++) {
@@ -198,4 +202,28 @@ export function nceLoss(logits: tf.Tensor2D, normaliser: number, datasetSize: nu
 export function cosineMomentum(m0: number, step: number, total: number): number {
   if (total <= 0) return m0;
   return 1 - ((1 - m0) * (Math.cos((Math.PI * Math.min(step, total)) / total) + 1)) / 2;
+}
+
+/**
+ * Row-wise cosine similarity of p and z, averaged over the batch, negated:
+ * SimSiam's D(p, z) = -mean_i cos(p_i, z_i) (Chen & He 2021, Algorithm 1).
+ * Identical directions give -1, orthogonal ones 0, opposite ones +1.
+ *   p [N, D], z [N, D]  ->  scalar
+ */
+export function negativeCosine(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
+  return tf.tidy(
+    () => tf.neg(tf.mean(tf.sum(tf.mul(l2Normalize(p), l2Normalize(z)), 1))) as tf.Scalar,
+  );
+}
+
+/**
+ * BYOL's regression loss (Grill et al. 2020, eq. 2): the squared distance of the
+ * L2-normalised prediction and target, ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z),
+ * averaged over the batch. Identical directions give 0, orthogonal ones 2, opposite 4.
+ *   p [N, D], z [N, D]  ->  scalar
+ */
+export function normalizedMse(p: tf.Tensor2D, z: tf.Tensor2D): tf.Scalar {
+  return tf.tidy(
+    () => tf.mean(tf.sum(tf.square(tf.sub(l2Normalize(p), l2Normalize(z))), 1)) as tf.Scalar,
+  );
 }

@@ -1,38 +1,82 @@
-import { instanceCachingFactory, Lifecycle, type DependencyContainer } from 'tsyringe';
+import { instanceCachingFactory, type DependencyContainer } from 'tsyringe';
 import type { z } from 'zod';
 import type {
+  ContrastiveLoss,
   Encoder,
-  KeyEncoderPolicy,
   Loss,
-  NegativeSource,
-  NegativesKind,
+  LossKind,
+  RegressionLoss,
   TrainingDataset,
 } from './contracts.js';
+import { PluginError } from './errors.js';
+import type { Method } from './method.js';
 import { Tokens } from './tokens.js';
 import type { Registry } from './registry.js';
 import type { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
 
+/** What a loss may need to know about the experiment. */
+export interface LossContext {
+  /** Training samples (NCE's noise distribution is uniform over them). */
+  datasetSize: number;
+}
+
+/** A named loss: its kind (what it consumes) and a factory (a fresh instance per experiment). */
+export interface LossEntry {
+  readonly kind: LossKind;
+  create(context: LossContext): Loss;
+}
+
 /**
- * A plugin is a plain object from a factory. Its name is what experiment YAML
- * refers to (`strategy: { name: momentum-queue }`); its configSchema validates
- * that section; register() binds its parts in the experiment's child container,
- * where the parsed section is available as Tokens.StrategyConfig.
- * It must bind Tokens.NegativeSource, Tokens.KeyEncoderPolicy and a default Tokens.Loss.
+ * A method plugin: one complete unit a user can add without touching anything
+ * else. Its `name` is what experiment YAML refers to (`strategy: { name: byol }`);
+ * `configSchema` validates that section (strict zod, defaults quoting the paper)
+ * and `register` receives it parsed and typed. `register` binds `Tokens.Method`
+ * in the experiment's child container, where `Tokens.Encoder`, `Tokens.Loss`
+ * (the loss the experiment selected, of the plugin's `loss.kind`), `Tokens.Rng`,
+ * `Tokens.Clock`, `Tokens.Dataset`, `Tokens.Config` and `Tokens.Augmentation`
+ * are available. Parts a method owns (a predictor, a key encoder, a queue) are
+ * built there and reported by the method's `parameterGroups` and `state`.
+ *
+ * Errors: the composition root stamps the plugin's name on anything `check` or
+ * `register` throws (PluginError) unless it is already a coded ContrastError.
  */
 export interface Plugin<C = unknown> {
   readonly name: string;
   readonly description: string;
   readonly configSchema: z.ZodType<C, z.ZodTypeDef, unknown>;
-  /** The negatives this strategy hands to the loss; losses of the other kind are refused. */
-  readonly negatives: NegativesKind;
-  register(container: DependencyContainer): void;
-  /** Optional pre-flight checks against the whole experiment, before any training starts. */
-  check?(context: { config: ExperimentConfig; strategy: C; dataset: TrainingDataset }): void;
+  /** The method's loss: its defaults and the kind of loss it consumes. */
+  readonly loss: {
+    /** The loss used when `loss.name` is unset. */
+    readonly default: string;
+    readonly kind: LossKind;
+    /**
+     * tau used when `loss.temperature` is unset. Methods without a temperature
+     * (BYOL, SimSiam) leave it out, and a temperature set for them is refused.
+     */
+    readonly temperature?: number;
+    /** Whether the loss is two-way when `loss.symmetric` is unset (default false). */
+    readonly symmetric?: boolean;
+  };
+  /** Named losses this plugin adds (any method of the same loss kind may then select them). */
+  readonly losses?: Readonly<Record<string, LossEntry>>;
+  /** Pre-flight checks against the whole experiment, before anything is built or trained. */
+  check?(context: { config: ExperimentConfig; method: C; dataset: TrainingDataset }): void;
+  /** Binds Tokens.Method (use `bindMethod`). */
+  register(container: DependencyContainer, config: C): void;
 }
 
+/** Identity with the plugin's config type inferred from its schema. */
 export function definePlugin<C>(plugin: Plugin<C>): Plugin<C> {
   return plugin;
+}
+
+/** Binds the method a plugin builds, once per experiment container. */
+export function bindMethod(
+  container: DependencyContainer,
+  create: (c: DependencyContainer) => Method,
+): void {
+  container.register(Tokens.Method, { useFactory: instanceCachingFactory(create) });
 }
 
 export interface EncoderSpec {
@@ -42,52 +86,39 @@ export interface EncoderSpec {
 
 export type EncoderFactory = (spec: EncoderSpec, rng: Rng) => Encoder;
 export type DatasetFactory = (data: ExperimentConfig['data']) => TrainingDataset;
-/** What a loss may need to know about the experiment. */
-export interface LossContext {
-  /** Training samples (NCE's noise distribution is uniform over them). */
-  datasetSize: number;
-}
-
-export type LossFactory = (context: LossContext) => Loss;
 
 /** Everything a composition root can choose from, by name. */
 export interface Catalog {
   plugins: Registry<Plugin>;
   encoders: Registry<EncoderFactory>;
   datasets: Registry<DatasetFactory>;
-  losses: Registry<LossFactory>;
+  losses: Registry<LossEntry>;
 }
 
 /**
- * The three bindings every strategy plugin makes, in one call: its NegativeSource
- * class (one per experiment container), its key-encoder policy and its default loss.
+ * The loss the experiment selected, as a regression loss (BYOL, SimSiam).
+ * @throws PluginError when the selected loss is contrastive.
  */
-export function bindStrategy(
-  container: DependencyContainer,
-  parts: {
-    /** A class the container constructs (with @inject parameters), or a factory. */
-    source:
-      | // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tsyringe's own constructor type
-        (new (...args: any[]) => NegativeSource)
-      | { create: (c: DependencyContainer) => NegativeSource };
-    keyEncoder: (c: DependencyContainer) => KeyEncoderPolicy;
-    loss: () => Loss;
-  },
-): void {
-  const { source } = parts;
-  if ('create' in source) {
-    container.register(Tokens.NegativeSource, {
-      useFactory: instanceCachingFactory(source.create),
+export function regressionLoss(container: DependencyContainer, plugin: string): RegressionLoss {
+  const loss = container.resolve(Tokens.Loss);
+  if (loss.kind !== 'regression') {
+    throw new PluginError(plugin, `'${loss.name}' is a contrastive loss; this method regresses`, {
+      hint: "declare the plugin's loss.kind as 'regression'",
     });
-  } else {
-    container.register(
-      Tokens.NegativeSource,
-      { useClass: source },
-      { lifecycle: Lifecycle.ContainerScoped },
-    );
   }
-  container.register(Tokens.KeyEncoderPolicy, {
-    useFactory: instanceCachingFactory(parts.keyEncoder),
-  });
-  container.register(Tokens.Loss, { useValue: parts.loss() });
+  return loss;
+}
+
+/**
+ * The loss the experiment selected, as a contrastive loss.
+ * @throws PluginError when the selected loss is a regression loss.
+ */
+export function contrastiveLoss(container: DependencyContainer, plugin: string): ContrastiveLoss {
+  const loss = container.resolve(Tokens.Loss);
+  if (loss.kind === 'regression') {
+    throw new PluginError(plugin, `'${loss.name}' is a regression loss; this method contrasts`, {
+      hint: "declare the plugin's loss.kind as 'explicit' or 'in-batch'",
+    });
+  }
+  return loss;
 }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { ConfigError, StateError } from './errors.js';
+import { ConfigError, ContractError, StateError } from './errors.js';
 import type { StateTensors } from './contracts.js';
 import { l2Normalize } from './math.js';
 import type { Rng } from './rng.js';
@@ -59,7 +59,11 @@ export class KeyQueue {
   /** Enqueue keys [B, D] (dequeuing the oldest B). */
   enqueue(keys: tf.Tensor2D): void {
     const [b, d] = keys.shape;
-    if (d !== this.dim) throw new Error(`enqueue: keys have width ${d}, queue has ${this.dim}`);
+    if (d !== this.dim) {
+      throw new ContractError(`enqueue: keys have width ${d}, the queue holds width ${this.dim}`, {
+        hint: 'enqueue the embeddings the queue was built for (model.dim)',
+      });
+    }
     if (b === 0) return;
     const slots = this.slotsFor(b);
     tf.tidy(() => {

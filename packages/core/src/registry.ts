@@ -1,4 +1,4 @@
-import { UnknownNameError } from './errors.js';
+import { ContractError, UnknownNameError } from './errors.js';
 
 /** Edit distance, for "did you mean" suggestions. */
 export function levenshtein(a: string, b: string): number {
@@ -36,7 +36,11 @@ export class Registry<T> {
   constructor(readonly kind: string) {}
 
   register(name: string, value: T): this {
-    if (this.entries.has(name)) throw new Error(`${this.kind} '${name}' is registered twice`);
+    if (this.entries.has(name)) {
+      throw new ContractError(`${this.kind} '${name}' is registered twice`, {
+        hint: `give the second ${this.kind} another name`,
+      });
+    }
     this.entries.set(name, value);
     return this;
   }

@@ -51,6 +51,12 @@ export const ExperimentSchema = z
       .min(1)
       .regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
     seed: z.number().int().min(0).default(0),
+    /**
+     * Method plugins to load besides the built-in ones: package names, or paths
+     * (relative to this file) of a module or folder whose default export is a
+     * plugin or a function of the Contrast API returning one.
+     */
+    plugins: z.array(z.string().min(1)).default([]),
     data: z
       .object({
         dataset: z.string().default('fashion-mnist'),
@@ -74,10 +80,18 @@ export const ExperimentSchema = z
         /** Width multiplier: base width 64 * width. */
         width: z.number().positive().default(1),
         stem: z.enum(['cifar', 'imagenet']).default('cifar'),
-        /** 'linear' (MoCo v1's replaced fc) or 'mlp' (Linear-ReLU-Linear, MoCo v2 / SimCLR). */
-        head: z.enum(['linear', 'mlp']).default('linear'),
+        /**
+         * 'linear' (MoCo v1's replaced fc), 'mlp' (Linear-ReLU-Linear, MoCo v2 /
+         * SimCLR) or 'mlp-bn' (Linear-BN-ReLU per hidden layer, then Linear: BYOL's
+         * projector; SimSiam's with 3 layers and an output BN).
+         */
+        head: z.enum(['linear', 'mlp', 'mlp-bn']).default('linear'),
         /** Hidden width of the MLP head (0 = the backbone's feature width). */
         hiddenDim: z.number().int().min(0).default(0),
+        /** Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet). */
+        headLayers: z.number().int().min(2).default(2),
+        /** BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector). */
+        headOutputBn: z.boolean().default(false),
         dim: positiveInt.default(128),
         /**
          * BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo);
@@ -90,15 +104,20 @@ export const ExperimentSchema = z
     strategy: z.object({ name: z.string().min(1) }).passthrough(),
     loss: z
       .object({
+        /** A named loss of the kind the method takes (default: the method's own). */
         name: z.string().optional(),
-        /** tau: 0.07 in MoCo v1, 0.2 in v2, 0.1 in the CIFAR demo. */
-        temperature: z.number().positive().default(0.1),
         /**
-         * Symmetric loss: each view is also the query for the other's key
-         * (loss = l(q1, k2) + l(q2, k1), as the CIFAR demo); both keys are enqueued, once.
-         * Needs a momentum key encoder.
+         * tau (default: the method's, 0.1 for the built-in contrastive methods):
+         * 0.07 in MoCo v1, 0.2 in v2, 0.1 in the CIFAR demo. Methods without a
+         * temperature (BYOL, SimSiam) refuse it.
          */
-        symmetric: z.boolean().default(false),
+        temperature: z.number().positive().optional(),
+        /**
+         * Two-way loss: each view is also the query for the other's key
+         * (loss = l(q1, k2) + l(q2, k1), the CIFAR demo); both keys are enqueued, once.
+         * Default: the method's (on for MoCo v3, BYOL and SimSiam, off otherwise).
+         */
+        symmetric: z.boolean().optional(),
       })
       .strict()
       .default({}),

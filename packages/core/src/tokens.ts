@@ -2,14 +2,12 @@ import type { InjectionToken } from 'tsyringe';
 import type {
   Augmentation,
   Encoder,
-  Evaluator,
-  KeyEncoderPolicy,
   Loss,
-  NegativeSource,
   Tracker,
   TrainingClock,
   TrainingDataset,
 } from './contracts.js';
+import type { Method } from './method.js';
 import type { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
 
@@ -18,17 +16,19 @@ import type { ExperimentConfig } from './schema.js';
  * `@inject(Tokens.X)` because the test runner does not emit decorator metadata.
  */
 export const Tokens = {
+  /** The experiment's resolved config. */
   Config: Symbol('Config') as InjectionToken<ExperimentConfig>,
-  /** The strategy section of the config, parsed by the plugin's own schema. */
-  StrategyConfig: Symbol('StrategyConfig') as InjectionToken<unknown>,
+  /** The experiment's seeded random stream; parts take `fork()`s of it in a fixed order. */
   Rng: Symbol('Rng') as InjectionToken<Rng>,
+  /** The query / online encoder (backbone + projection head): what is trained and evaluated. */
   Encoder: Symbol('Encoder') as InjectionToken<Encoder>,
-  KeyEncoderPolicy: Symbol('KeyEncoderPolicy') as InjectionToken<KeyEncoderPolicy>,
-  NegativeSource: Symbol('NegativeSource') as InjectionToken<NegativeSource>,
+  /** The loss the experiment selected (`loss.name` or the plugin's default). */
   Loss: Symbol('Loss') as InjectionToken<Loss>,
+  /** The method the plugin built (bound by `Plugin.register`). */
+  Method: Symbol('Method') as InjectionToken<Method>,
+  /** The two-view augmentation (a plugin may bind its own, e.g. an asymmetric pipeline). */
   Augmentation: Symbol('Augmentation') as InjectionToken<Augmentation>,
   Dataset: Symbol('Dataset') as InjectionToken<TrainingDataset>,
   Tracker: Symbol('Tracker') as InjectionToken<Tracker>,
-  Evaluator: Symbol('Evaluator') as InjectionToken<Evaluator>,
   Clock: Symbol('Clock') as InjectionToken<TrainingClock>,
 } as const;

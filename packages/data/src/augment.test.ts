@@ -126,10 +126,10 @@ describe('two-view batches', () => {
       epochs: 1,
     })) {
       const idx = Array.from(b.indices.dataSync());
-      const px = (b.query.arraySync() as number[][][][]).map((img) => img[0]![0]![0]!);
+      const px = (b.x1.arraySync() as number[][][][]).map((img) => img[0]![0]![0]!);
       idx.forEach((v, i) => expect(px[i]).toBeCloseTo((v * 20) / 255, 5));
       seen.push(...idx);
-      tf.dispose([b.query, b.key, b.indices]);
+      tf.dispose([b.x1, b.x2, b.indices]);
     }
     expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i));
     expect(stepsPerEpoch(10, 4, false)).toBe(3);

@@ -252,6 +252,11 @@ export class BatchAugmentation implements Augmentation {
   }
 
   /** x: [N, H, W, C] in [0, 1] -> [N, h, w, C], augmented and normalised. */
+  /** One view; the same pipeline for both views (MoCo, SimCLR). */
+  view(x: tf.Tensor4D): tf.Tensor4D {
+    return this.apply(x);
+  }
+
   apply(x: tf.Tensor4D, params: ViewParams = this.drawParams(x.shape[0])): tf.Tensor4D {
     const n = x.shape[0];
     return tf.tidy(() => {

@@ -1,18 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
-import type { ImageSplit, Rng, TrainingDataset } from '@contrast/core';
-import type { BatchAugmentation } from './augment.js';
+import type { Augmentation, ImageSplit, Rng, TrainingDataset, Views } from '@contrast/core';
 import { normalize } from './augment.js';
 
-/** One training batch: two independent views of the same images and their dataset indices. */
-export interface TwoViewBatch {
-  /** [N, H, W, C] query view. */
-  query: tf.Tensor4D;
-  /** [N, H, W, C] key view. */
-  key: tf.Tensor4D;
-  /** [N] int32 dataset indices. */
-  indices: tf.Tensor1D;
-  /** The same indices on the host. */
-  indexArray: Int32Array;
+/**
+ * One training batch: two independent views of the same images (x1, x2: [N, H, W, C])
+ * and their dataset indices.
+ */
+export interface TwoViewBatch extends Views {
   epoch: number;
   /** Step within the epoch (0-based). */
   step: number;
@@ -61,7 +55,7 @@ export function stepsPerEpoch(n: number, batchSize: number, dropLast: boolean): 
  */
 export function* twoViewBatches(options: {
   dataset: TrainingDataset;
-  augmentation: BatchAugmentation;
+  augmentation: Augmentation;
   rng: Rng;
   batchSize: number;
   dropLast: boolean;
@@ -83,8 +77,8 @@ export function* twoViewBatches(options: {
       const batch = tf.tidy(() => {
         const x = gatherPixels(dataset.train, idx, dataset);
         return {
-          query: augmentation.apply(x),
-          key: augmentation.apply(x),
+          x1: augmentation.view(x, 0),
+          x2: augmentation.view(x, 1),
           indices: tf.tensor1d(idx, 'int32'),
         };
       });
@@ -153,10 +147,10 @@ export function prefetch<T>(
   return new Prefetcher(source, depth, discard);
 }
 
-/** Tensors each buffered batch holds (query, key, indices). */
+/** Tensors each buffered batch holds (x1, x2, indices). */
 export const TENSORS_PER_BATCH = 3;
 
 /** Releases a batch's tensors. */
 export function disposeBatch(b: TwoViewBatch): void {
-  tf.dispose([b.query, b.key, b.indices]);
+  tf.dispose([b.x1, b.x2, b.indices]);
 }

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { ContractError } from '@contrast/core';
 
 /**
  * A hand-written backward pass for the backbones, run as one tfjs custom
@@ -43,7 +44,11 @@ export class BackwardTape {
 
   get(i: number): tf.Tensor {
     const t = this.saved[i];
-    if (!t || t.isDisposed) throw new Error(`backward: saved tensor ${i} is not available`);
+    if (!t || t.isDisposed) {
+      throw new ContractError(`backward: saved tensor ${i} is not available`, {
+        hint: 'a layer freed a saved activation before its last use (CONTRAST_AUTODIFF=1 bypasses the hand-written backward)',
+      });
+    }
     return t;
   }
 

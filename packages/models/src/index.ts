@@ -1,4 +1,4 @@
 export * from './params.js';
 export * from './layers.js';
 export * from './resnet.js';
-export * from './predictor.js';
+export * from './heads.js';

@@ -149,10 +149,13 @@ export class BatchNorm {
     channels: number,
     readonly momentum = 0.1,
     readonly eps = 1e-5,
+    /** false: scale 1 and offset 0, fixed (PyTorch's affine=False; SimSiam's output BN). */
+    affine = true,
   ) {
     this.splits = store.bnSplits;
-    this.gamma = store.param(`${name}/gamma`, [channels], 1);
-    this.beta = store.param(`${name}/beta`, [channels], 0);
+    const make = affine ? store.param.bind(store) : store.buffer.bind(store);
+    this.gamma = make(`${name}/gamma`, [channels], 1);
+    this.beta = make(`${name}/beta`, [channels], 0);
     this.runningMean = store.buffer(`${name}/running_mean`, [channels], 0);
     this.runningVar = store.buffer(`${name}/running_var`, [channels], 1);
   }

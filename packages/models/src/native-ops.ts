@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { BackendError } from '@contrast/core';
 
 /**
  * TensorFlow kernels called directly through the native binding, for what the
@@ -37,7 +38,11 @@ export function nativeBackend(): NativeBackend | undefined {
 
 function requireNative(): NativeBackend {
   const b = nativeBackend();
-  if (!b) throw new Error('native TensorFlow kernels need the tensorflow backend');
+  if (!b) {
+    throw new BackendError('native TensorFlow kernels need the tensorflow backend', {
+      hint: "run 'contrast setup' and 'contrast doctor', or set CONTRAST_AUTODIFF=1 for other backends",
+    });
+  }
   return b;
 }
 

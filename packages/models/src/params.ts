@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Rng } from '@contrast/core';
+import { ContractError, type Rng } from '@contrast/core';
 
 /**
  * The variables of one network, by stable name. Parameters (what the optimizer
@@ -26,11 +26,18 @@ export class ParamStore {
     init: () => tf.Tensor,
     isParam: boolean,
   ): tf.Variable {
-    if (this.named.has(name)) throw new Error(`duplicate variable name '${name}'`);
+    if (this.named.has(name)) {
+      throw new ContractError(`duplicate variable name '${name}'`, {
+        hint: 'give each layer of a network its own name',
+      });
+    }
     const src = this.source?.get(name);
+    if (src && src.shape.join() !== shape.join()) {
+      throw new ContractError(`clone: '${name}' has shape [${src.shape}], expected [${shape}]`, {
+        hint: 'clone from a network of the same architecture',
+      });
+    }
     const v = tf.tidy(() => tf.variable(src ? src.clone() : init(), isParam && this.trainable));
-    if (src && src.shape.join() !== shape.join())
-      throw new Error(`clone: '${name}' shape mismatch`);
     this.named.set(name, v);
     if (isParam) this.params.push(v);
     return v;
@@ -75,7 +82,11 @@ export class ParamStore {
   }
 
   private draw(): Rng {
-    if (!this.rng) throw new Error('ParamStore: no Rng to initialise from');
+    if (!this.rng) {
+      throw new ContractError('ParamStore: no Rng to initialise from', {
+        hint: 'pass an Rng (or values to copy) when building a network',
+      });
+    }
     return this.rng;
   }
 

@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, l2Normalize, type Encoder, type EncoderSpec, type Rng } from '@contrast/core';
 import { backThrough, BackwardTape, type Backward, type Traced } from './backward.js';
-import { BatchNorm, Conv, Linear, maxPoolTrain, meanPoolTrain, reluTrain } from './layers.js';
+import { MlpLayers } from './heads.js';
+import { BatchNorm, Conv, maxPoolTrain, meanPoolTrain, reluTrain } from './layers.js';
 import { nativeBackend } from './native-ops.js';
 import { ParamStore } from './params.js';
 
@@ -315,7 +316,10 @@ class ConvNetBackbone implements Backbone {
   }
 }
 
-/** Backbone + projection head to `dim` (linear as MoCo v1, or an MLP as v2), L2-normalised. */
+/**
+ * Backbone + projection head to `dim`: linear (MoCo v1), an MLP (MoCo v2,
+ * SimCLR) or an MLP with BN (BYOL, SimSiam); `embed` L2-normalises it.
+ */
 export class ContrastEncoder implements Encoder {
   readonly featureDim: number;
   readonly embedDim: number;
@@ -323,8 +327,8 @@ export class ContrastEncoder implements Encoder {
   private readonly backbone: Backbone;
   /** The backbone's parameters (the head's follow them in the store). */
   private readonly backboneParams: tf.Variable[];
-  /** One linear layer, or Linear-ReLU-Linear. */
-  private readonly head: Linear[];
+  /** One linear layer, or an MLP. */
+  private readonly head: MlpLayers;
 
   constructor(
     readonly spec: EncoderSpec,
@@ -349,15 +353,13 @@ export class ContrastEncoder implements Encoder {
     }
     this.featureDim = this.backbone.featureDim;
     this.backboneParams = [...this.store.params];
-    if (model.head === 'mlp') {
-      const hidden = model.hiddenDim || this.featureDim;
-      this.head = [
-        new Linear(this.store, 'head/fc1', this.featureDim, hidden),
-        new Linear(this.store, 'head/fc2', hidden, model.dim),
-      ];
-    } else {
-      this.head = [new Linear(this.store, 'head/fc', this.featureDim, model.dim)];
-    }
+    const hidden = model.hiddenDim || this.featureDim;
+    const layers = model.head === 'linear' ? 1 : (model.headLayers ?? 2);
+    this.head = new MlpLayers(this.store, 'head', {
+      dims: [this.featureDim, ...Array<number>(layers - 1).fill(hidden), model.dim],
+      bn: model.head === 'mlp-bn',
+      outputBn: model.head === 'mlp-bn' && (model.headOutputBn ?? false),
+    });
     this.embedDim = model.dim;
   }
 
@@ -369,14 +371,12 @@ export class ContrastEncoder implements Encoder {
     return tf.tidy(() => this.pooled(x, training));
   }
 
+  project(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
+    return tf.tidy(() => this.head.apply(this.pooled(x, training), training));
+  }
+
   embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    return tf.tidy(() => {
-      let z = this.pooled(x, training);
-      this.head.forEach((layer, i) => {
-        z = layer.apply(i > 0 ? tf.relu(z) : z);
-      });
-      return l2Normalize(z);
-    });
+    return tf.tidy(() => l2Normalize(this.project(x, training)));
   }
 
   /**

@@ -1,12 +1,11 @@
 import {
-  InfoNceLoss,
-  NceLoss,
-  NtXentLoss,
+  PluginError,
   Registry,
+  SHARED_LOSSES,
   type Catalog,
   type DatasetFactory,
   type EncoderFactory,
-  type LossFactory,
+  type LossEntry,
   type Plugin,
 } from '@contrast/core';
 import { join } from 'node:path';
@@ -21,18 +20,35 @@ import {
 import { createEncoder, ENCODER_NAMES } from '@contrast/models';
 import { nativeImageDecoder } from '@contrast/backend';
 
-/** Registries of everything built in, plus the given strategy plugins. */
-export function createCatalog(
-  plugins: readonly Plugin[],
-  extra: { losses?: Record<string, LossFactory> } = {},
-): Catalog {
+/**
+ * Registries of everything built in (encoders, datasets, the shared losses),
+ * plus the given method plugins and the losses they contribute.
+ * @throws PluginError when two plugins share a name or a loss name.
+ */
+export function createCatalog(plugins: readonly Plugin[]): Catalog {
   const catalog: Catalog = {
     plugins: new Registry<Plugin>('strategy'),
     encoders: new Registry<EncoderFactory>('encoder'),
     datasets: new Registry<DatasetFactory>('dataset'),
-    losses: new Registry<LossFactory>('loss'),
+    losses: new Registry<LossEntry>('loss'),
   };
-  for (const p of plugins) catalog.plugins.register(p.name, p);
+  for (const [name, entry] of Object.entries(SHARED_LOSSES)) catalog.losses.register(name, entry);
+  for (const p of plugins) {
+    if (catalog.plugins.has(p.name)) {
+      throw new PluginError(p.name, 'two plugins have this name', {
+        hint: 'rename one of them (names are what strategy.name refers to)',
+      });
+    }
+    catalog.plugins.register(p.name, p);
+    for (const [name, entry] of Object.entries(p.losses ?? {})) {
+      if (catalog.losses.has(name)) {
+        throw new PluginError(p.name, `contributes a loss named '${name}', which exists already`, {
+          hint: `known losses: ${catalog.losses.names().join(', ')}; pick another name`,
+        });
+      }
+      catalog.losses.register(name, entry);
+    }
+  }
   for (const name of ENCODER_NAMES) catalog.encoders.register(name, createEncoder);
   const root = (data: { root?: string | undefined }, name: string) =>
     data.root ?? join('data', name);
@@ -58,10 +74,5 @@ export function createCatalog(
     .register('stl10-unlabeled', (data) =>
       subsetTrain(loadStl10(root(data, 'stl10'), { unlabeled: true }), data.trainSubset),
     );
-  catalog.losses
-    .register('infonce', () => new InfoNceLoss())
-    .register('nt-xent', () => new NtXentLoss())
-    .register('nce', ({ datasetSize }) => new NceLoss(datasetSize));
-  for (const [name, f] of Object.entries(extra.losses ?? {})) catalog.losses.register(name, f);
   return catalog;
 }

@@ -2,11 +2,9 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import {
-  composeExperiment,
   loadExperiment,
   readBundle,
   Rng,
-  Tokens,
   TrackingError,
   writeFileAtomic,
   type Catalog,
@@ -21,10 +19,10 @@ import {
   linearProbe,
   type LinearProbeOptions,
 } from '@contrast/eval';
-import { hasMlflowState, LocalRunTracker, MlflowUploader } from '@contrast/tracking';
+import { hasMlflowState, MlflowUploader } from '@contrast/tracking';
 import { checkpointDir, loadCheckpoint } from './checkpoint.js';
 import { requireRunFolder } from './run.js';
-import { Trainer } from './trainer.js';
+import { createSession, type TrainingSession } from './session.js';
 
 export interface EvaluateOptions {
   /** Linear probe settings (MoCo's protocol by default; epochs usually lowered on CPU). */
@@ -69,73 +67,87 @@ export async function evaluateRun(
   const runPath = resolve(target);
   const config = loadExperiment(requireRunFolder(runPath), ['data.trainSubset=0']);
   const weights = runWeights(runPath);
-  const { container } = composeExperiment(config, catalog);
-  container.register(Tokens.Tracker, {
-    useValue: new LocalRunTracker({ path: runPath, id: runPath }),
-  });
-  const trainer = container.resolve(Trainer);
+  const session = createSession(config, catalog);
   const t0 = performance.now();
   try {
-    trainer.loadState(weights.bundle);
-    const { dataset, encoder } = trainer;
-    const toBatch = (split: ImageSplit, s: number, e: number) => splitBatch(dataset, split, s, e);
-    let results: Record<string, number>;
-    if (kind === 'knn') {
-      const k = options.knn ?? {};
-      const r = knnOnEncoder(dataset, toBatch, encoder, {
-        k: k.k ?? config.eval.knn.k,
-        t: k.t ?? config.eval.knn.t,
-        bankSize: k.bankSize ?? 0,
-        testSize: k.testSize ?? 0,
-      });
-      results = { knn_top1: r.accuracy, bank_size: r.bankSize, test_size: r.testSize };
-      log(`kNN top-1 ${(100 * r.accuracy).toFixed(2)}% (${r.bankSize} bank / ${r.testSize} test)`);
-    } else {
-      const probe = { ...LINEAR_PROBE_DEFAULTS, ...options.probe };
-      const fitSplit = dataset.evalTrain ?? dataset.train;
-      const n = options.trainSize ? Math.min(options.trainSize, fitSplit.n) : fitSplit.n;
-      const feats = (split: ImageSplit, count: number) =>
-        extractFeatures(
-          split,
-          count,
-          (s, e) => toBatch(split, s, e),
-          (x) => encoder.features(x, false), // frozen backbone, BN in eval mode
-          500,
-          false,
-        );
-      const trainF = feats(fitSplit, n);
-      const testF = feats(dataset.test, dataset.test.n);
-      log(
-        `linear probe: ${n} x ${trainF.shape[1]} features; ${probe.epochs} epochs, lr ${probe.lr}, momentum ${probe.momentum}, wd ${probe.weightDecay}`,
-      );
-      try {
-        const r = linearProbe(
-          { features: trainF, labels: Int32Array.from(fitSplit.labels.subarray(0, n)) },
-          { features: testF, labels: Int32Array.from(dataset.test.labels) },
-          dataset.numClasses,
-          new Rng(config.seed),
-          probe,
-        );
-        results = {
-          linear_top1: r.top1,
-          linear_top5: r.top5,
-          linear_train_top1: r.trainTop1,
-          linear_final_loss: r.losses[r.losses.length - 1] ?? Number.NaN,
-          epochs: probe.epochs,
-          train_size: n,
-        };
-        log(
-          `linear top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}% (train top-1 ${(100 * r.trainTop1).toFixed(2)}%)`,
-        );
-      } finally {
-        tf.dispose([trainF, testF]);
-      }
-    }
+    session.loadState(weights.bundle);
+    const results =
+      kind === 'knn' ? evaluateKnn(session, options, log) : evaluateLinear(session, options, log);
     const seconds = (performance.now() - t0) / 1000;
     const file = await record(runPath, kind, { ...results, seconds }, weights.path, log);
     return { kind, results, weights: weights.path, file, seconds };
   } finally {
-    trainer.dispose();
+    session.dispose();
+  }
+}
+
+const batchesOf = (session: TrainingSession) => (split: ImageSplit, s: number, e: number) =>
+  splitBatch(session.dataset, split, s, e);
+
+/** kNN on the full splits (or the given sizes), the run's k and t unless overridden. */
+function evaluateKnn(
+  session: TrainingSession,
+  options: EvaluateOptions,
+  log: (line: string) => void,
+): Record<string, number> {
+  const k = options.knn ?? {};
+  const { config } = session;
+  const r = knnOnEncoder(session.dataset, batchesOf(session), session.encoder, {
+    k: k.k ?? config.eval.knn.k,
+    t: k.t ?? config.eval.knn.t,
+    bankSize: k.bankSize ?? 0,
+    testSize: k.testSize ?? 0,
+  });
+  log(`kNN top-1 ${(100 * r.accuracy).toFixed(2)}% (${r.bankSize} bank / ${r.testSize} test)`);
+  return { knn_top1: r.accuracy, bank_size: r.bankSize, test_size: r.testSize };
+}
+
+/** MoCo's linear probe on frozen pooled features (BN in eval mode), computed once without augmentation. */
+function evaluateLinear(
+  session: TrainingSession,
+  options: EvaluateOptions,
+  log: (line: string) => void,
+): Record<string, number> {
+  const { dataset, encoder, config } = session;
+  const probe = { ...LINEAR_PROBE_DEFAULTS, ...options.probe };
+  const fitSplit = dataset.evalTrain ?? dataset.train;
+  const n = options.trainSize ? Math.min(options.trainSize, fitSplit.n) : fitSplit.n;
+  const toBatch = batchesOf(session);
+  const feats = (split: ImageSplit, count: number) =>
+    extractFeatures(
+      split,
+      count,
+      (s, e) => toBatch(split, s, e),
+      (x) => encoder.features(x, false), // frozen backbone, BN in eval mode
+      500,
+      false,
+    );
+  const trainF = feats(fitSplit, n);
+  const testF = feats(dataset.test, dataset.test.n);
+  log(
+    `linear probe: ${n} x ${trainF.shape[1]} features; ${probe.epochs} epochs, lr ${probe.lr}, momentum ${probe.momentum}, wd ${probe.weightDecay}`,
+  );
+  try {
+    const r = linearProbe(
+      { features: trainF, labels: Int32Array.from(fitSplit.labels.subarray(0, n)) },
+      { features: testF, labels: Int32Array.from(dataset.test.labels) },
+      dataset.numClasses,
+      new Rng(config.seed),
+      probe,
+    );
+    log(
+      `linear top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}% (train top-1 ${(100 * r.trainTop1).toFixed(2)}%)`,
+    );
+    return {
+      linear_top1: r.top1,
+      linear_top5: r.top5,
+      linear_train_top1: r.trainTop1,
+      linear_final_loss: r.losses[r.losses.length - 1] ?? Number.NaN,
+      epochs: probe.epochs,
+      train_size: n,
+    };
+  } finally {
+    tf.dispose([trainF, testF]);
   }
 }
 

@@ -1,37 +1,35 @@
 import * as tf from '@tensorflow/tfjs';
 import {
-  composeExperiment,
   parseExperiment,
-  Tokens,
   type Catalog,
   type Encoder,
   type ExperimentConfig,
   type ExperimentInput,
-  type KeyEncoderPolicy,
-  type NegativeSource,
-  type Rng,
+  type Method,
   type TrainingClock,
   type TrainingDataset,
 } from '@contrast/core';
-import { BatchAugmentation, disposeBatch, twoViewBatches, type TwoViewBatch } from '@contrast/data';
-import { createOptimizer } from './sgd.js';
-import { contrastiveStep, type StepParts } from './step.js';
+import { disposeBatch, type TwoViewBatch } from '@contrast/data';
+import { createSession, type TrainingSession } from './session.js';
+import type { StepTensors } from './step.js';
 
 /**
- * One composed experiment with its step parts and an endless batch stream, for
- * plugin smoke tests and benchmarks: the same wiring the Trainer uses, one step at a time.
+ * A composed experiment stepped one batch at a time, for plugin tests and
+ * benchmarks: the same session (composition, method, optimizer, streams) the
+ * Trainer uses, without the loop's hooks.
  */
 export interface StepHarness {
   config: ExperimentConfig;
-  parts: StepParts;
+  session: TrainingSession;
   encoder: Encoder;
-  keyPolicy: KeyEncoderPolicy;
-  source: NegativeSource;
-  nextBatch(): TwoViewBatch;
+  method: Method;
   /** The step clock schedules read: step() advances it; set `total` for a schedule's length. */
   clock: TrainingClock;
-  /** One training step on the next batch; returns the loss and pretext accuracy. */
-  step(lr?: number): { loss: number; accuracy: number };
+  nextBatch(): TwoViewBatch;
+  /** One training step on `batch` at `lr`, as tensors (phases reported to `mark`). */
+  stepOn(batch: TwoViewBatch, lr: number, mark?: (phase: string) => void): StepTensors;
+  /** One training step on the next batch; returns the loss and the method's metrics. */
+  step(lr?: number): { loss: number; metrics: Record<string, number> };
   /** n steps: the losses and tf.memory().numTensors after each (constant when nothing leaks). */
   run(n: number): { losses: number[]; tensorCounts: number[] };
   dispose(): void;
@@ -42,46 +40,26 @@ export function createStepHarness(
   catalog: Catalog,
   options: { dataset?: TrainingDataset } = {},
 ): StepHarness {
-  const config = parseExperiment(input);
-  const { container, dataset } = composeExperiment(config, catalog, options);
-  const encoder = container.resolve<Encoder>(Tokens.Encoder);
-  const keyPolicy = container.resolve<KeyEncoderPolicy>(Tokens.KeyEncoderPolicy);
-  const source = container.resolve<NegativeSource>(Tokens.NegativeSource);
-  const rng = container.resolve<Rng>(Tokens.Rng);
-  const parts: StepParts = {
-    encoder,
-    keyPolicy,
-    source,
-    loss: container.resolve(Tokens.Loss),
-    optimizer: createOptimizer(encoder.parameters(), config.optim),
-    temperature: config.loss.temperature,
-    symmetric: config.loss.symmetric,
-  };
-  const batches = twoViewBatches({
-    dataset,
-    augmentation: new BatchAugmentation(config.data.augmentation, dataset, rng.fork()),
-    rng: rng.fork(),
-    batchSize: config.optim.batchSize,
-    dropLast: true,
-    epochs: Number.MAX_SAFE_INTEGER,
-  });
-  const nextBatch = () => batches.next().value as TwoViewBatch;
-  const clock = container.resolve(Tokens.Clock);
+  const session = createSession(parseExperiment(input), catalog, options);
+  const batches = session.batches(Number.MAX_SAFE_INTEGER);
+  const { clock } = session;
   let done = 0;
-  return {
-    config,
-    parts,
-    encoder,
-    keyPolicy,
-    source,
-    nextBatch,
+  const harness: StepHarness = {
+    config: session.config,
+    session,
+    encoder: session.encoder,
+    method: session.method,
     clock,
-    step(lr = config.optim.lr) {
+    nextBatch: () => batches.next().value as TwoViewBatch,
+    stepOn: (batch, lr, mark) => session.step(batch, lr, mark),
+    step(lr = session.config.optim.lr) {
       clock.step = done++; // as the trainer does: schedules see the steps completed
-      const b = nextBatch();
-      const out = contrastiveStep(parts, b, lr);
-      const result = { loss: out.loss.dataSync()[0]!, accuracy: out.accuracy.dataSync()[0]! };
-      tf.dispose([out.loss, out.accuracy]);
+      const b = harness.nextBatch();
+      const out = session.step(b, lr);
+      const metrics: Record<string, number> = {};
+      for (const [k, t] of Object.entries(out.metrics)) metrics[k] = t.dataSync()[0]!;
+      const result = { loss: out.loss.dataSync()[0]!, metrics };
+      tf.dispose([out.loss, ...Object.values(out.metrics)]);
       disposeBatch(b);
       return result;
     },
@@ -89,16 +67,12 @@ export function createStepHarness(
       const losses: number[] = [];
       const tensorCounts: number[] = [];
       for (let i = 0; i < n; i++) {
-        losses.push(this.step().loss);
+        losses.push(harness.step().loss);
         tensorCounts.push(tf.memory().numTensors);
       }
       return { losses, tensorCounts };
     },
-    dispose() {
-      parts.optimizer.dispose();
-      source.dispose();
-      keyPolicy.dispose();
-      encoder.dispose();
-    },
+    dispose: () => session.dispose(),
   };
+  return harness;
 }

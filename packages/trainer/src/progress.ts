@@ -17,7 +17,8 @@ export class Progress {
     epoch: number;
     epochs: number;
     loss: number;
-    accuracy: number;
+    /** Pretext accuracy, for methods that have one. */
+    accuracy?: number | undefined;
     imgPerSec: number;
     etaSec: number;
   }): void {
@@ -28,7 +29,8 @@ export class Progress {
     const bar = `${'#'.repeat(filled)}${'-'.repeat(width - filled)}`;
     const line =
       `epoch ${s.epoch + 1}/${s.epochs} [${bar}] ${done}/${this.total} ` +
-      `loss ${s.loss.toFixed(4)} acc ${(100 * s.accuracy).toFixed(1)}% ${s.imgPerSec.toFixed(0)} img/s ETA ${formatDuration(s.etaSec)}`;
+      `loss ${s.loss.toFixed(4)} ${s.accuracy === undefined ? '' : `acc ${(100 * s.accuracy).toFixed(1)}% `}` +
+      `${s.imgPerSec.toFixed(0)} img/s ETA ${formatDuration(s.etaSec)}`;
     if (this.tty) {
       this.out.write(`\r${line}${' '.repeat(Math.max(0, this.lastLen - line.length))}`);
       this.lastLen = line.length;

@@ -2,17 +2,16 @@ import { existsSync, readFileSync, rmSync, statSync, truncateSync } from 'node:f
 import { basename, join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import * as tf from '@tensorflow/tfjs';
-import type { DependencyContainer } from 'tsyringe';
 import {
   checkNames,
-  composeExperiment,
   ConfigError,
   configDiff,
   parseExperiment,
   StateError,
-  Tokens,
   type Catalog,
+  type DecodedBundle,
   type ExperimentConfig,
+  type Tracker,
   type TrainingDataset,
 } from '@contrast/core';
 import {
@@ -24,36 +23,41 @@ import {
   MlflowTracker,
   MlflowUploader,
   probeTrackingServer,
+  type MlflowTrackerOptions,
+  type RunDirectory,
 } from '@contrast/tracking';
 import { checkpointDir, listCheckpoints, loadCheckpoint } from './checkpoint.js';
-import { plannedSteps, Trainer, type TrainOptions, type TrainResult } from './trainer.js';
+import { createSession, type TrainingSession } from './session.js';
+import { Trainer, type TrainOptions, type TrainResult } from './trainer.js';
 
 export interface RunOutcome {
   runPath: string;
   result: TrainResult;
 }
 
+export interface RunOptions extends TrainOptions {
+  dataset?: TrainingDataset;
+  /** MLflow: experiment name override, parent study folder, and what started the run. */
+  mlflow?: { experimentName?: string; parentDir?: string; source?: string };
+  /** Continue this run folder from its newest usable checkpoint. */
+  resumeFrom?: { runPath: string; fallback?: boolean };
+  /**
+   * A fixed run folder (distributed studies): created when absent, resumed
+   * from its last checkpoint when a previous attempt left one.
+   */
+  runPath?: string;
+}
+
 /**
  * Validate -> compose -> create the run -> train -> summarise. Everything that
- * can be refused (names, plugin config, dataset files, run folder) is checked
- * before the run directory exists, so bad input leaves no half-written run.
+ * can be refused (names, plugin config, dataset files, run folder, a checkpoint
+ * to resume) is checked before the run directory exists, so bad input leaves no
+ * half-written run.
  */
 export async function runExperiment(
   config: ExperimentConfig,
   catalog: Catalog,
-  options: TrainOptions & {
-    dataset?: TrainingDataset;
-    onComposed?: (c: DependencyContainer) => void;
-    /** MLflow: experiment name override, parent study folder, and what started the run. */
-    mlflow?: { experimentName?: string; parentDir?: string; source?: string };
-    /** Continue this run folder from its newest usable checkpoint. */
-    resumeFrom?: { runPath: string; fallback?: boolean };
-    /**
-     * A fixed run folder (distributed studies): created when absent, resumed
-     * from its last checkpoint when a previous attempt left one.
-     */
-    runPath?: string;
-  } = {},
+  options: RunOptions = {},
 ): Promise<RunOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
   if (options.runPath && !options.resumeFrom) {
@@ -73,89 +77,126 @@ export async function runExperiment(
   const uri = config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
   const experimentName =
     options.mlflow?.experimentName ?? (config.tracking.experiment || config.name);
-  if (uri) {
-    // refuses bad URIs and credentials before anything exists; an unreachable server only warns
-    const probe = await probeTrackingServer(uri, experimentName);
-    if (!probe.reachable) {
-      log(
-        `[mlflow] ${probe.reason}; the run spools to its folder and uploads when the server answers`,
-      );
-    }
-  }
-  const { container } = composeExperiment(
+  if (uri) await probe(uri, experimentName, log);
+  const session = createSession(
     config,
     catalog,
     options.dataset ? { dataset: options.dataset } : {},
   );
-  let resume: ReturnType<typeof loadCheckpoint> | undefined;
-  if (options.resumeFrom) {
-    // verify the checkpoint before touching the run folder
-    const runPath = resolve(options.resumeFrom.runPath);
-    resume = loadCheckpoint(checkpointDir(runPath), {
-      fallback: options.resumeFrom.fallback ?? false,
-      warn: log,
-    });
-    const planned = plannedSteps(
-      config,
-      container.resolve<TrainingDataset>(Tokens.Dataset).train.n,
-    );
-    if (Number(resume.bundle.values.step) >= planned) {
-      tf.dispose(Object.values(resume.bundle.tensors));
-      throw new StateError(`${runPath} already finished its ${planned} steps; nothing to resume`, {
-        hint: 'to train longer, start a new run (the schedule depends on the total length)',
-      });
-    }
-    rewindMetrics(runPath, resume.bundle.values.metricsBytes);
+  try {
+    const resume = options.resumeFrom
+      ? openCheckpoint(session, options.resumeFrom, log)
+      : undefined;
+    const run = openRunFolder(session.config, options);
+    warnSkipped(session.dataset, log);
+    const local = new LocalRunTracker(run);
+    const tracker = uri
+      ? new MlflowTracker(local, mlflowOptions(session, run, uri, experimentName, options, log))
+      : local;
+    if (resume) tracker.setSummary({ resumed_from: resume.path });
+    else tracker.logParams(session.config); // a resumed run keeps the config.yaml it started with
+    return await train(session, { tracker, local, runPath: run.path }, options, resume?.bundle);
+  } finally {
+    session.dispose();
   }
-  const run = options.resumeFrom
-    ? {
-        path: resolve(options.resumeFrom.runPath),
-        id: basename(resolve(options.resumeFrom.runPath)),
-      }
-    : options.runPath
-      ? createRunDirectoryAt(options.runPath)
-      : createRunDirectory(config.tracking.dir, config.name);
-  const local = new LocalRunTracker(run);
-  const dataset = container.resolve<TrainingDataset>(Tokens.Dataset);
+}
+
+/** Refuses bad URIs and credentials before anything exists; an unreachable server only warns. */
+async function probe(uri: string, experimentName: string, log: (l: string) => void) {
+  const result = await probeTrackingServer(uri, experimentName);
+  if (!result.reachable) {
+    log(
+      `[mlflow] ${result.reason}; the run spools to its folder and uploads when the server answers`,
+    );
+  }
+}
+
+/** Loads the newest usable checkpoint of a run to resume (verified before the folder is touched). */
+function openCheckpoint(
+  session: TrainingSession,
+  from: { runPath: string; fallback?: boolean },
+  log: (l: string) => void,
+): ReturnType<typeof loadCheckpoint> {
+  const runPath = resolve(from.runPath);
+  const resume = loadCheckpoint(checkpointDir(runPath), {
+    fallback: from.fallback ?? false,
+    warn: log,
+  });
+  const planned = session.totalSteps;
+  if (Number(resume.bundle.values.step) >= planned) {
+    tf.dispose(Object.values(resume.bundle.tensors));
+    throw new StateError(`${runPath} already finished its ${planned} steps; nothing to resume`, {
+      hint: 'to train longer, start a new run (the schedule depends on the total length)',
+    });
+  }
+  rewindMetrics(runPath, resume.bundle.values.metricsBytes);
+  return resume;
+}
+
+function openRunFolder(config: ExperimentConfig, options: RunOptions): RunDirectory {
+  if (options.resumeFrom) {
+    const path = resolve(options.resumeFrom.runPath);
+    return { path, id: basename(path) };
+  }
+  return options.runPath
+    ? createRunDirectoryAt(options.runPath)
+    : createRunDirectory(config.tracking.dir, config.name);
+}
+
+function warnSkipped(dataset: TrainingDataset, log: (l: string) => void): void {
   const skipped = (dataset as { skipped?: string[] }).skipped ?? [];
   if (skipped.length) {
     log(
       `${dataset.name}: skipped ${skipped.length} unreadable files (first: ${skipped[0]}); data.strict: true refuses them`,
     );
   }
-  const tracker = uri
-    ? new MlflowTracker(local, {
-        uri,
-        experimentName,
-        runName: run.id,
-        warn: log,
-        closeDeadlineMs: config.tracking.uploadWait * 1000,
-        intervalMs: config.tracking.uploadEvery * 1000,
-        ...(options.mlflow?.parentDir ? { parentDir: options.mlflow.parentDir } : {}),
-        ...(options.mlflow?.source ? { source: options.mlflow.source } : {}),
-        input: {
-          name: dataset.name,
-          digest: dataset.digest ?? 'unknown',
-          sourceType: 'local',
-          source: JSON.stringify({ uri: dataset.source ?? '', split: 'train', n: dataset.train.n }),
-          context: 'train',
-        },
-      })
-    : local;
-  container.register(Tokens.Tracker, { useValue: tracker });
-  options.onComposed?.(container);
-  if (resume) tracker.setSummary({ resumed_from: resume.path });
-  else tracker.logParams(config); // a resumed run keeps the config.yaml it started with
-  const trainer = container.resolve(Trainer);
-  const metricsFile = join(run.path, 'metrics.jsonl');
+}
+
+function mlflowOptions(
+  session: TrainingSession,
+  run: RunDirectory,
+  uri: string,
+  experimentName: string,
+  options: RunOptions,
+  log: (l: string) => void,
+): MlflowTrackerOptions {
+  const { config, dataset } = session;
+  return {
+    uri,
+    experimentName,
+    runName: run.id,
+    warn: log,
+    closeDeadlineMs: config.tracking.uploadWait * 1000,
+    intervalMs: config.tracking.uploadEvery * 1000,
+    ...(options.mlflow?.parentDir ? { parentDir: options.mlflow.parentDir } : {}),
+    ...(options.mlflow?.source ? { source: options.mlflow.source } : {}),
+    input: {
+      name: dataset.name,
+      digest: dataset.digest ?? 'unknown',
+      sourceType: 'local',
+      source: JSON.stringify({ uri: dataset.source ?? '', split: 'train', n: dataset.train.n }),
+      context: 'train',
+    },
+  };
+}
+
+/** Trains, then writes the summary, the final state and the tracker's status. */
+async function train(
+  session: TrainingSession,
+  out: { tracker: Tracker; local: LocalRunTracker; runPath: string },
+  options: RunOptions,
+  resume: DecodedBundle | undefined,
+): Promise<RunOutcome> {
+  const { tracker, local, runPath } = out;
+  const metricsFile = join(runPath, 'metrics.jsonl');
   try {
-    const result = await trainer.run({
+    const result = await new Trainer(session, tracker).run({
       ...options,
-      ...(resume ? { resume: resume.bundle } : {}),
+      ...(resume ? { resume } : {}),
       checkpoint: {
-        dir: checkpointDir(run.path),
-        every: config.checkpoint.every,
-        keep: config.checkpoint.keep,
+        dir: checkpointDir(runPath),
+        every: session.config.checkpoint.every,
+        keep: session.config.checkpoint.keep,
         extra: () => {
           local.flush(); // the checkpoint covers exactly the metrics written so far
           return { metricsBytes: existsSync(metricsFile) ? statSync(metricsFile).size : 0 };
@@ -163,45 +204,48 @@ export async function runExperiment(
       },
     });
     // Results first, so a failure while writing the state below still leaves them in summary.json.
-    tracker.setSummary({
-      steps: result.steps,
-      epochs: result.epochs,
-      final_loss: result.finalLoss,
-      knn: {
-        raw_pixels: result.knn.rawPixels,
-        random_init: result.knn.randomInit,
-        trained: result.knn.trained,
-      },
-      knn_per_epoch: result.knnPerEpoch,
-      img_per_sec: result.imgPerSec,
-      ...(result.alignment !== undefined
-        ? { alignment: result.alignment, uniformity: result.uniformity }
-        : {}),
-      wall_seconds: result.wallSeconds,
-      peak_rss_mb: result.peakRssMb,
-      backend: tf.getBackend(),
-      ...(result.lastCheckpoint
-        ? {
-            checkpoint: {
-              path: result.lastCheckpoint.path,
-              mb: result.lastCheckpoint.bytes / 2 ** 20,
-              write_seconds: result.lastCheckpoint.seconds,
-            },
-          }
-        : {}),
-    });
-    const statePath = trainer.saveState(join(run.path, 'state'), result.steps, result.epochs);
+    tracker.setSummary(summaryOf(result));
+    const statePath = session.saveState(join(runPath, 'state'), result.steps, result.epochs);
     tracker.setSummary({ state: statePath });
     tracker.attachFile?.('checkpoints/final.bin', statePath);
     await tracker.close(result.status);
-    return { runPath: run.path, result };
+    return { runPath, result };
   } catch (e) {
     tracker.setSummary({ error: (e as Error).message });
     await tracker.close('failed');
     throw e;
-  } finally {
-    trainer.dispose();
   }
+}
+
+/** summary.json's fields for a finished or interrupted run. */
+export function summaryOf(result: TrainResult): Record<string, unknown> {
+  return {
+    steps: result.steps,
+    epochs: result.epochs,
+    final_loss: result.finalLoss,
+    knn: {
+      raw_pixels: result.knn.rawPixels,
+      random_init: result.knn.randomInit,
+      trained: result.knn.trained,
+    },
+    knn_per_epoch: result.knnPerEpoch,
+    img_per_sec: result.imgPerSec,
+    ...(result.alignment !== undefined
+      ? { alignment: result.alignment, uniformity: result.uniformity }
+      : {}),
+    wall_seconds: result.wallSeconds,
+    peak_rss_mb: result.peakRssMb,
+    backend: tf.getBackend(),
+    ...(result.lastCheckpoint
+      ? {
+          checkpoint: {
+            path: result.lastCheckpoint.path,
+            mb: result.lastCheckpoint.bytes / 2 ** 20,
+            write_seconds: result.lastCheckpoint.seconds,
+          },
+        }
+      : {}),
+  };
 }
 
 /** Fields a resumed run may change: where it is stored, tracked and checkpointed. */

@@ -1,10 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import { StateError, type StateTensors } from '@contrast/core';
+import { ContractError, StateError, type StateTensors } from '@contrast/core';
 
 /** What the step needs of an optimizer; its slots are part of a checkpoint. */
 export interface Optimizer {
-  /** grads as returned by tf.variableGrads (keyed by variable name). */
-  apply(grads: tf.NamedTensorMap, lr: number): void;
+  /**
+   * grads as returned by tf.variableGrads (keyed by variable name); `lr` is one
+   * rate for all parameters or one per parameter, in the optimizer's order.
+   */
+  apply(grads: tf.NamedTensorMap, lr: number | readonly number[]): void;
   state(): StateTensors;
   loadState(state: StateTensors): void;
   dispose(): void;
@@ -27,15 +30,14 @@ export class Sgd implements Optimizer {
   }
 
   /** grads as returned by tf.variableGrads (keyed by variable name). */
-  apply(grads: tf.NamedTensorMap, lr: number): void {
+  apply(grads: tf.NamedTensorMap, lr: number | readonly number[]): void {
     tf.tidy(() => {
       this.params.forEach((p, i) => {
-        const grad = grads[p.name];
-        if (!grad) throw new Error(`no gradient for parameter ${p.name}`);
+        const grad = gradientOf(grads, p);
         const g = this.weightDecay > 0 ? tf.add(grad, tf.mul(p, this.weightDecay)) : grad;
         const buf = this.buffers[i]!;
         buf.assign(this.momentum > 0 ? tf.add(tf.mul(buf, this.momentum), g) : g);
-        p.assign(tf.sub(p, tf.mul(buf, lr)));
+        p.assign(tf.sub(p, tf.mul(buf, rateAt(lr, i))));
       });
     });
   }
@@ -80,11 +82,10 @@ export class Lars extends Sgd {
     super(params, momentum, weightDecay);
   }
 
-  override apply(grads: tf.NamedTensorMap, lr: number): void {
+  override apply(grads: tf.NamedTensorMap, lr: number | readonly number[]): void {
     tf.tidy(() => {
       this.params.forEach((p, i) => {
-        const grad = grads[p.name];
-        if (!grad) throw new Error(`no gradient for parameter ${p.name}`);
+        const grad = gradientOf(grads, p);
         let update: tf.Tensor = grad;
         if (p.rank > 1) {
           if (this.weightDecay > 0) update = tf.add(update, tf.mul(p, this.weightDecay));
@@ -99,11 +100,25 @@ export class Lars extends Sgd {
         }
         const buf = this.buffers[i]!;
         buf.assign(this.momentum > 0 ? tf.add(tf.mul(buf, this.momentum), update) : update);
-        p.assign(tf.sub(p, tf.mul(buf, lr)));
+        p.assign(tf.sub(p, tf.mul(buf, rateAt(lr, i))));
       });
     });
   }
 }
+
+/** The gradient of p; a parameter the loss never reached is an error, not a silent skip. */
+function gradientOf(grads: tf.NamedTensorMap, p: tf.Variable): tf.Tensor {
+  const grad = grads[p.name];
+  if (!grad) {
+    throw new ContractError(`parameter ${p.name} received no gradient`, {
+      hint: "a method's parameterGroups() must list only variables its objective's loss depends on",
+    });
+  }
+  return grad;
+}
+
+const rateAt = (lr: number | readonly number[], i: number): number =>
+  typeof lr === 'number' ? lr : lr[i]!;
 
 /** Learning rate at step t of T: constant, or a half-cycle cosine from lr to 0 (MoCo v2). */
 export function learningRate(

@@ -1,162 +1,77 @@
 import * as tf from '@tensorflow/tfjs';
 import {
-  ConfigError,
-  type Encoder,
-  type KeyEncoderPolicy,
-  type Loss,
-  type NegativeSource,
+  methodParameters,
+  stepPhases,
+  type Method,
+  type StepContext,
+  type TrainingClock,
+  type Views,
 } from '@contrast/core';
 import type { Optimizer } from './sgd.js';
 
+/** What one step needs: the method, its optimizer, the clock schedules read. */
 export interface StepParts {
-  encoder: Encoder;
-  keyPolicy: KeyEncoderPolicy;
-  source: NegativeSource;
-  loss: Loss;
+  method: Method;
   optimizer: Optimizer;
-  temperature: number;
-  /** Both views act as query (loss.symmetric). */
-  symmetric?: boolean;
+  clock: TrainingClock;
   /**
    * Called as each phase of the step ends (benchmarks time them; the native
    * backend runs kernels synchronously, so the time between marks is the phase's).
+   * The phases are the method's (`stepPhases(method)`), plus 'backward' and 'optimizer'.
    */
-  mark?: (phase: StepPhase) => void;
+  mark?: (phase: string) => void;
 }
 
-/** The phases of a step, in order. */
-export const STEP_PHASES = [
-  'key_encoder',
-  'query_forward',
-  'logits_loss',
-  'backward',
-  'optimizer',
-  'enqueue',
-  'ema',
-] as const;
-export type StepPhase = (typeof STEP_PHASES)[number];
-
-export interface StepInput {
-  /** [N, H, W, C] augmented query view. */
-  query: tf.Tensor4D;
-  /** [N, H, W, C] augmented key view. */
-  key: tf.Tensor4D;
-  /** [N] dataset indices. */
-  indices: tf.Tensor1D;
-  /** The same indices on the host. */
-  indexArray: Int32Array;
+/** A step's loss and the method's named metrics, as scalars the caller reads and disposes. */
+export interface StepTensors {
+  loss: tf.Scalar;
+  metrics: Record<string, tf.Scalar>;
 }
+
+/** The phases of a step of `method`, in order (re-exported for the benchmarks). */
+export { stepPhases };
 
 /**
- * The generic contrastive step (DESIGN.md), the same for every mechanism:
- *   keys without gradient are encoded before the tape (their activations are not retained),
- *   q = encoder.embed(x_q); keys = source.keys(...); loss; grads w.r.t. the query
- *   encoder's parameters only; SGD; then source.afterStep (enqueue / bank write)
- *   and keyPolicy.afterStep (EMA).
- * Returns the loss and pretext accuracy as scalars the caller reads and disposes.
+ * The generic step (DESIGN.md), the same for every method:
+ *   before = method.prepare(views)                       no gradient
+ *   grads  = d objective(views, before).loss / d params  params = method.parameterGroups()
+ *   optimizer.apply(grads, lr per group)                 'fixedLr' groups keep `baseLr`
+ *   method.afterStep({ views, before, carry })           enqueue, bank write, EMA
+ * All of it runs in one tf.tidy; the objective's metrics and carried tensors are
+ * kept past the tape (values only) and the carry is freed after afterStep.
+ * @param lr the scheduled learning rate of this step
+ * @param baseLr the unscheduled one (for parameter groups with a fixed lr)
  */
-export function contrastiveStep(
-  parts: StepParts,
-  input: StepInput,
-  lr: number,
-): { loss: tf.Scalar; accuracy: tf.Scalar } {
-  if (parts.symmetric) return symmetricStep(parts, input, lr);
-  const { encoder, keyPolicy, source, loss, optimizer, temperature } = parts;
-  const mark = parts.mark ?? (() => undefined);
-  let accuracy: tf.Scalar | undefined;
-  let detachedQuery: tf.Tensor2D | undefined;
-  const lossValue = tf.tidy(() => {
-    const precomputedKey = keyPolicy.withGradient ? undefined : keyPolicy.encode(input.key);
-    mark('key_encoder');
+export function trainStep(parts: StepParts, views: Views, lr: number, baseLr = lr): StepTensors {
+  const { method, optimizer } = parts;
+  const ctx: StepContext = { mark: parts.mark ?? (() => undefined), clock: parts.clock };
+  const groups = method.parameterGroups();
+  const params = groups.flatMap((g) => g.params);
+  const lrs = groups.flatMap((g) => g.params.map(() => (g.fixedLr ? baseLr : lr)));
+  let metrics: Record<string, tf.Scalar> = {};
+  let carry: Record<string, tf.Tensor> = {};
+  const loss = tf.tidy(() => {
+    const prepared = method.prepare(views, ctx);
     const { value, grads } = tf.variableGrads(() => {
-      const query = encoder.embed(input.query, true); // [N, D]
-      const key = precomputedKey ?? keyPolicy.encode(input.key); // [N, D]
-      mark('query_forward');
-      const keys = source.keys({
-        query,
-        key,
-        indices: input.indices,
-        indexArray: input.indexArray,
-      });
-      const out = loss.compute({ query, ...keys, temperature });
-      accuracy = tf.keep(out.accuracy);
-      detachedQuery = tf.keep(query);
-      mark('logits_loss');
+      const out = method.objective(views, prepared, ctx);
+      metrics = keepAll(out.metrics ?? {});
+      carry = keepAll(out.carry ?? {});
       return out.loss;
-    }, encoder.parameters());
-    mark('backward');
-    optimizer.apply(grads, lr);
-    mark('optimizer');
-    source.afterStep({
-      query: detachedQuery!,
-      key: precomputedKey,
-      indices: input.indices,
-      indexArray: input.indexArray,
-    });
-    mark('enqueue');
-    keyPolicy.afterStep();
-    mark('ema');
+    }, params);
+    ctx.mark('backward');
+    optimizer.apply(grads, lrs);
+    ctx.mark('optimizer');
+    method.afterStep({ views, prepared, carry }, ctx);
     return value;
   });
-  detachedQuery?.dispose();
-  return { loss: lossValue, accuracy: accuracy! };
+  tf.dispose(Object.values(carry));
+  return { loss, metrics };
 }
 
-/**
- * The symmetric step (MoCo CIFAR demo's `symmetric`, MoCo v3): keys of both
- * views from the momentum encoder, before the tape; loss = l(q1, k2) + l(q2, k1)
- * against the same negatives; then both keys are enqueued, once; one EMA update.
- */
-function symmetricStep(
-  parts: StepParts,
-  input: StepInput,
-  lr: number,
-): { loss: tf.Scalar; accuracy: tf.Scalar } {
-  const { encoder, keyPolicy, source, loss, optimizer, temperature } = parts;
-  if (keyPolicy.kind !== 'momentum') {
-    throw new ConfigError(
-      'loss.symmetric',
-      `needs a momentum key encoder; this strategy's keys are '${keyPolicy.kind}'`,
-      {
-        hint: 'use it with momentum-queue (end-to-end NT-Xent is already symmetric)',
-      },
-    );
-  }
-  let accuracy: tf.Scalar | undefined;
-  let detachedQuery: tf.Tensor2D | undefined;
-  const lossValue = tf.tidy(() => {
-    const k1 = keyPolicy.encode(input.query)!; // the key of view 1 ...
-    const k2 = keyPolicy.encode(input.key)!; // ... and of view 2
-    const { value, grads } = tf.variableGrads(() => {
-      const half = (q: tf.Tensor2D, k: tf.Tensor2D) =>
-        loss.compute({
-          query: q,
-          ...source.keys({
-            query: q,
-            key: k,
-            indices: input.indices,
-            indexArray: input.indexArray,
-          }),
-          temperature,
-        });
-      const q1 = encoder.embed(input.query, true);
-      const q2 = encoder.embed(input.key, true);
-      const a = half(q1, k2);
-      const b = half(q2, k1);
-      accuracy = tf.keep(tf.div(tf.add(a.accuracy, b.accuracy), 2) as tf.Scalar);
-      detachedQuery = tf.keep(tf.concat([q1, q2], 0));
-      return tf.add(a.loss, b.loss) as tf.Scalar;
-    }, encoder.parameters());
-    optimizer.apply(grads, lr);
-    source.afterStep({
-      query: detachedQuery!,
-      key: tf.concat([k1, k2], 0),
-      indices: tf.concat([input.indices, input.indices], 0),
-      indexArray: Int32Array.from([...input.indexArray, ...input.indexArray]),
-    });
-    keyPolicy.afterStep();
-    return value;
-  });
-  detachedQuery?.dispose();
-  return { loss: lossValue, accuracy: accuracy! };
+function keepAll<T extends tf.Tensor>(tensors: Record<string, T>): Record<string, T> {
+  for (const t of Object.values(tensors)) tf.keep(t);
+  return tensors;
 }
+
+/** The optimizer's parameter list for a method (what `createOptimizer` is given). */
+export { methodParameters };

@@ -1,11 +1,10 @@
-import { injectable } from 'tsyringe';
 import { z } from 'zod';
 import {
   BatchKeysSource,
-  bindStrategy,
+  bindMethod,
+  composeContrastive,
   ConfigError,
   definePlugin,
-  NtXentLoss,
   SharedKeyEncoder,
   Tokens,
   type Plugin,
@@ -22,20 +21,13 @@ export type EndToEndConfig = z.infer<typeof EndToEndConfigSchema>;
  * query encoder itself, with gradient; the negatives are the other samples of the
  * batch, so the dictionary size is tied to the batch size.
  */
-@injectable()
-export class InBatchSource extends BatchKeysSource {
-  constructor() {
-    super(PLUGIN_NAME);
-  }
-}
-
 export function endToEndPlugin(): Plugin<EndToEndConfig> {
   return definePlugin({
     name: PLUGIN_NAME,
     description:
       'SimCLR-style end-to-end: shared encoder with gradient, in-batch negatives, NT-Xent',
     configSchema: EndToEndConfigSchema,
-    negatives: 'in-batch',
+    loss: { default: 'nt-xent', kind: 'in-batch', temperature: 0.1 },
     check({ config }) {
       if (config.optim.batchSize < 2) {
         throw new ConfigError(
@@ -48,11 +40,13 @@ export function endToEndPlugin(): Plugin<EndToEndConfig> {
       }
     },
     register(container) {
-      bindStrategy(container, {
-        source: InBatchSource,
-        keyEncoder: (c) => new SharedKeyEncoder(c.resolve(Tokens.Encoder)),
-        loss: () => new NtXentLoss(),
-      });
+      bindMethod(container, (c) =>
+        composeContrastive(c, {
+          name: PLUGIN_NAME,
+          keyEncoder: new SharedKeyEncoder(c.resolve(Tokens.Encoder)),
+          source: new BatchKeysSource(PLUGIN_NAME),
+        }),
+      );
     },
   });
 }

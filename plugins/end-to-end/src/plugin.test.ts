@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { SharedKeyEncoder } from '@contrast/core';
+import { BatchKeysSource, ContrastiveMethod, SharedKeyEncoder } from '@contrast/core';
 import { createCatalog, createStepHarness } from '@contrast/trainer';
-import { endToEndPlugin, InBatchSource } from './index.js';
+import { endToEndPlugin } from './index.js';
 
 const catalog = () => createCatalog([endToEndPlugin()]);
 const base = {
@@ -12,14 +12,17 @@ const base = {
   optim: { batchSize: 16, lr: 0.05 },
   loss: { temperature: 0.5 },
 };
+const partsOf = (h: ReturnType<typeof createStepHarness>) => (h.method as ContrastiveMethod).parts;
 
 describe('end-to-end plugin', () => {
   it('uses the query encoder for keys, in-batch negatives and NT-Xent', () => {
     const h = createStepHarness(base, catalog());
-    expect(h.source).toBeInstanceOf(InBatchSource);
-    expect(h.keyPolicy).toBeInstanceOf(SharedKeyEncoder);
-    expect(h.keyPolicy.withGradient).toBe(true);
-    expect(h.parts.loss.name).toBe('nt-xent');
+    const parts = partsOf(h);
+    expect(parts.source).toBeInstanceOf(BatchKeysSource);
+    expect(parts.keyEncoder).toBeInstanceOf(SharedKeyEncoder);
+    expect(parts.keyEncoder.withGradient).toBe(true);
+    expect(parts.loss.name).toBe('nt-xent');
+    expect(h.config.loss).toMatchObject({ name: 'nt-xent', temperature: 0.5, symmetric: false });
     h.dispose();
   });
 
@@ -28,16 +31,18 @@ describe('end-to-end plugin', () => {
     const first = h.step();
     expect(first.loss).toBeGreaterThan(Math.log(31) - 1);
     expect(first.loss).toBeLessThan(Math.log(31) + 0.5);
+    expect(first.metrics.pretext_accuracy).toBeGreaterThanOrEqual(0);
     const { losses, tensorCounts } = h.run(8);
     expect(losses.every(Number.isFinite)).toBe(true);
     expect(new Set(tensorCounts).size).toBe(1);
     h.dispose();
   });
 
-  it('has no state to save, and says so consistently', () => {
+  it('has no state to save besides the optimizer, and says so consistently', () => {
     const h = createStepHarness(base, catalog());
-    expect(h.source.state()).toEqual({ tensors: {}, values: {} });
-    h.source.loadState(h.source.state());
+    const empty = { tensors: {}, values: {} };
+    expect(h.method.state()).toEqual({ key_encoder: empty, strategy: empty });
+    h.method.loadState(h.method.state());
     h.dispose();
   });
 
@@ -46,7 +51,7 @@ describe('end-to-end plugin', () => {
       expect.objectContaining({ code: 'CONTRAST_CONFIG', field: 'optim.batchSize' }),
     );
     expect(() => createStepHarness({ ...base, loss: { name: 'infonce' } }, catalog())).toThrow(
-      /'infonce' needs explicit negatives but strategy 'end-to-end' provides in-batch ones.*use one of: nt-xent/s,
+      /'infonce' needs explicit negatives .* but method 'end-to-end' provides in-batch negatives.*use one of: nt-xent/s,
     );
     expect(() => createStepHarness({ ...base, loss: { temperature: 0 } }, catalog())).toThrow(
       /loss.temperature/,

@@ -1,23 +1,19 @@
-import { inject, injectable } from 'tsyringe';
-import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
-  bindStrategy,
+  bindMethod,
+  composeContrastive,
   ConfigError,
   definePlugin,
-  InfoNceLoss,
   MemoryBank,
   NoKeyEncoder,
   sampleIndices,
+  StoreBackedSource,
   Tokens,
-  type Encoder,
   type Keys,
   type KeysInput,
   type NegativeSource,
   type Plugin,
   type Rng,
-  StoreBackedSource,
-  type TrainingDataset,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'memory-bank';
@@ -42,18 +38,19 @@ export type MemoryBankConfig = z.infer<typeof MemoryBankConfigSchema>;
  * After the step the batch's rows are rewritten with the fresh query features.
  * There is no key encoder.
  */
-@injectable()
 export class MemoryBankSource extends StoreBackedSource<MemoryBank> implements NegativeSource {
   readonly name = PLUGIN_NAME;
+  readonly updatePhase = 'bank_write';
   private readonly rng: Rng;
 
+  /** A bank of `size` rows of width `dim`; `rng` initialises it, then a fork of it draws negatives. */
   constructor(
-    @inject(Tokens.StrategyConfig) private readonly config: MemoryBankConfig,
-    @inject(Tokens.Encoder) encoder: Encoder,
-    @inject(Tokens.Dataset) dataset: TrainingDataset,
-    @inject(Tokens.Rng) rng: Rng,
+    private readonly config: MemoryBankConfig,
+    size: number,
+    dim: number,
+    rng: Rng,
   ) {
-    super(new MemoryBank(dataset.train.n, encoder.embedDim, rng.fork()));
+    super(new MemoryBank(size, dim, rng.fork()));
     this.rng = rng.fork();
   }
 
@@ -67,7 +64,7 @@ export class MemoryBankSource extends StoreBackedSource<MemoryBank> implements N
     return { positive: this.bank.gather(indices), negatives: this.bank.gather(drawn) }; // [N, D], [K, D]
   }
 
-  afterStep({ query, indices }: { query: tf.Tensor2D; indices: tf.Tensor1D }): void {
+  afterStep({ query, indices }: Parameters<NegativeSource['afterStep']>[0]): void {
     this.bank.update(indices, query, this.config.momentum);
   }
 }
@@ -78,8 +75,8 @@ export function memoryBankPlugin(): Plugin<MemoryBankConfig> {
     description:
       'InstDisc memory bank: indexed bank of past query features, sampled negatives, InfoNCE (or NCE)',
     configSchema: MemoryBankConfigSchema,
-    negatives: 'explicit',
-    check({ config, strategy, dataset }) {
+    loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
+    check({ config, method: strategy, dataset }) {
       if (!dataset.providesIndices) {
         throw new ConfigError(
           'data.dataset',
@@ -100,11 +97,13 @@ export function memoryBankPlugin(): Plugin<MemoryBankConfig> {
         );
       }
     },
-    register(container) {
-      bindStrategy(container, {
-        source: MemoryBankSource,
-        keyEncoder: () => new NoKeyEncoder(),
-        loss: () => new InfoNceLoss(),
+    register(container, config) {
+      bindMethod(container, (c) => {
+        const keyEncoder = new NoKeyEncoder();
+        const dim = c.resolve(Tokens.Encoder).embedDim;
+        const size = c.resolve(Tokens.Dataset).train.n;
+        const source = new MemoryBankSource(config, size, dim, c.resolve(Tokens.Rng));
+        return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source });
       });
     },
   });

@@ -1,11 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { NoKeyEncoder, type TrainingDataset } from '@contrast/core';
+import { ContrastiveMethod, NoKeyEncoder, type TrainingDataset } from '@contrast/core';
 import { loadFashionMnist, subsetTrain } from '@contrast/data';
 import { createCatalog, createStepHarness } from '@contrast/trainer';
 import { memoryBankPlugin, MemoryBankSource } from './index.js';
 
 const catalog = () => createCatalog([memoryBankPlugin()]);
+const partsOf = (h: ReturnType<typeof createStepHarness>) => (h.method as ContrastiveMethod).parts;
+const sourceOf = (h: ReturnType<typeof createStepHarness>) => partsOf(h).source as MemoryBankSource;
 const base = {
   name: 'bank-test',
   data: { trainSubset: 512 },
@@ -18,10 +20,10 @@ const base = {
 describe('memory-bank plugin', () => {
   it('binds a bank of one row per training sample, no key encoder, InfoNCE by default', () => {
     const h = createStepHarness(base, catalog());
-    const bank = (h.source as MemoryBankSource).bank;
+    const bank = sourceOf(h).bank;
     expect(bank.size).toBe(512);
-    expect(h.keyPolicy).toBeInstanceOf(NoKeyEncoder);
-    expect(h.parts.loss.name).toBe('infonce');
+    expect(partsOf(h).keyEncoder).toBeInstanceOf(NoKeyEncoder);
+    expect(partsOf(h).loss.name).toBe('infonce');
     // InstDisc init: uniform in [-s, s], s = 1/sqrt(D/3)
     const s = 1 / Math.sqrt(16 / 3);
     expect(tf.max(tf.abs(bank.rows)).dataSync()[0]).toBeLessThanOrEqual(s);
@@ -30,13 +32,13 @@ describe('memory-bank plugin', () => {
 
   it("rewrites exactly the batch's rows with the normalised mix after a step", () => {
     const h = createStepHarness(base, catalog());
-    const bank = (h.source as MemoryBankSource).bank;
+    const bank = sourceOf(h).bank;
     const before = bank.rows.arraySync() as number[][];
     const b = h.nextBatch();
     const idx = Array.from(b.indexArray);
     // the query features the step will write: BN batch statistics, weights before the step
-    const q = h.encoder.embed(b.query, true).arraySync() as number[][];
-    h.parts.source.afterStep({
+    const q = h.encoder.embed(b.x1, true).arraySync() as number[][];
+    sourceOf(h).afterStep({
       query: tf.tensor2d(q),
       key: undefined,
       indices: b.indices,
@@ -50,7 +52,7 @@ describe('memory-bank plugin', () => {
     });
     const untouched = before.findIndex((_, r) => !idx.includes(r));
     expect(after[untouched]).toEqual(before[untouched]);
-    tf.dispose([b.query, b.key, b.indices]);
+    tf.dispose([b.x1, b.x2, b.indices]);
     h.dispose();
   });
 
@@ -68,12 +70,10 @@ describe('memory-bank plugin', () => {
     const a = createStepHarness(base, catalog());
     a.step();
     const b = createStepHarness({ ...base, seed: 9 }, catalog());
-    b.source.loadState(a.source.state());
-    expect((b.source as MemoryBankSource).bank.rows.arraySync()).toEqual(
-      (a.source as MemoryBankSource).bank.rows.arraySync(),
-    );
+    sourceOf(b).loadState(sourceOf(a).state());
+    expect(sourceOf(b).bank.rows.arraySync()).toEqual(sourceOf(a).bank.rows.arraySync());
     const c = createStepHarness({ ...base, data: { trainSubset: 256 } }, catalog());
-    expect(() => c.source.loadState(a.source.state())).toThrow(
+    expect(() => sourceOf(c).loadState(sourceOf(a).state())).toThrow(
       /saved bank has shape \[512, 16\], expected \[256, 16\]/,
     );
     [a, b, c].forEach((h) => h.dispose());

@@ -1,16 +1,17 @@
 import { z } from 'zod';
 import {
   BatchKeysSource,
-  bindStrategy,
+  bindMethod,
+  composeContrastive,
   ConfigError,
+  cosineMomentum,
   definePlugin,
   KeyBatchInfoNceLoss,
   MomentumKeyEncoder,
-  cosineMomentum,
   Tokens,
   type Plugin,
 } from '@contrast/core';
-import { PredictorEncoder } from '@contrast/models';
+import { createPredictor } from '@contrast/models';
 
 export const PLUGIN_NAME = 'moco-v3';
 
@@ -27,42 +28,39 @@ export type MocoV3Config = z.infer<typeof MocoV3ConfigSchema>;
 
 /**
  * MoCo v3 (Chen, Xie, He 2021), ResNet variant, as a composition of shared parts:
- * a predictor on the query encoder, a momentum key encoder (cosine momentum),
- * the other keys of the batch as negatives, the 2t-scaled in-batch InfoNCE, and
- * the symmetric loss of the trainer's step. No queue.
+ * a predictor on the query side (q = normalise(predictor(projection(x)))), a
+ * momentum key encoder with a cosine momentum, the other keys of the batch as
+ * negatives, the 2t-scaled in-batch InfoNCE ('infonce-batch', contributed
+ * here), two-way by default (l(q1, k2) + l(q2, k1)). No queue.
  */
 export function mocoV3Plugin(): Plugin<MocoV3Config> {
   return definePlugin({
     name: PLUGIN_NAME,
     description: 'MoCo v3: predictor + momentum key encoder, in-batch keys as negatives, symmetric',
     configSchema: MocoV3ConfigSchema,
-    negatives: 'in-batch',
+    loss: { default: 'infonce-batch', kind: 'in-batch', temperature: 0.2, symmetric: true },
+    losses: { 'infonce-batch': { kind: 'in-batch', create: () => new KeyBatchInfoNceLoss() } },
     check({ config }) {
-      if (!config.loss.symmetric) {
-        throw new ConfigError('loss.symmetric', 'MoCo v3 uses the symmetric loss', {
-          hint: 'set loss.symmetric: true',
+      if (config.optim.batchSize < 2) {
+        throw new ConfigError('optim.batchSize', 'in-batch negatives need at least 2 samples', {
+          hint: 'use a batch of 2 or more',
         });
       }
-      if (config.optim.batchSize < 2) {
-        throw new ConfigError('optim.batchSize', 'in-batch negatives need at least 2 samples');
-      }
     },
-    register(container) {
-      const config = container.resolve(Tokens.StrategyConfig) as MocoV3Config;
-      const base = container.resolve(Tokens.Encoder);
-      const rng = container.resolve(Tokens.Rng);
-      // the optimizer, checkpoints and kNN see base + predictor; the key encoder follows base only
-      container.register(Tokens.Encoder, {
-        useValue: new PredictorEncoder(base, config.predictorHidden, { rng: rng.fork() }),
-      });
-      const clock = container.resolve(Tokens.Clock);
-      bindStrategy(container, {
-        source: { create: () => new BatchKeysSource(PLUGIN_NAME) },
-        keyEncoder: () =>
-          new MomentumKeyEncoder(base, () =>
-            cosineMomentum(config.momentum, clock.step, clock.total),
-          ),
-        loss: () => new KeyBatchInfoNceLoss(),
+    register(container, config) {
+      bindMethod(container, (c) => {
+        const encoder = c.resolve(Tokens.Encoder);
+        const clock = c.resolve(Tokens.Clock);
+        const predictor = createPredictor(
+          encoder.embedDim,
+          config.predictorHidden,
+          c.resolve(Tokens.Rng).fork(),
+        );
+        const keyEncoder = new MomentumKeyEncoder(encoder, () =>
+          cosineMomentum(config.momentum, clock.step, clock.total),
+        );
+        const source = new BatchKeysSource(PLUGIN_NAME);
+        return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source, predictor });
       });
     },
   });

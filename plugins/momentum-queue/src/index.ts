@@ -1,22 +1,20 @@
-import { inject, injectable } from 'tsyringe';
 import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
-  bindStrategy,
+  bindMethod,
+  composeContrastive,
   cosineMomentum,
   definePlugin,
-  InfoNceLoss,
   KeyQueue,
   MomentumKeyEncoder,
   PluginError,
+  StoreBackedSource,
   Tokens,
-  type Encoder,
   type Keys,
   type KeysInput,
   type NegativeSource,
   type Plugin,
   type Rng,
-  StoreBackedSource,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'momentum-queue';
@@ -42,20 +40,16 @@ export const MomentumQueueConfigSchema = z
 export type MomentumQueueConfig = z.infer<typeof MomentumQueueConfigSchema>;
 
 /**
- * MoCo (He et al. 2020): the positive key is the other view through the momentum
- * encoder, the negatives are the K keys in the queue. The loss sees the queue
- * before this batch's keys are enqueued (enqueue happens in afterStep).
+ * MoCo's negatives (He et al. 2020): the positive key is the other view through
+ * the momentum encoder, the negatives are the K keys in the queue. The loss sees
+ * the queue before this batch's keys are enqueued (enqueue happens in afterStep).
  */
-@injectable()
 export class MomentumQueueSource extends StoreBackedSource<KeyQueue> implements NegativeSource {
   readonly name = PLUGIN_NAME;
+  readonly updatePhase = 'enqueue';
 
-  constructor(
-    @inject(Tokens.StrategyConfig) config: MomentumQueueConfig,
-    @inject(Tokens.Encoder) encoder: Encoder,
-    @inject(Tokens.Rng) rng: Rng,
-  ) {
-    super(new KeyQueue(config.queueSize, encoder.embedDim, rng.fork()));
+  constructor(queueSize: number, dim: number, rng: Rng) {
+    super(new KeyQueue(queueSize, dim, rng));
   }
 
   get queue(): KeyQueue {
@@ -73,30 +67,28 @@ export class MomentumQueueSource extends StoreBackedSource<KeyQueue> implements 
   }
 }
 
+/** MoCo v1/v2 and the CIFAR demo: momentum key encoder + FIFO queue + InfoNCE. */
 export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
   return definePlugin({
     name: PLUGIN_NAME,
     description: 'MoCo: FIFO queue of keys from an EMA key encoder, InfoNCE',
     configSchema: MomentumQueueConfigSchema,
-    negatives: 'explicit',
-    register(container) {
-      bindStrategy(container, {
-        source: MomentumQueueSource,
-        keyEncoder: (c) => {
-          const { momentum, momentumSchedule, shuffleBn } = c.resolve(
-            Tokens.StrategyConfig,
-          ) as MomentumQueueConfig;
-          const clock = c.resolve(Tokens.Clock);
-          const split = c.resolve(Tokens.Config).model.bnSplits > 1;
-          return new MomentumKeyEncoder(
-            c.resolve(Tokens.Encoder),
-            momentumSchedule === 'cosine'
-              ? () => cosineMomentum(momentum, clock.step, clock.total)
-              : momentum,
-            shuffleBn && split ? c.resolve(Tokens.Rng).fork() : undefined,
-          );
-        },
-        loss: () => new InfoNceLoss(),
+    loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
+    register(container, config) {
+      bindMethod(container, (c) => {
+        const encoder = c.resolve(Tokens.Encoder);
+        const rng = c.resolve(Tokens.Rng);
+        const clock = c.resolve(Tokens.Clock);
+        const split = c.resolve(Tokens.Config).model.bnSplits > 1;
+        const keyEncoder = new MomentumKeyEncoder(
+          encoder,
+          config.momentumSchedule === 'cosine'
+            ? () => cosineMomentum(config.momentum, clock.step, clock.total)
+            : config.momentum,
+          config.shuffleBn && split ? rng.fork() : undefined,
+        );
+        const source = new MomentumQueueSource(config.queueSize, encoder.embedDim, rng.fork());
+        return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source });
       });
     },
   });

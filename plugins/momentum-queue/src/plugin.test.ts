@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { infoNce, MomentumKeyEncoder, Rng, shuffleRows } from '@contrast/core';
+import { ContrastiveMethod, infoNce, MomentumKeyEncoder, Rng, shuffleRows } from '@contrast/core';
 import { disposeBatch } from '@contrast/data';
-import { contrastiveStep, createCatalog, createStepHarness } from '@contrast/trainer';
+import { createCatalog, createStepHarness, stepPhases } from '@contrast/trainer';
 import { momentumQueuePlugin, MomentumQueueSource } from './index.js';
 
 function harness(
@@ -20,10 +20,14 @@ function harness(
     },
     createCatalog([momentumQueuePlugin()]),
   );
+  const parts = (h.method as ContrastiveMethod).parts;
   return {
     ...h,
-    queue: (h.source as MomentumQueueSource).queue,
-    keyEncoder: (h.keyPolicy as MomentumKeyEncoder).keyEncoder,
+    parts,
+    keyPolicy: parts.keyEncoder,
+    source: parts.source,
+    queue: (parts.source as MomentumQueueSource).queue,
+    keyEncoder: (parts.keyEncoder as MomentumKeyEncoder).keyEncoder,
   };
 }
 
@@ -38,8 +42,8 @@ describe('momentum-queue plugin', () => {
     const phases: string[] = [];
     const batchA = a.nextBatch();
     const batchB = b.nextBatch();
-    const marked = contrastiveStep({ ...a.parts, mark: (p) => phases.push(p) }, batchA, 0.05);
-    const plain = contrastiveStep(b.parts, batchB, 0.05);
+    const marked = a.stepOn(batchA, 0.05, (p) => phases.push(p));
+    const plain = b.stepOn(batchB, 0.05);
     expect(phases).toEqual([
       'key_encoder',
       'query_forward',
@@ -51,7 +55,13 @@ describe('momentum-queue plugin', () => {
     ]);
     expect(marked.loss.dataSync()[0]).toBe(plain.loss.dataSync()[0]);
     expect(maxDiff(snapshot(a.encoder.parameters()), snapshot(b.encoder.parameters()))).toBe(0);
-    tf.dispose([marked.loss, marked.accuracy, plain.loss, plain.accuracy]);
+    expect(stepPhases(a.method)).toEqual(phases);
+    tf.dispose([
+      marked.loss,
+      plain.loss,
+      ...Object.values(marked.metrics),
+      ...Object.values(plain.metrics),
+    ]);
     disposeBatch(batchA);
     disposeBatch(batchB);
     a.dispose();
@@ -63,6 +73,7 @@ describe('momentum-queue plugin', () => {
     expect(h.source).toBeInstanceOf(MomentumQueueSource);
     expect(h.keyPolicy).toBeInstanceOf(MomentumKeyEncoder);
     expect(h.parts.loss.name).toBe('infonce');
+    expect(h.config.loss).toMatchObject({ name: 'infonce', temperature: 0.1, symmetric: false });
     expect(h.queue.size).toBe(40);
     h.dispose();
   });
@@ -116,8 +127,9 @@ describe('momentum-queue plugin', () => {
       const b = h.nextBatch();
       const before = h.queue.keys.arraySync() as number[][];
       const ptr = h.queue.ptr;
-      const keyEmb = h.keyPolicy.encode(b.key)!; // BN batch statistics: the keys the step computes
-      tf.dispose(Object.values(contrastiveStep(h.parts, b, 0.05)));
+      const keyEmb = h.keyPolicy.encode(b.x2)!; // BN batch statistics: the keys the step computes
+      const out = h.stepOn(b, 0.05);
+      tf.dispose([out.loss, ...Object.values(out.metrics)]);
       const after = h.queue.keys.arraySync() as number[][];
       (keyEmb.arraySync() as number[][]).forEach((row, j) =>
         row.forEach((v, d) => expect(after[(ptr + j) % 40]![d]).toBeCloseTo(v, 2)),
@@ -146,13 +158,13 @@ describe('momentum-queue plugin', () => {
     expect(splitOff.keyPolicy.state().values).toEqual({});
     const b = splitOn.nextBatch();
     const rngState = splitOn.keyPolicy.state().values.shuffle_rng as number[];
-    const kOn = splitOn.keyPolicy.encode(b.key)!;
-    const kOff = splitOff.keyPolicy.encode(b.key)!; // same weights (same seed), unshuffled splits
+    const kOn = splitOn.keyPolicy.encode(b.x2)!;
+    const kOff = splitOff.keyPolicy.encode(b.x2)!; // same weights (same seed), unshuffled splits
     expect(tf.max(tf.abs(tf.sub(kOn, kOff))).dataSync()[0]).toBeGreaterThan(1e-3);
     // what shuffle BN must compute: encode the shuffled batch, then put the keys back in order
     const replay = new Rng(0);
     replay.setState(rngState);
-    const p2 = shuffleRows(b.key, replay.permutation(16));
+    const p2 = shuffleRows(b.x2, replay.permutation(16));
     const expected = tf.gather(
       (splitOff.keyPolicy as MomentumKeyEncoder).keyEncoder.embed(p2.shuffled, true),
       Array.from(p2.inverse),
@@ -170,18 +182,18 @@ describe('momentum-queue plugin', () => {
     const ptr = h.queue.ptr;
     // by hand, with the weights before the step (training-mode BN: batch statistics)
     const expected = tf.tidy(() => {
-      const q1 = h.encoder.embed(b.query, true);
-      const q2 = h.encoder.embed(b.key, true);
-      const k1 = h.keyPolicy.encode(b.query)!;
-      const k2 = h.keyPolicy.encode(b.key)!;
+      const q1 = h.encoder.embed(b.x1, true);
+      const q2 = h.encoder.embed(b.x2, true);
+      const k1 = h.keyPolicy.encode(b.x1)!;
+      const k2 = h.keyPolicy.encode(b.x2)!;
       const l = (q: tf.Tensor2D, k: tf.Tensor2D) =>
         infoNce({ query: q, positive: k, negatives: queue, temperature: 0.1 }).loss;
       return tf.add(l(q1, k2), l(q2, k1)).dataSync()[0]!;
     });
-    const out = contrastiveStep(h.parts, b, 0.05);
+    const out = h.stepOn(b, 0.05);
     expect(out.loss.dataSync()[0]).toBeCloseTo(expected, 4);
     expect(h.queue.ptr).toBe((ptr + 32) % 40); // 2N = 32 keys, enqueued once
-    tf.dispose([out.loss, out.accuracy, queue]);
+    tf.dispose([out.loss, ...Object.values(out.metrics), queue]);
     disposeBatch(b);
     h.dispose();
   });

@@ -1,0 +1,228 @@
+import * as tf from '@tensorflow/tfjs';
+import type { DependencyContainer } from 'tsyringe';
+import type {
+  ContrastiveLoss,
+  Encoder,
+  Head,
+  KeyEncoderPolicy,
+  NegativeSource,
+  StateTensors,
+} from './contracts.js';
+import { PluginError } from './errors.js';
+import { l2Normalize } from './math.js';
+import { contrastiveLoss } from './plugin.js';
+import { Tokens } from './tokens.js';
+import {
+  loadVariables,
+  symmetrize,
+  variablesState,
+  type Method,
+  type MethodPhases,
+  type Objective,
+  type ParameterGroup,
+  type StepContext,
+  type Views,
+} from './method.js';
+
+/** The shared parts a contrastive method is composed of (MoCo's Figure 2: the three mechanisms). */
+export interface ContrastiveParts {
+  /** The plugin's name. */
+  name: string;
+  /** The query encoder (backbone + projection): what is trained and evaluated. */
+  encoder: Encoder;
+  /** Where the keys come from: momentum (MoCo), shared with gradient (SimCLR), stop-gradient, none (bank). */
+  keyEncoder: KeyEncoderPolicy;
+  /** Where the positive and the negatives come from: a queue, a bank, the batch. */
+  source: NegativeSource;
+  loss: ContrastiveLoss;
+  /** tau. */
+  temperature: number;
+  /** l(q1, k2) + l(q2, k1) instead of l(q1, k2) (MoCo's CIFAR demo, MoCo v3). */
+  symmetric: boolean;
+  /** A predictor on the query side only (MoCo v3): q = normalise(predictor(project(x))). */
+  predictor?: Head;
+}
+
+interface PreparedKeys {
+  /** [N, D] keys of view 1 (symmetric loss only) and of view 2, when encoded before the tape. */
+  k1?: tf.Tensor2D | undefined;
+  k2?: tf.Tensor2D | undefined;
+}
+
+const EMPTY: StateTensors = { tensors: {}, values: {} };
+
+/**
+ * A contrastive method as a composition: queries from the encoder (and an
+ * optional predictor), keys from a key-encoder policy, positives and negatives
+ * from a negative source, a contrastive loss, optionally symmetrised.
+ *   prepare:   keys without gradient (momentum / stop-gradient), view 2 (and view 1 if symmetric)
+ *   objective: q = query(x1) [, q2 = query(x2)]; keys with gradient when the policy says so;
+ *              loss(q, k+, negatives) [+ loss(q2, k1+, negatives)]; pretext accuracy
+ *   afterStep: source.afterStep (enqueue the batch's keys / write the bank rows), then EMA
+ * Keys reach afterStep whether they were encoded before or inside the tape.
+ */
+export class ContrastiveMethod implements Method<PreparedKeys> {
+  readonly name: string;
+  readonly phases: MethodPhases;
+
+  /** The parts it is composed of (benchmarks and tests reach the queue and key encoder here). */
+  constructor(readonly parts: ContrastiveParts) {
+    this.name = parts.name;
+    this.phases = {
+      prepare: ['key_encoder'],
+      objective: ['query_forward', 'logits_loss'],
+      afterStep: [parts.source.updatePhase, parts.keyEncoder.updatePhase].filter(
+        (p): p is string => p !== undefined,
+      ),
+    };
+  }
+
+  parameterGroups(): ParameterGroup[] {
+    const { encoder, predictor } = this.parts;
+    return [{ params: [...encoder.parameters(), ...(predictor?.parameters() ?? [])] }];
+  }
+
+  stepValues(): Record<string, number> {
+    const m = this.parts.keyEncoder.currentMomentum;
+    return m === undefined ? {} : { momentum: m };
+  }
+
+  prepare(views: Views, ctx: StepContext): PreparedKeys {
+    const { keyEncoder, symmetric } = this.parts;
+    const keys: PreparedKeys = {};
+    if (!keyEncoder.withGradient) {
+      if (symmetric) keys.k1 = keyEncoder.encode(views.x1); // view 1's key, for q2
+      keys.k2 = keyEncoder.encode(views.x2);
+    }
+    ctx.mark('key_encoder');
+    return keys;
+  }
+
+  objective(views: Views, prepared: PreparedKeys, ctx: StepContext): Objective {
+    const { keyEncoder, symmetric } = this.parts;
+    const key = (x: tf.Tensor4D, before: tf.Tensor2D | undefined) =>
+      keyEncoder.withGradient ? keyEncoder.encode(x) : before;
+    if (!symmetric) {
+      const q = this.query(views.x1);
+      const k = key(views.x2, prepared.k2);
+      ctx.mark('query_forward');
+      const out = this.term(views, q, k, k);
+      ctx.mark('logits_loss');
+      return out;
+    }
+    const q1 = this.query(views.x1);
+    const q2 = this.query(views.x2);
+    const k1 = key(views.x1, prepared.k1);
+    const k2 = key(views.x2, prepared.k2);
+    ctx.mark('query_forward');
+    // each term carries its own view's query and key, so afterStep sees [q1; q2] and [k1; k2]
+    const out = symmetrize((d) =>
+      d === 0 ? this.term(views, q1, k2, k1) : this.term(views, q2, k1, k2),
+    );
+    ctx.mark('logits_loss');
+    return out;
+  }
+
+  afterStep(
+    { views, carry }: { views: Views; carry: Record<string, tf.Tensor> },
+    ctx: StepContext,
+  ): void {
+    const { source, keyEncoder } = this.parts;
+    const query = carry.query as tf.Tensor2D;
+    const twice = query.shape[0] !== views.indices.shape[0];
+    tf.tidy(() => {
+      source.afterStep({
+        query,
+        key: carry.key as tf.Tensor2D | undefined,
+        indices: twice
+          ? (tf.concat([views.indices, views.indices], 0) as tf.Tensor1D)
+          : views.indices,
+        indexArray: twice
+          ? Int32Array.from([...views.indexArray, ...views.indexArray])
+          : views.indexArray,
+      });
+    });
+    if (source.updatePhase) ctx.mark(source.updatePhase);
+    keyEncoder.afterStep();
+    if (keyEncoder.updatePhase) ctx.mark(keyEncoder.updatePhase);
+  }
+
+  state(): Record<string, StateTensors> {
+    const { keyEncoder, source, loss, predictor } = this.parts;
+    return {
+      key_encoder: keyEncoder.state(),
+      strategy: source.state(),
+      ...(loss.state ? { loss: loss.state() } : {}),
+      ...(predictor ? { predictor: variablesState(predictor.namedVariables()) } : {}),
+    };
+  }
+
+  loadState(parts: Record<string, StateTensors>): void {
+    const { keyEncoder, source, loss, predictor } = this.parts;
+    keyEncoder.loadState(parts.key_encoder ?? EMPTY);
+    source.loadState(parts.strategy ?? EMPTY);
+    loss.loadState?.(parts.loss ?? EMPTY);
+    if (predictor) loadVariables(predictor.namedVariables(), parts.predictor, 'predictor');
+  }
+
+  dispose(): void {
+    this.parts.source.dispose();
+    this.parts.keyEncoder.dispose();
+    this.parts.predictor?.dispose();
+  }
+
+  /** [N, D] L2-normalised queries: the encoder's embedding, or the predictor's output. */
+  private query(x: tf.Tensor4D): tf.Tensor2D {
+    const { encoder, predictor } = this.parts;
+    if (!predictor) return encoder.embed(x, true);
+    return tf.tidy(() => l2Normalize(predictor.apply(encoder.project(x, true), true)));
+  }
+
+  /** One direction: q against its positive key and the source's negatives. */
+  private term(
+    views: Views,
+    query: tf.Tensor2D,
+    positiveKey: tf.Tensor2D | undefined,
+    ownKey: tf.Tensor2D | undefined,
+  ): Objective {
+    const { source, loss, temperature } = this.parts;
+    const keys = source.keys({
+      query,
+      key: positiveKey,
+      indices: views.indices,
+      indexArray: views.indexArray,
+    });
+    const { loss: value, accuracy } = loss.compute({ query, ...keys, temperature });
+    return {
+      loss: value,
+      metrics: { pretext_accuracy: accuracy },
+      carry: { query, ...(ownKey ? { key: ownKey } : {}) },
+    };
+  }
+}
+
+/**
+ * Builds a ContrastiveMethod in an experiment container from the parts a
+ * plugin chose; the encoder, the selected loss, tau and the two-way setting
+ * come from the container (the resolved config).
+ * @throws PluginError when the selected loss is not contrastive or there is no temperature.
+ */
+export function composeContrastive(
+  container: DependencyContainer,
+  parts: Pick<ContrastiveParts, 'name' | 'keyEncoder' | 'source' | 'predictor'>,
+): ContrastiveMethod {
+  const loss = contrastiveLoss(container, parts.name);
+  const { temperature, symmetric } = container.resolve(Tokens.Config).loss;
+  if (temperature === undefined) {
+    throw new PluginError(parts.name, 'a contrastive method needs a temperature', {
+      hint: 'give the plugin a default (loss: { temperature: 0.1, ... }) or set loss.temperature',
+    });
+  }
+  return new ContrastiveMethod({
+    ...parts,
+    encoder: container.resolve(Tokens.Encoder),
+    loss,
+    temperature,
+    symmetric: symmetric ?? false,
+  });
+}

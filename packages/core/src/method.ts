@@ -1,0 +1,175 @@
+import * as tf from '@tensorflow/tfjs';
+import type { StateTensors, TrainingClock } from './contracts.js';
+import { StateError } from './errors.js';
+
+/**
+ * The method contract (DESIGN.md, "one training step"): every self-supervised
+ * family — contrastive with a queue, a bank or the batch; with a momentum, shared,
+ * stop-gradient or no key encoder; predictor / stop-gradient methods without
+ * negatives — is one `Method`. The trainer owns the tape, the optimizer over
+ * `parameters()`, the tidy and the phase marks; the method owns what happens
+ * before the tape (`prepare`), inside it (`objective`) and after the optimizer
+ * step (`afterStep`):
+ *
+ *   before = method.prepare(views)                // no gradient: momentum keys, targets
+ *   grads  = tape(() => method.objective(views, before).loss, method.parameters())
+ *   optimizer.apply(grads)
+ *   method.afterStep({ views, before, carry })    // enqueue, bank write, EMA
+ *
+ * Shapes: N = batch, H x W x C = view size, D = embedding width.
+ */
+
+/** Two augmented views of a batch, and the samples' dataset indices. */
+export interface Views {
+  /** [N, H, W, C] the first view (MoCo's query view). */
+  x1: tf.Tensor4D;
+  /** [N, H, W, C] the second view (MoCo's key view). */
+  x2: tf.Tensor4D;
+  /** [N] int32 dataset indices of the samples. */
+  indices: tf.Tensor1D;
+  /** The same indices on the host (for sampling without a device read). */
+  indexArray: Int32Array;
+}
+
+/** What the trainer hands a method at every phase of a step. */
+export interface StepContext {
+  /** Ends a named phase (one of the method's `phases`); benchmarks time them, otherwise a no-op. */
+  mark(phase: string): void;
+  /** Where training stands: schedules (cosine momentum) read it. */
+  readonly clock: TrainingClock;
+}
+
+/** What `objective` returns: the loss the tape differentiates, and what else the step keeps. */
+export interface Objective {
+  /** The scalar loss; the trainer differentiates it with respect to `parameters()`. */
+  loss: tf.Scalar;
+  /**
+   * Named scalars to log with the step, chosen by the method (e.g.
+   * `pretext_accuracy` for contrastive methods; none for BYOL). Read once per step.
+   */
+  metrics?: Record<string, tf.Scalar>;
+  /**
+   * Tensors `afterStep` needs (the batch's keys to enqueue, the query features
+   * to write into a bank). The trainer keeps them past the tape, as values with
+   * no gradient, and disposes them after `afterStep`.
+   */
+  carry?: Record<string, tf.Tensor>;
+}
+
+/** Parameters that share an lr rule: `fixedLr` keeps the base lr (SimSiam's predictor). */
+export interface ParameterGroup {
+  params: tf.Variable[];
+  fixedLr?: boolean;
+}
+
+/** Where a method's phases happen, in order; the trainer adds 'backward' and 'optimizer'. */
+export interface MethodPhases {
+  prepare: readonly string[];
+  objective: readonly string[];
+  afterStep: readonly string[];
+}
+
+export interface Method<P = unknown> {
+  /** The plugin's name (what `strategy.name` says). */
+  readonly name: string;
+  readonly phases: MethodPhases;
+  /**
+   * The online network's trainable variables, in a fixed order: what the
+   * optimizer trains and checkpoints. Target / key encoders are not in it.
+   */
+  parameterGroups(): ParameterGroup[];
+  /** Before the tape, without gradient: momentum keys, targets. Disposed by the trainer's tidy. */
+  prepare(views: Views, ctx: StepContext): P;
+  /** Inside the tape: the loss, named metrics, and tensors for afterStep. */
+  objective(views: Views, prepared: P, ctx: StepContext): Objective;
+  /** After the optimizer step: enqueue, bank write, EMA update. */
+  afterStep(
+    input: { views: Views; prepared: P; carry: Record<string, tf.Tensor> },
+    ctx: StepContext,
+  ): void;
+  /** Host values logged with the step and read before it runs (e.g. the EMA `momentum`). */
+  stepValues?(): Record<string, number>;
+  /** Named state parts (key encoder, queue, predictor...); checkpoints prefix each by its name. */
+  state(): Record<string, StateTensors>;
+  loadState(parts: Record<string, StateTensors>): void;
+  dispose(): void;
+}
+
+/** The phases of a step of `method`, in order (the trainer's 'backward' and 'optimizer' included). */
+export function stepPhases(method: Pick<Method, 'phases'>): string[] {
+  const { prepare, objective, afterStep } = method.phases;
+  return [...prepare, ...objective, 'backward', 'optimizer', ...afterStep];
+}
+
+/** All parameters of a method, flattened in group order. */
+export function methodParameters(method: Pick<Method, 'parameterGroups'>): tf.Variable[] {
+  return method.parameterGroups().flatMap((g) => g.params);
+}
+
+/**
+ * A two-way objective from a one-way term (MoCo's symmetric loss, MoCo v3,
+ * BYOL, SimSiam): term(0) uses view 1 as the query / online side against view 2,
+ * term(1) the reverse. The losses are summed ('sum': l(q1, k2) + l(q2, k1), the
+ * CIFAR demo and BYOL) or averaged ('mean': D(p1, z2)/2 + D(p2, z1)/2, SimSiam);
+ * metrics are averaged; carried tensors are concatenated along axis 0 in view order.
+ */
+export function symmetrize(
+  term: (direction: 0 | 1) => Objective,
+  reduce: 'sum' | 'mean' = 'sum',
+): Objective {
+  const a = term(0);
+  const b = term(1);
+  const sum = tf.add(a.loss, b.loss) as tf.Scalar;
+  const metrics: Record<string, tf.Scalar> = {};
+  for (const [k, v] of Object.entries(a.metrics ?? {})) {
+    const w = b.metrics?.[k];
+    if (w) metrics[k] = tf.div(tf.add(v, w), 2) as tf.Scalar;
+  }
+  const carry: Record<string, tf.Tensor> = {};
+  for (const [k, v] of Object.entries(a.carry ?? {})) {
+    const w = b.carry?.[k];
+    if (w) carry[k] = tf.concat([v, w], 0);
+  }
+  return {
+    loss: reduce === 'sum' ? sum : (tf.div(sum, 2) as tf.Scalar),
+    metrics,
+    carry,
+  };
+}
+
+/**
+ * The same tensor in the forward pass, no gradient in the backward pass:
+ * PyTorch's `.detach()` / the papers' stop-gradient `sg(.)` (SimSiam, BYOL's target).
+ */
+export function stopGradient<T extends tf.Tensor>(x: T): T {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const input = args[0] as tf.Tensor;
+    return {
+      value: tf.clone(input),
+      gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+    };
+  });
+  return f(x) as T;
+}
+
+/** A part's variables as checkpoint state (by their stable names). */
+export function variablesState(vars: ReadonlyMap<string, tf.Variable>): StateTensors {
+  return { tensors: Object.fromEntries(vars), values: {} };
+}
+
+/** Assigns saved values to a part's variables; refuses a missing or mis-shaped entry. */
+export function loadVariables(
+  vars: ReadonlyMap<string, tf.Variable>,
+  state: StateTensors | undefined,
+  part: string,
+): void {
+  for (const [name, v] of vars) {
+    const t = state?.tensors[name];
+    if (!t || t.shape.join() !== v.shape.join()) {
+      throw new StateError(`checkpoint lacks a matching ${part}/${name}`, {
+        hint: 'resume with the model and method config the run was trained with',
+      });
+    }
+    v.assign(t);
+  }
+}

@@ -1,0 +1,279 @@
+import { encodeBundle, type Tracker } from '@contrast/core';
+import { writeCheckpoint } from './checkpoint.js';
+import { alignUniformOf, knnOfEncoder, knnOfPixels } from './monitor.js';
+import { Progress } from './progress.js';
+import type { TrainingSession } from './session.js';
+
+/** One completed training step, as the hooks see it. */
+export interface StepRecord {
+  /** 0-based index of the step just completed. */
+  step: number;
+  epoch: number;
+  stepInEpoch: number;
+  loss: number;
+  lr: number;
+  /** The method's metrics (e.g. pretext_accuracy) and step values (e.g. momentum). */
+  metrics: Record<string, number>;
+  /** Images in the batch. */
+  images: number;
+  /** Wall seconds since the previous step's hooks finished (batch waiting included). */
+  seconds: number;
+  /** tf.memory().numTensors after the step, minus the tensors of batches prefetched ahead. */
+  tensors: number;
+}
+
+/** Where a run stands: what the hooks read and write, and what a checkpoint saves. */
+export interface RunState {
+  /** Steps completed. */
+  step: number;
+  /** The last completed batch: epoch, step in its epoch, random-stream positions after it. */
+  last?: { epoch: number; step: number; position: { dataRng: number[]; augRng: number[] } };
+  knnPerEpoch: { epoch: number; accuracy: number }[];
+  baselines: { rawPixels?: number; randomInit?: number };
+  lastLoss: number;
+  /** The last epoch (0-based) with a kNN evaluation; -1 before any. */
+  lastEvalEpoch: number;
+  status: 'finished' | 'interrupted';
+}
+
+/** What the hooks add to a run's result. */
+export interface HookResults {
+  imgPerSec?: number;
+  tensorsAfterStep?: number[];
+  lastCheckpoint?: { path: string; bytes: number; seconds: number };
+  alignment?: number;
+  uniformity?: number;
+}
+
+export interface RunContext {
+  readonly session: TrainingSession;
+  readonly tracker: Tracker;
+  /** Steps the run takes in all, per epoch, and its epochs. */
+  readonly total: number;
+  readonly stepsPerEpoch: number;
+  readonly epochs: number;
+  /** True when the run continues from a checkpoint. */
+  readonly resumed: boolean;
+  readonly state: RunState;
+  readonly results: HookResults;
+  /** Prints a line (on stderr, above the progress bar). */
+  log(line: string): void;
+}
+
+/**
+ * Something that runs beside the training loop (DESIGN.md): evaluation,
+ * progress, tracking, checkpoints, health checks. Hooks run in list order at
+ * each event; the loop itself knows none of them.
+ */
+export interface Hook {
+  readonly name: string;
+  /** Before the first step (after a resume's state is restored). */
+  onStart?(run: RunContext): void;
+  afterStep?(run: RunContext, record: StepRecord): void;
+  /** After the last step of an epoch, and after the run's last step. `epoch` is 0-based. */
+  onEpochEnd?(run: RunContext, epoch: number): void;
+  /** The run was asked to stop (it ends with status 'interrupted'). */
+  onStop?(run: RunContext): void;
+  /** After the loop, finished or interrupted. */
+  onEnd?(run: RunContext): void;
+}
+
+const percent = (x: number) => `${(100 * x).toFixed(2)}%`;
+
+/** kNN of raw pixels and of the random-init encoder before training (eval.baselines). */
+export function baselinesHook(): Hook {
+  return {
+    name: 'baselines',
+    onStart(run) {
+      if (run.resumed || !run.session.config.eval.baselines) return;
+      const px = knnOfPixels(run.session);
+      run.log(
+        `kNN raw pixels: ${percent(px.accuracy)} (${px.bankSize} bank / ${px.testSize} test, ${px.seconds.toFixed(1)} s)`,
+      );
+      const init = knnOfEncoder(run.session); // the encoder is still at its random initialisation
+      run.log(`kNN random-init encoder: ${percent(init.accuracy)} (${init.seconds.toFixed(1)} s)`);
+      run.state.baselines = { rawPixels: px.accuracy, randomInit: init.accuracy };
+      run.tracker.logMetrics({
+        step: 0,
+        epoch: 0,
+        knn_raw_pixels: px.accuracy,
+        knn_random_init: init.accuracy,
+      });
+    },
+  };
+}
+
+/**
+ * Training throughput: images over seconds, skipping each epoch's first two
+ * steps (warm-up, the evaluation just before). `rate` is NaN until timed steps exist.
+ */
+export class ThroughputHook implements Hook {
+  readonly name = 'throughput';
+  private images = 0;
+  private seconds = 0;
+
+  get rate(): number {
+    return this.seconds > 0 ? this.images / this.seconds : Number.NaN;
+  }
+
+  afterStep(run: RunContext, r: StepRecord): void {
+    if (r.step % run.stepsPerEpoch >= 2) {
+      this.images += r.images;
+      this.seconds += r.seconds;
+    }
+    run.results.imgPerSec = this.rate;
+  }
+}
+
+/** Per-step metrics to the tracker: loss, lr, the method's metrics and values, img/s. */
+export function metricsHook(): Hook {
+  return {
+    name: 'metrics',
+    afterStep(run, r) {
+      run.tracker.logMetrics({
+        step: r.step,
+        epoch: r.epoch,
+        loss: r.loss,
+        lr: r.lr,
+        ...r.metrics,
+        img_per_sec: r.images / r.seconds,
+      });
+    },
+  };
+}
+
+/** The progress bar (or periodic lines when stderr is not a terminal). */
+export function progressHook(progress: Progress, throughput: ThroughputHook): Hook {
+  return {
+    name: 'progress',
+    afterStep(run, r) {
+      const ips = Number.isNaN(throughput.rate) ? r.images / r.seconds : throughput.rate;
+      progress.update({
+        step: r.step,
+        epoch: r.epoch,
+        epochs: run.epochs,
+        loss: r.loss,
+        accuracy: r.metrics.pretext_accuracy,
+        imgPerSec: ips,
+        etaSec: ((run.total - r.step - 1) * run.session.config.optim.batchSize) / ips,
+      });
+    },
+  };
+}
+
+/** tf.memory().numTensors after every step: constant when nothing leaks. */
+export function leakHook(): Hook {
+  const counts: number[] = [];
+  return {
+    name: 'leak-check',
+    afterStep(run, r) {
+      counts.push(r.tensors);
+      run.results.tensorsAfterStep = counts;
+    },
+  };
+}
+
+/** kNN every eval.knn.every epochs and after the last step; the final encoder's if not yet evaluated. */
+export function knnHook(): Hook {
+  const evaluate = (run: RunContext, epoch: number) => {
+    const r = knnOfEncoder(run.session);
+    run.state.knnPerEpoch.push({ epoch: epoch + 1, accuracy: r.accuracy });
+    run.state.lastEvalEpoch = epoch;
+    return r;
+  };
+  return {
+    name: 'knn',
+    onEpochEnd(run, epoch) {
+      const { every } = run.session.config.eval.knn;
+      if (every <= 0 || ((epoch + 1) % every !== 0 && run.state.step !== run.total)) return;
+      const r = evaluate(run, epoch);
+      run.tracker.logMetrics({ step: run.state.step, epoch: epoch + 1, knn_accuracy: r.accuracy });
+      run.log(`epoch ${epoch + 1}: kNN ${percent(r.accuracy)} (${r.seconds.toFixed(1)} s)`);
+    },
+    onEnd(run) {
+      const lastEpoch = Math.ceil(run.state.step / run.stepsPerEpoch) - 1;
+      if (run.state.lastEvalEpoch !== lastEpoch || run.state.knnPerEpoch.length === 0) {
+        evaluate(run, lastEpoch);
+      }
+    },
+  };
+}
+
+/** Alignment and uniformity (Wang & Isola 2020) of the final embeddings, on held-out images. */
+export function alignUniformHook(): Hook {
+  return {
+    name: 'alignment-uniformity',
+    onEnd(run) {
+      const au = alignUniformOf(run.session);
+      if (!au) return;
+      Object.assign(run.results, au);
+      const epoch = Math.ceil(run.state.step / run.stepsPerEpoch);
+      run.tracker.logMetrics({ step: run.state.step, epoch, ...au });
+    },
+  };
+}
+
+/** Where and how often the loop checkpoints. */
+export interface CheckpointOptions {
+  dir: string;
+  /** Every n steps (0: only at epoch ends and on interrupt). */
+  every: number;
+  keep: number;
+  /** Extra values stored with each checkpoint (e.g. how much of the metrics file it covers). */
+  extra?: () => Record<string, unknown>;
+}
+
+/** What a checkpoint records besides the tensors, to continue exactly after its step. */
+export interface CheckpointValues {
+  /** Steps completed. */
+  step: number;
+  /** Epoch and step-in-epoch of the last completed batch. */
+  epoch: number;
+  stepInEpoch: number;
+  position: { dataRng: number[]; augRng: number[] };
+  knnPerEpoch: { epoch: number; accuracy: number }[];
+  baselines: { rawPixels?: number; randomInit?: number };
+  lastLoss: number;
+  lastEvalEpoch: number;
+}
+
+/**
+ * Checkpoints at every epoch end (after its kNN), every `every` steps, and when
+ * the run is asked to stop: the session's state bundle plus the run state, atomically.
+ */
+export function checkpointHook(options: CheckpointOptions): Hook {
+  let saved = -1;
+  const save = (run: RunContext) => {
+    const { state } = run;
+    if (!state.last || saved === state.step) return;
+    const t0 = performance.now();
+    const values: CheckpointValues = {
+      step: state.step,
+      epoch: state.last.epoch,
+      stepInEpoch: state.last.step,
+      position: state.last.position,
+      knnPerEpoch: state.knnPerEpoch,
+      baselines: state.baselines,
+      lastLoss: state.lastLoss,
+      lastEvalEpoch: state.lastEvalEpoch,
+    };
+    const { tensors, values: stateValues } = run.session.stateBundle();
+    const bytes = encodeBundle(tensors, { ...stateValues, ...values, ...options.extra?.() });
+    const path = writeCheckpoint(options.dir, state.step, bytes, options.keep);
+    saved = state.step;
+    const seconds = (performance.now() - t0) / 1000;
+    run.results.lastCheckpoint = { path, bytes: bytes.length, seconds };
+  };
+  return {
+    name: 'checkpoint',
+    onStart(run) {
+      if (run.resumed) saved = run.state.step;
+    },
+    afterStep(run, r) {
+      const epochEnd = r.stepInEpoch === run.stepsPerEpoch - 1 || run.state.step === run.total;
+      if (!epochEnd && options.every > 0 && run.state.step % options.every === 0) save(run);
+    },
+    onEpochEnd: save,
+    onStop: save,
+  };
+}

@@ -1,0 +1,60 @@
+import * as tf from '@tensorflow/tfjs';
+import { Rng, type ImageSplit } from '@contrast/core';
+import { BatchAugmentation, gatherPixels, splitBatch } from '@contrast/data';
+import { alignmentUniformity, knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
+import type { TrainingSession } from './session.js';
+
+/**
+ * The evaluations a run monitors, on a session's dataset and encoder: weighted
+ * kNN (InstDisc / the MoCo CIFAR demo: k, t from eval.knn, cosine, the training
+ * split as the bank) on pooled backbone features or raw pixels, and Wang &
+ * Isola's alignment / uniformity of the embeddings.
+ */
+function toBatch(session: TrainingSession) {
+  return (split: ImageSplit, s: number, e: number) => splitBatch(session.dataset, split, s, e);
+}
+
+/** kNN top-1 of the session's encoder (BN in eval mode) on the test split (or its first eval.knn.testSize). */
+export function knnOfEncoder(session: TrainingSession): KnnResult {
+  const { k, t, bankSize, testSize } = session.config.eval.knn;
+  return knnOnEncoder(session.dataset, toBatch(session), session.encoder, {
+    k,
+    t,
+    bankSize,
+    testSize,
+  });
+}
+
+/** kNN top-1 on raw (normalised) pixels: the baseline a trained encoder should beat. */
+export function knnOfPixels(session: TrainingSession): KnnResult {
+  const { k, t, bankSize, testSize } = session.config.eval.knn;
+  return knnOnPixels(session.dataset, toBatch(session), { k, t, bankSize, testSize });
+}
+
+/**
+ * Alignment / uniformity of the embeddings (eval-mode BN) on the first
+ * eval.alignUniform test images, two views each from a fixed-seed augmentation
+ * (independent of the training streams). Undefined with fewer than 2 images.
+ */
+export function alignUniformOf(
+  session: TrainingSession,
+): { alignment: number; uniformity: number } | undefined {
+  const { config, dataset, encoder } = session;
+  const n = Math.min(config.eval.alignUniform, dataset.test.n);
+  if (n < 2) return undefined;
+  const aug = new BatchAugmentation(config.data.augmentation, dataset, new Rng(config.seed + 7919));
+  const views = { a: [] as tf.Tensor2D[], b: [] as tf.Tensor2D[] };
+  for (let s = 0; s < n; s += 250) {
+    const idx = Array.from({ length: Math.min(250, n - s) }, (_, i) => s + i);
+    tf.tidy(() => {
+      const x = gatherPixels(dataset.test, idx, dataset);
+      views.a.push(tf.keep(encoder.embed(aug.apply(x), false)));
+      views.b.push(tf.keep(encoder.embed(aug.apply(x), false)));
+    });
+  }
+  const a = tf.concat(views.a, 0) as tf.Tensor2D;
+  const b = tf.concat(views.b, 0) as tf.Tensor2D;
+  const r = alignmentUniformity({ a, b });
+  tf.dispose([a, b, ...views.a, ...views.b]);
+  return r;
+}

@@ -1,0 +1,208 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { DependencyContainer } from 'tsyringe';
+import {
+  composeExperiment,
+  encodeBundle,
+  methodParameters,
+  resolveMethod,
+  StateError,
+  Tokens,
+  writeFileAtomic,
+  type Augmentation,
+  type Catalog,
+  type DecodedBundle,
+  type Encoder,
+  type ExperimentConfig,
+  type Method,
+  type Plugin,
+  type Rng,
+  type StateTensors,
+  type TrainingClock,
+  type TrainingDataset,
+  type Views,
+} from '@contrast/core';
+import {
+  BatchAugmentation,
+  stepsPerEpoch,
+  twoViewBatches,
+  type TwoViewBatch,
+} from '@contrast/data';
+import { createOptimizer, type Optimizer } from './sgd.js';
+import { trainStep, type StepTensors } from './step.js';
+
+/** Steps a run takes in all: its epochs over `trainSize` images, capped by optim.maxSteps. */
+export function plannedSteps(config: ExperimentConfig, trainSize: number): number {
+  const { batchSize, epochs, maxSteps } = config.optim;
+  const all = stepsPerEpoch(trainSize, batchSize, config.data.dropLast) * epochs;
+  return maxSteps > 0 ? Math.min(all, maxSteps) : all;
+}
+
+/** The default two-view augmentation: the config's pipeline, the same for both views. */
+export const defaultAugmentation = (
+  config: ExperimentConfig,
+  dataset: TrainingDataset,
+  rng: Rng,
+): Augmentation => new BatchAugmentation(config.data.augmentation, dataset, rng);
+
+/**
+ * One composed experiment: the encoder, the method (with its own parts: key
+ * encoder, queue, bank, predictor), the optimizer over the method's parameters,
+ * the augmentation, the data-order stream and the clock — built once, in a fixed
+ * order of random streams, and used alike by the Trainer, the step harness,
+ * evaluation and the benchmarks.
+ */
+export class TrainingSession {
+  readonly method: Method;
+  readonly optimizer: Optimizer;
+  readonly augmentation: Augmentation;
+  /** The data-order stream (forked after the augmentation's). */
+  readonly dataRng: Rng;
+
+  constructor(
+    readonly container: DependencyContainer,
+    readonly plugin: Plugin,
+    readonly config: ExperimentConfig,
+    readonly dataset: TrainingDataset,
+  ) {
+    this.method = resolveMethod(container, plugin);
+    this.optimizer = createOptimizer(methodParameters(this.method), config.optim);
+    this.augmentation = container.resolve(Tokens.Augmentation);
+    this.dataRng = this.rng.fork();
+  }
+
+  get encoder(): Encoder {
+    return this.container.resolve(Tokens.Encoder);
+  }
+
+  get rng(): Rng {
+    return this.container.resolve(Tokens.Rng);
+  }
+
+  get clock(): TrainingClock {
+    return this.container.resolve(Tokens.Clock);
+  }
+
+  get stepsPerEpoch(): number {
+    const { batchSize } = this.config.optim;
+    return stepsPerEpoch(this.dataset.train.n, batchSize, this.config.data.dropLast);
+  }
+
+  get totalSteps(): number {
+    return plannedSteps(this.config, this.dataset.train.n);
+  }
+
+  /**
+   * One training step on `views` at `lr` (the clock must already say which step
+   * this is). Returns the loss and the method's metrics as tensors to read and dispose.
+   */
+  step(views: Views, lr: number, mark?: (phase: string) => void): StepTensors {
+    const parts = { method: this.method, optimizer: this.optimizer, clock: this.clock };
+    return trainStep(mark ? { ...parts, mark } : parts, views, lr, this.config.optim.lr);
+  }
+
+  /** Two-view batches of `epochs` epochs, from the data-order stream as it stands. */
+  batches(epochs: number, start?: { epoch: number; step: number }): Generator<TwoViewBatch> {
+    return twoViewBatches({
+      dataset: this.dataset,
+      augmentation: this.augmentation,
+      rng: this.dataRng,
+      batchSize: this.config.optim.batchSize,
+      dropLast: this.config.data.dropLast,
+      epochs,
+      ...(start ? { startEpoch: start.epoch, startStep: start.step } : {}),
+    });
+  }
+
+  /**
+   * Everything trained, by prefix: `encoder/<name>` (BN statistics too), each of
+   * the method's state parts (`key_encoder/`, `strategy/`, `predictor/`, `loss/`...),
+   * `optimizer/`; small values (the main random stream) beside them.
+   */
+  stateBundle(): { tensors: Record<string, tf.Tensor>; values: Record<string, unknown> } {
+    const tensors: Record<string, tf.Tensor> = {};
+    const values: Record<string, unknown> = { rng: this.rng.getState() };
+    const add = (prefix: string, s: StateTensors) => {
+      for (const [k, v] of Object.entries(s.tensors)) tensors[`${prefix}/${k}`] = v;
+      values[prefix] = s.values;
+    };
+    for (const [k, v] of this.encoder.namedVariables()) tensors[`encoder/${k}`] = v;
+    for (const [part, s] of Object.entries(this.method.state())) add(part, s);
+    add('optimizer', this.optimizer.state());
+    return { tensors, values };
+  }
+
+  /**
+   * Restores what stateBundle saved; the bundle's tensors are disposed.
+   * @throws StateError when an encoder, method or optimizer entry is missing or mis-shaped.
+   */
+  loadState(bundle: DecodedBundle): void {
+    const { tensors, values } = bundle;
+    const part = (prefix: string): StateTensors => {
+      const t: Record<string, tf.Tensor> = {};
+      for (const [k, v] of Object.entries(tensors)) {
+        if (k.startsWith(`${prefix}/`)) t[k.slice(prefix.length + 1)] = v;
+      }
+      return { tensors: t, values: (values[prefix] ?? {}) as StateTensors['values'] };
+    };
+    try {
+      this.loadEncoder(tensors);
+      const parts = Object.keys(this.method.state());
+      this.method.loadState(Object.fromEntries(parts.map((p) => [p, part(p)])));
+      this.optimizer.loadState(part('optimizer'));
+      if (Array.isArray(values.rng)) this.rng.setState(values.rng as number[]);
+    } finally {
+      tf.dispose(Object.values(tensors));
+    }
+  }
+
+  /** Writes the final state (stateBundle plus step and epoch) to `<dir>/final.bin`, atomically. */
+  saveState(dir: string, step: number, epoch: number): string {
+    mkdirSync(dir, { recursive: true });
+    const { tensors, values } = this.stateBundle();
+    const path = join(dir, 'final.bin');
+    writeFileAtomic(path, encodeBundle(tensors, { ...values, step, epoch }));
+    return path;
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+    this.method.dispose();
+    this.encoder.dispose();
+  }
+
+  private loadEncoder(tensors: Record<string, tf.Tensor>): void {
+    for (const [k, v] of this.encoder.namedVariables()) {
+      const t = tensors[`encoder/${k}`];
+      if (!t || t.shape.join() !== v.shape.join()) {
+        throw new StateError(`checkpoint lacks a matching encoder/${k}`, {
+          hint: 'resume with the model config the run was trained with',
+        });
+      }
+      v.assign(t);
+    }
+  }
+}
+
+/**
+ * Validates and composes an experiment into a session: names, the plugin's
+ * config, the loss, the plugin's checks and the dataset files are all checked
+ * before any weights exist.
+ */
+export function createSession(
+  config: ExperimentConfig,
+  catalog: Catalog,
+  options: { dataset?: TrainingDataset; parent?: DependencyContainer } = {},
+): TrainingSession {
+  const composition = composeExperiment(config, catalog, {
+    ...options,
+    augmentation: defaultAugmentation,
+  });
+  return new TrainingSession(
+    composition.container,
+    composition.plugin,
+    composition.config,
+    composition.dataset,
+  );
+}

@@ -1,0 +1,119 @@
+import type * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
+import {
+  bindMethod,
+  definePlugin,
+  loadVariables,
+  regressionLoss,
+  stopGradient,
+  symmetrize,
+  Tokens,
+  variablesState,
+  type Encoder,
+  type Head,
+  type Method,
+  type ParameterGroup,
+  type Plugin,
+  type RegressionLoss,
+  type StateTensors,
+  type StepContext,
+  type Views,
+} from '@contrast/core';
+import { createPredictor } from '@contrast/models';
+
+export const PLUGIN_NAME = 'simsiam';
+
+export const SimSiamConfigSchema = z
+  .object({
+    name: z.literal(PLUGIN_NAME),
+    /** Hidden width of the predictor's bottleneck (512 for a 2048-d projection in SimSiam). */
+    predictorHidden: z.number().int().positive().default(512),
+    /** Keep the predictor's lr at optim.lr instead of following the schedule (SimSiam's --fix-pred-lr). */
+    fixPredictorLr: z.boolean().default(true),
+  })
+  .strict();
+export type SimSiamConfig = z.infer<typeof SimSiamConfigSchema>;
+
+/**
+ * SimSiam (Chen & He 2021, Algorithm 1): one encoder f (backbone + projector)
+ * for both views, a predictor h, no negatives and no momentum encoder:
+ *   z1, z2 = f(x1), f(x2);  p1, p2 = h(z1), h(z2)
+ *   L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2,  D(p, z) = -cos(p, z)
+ * The stop-gradient sg(.) is what prevents collapse. Nothing happens after the step.
+ */
+export class SimSiam implements Method<undefined> {
+  readonly name = PLUGIN_NAME;
+  readonly phases = { prepare: [], objective: ['forward', 'loss'], afterStep: [] };
+
+  constructor(
+    private readonly encoder: Encoder,
+    private readonly predictor: Head,
+    private readonly loss: RegressionLoss,
+    private readonly options: { symmetric: boolean; fixPredictorLr: boolean },
+  ) {}
+
+  parameterGroups(): ParameterGroup[] {
+    return [
+      { params: this.encoder.parameters() },
+      { params: this.predictor.parameters(), fixedLr: this.options.fixPredictorLr },
+    ];
+  }
+
+  prepare(): undefined {
+    return undefined;
+  }
+
+  objective(views: Views, _prepared: undefined, ctx: StepContext) {
+    const z1 = this.encoder.project(views.x1, true); // [N, D]
+    const z2 = this.encoder.project(views.x2, true);
+    const p1 = this.predictor.apply(z1, true);
+    const p2 = this.predictor.apply(z2, true);
+    ctx.mark('forward');
+    const term = (prediction: tf.Tensor2D, target: tf.Tensor2D) => ({
+      loss: this.loss.compute({ prediction, target: stopGradient(target) }).loss,
+    });
+    const out = this.options.symmetric
+      ? symmetrize((d) => (d === 0 ? term(p1, z2) : term(p2, z1)), 'mean')
+      : term(p1, z2);
+    ctx.mark('loss');
+    return out;
+  }
+
+  afterStep(): void {}
+
+  state(): Record<string, StateTensors> {
+    return { predictor: variablesState(this.predictor.namedVariables()) };
+  }
+
+  loadState(parts: Record<string, StateTensors>): void {
+    loadVariables(this.predictor.namedVariables(), parts.predictor, 'predictor');
+  }
+
+  dispose(): void {
+    this.predictor.dispose();
+  }
+}
+
+export function simsiamPlugin(): Plugin<SimSiamConfig> {
+  return definePlugin({
+    name: PLUGIN_NAME,
+    description:
+      'SimSiam: predictor + stop-gradient, negative cosine, no negatives, no momentum encoder',
+    configSchema: SimSiamConfigSchema,
+    loss: { default: 'negative-cosine', kind: 'regression', symmetric: true },
+    register(container, config) {
+      bindMethod(container, (c) => {
+        const encoder = c.resolve(Tokens.Encoder);
+        const predictor = createPredictor(
+          encoder.embedDim,
+          config.predictorHidden,
+          c.resolve(Tokens.Rng).fork(),
+        );
+        return new SimSiam(encoder, predictor, regressionLoss(c, PLUGIN_NAME), {
+          symmetric: c.resolve(Tokens.Config).loss.symmetric ?? true,
+          fixPredictorLr: config.fixPredictorLr,
+        });
+      });
+    },
+  });
+}
