@@ -85,7 +85,7 @@ describe('bad input through the CLI: coded error, non-zero exit, no run director
     [
       'unknown strategy',
       ['--set', 'strategy.name=momentum-queu'],
-      /CONTRAST_UNKNOWN_NAME.*Known: end-to-end, memory-bank, moco-v3, momentum-queue.*did you mean 'momentum-queue'/s,
+      /CONTRAST_UNKNOWN_NAME.*Known: byol, end-to-end, memory-bank, moco-v3, momentum-queue, simsiam.*did you mean 'momentum-queue'/s,
     ],
     [
       'unknown encoder',

@@ -107,9 +107,11 @@ describe('MLflow tracking against a real server', () => {
     const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
     expect(summary.mlflow.runId).toBe(run.info.run_id);
 
-    // params: the flattened resolved config, once each
+    // params: the flattened resolved config (as trained: the method's loss defaults filled in), once each
     const params = Object.fromEntries((run.data.params ?? []).map((p) => [p.key, p.value]));
-    expect(Object.keys(params)).toHaveLength(flattenParams(config).length);
+    const trained = loadExperiment(join(runPath, 'config.yaml'));
+    expect(Object.keys(params)).toHaveLength(flattenParams(trained).length);
+    expect(params['loss.temperature']).toBe('0.1');
     expect(params['optim.lr']).toBe(String(config.optim.lr));
     expect(params['strategy.name']).toBe('momentum-queue');
     expect(params['model.width']).toBe('0.25');

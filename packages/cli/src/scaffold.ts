@@ -6,15 +6,8 @@ import { ConfigError } from '@contrast/core';
 const pascal = (name: string) =>
   name.replace(/(^|-)([a-z0-9])/g, (_m, _d: string, c: string) => c.toUpperCase());
 
-/**
- * The source of a new method plugin (`src/index.ts`): a working method written
- * out phase by phase — stop-gradient keys from the query encoder (no momentum
- * copy), a FIFO queue of negatives, the experiment's contrastive loss — to be
- * edited into the new method. docs/adding-a-method.md shows this file whole.
- */
-export function methodTemplate(name: string): string {
-  const cls = pascal(name);
-  return `import {
+/** src/index.ts of a new plugin; __NAME__, __CLASS__ and __FUNCTION__ are filled in. */
+const METHOD_TEMPLATE = `import {
   bindMethod,
   contrastiveLoss,
   definePlugin,
@@ -33,22 +26,22 @@ export function methodTemplate(name: string): string {
   type Views,
 } from '@contrast/core';
 
-export const PLUGIN_NAME = '${name}';
+export const PLUGIN_NAME = '__NAME__';
 
-export const ${cls}ConfigSchema = z
+export const __CLASS__ConfigSchema = z
   .object({
     name: z.literal(PLUGIN_NAME),
     /** K: negatives kept in the queue. */
     queueSize: z.number().int().positive().default(4096),
   })
   .strict();
-export type ${cls}Config = z.infer<typeof ${cls}ConfigSchema>;
+export type __CLASS__Config = z.infer<typeof __CLASS__ConfigSchema>;
 
 /**
- * ${name}: the key of view 2 comes from the query encoder without gradient,
+ * __NAME__: the key of view 2 comes from the query encoder without gradient,
  * the negatives from a FIFO queue of past keys; loss(q1, k2, queue).
  */
-export class ${cls} implements Method<{ key: tf.Tensor2D }> {
+export class __CLASS__ implements Method<{ key: tf.Tensor2D }> {
   readonly name = PLUGIN_NAME;
   readonly phases = { prepare: ['key'], objective: ['query', 'loss'], afterStep: ['enqueue'] };
 
@@ -104,26 +97,39 @@ export class ${cls} implements Method<{ key: tf.Tensor2D }> {
   }
 }
 
-export function ${camel(name)}Plugin(): Plugin<${cls}Config> {
+export function __FUNCTION__Plugin(): Plugin<__CLASS__Config> {
   return definePlugin({
     name: PLUGIN_NAME,
     description: 'stop-gradient keys, a queue of negatives, a contrastive loss',
-    configSchema: ${cls}ConfigSchema,
+    configSchema: __CLASS__ConfigSchema,
     loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
     register(container, config) {
       bindMethod(container, (c) => {
         const encoder = c.resolve(Tokens.Encoder);
-        const queue = new KeyQueue(config.queueSize, encoder.embedDim, c.resolve(Tokens.Rng).fork());
+        const rng = c.resolve(Tokens.Rng).fork();
+        const queue = new KeyQueue(config.queueSize, encoder.embedDim, rng);
         const { temperature } = c.resolve(Tokens.Config).loss;
+        const keys = new StopGradientKeyEncoder(encoder);
         const loss = contrastiveLoss(c, PLUGIN_NAME);
-        return new ${cls}(encoder, new StopGradientKeyEncoder(encoder), queue, loss, temperature!);
+        return new __CLASS__(encoder, keys, queue, loss, temperature!);
       });
     },
   });
 }
 
-export default ${camel(name)}Plugin;
+export default __FUNCTION__Plugin;
 `;
+
+/**
+ * The source of a new method plugin (`src/index.ts`): a working method written
+ * out phase by phase — stop-gradient keys from the query encoder (no momentum
+ * copy), a FIFO queue of negatives, the experiment's contrastive loss — to be
+ * edited into the new method. docs/adding-a-method.md shows this file whole.
+ */
+export function methodTemplate(name: string): string {
+  return METHOD_TEMPLATE.replaceAll('__NAME__', name)
+    .replaceAll('__CLASS__', pascal(name))
+    .replaceAll('__FUNCTION__', camel(name));
 }
 
 function camel(name: string): string {

@@ -1,5 +1,4 @@
 import type * as tf from '@tensorflow/tfjs';
-import { PluginError } from './errors.js';
 
 /**
  * The swappable parts of a contrastive method. Shapes in comments:
@@ -265,27 +264,4 @@ export class TrainingClock {
   step = 0;
   /** Steps the run will take in all. */
   total = 1;
-}
-
-/**
- * Negatives from the batch itself: the positive is the key of the other view and
- * the loss takes the rest of the batch as negatives (SimCLR, MoCo v3). No state.
- */
-export class BatchKeysSource extends Stateless implements NegativeSource {
-  constructor(readonly name: string) {
-    super();
-  }
-
-  keys({ key }: KeysInput): Keys {
-    if (!key) {
-      throw new PluginError(
-        this.name,
-        'in-batch negatives need key embeddings from a key encoder',
-        {
-          hint: 'compose it with a shared, stop-gradient or momentum key encoder',
-        },
-      );
-    }
-    return { positive: key, negatives: 'in-batch' };
-  }
 }

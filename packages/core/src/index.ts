@@ -14,6 +14,7 @@ export * from './compose.js';
 export * from './key-encoders.js';
 export * from './losses.js';
 export * from './bank.js';
+export * from './sources.js';
 export * from './contrastive-method.js';
 /**
  * The tfjs and zod a plugin should use: the same instances Contrast runs on (a

@@ -72,11 +72,13 @@ export function definePlugin<C>(plugin: Plugin<C>): Plugin<C> {
 }
 
 /** Binds the method a plugin builds, once per experiment container. */
-export function bindMethod(
+export function bindMethod<P>(
   container: DependencyContainer,
-  create: (c: DependencyContainer) => Method,
+  create: (c: DependencyContainer) => Method<P>,
 ): void {
-  container.register(Tokens.Method, { useFactory: instanceCachingFactory(create) });
+  container.register(Tokens.Method, {
+    useFactory: instanceCachingFactory((c) => create(c) as Method),
+  });
 }
 
 export interface EncoderSpec {

@@ -29,6 +29,5 @@ export const Tokens = {
   /** The two-view augmentation (a plugin may bind its own, e.g. an asymmetric pipeline). */
   Augmentation: Symbol('Augmentation') as InjectionToken<Augmentation>,
   Dataset: Symbol('Dataset') as InjectionToken<TrainingDataset>,
-  Tracker: Symbol('Tracker') as InjectionToken<Tracker>,
   Clock: Symbol('Clock') as InjectionToken<TrainingClock>,
 } as const;

@@ -150,3 +150,16 @@ export function alignmentUniformity(views: { a: tf.Tensor2D; b: tf.Tensor2D }): 
     };
   });
 }
+
+/**
+ * The mean over dimensions of the per-dimension standard deviation of
+ * L2-normalised embeddings z [N, D] (SimSiam, Chen & He 2021, Fig. 2): about
+ * 1/sqrt(D) when the embeddings spread over the sphere, 0 when they collapse to
+ * a point. Population std (divides by N).
+ */
+export function embeddingStd(z: tf.Tensor2D): number {
+  return tf.tidy(() => {
+    const { variance } = tf.moments(z, 0); // [D]
+    return tf.mean(tf.sqrt(variance)).dataSync()[0]!;
+  });
+}

@@ -43,6 +43,7 @@ export interface HookResults {
   lastCheckpoint?: { path: string; bytes: number; seconds: number };
   alignment?: number;
   uniformity?: number;
+  embeddingStd?: number;
 }
 
 export interface RunContext {
@@ -208,7 +209,14 @@ export function alignUniformHook(): Hook {
       if (!au) return;
       Object.assign(run.results, au);
       const epoch = Math.ceil(run.state.step / run.stepsPerEpoch);
-      run.tracker.logMetrics({ step: run.state.step, epoch, ...au });
+      const { alignment, uniformity, embeddingStd } = au;
+      run.tracker.logMetrics({
+        step: run.state.step,
+        epoch,
+        alignment,
+        uniformity,
+        embedding_std: embeddingStd,
+      });
     },
   };
 }

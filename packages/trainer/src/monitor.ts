@@ -1,7 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { Rng, type ImageSplit } from '@contrast/core';
 import { BatchAugmentation, gatherPixels, splitBatch } from '@contrast/data';
-import { alignmentUniformity, knnOnEncoder, knnOnPixels, type KnnResult } from '@contrast/eval';
+import {
+  alignmentUniformity,
+  embeddingStd,
+  knnOnEncoder,
+  knnOnPixels,
+  type KnnResult,
+} from '@contrast/eval';
 import type { TrainingSession } from './session.js';
 
 /**
@@ -34,11 +40,13 @@ export function knnOfPixels(session: TrainingSession): KnnResult {
 /**
  * Alignment / uniformity of the embeddings (eval-mode BN) on the first
  * eval.alignUniform test images, two views each from a fixed-seed augmentation
- * (independent of the training streams). Undefined with fewer than 2 images.
+ * (independent of the training streams), and the per-dimension std of the
+ * first views' embeddings (collapse shows as 0; healthy is about 1/sqrt(D)).
+ * Undefined with fewer than 2 images.
  */
 export function alignUniformOf(
   session: TrainingSession,
-): { alignment: number; uniformity: number } | undefined {
+): { alignment: number; uniformity: number; embeddingStd: number } | undefined {
   const { config, dataset, encoder } = session;
   const n = Math.min(config.eval.alignUniform, dataset.test.n);
   if (n < 2) return undefined;
@@ -54,7 +62,7 @@ export function alignUniformOf(
   }
   const a = tf.concat(views.a, 0) as tf.Tensor2D;
   const b = tf.concat(views.b, 0) as tf.Tensor2D;
-  const r = alignmentUniformity({ a, b });
+  const r = { ...alignmentUniformity({ a, b }), embeddingStd: embeddingStd(a) };
   tf.dispose([a, b, ...views.a, ...views.b]);
   return r;
 }

@@ -7,6 +7,7 @@ import {
   ConfigError,
   configDiff,
   parseExperiment,
+  resolveLoss,
   StateError,
   type Catalog,
   type DecodedBundle,
@@ -72,7 +73,7 @@ export async function runExperiment(
     if (existsSync(options.runPath)) rmSync(options.runPath, { recursive: true, force: true });
   }
   checkNames(config, catalog);
-  if (options.resumeFrom) checkResumable(options.resumeFrom.runPath, config);
+  if (options.resumeFrom) checkResumable(options.resumeFrom.runPath, config, catalog);
   else checkRunRoot(config.tracking.dir);
   const uri = config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
   const experimentName =
@@ -231,7 +232,11 @@ export function summaryOf(result: TrainResult): Record<string, unknown> {
     knn_per_epoch: result.knnPerEpoch,
     img_per_sec: result.imgPerSec,
     ...(result.alignment !== undefined
-      ? { alignment: result.alignment, uniformity: result.uniformity }
+      ? {
+          alignment: result.alignment,
+          uniformity: result.uniformity,
+          embedding_std: result.embeddingStd,
+        }
       : {}),
     wall_seconds: result.wallSeconds,
     peak_rss_mb: result.peakRssMb,
@@ -251,11 +256,16 @@ export function summaryOf(result: TrainResult): Record<string, unknown> {
 /** Fields a resumed run may change: where it is stored, tracked and checkpointed. */
 const RESUME_MAY_CHANGE = ['tracking', 'checkpoint', 'data.prefetch'];
 
-/** Refuses to resume a folder that is not a run, or with a recipe that differs from the run's. */
-function checkResumable(runPath: string, config: ExperimentConfig): void {
+/**
+ * Refuses to resume a folder that is not a run, or with a recipe that differs
+ * from the run's (both as trained: the plugin's loss defaults filled in).
+ */
+function checkResumable(runPath: string, config: ExperimentConfig, catalog: Catalog): void {
   const file = requireRunFolder(runPath);
-  const original = parseExperiment(parse(readFileSync(file, 'utf8')));
-  const diff = configDiff(original, config, RESUME_MAY_CHANGE);
+  const asTrained = (c: ExperimentConfig) =>
+    resolveLoss(c, catalog.plugins.get(c.strategy.name), catalog).config;
+  const original = asTrained(parseExperiment(parse(readFileSync(file, 'utf8'))));
+  const diff = configDiff(original, asTrained(config), RESUME_MAY_CHANGE);
   if (diff.length > 0) {
     throw new ConfigError(
       diff[0]!.field,

@@ -42,6 +42,8 @@ export interface TrainResult {
   /** Wang & Isola's alignment and uniformity of the final embeddings on test images. */
   alignment?: number;
   uniformity?: number;
+  /** Per-dimension std of the final L2-normalised embeddings (0 = collapsed; ~1/sqrt(D) healthy). */
+  embeddingStd?: number;
 }
 
 export interface TrainOptions {
@@ -217,7 +219,11 @@ export class Trainer {
     const last = state.knnPerEpoch[state.knnPerEpoch.length - 1];
     return {
       ...(results.alignment !== undefined
-        ? { alignment: results.alignment, uniformity: results.uniformity! }
+        ? {
+            alignment: results.alignment,
+            uniformity: results.uniformity!,
+            embeddingStd: results.embeddingStd!,
+          }
         : {}),
       status: state.status,
       steps: state.step,

@@ -1,19 +1,13 @@
 import { z } from 'zod';
 import {
+  BankSource,
   bindMethod,
   composeContrastive,
   ConfigError,
   definePlugin,
-  MemoryBank,
   NoKeyEncoder,
-  sampleIndices,
-  StoreBackedSource,
   Tokens,
-  type Keys,
-  type KeysInput,
-  type NegativeSource,
   type Plugin,
-  type Rng,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'memory-bank';
@@ -32,43 +26,10 @@ export const MemoryBankConfigSchema = z
 export type MemoryBankConfig = z.infer<typeof MemoryBankConfigSchema>;
 
 /**
- * Memory bank (InstDisc; MoCo's Figure 2b): the positive is the bank row of the
- * sample's own index, a feature written by the query encoder in an earlier epoch;
- * K negatives are drawn uniformly from the bank each step (shared by the batch).
- * After the step the batch's rows are rewritten with the fresh query features.
- * There is no key encoder.
+ * Memory bank (InstDisc, Wu et al. 2018; MoCo's Figure 2b): no key encoder; the
+ * positive is the bank row of the sample's own index, K negatives are drawn from
+ * the bank, InfoNCE (or NCE); the batch's rows are rewritten after the step.
  */
-export class MemoryBankSource extends StoreBackedSource<MemoryBank> implements NegativeSource {
-  readonly name = PLUGIN_NAME;
-  readonly updatePhase = 'bank_write';
-  private readonly rng: Rng;
-
-  /** A bank of `size` rows of width `dim`; `rng` initialises it, then a fork of it draws negatives. */
-  constructor(
-    private readonly config: MemoryBankConfig,
-    size: number,
-    dim: number,
-    rng: Rng,
-  ) {
-    super(new MemoryBank(size, dim, rng.fork()));
-    this.rng = rng.fork();
-  }
-
-  get bank(): MemoryBank {
-    return this.store;
-  }
-
-  keys({ indices, indexArray }: KeysInput): Keys {
-    const exclude = this.config.excludePositives ? indexArray : undefined;
-    const drawn = sampleIndices(this.rng, this.bank.size, this.config.negatives, exclude);
-    return { positive: this.bank.gather(indices), negatives: this.bank.gather(drawn) }; // [N, D], [K, D]
-  }
-
-  afterStep({ query, indices }: Parameters<NegativeSource['afterStep']>[0]): void {
-    this.bank.update(indices, query, this.config.momentum);
-  }
-}
-
 export function memoryBankPlugin(): Plugin<MemoryBankConfig> {
   return definePlugin({
     name: PLUGIN_NAME,
@@ -102,7 +63,7 @@ export function memoryBankPlugin(): Plugin<MemoryBankConfig> {
         const keyEncoder = new NoKeyEncoder();
         const dim = c.resolve(Tokens.Encoder).embedDim;
         const size = c.resolve(Tokens.Dataset).train.n;
-        const source = new MemoryBankSource(config, size, dim, c.resolve(Tokens.Rng));
+        const source = new BankSource(PLUGIN_NAME, config, size, dim, c.resolve(Tokens.Rng));
         return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source });
       });
     },

@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { ContrastiveMethod, NoKeyEncoder, type TrainingDataset } from '@contrast/core';
+import { BankSource, ContrastiveMethod, NoKeyEncoder, type TrainingDataset } from '@contrast/core';
 import { loadFashionMnist, subsetTrain } from '@contrast/data';
 import { createCatalog, createStepHarness } from '@contrast/trainer';
-import { memoryBankPlugin, MemoryBankSource } from './index.js';
+import { memoryBankPlugin } from './index.js';
 
 const catalog = () => createCatalog([memoryBankPlugin()]);
 const partsOf = (h: ReturnType<typeof createStepHarness>) => (h.method as ContrastiveMethod).parts;
-const sourceOf = (h: ReturnType<typeof createStepHarness>) => partsOf(h).source as MemoryBankSource;
+const sourceOf = (h: ReturnType<typeof createStepHarness>) => partsOf(h).source as BankSource;
 const base = {
   name: 'bank-test',
   data: { trainSubset: 512 },

@@ -1,20 +1,13 @@
-import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   bindMethod,
   composeContrastive,
   cosineMomentum,
   definePlugin,
-  KeyQueue,
   MomentumKeyEncoder,
-  PluginError,
-  StoreBackedSource,
+  QueueSource,
   Tokens,
-  type Keys,
-  type KeysInput,
-  type NegativeSource,
   type Plugin,
-  type Rng,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'momentum-queue';
@@ -40,34 +33,10 @@ export const MomentumQueueConfigSchema = z
 export type MomentumQueueConfig = z.infer<typeof MomentumQueueConfigSchema>;
 
 /**
- * MoCo's negatives (He et al. 2020): the positive key is the other view through
- * the momentum encoder, the negatives are the K keys in the queue. The loss sees
- * the queue before this batch's keys are enqueued (enqueue happens in afterStep).
+ * MoCo (He et al. 2020) v1/v2 and the CIFAR demo: the positive key is the
+ * other view through the momentum encoder, the negatives are the K keys of a
+ * FIFO queue, InfoNCE; keys enqueued and the key encoder EMA'd after each step.
  */
-export class MomentumQueueSource extends StoreBackedSource<KeyQueue> implements NegativeSource {
-  readonly name = PLUGIN_NAME;
-  readonly updatePhase = 'enqueue';
-
-  constructor(queueSize: number, dim: number, rng: Rng) {
-    super(new KeyQueue(queueSize, dim, rng));
-  }
-
-  get queue(): KeyQueue {
-    return this.store;
-  }
-
-  keys({ key }: KeysInput): Keys {
-    if (!key)
-      throw new PluginError(PLUGIN_NAME, 'needs key embeddings from the momentum key encoder');
-    return { positive: key, negatives: this.queue.keys }; // l_pos: [N, 1], l_neg: [N, K]
-  }
-
-  afterStep({ key }: { key: tf.Tensor2D | undefined }): void {
-    if (key) this.queue.enqueue(key);
-  }
-}
-
-/** MoCo v1/v2 and the CIFAR demo: momentum key encoder + FIFO queue + InfoNCE. */
 export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
   return definePlugin({
     name: PLUGIN_NAME,
@@ -87,7 +56,7 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
             : config.momentum,
           config.shuffleBn && split ? rng.fork() : undefined,
         );
-        const source = new MomentumQueueSource(config.queueSize, encoder.embedDim, rng.fork());
+        const source = new QueueSource(PLUGIN_NAME, config.queueSize, encoder.embedDim, rng.fork());
         return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source });
       });
     },

@@ -1,9 +1,16 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { ContrastiveMethod, infoNce, MomentumKeyEncoder, Rng, shuffleRows } from '@contrast/core';
+import {
+  ContrastiveMethod,
+  infoNce,
+  MomentumKeyEncoder,
+  QueueSource,
+  Rng,
+  shuffleRows,
+} from '@contrast/core';
 import { disposeBatch } from '@contrast/data';
 import { createCatalog, createStepHarness, stepPhases } from '@contrast/trainer';
-import { momentumQueuePlugin, MomentumQueueSource } from './index.js';
+import { momentumQueuePlugin } from './index.js';
 
 function harness(
   strategy: Record<string, unknown> = {},
@@ -26,7 +33,7 @@ function harness(
     parts,
     keyPolicy: parts.keyEncoder,
     source: parts.source,
-    queue: (parts.source as MomentumQueueSource).queue,
+    queue: (parts.source as QueueSource).queue,
     keyEncoder: (parts.keyEncoder as MomentumKeyEncoder).keyEncoder,
   };
 }
@@ -70,7 +77,7 @@ describe('momentum-queue plugin', () => {
 
   it('binds its parts through the container', () => {
     const h = harness();
-    expect(h.source).toBeInstanceOf(MomentumQueueSource);
+    expect(h.source).toBeInstanceOf(QueueSource);
     expect(h.keyPolicy).toBeInstanceOf(MomentumKeyEncoder);
     expect(h.parts.loss.name).toBe('infonce');
     expect(h.config.loss).toMatchObject({ name: 'infonce', temperature: 0.1, symmetric: false });
