@@ -3,7 +3,6 @@ import type {
   Augmentation,
   Encoder,
   Loss,
-  Tracker,
   TrainingClock,
   TrainingDataset,
 } from './contracts.js';
