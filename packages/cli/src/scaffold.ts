@@ -12,6 +12,7 @@ const METHOD_TEMPLATE = `import {
   contrastiveLoss,
   definePlugin,
   KeyQueue,
+  MethodParts,
   StopGradientKeyEncoder,
   Tokens,
   z,
@@ -20,7 +21,6 @@ const METHOD_TEMPLATE = `import {
   type KeyEncoderPolicy,
   type Method,
   type Plugin,
-  type StateTensors,
   type StepContext,
   type tf,
   type Views,
@@ -41,7 +41,7 @@ export type __CLASS__Config = z.infer<typeof __CLASS__ConfigSchema>;
  * __NAME__: the key of view 2 comes from the query encoder without gradient,
  * the negatives from a FIFO queue of past keys; loss(q1, k2, queue).
  */
-export class __CLASS__ implements Method<{ key: tf.Tensor2D }> {
+export class __CLASS__ extends MethodParts implements Method<{ key: tf.Tensor2D }> {
   readonly name = PLUGIN_NAME;
   readonly phases = { prepare: ['key'], objective: ['query', 'loss'], afterStep: ['enqueue'] };
 
@@ -51,7 +51,9 @@ export class __CLASS__ implements Method<{ key: tf.Tensor2D }> {
     private readonly queue: KeyQueue,
     private readonly loss: ContrastiveLoss,
     private readonly temperature: number,
-  ) {}
+  ) {
+    super({ queue }); // saved in checkpoints as queue/...
+  }
 
   parameterGroups() {
     return [{ params: this.encoder.parameters() }];
@@ -82,18 +84,6 @@ export class __CLASS__ implements Method<{ key: tf.Tensor2D }> {
   afterStep({ prepared }: { prepared: { key: tf.Tensor2D } }, ctx: StepContext) {
     this.queue.enqueue(prepared.key);
     ctx.mark('enqueue');
-  }
-
-  state(): Record<string, StateTensors> {
-    return { queue: this.queue.state() };
-  }
-
-  loadState(parts: Record<string, StateTensors>) {
-    this.queue.loadState(parts.queue ?? { tensors: {}, values: {} });
-  }
-
-  dispose() {
-    this.queue.dispose();
   }
 }
 

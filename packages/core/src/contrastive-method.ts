@@ -6,16 +6,15 @@ import type {
   Head,
   KeyEncoderPolicy,
   NegativeSource,
-  StateTensors,
+  Stateful,
 } from './contracts.js';
 import { PluginError } from './errors.js';
 import { l2Normalize } from './math.js';
 import { contrastiveLoss } from './plugin.js';
 import { Tokens } from './tokens.js';
 import {
-  loadVariables,
+  MethodParts,
   symmetrize,
-  variablesState,
   type Method,
   type MethodPhases,
   type Objective,
@@ -49,7 +48,14 @@ interface PreparedKeys {
   k2?: tf.Tensor2D | undefined;
 }
 
-const EMPTY: StateTensors = { tensors: {}, values: {} };
+/** A loss with state (NCE's normaliser) as a part saved under `loss/`. */
+function statefulLoss(loss: ContrastiveLoss): Stateful {
+  return {
+    state: () => loss.state!(),
+    loadState: (s) => loss.loadState!(s),
+    dispose: () => undefined,
+  };
+}
 
 /**
  * A contrastive method as a composition: queries from the encoder (and an
@@ -61,12 +67,19 @@ const EMPTY: StateTensors = { tensors: {}, values: {} };
  *   afterStep: source.afterStep (enqueue the batch's keys / write the bank rows), then EMA
  * Keys reach afterStep whether they were encoded before or inside the tape.
  */
-export class ContrastiveMethod implements Method<PreparedKeys> {
+export class ContrastiveMethod extends MethodParts implements Method<PreparedKeys> {
   readonly name: string;
   readonly phases: MethodPhases;
 
   /** The parts it is composed of (benchmarks and tests reach the queue and key encoder here). */
   constructor(readonly parts: ContrastiveParts) {
+    const { keyEncoder, source, loss, predictor } = parts;
+    super({
+      key_encoder: keyEncoder,
+      strategy: source,
+      ...(loss.state ? { loss: statefulLoss(loss) } : {}),
+      ...(predictor ? { predictor } : {}),
+    });
     this.name = parts.name;
     this.phases = {
       prepare: ['key_encoder'],
@@ -145,30 +158,6 @@ export class ContrastiveMethod implements Method<PreparedKeys> {
     if (source.updatePhase) ctx.mark(source.updatePhase);
     keyEncoder.afterStep();
     if (keyEncoder.updatePhase) ctx.mark(keyEncoder.updatePhase);
-  }
-
-  state(): Record<string, StateTensors> {
-    const { keyEncoder, source, loss, predictor } = this.parts;
-    return {
-      key_encoder: keyEncoder.state(),
-      strategy: source.state(),
-      ...(loss.state ? { loss: loss.state() } : {}),
-      ...(predictor ? { predictor: variablesState(predictor.namedVariables()) } : {}),
-    };
-  }
-
-  loadState(parts: Record<string, StateTensors>): void {
-    const { keyEncoder, source, loss, predictor } = this.parts;
-    keyEncoder.loadState(parts.key_encoder ?? EMPTY);
-    source.loadState(parts.strategy ?? EMPTY);
-    loss.loadState?.(parts.loss ?? EMPTY);
-    if (predictor) loadVariables(predictor.namedVariables(), parts.predictor, 'predictor');
-  }
-
-  dispose(): void {
-    this.parts.source.dispose();
-    this.parts.keyEncoder.dispose();
-    this.parts.predictor?.dispose();
   }
 
   /** [N, D] L2-normalised queries: the encoder's embedding, or the predictor's output. */

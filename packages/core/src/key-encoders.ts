@@ -1,7 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import { Stateless, type Encoder, type KeyEncoderPolicy, type StateTensors } from './contracts.js';
+import {
+  Stateless,
+  type Encoder,
+  type KeyEncoderPolicy,
+  type StateTensors,
+  type TrainingClock,
+} from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
-import { emaUpdateVariables } from './math.js';
+import { cosineMomentum, emaUpdateVariables } from './math.js';
 import type { Rng } from './rng.js';
 
 /** Gathers rows `perm` of x, and the inverse permutation that puts them back. */
@@ -93,7 +99,7 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
 
 /** End-to-end: keys come from the query encoder itself, with gradient. */
 export class SharedKeyEncoder extends Stateless implements KeyEncoderPolicy {
-  readonly withGradient = true;
+  readonly withGradient: boolean = true;
   constructor(private readonly encoder: Encoder) {
     super();
   }
@@ -109,14 +115,8 @@ export class SharedKeyEncoder extends Stateless implements KeyEncoderPolicy {
  * the copy). Its training-mode forward also updates the encoder's BN running
  * statistics, as any forward of the shared encoder does.
  */
-export class StopGradientKeyEncoder extends Stateless implements KeyEncoderPolicy {
-  readonly withGradient = false;
-  constructor(private readonly encoder: Encoder) {
-    super();
-  }
-  encode(xKey: tf.Tensor4D): tf.Tensor2D {
-    return this.encoder.embed(xKey, true);
-  }
+export class StopGradientKeyEncoder extends SharedKeyEncoder {
+  override readonly withGradient = false;
 }
 
 /** Memory bank: no key encoder; positives are stored features. */
@@ -125,4 +125,17 @@ export class NoKeyEncoder extends Stateless implements KeyEncoderPolicy {
   encode(): undefined {
     return undefined;
   }
+}
+
+/**
+ * The momentum a key / target encoder uses at each step: `m0` throughout
+ * ('fixed', MoCo v1/v2), or rising from `m0` to 1 on a half cosine over the run
+ * ('cosine', BYOL, MoCo v3), read from the training clock.
+ */
+export function scheduledMomentum(
+  m0: number,
+  schedule: 'fixed' | 'cosine',
+  clock: TrainingClock,
+): number | (() => number) {
+  return schedule === 'cosine' ? () => cosineMomentum(m0, clock.step, clock.total) : m0;
 }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { StateTensors, TrainingClock } from './contracts.js';
+import type { Head, StateTensors, Stateful, TrainingClock } from './contracts.js';
 import { StateError } from './errors.js';
 
 /**
@@ -171,5 +171,40 @@ export function loadVariables(
       });
     }
     v.assign(t);
+  }
+}
+
+/** What a method owns: parts with state (a queue, a key encoder) or heads with variables. */
+export type OwnedPart = Stateful | Head;
+
+const isHead = (p: OwnedPart): p is Head => 'namedVariables' in p;
+const EMPTY: StateTensors = { tensors: {}, values: {} };
+
+/**
+ * A method's parts, saved, restored and released together by name: each part's
+ * state is one checkpoint prefix (`target/...`, `predictor/...`); a head saves its
+ * variables. Methods extend it and only write their step.
+ */
+export abstract class MethodParts {
+  constructor(private readonly owned: Readonly<Record<string, OwnedPart>>) {}
+
+  state(): Record<string, StateTensors> {
+    const out: Record<string, StateTensors> = {};
+    for (const [name, p] of Object.entries(this.owned)) {
+      out[name] = isHead(p) ? variablesState(p.namedVariables()) : p.state();
+    }
+    return out;
+  }
+
+  /** @throws StateError when a head's variables are missing or mis-shaped in `parts`. */
+  loadState(parts: Record<string, StateTensors>): void {
+    for (const [name, p] of Object.entries(this.owned)) {
+      if (isHead(p)) loadVariables(p.namedVariables(), parts[name], name);
+      else p.loadState(parts[name] ?? EMPTY);
+    }
+  }
+
+  dispose(): void {
+    for (const p of Object.values(this.owned)) p.dispose();
   }
 }

@@ -1,11 +1,5 @@
 import type { InjectionToken } from 'tsyringe';
-import type {
-  Augmentation,
-  Encoder,
-  Loss,
-  TrainingClock,
-  TrainingDataset,
-} from './contracts.js';
+import type { Augmentation, Encoder, Loss, TrainingClock, TrainingDataset } from './contracts.js';
 import type { Method } from './method.js';
 import type { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';

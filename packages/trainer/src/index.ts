@@ -10,3 +10,4 @@ export * from './run.js';
 export * from './harness.js';
 export * from './checkpoint.js';
 export * from './evaluate.js';
+export * from './testing.js';

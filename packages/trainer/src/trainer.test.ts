@@ -8,13 +8,14 @@ import {
   QueueSource,
   Tokens,
   z,
+  type ExperimentConfig,
   type MetricRecord,
   type Tracker,
 } from '@contrast/core';
 import { createCatalog } from './catalog.js';
 import type { Hook } from './hooks.js';
 import { createSession } from './session.js';
-import { Trainer } from './trainer.js';
+import { Trainer, type TrainOptions } from './trainer.js';
 
 /** A MoCo of shared parts, so the loop is tested without any plugin package. */
 const moco = definePlugin({
@@ -70,16 +71,24 @@ function recorder(events: string[]): Hook {
   };
 }
 
+/** Trains `config` with a recording hook; returns the events, the result and the tracker. */
+async function train(experiment: ExperimentConfig, options: TrainOptions = {}) {
+  const session = createSession(experiment, catalog());
+  const events: string[] = [];
+  const tracker = memoryTracker();
+  const result = await new Trainer(session, tracker).run({
+    progress: false,
+    hooks: [recorder(events)],
+    log: () => undefined,
+    ...options,
+  });
+  session.dispose();
+  return { events, result, tracker };
+}
+
 describe('the training loop and its hooks', () => {
   it('calls the hooks in order: start, each step, epoch ends after their kNN, end', async () => {
-    const session = createSession(config(), catalog());
-    const events: string[] = [];
-    const tracker = memoryTracker();
-    const result = await new Trainer(session, tracker).run({
-      progress: false,
-      hooks: [recorder(events)],
-      log: () => undefined,
-    });
+    const { events, result, tracker } = await train(config());
     expect(events).toEqual([
       'start 8/4',
       'step 0',
@@ -108,19 +117,11 @@ describe('the training loop and its hooks', () => {
       'img_per_sec',
     ]);
     expect(new Set(result.tensorsAfterStep.slice(1)).size).toBe(1);
-    session.dispose();
   });
 
   it('a stop request ends the run after the current step: onStop, then the final kNN, status interrupted', async () => {
-    const session = createSession(config(), catalog());
-    const events: string[] = [];
     let polls = 0;
-    const result = await new Trainer(session, memoryTracker()).run({
-      progress: false,
-      hooks: [recorder(events)],
-      shouldStop: () => ++polls > 3,
-      log: () => undefined,
-    });
+    const { events, result } = await train(config(), { shouldStop: () => ++polls > 3 });
     expect(events).toEqual([
       'start 8/4',
       'step 0',
@@ -131,21 +132,10 @@ describe('the training loop and its hooks', () => {
     ]);
     expect(result).toMatchObject({ status: 'interrupted', steps: 3, epochs: 1 });
     expect(result.knnPerEpoch).toHaveLength(1); // the final encoder is still evaluated
-    session.dispose();
   });
 
   it('maxSteps ends mid-epoch with an epoch end for the partial epoch', async () => {
-    const session = createSession(
-      config({ optim: { batchSize: 64, epochs: 2, maxSteps: 6 } }),
-      catalog(),
-    );
-    const events: string[] = [];
-    await new Trainer(session, memoryTracker()).run({
-      progress: false,
-      hooks: [recorder(events)],
-      log: () => undefined,
-    });
+    const { events } = await train(config({ optim: { batchSize: 64, epochs: 2, maxSteps: 6 } }));
     expect(events.slice(-4)).toEqual(['step 4', 'step 5', 'epoch 1 (knn 2)', 'end finished']);
-    session.dispose();
   });
 });

@@ -2,20 +2,18 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   bindMethod,
-  cosineMomentum,
   definePlugin,
-  loadVariables,
+  MethodParts,
   MomentumKeyEncoder,
   regressionLoss,
+  scheduledMomentum,
   symmetrize,
   Tokens,
-  variablesState,
   type Encoder,
   type Head,
   type Method,
   type Plugin,
   type RegressionLoss,
-  type StateTensors,
   type StepContext,
   type Views,
 } from '@contrast/core';
@@ -49,7 +47,7 @@ interface Targets {
  * gradient). loss = L(q(z1), sg(z2')) + L(q(z2), sg(z1')) with L the normalised
  * MSE 2 - 2 cos; after the optimizer step xi <- tau xi + (1 - tau) theta.
  */
-export class Byol implements Method<Targets> {
+export class Byol extends MethodParts implements Method<Targets> {
   readonly name = PLUGIN_NAME;
   readonly phases = { prepare: ['target'], objective: ['online', 'loss'], afterStep: ['ema'] };
 
@@ -59,7 +57,9 @@ export class Byol implements Method<Targets> {
     private readonly target: MomentumKeyEncoder,
     private readonly loss: RegressionLoss,
     private readonly symmetric: boolean,
-  ) {}
+  ) {
+    super({ target, predictor }); // checkpointed as target/... and predictor/...
+  }
 
   parameterGroups() {
     return [{ params: [...this.encoder.parameters(), ...this.predictor.parameters()] }];
@@ -92,23 +92,6 @@ export class Byol implements Method<Targets> {
     this.target.afterStep();
     ctx.mark('ema');
   }
-
-  state(): Record<string, StateTensors> {
-    return {
-      target: this.target.state(),
-      predictor: variablesState(this.predictor.namedVariables()),
-    };
-  }
-
-  loadState(parts: Record<string, StateTensors>): void {
-    this.target.loadState(parts.target ?? { tensors: {}, values: {} });
-    loadVariables(this.predictor.namedVariables(), parts.predictor, 'predictor');
-  }
-
-  dispose(): void {
-    this.target.dispose();
-    this.predictor.dispose();
-  }
 }
 
 export function byolPlugin(): Plugin<ByolConfig> {
@@ -120,17 +103,15 @@ export function byolPlugin(): Plugin<ByolConfig> {
     register(container, config) {
       bindMethod(container, (c) => {
         const encoder = c.resolve(Tokens.Encoder);
-        const clock = c.resolve(Tokens.Clock);
         const predictor = createPredictor(
           encoder.embedDim,
           config.predictorHidden,
           c.resolve(Tokens.Rng).fork(),
         );
+        const { momentum, momentumSchedule } = config;
         const target = new MomentumKeyEncoder(
           encoder,
-          config.momentumSchedule === 'cosine'
-            ? () => cosineMomentum(config.momentum, clock.step, clock.total)
-            : config.momentum,
+          scheduledMomentum(momentum, momentumSchedule, c.resolve(Tokens.Clock)),
         );
         const loss = regressionLoss(c, PLUGIN_NAME);
         const symmetric = c.resolve(Tokens.Config).loss.symmetric ?? true;

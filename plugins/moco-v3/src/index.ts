@@ -4,10 +4,10 @@ import {
   bindMethod,
   composeContrastive,
   ConfigError,
-  cosineMomentum,
   definePlugin,
   KeyBatchInfoNceLoss,
   MomentumKeyEncoder,
+  scheduledMomentum,
   Tokens,
   type Plugin,
 } from '@contrast/core';
@@ -50,14 +50,14 @@ export function mocoV3Plugin(): Plugin<MocoV3Config> {
     register(container, config) {
       bindMethod(container, (c) => {
         const encoder = c.resolve(Tokens.Encoder);
-        const clock = c.resolve(Tokens.Clock);
         const predictor = createPredictor(
           encoder.embedDim,
           config.predictorHidden,
           c.resolve(Tokens.Rng).fork(),
         );
-        const keyEncoder = new MomentumKeyEncoder(encoder, () =>
-          cosineMomentum(config.momentum, clock.step, clock.total),
+        const keyEncoder = new MomentumKeyEncoder(
+          encoder,
+          scheduledMomentum(config.momentum, 'cosine', c.resolve(Tokens.Clock)),
         );
         const source = new BatchKeysSource(PLUGIN_NAME);
         return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source, predictor });

@@ -2,10 +2,10 @@ import { z } from 'zod';
 import {
   bindMethod,
   composeContrastive,
-  cosineMomentum,
   definePlugin,
   MomentumKeyEncoder,
   QueueSource,
+  scheduledMomentum,
   Tokens,
   type Plugin,
 } from '@contrast/core';
@@ -47,13 +47,11 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
       bindMethod(container, (c) => {
         const encoder = c.resolve(Tokens.Encoder);
         const rng = c.resolve(Tokens.Rng);
-        const clock = c.resolve(Tokens.Clock);
         const split = c.resolve(Tokens.Config).model.bnSplits > 1;
+        const { momentum, momentumSchedule } = config;
         const keyEncoder = new MomentumKeyEncoder(
           encoder,
-          config.momentumSchedule === 'cosine'
-            ? () => cosineMomentum(config.momentum, clock.step, clock.total)
-            : config.momentum,
+          scheduledMomentum(momentum, momentumSchedule, c.resolve(Tokens.Clock)),
           config.shuffleBn && split ? rng.fork() : undefined,
         );
         const source = new QueueSource(PLUGIN_NAME, config.queueSize, encoder.embedDim, rng.fork());

@@ -9,7 +9,13 @@ import {
   shuffleRows,
 } from '@contrast/core';
 import { disposeBatch } from '@contrast/data';
-import { createCatalog, createStepHarness, stepPhases } from '@contrast/trainer';
+import {
+  createCatalog,
+  createStepHarness,
+  maxAbsDiff,
+  snapshotVariables,
+  stepPhases,
+} from '@contrast/trainer';
 import { momentumQueuePlugin } from './index.js';
 
 function harness(
@@ -38,10 +44,6 @@ function harness(
   };
 }
 
-const snapshot = (vs: readonly tf.Variable[]) => vs.map((v) => Float32Array.from(v.dataSync()));
-const maxDiff = (a: Float32Array[], b: Float32Array[]) =>
-  Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
-
 describe('momentum-queue plugin', () => {
   it("marks the step's phases in order, once each, without changing the step", () => {
     const a = harness();
@@ -61,7 +63,12 @@ describe('momentum-queue plugin', () => {
       'ema',
     ]);
     expect(marked.loss.dataSync()[0]).toBe(plain.loss.dataSync()[0]);
-    expect(maxDiff(snapshot(a.encoder.parameters()), snapshot(b.encoder.parameters()))).toBe(0);
+    expect(
+      maxAbsDiff(
+        snapshotVariables(a.encoder.parameters()),
+        snapshotVariables(b.encoder.parameters()),
+      ),
+    ).toBe(0);
     expect(stepPhases(a.method)).toEqual(phases);
     tf.dispose([
       marked.loss,
@@ -110,21 +117,21 @@ describe('momentum-queue plugin', () => {
 
   it('no gradient reaches the key encoder: with m = 1 it never changes while the query encoder trains', () => {
     const h = harness({ momentum: 1 });
-    const key0 = snapshot(h.keyEncoder.parameters());
-    const q0 = snapshot(h.encoder.parameters());
+    const key0 = snapshotVariables(h.keyEncoder.parameters());
+    const q0 = snapshotVariables(h.encoder.parameters());
     for (let i = 0; i < 3; i++) h.step();
-    expect(maxDiff(snapshot(h.keyEncoder.parameters()), key0)).toBe(0);
-    expect(maxDiff(snapshot(h.encoder.parameters()), q0)).toBeGreaterThan(1e-4);
+    expect(maxAbsDiff(snapshotVariables(h.keyEncoder.parameters()), key0)).toBe(0);
+    expect(maxAbsDiff(snapshotVariables(h.encoder.parameters()), q0)).toBeGreaterThan(1e-4);
     h.dispose();
   });
 
   it('updates the key encoder as the EMA of the query encoder after the step (m = 0.5)', () => {
     const h = harness({ momentum: 0.5 });
-    const key0 = snapshot(h.keyEncoder.parameters());
+    const key0 = snapshotVariables(h.keyEncoder.parameters());
     h.step();
-    const q1 = snapshot(h.encoder.parameters());
+    const q1 = snapshotVariables(h.encoder.parameters());
     const expected = key0.map((k, i) => k.map((v, j) => 0.5 * v + 0.5 * q1[i]![j]!));
-    expect(maxDiff(snapshot(h.keyEncoder.parameters()), expected)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(snapshotVariables(h.keyEncoder.parameters()), expected)).toBeLessThan(1e-6);
     h.dispose();
   });
 

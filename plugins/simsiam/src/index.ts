@@ -3,19 +3,17 @@ import { z } from 'zod';
 import {
   bindMethod,
   definePlugin,
-  loadVariables,
+  MethodParts,
   regressionLoss,
   stopGradient,
   symmetrize,
   Tokens,
-  variablesState,
   type Encoder,
   type Head,
   type Method,
   type ParameterGroup,
   type Plugin,
   type RegressionLoss,
-  type StateTensors,
   type StepContext,
   type Views,
 } from '@contrast/core';
@@ -41,7 +39,7 @@ export type SimSiamConfig = z.infer<typeof SimSiamConfigSchema>;
  *   L = D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2,  D(p, z) = -cos(p, z)
  * The stop-gradient sg(.) is what prevents collapse. Nothing happens after the step.
  */
-export class SimSiam implements Method<undefined> {
+export class SimSiam extends MethodParts implements Method<undefined> {
   readonly name = PLUGIN_NAME;
   readonly phases = { prepare: [], objective: ['forward', 'loss'], afterStep: [] };
 
@@ -50,7 +48,9 @@ export class SimSiam implements Method<undefined> {
     private readonly predictor: Head,
     private readonly loss: RegressionLoss,
     private readonly options: { symmetric: boolean; fixPredictorLr: boolean },
-  ) {}
+  ) {
+    super({ predictor }); // checkpointed as predictor/...
+  }
 
   parameterGroups(): ParameterGroup[] {
     return [
@@ -80,18 +80,6 @@ export class SimSiam implements Method<undefined> {
   }
 
   afterStep(): void {}
-
-  state(): Record<string, StateTensors> {
-    return { predictor: variablesState(this.predictor.namedVariables()) };
-  }
-
-  loadState(parts: Record<string, StateTensors>): void {
-    loadVariables(this.predictor.namedVariables(), parts.predictor, 'predictor');
-  }
-
-  dispose(): void {
-    this.predictor.dispose();
-  }
 }
 
 export function simsiamPlugin(): Plugin<SimSiamConfig> {

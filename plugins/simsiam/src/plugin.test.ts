@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { negativeCosine, type Head } from '@contrast/core';
-import { createCatalog, createStepHarness } from '@contrast/trainer';
+import { createCatalog, createStepHarness, maxAbsDiff, snapshotVariables } from '@contrast/trainer';
 import { SimSiam, simsiamPlugin } from './index.js';
 
 const harness = (strategy: Record<string, unknown> = {}) =>
@@ -24,9 +24,6 @@ const harness = (strategy: Record<string, unknown> = {}) =>
   );
 const predictorOf = (h: ReturnType<typeof harness>) =>
   (h.method as unknown as { predictor: Head }).predictor;
-const snapshot = (vs: readonly tf.Variable[]) => vs.map((v) => Float32Array.from(v.dataSync()));
-const maxDiff = (a: Float32Array[], b: Float32Array[]) =>
-  Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
 
 describe('simsiam plugin', () => {
   it('has one encoder, a predictor, no momentum encoder and no temperature', () => {
@@ -79,13 +76,13 @@ describe('simsiam plugin', () => {
 
   it("keeps the predictor's lr fixed: at a scheduled lr of 0 only the predictor moves", () => {
     const h = harness();
-    const enc0 = snapshot(h.encoder.parameters());
-    const pred0 = snapshot(predictorOf(h).parameters());
+    const enc0 = snapshotVariables(h.encoder.parameters());
+    const pred0 = snapshotVariables(predictorOf(h).parameters());
     const b = h.nextBatch();
     const out = h.session.step(b, 0); // scheduled lr 0, base lr 0.05
     tf.dispose([out.loss, b.x1, b.x2, b.indices]);
-    expect(maxDiff(snapshot(h.encoder.parameters()), enc0)).toBe(0);
-    expect(maxDiff(snapshot(predictorOf(h).parameters()), pred0)).toBeGreaterThan(1e-5);
+    expect(maxAbsDiff(snapshotVariables(h.encoder.parameters()), enc0)).toBe(0);
+    expect(maxAbsDiff(snapshotVariables(predictorOf(h).parameters()), pred0)).toBeGreaterThan(1e-5);
     h.dispose();
   });
 
