@@ -178,7 +178,13 @@ function xEncoding(x: XAxis): Channel {
 /** Shared look: the figure font, whole legend labels and titles, line + marker legend symbols. */
 const CONFIG = {
   font: FIGURE_FONT,
-  axis: { labelFontSize: 11, titleFontSize: 12, titleFontWeight: 'normal', labelLimit: 0 },
+  axis: {
+    labelFontSize: 11,
+    titleFontSize: 12,
+    titleFontWeight: 'normal',
+    labelLimit: 0,
+    labelSeparation: 6, // labels that would come closer are thinned out (not tested values)
+  },
   legend: {
     labelFontSize: 11,
     titleFontSize: 12,
@@ -232,7 +238,7 @@ export function studyPlotSpec(
       {
         mark: { type: 'line', strokeWidth: 2 },
         encoding: {
-          y: { ...y, field: 'mean', scale: { zero: false, padding: 8 } },
+          y: { ...y, field: 'mean', scale: { zero: false, nice: false, padding: 8 } },
           color: s.color,
           strokeDash: s.strokeDash,
         },
@@ -285,9 +291,13 @@ function curvePanel(
           scale: { domain: lo === hi ? [lo - 1, hi + 1] : [lo, hi], nice: false, padding: 16 },
           axis: { values: axes.xValues, format: 'd', grid: true },
         }
-      : {}),
+      : { axis: { tickMinStep: 1, format: 'd' } }), // steps are whole numbers
   };
-  const y = { type: 'quantitative', title: axes.y, scale: { zero: false, padding: 8 } };
+  const y = {
+    type: 'quantitative',
+    title: axes.y,
+    scale: { zero: false, nice: false, padding: 8 },
+  };
   return {
     width: 380,
     height: 260,

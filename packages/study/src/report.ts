@@ -111,6 +111,7 @@ export function markdownTable(
   return lines.join('\n');
 }
 
+/** results.csv: one row per run (every seed), RFC 4180 quoting where a value needs it. */
 export function csv(results: readonly StudyResult[]): string {
   const cols = [
     'series',
@@ -247,7 +248,7 @@ export async function curvesFigure(
   );
   const title =
     many && x.ks.length > 1
-      ? `${legend.title}, ${xTitle(meta)}`
+      ? `${legend.title}, ${meta.axis ?? xTitle(meta)}`
       : many
         ? legend.title
         : xTitle(meta);
