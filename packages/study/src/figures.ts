@@ -135,7 +135,8 @@ export interface XAxis {
 }
 
 /**
- * x encoding with ticks at exactly the tested values, labelled as written. Values
+ * x encoding with ticks at exactly the tested values, labelled as written (a label
+ * that would overlap its neighbour's is left out, its tick kept). Values
  * that are not numbers, a single value, or a log scale over values <= 0 are placed
  * as evenly spaced points.
  */
@@ -168,7 +169,9 @@ function xEncoding(x: XAxis): Channel {
     axis: {
       values: x.ks,
       labelExpr: `${JSON.stringify(labels)}[toString(datum.value)] || datum.label`,
-      labelOverlap: false,
+      // every tested value is labelled unless its label would print over a neighbour's
+      // (K = 254 beside 256 on a log axis): that one keeps its tick and loses the label
+      labelOverlap: 'greedy',
       labelFlush: false,
       grid: true,
     },
