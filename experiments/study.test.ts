@@ -80,7 +80,7 @@ describe('running a study', () => {
     expect(table).toContain('| series | 0 | 0.99 |');
     expect(table).toMatch(/\| axes \| \d+\.\d\d ± \d+\.\d\d \| \d+\.\d\d ± \d+\.\d\d \|/);
     expect(table).toContain('Alignment / uniformity');
-    const png = readFileSync(join(dir, 'axes-out', 'knn-vs-k.png'));
+    const png = readFileSync(join(dir, 'axes-out', 'knn-vs-strategy.momentum.png'));
     expect(png.subarray(1, 4).toString()).toBe('PNG');
     // per-run curves: every step's loss of every run, and the per-epoch kNN
     const curves = runCurves(out.results);

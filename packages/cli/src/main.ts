@@ -1,6 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { parseArgs } from 'node:util';
 import { ConfigError, isContrastError, loadExperiment } from '@contrast/core';
 import { catalogFor, catalogForRun, catalogForStudy } from './plugins.js';
@@ -10,7 +9,7 @@ import { runStudyOnQueue, startWorker, studyStatus } from './queue.js';
 import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backend';
 import { fashionMnistDir } from '@contrast/data';
 import { evaluateRun, runExperiment, type TrainResult } from '@contrast/trainer';
-import { loadStudy, readResults, runStudy, writeReport } from '@contrast/study';
+import { loadStudy, reportStudyFolder, runStudy } from '@contrast/study';
 import { syncRuns } from '@contrast/tracking';
 
 export {
@@ -32,7 +31,7 @@ const USAGE = `usage: contrast <command>
                          [--parallel N]          N configurations at a time, in child processes
   study run <study.yaml> --queue redis://h:p    queue the configurations on BullMQ and wait for workers
   study status <study.yaml> --queue redis://h:p show queued / running / done / failed configurations
-  study report <study-output-dir>                rewrite table.md, results.csv and knn-vs-k.png
+  study report <study-output-dir>                rewrite table.md, results.csv and the figures
   worker --queue redis://host:port               run queued study configurations, one at a time
   eval knn <run-dir> [--bank N] [--test N]       kNN top-1 of a run's encoder on the full splits
   eval linear <run-dir> [--epochs N] [--lr X] [--train N]
@@ -139,26 +138,11 @@ async function study(args: string[]): Promise<number> {
     return 2;
   }
   if (sub === 'report') {
-    const results = readResults(target);
-    if (results.length === 0) {
+    const files = await reportStudyFolder(target);
+    if (files.length === 0) {
       process.stderr.write(`contrast: no results.jsonl with results in ${target}\n`);
       return 2;
     }
-    const saved = join(target, 'study.yaml');
-    const meta = existsSync(saved)
-      ? (parseYaml(readFileSync(saved, 'utf8')) as {
-          description?: string;
-          x?: string;
-          xScale?: 'log' | 'linear';
-        })
-      : {};
-    const files = await writeReport(
-      target,
-      results,
-      meta.description || target,
-      meta.x,
-      meta.xScale,
-    );
     process.stdout.write(`${files.join('\n')}\n`);
     return 0;
   }

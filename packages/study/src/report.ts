@@ -1,62 +1,32 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Resvg } from '@resvg/resvg-js';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
 import { writeFileAtomic } from '@contrast/core';
-
-/** One finished run of a study, as stored in results.jsonl. */
-export interface StudyResult {
-  id: string;
-  series: string;
-  k: number;
-  /** The x value as written (axes form). */
-  xLabel?: string;
-  seed?: number;
-  knn: number;
-  alignment?: number;
-  uniformity?: number;
-  knnRandomInit?: number;
-  knnRawPixels?: number;
-  finalLoss: number;
-  imgPerSec: number;
-  wallSeconds: number;
-  steps: number;
-  epochs: number;
-  runPath: string;
-}
-
-export function readResults(outDir: string): StudyResult[] {
-  const file = join(outDir, 'results.jsonl');
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as StudyResult);
-}
+import { parse as parseYaml } from 'yaml';
+import {
+  curvesSpec,
+  lineLegends,
+  studyPlotSpec,
+  type CurvePoint,
+  type StudyPoint,
+  type StyleKey,
+  type XAxis,
+} from './figures.js';
+import {
+  figureStem,
+  protocolText,
+  reportMeta,
+  seedsText,
+  seriesLegend,
+  studyProtocols,
+  testedX,
+  xTitle,
+  type ReportMeta,
+} from './labels.js';
+import { renderFigure, type RenderedFigure } from './render.js';
+import { groups, meanStd, readResults, runFolder, type StudyResult } from './results.js';
 
 const pct = (x: number | undefined) =>
   x === undefined || Number.isNaN(x) ? '' : (100 * x).toFixed(2);
-
-/** Mean and (sample) standard deviation. */
-export function meanStd(xs: readonly number[]): { mean: number; std: number } {
-  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
-  const std =
-    xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1)) : 0;
-  return { mean, std };
-}
-
-/** Results per (series, x), over seeds. */
-function groups(results: readonly StudyResult[]) {
-  const series = [...new Set(results.map((r) => r.series))];
-  const ks = [...new Set(results.map((r) => r.k))].sort((a, b) => a - b);
-  const at = (s: string, k: number) => results.filter((r) => r.series === s && r.k === k);
-  const column = (k: number) => {
-    const label = results.find((r) => r.k === k)?.xLabel;
-    return label === undefined ? `K = ${k}` : label;
-  };
-  return { series, ks, at, column };
-}
 
 function cellOf(
   rs: readonly StudyResult[],
@@ -70,22 +40,42 @@ function cellOf(
   return xs.length > 1 ? `${mean.toFixed(digits)} ± ${std.toFixed(digits)}` : mean.toFixed(digits);
 }
 
-/** Series x value table in markdown: kNN top-1 (%), mean ± std over seeds. */
-export function markdownTable(results: readonly StudyResult[], title: string, xName = 'K'): string {
-  const { series, ks, at, column } = groups(results);
-  const seeds = new Set(results.map((r) => r.seed ?? 0)).size;
+/** What the numbers of a study's table and figures are, in one sentence. */
+function caption(results: readonly StudyResult[], protocol: ReturnType<typeof protocolText>) {
+  const seeds = seedsText(results);
+  const what = protocol
+    ? `${protocol.knn}; ${protocol.data}`
+    : "at the final epoch (the runs' config.yaml not found: protocol unknown)";
+  return `${what}${seeds ? `; ${seeds}` : ''}`;
+}
+
+/**
+ * Series x value table in markdown: kNN top-1 (%), mean ± std over seeds, under
+ * a caption with the evaluation protocol (`protocolText`). Rows are labelled by
+ * their values under the series field's name; columns by the tested x values.
+ */
+export function markdownTable(
+  results: readonly StudyResult[],
+  meta: ReportMeta,
+  protocol?: ReturnType<typeof protocolText>,
+): string {
+  const { series, ks, at } = groups(results);
+  const legend = seriesLegend(results, meta);
+  const x = testedX(results);
+  const column = (k: number) => (meta.axis ? x.label(k) : `K = ${k}`);
   const header = (first: string) => [
-    `| ${first} | ${ks.map((k) => column(k)).join(' | ')} |`,
+    `| ${first} | ${ks.map(column).join(' | ')} |`,
     `|---|${ks.map(() => '---:').join('|')}|`,
   ];
   const lines = [
-    `## ${title}`,
+    `## ${meta.title}`,
     '',
-    `kNN top-1 accuracy (%) on the test split; rows: series, columns: ${xName}${seeds > 1 ? `; mean ± std over ${seeds} seeds` : ''}.`,
+    `kNN top-1 accuracy (%) ${caption(results, protocol)}. Rows: ${legend.title}; columns: ${xTitle(meta)}.`,
     '',
-    ...header('series'),
+    ...header(legend.title),
     ...series.map(
-      (s) => `| ${s} | ${ks.map((k) => cellOf(at(s, k), (r) => r.knn, 2, 100)).join(' | ')} |`,
+      (s) =>
+        `| ${legend.label(s)} | ${ks.map((k) => cellOf(at(s, k), (r) => r.knn, 2, 100)).join(' | ')} |`,
     ),
   ];
   if (results.some((r) => r.alignment !== undefined)) {
@@ -93,10 +83,10 @@ export function markdownTable(results: readonly StudyResult[], title: string, xN
       '',
       'Alignment / uniformity (Wang & Isola 2020) of the final embeddings on test images (lower is better for both):',
       '',
-      ...header('series'),
+      ...header(legend.title),
       ...series.map(
         (s) =>
-          `| ${s} | ${ks
+          `| ${legend.label(s)} | ${ks
             .map(
               (k) =>
                 `${cellOf(at(s, k), (r) => r.alignment, 3)} / ${cellOf(at(s, k), (r) => r.uniformity, 3)}`,
@@ -110,7 +100,7 @@ export function markdownTable(results: readonly StudyResult[], title: string, xN
   if (init.length)
     lines.push(
       '',
-      `Reference: random-init encoder ${pct(init[0])}%, raw pixels ${pct(pixels[0])}%.`,
+      `Reference (same protocol): random-init encoder ${pct(init[0])}%, raw pixels ${pct(pixels[0])}%.`,
     );
   const wall = results.reduce((s, r) => s + r.wallSeconds, 0);
   lines.push(
@@ -121,6 +111,7 @@ export function markdownTable(results: readonly StudyResult[], title: string, xN
   return lines.join('\n');
 }
 
+/** results.csv: one row per run (every seed), RFC 4180 quoting where a value needs it. */
 export function csv(results: readonly StudyResult[]): string {
   const cols = [
     'series',
@@ -151,139 +142,192 @@ export function csv(results: readonly StudyResult[]): string {
   );
 }
 
-/** kNN accuracy against K, one line per series, log-scaled x: rendered to PNG. */
-export async function plotPng(
+/** The per-step loss and per-epoch kNN (%) of each run, from its metrics.jsonl. */
+export function runCurves(
   results: readonly StudyResult[],
-  title: string,
-  xLabel: string,
-  xScale: 'log' | 'linear' = 'log',
-): Promise<Buffer> {
-  const { series, ks, at } = groups(results);
-  const values = series.flatMap((s) =>
-    ks
-      .filter((k) => at(s, k).length > 0)
-      .map((k) => ({ series: s, k, knn: 100 * meanStd(at(s, k).map((r) => r.knn)).mean })),
-  );
-  const spec: TopLevelSpec = {
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title,
-    width: 520,
-    height: 320,
-    background: 'white',
-    data: { values },
-    mark: { type: 'line', point: { size: 60, filled: true }, strokeWidth: 2 },
-    encoding: {
-      x: {
-        field: 'k',
-        type: 'quantitative',
-        scale: xScale === 'log' ? { type: 'log', base: 2 } : { zero: false },
-        title: xLabel,
-      },
-      y: {
-        field: 'knn',
-        type: 'quantitative',
-        scale: { zero: false },
-        title: 'kNN top-1 accuracy (%)',
-      },
-      color: { field: 'series', type: 'nominal', title: 'series' },
-    },
-    config: { font: 'DejaVu Sans' },
-  };
-  return renderPng(spec);
-}
-
-/** The per-step loss and per-epoch kNN of each run, from its metrics.jsonl. */
-export function runCurves(results: readonly StudyResult[]): {
-  loss: { run: string; step: number; loss: number }[];
-  knn: { run: string; epoch: number; knn: number }[];
+  outDir?: string,
+): {
+  loss: { run: string; series: string; k: number; step: number; loss: number }[];
+  knn: { run: string; series: string; k: number; epoch: number; knn: number }[];
 } {
-  const loss: { run: string; step: number; loss: number }[] = [];
-  const knn: { run: string; epoch: number; knn: number }[] = [];
+  const loss: ReturnType<typeof runCurves>['loss'] = [];
+  const knn: ReturnType<typeof runCurves>['knn'] = [];
   for (const r of results) {
-    const file = join(r.runPath, 'metrics.jsonl');
+    const file = join(outDir ? runFolder(outDir, r) : r.runPath, 'metrics.jsonl');
     if (!existsSync(file)) continue;
-    const run = `${r.series} ${r.xLabel ?? r.k}${r.seed ? ` s${r.seed}` : ''}`;
+    const at = { run: r.id, series: r.series, k: r.k };
     for (const line of readFileSync(file, 'utf8').split('\n')) {
       if (!line.trim()) continue;
       const m = JSON.parse(line) as Record<string, number>;
-      if (typeof m.loss === 'number') loss.push({ run, step: m.step!, loss: m.loss });
+      if (typeof m.loss === 'number') loss.push({ ...at, step: m.step!, loss: m.loss });
       if (typeof m.knn_accuracy === 'number')
-        knn.push({ run, epoch: m.epoch!, knn: 100 * m.knn_accuracy });
+        knn.push({ ...at, epoch: m.epoch!, knn: 100 * m.knn_accuracy });
     }
   }
   return { loss, knn };
 }
 
-async function renderPng(spec: TopLevelSpec): Promise<Buffer> {
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  const svg = await view.toSVG();
-  view.finalize();
-  return new Resvg(svg, {
-    fitTo: { mode: 'zoom', value: 2 },
-    font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' },
-  })
-    .render()
-    .asPng();
+/** Mean, mean - std and mean + std over the seeds of each (line, position). */
+export function overSeeds(
+  points: readonly { line: string; at: number; value: number }[],
+): CurvePoint[] {
+  const by = new Map<string, { line: string; at: number; values: number[] }>();
+  for (const p of points) {
+    const key = `${p.line}\u0000${p.at}`;
+    const g = by.get(key) ?? { line: p.line, at: p.at, values: [] };
+    g.values.push(p.value);
+    by.set(key, g);
+  }
+  return [...by.values()].map(({ line, at, values }) => {
+    const { mean, std } = meanStd(values);
+    return { line, at, mean, lo: mean - std, hi: mean + std, n: values.length };
+  });
 }
 
-/** Loss against step and kNN against epoch, one line per run. */
-export async function curvesPng(results: readonly StudyResult[], title: string): Promise<Buffer> {
-  const { loss, knn } = runCurves(results);
-  const color = { field: 'run', type: 'nominal' as const, title: 'run' };
-  return renderPng({
-    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title,
-    background: 'white',
-    hconcat: [
-      {
-        width: 380,
-        height: 260,
-        data: { values: loss },
-        mark: { type: 'line', strokeWidth: 1 },
-        encoding: {
-          x: { field: 'step', type: 'quantitative', title: 'step' },
-          y: {
-            field: 'loss',
-            type: 'quantitative',
-            scale: { zero: false },
-            title: 'training loss',
-          },
-          color,
-        },
-      },
-      {
-        width: 300,
-        height: 260,
-        data: { values: knn },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: { field: 'epoch', type: 'quantitative', title: 'epoch', axis: { tickMinStep: 1 } },
-          y: { field: 'knn', type: 'quantitative', scale: { zero: false }, title: 'kNN top-1 (%)' },
-          color,
-        },
-      },
-    ],
-    config: { font: 'DejaVu Sans' },
-  } as TopLevelSpec);
+/** The kNN figure's points: one per (series, x), mean ± std over seeds, in %. */
+export function studyPoints(
+  results: readonly StudyResult[],
+  label: (series: string) => string,
+  xLabel: (k: number) => string,
+): StudyPoint[] {
+  const { series, ks, at } = groups(results);
+  return series.flatMap((s) =>
+    ks
+      .filter((k) => at(s, k).length > 0)
+      .map((k) => {
+        const { mean, std } = meanStd(at(s, k).map((r) => 100 * r.knn));
+        const n = at(s, k).length;
+        return { series: label(s), k, xText: xLabel(k), mean, lo: mean - std, hi: mean + std, n };
+      }),
+  );
 }
 
-/** Writes table.md, results.csv, knn-vs-k.png and curves.png into the study folder. */
+/** The study figure: kNN accuracy against the swept value. */
+export async function studyFigure(
+  results: readonly StudyResult[],
+  meta: ReportMeta,
+  subtitle: string[],
+): Promise<RenderedFigure> {
+  const legend = seriesLegend(results, meta);
+  const tested = testedX(results);
+  const x: XAxis = { ...tested, title: xTitle(meta), scale: meta.xScale ?? 'log' };
+  const key: StyleKey = { field: 'series', title: legend.title, domain: legend.names };
+  const points = studyPoints(results, legend.label, tested.label);
+  return renderFigure(
+    studyPlotSpec(points, x, key, { text: meta.title, subtitle }),
+    meta.title,
+    lineLegends,
+  );
+}
+
+/**
+ * The curves figure: loss per step and kNN per epoch, one line per configuration
+ * (series x value), seeds as bands / error bars. Undefined when no run folder
+ * has a metrics.jsonl.
+ */
+export async function curvesFigure(
+  outDir: string,
+  results: readonly StudyResult[],
+  meta: ReportMeta,
+  subtitle: string[],
+): Promise<RenderedFigure | undefined> {
+  const { loss, knn } = runCurves(results, outDir);
+  if (loss.length === 0) return undefined;
+  const legend = seriesLegend(results, meta);
+  const x = testedX(results);
+  const many = legend.names.length > 1;
+  const line = (p: { series: string; k: number }) =>
+    many && x.ks.length > 1
+      ? `${legend.label(p.series)}, ${x.label(p.k)}`
+      : many
+        ? legend.label(p.series)
+        : x.label(p.k);
+  const { series, ks, at } = groups(results);
+  const domain = series.flatMap((s) =>
+    ks.filter((k) => at(s, k).length > 0).map((k) => line({ series: s, k })),
+  );
+  const title =
+    many && x.ks.length > 1
+      ? `${legend.title}, ${meta.axis ?? xTitle(meta)}`
+      : many
+        ? legend.title
+        : xTitle(meta);
+  const lossPoints = withMarkers(
+    overSeeds(loss.map((p) => ({ line: line(p), at: p.step, value: p.loss }))),
+    domain,
+  );
+  const knnPoints = overSeeds(knn.map((p) => ({ line: line(p), at: p.epoch, value: p.knn })));
+  return renderFigure(
+    curvesSpec(
+      lossPoints,
+      knnPoints,
+      { field: 'line', title, domain },
+      {
+        text: meta.title,
+        subtitle,
+      },
+    ),
+    meta.title,
+    lineLegends,
+  );
+}
+
+/** Marks about 8 steps per line for markers, staggered between lines so they do not pile up. */
+function withMarkers(points: CurvePoint[], lines: readonly string[]): CurvePoint[] {
+  const last = new Map<string, number>();
+  for (const p of points) last.set(p.line, Math.max(last.get(p.line) ?? 0, p.at));
+  return points.map((p) => {
+    const every = Math.max(1, Math.round((last.get(p.line) ?? 1) / 8));
+    const offset = Math.round((lines.indexOf(p.line) * every) / Math.max(1, lines.length));
+    return { ...p, marker: (p.at + offset) % every === 0 };
+  });
+}
+
+/**
+ * Writes the study report into its folder: table.md, results.csv, the study
+ * figure `knn-vs-<axis>.{png,svg,pdf}` (`knn-vs-k.*` for series studies, whose x
+ * is K) and `curves.{png,svg,pdf}`. Returns the paths written, table.md first.
+ */
 export async function writeReport(
   outDir: string,
   results: readonly StudyResult[],
-  title: string,
-  xLabel = 'K (negatives per query)',
-  xScale: 'log' | 'linear' = 'log',
+  meta: ReportMeta,
 ): Promise<string[]> {
-  const files = [
-    join(outDir, 'table.md'),
-    join(outDir, 'results.csv'),
-    join(outDir, 'knn-vs-k.png'),
-    join(outDir, 'curves.png'),
+  const protocol = protocolText(studyProtocols(outDir, results));
+  const seeds = seedsText(results);
+  const subtitle = [
+    ...(protocol ? [`kNN top-1 ${protocol.knn}`, protocol.data] : ['kNN top-1 at the final epoch']),
+    ...(seeds ? [`${seeds}: error bars / bands`] : []),
   ];
-  writeFileAtomic(files[0]!, markdownTable(results, title, xLabel));
-  writeFileAtomic(files[1]!, csv(results));
-  writeFileAtomic(files[2]!, await plotPng(results, title, xLabel, xScale));
-  writeFileAtomic(files[3]!, await curvesPng(results, title));
+  const files: string[] = [];
+  const write = (name: string, data: string | Uint8Array) => {
+    writeFileAtomic(join(outDir, name), data);
+    files.push(join(outDir, name));
+  };
+  write('table.md', markdownTable(results, meta, protocol));
+  write('results.csv', csv(results));
+  const writeFigure = (stem: string, f: RenderedFigure) => {
+    write(`${stem}.png`, f.png);
+    write(`${stem}.svg`, f.svg);
+    write(`${stem}.pdf`, f.pdf);
+  };
+  writeFigure(figureStem(meta), await studyFigure(results, meta, subtitle));
+  const curves = await curvesFigure(outDir, results, meta, subtitle);
+  if (curves) writeFigure('curves', curves);
   return files;
+}
+
+/**
+ * `contrast study report <dir>`: re-renders a study folder's report from its
+ * results.jsonl and the study.yaml stored beside it (either may come from an
+ * earlier version). Returns the paths written; none when there are no results.
+ */
+export async function reportStudyFolder(outDir: string): Promise<string[]> {
+  const results = readResults(outDir);
+  if (results.length === 0) return [];
+  const saved = join(outDir, 'study.yaml');
+  const study = existsSync(saved)
+    ? ((parseYaml(readFileSync(saved, 'utf8')) ?? {}) as Record<string, unknown>)
+    : {};
+  return writeReport(outDir, results, reportMeta(study, outDir));
 }

@@ -19,7 +19,9 @@ import {
 import { stringify } from 'yaml';
 import { expandStudy, loadStudy, type StudyRun } from './expand.js';
 import type { Study } from './schema.js';
-import { readResults, writeReport, type StudyResult } from './report.js';
+import { reportMeta } from './labels.js';
+import { writeReport } from './report.js';
+import { readResults, type StudyResult } from './results.js';
 
 export interface StudyOptions {
   /** Output folder (default runs/studies/<study name>). */
@@ -225,12 +227,6 @@ export async function reportStudy(
 ): Promise<{ results: StudyResult[]; reportFiles: string[] }> {
   const ids = new Set(runs.map((r) => r.id));
   const results = readResults(outDir).filter((r) => ids.has(r.id));
-  const reportFiles = await writeReport(
-    outDir,
-    results,
-    study.description || study.name,
-    study.x,
-    study.xScale,
-  );
+  const reportFiles = await writeReport(outDir, results, reportMeta(study, outDir));
   return { results, reportFiles };
 }

@@ -17,10 +17,15 @@ export const StudySchema = z
     /** The base experiment YAML, relative to the study file. */
     base: z.string().min(1),
     set: Settings,
-    /** x axis label of the plot. */
-    x: z.string().default('K (negatives per query)'),
-    /** 'log' (base 2, for K) or 'linear' (e.g. momentum, temperature). */
-    xScale: z.enum(['log', 'linear']).default('log'),
+    /** x axis title of the figure (default: the `axis` field, or K for series). */
+    x: z.string().min(1).optional(),
+    /**
+     * 'log' (e.g. K, temperature), 'linear', or 'point' (the tested values evenly
+     * spaced, e.g. momentum 0, 0.9, 0.99, 0.999). Ticks are always the tested values.
+     */
+    xScale: z.enum(['log', 'linear', 'point']).default('log'),
+    /** Legend title of a series-form study (default 'series'); axes studies name their fields. */
+    legend: z.string().min(1).optional(),
     /**
      * Axes form: `axis` is the swept field on the x axis; `grid` lists values per
      * field (every combination runs; fields other than `axis` become series);
