@@ -138,9 +138,10 @@ export class MlflowClient {
     }
   }
 
-  /** `experiments/search`, one page. */
+  /** `experiments/search`, one page (1000 experiments unless `max_results` says otherwise). */
   async searchExperiments(req: SearchExperimentsRequest = {}): Promise<SearchExperimentsResponse> {
-    return this.post('/experiments/search', req);
+    // the server refuses a search without max_results (it reads the missing field as 0)
+    return this.post('/experiments/search', { max_results: 1000, ...req });
   }
 
   /** `experiments/search`, every page. */
@@ -293,10 +294,9 @@ export class MlflowClient {
 
   /** Lists one folder (not recursive); paths are relative to it. */
   async listArtifacts(req: ArtifactLocation): Promise<FileInfo[]> {
-    const path = [artifactProxyPath(req.artifact_uri), req.path ?? '']
+    const path = [artifactProxyPath(req.artifact_uri), relativeArtifactPath(req.path ?? '')]
       .filter(Boolean)
-      .join('/')
-      .replace(/\/+$/, '');
+      .join('/');
     const r = await this.http.json<{ files?: FileInfo[] }>({
       method: 'GET',
       path: ARTIFACTS,
@@ -431,12 +431,28 @@ function modelPath(modelId: string): string {
   return `${API}/logged-models/${encodeURIComponent(modelId)}`;
 }
 
-/** Proxy URL path of one file: the root's proxy path, then the file's path segments, encoded. */
+/**
+ * Proxy URL path of one file: the root's proxy path, then the file's path
+ * segments, encoded. `.` and `..` segments are refused: the URL would resolve
+ * them before the server sees them, reaching outside the artifact root.
+ */
 function artifactUrlPath(req: { artifact_uri: string; path: string }): string {
-  const parts = [...artifactProxyPath(req.artifact_uri).split('/'), ...req.path.split('/')]
+  const rel = relativeArtifactPath(req.path);
+  const parts = [...artifactProxyPath(req.artifact_uri).split('/'), ...rel.split('/')]
     .filter(Boolean)
     .map(encodeURIComponent);
   return `${ARTIFACTS}/${parts.join('/')}`;
+}
+
+function relativeArtifactPath(path: string): string {
+  const segments = path.split('/').filter(Boolean);
+  if (path.includes('\\') || segments.some((s) => s === '.' || s === '..')) {
+    throw new MlflowError('MLFLOW_INVALID_INPUT', `artifact path '${path}' leaves its folder`, {
+      hint: "use a relative path of plain '/'-separated names (no '.', '..' or '\\')",
+      errorCode: 'INVALID_PARAMETER_VALUE',
+    });
+  }
+  return segments.join('/');
 }
 
 /** JSON has no NaN or Infinity; MLflow reads them as the strings "NaN", "Infinity", "-Infinity". */

@@ -12,8 +12,10 @@ export type MlflowErrorCode =
   | 'MLFLOW_UNSUPPORTED_SCHEME'
   /** No answer: connection refused, DNS failure, reset or timeout. Retryable. */
   | 'MLFLOW_UNREACHABLE'
-  /** HTTP 401 or 403: the server refused the credentials. */
+  /** HTTP 401: the server refused the credentials (or wants some). */
   | 'MLFLOW_UNAUTHORIZED'
+  /** HTTP 403: the credentials are good but not allowed to make this call. */
+  | 'MLFLOW_PERMISSION_DENIED'
   /** Any other non-2xx answer; `status` and `errorCode` say which. */
   | 'MLFLOW_HTTP_ERROR'
   /** A 2xx answer whose body is not the JSON the endpoint promises. */

@@ -40,6 +40,8 @@ export interface RequestSpec {
 const RETRYABLE_STATUS = (s: number) => s === 429 || s >= 500;
 const AUTH_HINT =
   'check MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD';
+const PERMISSION_HINT =
+  "use credentials allowed to do this (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), or ask the server's admin for the permission";
 
 /**
  * HTTP on `fetch` for the MLflow REST API: auth headers, per-attempt timeouts,
@@ -182,13 +184,18 @@ export class HttpTransport {
       /* not JSON (a proxy's HTML page, the auth app's plain text): keep the text */
     }
     const coded = errorCode ? { errorCode } : {};
-    if (status === 401 || status === 403) {
+    if (status === 401) {
       return new MlflowError(
         'MLFLOW_UNAUTHORIZED',
-        this.redact(
-          `MLflow server at ${this.base} refused the credentials (HTTP ${status} on ${what})`,
-        ),
+        this.redact(`MLflow server at ${this.base} refused the credentials (HTTP 401 on ${what})`),
         { status, ...coded, hint: AUTH_HINT },
+      );
+    }
+    if (status === 403) {
+      return new MlflowError(
+        'MLFLOW_PERMISSION_DENIED',
+        this.redact(`MLflow server at ${this.base} denied ${what} (HTTP 403: ${message})`),
+        { status, ...coded, hint: PERMISSION_HINT },
       );
     }
     return new MlflowError(
