@@ -42,6 +42,11 @@ export interface MlflowErrorOptions {
   retryable?: boolean;
 }
 
+/**
+ * Every failure the client reports: `code` (what kind), `detail` (the message
+ * without the fix), `hint` (the fix), `status` (HTTP), `errorCode` (MLflow's),
+ * `retryable`. The message is `detail`, then `fix: hint` on its own line.
+ */
 export class MlflowError extends Error {
   readonly code: MlflowErrorCode;
   /** The message without the fix. */

@@ -110,6 +110,7 @@ export class MlflowServer {
     return server;
   }
 
+  /** True while the server process is alive. */
   get running(): boolean {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
