@@ -25,4 +25,21 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  {
+    // a standalone client: usable without Contrast or TensorFlow
+    files: ['packages/mlflow-ts-client/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['@contrast/*', '@tensorflow/*'],
+              message: 'mlflow-ts-client must not depend on Contrast packages or TensorFlow',
+            },
+          ],
+        },
+      ],
+    },
+  },
 );

@@ -1,28 +1,48 @@
-import { readdirSync, existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readdirSync, existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
-// Workspace packages resolve to their sources, so tests never need a build.
+// Workspace packages resolve to their sources, so tests never need a build: each
+// package's name (and each subpath it exports, e.g. `mlflow-ts-client/testing`)
+// maps to the source file behind its dist entry.
 const root = import.meta.dirname;
-const alias: Record<string, string> = {};
+const alias: { find: RegExp; replacement: string }[] = [];
 for (const group of ['packages', 'plugins']) {
   for (const dir of readdirSync(join(root, group))) {
-    const entry = join(root, group, dir, 'src/index.ts');
-    if (!existsSync(entry)) continue;
-    const name = group === 'plugins' ? `@contrast/plugin-${dir}` : `@contrast/${dir}`;
-    alias[name] = resolve(entry);
+    const pkgFile = join(root, group, dir, 'package.json');
+    if (!existsSync(pkgFile)) continue;
+    const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as {
+      name: string;
+      exports?: Record<string, { default?: string }>;
+    };
+    for (const [sub, target] of Object.entries(pkg.exports ?? {})) {
+      const src = target.default?.replace(/^\.\/dist\//, 'src/').replace(/\.js$/, '.ts');
+      if (!src || !existsSync(join(root, group, dir, src))) continue;
+      const name = sub === '.' ? pkg.name : `${pkg.name}/${sub.replace(/^\.\//, '')}`;
+      alias.push({
+        find: new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`),
+        replacement: join(root, group, dir, src),
+      });
+    }
   }
 }
+
+// MlflowServer (mlflow-ts-client/testing) runs $MLFLOW_BIN: by default the venv scripts/setup.sh creates.
+const mlflowVenv =
+  process.env.CONTRAST_MLFLOW_VENV ?? join(homedir(), '.cache', 'contrast', 'mlflow-venv');
+const MLFLOW_BIN =
+  process.env.MLFLOW_BIN || process.env.CONTRAST_MLFLOW_BIN || join(mlflowVenv, 'bin', 'mlflow');
 
 export default defineConfig({
   resolve: { alias },
   test: {
-    include: [
-      'packages/*/src/**/*.test.ts',
-      'plugins/*/src/**/*.test.ts',
-      'experiments/**/*.test.ts',
-    ],
-    setupFiles: [resolve(root, 'vitest.setup.ts')],
+    // relative to --dir: the whole repository from the root, one package with
+    // `pnpm --filter <package> test` (its script passes --dir .)
+    include: ['**/*.test.ts'],
+    exclude: ['**/node_modules/**', '**/.git/**', '**/dist/**', '**/.turbo/**', 'runs/**'],
+    env: { MLFLOW_BIN },
+    setupFiles: [join(root, 'vitest.setup.ts')],
     testTimeout: 120_000,
     hookTimeout: 300_000,
     pool: 'forks',

@@ -59,7 +59,7 @@ pnpm exec turbo run build --output-logs=errors-only
 node packages/cli/dist/bin.js setup
 
 # 6. MLflow (server for the tracking integration tests and a local UI) in a cached venv.
-#    Keep the version in step with MLFLOW_VERSION in packages/tracking/src/mlflow/server.ts.
+#    Keep the version in step with MLFLOW_VERSION in packages/mlflow-ts-client/src/testing/server.ts.
 MLFLOW_VERSION=3.17.2
 MLFLOW_VENV="${CONTRAST_MLFLOW_VENV:-$HOME/.cache/contrast/mlflow-venv}"
 if [ ! -f "$MLFLOW_VENV/.installed-$MLFLOW_VERSION-auth" ]; then

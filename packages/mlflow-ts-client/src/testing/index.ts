@@ -1,0 +1,7 @@
+export {
+  freePort,
+  MLFLOW_VERSION,
+  mlflowBinary,
+  MlflowServer,
+  type MlflowServerOptions,
+} from './server.js';
