@@ -180,7 +180,7 @@ function packageJson(name: string): string {
     scripts: {
       build: 'tsc -p tsconfig.build.json',
       typecheck: 'tsc -p tsconfig.json --noEmit',
-      test: `vitest run --config ../../vitest.config.ts --root ../.. plugins/${name}/`,
+      test: 'vitest run --config ../../vitest.config.ts --dir .',
     },
     dependencies: { '@contrast/core': 'workspace:*', '@tensorflow/tfjs': '4.22.0' },
     devDependencies: { '@contrast/trainer': 'workspace:*' },
