@@ -1,2 +1,3 @@
 export * from './knn.js';
 export * from './linear.js';
+export * from './health.js';
