@@ -1,5 +1,5 @@
 import { spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import ts from 'typescript';
@@ -44,7 +44,10 @@ describe('docs/adding-a-method.md runs as written', () => {
   });
 
   it('the written plugin type-checks, and its method trains on real data without leaking', async () => {
-    const dir = join(mkdtempSync(join(tmpdir(), 'contrast-scaffold-')), 'my-method');
+    // a folder laid out like the workspace (the plugin's tsconfig extends ../../tsconfig.base.json)
+    const top = mkdtempSync(join(tmpdir(), 'contrast-scaffold-'));
+    copyFileSync(join(repo, 'tsconfig.base.json'), join(top, 'tsconfig.base.json'));
+    const dir = join(top, 'plugins', 'my-method');
     const written = newMethod('my-method', dir);
     expect(written.map((f) => f.slice(dir.length + 1)).sort()).toEqual([
       'README.md',

@@ -76,6 +76,8 @@ export interface NegativeSource {
   readonly name: string;
   /** The name of the phase its afterStep runs in ('enqueue', 'bank_write'), when it has work there. */
   readonly updatePhase?: string;
+  /** K: explicit negatives per query (queue or bank); undefined for in-batch negatives. */
+  readonly negativesPerQuery?: number;
   /** Inside the gradient tape. Must not mutate state: updates happen in afterStep. */
   keys(input: KeysInput): Keys;
   /**
@@ -134,6 +136,15 @@ interface LossBase {
 export interface ContrastiveLoss extends LossBase {
   readonly kind: 'explicit' | 'in-batch';
   compute(input: ContrastiveLossInput): ContrastiveLossOutput;
+  /**
+   * The loss when the embeddings carry no information (all similarities equal):
+   * log(K + 1) for InfoNCE with K negatives; undefined when it has no closed form.
+   */
+  chance?(input: {
+    negatives?: number | undefined;
+    batchSize: number;
+    temperature: number;
+  }): number | undefined;
 }
 
 export interface RegressionLoss extends LossBase {
@@ -249,6 +260,8 @@ export interface Tracker {
   logParams(params: Record<string, unknown>): Promise<void> | void;
   logMetrics(record: MetricRecord): void;
   setSummary(summary: Record<string, unknown>): void;
+  /** Labels on the run (MLflow tags), e.g. `contrast.health: collapse`. */
+  setTags?(tags: Record<string, string>): void;
   saveArtifact(name: string, data: Uint8Array | string): Promise<void> | void;
   /** Records a file already written (e.g. a checkpoint) as an artifact named `name`. */
   attachFile?(name: string, path: string): void;

@@ -95,6 +95,13 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
     return [{ params: [...encoder.parameters(), ...(predictor?.parameters() ?? [])] }];
   }
 
+  /** The loss's chance value for this source's negatives (doubled when two-way). */
+  chanceLoss(batchSize: number): number | undefined {
+    const { loss, source, temperature, symmetric } = this.parts;
+    const one = loss.chance?.({ negatives: source.negativesPerQuery, batchSize, temperature });
+    return one === undefined ? undefined : symmetric ? 2 * one : one;
+  }
+
   stepValues(): Record<string, number> {
     const m = this.parts.keyEncoder.currentMomentum;
     return m === undefined ? {} : { momentum: m };

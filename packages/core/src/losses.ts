@@ -35,6 +35,10 @@ const positiveFirst = (n: number) => tf.zeros([n], 'int32') as tf.Tensor1D;
 export class InfoNceLoss implements ContrastiveLoss {
   readonly name = 'infonce';
   readonly kind = 'explicit' as const;
+  /** log(K + 1): the positive is one of K + 1 equally likely candidates. */
+  chance({ negatives }: { negatives?: number | undefined }): number | undefined {
+    return negatives === undefined ? undefined : Math.log(negatives + 1);
+  }
   compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
     const neg = explicitNegatives(this.name, negatives);
     return infoNceFused({ query, positive, negatives: neg, temperature });
@@ -45,6 +49,10 @@ export class InfoNceLoss implements ContrastiveLoss {
 export class NtXentLoss implements ContrastiveLoss {
   readonly name = 'nt-xent';
   readonly kind = 'in-batch' as const;
+  /** log(2N - 1): each of 2N views has 2N - 1 candidates. */
+  chance({ batchSize }: { batchSize: number }): number {
+    return Math.log(2 * batchSize - 1);
+  }
   compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
     if (negatives !== 'in-batch') {
       throw new ConfigError('loss.name', "'nt-xent' takes its negatives from the batch", {
@@ -66,6 +74,10 @@ export class NtXentLoss implements ContrastiveLoss {
 export class KeyBatchInfoNceLoss implements ContrastiveLoss {
   readonly name = 'infonce-batch';
   readonly kind = 'in-batch' as const;
+  /** 2t log(N): N keys per query, scaled by 2t. */
+  chance({ batchSize, temperature }: { batchSize: number; temperature: number }): number {
+    return 2 * temperature * Math.log(batchSize);
+  }
   compute({ query, positive, temperature }: LossInput): LossOutput {
     return tf.tidy(() => {
       const logits = tf.div(tf.matMul(query, positive, false, true), temperature) as tf.Tensor2D;

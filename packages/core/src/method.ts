@@ -89,6 +89,8 @@ export interface Method<P = unknown> {
   ): void;
   /** Host values logged with the step and read before it runs (e.g. the EMA `momentum`). */
   stepValues?(): Record<string, number>;
+  /** The loss of a model that has learnt nothing, when known (health checks compare with it). */
+  chanceLoss?(batchSize: number): number | undefined;
   /** Named state parts (key encoder, queue, predictor...); checkpoints prefix each by its name. */
   state(): Record<string, StateTensors>;
   loadState(parts: Record<string, StateTensors>): void;

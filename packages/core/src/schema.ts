@@ -161,6 +161,12 @@ export const ExperimentSchema = z
         baselines: z.boolean().default(true),
         /** Alignment and uniformity (Wang & Isola) on this many test images at the end (0 = off). */
         alignUniform: z.number().int().min(0).default(1000),
+        /**
+         * Health checks at every epoch end on up to this many test images (0 = off):
+         * collapse (per-dimension std, effective rank, uniformity), a pretext task
+         * solved early (a BN shortcut), a loss stuck at its chance value.
+         */
+        health: z.number().int().min(0).default(1000),
       })
       .strict()
       .default({}),

@@ -61,6 +61,10 @@ export class QueueSource extends StoreBackedSource<KeyQueue> implements Negative
     return this.store;
   }
 
+  get negativesPerQuery(): number {
+    return this.store.size;
+  }
+
   keys({ key }: KeysInput): Keys {
     const positive = requireKey(this.name, key, 'a queue of keys');
     return { positive, negatives: this.queue.keys }; // l_pos: [N, 1], l_neg: [N, K]
@@ -106,6 +110,10 @@ export class BankSource extends StoreBackedSource<MemoryBank> implements Negativ
 
   get bank(): MemoryBank {
     return this.store;
+  }
+
+  get negativesPerQuery(): number {
+    return this.options.negatives;
   }
 
   keys({ indices, indexArray }: KeysInput): Keys {

@@ -102,6 +102,12 @@ export class LocalRunTracker implements Tracker {
     this.writeSummary('running');
   }
 
+  /** Tags go into summary.json's `tags` (a tracking server receives them from there too). */
+  setTags(tags: Record<string, string>): void {
+    const old = (this.summary.tags as Record<string, string> | undefined) ?? {};
+    this.setSummary({ tags: { ...old, ...tags } });
+  }
+
   /** A value set with setSummary, if any. */
   summaryValue(key: string): unknown {
     return this.summary[key];

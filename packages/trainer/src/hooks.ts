@@ -1,6 +1,7 @@
 import { encodeBundle, type Tracker } from '@contrast/core';
+import { checkHealth, type EmbeddingHealth, type HealthWarning } from '@contrast/eval';
 import { writeCheckpoint } from './checkpoint.js';
-import { alignUniformOf, knnOfEncoder, knnOfPixels } from './monitor.js';
+import { alignUniformOf, embeddingHealthOf, knnOfEncoder, knnOfPixels } from './monitor.js';
 import { Progress } from './progress.js';
 import type { TrainingSession } from './session.js';
 
@@ -44,6 +45,8 @@ export interface HookResults {
   alignment?: number;
   uniformity?: number;
   embeddingStd?: number;
+  /** The health checks: warnings raised, and the last epoch's embedding statistics. */
+  health?: { warnings: HealthWarning[]; last?: EmbeddingHealth };
 }
 
 export interface RunContext {
@@ -283,5 +286,56 @@ export function checkpointHook(options: CheckpointOptions): Hook {
     },
     onEpochEnd: save,
     onStop: save,
+  };
+}
+
+/**
+ * Health checks at every epoch end (eval.health test images; DESIGN's hook):
+ * embedding collapse, an early pretext shortcut, a loss stuck at chance
+ * (`checkHealth`). Statistics go to the tracker as `health_*` metrics; each
+ * warning is printed with its code, tagged on the run and kept in the summary.
+ */
+export function healthHook(): Hook {
+  let losses: number[] = [];
+  let accuracies: number[] = [];
+  const warnings: HealthWarning[] = [];
+  return {
+    name: 'health',
+    afterStep(_run, r) {
+      losses.push(r.loss);
+      if (r.metrics.pretext_accuracy !== undefined) accuracies.push(r.metrics.pretext_accuracy);
+    },
+    onEpochEnd(run, epoch) {
+      const n = run.session.config.eval.health;
+      if (n < 2) return;
+      const embeddings = embeddingHealthOf(run.session, n);
+      const tail = (xs: number[]) => xs.slice(-Math.max(1, Math.floor(xs.length / 4)));
+      const { batchSize } = run.session.config.optim;
+      const found = checkHealth({
+        epoch: epoch + 1,
+        epochs: run.epochs,
+        embeddings,
+        losses: tail(losses),
+        accuracies: tail(accuracies),
+        chanceLoss: run.session.method.chanceLoss?.(batchSize),
+      });
+      run.tracker.logMetrics({
+        step: run.state.step,
+        epoch: epoch + 1,
+        health_embedding_std: embeddings.std,
+        health_effective_rank: embeddings.effectiveRank,
+        health_uniformity: embeddings.uniformity,
+      });
+      for (const w of found) {
+        run.log(`warning [${w.code}] epoch ${w.epoch}: ${w.message}`);
+        run.tracker.setTags?.({
+          [`contrast.health.${w.code.slice(16).toLowerCase()}`]: `epoch ${w.epoch}`,
+        });
+      }
+      warnings.push(...found);
+      run.results.health = { warnings, last: embeddings };
+      losses = [];
+      accuracies = [];
+    },
   };
 }

@@ -3,7 +3,9 @@ import { Rng, type ImageSplit } from '@contrast/core';
 import { BatchAugmentation, gatherPixels, splitBatch } from '@contrast/data';
 import {
   alignmentUniformity,
+  embeddingHealth,
   embeddingStd,
+  type EmbeddingHealth,
   knnOnEncoder,
   knnOnPixels,
   type KnnResult,
@@ -65,4 +67,22 @@ export function alignUniformOf(
   const r = { ...alignmentUniformity({ a, b }), embeddingStd: embeddingStd(a) };
   tf.dispose([a, b, ...views.a, ...views.b]);
   return r;
+}
+
+/**
+ * Health statistics of the embeddings (eval-mode BN, no augmentation) of the
+ * first `n` test images: per-dimension std, effective rank, uniformity.
+ */
+export function embeddingHealthOf(session: TrainingSession, n: number): EmbeddingHealth {
+  const { dataset, encoder } = session;
+  const count = Math.min(n, dataset.test.n);
+  const parts: tf.Tensor2D[] = [];
+  for (let s = 0; s < count; s += 250) {
+    const e = Math.min(count, s + 250);
+    parts.push(tf.tidy(() => encoder.embed(splitBatch(dataset, dataset.test, s, e), false)));
+  }
+  const z = tf.concat(parts, 0) as tf.Tensor2D;
+  const health = embeddingHealth(z);
+  tf.dispose([z, ...parts]);
+  return health;
 }

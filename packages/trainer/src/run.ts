@@ -238,6 +238,15 @@ export function summaryOf(result: TrainResult): Record<string, unknown> {
           embedding_std: result.embeddingStd,
         }
       : {}),
+    ...(result.health
+      ? {
+          health: {
+            warnings: result.health.warnings,
+            effective_rank: result.health.last?.effectiveRank,
+            std_ratio: result.health.last?.stdRatio,
+          },
+        }
+      : {}),
     wall_seconds: result.wallSeconds,
     peak_rss_mb: result.peakRssMb,
     backend: tf.getBackend(),

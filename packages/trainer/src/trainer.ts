@@ -5,6 +5,7 @@ import {
   alignUniformHook,
   baselinesHook,
   checkpointHook,
+  healthHook,
   knnHook,
   leakHook,
   metricsHook,
@@ -13,6 +14,7 @@ import {
   type CheckpointOptions,
   type CheckpointValues,
   type Hook,
+  type HookResults,
   type RunContext,
   type RunState,
   type StepRecord,
@@ -44,6 +46,8 @@ export interface TrainResult {
   uniformity?: number;
   /** Per-dimension std of the final L2-normalised embeddings (0 = collapsed; ~1/sqrt(D) healthy). */
   embeddingStd?: number;
+  /** Health warnings raised during the run (collapse, shortcut, stalled loss), and the last statistics. */
+  health?: HookResults['health'];
 }
 
 export interface TrainOptions {
@@ -86,6 +90,7 @@ export class Trainer {
       progressHook(progress, throughput),
       leakHook(),
       knnHook(),
+      healthHook(),
       ...(options.checkpoint ? [checkpointHook(options.checkpoint)] : []),
       alignUniformHook(),
       ...(options.hooks ?? []),
@@ -236,6 +241,7 @@ export class Trainer {
       peakRssMb: process.resourceUsage().maxRSS / 1024,
       tensorsAfterStep: results.tensorsAfterStep ?? [],
       ...(results.lastCheckpoint ? { lastCheckpoint: results.lastCheckpoint } : {}),
+      ...(results.health ? { health: results.health } : {}),
     };
   }
 }

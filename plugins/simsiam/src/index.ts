@@ -28,6 +28,8 @@ export const SimSiamConfigSchema = z
     predictorHidden: z.number().int().positive().default(512),
     /** Keep the predictor's lr at optim.lr instead of following the schedule (SimSiam's --fix-pred-lr). */
     fixPredictorLr: z.boolean().default(true),
+    /** false: the paper's ablation (Figure 2) without the stop-gradient, whose outputs collapse. */
+    stopGradient: z.boolean().default(true),
   })
   .strict();
 export type SimSiamConfig = z.infer<typeof SimSiamConfigSchema>;
@@ -47,7 +49,11 @@ export class SimSiam extends MethodParts implements Method<undefined> {
     private readonly encoder: Encoder,
     private readonly predictor: Head,
     private readonly loss: RegressionLoss,
-    private readonly options: { symmetric: boolean; fixPredictorLr: boolean },
+    private readonly options: {
+      symmetric: boolean;
+      fixPredictorLr: boolean;
+      stopGradient: boolean;
+    },
   ) {
     super({ predictor }); // checkpointed as predictor/...
   }
@@ -69,8 +75,9 @@ export class SimSiam extends MethodParts implements Method<undefined> {
     const p1 = this.predictor.apply(z1, true);
     const p2 = this.predictor.apply(z2, true);
     ctx.mark('forward');
+    const sg = this.options.stopGradient ? stopGradient : (z: tf.Tensor2D) => z;
     const term = (prediction: tf.Tensor2D, target: tf.Tensor2D) => ({
-      loss: this.loss.compute({ prediction, target: stopGradient(target) }).loss,
+      loss: this.loss.compute({ prediction, target: sg(target) }).loss,
     });
     const out = this.options.symmetric
       ? symmetrize((d) => (d === 0 ? term(p1, z2) : term(p2, z1)), 'mean')
@@ -100,6 +107,7 @@ export function simsiamPlugin(): Plugin<SimSiamConfig> {
         return new SimSiam(encoder, predictor, regressionLoss(c, PLUGIN_NAME), {
           symmetric: c.resolve(Tokens.Config).loss.symmetric ?? true,
           fixPredictorLr: config.fixPredictorLr,
+          stopGradient: config.stopGradient,
         });
       });
     },

@@ -147,6 +147,10 @@ export class MlflowTracker implements Tracker {
     this.local.setSummary(summary);
   }
 
+  setTags(tags: Record<string, string>): void {
+    this.local.setTags(tags);
+  }
+
   saveArtifact(name: string, data: Uint8Array | string): void {
     this.local.saveArtifact(name, data);
     this.uploader.addArtifact(name, `artifacts/${name}`);
