@@ -17,6 +17,7 @@ import {
 } from '@contrast/core';
 import {
   checkRunRoot,
+  chooseTrackingUri,
   createRunDirectory,
   createRunDirectoryAt,
   hasMlflowState,
@@ -24,6 +25,7 @@ import {
   MlflowTracker,
   MlflowUploader,
   probeTrackingServer,
+  recordedTracking,
 } from '@contrast/tracking';
 import { checkpointDir, listCheckpoints, loadCheckpoint } from './checkpoint.js';
 import { plannedSteps, Trainer, type TrainOptions, type TrainResult } from './trainer.js';
@@ -70,7 +72,16 @@ export async function runExperiment(
   checkNames(config, catalog);
   if (options.resumeFrom) checkResumable(options.resumeFrom.runPath, config);
   else checkRunRoot(config.tracking.dir);
-  const uri = config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
+  // a resumed run keeps the tracking its folder records; tracking.uri overrides, 'off' stops it
+  const tracking = chooseTrackingUri({
+    configUri: config.tracking.uri,
+    envUri: process.env.MLFLOW_TRACKING_URI,
+    recorded: options.resumeFrom
+      ? recordedTracking(resolve(options.resumeFrom.runPath))
+      : undefined,
+  });
+  if (tracking.message) log(`[tracking] ${tracking.message}`);
+  const uri = tracking.uri;
   const experimentName =
     options.mlflow?.experimentName ?? (config.tracking.experiment || config.name);
   if (uri) {
