@@ -30,7 +30,7 @@ strategy: { name: momentum-queue, queueSize: 128, momentum: 0.99 }
 optim: { batchSize: 64, epochs: 1 }
 eval: { knn: { every: 1, testSize: 200, bankSize: 512 }, baselines: false }
 checkpoint: { every: 8 }
-tracking: { uploadEvery: 0.2, uploadWait: 10 }
+tracking: { uploadEvery: 0.2, uploadWait: 60 }
 `;
 
 const only = (dir: string) => join(dir, readdirSync(dir)[0]!);
@@ -147,18 +147,10 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     await server?.stop();
   });
 
-  it('tracked through MLFLOW_TRACKING_URI, killed, synced (left RUNNING), resumed without the variable: the same MLflow run finishes', async () => {
+  it('tracked through MLFLOW_TRACKING_URI, killed, resumed without the variable: the same MLflow run finishes', async () => {
     const runPath = await trainAndKill(join(root, 'a'), base, 'rt-env', server.uri);
     const { runId } = readJson(join(runPath, 'mlflow.json')) as { runId: string };
     expect((await client.getRun(runId)).info.status).toBe('RUNNING');
-
-    // the folder says running: sync uploads what is there, leaves the status, never says complete
-    const synced = await cli(['sync', runPath]);
-    expect(synced.code, synced.stderr).toBe(0);
-    expect(synced.stdout).toContain(`MLflow run ${runId}`);
-    expect(synced.stdout).toContain('status left RUNNING');
-    expect(synced.stdout).toContain(`contrast train --resume ${runPath}`);
-    expect(synced.stdout).not.toContain('complete');
 
     const resumed = await contrast(['train', '--resume', runPath, '--quiet'], undefined); // a shell without the variable
     expect(resumed.code, resumed.stderr).toBe(0);
@@ -171,9 +163,17 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     await expectEveryStepOnce(client, runId);
   });
 
-  it('resumed with tracking.uri=off (the variable pointing elsewhere): untracked, said so; sync then finishes the MLflow run from the folder', async () => {
+  it('killed: sync leaves it RUNNING; resumed with tracking.uri=off (the variable pointing elsewhere): untracked, said so; sync then finishes the MLflow run from the folder', async () => {
     const runPath = await trainAndKill(join(root, 'b'), base, 'rt-off', server.uri);
     const { runId } = readJson(join(runPath, 'mlflow.json')) as { runId: string };
+    // the folder says running: sync uploads what is there, leaves the status, never says complete
+    const synced = await cli(['sync', runPath]);
+    expect(synced.code, synced.stderr).toBe(0);
+    expect(synced.stdout).toContain(`MLflow run ${runId}`);
+    expect(synced.stdout).toContain('status left RUNNING');
+    expect(synced.stdout).toContain(`contrast train --resume ${runPath}`);
+    expect(synced.stdout).not.toContain('complete');
+
     const resumed = await contrast(
       ['train', '--resume', runPath, '--quiet', '--set=tracking.uri=off'],
       `http://127.0.0.1:${await freePort()}`,
@@ -236,6 +236,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
       const otherClient = new MlflowClient(other.uri, { auth: {} });
       const moved = await runsOf(otherClient, 'rt-move');
       expect(moved).toHaveLength(1);
+      expect(moved[0]!.info.status, lines.join('\n')).toBe('FINISHED');
       expectEnded(moved[0]!, first.runPath, 'FINISHED');
       await expectEveryStepOnce(otherClient, moved[0]!.info.run_id);
       const left = await client.getRun(old.runId); // the first server's run is left as it was
