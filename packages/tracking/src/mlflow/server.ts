@@ -8,9 +8,14 @@ import { TrackingError } from '@contrast/core';
 /** The MLflow version the set-up script installs (its venv is cached). */
 export const MLFLOW_VERSION = '3.17.2';
 
-/** The `mlflow` executable: CONTRAST_MLFLOW_BIN, else the venv the set-up script creates. */
+/**
+ * The `mlflow` executable: CONTRAST_MLFLOW_BIN, else the venv the set-up script
+ * creates (CONTRAST_MLFLOW_VENV, default `$CONTRAST_CACHE/mlflow-venv`, default
+ * `~/.cache/contrast/mlflow-venv`).
+ */
 export function mlflowBinary(env: NodeJS.ProcessEnv = process.env): string {
-  const venv = env.CONTRAST_MLFLOW_VENV ?? join(homedir(), '.cache', 'contrast', 'mlflow-venv');
+  const cache = env.CONTRAST_CACHE ?? join(homedir(), '.cache', 'contrast');
+  const venv = env.CONTRAST_MLFLOW_VENV ?? join(cache, 'mlflow-venv');
   const bin = env.CONTRAST_MLFLOW_BIN ?? join(venv, 'bin', 'mlflow');
   if (!existsSync(bin)) {
     throw new TrackingError(`no MLflow at ${bin}`, {

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Checks that set-up is safe to run twice at once: two `scripts/setup.sh` started
+# together in one fresh clone of this repository, on a "machine" without the caches,
+# must both succeed and leave a working MLflow venv (a real `mlflow server` answers),
+# a native TensorFlow binding that loads, and pnpm at the pinned version.
+#
+# The real caches are never touched: the TensorFlow wheel and libtensorflow
+# (CONTRAST_CACHE), the MLflow venv (CONTRAST_MLFLOW_VENV) and pnpm
+# (CONTRAST_PNPM_PREFIX) go to a temporary folder, removed at the end. A fake older
+# pnpm first on PATH makes both set-ups install pnpm too.
+# About 4-6 minutes on 2 cores (clone install and build, wheel, binding, venv).
+#
+#   bash scripts/check-concurrent-setup.sh [REF]    # REF: the commit to check (default HEAD)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+ref="$(git -C "$repo" rev-parse "${1:-HEAD}")"
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/contrast-setup-check.XXXXXX")"
+server_pid=""
+cleanup() {
+  [ -z "$server_pid" ] || kill -- "-$server_pid" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+say() { printf '[check] %s\n' "$*"; }
+
+git clone -q --no-checkout "$repo" "$tmp/clone"
+git -C "$tmp/clone" checkout -q "$ref"
+say "clone of $(git -C "$tmp/clone" log -1 --format='%h %s') in $tmp/clone"
+export CONTRAST_CACHE="$tmp/cache" CONTRAST_MLFLOW_VENV="$tmp/cache/mlflow-venv"
+if grep -q CONTRAST_PNPM_PREFIX "$tmp/clone/scripts/setup.sh"; then
+  export CONTRAST_PNPM_PREFIX="$tmp/pnpm"
+  mkdir -p "$tmp/fake-pnpm"
+  printf '#!/bin/sh\necho 0.0.1\n' >"$tmp/fake-pnpm/pnpm"
+  chmod +x "$tmp/fake-pnpm/pnpm"
+  export PATH="$tmp/fake-pnpm:$PATH"
+else
+  say "this set-up has no CONTRAST_PNPM_PREFIX: the pnpm step is not exercised (it would install globally)"
+fi
+
+start=$(date +%s)
+for n in 1 2; do
+  (cd "$tmp/clone" && bash scripts/setup.sh >"$tmp/setup-$n.log" 2>&1; echo $? >"$tmp/setup-$n.rc") &
+done
+wait
+say "both set-ups ended after $(($(date +%s) - start)) s"
+
+failed=0
+check() { # check DESCRIPTION COMMAND...
+  if "${@:2}" >"$tmp/check.log" 2>&1; then
+    say "ok    $1"
+  else
+    say "FAIL  $1: $(tail -3 "$tmp/check.log" | tr '\n' ' ')"
+    failed=1
+  fi
+}
+for n in 1 2; do
+  say "set-up $n exited with $(cat "$tmp/setup-$n.rc"); its log:"
+  sed "s/^/    $n| /" "$tmp/setup-$n.log" | grep -v '^\s*[0-9]|\s*$' | tail -25
+  check "set-up $n succeeded" test "$(cat "$tmp/setup-$n.rc")" = 0
+done
+
+venv="$CONTRAST_MLFLOW_VENV"
+check "the MLflow venv has pyvenv.cfg" test -f "$venv/pyvenv.cfg"
+check "mlflow and its server import in the venv" \
+  "$venv/bin/python" -c 'import mlflow, mlflow.server; print(mlflow.__version__)'
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$tmp/server"
+setsid "$venv/bin/mlflow" server --backend-store-uri "sqlite:///$tmp/server/mlflow.db" \
+  --artifacts-destination "$tmp/server/artifacts" --host 127.0.0.1 --port "$port" --workers 1 \
+  >"$tmp/server/log" 2>&1 &
+server_pid=$!
+answers() {
+  for _ in $(seq 1 240); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  tail -5 "$tmp/server/log"
+  return 1
+}
+check "mlflow server from the venv answers /health" answers
+kill -- "-$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+server_pid=""
+check "the native TensorFlow binding loads in the clone" \
+  bash -c "cd '$tmp/clone' && node packages/cli/dist/bin.js setup | grep -q 'already present'"
+if [ -n "${CONTRAST_PNPM_PREFIX:-}" ]; then
+  check "pnpm in $CONTRAST_PNPM_PREFIX runs as the pinned version" \
+    bash -c "[ \"\$('$CONTRAST_PNPM_PREFIX/bin/pnpm' --version)\" = \"\$(sed -n 's/^PNPM_VERSION=//p' '$tmp/clone/scripts/setup.sh')\" ]"
+fi
+say "cache after both: $(cd "$CONTRAST_CACHE" && ls -A | tr '\n' ' ')"
+if [ "$failed" = 0 ]; then say "PASS: two set-ups at once both ended with working caches"; else say "FAILED"; fi
+exit "$failed"
