@@ -38,8 +38,14 @@ else
 fi
 
 start=$(date +%s)
+stamp() { while IFS= read -r line; do printf '%4ss %s\n' "$(($(date +%s) - start))" "$line"; done; }
 for n in 1 2; do
-  (cd "$tmp/clone" && bash scripts/setup.sh >"$tmp/setup-$n.log" 2>&1; echo $? >"$tmp/setup-$n.rc") &
+  (
+    cd "$tmp/clone"
+    set +e
+    bash scripts/setup.sh 2>&1 | stamp >"$tmp/setup-$n.log"
+    echo "${PIPESTATUS[0]}" >"$tmp/setup-$n.rc"
+  ) &
 done
 wait
 say "both set-ups ended after $(($(date +%s) - start)) s"
@@ -55,7 +61,7 @@ check() { # check DESCRIPTION COMMAND...
 }
 for n in 1 2; do
   say "set-up $n exited with $(cat "$tmp/setup-$n.rc"); its log:"
-  sed "s/^/    $n| /" "$tmp/setup-$n.log" | grep -v '^\s*[0-9]|\s*$' | tail -25
+  grep -vE '^ *[0-9]+s *(•|Tasks:|Cached:|Time:|$)' "$tmp/setup-$n.log" | sed "s/^/    $n| /" 
   check "set-up $n succeeded" test "$(cat "$tmp/setup-$n.rc")" = 0
 done
 

@@ -90,16 +90,14 @@ export function bindingLoads(packageDir: string): { ok: boolean; error: string }
 }
 
 function run(cmd: string, args: string[], cwd: string, log: (l: string) => void): void {
-  log(`$ ${cmd} ${args.join(' ')}`);
+  const shown = args.map((a) => (a.includes('\n') ? '<script>' : a)).join(' '); // python -c '...'
+  log(`$ ${cmd} ${shown}`);
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) {
     const tail = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.trim().split('\n').slice(-15).join('\n');
-    throw new BackendError(
-      `'${cmd} ${args.join(' ')}' failed (exit ${r.status ?? r.signal})\n${tail}`,
-      {
-        hint: 'see the output above; g++, make and python3 are needed to build the binding',
-      },
-    );
+    throw new BackendError(`'${cmd} ${shown}' failed (exit ${r.status ?? r.signal})\n${tail}`, {
+      hint: 'see the output above; g++, make and python3 are needed to build the binding',
+    });
   }
 }
 
