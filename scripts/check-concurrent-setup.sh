@@ -7,8 +7,10 @@
 # The real caches are never touched: the TensorFlow wheel and libtensorflow
 # (CONTRAST_CACHE), the MLflow venv (CONTRAST_MLFLOW_VENV) and pnpm
 # (CONTRAST_PNPM_PREFIX) go to a temporary folder, removed at the end. A fake older
-# pnpm first on PATH makes both set-ups install pnpm too.
-# About 4-6 minutes on 2 cores (clone install and build, wheel, binding, venv).
+# pnpm first on PATH makes both set-ups install pnpm too. Then it breaks the caches
+# behind their markers (venv without pyvenv.cfg, a header missing, a truncated wheel)
+# and checks that one more set-up rebuilds each.
+# About 5-7 minutes on 2 cores (clone install and build, wheel, binding, venv twice).
 #
 #   bash scripts/check-concurrent-setup.sh [REF]    # REF: the commit to check (default HEAD)
 set -euo pipefail
@@ -94,5 +96,26 @@ if [ -n "${CONTRAST_PNPM_PREFIX:-}" ]; then
     bash -c "[ \"\$('$CONTRAST_PNPM_PREFIX/bin/pnpm' --version)\" = \"\$(sed -n 's/^PNPM_VERSION=//p' '$tmp/clone/scripts/setup.sh')\" ]"
 fi
 say "cache after both: $(cd "$CONTRAST_CACHE" && ls -A | tr '\n' ' ')"
-if [ "$failed" = 0 ]; then say "PASS: two set-ups at once both ended with working caches"; else say "FAILED"; fi
+
+# Broken caches whose markers are all still there: a venv without pyvenv.cfg, an
+# extracted libtensorflow missing a header, a truncated wheel (and no binding, so the
+# cache is needed). One more set-up must notice each and rebuild it.
+if [ "$failed" = 0 ] && grep -q mlflow_venv_works "$tmp/clone/scripts/setup.sh"; then
+  rm "$venv/pyvenv.cfg"
+  header="$(cd "$CONTRAST_CACHE/libtensorflow-2.21.0" && find include -name c_api.h | head -1)"
+  rm "$CONTRAST_CACHE/libtensorflow-2.21.0/$header"
+  wheel="$(ls "$CONTRAST_CACHE"/wheels/*.whl)"
+  truncate -s 100000000 "$wheel"
+  rm "$tmp"/clone/node_modules/.pnpm/@tensorflow+tfjs-node@*/node_modules/@tensorflow/tfjs-node/lib/napi-v*/tfjs_binding.node
+  (cd "$tmp/clone" && bash scripts/setup.sh 2>&1 | stamp >"$tmp/setup-3.log") || true
+  grep -vE '^ *[0-9]+s *(•|Tasks:|Cached:|Time:|$)' "$tmp/setup-3.log" | sed "s/^/    3| /"
+  check "the broken venv was rebuilt: pyvenv.cfg and the imports" \
+    bash -c "test -f '$venv/pyvenv.cfg' && '$venv/bin/python' -c 'import mlflow, mlflow.server'"
+  check "the missing header is back" test -f "$CONTRAST_CACHE/libtensorflow-2.21.0/$header"
+  check "the wheel was downloaded again (readable)" python3 -c "import zipfile, sys; zipfile.ZipFile(sys.argv[1])" "$wheel"
+  check "the binding was rebuilt and loads" \
+    bash -c "cd '$tmp/clone' && node packages/cli/dist/bin.js setup | grep -q 'already present'"
+  say "cache after the repair: $(cd "$CONTRAST_CACHE" && ls -A | tr '\n' ' ')"
+fi
+if [ "$failed" = 0 ]; then say "PASS: two set-ups at once ended with working caches; broken ones were rebuilt"; else say "FAILED"; fi
 exit "$failed"
