@@ -1,13 +1,5 @@
 import { spawn } from 'node:child_process';
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExperiment } from '@contrast/core';
@@ -15,6 +7,7 @@ import { builtinPlugins } from '@contrast/cli';
 import { checkpointDir, createCatalog, listCheckpoints, runExperiment } from '@contrast/trainer';
 import { freePort, MlflowClient, MlflowServer, type Run } from '@contrast/tracking';
 import { cli } from './cli.js';
+import { mlflowFixture } from './fixtures.js';
 
 /**
  * Resume keeps the tracking a run started with, and `contrast sync` brings the
@@ -37,62 +30,8 @@ const only = (dir: string) => join(dir, readdirSync(dir)[0]!);
 const readJson = (file: string) =>
   JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
 
-/** Runs `contrast train` in a child with MLFLOW_TRACKING_URI set, and SIGKILLs it once a checkpoint and uploads exist. */
-async function trainAndKill(
-  runsDir: string,
-  base: string,
-  name: string,
-  uri: string,
-): Promise<string> {
-  const child = spawn(
-    process.execPath,
-    [
-      join(repo, 'packages/cli/dist/bin.js'),
-      'train',
-      base,
-      '--quiet',
-      `--set=name=${name}`,
-      `--set=tracking.dir=${runsDir}`,
-    ],
-    {
-      cwd: repo,
-      env: { ...process.env, MLFLOW_TRACKING_URI: uri },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  let exit: number | string | undefined;
-  const exited = new Promise<void>((r) =>
-    child.on('exit', (code, signal) => {
-      exit = code ?? signal ?? undefined;
-      r();
-    }),
-  );
-  const until = Date.now() + 180_000;
-  while (exit === undefined && Date.now() < until) {
-    await new Promise((r) => setTimeout(r, 10));
-    if (!existsSync(runsDir) || readdirSync(runsDir).length === 0) continue;
-    const run = only(runsDir);
-    const state = join(run, 'mlflow.json');
-    if (!listCheckpoints(checkpointDir(run))[0] || !existsSync(state)) continue;
-    if (readJson(state).runId) {
-      child.kill('SIGKILL'); // a checkpoint to resume from, and a RUNNING MLflow run
-      break;
-    }
-  }
-  await exited;
-  expect(exit, stderr).toBe('SIGKILL');
-  const run = only(runsDir);
-  expect(readJson(join(run, 'summary.json')).status).toBe('running'); // killed mid-run
-  return run;
-}
-
 /** `contrast <args>` in a child process with exactly this MLFLOW_TRACKING_URI (undefined: unset). */
-async function contrast(
-  args: string[],
-  trackingUri: string | undefined,
-): Promise<{ code: number; stderr: string }> {
+function contrast(args: string[], trackingUri: string | undefined) {
   const env = { ...process.env };
   delete env.MLFLOW_TRACKING_URI;
   if (trackingUri !== undefined) env.MLFLOW_TRACKING_URI = trackingUri;
@@ -103,8 +42,37 @@ async function contrast(
   });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number>((r) => child.on('exit', (c) => r(c ?? -1)));
-  return { code, stderr };
+  let exit: number | string | undefined;
+  const exited = new Promise<{ code: number | string; stderr: string }>((r) =>
+    child.on('exit', (code, signal) => {
+      exit = code ?? signal ?? -1;
+      r({ code: exit, stderr });
+    }),
+  );
+  return { child, exited, running: () => exit === undefined };
+}
+
+/** `contrast train` tracked through MLFLOW_TRACKING_URI, SIGKILLed once it has a checkpoint and an MLflow run. */
+async function trainAndKill(runsDir: string, base: string, name: string, uri: string) {
+  const args = ['train', base, '--quiet', `--set=name=${name}`, `--set=tracking.dir=${runsDir}`];
+  const train = contrast(args, uri);
+  const until = Date.now() + 180_000;
+  while (train.running() && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 10));
+    if (!existsSync(runsDir) || readdirSync(runsDir).length === 0) continue;
+    const run = only(runsDir);
+    const state = join(run, 'mlflow.json');
+    if (!listCheckpoints(checkpointDir(run))[0] || !existsSync(state)) continue;
+    if (readJson(state).runId) {
+      train.child.kill('SIGKILL'); // a checkpoint to resume from, and a RUNNING MLflow run
+      break;
+    }
+  }
+  const { code, stderr } = await train.exited;
+  expect(code, stderr).toBe('SIGKILL');
+  const run = only(runsDir);
+  expect(readJson(join(run, 'summary.json')).status).toBe('running'); // killed mid-run
+  return run;
 }
 
 /** Every step 0..STEPS-1 once in the server's loss history. */
@@ -135,11 +103,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
   const saved = process.env.MLFLOW_TRACKING_URI;
 
   beforeAll(async () => {
-    root = mkdtempSync(join(tmpdir(), 'contrast-resume-tracking-'));
-    base = join(root, 'base.yaml');
-    writeFileSync(base, BASE);
-    server = await MlflowServer.start({ dir: join(root, 'server') });
-    client = new MlflowClient(server.uri, { auth: {} });
+    ({ root, base, server, client } = await mlflowFixture('contrast-resume-tracking-', BASE));
   }, 180_000);
   afterAll(async () => {
     if (saved === undefined) delete process.env.MLFLOW_TRACKING_URI;
@@ -152,7 +116,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     const { runId } = readJson(join(runPath, 'mlflow.json')) as { runId: string };
     expect((await client.getRun(runId)).info.status).toBe('RUNNING');
 
-    const resumed = await contrast(['train', '--resume', runPath, '--quiet'], undefined); // a shell without the variable
+    const resumed = await contrast(['train', '--resume', runPath, '--quiet'], undefined).exited; // a shell without the variable
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(resumed.stderr).toContain(
       `[tracking] tracking continues on ${server.uri} (recorded in the run folder).`,
@@ -177,7 +141,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     const resumed = await contrast(
       ['train', '--resume', runPath, '--quiet', '--set=tracking.uri=off'],
       `http://127.0.0.1:${await freePort()}`,
-    );
+    ).exited;
     expect(resumed.code, resumed.stderr).toBe(0);
     expect(resumed.stderr).toContain('[tracking] MLflow tracking off (tracking.uri=off)');
     expect(resumed.stderr).not.toContain('[mlflow]');

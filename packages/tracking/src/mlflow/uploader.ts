@@ -142,6 +142,20 @@ export interface UploaderOptions extends ClientOptions {
   warn?: (line: string) => void;
 }
 
+/** The upload progress of a run of which nothing is on the server yet. */
+function nothingUploaded(s: Pick<MlflowRunState, 'paramsFile' | 'input'>) {
+  return {
+    createAttempted: false,
+    paramsDone: s.paramsFile === undefined,
+    truncatedParams: [] as string[],
+    inputsDone: s.input === undefined,
+    metricsOffset: 0,
+    metricRecordsSent: 0,
+    metricPointsSent: 0,
+    statusDone: false,
+  };
+}
+
 /** Uploads one run's spool to MLflow, idempotently, stage by stage. */
 export class MlflowUploader {
   client: MlflowClient;
@@ -167,15 +181,8 @@ export class MlflowUploader {
       ...init,
       uri: new MlflowClient(init.uri, { auth: {} }).base,
       startTime: Date.now(),
-      createAttempted: false,
-      paramsDone: init.paramsFile === undefined,
-      truncatedParams: [],
-      inputsDone: init.input === undefined,
-      metricsOffset: 0,
-      metricRecordsSent: 0,
-      metricPointsSent: 0,
+      ...nothingUploaded(init),
       artifacts: [],
-      statusDone: false,
     };
     const u = new MlflowUploader(dir, state, options);
     u.save();
@@ -290,16 +297,7 @@ export class MlflowUploader {
     ] as const) {
       delete s[key];
     }
-    Object.assign(s, {
-      createAttempted: false,
-      paramsDone: s.paramsFile === undefined,
-      truncatedParams: [],
-      inputsDone: s.input === undefined,
-      metricsOffset: 0,
-      metricRecordsSent: 0,
-      metricPointsSent: 0,
-      statusDone: false,
-    });
+    Object.assign(s, nothingUploaded(s));
     for (const a of s.artifacts) a.done = false;
     this.client = new MlflowClient(s.uri, this.options);
     this.save();
