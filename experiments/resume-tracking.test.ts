@@ -1,11 +1,25 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExperiment } from '@contrast/core';
 import { builtinPlugins } from '@contrast/cli';
 import { checkpointDir, createCatalog, listCheckpoints, runExperiment } from '@contrast/trainer';
-import { freePort, MlflowClient, MlflowServer, type Run } from '@contrast/tracking';
+import {
+  artifactProxyPath,
+  freePort,
+  MlflowClient,
+  MlflowServer,
+  type Run,
+} from '@contrast/tracking';
 import { cli } from './cli.js';
 import { mlflowFixture } from './fixtures.js';
 
@@ -125,6 +139,29 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     const run = await client.getRun(runId);
     expectEnded(run, runPath, 'FINISHED');
     await expectEveryStepOnce(client, runId);
+
+    // the upload cursor ahead of the server (as after restoring its database from a backup):
+    // sync reads the run back, names what differs, and does not say complete
+    const statePath = join(runPath, 'mlflow.json');
+    const metricsPath = join(runPath, 'metrics.jsonl');
+    const state = readFileSync(statePath, 'utf8');
+    const record = { step: STEPS, epoch: 1, knn_top1: 0.5, time: Date.now() / 1000 };
+    appendFileSync(metricsPath, `${JSON.stringify(record)}\n`);
+    writeFileSync(
+      statePath,
+      JSON.stringify({ ...JSON.parse(state), metricsOffset: statSync(metricsPath).size }),
+    );
+    const disagrees = await cli(['sync', runPath]);
+    expect(disagrees.code).toBe(2);
+    expect(disagrees.stderr).toContain(
+      `still differs from the run folder: metric knn_top1: latest on the server is missing, the folder has 0.5 at step ${STEPS}`,
+    );
+    expect(disagrees.stdout).not.toContain('complete');
+    writeFileSync(statePath, state); // the cursor back where the server is: sync mends it
+    const mended = await cli(['sync', runPath]);
+    expect(mended.code, mended.stderr).toBe(0);
+    expect(mended.stdout).toContain('complete, status FINISHED');
+    expect(mended.stdout).toContain('changed: 1 metric records');
   });
 
   it('killed: sync leaves it RUNNING; resumed with tracking.uri=off (the variable pointing elsewhere): untracked, said so; sync then finishes the MLflow run from the folder', async () => {
@@ -170,6 +207,19 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     expect(second.code, second.stderr).toBe(0);
     expect(second.stdout).toContain('nothing to change: the server already matched the run folder');
     expect(second.stdout).toContain('0 metric records uploaded now');
+
+    // a file the server lost is found by reading the run back, and uploaded again
+    const stored = join(root, 'server', 'artifacts', artifactProxyPath(run.info.artifact_uri));
+    rmSync(join(stored, 'summary.json'));
+    const third = await cli(['sync', runPath]);
+    expect(third.code, third.stderr).toBe(0);
+    expect(third.stdout).toContain(
+      'changed: artifacts summary.json again (the server did not have them)',
+    );
+    expect(third.stdout).toContain('complete, status FINISHED');
+    expect(readFileSync(join(stored, 'summary.json'), 'utf8')).toBe(
+      readFileSync(join(runPath, 'summary.json'), 'utf8'),
+    );
   });
 
   it('an explicit tracking.uri moves a resumed run to another server: a new MLflow run there gets the whole folder', async () => {

@@ -219,15 +219,20 @@ export async function syncRun(
       hint: 'run contrast sync again',
     });
   }
+  const uploadedNow = u.state.metricRecordsSent - recordsBefore;
+  const changes = describeChanges(pending, uploadedNow, server?.info.status, u);
   let run = await u.client.getRun(u.state.runId!);
   let wrong = await disagreements(u, truth, run);
-  const missing = wrong.filter((w) => w.startsWith('artifact '));
-  if (missing.length) {
-    // the server lost or never kept a file it accepted: upload it again, once
-    for (const a of u.state.artifacts)
-      if (missing.some((m) => m.startsWith(`artifact ${a.name} `)))
-        u.refreshArtifact(a.name, a.file, true);
+  // the server lost (or never kept) a file it accepted: upload it again, once
+  const lost = u.state.artifacts.filter((a) =>
+    wrong.some((w) => w.startsWith(`artifact ${a.name} `)),
+  );
+  if (lost.length) {
+    for (const a of lost) u.refreshArtifact(a.name, a.file, true);
     await u.pump();
+    changes.push(
+      `artifacts ${lost.map((a) => a.name).join(', ')} again (the server did not have them)`,
+    );
     run = await u.client.getRun(u.state.runId!);
     wrong = await disagreements(u, truth, run);
   }
@@ -239,7 +244,6 @@ export async function syncRun(
       },
     );
   }
-  const uploadedNow = u.state.metricRecordsSent - recordsBefore;
   const running = truth.status === undefined;
   return {
     dir,
@@ -250,7 +254,7 @@ export async function syncRun(
     metricPointsSent: u.state.metricPointsSent,
     artifacts: u.state.artifacts.length,
     uploadedNow,
-    changes: describeChanges(pending, uploadedNow, server?.info.status, u),
+    changes,
     serverStatus: run.info.status,
     complete: !running,
     ...(running
