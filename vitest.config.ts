@@ -30,7 +30,8 @@ for (const group of ['packages', 'plugins']) {
 
 // MlflowServer (mlflow-ts-client/testing) runs $MLFLOW_BIN: by default the venv scripts/setup.sh creates.
 const mlflowVenv =
-  process.env.CONTRAST_MLFLOW_VENV ?? join(homedir(), '.cache', 'contrast', 'mlflow-venv');
+  process.env.CONTRAST_MLFLOW_VENV ??
+  join(process.env.CONTRAST_CACHE ?? join(homedir(), '.cache', 'contrast'), 'mlflow-venv');
 const MLFLOW_BIN =
   process.env.MLFLOW_BIN || process.env.CONTRAST_MLFLOW_BIN || join(mlflowVenv, 'bin', 'mlflow');
 

@@ -1,14 +1,5 @@
 import { spawn } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadExperiment, TrackingError, type ExperimentConfig } from '@contrast/core';
@@ -27,6 +18,7 @@ import {
   type Run,
 } from '@contrast/tracking';
 import { cli } from './cli.js';
+import { mlflowFixture } from './fixtures.js';
 
 /**
  * Contrast against a real `mlflow server` (sqlite store, proxied artifacts),
@@ -72,11 +64,7 @@ describe('MLflow tracking against a real server', () => {
   let firstRun: { runPath: string; config: ExperimentConfig } | undefined;
 
   beforeAll(async () => {
-    root = mkdtempSync(join(tmpdir(), 'contrast-mlflow-'));
-    base = join(root, 'base.yaml');
-    writeFileSync(base, BASE);
-    server = await MlflowServer.start({ dir: join(root, 'server') });
-    client = new MlflowClient(server.uri, { auth: {} });
+    ({ root, base, server, client } = await mlflowFixture('contrast-mlflow-', BASE));
   }, 180_000);
 
   afterAll(async () => {

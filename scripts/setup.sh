@@ -1,36 +1,166 @@
 #!/usr/bin/env bash
 # Sets up everything Contrast needs on a fresh machine, idempotently:
-# pnpm, dependencies, Fashion-MNIST, the build, and the native TensorFlow binding
-# (built offline against the TensorFlow wheel from PyPI; cached in ~/.cache/contrast).
-# A second run only checks, in a few seconds.
+# pnpm, dependencies, Fashion-MNIST, the build, the native TensorFlow binding
+# (built offline against the TensorFlow wheel from PyPI; cached in ~/.cache/contrast)
+# and MLflow in a cached venv. A second run only checks, in a few seconds.
+#
+# Safe to run twice at once (two clones, CI beside a developer): every step that
+# builds something shared holds a lock (flock(1), released even if the holder is
+# killed), builds aside, renames the result into place, and checks that it works
+# (an import, a version) before marking it done; a cache that fails its check is
+# rebuilt, never trusted because of a marker.
+#   CONTRAST_CACHE        the cache folder (default ~/.cache/contrast)
+#   CONTRAST_MLFLOW_VENV  the MLflow venv (default $CONTRAST_CACHE/mlflow-venv)
+#   CONTRAST_PNPM_PREFIX  where pnpm is installed when missing (default: npm's global
+#                         prefix as root, else ~/.local)
 set -euo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 PNPM_VERSION=10.34.9
+# Keep in step with MLFLOW_VERSION in packages/mlflow-ts-client/src/testing/server.ts.
+MLFLOW_VERSION=3.17.2
 export TURBO_TELEMETRY_DISABLED=1 TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-say() { printf '[setup] %s\n' "$*" >&2; }
-
-# 1. pnpm, pinned, without corepack (its signature check fails on offline-ish machines).
-if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version 2>/dev/null)" != "$PNPM_VERSION" ]; then
-  say "installing pnpm@$PNPM_VERSION with npm"
+export CONTRAST_CACHE="${CONTRAST_CACHE:-$HOME/.cache/contrast}"
+MLFLOW_VENV="${CONTRAST_MLFLOW_VENV:-$CONTRAST_CACHE/mlflow-venv}"
+if [ -z "${CONTRAST_PNPM_PREFIX:-}" ]; then
   if [ "$(id -u)" = 0 ]; then
-    npm install -g --silent "pnpm@$PNPM_VERSION"
+    CONTRAST_PNPM_PREFIX="$(npm config get prefix 2>/dev/null)"
   else
-    npm install -g --silent --prefix "$HOME/.local" "pnpm@$PNPM_VERSION"
-    export PATH="$HOME/.local/bin:$PATH"
+    CONTRAST_PNPM_PREFIX="$HOME/.local"
   fi
 fi
+export CONTRAST_PNPM_PREFIX
+case ":$PATH:" in
+  *":$CONTRAST_PNPM_PREFIX/bin:"*) ;;
+  *) export PATH="$CONTRAST_PNPM_PREFIX/bin:$PATH" ;;
+esac
+say() { printf '[setup] %s\n' "$*" >&2; }
 
-# 2. Dependencies (pnpm skips tfjs-node's download script; step 5 builds the binding).
-say "pnpm install"
-pnpm install --frozen-lockfile --reporter=silent
+# locked LOCKFILE STEP [ARGS...]: runs a step (a function below) in a child of this
+# script holding an exclusive lock on LOCKFILE. flock -o keeps the lock's descriptor
+# out of the step's own children, so nothing that outlives the step holds it.
+locked() {
+  local lock="$1"
+  shift
+  mkdir -p "$(dirname "$lock")"
+  if ! command -v flock >/dev/null 2>&1; then
+    say "flock(1) (util-linux) not found: '$1' runs without a lock; never run two set-ups at once"
+    bash "$SELF" --step "$@"
+    return
+  fi
+  flock -n "$lock" true || say "waiting for another set-up to finish $1 ($lock)"
+  flock -o "$lock" bash "$SELF" --step "$@"
+}
 
-# 3. Fashion-MNIST: Debian's dataset-fashion-mnist package has the official IDX files.
+apt_install() {
+  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -1)" ] ||
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+}
+
+# pnpm@PNPM_VERSION into CONTRAST_PNPM_PREFIX: npm installs it into a folder beside
+# it, the package folder and its bin links are renamed into place once it runs.
+install_pnpm() {
+  [ "$(pnpm --version 2>/dev/null)" = "$PNPM_VERSION" ] && return 0 # another set-up did it
+  say "installing pnpm@$PNPM_VERSION with npm into $CONTRAST_PNPM_PREFIX"
+  local modules="$CONTRAST_PNPM_PREFIX/lib/node_modules" tmp link
+  mkdir -p "$modules" "$CONTRAST_PNPM_PREFIX/bin"
+  rm -rf "$modules"/.contrast-pnpm-* # installs killed half-way
+  tmp="$(mktemp -d "$modules/.contrast-pnpm-XXXXXX")"
+  npm install -g --silent --prefix "$tmp" "pnpm@$PNPM_VERSION"
+  if [ "$("$tmp/bin/pnpm" --version)" != "$PNPM_VERSION" ]; then
+    say "the pnpm npm installed in $tmp does not run as $PNPM_VERSION"
+    exit 1
+  fi
+  [ ! -e "$modules/pnpm" ] || mv -T "$modules/pnpm" "$tmp/replaced"
+  mv -T "$tmp/lib/node_modules/pnpm" "$modules/pnpm"
+  for link in "$tmp"/bin/*; do # relative links: valid in the prefix as well
+    mv -T "$link" "$CONTRAST_PNPM_PREFIX/bin/$(basename "$link")"
+  done
+  rm -rf "$tmp"
+}
+
+# Dependencies, the build and the native binding of this checkout (its node_modules).
+checkout_steps() {
+  say "pnpm install"
+  pnpm install --frozen-lockfile --reporter=silent
+  say "building"
+  pnpm exec turbo run build --output-logs=errors-only
+  # the wheel and libtensorflow in the cache take their own lock (packages/backend)
+  node packages/cli/dist/bin.js setup
+}
+
+# A venv works when pyvenv.cfg is there, mlflow (server and auth app) imports at
+# the pinned version, and the mlflow script's interpreter exists.
+mlflow_venv_works() {
+  local v="$1" interp
+  [ -f "$v/pyvenv.cfg" ] || return 1
+  "$v/bin/python" -c "import sys, mlflow, mlflow.server, mlflow.server.auth
+sys.exit(mlflow.__version__ != '$MLFLOW_VERSION')" >/dev/null 2>&1 || return 1
+  interp="$(sed -n '1s/^#!//p' "$v/bin/mlflow" 2>/dev/null)"
+  [ -n "$interp" ] && [ -x "$interp" ]
+}
+mlflow_venv_ok() { [ -f "$1/.installed-$MLFLOW_VERSION-auth" ] && mlflow_venv_works "$1"; }
+
+# MLflow in a venv built beside MLFLOW_VENV, which becomes a symlink to it, swapped in
+# one rename. (A venv cannot be moved once built: its scripts name their interpreter
+# by absolute path; so the build stays where it was made.)
+build_mlflow_venv() {
+  mlflow_venv_ok "$MLFLOW_VENV" && return 0 # another set-up built it while this one waited
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt_install python3-venv
+    else
+      say "python3 venv support is missing: install python3-venv"
+      exit 1
+    fi
+  fi
+  local parent name current="" build d
+  parent="$(dirname "$MLFLOW_VENV")"
+  name="$(basename "$MLFLOW_VENV")"
+  mkdir -p "$parent"
+  [ ! -L "$MLFLOW_VENV" ] || current="$(readlink "$MLFLOW_VENV")"
+  for d in "$parent/$name".build-*; do # builds killed half-way (this lock guards them)
+    [ ! -e "$d" ] || [ "$(basename "$d")" = "$current" ] || rm -rf "$d"
+  done
+  build="$(mktemp -d "$parent/$name.build-XXXXXX")"
+  say "installing mlflow==$MLFLOW_VERSION into $build (once; about a minute)"
+  python3 -m venv "$build"
+  "$build/bin/pip" install -q --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION"
+  if ! mlflow_venv_works "$build"; then
+    say "mlflow==$MLFLOW_VERSION was installed into $build but does not import"
+    exit 1
+  fi
+  touch "$build/.installed-$MLFLOW_VERSION-auth"
+  if [ -e "$MLFLOW_VENV" ] && [ ! -L "$MLFLOW_VENV" ]; then
+    d="$MLFLOW_VENV.broken-$(date -u +%Y%m%d-%H%M%S)-$$"
+    mv -T "$MLFLOW_VENV" "$d" # a folder cannot be renamed over; kept, never deleted unseen
+    say "$MLFLOW_VENV did not work: moved aside to $d (delete it when nothing uses it)"
+  fi
+  ln -sfn "$(basename "$build")" "$parent/.$name.link-$$"
+  mv -T "$parent/.$name.link-$$" "$MLFLOW_VENV"
+  case "$current" in "$name".build-*) rm -rf "${parent:?}/$current" ;; esac # the build it replaced
+  say "MLflow venv ready: $MLFLOW_VENV -> $(basename "$build")"
+}
+
+if [ "${1:-}" = --step ]; then # a locked step, run by `locked`
+  shift
+  "$@"
+  exit
+fi
+
+# 1. pnpm, pinned, without corepack (its signature check fails on offline-ish machines).
+if [ "$(pnpm --version 2>/dev/null)" != "$PNPM_VERSION" ]; then
+  locked "$CONTRAST_PNPM_PREFIX/lib/node_modules/.contrast-pnpm.lock" install_pnpm
+fi
+
+# 2. Fashion-MNIST: Debian's dataset-fashion-mnist package has the official IDX files.
 FMNIST_DIR="${CONTRAST_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}"
 if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing dataset-fashion-mnist from Debian"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt_install dataset-fashion-mnist
   else
     say "Fashion-MNIST is missing from $FMNIST_DIR."
     say "As root on Debian/Ubuntu: apt-get install -y dataset-fashion-mnist."
@@ -39,40 +169,19 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
   fi
 fi
 
-# 3b. redis-server (Debian's) for distributed studies and their tests.
+# 3. redis-server (Debian's) for distributed studies and their tests.
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing redis-server from Debian"
-    [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -1)" ] || apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    apt_install redis-server
   else
     say "redis-server is missing: as root on Debian/Ubuntu, apt-get install -y redis-server"
     exit 1
   fi
 fi
 
-# 4. Build all packages (turbo caches unchanged ones).
-say "building"
-pnpm exec turbo run build --output-logs=errors-only
+# 4. Dependencies, build (turbo caches unchanged packages), native TensorFlow binding.
+locked .contrast/setup.lock checkout_steps
 
-# 5. Native TensorFlow binding for @tensorflow/tfjs-node.
-node packages/cli/dist/bin.js setup
-
-# 6. MLflow (server for the tracking integration tests and a local UI) in a cached venv.
-#    Keep the version in step with MLFLOW_VERSION in packages/mlflow-ts-client/src/testing/server.ts.
-MLFLOW_VERSION=3.17.2
-MLFLOW_VENV="${CONTRAST_MLFLOW_VENV:-$HOME/.cache/contrast/mlflow-venv}"
-if [ ! -f "$MLFLOW_VENV/.installed-$MLFLOW_VERSION-auth" ]; then
-  say "installing mlflow==$MLFLOW_VERSION into $MLFLOW_VENV (once; about a minute)"
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    else
-      say "python3 venv support is missing: install python3-venv"; exit 1
-    fi
-  fi
-  rm -rf "$MLFLOW_VENV"
-  python3 -m venv "$MLFLOW_VENV"
-  "$MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION"
-  touch "$MLFLOW_VENV/.installed-$MLFLOW_VERSION-auth"
-fi
+# 5. MLflow (server for the tracking integration tests and a local UI) in a cached venv.
+mlflow_venv_ok "$MLFLOW_VENV" || locked "$MLFLOW_VENV.lock" build_mlflow_venv

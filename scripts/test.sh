@@ -12,10 +12,11 @@ if [ $# -eq 0 ]; then
   pnpm exec turbo run typecheck --output-logs=errors-only
 fi
 echo "[test] vitest"
+# A report file of its own, so two test commands at once do not overwrite each other's.
+report="$(mktemp "${TMPDIR:-/tmp}/contrast-vitest.XXXXXX.json")"
+trap 'rm -f "$report"' EXIT
 status=0
-timeout --kill-after=30s 40m pnpm exec vitest run --reporter=default --reporter=json --outputFile=.vitest-results.json "$@" || status=$?
-node -e '
-  const r = JSON.parse(require("fs").readFileSync(".vitest-results.json", "utf8"));
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
-' || true
+timeout --kill-after=30s 40m pnpm exec vitest run --reporter=default --reporter=json --outputFile="$report" "$@" || status=$?
+# Closing line: tests and test files (a file that fails in beforeAll or at import is counted and named).
+node scripts/test-summary.mjs "$report" "$status" || true
 exit $status

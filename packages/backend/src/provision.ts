@@ -1,17 +1,20 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
-  rmSync,
-  symlinkSync,
-  lstatSync,
+  readFileSync,
   renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BackendError } from '@contrast/core';
+import { withFileLock } from './lock.js';
 
 /**
  * Offline provisioning of the native TensorFlow binding of @tensorflow/tfjs-node.
@@ -24,6 +27,8 @@ import { BackendError } from '@contrast/core';
  * Everything downloaded or extracted lives in the cache directory, outside the repo.
  */
 export const TF_WHEEL = { name: 'tensorflow-cpu', version: '2.21.0' } as const;
+/** The two libraries taken from the wheel (C API and framework). */
+const LIBS = ['libtensorflow_cc.so.2', 'libtensorflow_framework.so.2'] as const;
 
 export interface ProvisionOptions {
   /** Where wheels and extracted libraries are kept (default: $CONTRAST_CACHE or ~/.cache/contrast). */
@@ -85,99 +90,172 @@ export function bindingLoads(packageDir: string): { ok: boolean; error: string }
 }
 
 function run(cmd: string, args: string[], cwd: string, log: (l: string) => void): void {
-  log(`$ ${cmd} ${args.join(' ')}`);
+  const shown = args.map((a) => (a.includes('\n') ? '<script>' : a)).join(' '); // python -c '...'
+  log(`$ ${cmd} ${shown}`);
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) {
     const tail = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.trim().split('\n').slice(-15).join('\n');
-    throw new BackendError(
-      `'${cmd} ${args.join(' ')}' failed (exit ${r.status ?? r.signal})\n${tail}`,
-      {
-        hint: 'see the output above; g++, make and python3 are needed to build the binding',
-      },
-    );
+    throw new BackendError(`'${cmd} ${shown}' failed (exit ${r.status ?? r.signal})\n${tail}`, {
+      hint: 'see the output above; g++, make and python3 are needed to build the binding',
+    });
   }
 }
 
+/** True when `wheel` is a readable zip holding libtensorflow (a truncated download is not). */
+function wheelIsValid(wheel: string): boolean {
+  const check = `import sys, zipfile; zipfile.ZipFile(sys.argv[1]).getinfo('tensorflow/${LIBS[0]}')`;
+  return spawnSync('python3', ['-c', check, wheel], { stdio: 'ignore' }).status === 0;
+}
+
+/** The cached wheel; downloaded aside and renamed in when missing or broken. Caller holds the cache lock. */
 function ensureWheel(cacheDir: string, log: (l: string) => void): string {
   const wheels = join(cacheDir, 'wheels');
-  const find = () =>
-    existsSync(wheels)
-      ? readdirSync(wheels).find(
-          (f) => f.startsWith(`tensorflow_cpu-${TF_WHEEL.version}-`) && f.endsWith('.whl'),
-        )
-      : undefined;
-  let wheel = find();
-  if (!wheel) {
-    mkdirSync(wheels, { recursive: true });
-    log(`downloading ${TF_WHEEL.name}==${TF_WHEEL.version} from PyPI (about 270 MB, once)`);
-    run(
-      'python3',
-      [
-        '-m',
-        'pip',
-        'download',
-        '--no-deps',
-        '--only-binary=:all:',
-        `${TF_WHEEL.name}==${TF_WHEEL.version}`,
-        '-d',
-        wheels,
-      ],
-      cacheDir,
-      log,
+  mkdirSync(wheels, { recursive: true });
+  removeStale(wheels, (n) => n.startsWith('.download-')); // a download killed half-way
+  const find = (dir: string) =>
+    readdirSync(dir).find(
+      (f) => f.startsWith(`tensorflow_cpu-${TF_WHEEL.version}-`) && f.endsWith('.whl'),
     );
-    wheel = find();
-    if (!wheel) throw new BackendError(`pip reported success but no wheel is in ${wheels}`);
+  const cached = find(wheels);
+  if (cached && wheelIsValid(join(wheels, cached))) return join(wheels, cached);
+  if (cached) log(`${join(wheels, cached)} is not a readable wheel: downloading it again`);
+  const tmp = mkdtempSync(join(wheels, '.download-'));
+  log(`downloading ${TF_WHEEL.name}==${TF_WHEEL.version} from PyPI (about 270 MB, once)`);
+  const spec = `${TF_WHEEL.name}==${TF_WHEEL.version}`;
+  run(
+    'python3',
+    ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', spec, '-d', tmp],
+    cacheDir,
+    log,
+  );
+  const wheel = find(tmp);
+  if (!wheel || !wheelIsValid(join(tmp, wheel))) {
+    throw new BackendError(`pip reported success but no readable wheel is in ${tmp}`);
   }
+  renameSync(join(tmp, wheel), join(wheels, wheel)); // atomic: the wheel appears whole or not at all
+  rmSync(tmp, { recursive: true, force: true });
   return join(wheels, wheel);
 }
 
+/**
+ * extract WHEEL OUT: the two libraries and include/ into OUT, then OUT/.complete
+ * listing every file and its size (written last). manifest WHEEL: that list as JSON.
+ */
 const EXTRACT_PY = `
-import sys, zipfile, os
-wheel, out = sys.argv[1], sys.argv[2]
-libs = {'tensorflow/libtensorflow_cc.so.2', 'tensorflow/libtensorflow_framework.so.2'}
+import sys, zipfile, os, json
+mode, wheel = sys.argv[1], sys.argv[2]
+libs = {'tensorflow/${LIBS[0]}', 'tensorflow/${LIBS[1]}'}
+files = {}
 with zipfile.ZipFile(wheel) as z:
     for info in z.infolist():
         n = info.filename
         if n in libs:
-            dest = os.path.join(out, 'lib', os.path.basename(n))
+            rel = os.path.join('lib', os.path.basename(n))
         elif n.startswith('tensorflow/include/') and not n.endswith('/'):
-            dest = os.path.join(out, 'include', n[len('tensorflow/include/'):])
+            rel = os.path.join('include', n[len('tensorflow/include/'):])
         else:
             continue
+        files[rel] = info.file_size
+        if mode != 'extract':
+            continue
+        dest = os.path.join(sys.argv[3], rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with z.open(info) as src, open(dest, 'wb') as dst:
             while True:
                 b = src.read(1 << 20)
                 if not b: break
                 dst.write(b)
+doc = json.dumps({'wheel': os.path.basename(wheel), 'files': files})
+if mode == 'extract':
+    with open(os.path.join(sys.argv[3], '.complete'), 'w') as f:
+        f.write(doc)
+else:
+    print(doc)
 `;
 
+/** Files (relative path -> size) an extracted folder must hold: its marker's list, else the wheel's. */
+function expectedFiles(out: string, wheel: () => string): Record<string, number> {
+  try {
+    const doc = JSON.parse(readFileSync(join(out, '.complete'), 'utf8')) as {
+      files?: Record<string, number>;
+    };
+    if (doc.files && Object.keys(doc.files).length > 0) return doc.files;
+  } catch {
+    /* no marker, or an old empty one: compare with the wheel */
+  }
+  const r = spawnSync('python3', ['-c', EXTRACT_PY, 'manifest', wheel()], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  return r.status === 0 ? (JSON.parse(r.stdout) as { files: Record<string, number> }).files : {};
+}
+
+/** Every expected file is there with its size: a marker alone is never trusted. */
+function extractedIsComplete(out: string, wheel: () => string): boolean {
+  if (!existsSync(join(out, '.complete'))) return false;
+  const files = Object.entries(expectedFiles(out, wheel));
+  return (
+    files.length > 0 &&
+    files.every(([rel, size]) => {
+      try {
+        return statSync(join(out, rel)).size === size;
+      } catch {
+        return false;
+      }
+    })
+  );
+}
+
+/** libtensorflow and its headers, extracted aside and renamed into place. Caller holds the cache lock. */
 function ensureExtracted(cacheDir: string, log: (l: string) => void): string {
-  const out = join(cacheDir, `libtensorflow-${TF_WHEEL.version}`);
-  const done = join(out, '.complete');
-  if (existsSync(done)) return out;
-  const wheel = ensureWheel(cacheDir, log);
+  const name = `libtensorflow-${TF_WHEEL.version}`;
+  const out = join(cacheDir, name);
+  removeStale(cacheDir, (n) => n.startsWith(`${name}.tmp-`) || n.startsWith(`${name}.broken-`));
+  let wheel: string | undefined;
+  const getWheel = () => (wheel ??= ensureWheel(cacheDir, log));
+  if (extractedIsComplete(out, getWheel)) return out;
+  if (existsSync(out)) log(`${out} is incomplete: extracting it again`);
   const tmp = `${out}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  log(`extracting libtensorflow and headers from ${wheel}`);
-  run('python3', ['-c', EXTRACT_PY, wheel, tmp], cacheDir, log);
-  execFileSync('touch', [join(tmp, '.complete')]);
-  rmSync(out, { recursive: true, force: true });
-  renameSync(tmp, out); // atomic: a half-extracted tree is never mistaken for a complete one
+  log(`extracting libtensorflow and headers from ${getWheel()}`);
+  run('python3', ['-c', EXTRACT_PY, 'extract', getWheel(), tmp], cacheDir, log);
+  if (!extractedIsComplete(tmp, getWheel)) {
+    throw new BackendError(`extracting ${getWheel()} into ${tmp} left files missing`, {
+      hint: `check the free space in ${cacheDir}, then run 'contrast setup' again`,
+    });
+  }
+  if (existsSync(out)) renameSync(out, `${out}.broken-${process.pid}`); // a directory cannot be renamed over
+  renameSync(tmp, out);
+  removeStale(cacheDir, (n) => n.startsWith(`${name}.broken-`));
   return out;
 }
 
-function forceSymlink(target: string, path: string): void {
-  try {
-    lstatSync(path);
-    rmSync(path, { recursive: true, force: true });
-  } catch {
-    /* absent */
-  }
-  symlinkSync(target, path);
+/** Removes leftovers of builds killed half-way (only called under the lock that guards them). */
+function removeStale(dir: string, match: (name: string) => boolean): void {
+  if (!existsSync(dir)) return;
+  for (const n of readdirSync(dir).filter(match))
+    rmSync(join(dir, n), { recursive: true, force: true });
 }
 
-/** Makes sure @tensorflow/tfjs-node has a working native binding; idempotent and fast when done. */
+/** Points `path` at `target`, replacing what is there in one rename (a real directory is removed first). */
+function forceSymlink(target: string, path: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  rmSync(tmp, { force: true });
+  symlinkSync(target, tmp);
+  try {
+    renameSync(tmp, path);
+  } catch {
+    rmSync(path, { recursive: true, force: true }); // tfjs-node's own deps/include folder
+    renameSync(tmp, path);
+  }
+}
+
+/**
+ * Makes sure @tensorflow/tfjs-node has a working native binding; idempotent and
+ * fast when done (a binding that loads is the only proof; no marker is trusted).
+ * Safe to run twice at once: the build holds a lock in the package folder and
+ * the cache a lock in the cache folder (`withFileLock`); whoever waited finds
+ * the other's result and checks it again.
+ */
 export function provisionNativeBackend(options: ProvisionOptions = {}): ProvisionResult {
   const log = options.log ?? ((l: string) => console.error(`[provision] ${l}`));
   const packageDir = tfjsNodeDir();
@@ -186,21 +264,38 @@ export function provisionNativeBackend(options: ProvisionOptions = {}): Provisio
       hint: 'run pnpm install in the repository root',
     });
   }
-  const existing = findBinding(packageDir);
-  if (existing && !options.force && bindingLoads(packageDir).ok) {
-    return { packageDir, bindingPath: existing, action: 'present' };
-  }
-  const cacheDir = options.cacheDir ?? defaultCacheDir();
-  mkdirSync(cacheDir, { recursive: true });
-  const tfDir = ensureExtracted(cacheDir, log);
+  const present = (): ProvisionResult | undefined => {
+    const existing = findBinding(packageDir);
+    return existing && !options.force && bindingLoads(packageDir).ok
+      ? { packageDir, bindingPath: existing, action: 'present' }
+      : undefined;
+  };
+  return (
+    present() ??
+    withFileLock(
+      join(packageDir, '.contrast-build.lock'),
+      () => present() ?? buildBinding(packageDir, options.cacheDir ?? defaultCacheDir(), log),
+      log,
+    )
+  );
+}
 
+/** Links the cached libtensorflow into the package and builds the binding. Caller holds the package lock. */
+function buildBinding(
+  packageDir: string,
+  cacheDir: string,
+  log: (l: string) => void,
+): ProvisionResult {
+  const tfDir = withFileLock(
+    join(cacheDir, 'tensorflow.lock'),
+    () => ensureExtracted(cacheDir, log),
+    log,
+  );
   const depsLib = join(packageDir, 'deps', 'lib');
   mkdirSync(depsLib, { recursive: true });
-  for (const so of ['libtensorflow_cc.so.2', 'libtensorflow_framework.so.2']) {
-    forceSymlink(join(tfDir, 'lib', so), join(depsLib, so));
-  }
-  forceSymlink('libtensorflow_cc.so.2', join(depsLib, 'libtensorflow.so'));
-  forceSymlink('libtensorflow_framework.so.2', join(depsLib, 'libtensorflow_framework.so'));
+  for (const so of LIBS) forceSymlink(join(tfDir, 'lib', so), join(depsLib, so));
+  forceSymlink(LIBS[0], join(depsLib, 'libtensorflow.so'));
+  forceSymlink(LIBS[1], join(depsLib, 'libtensorflow_framework.so'));
   forceSymlink(join(tfDir, 'include'), join(packageDir, 'deps', 'include'));
 
   const pkgRequire = createRequire(join(packageDir, 'package.json'));
@@ -224,7 +319,7 @@ export function provisionNativeBackend(options: ProvisionOptions = {}): Provisio
   const check = bindingLoads(packageDir);
   if (!bindingPath || !check.ok) {
     throw new BackendError(`the tfjs-node binding was built but does not load: ${check.error}`, {
-      hint: `delete ${join(cacheDir, `libtensorflow-${TF_WHEEL.version}`)} and run 'contrast setup' again`,
+      hint: `delete ${tfDir} and run 'contrast setup' again`,
     });
   }
   return { packageDir, bindingPath, action: 'built' };

@@ -10,7 +10,7 @@ import { initBackend, provisionNativeBackend, runDoctor } from '@contrast/backen
 import { fashionMnistDir } from '@contrast/data';
 import { evaluateRun, runExperiment, type TrainResult } from '@contrast/trainer';
 import { loadStudy, reportStudyFolder, runStudy } from '@contrast/study';
-import { syncRuns } from '@contrast/tracking';
+import { formatSyncedRun, syncRuns } from '@contrast/tracking';
 
 export {
   builtinPlugins,
@@ -291,13 +291,10 @@ async function sync(args: string[]): Promise<number> {
     process.stderr.write(USAGE);
     return 2;
   }
-  const synced = await syncRuns(target, { warn: (l) => process.stderr.write(`${l}\n`) });
-  for (const r of synced) {
-    process.stdout.write(
-      `${r.dir}: MLflow run ${r.runId} (experiment ${r.experimentId}) complete; ` +
-        `${r.uploadedNow} metric records uploaded now, ${r.metricRecordsSent} records / ${r.metricPointsSent} points in all, ${r.artifacts} artifacts\n`,
-    );
-  }
+  await syncRuns(target, {
+    warn: (l) => process.stderr.write(`${l}\n`),
+    onRun: (r) => process.stdout.write(formatSyncedRun(r)),
+  });
   return 0;
 }
 

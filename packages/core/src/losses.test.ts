@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { MemoryBank, sampleIndices } from './bank.js';
 import { KeyBatchInfoNceLoss, NceLoss, NtXentLoss } from './losses.js';
-import { l2Normalize, nceLoss, ntXent } from './math.js';
+import { infoNceLogits, l2Normalize, nceLoss, ntXent } from './math.js';
 import { Rng } from './rng.js';
 
 /** SimCLR's Algorithm 1, transcribed: pairs (2k-1, 2k), l(i,j) = -log(e^{s_ij/t} / sum_{k != i} e^{s_ik/t}). */
@@ -73,7 +73,7 @@ describe('NCE (InstDisc)', () => {
       Math.log(kPn / (p[1]! + kPn)) +
       Math.log(kPn / (p[2]! + kPn))
     );
-    expect(nceLoss(logits, 4, 8).dataSync()[0]).toBeCloseTo(expected, 4);
+    expect(nceLoss(logits, Math.log(4), 8).dataSync()[0]).toBeCloseTo(expected, 4);
   });
 
   it('fixes the normaliser on the first batch as mean(exp(logits)) * N', () => {
@@ -97,6 +97,44 @@ describe('NCE (InstDisc)', () => {
     const other = new NceLoss(100);
     other.loadState(loss.state());
     expect(other.z).toBe(loss.z);
+    other.loadState({ tensors: {}, values: { z: 250 } }); // a checkpoint from before the log form
+    expect(other.logZ).toBeCloseTo(Math.log(250), 12);
+  });
+
+  it('is finite at temperature 0.005 and matches a float64 evaluation of the same logits', () => {
+    // unit queries, positives near them (cos ~0.9-0.99), random unit negatives: s up to 1/t = 200
+    const [n, k, d, datasetSize, t] = [8, 64, 16, 512, 0.005];
+    const rng = new Rng(5);
+    const unit = (rows: number, noise?: tf.Tensor2D) =>
+      tf.tidy(() => {
+        const x = tf.tensor2d(rng.normalArray(rows * d), [rows, d]);
+        return l2Normalize(noise ? tf.add(noise, tf.mul(x, 0.08)) : x) as tf.Tensor2D;
+      });
+    const query = unit(n);
+    const positive = unit(n, query);
+    const negatives = unit(k);
+    const loss = new NceLoss(datasetSize);
+    const out = loss.compute({ query, positive, negatives, temperature: t });
+    const s = infoNceLogits(query, positive, negatives, t).arraySync(); // the same float32 logits
+
+    // the paper's formula in plain float64 (exp(200) ~ 7e86 is fine in float64)
+    const all = s.flat();
+    const z = (all.reduce((acc, v) => acc + Math.exp(v), 0) / all.length) * datasetSize;
+    const kPn = k / datasetSize;
+    let total = 0;
+    for (const row of s) {
+      const p = row.map((v) => Math.exp(v) / z);
+      total += Math.log(p[0]! / (p[0]! + kPn));
+      for (let j = 1; j <= k; j++) total += Math.log(kPn / (p[j]! + kPn));
+    }
+    const expected = -total / n;
+
+    expect(Math.max(...all)).toBeGreaterThan(150); // float32 exp overflows past 88
+    const got = out.loss.dataSync()[0]!;
+    expect(Number.isFinite(got)).toBe(true);
+    expect(Math.abs(got - expected) / Math.abs(expected)).toBeLessThan(1e-4);
+    expect(Math.abs(loss.logZ! - Math.log(z)) / Math.log(z)).toBeLessThan(1e-6);
+    tf.dispose([query, positive, negatives, out.loss, out.accuracy]);
   });
 });
 

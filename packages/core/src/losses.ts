@@ -13,6 +13,7 @@ import {
   crossEntropyAt,
   infoNceFused,
   infoNceLogits,
+  nceLogNormaliser,
   nceLoss,
   negativeCosine,
   normalizedMse,
@@ -88,42 +89,58 @@ export class KeyBatchInfoNceLoss implements ContrastiveLoss {
   }
 }
 
-/** InstDisc's NCE with a normaliser Z estimated once, on the first batch. */
+/**
+ * InstDisc's NCE with a normaliser Z estimated once, on the first batch, and
+ * kept in log space (log Z, see `nceLogNormaliser`): Z = exp(1/t) * N overflows
+ * float64 below t ~ 0.0015, log Z never does. State: `{ logZ }` (checkpoints
+ * written before the log form hold `{ z }`, read as log z).
+ */
 export class NceLoss implements ContrastiveLoss {
   readonly name = 'nce';
   readonly kind = 'explicit' as const;
-  private normaliser: number | undefined;
+  private logNormaliser: number | undefined;
 
   constructor(private readonly datasetSize: number) {}
 
+  /** log Z, once fixed. */
+  get logZ(): number | undefined {
+    return this.logNormaliser;
+  }
+
+  /** Z itself (Infinity when it exceeds float64; the loss only uses log Z). */
   get z(): number | undefined {
-    return this.normaliser;
+    return this.logNormaliser === undefined ? undefined : Math.exp(this.logNormaliser);
   }
 
   compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
     const neg = explicitNegatives(this.name, negatives);
     return tf.tidy(() => {
       const logits = infoNceLogits(query, positive, neg, temperature); // [N, 1+K]
-      if (this.normaliser === undefined) {
-        // One scalar read, once per run: Z must be a constant, not a function of the weights.
-        this.normaliser = tf.mean(tf.exp(logits)).dataSync()[0]! * this.datasetSize;
-      }
+      // One scalar read, once per run: Z must be a constant, not a function of the weights.
+      this.logNormaliser ??= nceLogNormaliser(logits, this.datasetSize);
       return {
-        loss: nceLoss(logits, this.normaliser, this.datasetSize),
+        loss: nceLoss(logits, this.logNormaliser, this.datasetSize),
         accuracy: topOneAccuracy(logits, positiveFirst(logits.shape[0])),
       };
     });
   }
 
   state(): StateTensors {
-    return { tensors: {}, values: this.normaliser === undefined ? {} : { z: this.normaliser } };
+    const logZ = this.logNormaliser;
+    return { tensors: {}, values: logZ === undefined ? {} : { logZ } };
   }
 
   loadState(state: StateTensors): void {
-    const z = state.values.z;
-    if (z !== undefined && typeof z !== 'number')
-      throw new StateError('NCE normaliser z is not a number');
-    this.normaliser = z;
+    const { logZ, z } = state.values;
+    if (logZ !== undefined) {
+      if (typeof logZ !== 'number') throw new StateError('NCE normaliser logZ is not a number');
+      this.logNormaliser = logZ;
+    } else if (z !== undefined) {
+      if (typeof z !== 'number') throw new StateError('NCE normaliser z is not a number');
+      this.logNormaliser = Math.log(z);
+    } else {
+      this.logNormaliser = undefined;
+    }
   }
 }
 

@@ -176,23 +176,44 @@ export function ntXent(
 }
 
 /**
- * NCE as in InstDisc (Wu et al. 2018), over logits whose column 0 is the positive:
- *   P = exp(logit) / Z,  Pn = 1 / datasetSize,  h(P) = P / (P + K Pn)
+ * NCE as in InstDisc (Wu et al. 2018), over logits s whose column 0 is the positive:
+ *   P = exp(s) / Z,  Pn = 1 / datasetSize,  h(P) = P / (P + K Pn)
  *   L = -mean_i [ log h(P_i0) + sum_k log(1 - h(P_ik)) ]
- * Z is a constant, estimated once (InstDisc: mean(exp(logits)) * datasetSize on the first batch).
+ * computed in log space, so it stays finite at small temperatures (s = cos / t
+ * reaches 1 / t; float32 exp overflows past s = 88, i.e. t < 0.0113). With
+ * c = log(K Pn) + log Z:
+ *   log h(P)     = -softplus(c - s)        log(1 - h(P)) = -softplus(s - c)
+ *   L = mean_i [ softplus(c - s_i0) + sum_k softplus(s_ik - c) ]
+ * `logNormaliser` is log Z, a constant (InstDisc estimates Z once, on the first
+ * batch: see `nceLogNormaliser`). logits [N, 1+K] -> scalar.
  */
-export function nceLoss(logits: tf.Tensor2D, normaliser: number, datasetSize: number): tf.Scalar {
+export function nceLoss(
+  logits: tf.Tensor2D,
+  logNormaliser: number,
+  datasetSize: number,
+): tf.Scalar {
   return tf.tidy(() => {
     const k = logits.shape[1] - 1;
-    const kPn = k / datasetSize;
-    const eps = 1e-7;
-    const p = tf.div(tf.exp(logits), normaliser); // [N, 1+K]
-    const pPos = p.slice([0, 0], [-1, 1]);
-    const pNeg = p.slice([0, 1], [-1, -1]);
-    const logHPos = tf.log(tf.div(pPos, tf.add(pPos, kPn + eps)));
-    const logHNeg = tf.log(tf.div(tf.scalar(kPn), tf.add(pNeg, kPn + eps)));
-    return tf.neg(tf.div(tf.add(tf.sum(logHPos), tf.sum(logHNeg)), logits.shape[0])) as tf.Scalar;
+    // c in float64 first: log Z can be ~1/t + log N, too large to add to log(K Pn) in float32 twice
+    const c = Math.log(k / datasetSize) + logNormaliser;
+    const sPos = logits.slice([0, 0], [-1, 1]); // [N, 1]
+    const sNeg = logits.slice([0, 1], [-1, -1]); // [N, K]
+    const pos = tf.sum(tf.softplus(tf.sub(c, sPos)));
+    const neg = tf.sum(tf.softplus(tf.sub(sNeg, c)));
+    return tf.div(tf.add(pos, neg), logits.shape[0]) as tf.Scalar;
   });
+}
+
+/**
+ * InstDisc's normaliser Z = mean(exp(s)) * datasetSize, returned as
+ * log Z = logmeanexp(s) + log(datasetSize) (finite where Z itself overflows).
+ * One host read. logits [N, 1+K] -> number.
+ */
+export function nceLogNormaliser(logits: tf.Tensor2D, datasetSize: number): number {
+  const lse = tf.tidy(() => tf.logSumExp(logits)); // over every entry
+  const value = lse.dataSync()[0]!;
+  lse.dispose();
+  return value - Math.log(logits.size) + Math.log(datasetSize);
 }
 
 /**

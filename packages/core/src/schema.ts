@@ -187,13 +187,14 @@ export const ExperimentSchema = z
         logEvery: positiveInt.default(20),
         /**
          * MLflow tracking server (http://host:port). Empty: MLFLOW_TRACKING_URI when
-         * set, else only the local run directory.
+         * set (a resumed run: the server its folder records), else only the local run
+         * directory. `off`: no MLflow tracking, whatever MLFLOW_TRACKING_URI says.
          */
         uri: z
           .string()
           .default('')
-          .refine((u) => u === '' || /^https?:\/\//.test(u), {
-            message: 'must be an http:// or https:// address of an MLflow server, or empty',
+          .refine((u) => u === '' || u === 'off' || /^https?:\/\//.test(u), {
+            message: "must be an http:// or https:// address of an MLflow server, 'off', or empty",
           }),
         /** MLflow experiment name (default: the experiment's name). */
         experiment: z.string().default(''),

@@ -10,6 +10,7 @@ import {
 } from '@contrast/core';
 import { runExperiment } from '@contrast/trainer';
 import {
+  chooseTrackingUri,
   hasMlflowState,
   MlflowUploader,
   probeTrackingServer,
@@ -79,7 +80,10 @@ export async function openStudyRun(
   runs: readonly StudyRun[],
   log: (line: string) => void,
 ): Promise<MlflowUploader | undefined> {
-  const uri = runs[0]?.config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
+  const { uri } = chooseTrackingUri({
+    configUri: runs[0]?.config.tracking.uri ?? '',
+    envUri: process.env.MLFLOW_TRACKING_URI,
+  });
   if (!uri) return undefined;
   const experimentName = runs[0]?.config.tracking.experiment || study.name;
   return openParentRun(outDir, uri, experimentName, study.name, log);

@@ -4,3 +4,4 @@ export * from './mlflow/uploader.js';
 export * from './mlflow/tracker.js';
 export * from './mlflow/server.js';
 export * from './mlflow/sync.js';
+export * from './mlflow/choice.js';

@@ -75,6 +75,8 @@ export class LocalRunTracker implements Tracker {
   private buffer: string[] = [];
   private summary: Record<string, unknown> = {};
   private readonly started = new Date();
+  /** When close() ended the run (ms since the epoch); summary.json holds it as `ended`. */
+  endedAt: number | undefined;
 
   constructor(
     readonly run: RunDirectory,
@@ -133,6 +135,8 @@ export class LocalRunTracker implements Tracker {
 
   async close(status: 'finished' | 'failed' | 'interrupted'): Promise<void> {
     this.flush();
+    this.endedAt = Date.now();
+    this.summary = { ...this.summary, ended: new Date(this.endedAt).toISOString() };
     this.writeSummary(status);
   }
 }

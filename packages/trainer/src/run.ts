@@ -17,6 +17,7 @@ import {
 } from '@contrast/core';
 import {
   checkRunRoot,
+  chooseTrackingUri,
   createRunDirectory,
   createRunDirectoryAt,
   hasMlflowState,
@@ -24,6 +25,7 @@ import {
   MlflowTracker,
   MlflowUploader,
   probeTrackingServer,
+  recordedTracking,
   type MlflowTrackerOptions,
   type RunDirectory,
 } from '@contrast/tracking';
@@ -75,7 +77,16 @@ export async function runExperiment(
   checkNames(config, catalog);
   if (options.resumeFrom) checkResumable(options.resumeFrom.runPath, config, catalog);
   else checkRunRoot(config.tracking.dir);
-  const uri = config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
+  // a resumed run keeps the tracking its folder records; tracking.uri overrides, 'off' stops it
+  const tracking = chooseTrackingUri({
+    configUri: config.tracking.uri,
+    envUri: process.env.MLFLOW_TRACKING_URI,
+    recorded: options.resumeFrom
+      ? recordedTracking(resolve(options.resumeFrom.runPath))
+      : undefined,
+  });
+  if (tracking.message) log(`[tracking] ${tracking.message}`);
+  const uri = tracking.uri;
   const experimentName =
     options.mlflow?.experimentName ?? (config.tracking.experiment || config.name);
   if (uri) await probe(uri, experimentName, log);

@@ -66,6 +66,18 @@ describe('memory-bank plugin', () => {
     }
   });
 
+  it('trains with NCE at temperature 0.005 (log space): finite loss, finite weights that move', () => {
+    const h = createStepHarness({ ...base, loss: { name: 'nce', temperature: 0.005 } }, catalog());
+    const before = h.encoder.parameters().map((p) => p.dataSync().slice());
+    const { losses } = h.run(40);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    const after = h.encoder.parameters().map((p) => p.dataSync());
+    expect(after.every((w) => w.every(Number.isFinite))).toBe(true);
+    const moved = after.some((w, i) => w.some((v, j) => v !== before[i]![j]));
+    expect(moved).toBe(true);
+    h.dispose();
+  });
+
   it('round-trips the bank through its state', () => {
     const a = createStepHarness(base, catalog());
     a.step();

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { userInfo } from 'node:os';
-import { relative } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { TrackingError, type MetricRecord, type Tracker } from '@contrast/core';
 import type { LocalRunTracker } from '../local.js';
 import { MlflowClient, type ClientOptions, type DatasetInput, type KeyValue } from './client.js';
@@ -111,8 +112,11 @@ export class MlflowTracker implements Tracker {
       warn: this.warn,
     };
     if (hasMlflowState(local.run.path)) {
-      // a resumed run: same MLflow run, metrics continue from the spool cursor
+      // a resumed run: same MLflow run, metrics continue from the spool cursor;
+      // on another server (an explicit tracking.uri), a new run there gets the whole folder
       this.uploader = MlflowUploader.open(local.run.path, uploaderOptions);
+      const uri = new MlflowClient(options.uri, { auth: {} }).base;
+      if (this.uploader.state.uri !== uri) this.uploader.retarget(uri);
       this.uploader.reopen();
     } else {
       this.uploader = MlflowUploader.create(
@@ -129,6 +133,10 @@ export class MlflowTracker implements Tracker {
         },
         uploaderOptions,
       );
+      // a run tracked from its resume on: config.yaml is already written (logParams is not called)
+      if (existsSync(join(local.run.path, 'config.yaml'))) {
+        this.uploader.addArtifact('config.yaml', 'config.yaml');
+      }
     }
   }
 
@@ -237,6 +245,7 @@ export class MlflowTracker implements Tracker {
     this.uploader.addArtifact('summary.json', 'summary.json');
     this.uploader.setStatus(
       status === 'finished' ? 'FINISHED' : status === 'failed' ? 'FAILED' : 'KILLED',
+      this.local.endedAt, // the end time summary.json records: sync compares the two
     );
     const left = await this.drain();
     if (!this.uploader.isComplete()) {

@@ -50,10 +50,19 @@ export interface MlflowRunState {
    * step, same keys): skipped once each instead of being sent twice.
    */
   skip?: string[];
-  artifacts: { name: string; file: string; done: boolean }[];
+  /** Artifacts; `size` and `mtimeMs` are the file's when it was uploaded (a rewritten file goes up again). */
+  artifacts: ArtifactEntry[];
   status?: 'RUNNING' | 'FINISHED' | 'FAILED' | 'KILLED';
   endTime?: number;
   statusDone: boolean;
+}
+
+export interface ArtifactEntry {
+  name: string;
+  file: string;
+  done: boolean;
+  size?: number;
+  mtimeMs?: number;
 }
 
 const STATE_FILE = 'mlflow.json';
@@ -133,15 +142,29 @@ export interface UploaderOptions extends ClientOptions {
   warn?: (line: string) => void;
 }
 
+/** The upload progress of a run of which nothing is on the server yet. */
+function nothingUploaded(s: Pick<MlflowRunState, 'paramsFile' | 'input'>) {
+  return {
+    createAttempted: false,
+    paramsDone: s.paramsFile === undefined,
+    truncatedParams: [] as string[],
+    inputsDone: s.input === undefined,
+    metricsOffset: 0,
+    metricRecordsSent: 0,
+    metricPointsSent: 0,
+    statusDone: false,
+  };
+}
+
 /** Uploads one run's spool to MLflow, idempotently, stage by stage. */
 export class MlflowUploader {
-  readonly client: MlflowClient;
+  client: MlflowClient;
   private readonly warn: (line: string) => void;
 
   private constructor(
     readonly dir: string,
     public state: MlflowRunState,
-    options: UploaderOptions,
+    private readonly options: UploaderOptions,
   ) {
     this.client = new MlflowClient(state.uri, options);
     this.warn = options.warn ?? ((l) => console.error(l));
@@ -158,15 +181,8 @@ export class MlflowUploader {
       ...init,
       uri: new MlflowClient(init.uri, { auth: {} }).base,
       startTime: Date.now(),
-      createAttempted: false,
-      paramsDone: init.paramsFile === undefined,
-      truncatedParams: [],
-      inputsDone: init.input === undefined,
-      metricsOffset: 0,
-      metricRecordsSent: 0,
-      metricPointsSent: 0,
+      ...nothingUploaded(init),
       artifacts: [],
-      statusDone: false,
     };
     const u = new MlflowUploader(dir, state, options);
     u.save();
@@ -234,10 +250,56 @@ export class MlflowUploader {
     this.save();
   }
 
-  setStatus(status: 'FINISHED' | 'FAILED' | 'KILLED'): void {
+  /** The run's final status and end time (ms since the epoch; default now), sent with the next upload. */
+  setStatus(status: 'FINISHED' | 'FAILED' | 'KILLED', endTime = Date.now()): void {
     this.state.status = status;
-    this.state.endTime = Date.now();
+    this.state.endTime = endTime;
     this.state.statusDone = false;
+    this.save();
+  }
+
+  /**
+   * Makes sure an artifact is listed and marks it for upload when its file
+   * changed since it went up (size or mtime), or when `force` says the server
+   * lacks it. Returns true when it will be uploaded.
+   */
+  refreshArtifact(name: string, file: string, force = false): boolean {
+    const entry = this.state.artifacts.find((a) => a.name === name);
+    if (!entry) {
+      this.addArtifact(name, file);
+      return true;
+    }
+    const path = join(this.dir, file);
+    const st = existsSync(path) ? statSync(path) : undefined;
+    const changed = st !== undefined && (st.size !== entry.size || st.mtimeMs !== entry.mtimeMs);
+    if (entry.file === file && entry.done && !changed && !force) return false;
+    entry.file = file;
+    entry.done = false;
+    this.save();
+    return true;
+  }
+
+  /**
+   * Moves tracking to another server: a new MLflow run there receives the whole
+   * run folder (params, input, every metric record, artifacts); the old run is
+   * left as it is. The parent link is dropped (the parent lives on the old server).
+   */
+  retarget(uri: string): void {
+    const s = this.state;
+    s.uri = new MlflowClient(uri, { auth: {} }).base;
+    for (const key of [
+      'experimentId',
+      'runId',
+      'artifactUri',
+      'parentRunId',
+      'parentDir',
+      'skip',
+    ] as const) {
+      delete s[key];
+    }
+    Object.assign(s, nothingUploaded(s));
+    for (const a of s.artifacts) a.done = false;
+    this.client = new MlflowClient(s.uri, this.options);
     this.save();
   }
 
@@ -343,8 +405,9 @@ export class MlflowUploader {
       if (!existsSync(path)) {
         throw new TrackingError(`artifact ${a.name}: ${path} does not exist`);
       }
+      const st = statSync(path);
       await this.client.uploadArtifact(s.artifactUri!, a.name, readFileSync(path));
-      a.done = true;
+      Object.assign(a, { done: true, size: st.size, mtimeMs: st.mtimeMs });
       this.save();
     }
     if (s.status && !s.statusDone) {
