@@ -10,7 +10,9 @@ export type ErrorCode =
   | 'CONTRAST_RUN_DIR'
   | 'CONTRAST_PLUGIN'
   | 'CONTRAST_STATE'
-  | 'CONTRAST_TRACKING';
+  | 'CONTRAST_TRACKING'
+  | 'CONTRAST_USAGE'
+  | 'CONTRAST_DIVERGED';
 
 export abstract class ContrastError extends Error {
   abstract readonly code: ErrorCode;
@@ -87,6 +89,27 @@ export class PluginError extends ContrastError {
 /** Saved state (weights, queue, checkpoint) that cannot be read back. */
 export class StateError extends ContrastError {
   readonly code = 'CONTRAST_STATE' as const;
+}
+
+/** A command line the command does not accept: unknown flag, missing or bad value. */
+export class UsageError extends ContrastError {
+  readonly code = 'CONTRAST_USAGE' as const;
+}
+
+/**
+ * Training diverged: the loss became NaN or Infinity. Distinct from a config
+ * error because the input was valid; the recipe (lr, temperature) is not.
+ */
+export class DivergedError extends ContrastError {
+  readonly code = 'CONTRAST_DIVERGED' as const;
+  constructor(
+    /** The step (0-based) whose loss was not finite. */
+    readonly step: number,
+    readonly loss: number,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(`training diverged: the loss became ${loss} at step ${step}`, options);
+  }
 }
 
 export function isContrastError(e: unknown): e is ContrastError {
