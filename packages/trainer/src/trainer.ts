@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { inject, injectable } from 'tsyringe';
 import {
+  DivergedError,
   encodeBundle,
   Rng,
   StateError,
@@ -44,6 +45,8 @@ export interface TrainResult {
   /** kNN top-1 on the test split: raw pixels and random init (when baselines are on), trained. */
   knn: { rawPixels?: number; randomInit?: number; trained: number };
   knnPerEpoch: { epoch: number; accuracy: number }[];
+  /** How the kNN numbers were measured (absent when no kNN ran, e.g. stopped early). */
+  knnProtocol?: KnnProtocol;
   imgPerSec: number;
   wallSeconds: number;
   peakRssMb: number;
@@ -54,6 +57,25 @@ export interface TrainResult {
   /** Wang & Isola's alignment and uniformity of the final embeddings on test images. */
   alignment?: number;
   uniformity?: number;
+}
+
+/**
+ * The kNN monitor's protocol (InstDisc's weighted kNN): the dataset, k, t, the
+ * features, and how much of each split was used: the bank is the first
+ * `bankSize` of `bankOf` training images (of the first `trainSubset` when
+ * data.trainSubset is set), the test set the first `testSize` of `testOf`.
+ */
+export interface KnnProtocol {
+  dataset: string;
+  k: number;
+  t: number;
+  features: 'pooled backbone';
+  bankSize: number;
+  bankOf: number;
+  testSize: number;
+  testOf: number;
+  /** data.trainSubset (0 = the whole training split). */
+  trainSubset: number;
 }
 
 /** Where and how often the loop checkpoints. */
@@ -137,6 +159,22 @@ export class Trainer {
   knn(encoder: Encoder = this.encoder): KnnResult {
     const { k, t, bankSize, testSize } = this.config.eval.knn;
     return knnOnEncoder(this.dataset, this.toBatch, encoder, { k, t, bankSize, testSize });
+  }
+
+  /** The protocol a kNN result of this run was measured with. */
+  knnProtocol(r: KnnResult): KnnProtocol {
+    const { k, t } = this.config.eval.knn;
+    return {
+      dataset: this.dataset.name,
+      k,
+      t,
+      features: 'pooled backbone',
+      bankSize: r.bankSize,
+      bankOf: (this.dataset.evalTrain ?? this.dataset.train).n,
+      testSize: r.testSize,
+      testOf: this.dataset.test.n,
+      trainSubset: this.config.data.trainSubset,
+    };
   }
 
   knnPixels(): KnnResult {
@@ -227,6 +265,7 @@ export class Trainer {
     let last: { epoch: number; step: number; position: CheckpointValues['position'] } | undefined;
     let lastCheckpoint: TrainResult['lastCheckpoint'];
     let checkpointedStep = resumed?.step ?? -1;
+    let knnProtocol: KnnProtocol | undefined;
     const checkpoint = () => {
       const ck = options.checkpoint;
       if (!ck || !last || checkpointedStep === step) return;
@@ -265,7 +304,7 @@ export class Trainer {
       tf.dispose([out.loss, out.accuracy]);
       disposeBatch(batch);
       if (!Number.isFinite(loss)) {
-        throw new StateError(`loss became ${loss} at step ${step}`, {
+        throw new DivergedError(step, loss, {
           hint: 'lower optim.lr or raise loss.temperature',
         });
       }
@@ -308,6 +347,7 @@ export class Trainer {
         ((batch.epoch + 1) % ev.knn.every === 0 || step === total)
       ) {
         const r = this.knn();
+        knnProtocol = this.knnProtocol(r);
         knnPerEpoch.push({ epoch: batch.epoch + 1, accuracy: r.accuracy });
         lastEvalEpoch = batch.epoch;
         this.tracker.logMetrics({ step, epoch: batch.epoch + 1, knn_accuracy: r.accuracy });
@@ -327,11 +367,13 @@ export class Trainer {
     const lastEpoch = Math.ceil(step / spe) - 1;
     if (lastEvalEpoch === lastEpoch && knnPerEpoch.length > 0) {
       knnResult.trained = knnPerEpoch[knnPerEpoch.length - 1]!.accuracy;
-    } else {
-      knnResult.trained = this.knn().accuracy;
+    } else if (status === 'finished') {
+      const r = this.knn();
+      knnProtocol = this.knnProtocol(r);
+      knnResult.trained = r.accuracy;
       knnPerEpoch.push({ epoch: lastEpoch + 1, accuracy: knnResult.trained });
-    }
-    const au = this.alignUniform();
+    } // a stopped run exits promptly: its encoder is evaluated when it is resumed and finishes
+    const au = status === 'finished' ? this.alignUniform() : undefined;
     if (au) this.tracker.logMetrics({ step, epoch: lastEpoch + 1, ...au });
     return {
       ...(au ?? {}),
@@ -341,6 +383,7 @@ export class Trainer {
       finalLoss: lastLoss,
       knn: knnResult,
       knnPerEpoch,
+      ...(knnProtocol ? { knnProtocol } : {}),
       imgPerSec: secondsTimed > 0 ? imagesTimed / secondsTimed : Number.NaN,
       wallSeconds: (performance.now() - t0) / 1000,
       peakRssMb: process.resourceUsage().maxRSS / 1024,
