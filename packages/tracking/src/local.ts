@@ -75,6 +75,8 @@ export class LocalRunTracker implements Tracker {
   private buffer: string[] = [];
   private summary: Record<string, unknown> = {};
   private readonly started = new Date();
+  /** 'running' until close(); a summary written after close (e.g. the MLflow run id) keeps the final status. */
+  private status = 'running';
 
   constructor(
     readonly run: RunDirectory,
@@ -83,7 +85,7 @@ export class LocalRunTracker implements Tracker {
 
   logParams(params: Record<string, unknown>): void {
     writeFileAtomic(join(this.run.path, 'config.yaml'), stringify(params));
-    this.writeSummary('running');
+    this.writeSummary();
   }
 
   logMetrics(record: MetricRecord): void {
@@ -99,7 +101,7 @@ export class LocalRunTracker implements Tracker {
 
   setSummary(summary: Record<string, unknown>): void {
     this.summary = { ...this.summary, ...summary };
-    this.writeSummary('running');
+    this.writeSummary();
   }
 
   /** A value set with setSummary, if any. */
@@ -114,10 +116,10 @@ export class LocalRunTracker implements Tracker {
   /** The file is already in the run directory; nothing to copy. */
   attachFile(): void {}
 
-  private writeSummary(status: string): void {
+  private writeSummary(): void {
     const doc = {
       id: this.run.id,
-      status,
+      status: this.status,
       started: this.started.toISOString(),
       updated: new Date().toISOString(),
       ...this.summary,
@@ -127,6 +129,7 @@ export class LocalRunTracker implements Tracker {
 
   async close(status: 'finished' | 'failed' | 'interrupted'): Promise<void> {
     this.flush();
-    this.writeSummary(status);
+    this.status = status;
+    this.writeSummary();
   }
 }
