@@ -13,7 +13,7 @@ export function tensorflowBannerWanted(env: NodeJS.ProcessEnv = process.env): bo
 
 /**
  * Whether file descriptor 2 can be swapped out and back without changing where
- * later writes land: a terminal, pipe, socket or device always; a regular file
+ * later writes land: a terminal, pipe or device always; a regular file
  * when stdout does not write to it too, or when it was opened for appending. A
  * file shared with stdout by `>log 2>&1` has one offset that a re-opened copy
  * would not share, so it is left alone (TensorFlow's lines then stay in it).
@@ -25,7 +25,7 @@ function stderrSwappable(): boolean {
     readlinkSync('/proc/self/fd/0'); // 0 and 1 open: closing 2 makes 2 the lowest free descriptor
     const stdout = readlinkSync('/proc/self/fd/1');
     const target = readlinkSync('/proc/self/fd/2');
-    if (!target.startsWith('/') || target.startsWith('/dev/')) return true; // pipe, socket, tty
+    if (!target.startsWith('/') || target.startsWith('/dev/')) return true; // pipe, tty, device
     if (target !== stdout) return true; // a file of its own: appending continues where it was
     const flags = /^flags:\s*([0-7]+)/m.exec(readFileSync('/proc/self/fdinfo/2', 'utf8'));
     return flags !== null && (parseInt(flags[1]!, 8) & O_APPEND) !== 0;
@@ -41,8 +41,9 @@ function stderrSwappable(): boolean {
  * by C++ static initialisers, before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so
  * that variable cannot hide them (TF 2.21, measured). Node has no dup2; this
  * uses POSIX's lowest-free-descriptor rule: after closing 2, the next open()
- * returns 2. The original stderr is re-opened through /proc/self/fd. When that
- * is not possible or not safe (see stderrSwappable), `load` runs unchanged.
+ * returns 2. The original stderr is re-opened through /proc/self/fd, which a
+ * socket refuses (systemd's journal, a Node parent's 'pipe'): there, and where
+ * it is not safe (see stderrSwappable), `load` runs unchanged and the lines show.
  * JavaScript errors thrown by `load` are rethrown after stderr is restored.
  */
 export function withNativeStderrSilenced<T>(load: () => T): T {
