@@ -1,12 +1,22 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { builtinPlugins, runStudyOnQueue } from '@contrast/cli';
+import { builtinPlugins, queuedJob, runStudyOnQueue } from '@contrast/cli';
+import { FASHION_MNIST_FILES, fashionMnistDir } from '@contrast/data';
 import { runStudy, type StudyResult } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
 import { freePort, MlflowClient, MlflowServer } from '@contrast/tracking';
+import { cli } from './cli.js';
 
 /**
  * A study on BullMQ with a real redis-server and a real MLflow server: two CLI
@@ -211,6 +221,55 @@ describe('studies across workers on BullMQ (real Redis)', () => {
     expect(readFileSync(join(root, 'bad-out', 'table.md'), 'utf8')).toContain(
       'Failed after their retries (1)',
     );
+  });
+
+  it('a failed configuration runs again when the study is re-run after the fix; done ones are not re-queued', async () => {
+    const dataRoot = join(root, 'fmnist-later'); // does not exist yet
+    writeFileSync(
+      join(root, 'later.yaml'),
+      `name: later\nbase: base.yaml\naxis: strategy.queueSize\ngrid:\n  strategy.queueSize: [64]\nset: { data.root: '${dataRoot}' }\n`,
+    );
+    const args = [
+      'study',
+      'run',
+      join(root, 'later.yaml'),
+      '--queue',
+      queue,
+      '--out',
+      join(root, 'later-out'),
+      '--json',
+    ];
+    const first = await cli(args);
+    expect(first.code, first.stderr).toBe(1);
+    const failed = JSON.parse(first.stdout) as { failed: { id: string; reason: string }[] };
+    expect(failed.failed).toHaveLength(1);
+    expect(failed.failed[0]!.reason).toContain('Fashion-MNIST not found');
+    const id = failed.failed[0]!.id;
+    expect(await queuedJob(queue, id)).toMatchObject({ state: 'failed', attemptsMade: 3 });
+
+    mkdirSync(dataRoot); // the fix: the folder the study names, with the dataset in it
+    for (const f of Object.values(FASHION_MNIST_FILES)) {
+      symlinkSync(join(fashionMnistDir(), f), join(dataRoot, f));
+    }
+    const second = await cli(args);
+    expect(second.code, second.stderr).toBe(0);
+    const done = JSON.parse(second.stdout) as { results: { id: string }[]; failed: unknown[] };
+    expect(done.failed).toEqual([]);
+    expect(done.results.map((r) => r.id)).toEqual([id]);
+    expect(second.stderr).toContain('0 configurations queued on');
+    expect(second.stderr).toContain('1 failed ones queued again');
+    expect(await queuedJob(queue, id)).toMatchObject({ state: 'completed' });
+
+    // a third run finds it done: nothing queued, the result not doubled
+    const third = await cli(args);
+    expect(third.code).toBe(0);
+    expect(third.stderr).toContain('0 configurations queued on');
+    expect(third.stderr).toContain('(1 already done)');
+    expect(
+      readFileSync(join(root, 'later-out', 'results.jsonl'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(1);
   });
 
   it('an unreachable Redis is a clear error', async () => {

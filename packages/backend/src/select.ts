@@ -2,11 +2,14 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from '@contrast/core';
+import { tensorflowBannerWanted, withNativeStderrSilenced } from './quiet.js';
 
 /**
  * Backend choice: tensorflow-gpu (@tensorflow/tfjs-node-gpu, when installed and a
  * GPU is visible) > tensorflow (@tensorflow/tfjs-node) > cpu (pure JS, ~100x slower).
  * Override with CONTRAST_BACKEND=tensorflow-gpu|tensorflow|cpu or the `preference` option.
+ * TensorFlow's start-up lines (oneDNN notice, absl's pre-init warning) are hidden
+ * unless TF_CPP_MIN_LOG_LEVEL=0 (see withNativeStderrSilenced).
  */
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'cpu';
 export type BackendPreference = BackendName | 'auto';
@@ -33,9 +36,10 @@ function gpuVisible(): boolean {
 }
 
 function tryLoad(pkg: string): { ok: true } | { ok: false; error: string } {
-  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2'; // read by TensorFlow when the library loads
   try {
-    require(pkg);
+    if (tensorflowBannerWanted()) require(pkg);
+    else withNativeStderrSilenced(() => require(pkg));
     return { ok: true };
   } catch (e) {
     return { ok: false, error: (e as Error).message.split('\n')[0] ?? String(e) };

@@ -9,6 +9,7 @@ import {
   prepareStudy,
   readResults,
   reportStudy,
+  StudyRunStopped,
   type StudyResult,
 } from '@contrast/study';
 import { compiledFile } from './parallel.js';
@@ -92,6 +93,8 @@ export async function runStudyOnQueue(
     scale?: number;
     attempts?: number;
     log?: (l: string) => void;
+    /** Stops waiting for the workers (the jobs stay queued). */
+    signal?: AbortSignal;
   },
 ): Promise<{
   outDir: string;
@@ -109,51 +112,24 @@ export async function runStudyOnQueue(
   });
   try {
     const todo = runs.filter((r) => !done.has(r.id));
-    for (const run of todo) {
-      await queue.add(
-        run.config.name,
-        { studyFile: resolve(file), out: outDir, scale: options.scale ?? 1, runId: run.id },
-        {
-          jobId: jobId(run.id),
-          attempts: options.attempts ?? 3,
-          backoff: { type: 'fixed', delay: 1000 },
-          removeOnComplete: false,
-          removeOnFail: false,
-        },
-      );
-    }
+    const data = (runId: string): StudyJobData => ({
+      studyFile: resolve(file),
+      out: outDir,
+      scale: options.scale ?? 1,
+      runId,
+    });
+    const n = await submitConfigs(queue, todo, data, options.attempts ?? 3);
     log(
-      `${todo.length} configurations queued on ${options.queue} (${runs.length - todo.length} already done)`,
+      `${n.added} configurations queued on ${options.queue}, ${n.requeued} failed ones queued again, ` +
+        `${n.kept} already queued or running (${runs.length - todo.length} already done)`,
     );
-    const failed: { id: string; reason: string }[] = [];
-    const pending = new Set(todo.map((r) => r.id));
-    let last = '';
-    while (pending.size > 0) {
-      for (const id of [...pending]) {
-        const job = await queue.getJob(jobId(id));
-        const state = job ? await job.getState() : 'missing';
-        if (state === 'completed' && job) {
-          if (!readResults(outDir).some((r) => r.id === id)) {
-            appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(job.returnvalue)}\n`);
-          }
-          pending.delete(id);
-        } else if (state === 'failed' && job) {
-          failed.push({ id, reason: job.failedReason });
-          pending.delete(id);
-        }
-      }
-      const counts = await queue.getJobCounts(
-        'waiting',
-        'active',
-        'completed',
-        'failed',
-        'delayed',
-      );
-      const line = `queue: ${JSON.stringify(counts)}`;
-      if (line !== last) log(line);
-      last = line;
-      if (pending.size > 0) await new Promise((r) => setTimeout(r, 500));
-    }
+    const failed = await waitForJobs(
+      queue,
+      todo.map((r) => r.id),
+      outDir,
+      log,
+      options.signal,
+    );
     const { results, reportFiles } = await reportStudy(study, outDir, runs);
     await finishStudyRun(parent, reportFiles, log);
     if (failed.length) {
@@ -163,6 +139,106 @@ export async function runStudyOnQueue(
       );
     }
     return { outDir, results, failed, reportFiles };
+  } finally {
+    await queue.close();
+  }
+}
+
+/**
+ * Waits until every job is completed (its result appended to results.jsonl
+ * once) or failed after its retries; returns the failed ones with their
+ * reasons. Throws StudyRunStopped when `signal` aborts (the jobs stay queued).
+ */
+async function waitForJobs(
+  queue: Queue<StudyJobData, StudyResult>,
+  ids: readonly string[],
+  outDir: string,
+  log: (l: string) => void,
+  signal: AbortSignal | undefined,
+): Promise<{ id: string; reason: string }[]> {
+  const failed: { id: string; reason: string }[] = [];
+  const pending = new Set(ids);
+  let last = '';
+  while (pending.size > 0) {
+    if (signal?.aborted) {
+      log(
+        `stopped waiting (${String(signal.reason)}): the jobs stay queued, workers keep running them`,
+      );
+      throw new StudyRunStopped(undefined);
+    }
+    for (const id of [...pending]) {
+      const job = await queue.getJob(jobId(id));
+      const state = job ? await job.getState() : 'missing';
+      if (state === 'completed' && job) {
+        if (!readResults(outDir).some((r) => r.id === id)) {
+          appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(job.returnvalue)}\n`);
+        }
+        pending.delete(id);
+      } else if (state === 'failed' && job) {
+        failed.push({ id, reason: job.failedReason });
+        pending.delete(id);
+      }
+    }
+    const counts = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed');
+    const line = `queue: ${JSON.stringify(counts)}`;
+    if (line !== last) log(line);
+    last = line;
+    if (pending.size > 0) await new Promise((r) => setTimeout(r, 500));
+  }
+  return failed;
+}
+
+/**
+ * Queues every configuration not done yet, one job each (job id = config hash).
+ * A configuration whose job failed (after its retries) is queued again with
+ * fresh attempts, so fixing the cause and re-running the study runs it; one
+ * that is waiting, delayed, active or completed is left as it is, never
+ * duplicated. BullMQ ignores an add with an existing job id, hence the retry.
+ */
+export async function submitConfigs(
+  queue: Queue<StudyJobData, StudyResult>,
+  todo: readonly { id: string; config: { name: string } }[],
+  data: (runId: string) => StudyJobData,
+  attempts: number,
+): Promise<{ added: number; requeued: number; kept: number }> {
+  const n = { added: 0, requeued: 0, kept: 0 };
+  for (const run of todo) {
+    const existing = await queue.getJob(jobId(run.id));
+    const state = existing ? await existing.getState() : 'unknown';
+    if (existing && state === 'failed') {
+      await existing.updateData(data(run.id)); // this submission's study file and folder
+      await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      n.requeued++;
+    } else if (existing && state !== 'unknown') {
+      n.kept++;
+    } else {
+      await queue.add(run.config.name, data(run.id), {
+        jobId: jobId(run.id),
+        attempts,
+        backoff: { type: 'fixed', delay: 1000 },
+        removeOnComplete: false,
+        removeOnFail: false,
+      });
+      n.added++;
+    }
+  }
+  return n;
+}
+
+/** A configuration's job: its state and attempts so far (undefined when never queued). */
+export async function queuedJob(
+  url: string,
+  runId: string,
+): Promise<{ state: string; attemptsMade: number; failedReason?: string } | undefined> {
+  const queue = new Queue(QUEUE_NAME, { connection: redisConnection(url) });
+  try {
+    const job = await queue.getJob(jobId(runId));
+    if (!job) return undefined;
+    return {
+      state: await job.getState(),
+      attemptsMade: job.attemptsMade,
+      ...(job.failedReason ? { failedReason: job.failedReason } : {}),
+    };
   } finally {
     await queue.close();
   }
@@ -192,6 +268,20 @@ export async function studyStatus(
   }
 }
 
+/**
+ * Stops a worker cleanly: it takes no new job, its running job is cancelled
+ * (the run checkpoints and the job goes back to the waiting list for another
+ * worker, see processor.ts), then its connections and child process close.
+ */
+export async function stopWorker(
+  worker: Worker<StudyJobData, StudyResult>,
+  reason: string,
+): Promise<void> {
+  const closing = worker.close(); // first: a job moved back to wait must not fetch the next one
+  worker.cancelAllJobs(reason);
+  await closing;
+}
+
 /** A worker: one job at a time, each in a sandboxed child process (processor.js). */
 export async function startWorker(options: {
   queue: string;
@@ -208,6 +298,9 @@ export async function startWorker(options: {
     lockDuration,
     stalledInterval: lockDuration,
     maxStalledCount: 3,
+    // the job's child writes to this worker's stdout and stderr directly (BullMQ pipes them
+    // otherwise): on a terminal, pipe or file it can then hide TensorFlow's start-up lines
+    workerForkOptions: { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
   });
   worker.on('active', (job: Job) =>
     log(`[worker ${process.pid}] active ${job.id} (attempt ${job.attemptsMade + 1})`),

@@ -11,7 +11,9 @@ export type ErrorCode =
   | 'CONTRAST_PLUGIN'
   | 'CONTRAST_STATE'
   | 'CONTRAST_TRACKING'
-  | 'CONTRAST_CONTRACT';
+  | 'CONTRAST_CONTRACT'
+  | 'CONTRAST_USAGE'
+  | 'CONTRAST_DIVERGED';
 
 export abstract class ContrastError extends Error {
   abstract readonly code: ErrorCode;
@@ -97,6 +99,27 @@ export class StateError extends ContrastError {
  */
 export class ContractError extends ContrastError {
   readonly code = 'CONTRAST_CONTRACT' as const;
+}
+
+/** A command line the command does not accept: unknown flag, missing or bad value. */
+export class UsageError extends ContrastError {
+  readonly code = 'CONTRAST_USAGE' as const;
+}
+
+/**
+ * Training diverged: the loss became NaN or Infinity. Distinct from a config
+ * error because the input was valid; the recipe (lr, temperature) is not.
+ */
+export class DivergedError extends ContrastError {
+  readonly code = 'CONTRAST_DIVERGED' as const;
+  constructor(
+    /** The step (0-based) whose loss was not finite. */
+    readonly step: number,
+    readonly loss: number,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(`training diverged: the loss became ${loss} at step ${step}`, options);
+  }
 }
 
 export function isContrastError(e: unknown): e is ContrastError {

@@ -8,39 +8,73 @@ const range = z
 
 export const AugmentationSchema = z
   .object({
-    /** Random resized crop to `size`, area fraction in `scale`, aspect ratio in `ratio`. */
     crop: z
       .object({
-        size: positiveInt.optional(),
-        scale: range.default([0.2, 1]),
-        ratio: range.default([3 / 4, 4 / 3]),
+        size: positiveInt
+          .optional()
+          .describe('Output side in pixels (default: the dataset image side).'),
+        scale: range
+          .default([0.2, 1])
+          .describe('Area fraction of the crop, drawn uniformly (torchvision RandomResizedCrop).'),
+        ratio: range
+          .default([3 / 4, 4 / 3])
+          .describe('Aspect ratio range, drawn log-uniformly (torchvision RandomResizedCrop).'),
       })
       .strict()
-      .default({}),
-    /** Probability of a horizontal flip. */
-    flip: probability.default(0.5),
-    /**
-     * Colour jitter, applied with probability p (1 = always, MoCo v1): brightness,
-     * contrast and saturation factors from [1-s, 1+s], hue shift from [-h, h]
-     * (fraction of a turn; 0 <= h <= 0.5). Saturation and hue act on RGB only.
-     */
+      .default({})
+      .describe(
+        'Random resized crop to `size`, area fraction in `scale`, aspect ratio in `ratio` (torchvision).',
+      ),
+    flip: probability.default(0.5).describe('Probability of a horizontal flip.'),
     jitter: z
       .object({
-        brightness: z.number().min(0).default(0.4),
-        contrast: z.number().min(0).default(0.4),
-        saturation: z.number().min(0).default(0),
-        hue: z.number().min(0).max(0.5).default(0),
-        p: probability.default(0.8),
+        brightness: z
+          .number()
+          .min(0)
+          .default(0.4)
+          .describe('Brightness factor drawn from [1-s, 1+s] (MoCo v1: 0.4).'),
+        contrast: z
+          .number()
+          .min(0)
+          .default(0.4)
+          .describe('Contrast factor drawn from [1-s, 1+s] (MoCo v1: 0.4).'),
+        saturation: z
+          .number()
+          .min(0)
+          .default(0)
+          .describe('Saturation factor drawn from [1-s, 1+s]; RGB only (MoCo v1: 0.4).'),
+        hue: z
+          .number()
+          .min(0)
+          .max(0.5)
+          .default(0)
+          .describe(
+            'Hue shift drawn from [-h, h], a fraction of a turn; RGB only (MoCo v1: 0.4, v2: 0.1).',
+          ),
+        p: probability
+          .default(0.8)
+          .describe('Probability of applying the jitter (1 = always, MoCo v1; 0.8 in MoCo v2).'),
       })
       .strict()
-      .default({}),
-    /** Probability of converting a view to grayscale (MoCo v1/v2: 0.2); RGB only. */
-    grayscale: probability.default(0),
-    /** Gaussian blur with sigma from `sigma` (MoCo v2: [0.1, 2], p 0.5); kernel about 10% of the side. */
+      .default({})
+      .describe(
+        'Colour jitter, applied with probability p: brightness, contrast and saturation factors from [1-s, 1+s], hue shift from [-h, h] (torchvision ColorJitter).',
+      ),
+    grayscale: probability
+      .default(0)
+      .describe('Probability of converting a view to grayscale; RGB only (MoCo v1/v2: 0.2).'),
     blur: z
-      .object({ p: probability.default(0), sigma: range.default([0.1, 2]) })
+      .object({
+        p: probability.default(0).describe('Probability of a Gaussian blur (MoCo v2: 0.5).'),
+        sigma: range
+          .default([0.1, 2])
+          .describe(
+            'Blur sigma range in pixels; kernel about 10% of the side (MoCo v2: [0.1, 2]).',
+          ),
+      })
       .strict()
-      .default({}),
+      .default({})
+      .describe('Gaussian blur (MoCo v2 aug+).'),
   })
   .strict();
 
@@ -49,162 +83,306 @@ export const ExperimentSchema = z
     name: z
       .string()
       .min(1)
-      .regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
-    seed: z.number().int().min(0).default(0),
-    /**
-     * Method plugins to load besides the built-in ones: package names, or paths
-     * (relative to this file) of a module or folder whose default export is a
-     * plugin or a function of the Contrast API returning one.
-     */
-    plugins: z.array(z.string().min(1)).default([]),
+      .regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only')
+      .describe('Experiment name: the run folder prefix and the default MLflow experiment.'),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe('Seed of every random stream (initialisation, data order, augmentation).'),
+    plugins: z
+      .array(z.string().min(1))
+      .default([])
+      .describe(
+        'Method plugins to load besides the built-in ones: package names, or paths (relative to this file) of a module or folder whose default export is a plugin or a function of the Contrast API returning one.',
+      ),
     data: z
       .object({
-        dataset: z.string().default('fashion-mnist'),
-        /** Folder with the dataset files; default depends on the dataset. */
-        root: z.string().optional(),
-        /** Train on the first n samples of a fixed permutation (0 = all). */
-        trainSubset: z.number().int().min(0).default(0),
-        dropLast: z.boolean().default(true),
-        /** image-folder: images are resized to this side on load. */
-        imageSize: positiveInt.default(64),
-        /** image-folder: fail on an unreadable file instead of skipping and counting it. */
-        strict: z.boolean().default(false),
-        prefetch: z.number().int().min(0).default(2),
-        augmentation: AugmentationSchema.default({}),
+        dataset: z
+          .string()
+          .default('fashion-mnist')
+          .describe(
+            'fashion-mnist, cifar10, cifar100, stl10, stl10-unlabeled or image-folder (a folder per class).',
+          ),
+        root: z
+          .string()
+          .optional()
+          .describe(
+            "Folder with the dataset files; default depends on the dataset (Fashion-MNIST: $CONTRAST_FASHION_MNIST, else Debian's /usr/share/datasets/fashion-mnist; others: data/<name>, image-folder: data/images).",
+          ),
+        trainSubset: z
+          .number()
+          .int()
+          .min(0)
+          .default(0)
+          .describe('Train on the first n samples of a fixed permutation (0 = all).'),
+        dropLast: z
+          .boolean()
+          .default(true)
+          .describe('Drop the last incomplete batch of each epoch (as the official MoCo loader).'),
+        imageSize: positiveInt
+          .default(64)
+          .describe('image-folder: images are resized to this side on load.'),
+        strict: z
+          .boolean()
+          .default(false)
+          .describe(
+            'image-folder: fail on an unreadable file instead of skipping and counting it.',
+          ),
+        prefetch: z
+          .number()
+          .int()
+          .min(0)
+          .default(2)
+          .describe('Batches prepared ahead of the training step (0 = none).'),
+        augmentation: AugmentationSchema.default({}).describe(
+          "The two views' augmentation (MoCo v1 by default; MoCo v2 adds blur, stronger jitter).",
+        ),
       })
       .strict()
-      .default({}),
+      .default({})
+      .describe('Dataset, subset and input pipeline.'),
     model: z
       .object({
-        encoder: z.string().default('resnet18'),
-        /** Width multiplier: base width 64 * width. */
-        width: z.number().positive().default(1),
-        stem: z.enum(['cifar', 'imagenet']).default('cifar'),
-        /**
-         * 'linear' (MoCo v1's replaced fc), 'mlp' (Linear-ReLU-Linear, MoCo v2 /
-         * SimCLR) or 'mlp-bn' (Linear-BN-ReLU per hidden layer, then Linear: BYOL's
-         * projector; SimSiam's with 3 layers and an output BN).
-         */
-        head: z.enum(['linear', 'mlp', 'mlp-bn']).default('linear'),
-        /** Hidden width of the MLP head (0 = the backbone's feature width). */
-        hiddenDim: z.number().int().min(0).default(0),
-        /** Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet). */
-        headLayers: z.number().int().min(2).default(2),
-        /** BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector). */
-        headOutputBn: z.boolean().default(false),
-        dim: positiveInt.default(128),
-        /**
-         * BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo);
-         * with the key shuffle this is shuffle BN on one device. 1 = plain BN.
-         */
-        bnSplits: positiveInt.default(1),
+        encoder: z
+          .string()
+          .default('resnet18')
+          .describe(
+            'Backbone: resnet18, resnet34, resnet50 or convnet (a small ConvNet, 32-64-128 channels at width 1).',
+          ),
+        width: z
+          .number()
+          .positive()
+          .default(1)
+          .describe('Width multiplier: base width 64 * width (ResNets), 32 * width (convnet).'),
+        stem: z
+          .enum(['cifar', 'imagenet'])
+          .default('cifar')
+          .describe(
+            "ResNet stem: 'cifar' (3x3 conv, no max-pool, for 32x32 images) or 'imagenet' (7x7 stride-2 conv + max-pool).",
+          ),
+        head: z
+          .enum(['linear', 'mlp', 'mlp-bn'])
+          .default('linear')
+          .describe(
+            "Projection head: 'linear' (MoCo v1's replaced fc), 'mlp' (Linear-ReLU-Linear, MoCo v2 / SimCLR) or 'mlp-bn' (Linear-BN-ReLU per hidden layer, then Linear: BYOL's projector; SimSiam's with 3 layers and an output BN).",
+          ),
+        hiddenDim: z
+          .number()
+          .int()
+          .min(0)
+          .default(0)
+          .describe("Hidden width of the MLP head (0 = the backbone's feature width)."),
+        headLayers: z
+          .number()
+          .int()
+          .min(2)
+          .default(2)
+          .describe('Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet).'),
+        headOutputBn: z
+          .boolean()
+          .default(false)
+          .describe("BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector)."),
+        dim: positiveInt
+          .default(128)
+          .describe('Embedding dimension of the head output (128 in MoCo v1/v2).'),
+        bnSplits: positiveInt
+          .default(1)
+          .describe(
+            "BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo); with the key shuffle this is shuffle BN on one device. 1 = plain BN.",
+          ),
       })
       .strict()
-      .default({}),
-    strategy: z.object({ name: z.string().min(1) }).passthrough(),
+      .default({})
+      .describe('The encoder: backbone and projection head.'),
+    strategy: z
+      .object({
+        name: z
+          .string()
+          .min(1)
+          .describe('The method (a strategy plugin); its own fields are listed below.'),
+      })
+      .passthrough()
+      .describe('The method: one strategy plugin (built-in or listed in plugins) and its settings.'),
     loss: z
       .object({
-        /** A named loss of the kind the method takes (default: the method's own). */
-        name: z.string().optional(),
-        /**
-         * tau (default: the method's, 0.1 for the built-in contrastive methods):
-         * 0.07 in MoCo v1, 0.2 in v2, 0.1 in the CIFAR demo. Methods without a
-         * temperature (BYOL, SimSiam) refuse it.
-         */
-        temperature: z.number().positive().optional(),
-        /**
-         * Two-way loss: each view is also the query for the other's key
-         * (loss = l(q1, k2) + l(q2, k1), the CIFAR demo); both keys are enqueued, once.
-         * Default: the method's (on for MoCo v3, BYOL and SimSiam, off otherwise).
-         */
-        symmetric: z.boolean().optional(),
+        name: z
+          .string()
+          .optional()
+          .describe(
+            "A named loss of the kind the method takes: infonce, nce, nt-xent (contrastive), normalized-mse, negative-cosine (regression), or a plugin's (default: the method's own).",
+          ),
+        temperature: z
+          .number()
+          .positive()
+          .optional()
+          .describe(
+            "tau (default: the method's, 0.1 for the built-in contrastive methods): 0.07 in MoCo v1, 0.2 in v2, 0.1 in the CIFAR demo. Methods without a temperature (BYOL, SimSiam) refuse it.",
+          ),
+        symmetric: z
+          .boolean()
+          .optional()
+          .describe(
+            "Two-way loss: each view is also the query for the other's key (loss = l(q1, k2) + l(q2, k1), the CIFAR demo); both keys are enqueued, once. Default: the method's (on for MoCo v3, BYOL and SimSiam, off otherwise).",
+          ),
       })
       .strict()
-      .default({}),
+      .default({})
+      .describe('The loss: contrastive (InfoNCE and kin) or, for BYOL and SimSiam, a regression of predictions onto targets.'),
     optim: z
       .object({
-        batchSize: positiveInt.default(256),
-        epochs: positiveInt.default(1),
-        /** Stop after this many steps in total (0 = run all epochs). */
-        maxSteps: z.number().int().min(0).default(0),
-        lr: z.number().positive().default(0.03),
-        momentum: z.number().min(0).max(1).default(0.9),
-        weightDecay: z.number().min(0).default(1e-4),
-        schedule: z.enum(['cosine', 'constant', 'step']).default('cosine'),
-        /** Epochs at which the 'step' schedule multiplies the lr by 0.1 (MoCo v1: [120, 160]). */
-        milestones: z.array(z.number().positive()).default([]),
-        /** Linear lr warmup over this many epochs (0 = none). */
-        warmupEpochs: z.number().min(0).default(0),
-        /** 'sgd' (MoCo v1/v2) or 'lars' (SimCLR, MoCo v3: large batches). */
-        optimizer: z.enum(['sgd', 'lars']).default('sgd'),
-        /** LARS trust coefficient eta. */
-        larsEta: z.number().positive().default(0.001),
+        batchSize: positiveInt.default(256).describe('Images per step N (256 in MoCo v1/v2).'),
+        epochs: positiveInt.default(1).describe('Passes over the training set.'),
+        maxSteps: z
+          .number()
+          .int()
+          .min(0)
+          .default(0)
+          .describe('Stop after this many steps in total (0 = run all epochs).'),
+        lr: z
+          .number()
+          .positive()
+          .default(0.03)
+          .describe('Base learning rate (0.03 for batch 256 in MoCo v1/v2).'),
+        momentum: z.number().min(0).max(1).default(0.9).describe('SGD momentum (0.9 in MoCo v1/v2).'),
+        weightDecay: z
+          .number()
+          .min(0)
+          .default(1e-4)
+          .describe('Weight decay (1e-4 in MoCo v1/v2, 5e-4 in the CIFAR demo).'),
+        schedule: z
+          .enum(['cosine', 'constant', 'step'])
+          .default('cosine')
+          .describe("Learning-rate schedule: 'cosine' (MoCo v2), 'step' (MoCo v1) or 'constant'."),
+        milestones: z
+          .array(z.number().positive())
+          .default([])
+          .describe(
+            "Epochs at which the 'step' schedule multiplies the lr by 0.1 (MoCo v1: [120, 160]).",
+          ),
+        warmupEpochs: z
+          .number()
+          .min(0)
+          .default(0)
+          .describe('Linear lr warmup over this many epochs (0 = none).'),
+        optimizer: z
+          .enum(['sgd', 'lars'])
+          .default('sgd')
+          .describe("'sgd' (MoCo v1/v2) or 'lars' (SimCLR, MoCo v3: large batches)."),
+        larsEta: z.number().positive().default(0.001).describe('LARS trust coefficient eta.'),
       })
       .strict()
-      .default({}),
+      .default({})
+      .describe('Optimizer and schedule.'),
     eval: z
       .object({
         knn: z
           .object({
-            k: positiveInt.default(200),
-            t: z.number().positive().default(0.1),
-            /** Evaluate every n epochs (0 = only at the end). */
-            every: z.number().int().min(0).default(1),
-            /** Use the first n training images as the bank (0 = all). */
-            bankSize: z.number().int().min(0).default(0),
-            /** Evaluate the first n test images (0 = all). */
-            testSize: z.number().int().min(0).default(0),
+            k: positiveInt
+              .default(200)
+              .describe('Neighbours (200 in InstDisc and the CIFAR demo).'),
+            t: z
+              .number()
+              .positive()
+              .default(0.1)
+              .describe('Temperature of the vote weight exp(sim / t) (0.1 in the CIFAR demo).'),
+            every: z
+              .number()
+              .int()
+              .min(0)
+              .default(1)
+              .describe('Evaluate every n epochs (0 = only at the end).'),
+            bankSize: z
+              .number()
+              .int()
+              .min(0)
+              .default(0)
+              .describe('Use the first n training images as the bank (0 = all).'),
+            testSize: z
+              .number()
+              .int()
+              .min(0)
+              .default(0)
+              .describe('Evaluate the first n test images (0 = all).'),
           })
           .strict()
-          .default({}),
-        /** Also report kNN on raw pixels and on a randomly initialised encoder. */
-        baselines: z.boolean().default(true),
-        /** Alignment and uniformity (Wang & Isola) on this many test images at the end (0 = off). */
-        alignUniform: z.number().int().min(0).default(1000),
-        /**
-         * Health checks at every epoch end on up to this many test images (0 = off):
-         * collapse (per-dimension std, effective rank, uniformity), a pretext task
-         * solved early (a BN shortcut), a loss stuck at its chance value.
-         */
-        health: z.number().int().min(0).default(1000),
+          .default({})
+          .describe(
+            'Weighted kNN monitor on pooled backbone features (InstDisc): bank = training images, queries = test images.',
+          ),
+        baselines: z
+          .boolean()
+          .default(true)
+          .describe('Also report kNN on raw pixels and on a randomly initialised encoder.'),
+        alignUniform: z
+          .number()
+          .int()
+          .min(0)
+          .default(1000)
+          .describe(
+            'Alignment and uniformity (Wang & Isola) on this many test images at the end (0 = off).',
+          ),
+        health: z
+          .number()
+          .int()
+          .min(0)
+          .default(1000)
+          .describe(
+            'Health checks at every epoch end on up to this many test images (0 = off): collapse (per-dimension std, effective rank, uniformity), a pretext task solved early (a BN shortcut), a loss stuck at its chance value.',
+          ),
       })
       .strict()
-      .default({}),
+      .default({})
+      .describe('Evaluation during and after training.'),
     checkpoint: z
       .object({
-        /** Also checkpoint every n steps (0 = only at epoch ends and on interrupt). */
-        every: z.number().int().min(0).default(0),
-        /** How many of the latest checkpoints to keep. */
-        keep: positiveInt.default(3),
+        every: z
+          .number()
+          .int()
+          .min(0)
+          .default(0)
+          .describe('Also checkpoint every n steps (0 = only at epoch ends and on a stop signal).'),
+        keep: positiveInt.default(3).describe('How many of the latest checkpoints to keep.'),
       })
       .strict()
-      .default({}),
+      .default({})
+      .describe('Checkpoints (may change when resuming).'),
     tracking: z
       .object({
-        /** Where run directories are created. */
-        dir: z.string().default('runs'),
-        /** Print a progress line every n steps when stderr is not a terminal. */
-        logEvery: positiveInt.default(20),
-        /**
-         * MLflow tracking server (http://host:port). Empty: MLFLOW_TRACKING_URI when
-         * set (a resumed run: the server its folder records), else only the local run
-         * directory. `off`: no MLflow tracking, whatever MLFLOW_TRACKING_URI says.
-         */
+        dir: z.string().default('runs').describe('Where run directories are created.'),
+        logEvery: positiveInt
+          .default(20)
+          .describe('Print a progress line every n steps when stderr is not a terminal.'),
         uri: z
           .string()
           .default('')
           .refine((u) => u === '' || u === 'off' || /^https?:\/\//.test(u), {
             message: "must be an http:// or https:// address of an MLflow server, 'off', or empty",
-          }),
-        /** MLflow experiment name (default: the experiment's name). */
-        experiment: z.string().default(''),
-        /** Seconds between background uploads to the tracking server. */
-        uploadEvery: z.number().positive().default(2),
-        /** Seconds a finishing run keeps trying an unreachable server before leaving the rest spooled. */
-        uploadWait: z.number().min(0).default(20),
+          })
+          .describe(
+            "MLflow tracking server (http://host:port). Empty: MLFLOW_TRACKING_URI when set (a resumed run: the server its folder records), else only the local run directory. 'off': no MLflow tracking, whatever MLFLOW_TRACKING_URI says.",
+          ),
+        experiment: z
+          .string()
+          .default('')
+          .describe("MLflow experiment name (default: the experiment's name)."),
+        uploadEvery: z
+          .number()
+          .positive()
+          .default(2)
+          .describe('Seconds between background uploads to the tracking server.'),
+        uploadWait: z
+          .number()
+          .min(0)
+          .default(20)
+          .describe(
+            'Seconds a finishing run keeps trying an unreachable server before leaving the rest spooled.',
+          ),
       })
       .strict()
-      .default({}),
+      .default({})
+      .describe('Where runs are recorded (may change when resuming).'),
   })
   .strict();
 

@@ -30,7 +30,33 @@ export interface StudyOptions {
   scale?: number;
   progress?: boolean;
   log?: (line: string) => void;
+  /** Polled every step and between configurations; true stops the study cleanly. */
+  shouldStop?: () => boolean;
 }
+
+/**
+ * A configuration's run was stopped (a stop signal) before it finished: it is
+ * checkpointed in its fixed folder, not recorded as a result, and a re-run of
+ * the study resumes it. Named like the platform's AbortError.
+ */
+export class StudyRunStopped extends Error {
+  override readonly name = 'AbortError';
+  constructor(
+    /** The stopped configuration's folder; undefined when the study stopped between two. */
+    readonly runPath: string | undefined,
+    readonly steps = 0,
+  ) {
+    super(
+      runPath
+        ? `stopped after step ${steps}; ${runPath} resumes when the study runs again`
+        : 'stopped between configurations',
+    );
+  }
+}
+
+/** The fixed run folder of a configuration, so a retried, resumed or re-run one finds its checkpoints. */
+export const configRunPath = (out: string, name: string, id: string) =>
+  join(out, 'runs', `${name}-${id}`);
 
 /**
  * Runs every configuration of a study in sequence, appending each result to
@@ -55,11 +81,20 @@ export async function runStudy(
     log(
       `${tag}: training (${run.config.optim.epochs} epochs, batch ${run.config.optim.batchSize})`,
     );
-    const record = await runStudyConfig(run, catalog, {
-      progress: options.progress ?? true,
-      log,
-      ...studyChildOptions(outDir),
-    });
+    let record: StudyResult;
+    try {
+      if (options.shouldStop?.()) throw new StudyRunStopped(undefined);
+      record = await runStudyConfig(run, catalog, {
+        progress: options.progress ?? true,
+        log,
+        runPath: configRunPath(outDir, run.config.name, run.id),
+        ...(options.shouldStop ? { shouldStop: options.shouldStop } : {}),
+        ...studyChildOptions(outDir),
+      });
+    } catch (e) {
+      if (e instanceof StudyRunStopped) await stopStudyRun(parent, log);
+      throw e;
+    }
     appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(record)}\n`);
     log(
       `${tag}: kNN ${(100 * record.knn).toFixed(2)}% in ${(record.wallSeconds / 60).toFixed(1)} min`,
@@ -118,6 +153,16 @@ export async function finishStudyRun(
   await pumpOrWarn(parent, log);
 }
 
+/** Marks the parent run stopped (MLflow: KILLED, with its end time); a re-run reopens it. */
+export async function stopStudyRun(
+  parent: MlflowUploader | undefined,
+  log: (line: string) => void,
+): Promise<void> {
+  if (!parent) return;
+  parent.setStatus('KILLED');
+  await pumpOrWarn(parent, log);
+}
+
 /** The study's parent MLflow run (created once; a re-run of the study reuses it). */
 async function openParentRun(
   outDir: string,
@@ -159,13 +204,17 @@ async function pumpOrWarn(u: MlflowUploader, log: (line: string) => void): Promi
   }
 }
 
-/** Trains one configuration of a study and returns its result record. */
+/**
+ * Trains one configuration of a study and returns its result record; throws
+ * StudyRunStopped when `options.shouldStop` stopped it first.
+ */
 export async function runStudyConfig(
   run: StudyRun,
   catalog: Catalog,
   options: Parameters<typeof runExperiment>[2] = {},
 ): Promise<StudyResult> {
   const { runPath, result } = await runExperiment(run.config, catalog, options);
+  if (result.status !== 'finished') throw new StudyRunStopped(runPath, result.steps);
   return {
     id: run.id,
     series: run.series,

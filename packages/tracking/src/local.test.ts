@@ -26,6 +26,19 @@ describe('local run directory', () => {
     expect(readdirSync(run.path).filter((f) => f.includes('.tmp-'))).toEqual([]);
   });
 
+  it('a summary written after close (the MLflow run id, from a late upload) keeps the final status', async () => {
+    const run = createRunDirectory(mkdtempSync(join(tmpdir(), 'contrast-runs-')), 'exp');
+    const t = new LocalRunTracker(run);
+    t.setSummary({ steps: 5 });
+    await t.close('interrupted');
+    t.setSummary({ mlflow: { runId: 'abc' } });
+    expect(JSON.parse(readFileSync(join(run.path, 'summary.json'), 'utf8'))).toMatchObject({
+      status: 'interrupted',
+      steps: 5,
+      mlflow: { runId: 'abc' },
+    });
+  });
+
   it('never reuses a run folder', () => {
     const root = mkdtempSync(join(tmpdir(), 'contrast-runs-'));
     expect(createRunDirectory(root, 'a').path).not.toBe(createRunDirectory(root, 'a').path);

@@ -77,6 +77,8 @@ export class LocalRunTracker implements Tracker {
   private readonly started = new Date();
   /** When close() ended the run (ms since the epoch); summary.json holds it as `ended`. */
   endedAt: number | undefined;
+  /** 'running' until close(); a summary written after close (e.g. the MLflow run id) keeps the final status. */
+  private status = 'running';
 
   constructor(
     readonly run: RunDirectory,
@@ -85,7 +87,7 @@ export class LocalRunTracker implements Tracker {
 
   logParams(params: Record<string, unknown>): void {
     writeFileAtomic(join(this.run.path, 'config.yaml'), stringify(params));
-    this.writeSummary('running');
+    this.writeSummary();
   }
 
   logMetrics(record: MetricRecord): void {
@@ -101,7 +103,7 @@ export class LocalRunTracker implements Tracker {
 
   setSummary(summary: Record<string, unknown>): void {
     this.summary = { ...this.summary, ...summary };
-    this.writeSummary('running');
+    this.writeSummary();
   }
 
   /** Tags go into summary.json's `tags` (a tracking server receives them from there too). */
@@ -122,10 +124,10 @@ export class LocalRunTracker implements Tracker {
   /** The file is already in the run directory; nothing to copy. */
   attachFile(): void {}
 
-  private writeSummary(status: string): void {
+  private writeSummary(): void {
     const doc = {
       id: this.run.id,
-      status,
+      status: this.status,
       started: this.started.toISOString(),
       updated: new Date().toISOString(),
       ...this.summary,
@@ -137,6 +139,7 @@ export class LocalRunTracker implements Tracker {
     this.flush();
     this.endedAt = Date.now();
     this.summary = { ...this.summary, ended: new Date(this.endedAt).toISOString() };
-    this.writeSummary(status);
+    this.status = status;
+    this.writeSummary();
   }
 }

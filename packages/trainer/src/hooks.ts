@@ -1,7 +1,14 @@
 import { encodeBundle, type Tracker } from '@contrast/core';
 import { checkHealth, type EmbeddingHealth, type HealthWarning } from '@contrast/eval';
 import { writeCheckpoint } from './checkpoint.js';
-import { alignUniformOf, embeddingHealthOf, knnOfEncoder, knnOfPixels } from './monitor.js';
+import {
+  alignUniformOf,
+  embeddingHealthOf,
+  knnMeasurementOf,
+  knnOfEncoder,
+  knnOfPixels,
+  type KnnMeasurement,
+} from './monitor.js';
 import { Progress } from './progress.js';
 import type { TrainingSession } from './session.js';
 
@@ -45,6 +52,8 @@ export interface HookResults {
   alignment?: number;
   uniformity?: number;
   embeddingStd?: number;
+  /** How the trained encoder's kNN numbers were measured (absent when none ran). */
+  knnProtocol?: KnnMeasurement;
   /** The health checks: warnings raised, and the last epoch's embedding statistics. */
   health?: { warnings: HealthWarning[]; last?: EmbeddingHealth };
 }
@@ -177,10 +186,15 @@ export function leakHook(): Hook {
   };
 }
 
-/** kNN every eval.knn.every epochs and after the last step; the final encoder's if not yet evaluated. */
+/**
+ * kNN every eval.knn.every epochs and after the last step; the final encoder's
+ * if not yet evaluated. A stopped run skips that last one and exits promptly:
+ * its encoder is evaluated when it is resumed and finishes.
+ */
 export function knnHook(): Hook {
   const evaluate = (run: RunContext, epoch: number) => {
     const r = knnOfEncoder(run.session);
+    run.results.knnProtocol = knnMeasurementOf(run.session, r);
     run.state.knnPerEpoch.push({ epoch: epoch + 1, accuracy: r.accuracy });
     run.state.lastEvalEpoch = epoch;
     return r;
@@ -195,6 +209,7 @@ export function knnHook(): Hook {
       run.log(`epoch ${epoch + 1}: kNN ${percent(r.accuracy)} (${r.seconds.toFixed(1)} s)`);
     },
     onEnd(run) {
+      if (run.state.status !== 'finished') return;
       const lastEpoch = Math.ceil(run.state.step / run.stepsPerEpoch) - 1;
       if (run.state.lastEvalEpoch !== lastEpoch || run.state.knnPerEpoch.length === 0) {
         evaluate(run, lastEpoch);
@@ -203,11 +218,12 @@ export function knnHook(): Hook {
   };
 }
 
-/** Alignment and uniformity (Wang & Isola 2020) of the final embeddings, on held-out images. */
+/** Alignment and uniformity (Wang & Isola 2020) of the final embeddings, on held-out images (finished runs). */
 export function alignUniformHook(): Hook {
   return {
     name: 'alignment-uniformity',
     onEnd(run) {
+      if (run.state.status !== 'finished') return;
       const au = alignUniformOf(run.session);
       if (!au) return;
       Object.assign(run.results, au);

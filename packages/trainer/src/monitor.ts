@@ -33,6 +33,41 @@ export function knnOfEncoder(session: TrainingSession): KnnResult {
   });
 }
 
+/**
+ * The kNN monitor's protocol as measured (InstDisc's weighted kNN): the dataset,
+ * k, t, the features, and how much of each split was used: the bank is the first
+ * `bankSize` of `bankOf` training images (of the first `trainSubset` when
+ * data.trainSubset is set), the test set the first `testSize` of `testOf`.
+ */
+export interface KnnMeasurement {
+  dataset: string;
+  k: number;
+  t: number;
+  features: 'pooled backbone';
+  bankSize: number;
+  bankOf: number;
+  testSize: number;
+  testOf: number;
+  /** data.trainSubset (0 = the whole training split). */
+  trainSubset: number;
+}
+
+/** How a kNN result of this session was measured. */
+export function knnMeasurementOf(session: TrainingSession, r: KnnResult): KnnMeasurement {
+  const { config, dataset } = session;
+  return {
+    dataset: dataset.name,
+    k: config.eval.knn.k,
+    t: config.eval.knn.t,
+    features: 'pooled backbone',
+    bankSize: r.bankSize,
+    bankOf: (dataset.evalTrain ?? dataset.train).n,
+    testSize: r.testSize,
+    testOf: dataset.test.n,
+    trainSubset: config.data.trainSubset,
+  };
+}
+
 /** kNN top-1 on raw (normalised) pixels: the baseline a trained encoder should beat. */
 export function knnOfPixels(session: TrainingSession): KnnResult {
   const { k, t, bankSize, testSize } = session.config.eval.knn;

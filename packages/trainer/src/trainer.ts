@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { StateError, type DecodedBundle, type Tracker } from '@contrast/core';
+import { DivergedError, StateError, type DecodedBundle, type Tracker } from '@contrast/core';
 import { disposeBatch, prefetch, TENSORS_PER_BATCH, type TwoViewBatch } from '@contrast/data';
 import {
   alignUniformHook,
@@ -21,6 +21,7 @@ import {
 } from './hooks.js';
 import { Progress } from './progress.js';
 import { scheduledLr } from './sgd.js';
+import type { KnnMeasurement } from './monitor.js';
 import type { TrainingSession } from './session.js';
 
 export { plannedSteps } from './session.js';
@@ -34,6 +35,8 @@ export interface TrainResult {
   /** kNN top-1 on the test split: raw pixels and random init (when baselines are on), trained. */
   knn: { rawPixels?: number; randomInit?: number; trained: number };
   knnPerEpoch: { epoch: number; accuracy: number }[];
+  /** How the kNN numbers were measured (absent when no kNN ran, e.g. stopped early). */
+  knnProtocol?: KnnMeasurement;
   imgPerSec: number;
   wallSeconds: number;
   peakRssMb: number;
@@ -146,7 +149,7 @@ export class Trainer {
     const images = batch.indices.shape[0];
     disposeBatch(batch);
     if (!Number.isFinite(loss)) {
-      throw new StateError(`loss became ${loss} at step ${step}`, {
+      throw new DivergedError(step, loss, {
         hint: 'lower optim.lr or raise loss.temperature',
       });
     }
@@ -242,6 +245,7 @@ export class Trainer {
       tensorsAfterStep: results.tensorsAfterStep ?? [],
       ...(results.lastCheckpoint ? { lastCheckpoint: results.lastCheckpoint } : {}),
       ...(results.health ? { health: results.health } : {}),
+      ...(results.knnProtocol ? { knnProtocol: results.knnProtocol } : {}),
     };
   }
 }

@@ -15,12 +15,22 @@ export const PLUGIN_NAME = 'memory-bank';
 export const MemoryBankConfigSchema = z
   .object({
     name: z.literal(PLUGIN_NAME),
-    /** K: bank rows drawn as negatives each step (4096 in InstDisc's NCE). */
-    negatives: z.number().int().positive().default(4096),
-    /** Bank momentum: v <- normalise(m v + (1 - m) f); 0.5 in InstDisc. */
-    momentum: z.number().min(0).max(1).default(0.5),
-    /** Never draw the rows of the batch's own samples as negatives. */
-    excludePositives: z.boolean().default(true),
+    negatives: z
+      .number()
+      .int()
+      .positive()
+      .default(4096)
+      .describe("K: bank rows drawn as negatives each step (4096 in InstDisc's NCE)."),
+    momentum: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.5)
+      .describe('Bank momentum: v <- normalise(m v + (1 - m) f); 0.5 in InstDisc.'),
+    excludePositives: z
+      .boolean()
+      .default(true)
+      .describe("Never draw the rows of the batch's own samples as negatives."),
   })
   .strict();
 export type MemoryBankConfig = z.infer<typeof MemoryBankConfigSchema>;

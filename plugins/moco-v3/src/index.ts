@@ -18,10 +18,22 @@ export const PLUGIN_NAME = 'moco-v3';
 export const MocoV3ConfigSchema = z
   .object({
     name: z.literal(PLUGIN_NAME),
-    /** m0: the key encoder's momentum at the start (0.99 in MoCo v3), rising to 1 on a cosine. */
-    momentum: z.number().min(0).max(1).default(0.99),
-    /** Hidden width of the predictor MLP (4096 in MoCo v3; scaled down for small encoders). */
-    predictorHidden: z.number().int().positive().default(512),
+    momentum: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.99)
+      .describe(
+        "m0: the key encoder's momentum at the start (0.99 in MoCo v3), rising to 1 on a cosine.",
+      ),
+    predictorHidden: z
+      .number()
+      .int()
+      .positive()
+      .default(512)
+      .describe(
+        'Hidden width of the predictor MLP (4096 in MoCo v3; scaled down for small encoders).',
+      ),
   })
   .strict();
 export type MocoV3Config = z.infer<typeof MocoV3ConfigSchema>;

@@ -15,18 +15,30 @@ export const PLUGIN_NAME = 'momentum-queue';
 export const MomentumQueueConfigSchema = z
   .object({
     name: z.literal(PLUGIN_NAME),
-    /** K: keys in the queue (65536 in MoCo v1 on ImageNet, 4096 in the CIFAR demo). */
-    queueSize: z.number().int().positive().default(4096),
-    /** m: key-encoder momentum (0.999 in MoCo v1, 0.99 in the CIFAR demo). */
-    momentum: z.number().min(0).max(1).default(0.99),
-    /** 'fixed' (MoCo v1/v2) or 'cosine': m rises from `momentum` to 1 over the run (BYOL, MoCo v3). */
-    momentumSchedule: z.enum(['fixed', 'cosine']).default('fixed'),
-    /**
-     * Shuffle BN: shuffle the key batch before the key encoder, un-shuffle after.
-     * It matters when BN is split (model.bnSplits > 1); with plain BN it would be a
-     * no-op and is skipped. false turns it off for the ablation.
-     */
-    shuffleBn: z.boolean().default(true),
+    queueSize: z
+      .number()
+      .int()
+      .positive()
+      .default(4096)
+      .describe('K: keys in the queue (65536 in MoCo v1 on ImageNet, 4096 in the CIFAR demo).'),
+    momentum: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.99)
+      .describe('m: key-encoder momentum (0.999 in MoCo v1, 0.99 in the CIFAR demo).'),
+    momentumSchedule: z
+      .enum(['fixed', 'cosine'])
+      .default('fixed')
+      .describe(
+        "'fixed' (MoCo v1/v2) or 'cosine': m rises from `momentum` to 1 over the run (BYOL, MoCo v3).",
+      ),
+    shuffleBn: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Shuffle BN: shuffle the key batch before the key encoder, un-shuffle after. It matters when BN is split (model.bnSplits > 1); with plain BN it would be a no-op and is skipped. false turns it off for the ablation.',
+      ),
   })
   .strict();
 
