@@ -24,12 +24,22 @@ export const PLUGIN_NAME = 'byol';
 export const ByolConfigSchema = z
   .object({
     name: z.literal(PLUGIN_NAME),
-    /** tau_base: the target's EMA momentum at the start (0.996 in BYOL), rising to 1. */
-    momentum: z.number().min(0).max(1).default(0.996),
-    /** 'cosine' (BYOL: tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2) or 'fixed'. */
-    momentumSchedule: z.enum(['cosine', 'fixed']).default('cosine'),
-    /** Hidden width of the predictor MLP (4096 in BYOL; scaled down for small encoders). */
-    predictorHidden: z.number().int().positive().default(4096),
+    momentum: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.996)
+      .describe("tau_base: the target's EMA momentum at the start (0.996 in BYOL), rising to 1."),
+    momentumSchedule: z
+      .enum(['cosine', 'fixed'])
+      .default('cosine')
+      .describe("'cosine' (BYOL: tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2) or 'fixed'."),
+    predictorHidden: z
+      .number()
+      .int()
+      .positive()
+      .default(4096)
+      .describe('Hidden width of the predictor MLP (4096 in BYOL; scaled down for small encoders).'),
   })
   .strict();
 export type ByolConfig = z.infer<typeof ByolConfigSchema>;

@@ -24,12 +24,26 @@ export const PLUGIN_NAME = 'simsiam';
 export const SimSiamConfigSchema = z
   .object({
     name: z.literal(PLUGIN_NAME),
-    /** Hidden width of the predictor's bottleneck (512 for a 2048-d projection in SimSiam). */
-    predictorHidden: z.number().int().positive().default(512),
-    /** Keep the predictor's lr at optim.lr instead of following the schedule (SimSiam's --fix-pred-lr). */
-    fixPredictorLr: z.boolean().default(true),
-    /** false: the paper's ablation (Figure 2) without the stop-gradient, whose outputs collapse. */
-    stopGradient: z.boolean().default(true),
+    predictorHidden: z
+      .number()
+      .int()
+      .positive()
+      .default(512)
+      .describe(
+        "Hidden width of the predictor's bottleneck (512 for a 2048-d projection in SimSiam).",
+      ),
+    fixPredictorLr: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Keep the predictor's lr at optim.lr instead of following the schedule (SimSiam's --fix-pred-lr).",
+      ),
+    stopGradient: z
+      .boolean()
+      .default(true)
+      .describe(
+        "false: the paper's ablation (Figure 2) without the stop-gradient, whose outputs collapse.",
+      ),
   })
   .strict();
 export type SimSiamConfig = z.infer<typeof SimSiamConfigSchema>;
