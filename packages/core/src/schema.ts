@@ -14,6 +14,14 @@ export const AugmentationSchema = z
         size: positiveInt.optional(),
         scale: range.default([0.2, 1]),
         ratio: range.default([3 / 4, 4 / 3]),
+        /**
+         * How the crop is resized to `size`. 'torchvision' (default): RandomResizedCrop's
+         * bilinear resize with half-pixel centres, edge pixels held, and antialiasing when
+         * downscaling (PIL's filter; torchvision's antialias=True). 'crop-and-resize': the
+         * earlier behaviour, tf.image.cropAndResize with the crop's corner pixel centres
+         * mapped onto the output's corners and no antialiasing (slightly sharper, smaller crops).
+         */
+        resize: z.enum(['torchvision', 'crop-and-resize']).default('torchvision'),
       })
       .strict()
       .default({}),
@@ -31,14 +39,34 @@ export const AugmentationSchema = z
         saturation: z.number().min(0).default(0),
         hue: z.number().min(0).max(0.5).default(0),
         p: probability.default(0.8),
+        /**
+         * 'torchvision' (default): ColorJitter's semantics: the four adjustments in a
+         * random order drawn per view, each followed by a clamp to [0, 1]; contrast
+         * blends with the mean of the view's grayscale; hue is a shift in HSV.
+         * 'fixed-order': the earlier behaviour: brightness, contrast, saturation, hue
+         * always in that order, one clamp after contrast (none after brightness),
+         * contrast around the mean over all channels, hue as a rotation in YIQ.
+         */
+        semantics: z.enum(['torchvision', 'fixed-order']).default('torchvision'),
       })
       .strict()
       .default({}),
     /** Probability of converting a view to grayscale (MoCo v1/v2: 0.2); RGB only. */
     grayscale: probability.default(0),
-    /** Gaussian blur with sigma from `sigma` (MoCo v2: [0.1, 2], p 0.5); kernel about 10% of the side. */
+    /** Gaussian blur with probability p and sigma from `sigma` (MoCo v2: [0.1, 2], p 0.5). */
     blur: z
-      .object({ p: probability.default(0), sigma: range.default([0.1, 2]) })
+      .object({
+        p: probability.default(0),
+        sigma: range.default([0.1, 2]),
+        /**
+         * 'pil' (default): MoCo v2's blur, PIL's ImageFilter.GaussianBlur(radius = sigma):
+         * three passes of an extended box filter per axis whose variance adds up to
+         * sigma^2, edge pixels repeated. 'gaussian': the earlier behaviour, a sampled
+         * Gaussian truncated to an odd kernel of about 10% of the side (3 taps at 28 px),
+         * reflect padding; much weaker than PIL's at large sigma on small images.
+         */
+        kernel: z.enum(['pil', 'gaussian']).default('pil'),
+      })
       .strict()
       .default({}),
   })
