@@ -9,9 +9,14 @@ const p = (x: number) => (x < 1e-4 ? x.toExponential(0) : x.toFixed(3));
  * differences beyond sampling noise (p below the Bonferroni-corrected alpha)
  * listed by transform.
  */
-export function augmentMarkdown(o: AugmentOptions, r: { cases: CaseResult[]; alpha: number }): string {
+export function augmentMarkdown(
+  o: AugmentOptions,
+  r: { cases: CaseResult[]; alpha: number },
+): string {
   const flagged = r.cases.flatMap((c) =>
-    c.tests.filter((t) => t.p < r.alpha).map((t) => ({ transform: c.transform, name: c.name, stat: t.stat, p: t.p })),
+    c.tests
+      .filter((t) => t.p < r.alpha)
+      .map((t) => ({ transform: c.transform, name: c.name, stat: t.stat, p: t.p })),
   );
   const lines = [
     `## Augmentation parity: Contrast vs torchvision on the same images`,

@@ -103,7 +103,11 @@ export const AUGMENT_CASES: AugmentCase[] = [
     name: 'default experiment: crop 0.2-1, flip, ColorJitter(0.4, 0.4) p 0.8',
     transform: 'pipeline',
     images: 'fashion-mnist',
-    augmentation: { crop: { scale: [0.2, 1] }, flip: 0.5, jitter: { brightness: 0.4, contrast: 0.4, p: 0.8 } },
+    augmentation: {
+      crop: { scale: [0.2, 1] },
+      flip: 0.5,
+      jitter: { brightness: 0.4, contrast: 0.4, p: 0.8 },
+    },
     loss: true,
   },
   {
@@ -146,7 +150,8 @@ export function colourise(gray: Uint8Array, n: number, seed: number): Uint8Array
     const c2 = [rng.next(), rng.next(), rng.next()];
     for (let p = 0; p < px; p++) {
       const x = gray[i * px + p]! / 255;
-      for (let c = 0; c < 3; c++) out[(i * px + p) * 3 + c] = Math.round(255 * (c1[c]! * x + c2[c]! * (1 - x)));
+      for (let c = 0; c < 3; c++)
+        out[(i * px + p) * 3 + c] = Math.round(255 * (c1[c]! * x + c2[c]! * (1 - x)));
     }
   }
   return out;
@@ -155,15 +160,28 @@ export function colourise(gray: Uint8Array, n: number, seed: number): Uint8Array
 /** Per-view statistics: crop area fraction and aspect, and pixel statistics of the view in [0, 1]. */
 export const VIEW_STATS = ['area', 'aspect', 'mean', 'std', 'leftMinusRight', 'chroma'] as const;
 
-function viewStats(views: tf.Tensor4D, p: ViewParams, H: number, W: number): Record<string, Float32Array> {
+function viewStats(
+  views: tf.Tensor4D,
+  p: ViewParams,
+  H: number,
+  W: number,
+): Record<string, Float32Array> {
   const n = views.shape[0];
-  const area = Float32Array.from({ length: n }, (_, i) => (p.crops[i * 4 + 2]! * p.crops[i * 4 + 3]!) / (H * W));
-  const aspect = Float32Array.from({ length: n }, (_, i) => p.crops[i * 4 + 3]! / p.crops[i * 4 + 2]!);
+  const area = Float32Array.from(
+    { length: n },
+    (_, i) => (p.crops[i * 4 + 2]! * p.crops[i * 4 + 3]!) / (H * W),
+  );
+  const aspect = Float32Array.from(
+    { length: n },
+    (_, i) => p.crops[i * 4 + 3]! / p.crops[i * 4 + 2]!,
+  );
   const px = tf.tidy(() => {
     const [, h, w] = views.shape;
     const half = Math.floor(w / 2);
     const mean = tf.mean(views, [1, 2, 3]);
-    const std = tf.sqrt(tf.mean(tf.square(tf.sub(views, tf.reshape(mean, [-1, 1, 1, 1]))), [1, 2, 3]));
+    const std = tf.sqrt(
+      tf.mean(tf.square(tf.sub(views, tf.reshape(mean, [-1, 1, 1, 1]))), [1, 2, 3]),
+    );
     const left = tf.mean(tf.slice(views, [0, 0, 0, 0], [n, h, half, -1]), [1, 2, 3]);
     const right = tf.mean(tf.slice(views, [0, 0, w - half, 0], [n, h, half, -1]), [1, 2, 3]);
     const chroma = tf.mean(tf.sub(tf.max(views, 3), tf.min(views, 3)), [1, 2]);
@@ -213,7 +231,12 @@ function joinParams(ps: ViewParams[]): ViewParams {
     crops.set(p.crops, o);
     o += p.crops.length;
   }
-  return { crops, flips: new Uint8Array(0), brightness: new Float32Array(0), contrast: new Float32Array(0) };
+  return {
+    crops,
+    flips: new Uint8Array(0),
+    brightness: new Float32Array(0),
+    contrast: new Float32Array(0),
+  };
 }
 
 /**
@@ -239,11 +262,17 @@ export function writeContrastViews(
     },
   };
   for (const [name, s] of Object.entries(sets)) {
-    writeNpy(join(dir, `images-${name}.npy`), { data: s.images, shape: [n, 28, 28, s.ds.channels] });
+    writeNpy(join(dir, `images-${name}.npy`), {
+      data: s.images,
+      shape: [n, 28, 28, s.ds.channels],
+    });
   }
   for (const [name, v] of frozen.encoder.namedVariables()) {
     const t = toTorchTensor(name, v.shape, v.dataSync() as Float32Array);
-    writeNpy(join(dir, 'encoder', `${t.name}.npy`), { data: t.data as Float32Array, shape: t.shape });
+    writeNpy(join(dir, 'encoder', `${t.name}.npy`), {
+      data: t.data as Float32Array,
+      shape: t.shape,
+    });
   }
   const cases = AUGMENT_CASES.map((c, k) => {
     const config: AugmentationConfig = AugmentationSchema.parse(c.augmentation);
@@ -252,15 +281,26 @@ export function writeContrastViews(
     const { views, params } = augmentInBatches(aug, ds, images, o.views);
     const stats = viewStats(views, joinParams(params), 28, 28);
     views.dispose();
-    for (const [stat, a] of Object.entries(stats)) writeNpy(join(dir, `case${k}-${stat}.npy`), { data: a, shape: [a.length] });
+    for (const [stat, a] of Object.entries(stats))
+      writeNpy(join(dir, `case${k}-${stat}.npy`), { data: a, shape: [a.length] });
     if (c.loss) {
       for (const v of ['a', 'b']) {
         const pair = augmentInBatches(aug, ds, images, o.lossImages).views;
-        writeNpy(join(dir, `case${k}-views-${v}.npy`), nhwcToNchw(pair.dataSync() as Float32Array, pair.shape));
+        writeNpy(
+          join(dir, `case${k}-views-${v}.npy`),
+          nhwcToNchw(pair.dataSync() as Float32Array, pair.shape),
+        );
         pair.dispose();
       }
     }
-    return { ...c, config, outSize: config.crop.size ?? 28, channels: ds.channels, mean: ds.mean, std: ds.std };
+    return {
+      ...c,
+      config,
+      outSize: config.crop.size ?? 28,
+      channels: ds.channels,
+      mean: ds.mean,
+      std: ds.std,
+    };
   });
   const manifest = { ...o, stats: VIEW_STATS, model: frozen.model, cases };
   writeFileAtomic(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
@@ -294,5 +334,8 @@ export function runAugmentParity(
   log(`augmentation parity: ${AUGMENT_CASES.length} cases, ${o.views} views each`);
   writeContrastViews(dir, o, frozen);
   runPython('augment.py', [dir], log);
-  return JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')) as { cases: CaseResult[]; alpha: number };
+  return JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')) as {
+    cases: CaseResult[];
+    alpha: number;
+  };
 }

@@ -67,10 +67,13 @@ async function step(values: {
 }) {
   const base0 = values.tiny ? TINY_STEP_OPTIONS : DEFAULT_STEP_OPTIONS;
   const steps = Number(values.steps ?? base0.steps);
-  if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps must be a positive integer, got '${values.steps}'`);
+  if (!Number.isInteger(steps) || steps < 1)
+    throw new Error(`--steps must be a positive integer, got '${values.steps}'`);
   const methods = PARITY_METHODS.filter((m) => !values.methods || m.name.includes(values.methods));
   if (methods.length === 0) {
-    throw new Error(`--methods '${values.methods}' matches none of: ${PARITY_METHODS.map((m) => m.name).join(', ')}`);
+    throw new Error(
+      `--methods '${values.methods}' matches none of: ${PARITY_METHODS.map((m) => m.name).join(', ')}`,
+    );
   }
   const o = { ...base0, steps };
   const results = runStepParity(o, methods, join(values.out, 'step'), parityPlugins(), {
@@ -80,7 +83,12 @@ async function step(values: {
   if (values.fixture) writeStepFixture(values.fixture, o, results);
   const base = writeReport(values.out, 'step', md, {
     options: o,
-    results: results.map(({ method, state, comparison, seconds }) => ({ method, state, comparison, seconds })),
+    results: results.map(({ method, state, comparison, seconds }) => ({
+      method,
+      state,
+      comparison,
+      seconds,
+    })),
   });
   process.stdout.write(`${md}\n\nwritten: ${base}.md, ${base}.json\n`);
   return results.every((r) => !r.comparison.firstDivergent);
@@ -109,14 +117,21 @@ function frozenEncoder(steps: number) {
 
 async function augment(values: { views?: string; out: string }) {
   const views = Number(values.views ?? DEFAULT_AUGMENT_OPTIONS.views);
-  if (!Number.isInteger(views) || views < 100) throw new Error(`--views must be an integer >= 100, got '${values.views}'`);
+  if (!Number.isInteger(views) || views < 100)
+    throw new Error(`--views must be an integer >= 100, got '${values.views}'`);
   const o = { ...DEFAULT_AUGMENT_OPTIONS, views };
   console.error('augmentation parity: training the frozen encoder (150 MoCo steps of the ConvNet)');
   const frozen = frozenEncoder(150);
   try {
-    const result = runAugmentParity(join(values.out, 'augment'), o, frozen, (l) => console.error(l));
+    const result = runAugmentParity(join(values.out, 'augment'), o, frozen, (l) =>
+      console.error(l),
+    );
     const md = augmentMarkdown(o, result);
-    const base = writeReport(values.out, 'augment', md, { options: o, cases: AUGMENT_CASES, result });
+    const base = writeReport(values.out, 'augment', md, {
+      options: o,
+      cases: AUGMENT_CASES,
+      result,
+    });
     process.stdout.write(`${md}\n\nwritten: ${base}.md, ${base}.json\n`);
     return result.cases.every((c) => c.tests.every((t) => t.p >= result.alpha));
   } finally {
@@ -124,15 +139,21 @@ async function augment(values: { views?: string; out: string }) {
   }
 }
 
-async function learning(positionals: string[], values: { side?: string; seed?: string; out: string }) {
+async function learning(
+  positionals: string[],
+  values: { side?: string; seed?: string; out: string },
+) {
   const dir = join(values.out, 'learning');
   if (positionals[0] === 'report') {
     const md = learningReport(dir, (l) => console.error(l));
-    process.stdout.write(`${md}\nwritten: ${join(dir, 'report.md')}, ${join(dir, 'report.json')}\n`);
+    process.stdout.write(
+      `${md}\nwritten: ${join(dir, 'report.md')}, ${join(dir, 'report.json')}\n`,
+    );
     return true;
   }
   const seed = Number(values.seed);
-  if (!Number.isInteger(seed) || seed < 0) throw new Error(`learning needs --seed N (N >= 0), got '${values.seed}'`);
+  if (!Number.isInteger(seed) || seed < 0)
+    throw new Error(`learning needs --seed N (N >= 0), got '${values.seed}'`);
   const log = (l: string) => console.error(l);
   const run =
     values.side === 'contrast'
@@ -140,8 +161,12 @@ async function learning(positionals: string[], values: { side?: string; seed?: s
       : values.side === 'pytorch'
         ? runTorchLearning(seed, dir, log)
         : undefined;
-  if (!run) throw new Error(`learning needs --side contrast or --side pytorch, got '${values.side}'`);
-  for (const e of run.epochs) log(`${run.side} seed ${seed} epoch ${e.epoch}: kNN ${(100 * e.knn).toFixed(2)}%, loss ${e.loss.toFixed(3)}`);
+  if (!run)
+    throw new Error(`learning needs --side contrast or --side pytorch, got '${values.side}'`);
+  for (const e of run.epochs)
+    log(
+      `${run.side} seed ${seed} epoch ${e.epoch}: kNN ${(100 * e.knn).toFixed(2)}%, loss ${e.loss.toFixed(3)}`,
+    );
   return true;
 }
 

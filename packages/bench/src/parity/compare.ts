@@ -27,7 +27,8 @@ const QUANTITIES = Object.keys(FLOOR) as Quantity[];
 
 /** max_i |a_i - b_i| / max_i |b_i| (0 when both are all zero). */
 export function relativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`compared arrays differ in length: ${a.length} vs ${b.length}`);
+  if (a.length !== b.length)
+    throw new Error(`compared arrays differ in length: ${a.length} vs ${b.length}`);
   let diff = 0;
   let scale = 0;
   for (let i = 0; i < a.length; i++) {
@@ -62,9 +63,14 @@ export interface MethodComparison {
 }
 
 /** Relative differences of each quantity of two records (worst gradient group named). */
-function differences(a: StepRecord, b: StepRecord): { diff: Record<Quantity, number>; worst: string } {
+function differences(
+  a: StepRecord,
+  b: StepRecord,
+): { diff: Record<Quantity, number>; worst: string } {
   const groups = Object.keys(b.gradNorms);
-  const perGroup = groups.map((g) => relativeDifference([a.gradNorms[g] ?? Number.NaN], [b.gradNorms[g]!]));
+  const perGroup = groups.map((g) =>
+    relativeDifference([a.gradNorms[g] ?? Number.NaN], [b.gradNorms[g]!]),
+  );
   const worst = groups[perGroup.indexOf(Math.max(...perGroup))] ?? '-';
   return {
     diff: {
@@ -81,7 +87,11 @@ function differences(a: StepRecord, b: StepRecord): { diff: Record<Quantity, num
  * Compares Contrast's records with PyTorch's step by step; `exact` (PyTorch in
  * float64) gives each step's float32 noise floor.
  */
-export function compareSteps(ours: StepRecord[], torch: StepRecord[], exact: StepRecord[]): MethodComparison {
+export function compareSteps(
+  ours: StepRecord[],
+  torch: StepRecord[],
+  exact: StepRecord[],
+): MethodComparison {
   if (ours.length !== torch.length || torch.length !== exact.length) {
     throw new Error(`step counts differ: ${ours.length}, ${torch.length}, ${exact.length}`);
   }

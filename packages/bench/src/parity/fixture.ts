@@ -18,7 +18,11 @@ const plain = (r: StepRecord) => ({
 });
 
 /** Writes the fixture (8 significant digits: float32 needs fewer than 8). */
-export function writeStepFixture(path: string, o: StepParityOptions, results: MethodResult[]): void {
+export function writeStepFixture(
+  path: string,
+  o: StepParityOptions,
+  results: MethodResult[],
+): void {
   const methods = Object.fromEntries(
     results.map((r) => [r.method, { torch: r.torch.map(plain), torch64: r.torch64.map(plain) }]),
   );
@@ -29,9 +33,20 @@ export function writeStepFixture(path: string, o: StepParityOptions, results: Me
 export function readStepFixture(path: string): StepFixture {
   const raw = JSON.parse(readFileSync(path, 'utf8')) as {
     options: StepParityOptions;
-    methods: Record<string, Record<'torch' | 'torch64', (Omit<StepRecord, 'bn' | 'state'> & { bn: number[]; state?: number[] })[]>>;
+    methods: Record<
+      string,
+      Record<
+        'torch' | 'torch64',
+        (Omit<StepRecord, 'bn' | 'state'> & { bn: number[]; state?: number[] })[]
+      >
+    >;
   };
-  const back = (r: { loss: number; gradNorms: Record<string, number>; bn: number[]; state?: number[] }): StepRecord => ({
+  const back = (r: {
+    loss: number;
+    gradNorms: Record<string, number>;
+    bn: number[];
+    state?: number[];
+  }): StepRecord => ({
     loss: r.loss,
     gradNorms: r.gradNorms,
     bn: Float32Array.from(r.bn),
@@ -40,7 +55,10 @@ export function readStepFixture(path: string): StepFixture {
   return {
     options: raw.options,
     methods: Object.fromEntries(
-      Object.entries(raw.methods).map(([k, v]) => [k, { torch: v.torch.map(back), torch64: v.torch64.map(back) }]),
+      Object.entries(raw.methods).map(([k, v]) => [
+        k,
+        { torch: v.torch.map(back), torch64: v.torch64.map(back) },
+      ]),
     ),
   };
 }

@@ -27,7 +27,13 @@ export const LEARNING_RECIPE = {
   weightDecay: 5e-4,
   epochs: 5,
   stopAfter: 2,
-  augmentation: { scale: [0.2, 1] as [number, number], flip: 0.5, brightness: 0.4, contrast: 0.4, p: 0.8 },
+  augmentation: {
+    scale: [0.2, 1] as [number, number],
+    flip: 0.5,
+    brightness: 0.4,
+    contrast: 0.4,
+    p: 0.8,
+  },
   knn: { k: 200, t: 0.1 },
   mean: 0.286,
   std: 0.353,
@@ -81,11 +87,20 @@ function lastLosses(runPath: string): Map<number, number> {
     if (m.loss === undefined) continue;
     byEpoch.set(m.epoch, [...(byEpoch.get(m.epoch) ?? []), m.loss]);
   }
-  return new Map([...byEpoch].map(([e, l]) => [e + 1, l.slice(-50).reduce((a, b) => a + b, 0) / Math.min(50, l.length)]));
+  return new Map(
+    [...byEpoch].map(([e, l]) => [
+      e + 1,
+      l.slice(-50).reduce((a, b) => a + b, 0) / Math.min(50, l.length),
+    ]),
+  );
 }
 
 /** Contrast's side for one seed: `contrast train` of the recipe, stopped after `stopAfter` epochs. */
-export async function runContrastLearning(seed: number, dir: string, plugins: Plugin[]): Promise<LearningRun> {
+export async function runContrastLearning(
+  seed: number,
+  dir: string,
+  plugins: Plugin[],
+): Promise<LearningRun> {
   const config = parseExperiment(learningExperiment(seed));
   config.tracking.dir = join(dir, 'runs');
   const stepsPerEpoch = Math.floor(60000 / LEARNING_RECIPE.batch);
@@ -100,10 +115,17 @@ export async function runContrastLearning(seed: number, dir: string, plugins: Pl
   const run: LearningRun = {
     side: 'contrast',
     seed,
-    epochs: result.knnPerEpoch.map((k) => ({ epoch: k.epoch, knn: k.accuracy, loss: losses.get(k.epoch)! })),
+    epochs: result.knnPerEpoch.map((k) => ({
+      epoch: k.epoch,
+      knn: k.accuracy,
+      loss: losses.get(k.epoch)!,
+    })),
     seconds: (performance.now() - t0) / 1000,
   };
-  writeFileAtomic(join(dir, `contrast-seed${seed}.json`), `${JSON.stringify({ ...run, runPath }, null, 1)}\n`);
+  writeFileAtomic(
+    join(dir, `contrast-seed${seed}.json`),
+    `${JSON.stringify({ ...run, runPath }, null, 1)}\n`,
+  );
   return run;
 }
 
@@ -111,7 +133,11 @@ export async function runContrastLearning(seed: number, dir: string, plugins: Pl
 export function runTorchLearning(seed: number, dir: string, log: (l: string) => void): LearningRun {
   const out = join(dir, `pytorch-seed${seed}.json`);
   mkdirSync(dir, { recursive: true });
-  runPython('learn.py', [JSON.stringify({ ...LEARNING_RECIPE, seed, out, root: fashionMnistDir() })], log);
+  runPython(
+    'learn.py',
+    [JSON.stringify({ ...LEARNING_RECIPE, seed, out, root: fashionMnistDir() })],
+    log,
+  );
   const r = JSON.parse(readFileSync(out, 'utf8')) as Omit<LearningRun, 'side'>;
   return { ...r, side: 'pytorch' };
 }
@@ -134,7 +160,10 @@ export function readLearningRuns(dir: string): LearningRun[] {
  */
 export function learningReport(dir: string, log: (l: string) => void): string {
   const runs = readLearningRuns(dir);
-  if (runs.length === 0) throw new Error(`no learning runs in ${dir}: run 'pnpm parity learning --side ... --seed ...' first`);
+  if (runs.length === 0)
+    throw new Error(
+      `no learning runs in ${dir}: run 'pnpm parity learning --side ... --seed ...' first`,
+    );
   writeFileAtomic(join(dir, 'runs.json'), `${JSON.stringify(runs, null, 1)}\n`);
   runPython('learning_report.py', [dir], log);
   return readFileSync(join(dir, 'report.md'), 'utf8');

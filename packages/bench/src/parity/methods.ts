@@ -41,8 +41,9 @@ export interface ParitySize {
  * bank.gather (positives are gathered with the batch's index tensor).
  */
 function recordBankDraws(h: StepHarness): { take(): Drawn } {
-  const bank = (h.source as unknown as { bank: { gather(i: tf.Tensor1D | Int32Array): tf.Tensor2D } })
-    .bank;
+  const bank = (
+    h.source as unknown as { bank: { gather(i: tf.Tensor1D | Int32Array): tf.Tensor2D } }
+  ).bank;
   const gather = bank.gather.bind(bank);
   let drawn: Int32Array | undefined;
   bank.gather = (i) => {

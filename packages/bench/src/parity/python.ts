@@ -12,7 +12,11 @@ export function parityScripts(): string {
  * on first use), with the same number of threads as ours; its stderr is passed
  * through. Throws with the tail of its output when it fails.
  */
-export function runPython(script: string, args: string[], log: (l: string) => void = console.error): string {
+export function runPython(
+  script: string,
+  args: string[],
+  log: (l: string) => void = console.error,
+): string {
   const python = ensureTorchVenv(log);
   const r = spawnSync(python, [parityScripts() + script, ...args], {
     encoding: 'utf8',

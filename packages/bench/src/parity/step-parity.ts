@@ -29,7 +29,8 @@ export function readTorchRecords(
   const json = JSON.parse(readFileSync(join(out, 'steps.json'), 'utf8')) as {
     steps: { loss: number; gradNorms: Record<string, number> }[];
   };
-  if (json.steps.length !== steps) throw new Error(`PyTorch ran ${json.steps.length} of ${steps} steps`);
+  if (json.steps.length !== steps)
+    throw new Error(`PyTorch ran ${json.steps.length} of ${steps} steps`);
   return json.steps.map((s, i) => {
     const n = String(i).padStart(3, '0');
     return {
@@ -40,7 +41,11 @@ export function readTorchRecords(
   });
 }
 
-const slug = (s: string) => s.replace(/[^\w]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
+const slug = (s: string) =>
+  s
+    .replace(/[^\w]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .toLowerCase();
 
 /**
  * Step parity for each method: Contrast's steps and exported inputs, the same
@@ -112,7 +117,8 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
     const c = r.comparison;
     const f = c.firstDivergent;
     const first = f ? `${f.step + 1} (${f.quantity} ${e(f.diff)} > ${e(f.tolerance)})` : 'none';
-    const pair = (q: 'loss' | 'gradNorm' | 'bn' | 'state') => `${e(c.largest[q])} (${e(c.largestNoise[q])})`;
+    const pair = (q: 'loss' | 'gradNorm' | 'bn' | 'state') =>
+      `${e(c.largest[q])} (${e(c.largestNoise[q])})`;
     const [s0, sl] = [c.steps[0]!, c.steps.at(-1)!];
     lines.push(
       `| ${r.method} | ${first} | ${pair('loss')} | ${pair('gradNorm')} | ${pair('bn')} | ` +

@@ -90,8 +90,17 @@ interface ContrastSide {
   resnet: boolean;
 }
 
-function openSide(method: ParityMethod, o: StepParityOptions, plugins: Plugin[], dataset?: TrainingDataset): ContrastSide {
-  const h = createStepHarness(parityExperiment(method, o), createCatalog(plugins), dataset ? { dataset } : {});
+function openSide(
+  method: ParityMethod,
+  o: StepParityOptions,
+  plugins: Plugin[],
+  dataset?: TrainingDataset,
+): ContrastSide {
+  const h = createStepHarness(
+    parityExperiment(method, o),
+    createCatalog(plugins),
+    dataset ? { dataset } : {},
+  );
   h.clock.total = o.steps;
   const resnet = h.config.model.encoder !== 'convnet';
   const byVariable = new Map([...h.encoder.namedVariables()].map(([k, v]) => [v.name, k]));
@@ -121,8 +130,9 @@ function openSide(method: ParityMethod, o: StepParityOptions, plugins: Plugin[],
 function bnValues(side: ContrastSide): Float32Array {
   const key = side.h.keyPolicy.state().tensors;
   const vars = side.h.encoder.namedVariables();
-  const parts = side.bnOrder.map(([which, name]) =>
-    (which === 'query' ? vars.get(name)! : key[name]!).dataSync() as Float32Array,
+  const parts = side.bnOrder.map(
+    ([which, name]) =>
+      (which === 'query' ? vars.get(name)! : key[name]!).dataSync() as Float32Array,
   );
   return Float32Array.from(parts.flatMap((p) => Array.from(p)));
 }
@@ -132,7 +142,10 @@ function exportWeights(dir: string, tensors: Iterable<[string, tf.Tensor]>): voi
   mkdirSync(dir, { recursive: true });
   for (const [name, t] of tensors) {
     const torch = toTorchTensor(name, t.shape, t.dataSync() as Float32Array);
-    writeNpy(join(dir, `${torch.name}.npy`), { data: torch.data as Float32Array, shape: torch.shape });
+    writeNpy(join(dir, `${torch.name}.npy`), {
+      data: torch.data as Float32Array,
+      shape: torch.shape,
+    });
   }
 }
 
@@ -163,8 +176,14 @@ export function runContrastSide(
     const key = Object.entries(h.keyPolicy.state().tensors);
     if (key.length > 0) exportWeights(join(dir, 'key'), key);
     const state = method.state ? h.source.state().tensors[method.state] : undefined;
-    if (state) writeNpy(join(dir, `${method.state}.npy`), { data: state.dataSync() as Float32Array, shape: state.shape });
-    const lrs = Array.from({ length: o.steps }, (_, i) => learningRate('cosine', h.config.optim.lr, i, o.steps));
+    if (state)
+      writeNpy(join(dir, `${method.state}.npy`), {
+        data: state.dataSync() as Float32Array,
+        shape: state.shape,
+      });
+    const lrs = Array.from({ length: o.steps }, (_, i) =>
+      learningRate('cosine', h.config.optim.lr, i, o.steps),
+    );
     const records: StepRecord[] = [];
     for (let i = 0; i < o.steps; i++) {
       const b = h.nextBatch();
@@ -188,7 +207,10 @@ export function runContrastSide(
       });
     }
     const groups = Object.fromEntries(
-      [...h.encoder.namedVariables().keys()].map((n) => [torchName(n), parameterGroup(torchName(n), side.resnet)]),
+      [...h.encoder.namedVariables().keys()].map((n) => [
+        torchName(n),
+        parameterGroup(torchName(n), side.resnet),
+      ]),
     );
     const manifest = {
       method: method.module,
