@@ -26,10 +26,20 @@ export interface AugmentCase {
 }
 
 const still = { crop: { scale: [1, 1], ratio: [1, 1] }, flip: 0, jitter: { p: 0 } };
-const jitterOnly = (j: Record<string, unknown>) => ({
-  ...still,
-  jitter: { brightness: 0, contrast: 0, p: 0.8, ...j },
-});
+/** ColorJitter alone (p 0.8) with the given factors, e.g. ColorJitter(hue 0.1). */
+function jitterCase(
+  transform: string,
+  images: AugmentCase['images'],
+  factors: Record<string, number>,
+): AugmentCase {
+  const args = Object.entries(factors).map(([k, v]) => `${k} ${v}`);
+  return {
+    name: `ColorJitter(${args.join(', ')}), p 0.8`,
+    transform,
+    images,
+    augmentation: { ...still, jitter: { brightness: 0, contrast: 0, p: 0.8, ...factors } },
+  };
+}
 
 /** The cases: each transform alone, then the default experiment's and MoCo v2's pipelines. */
 export const AUGMENT_CASES: AugmentCase[] = [
@@ -51,42 +61,12 @@ export const AUGMENT_CASES: AugmentCase[] = [
     images: 'fashion-mnist',
     augmentation: { ...still, flip: 0.5 },
   },
-  {
-    name: 'ColorJitter(brightness 0.4), p 0.8',
-    transform: 'brightness',
-    images: 'fashion-mnist',
-    augmentation: jitterOnly({ brightness: 0.4 }),
-  },
-  {
-    name: 'ColorJitter(contrast 0.4), p 0.8',
-    transform: 'contrast',
-    images: 'fashion-mnist',
-    augmentation: jitterOnly({ contrast: 0.4 }),
-  },
-  {
-    name: 'ColorJitter(0.4, 0.4), p 0.8: order',
-    transform: 'jitter order',
-    images: 'fashion-mnist',
-    augmentation: jitterOnly({ brightness: 0.4, contrast: 0.4 }),
-  },
-  {
-    name: 'ColorJitter(saturation 0.4), p 0.8',
-    transform: 'saturation',
-    images: 'rgb',
-    augmentation: jitterOnly({ saturation: 0.4 }),
-  },
-  {
-    name: 'ColorJitter(hue 0.1), p 0.8',
-    transform: 'hue',
-    images: 'rgb',
-    augmentation: jitterOnly({ hue: 0.1 }),
-  },
-  {
-    name: 'ColorJitter(0.4, 0.4, 0.4, 0.1), p 0.8: order',
-    transform: 'jitter order',
-    images: 'rgb',
-    augmentation: jitterOnly({ brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 }),
-  },
+  jitterCase('brightness', 'fashion-mnist', { brightness: 0.4 }),
+  jitterCase('contrast', 'fashion-mnist', { contrast: 0.4 }),
+  jitterCase('jitter order', 'fashion-mnist', { brightness: 0.4, contrast: 0.4 }),
+  jitterCase('saturation', 'rgb', { saturation: 0.4 }),
+  jitterCase('hue', 'rgb', { hue: 0.1 }),
+  jitterCase('jitter order', 'rgb', { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 }),
   {
     name: 'RandomGrayscale(0.2)',
     transform: 'grayscale',

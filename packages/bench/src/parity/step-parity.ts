@@ -107,7 +107,8 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
     '',
     'Relative differences, max |a - b| / max |b|, the largest over all steps: Contrast vs PyTorch, and in ' +
       'brackets the float32 noise floor (PyTorch float32 vs float64). A step diverges when a quantity ' +
-      `exceeds max(floor, ${NOISE_FACTOR} x that step's noise floor); floors: loss ${FLOOR.loss}, gradient ` +
+      `exceeds max(floor, ${NOISE_FACTOR} x the largest noise floor so far); gradient norms are compared as ` +
+      `one vector over the parameter groups; floors: loss ${FLOOR.loss}, gradient ` +
       `norm per parameter group ${FLOOR.gradNorm}, BN running statistics ${FLOOR.bn}, queue / bank ${FLOOR.state}.`,
     '',
     '| method | first divergent step | loss | grad norm | BN running stats | queue / bank | step 1: loss, grad norm vs float64 (ours / PyTorch) | loss at step 1 / last, ours (PyTorch) |',
