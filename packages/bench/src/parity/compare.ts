@@ -10,18 +10,22 @@ import type { StepRecord } from './step.js';
  * same steps again in float64 from the same float32 inputs, and the largest
  * distance between its float32 and float64 trajectories up to a step is what
  * float32 rounding alone does by then. A quantity is beyond tolerance when
- * Contrast differs from PyTorch by more than max(FLOOR, NOISE_FACTOR x that distance). NOISE_FACTOR is
- * 100 because TensorFlow's training-mode BatchNorm reduces in float32 with
- * about 100x the rounding error of PyTorch's (batch variance 5e-5 relative
- * against 1e-7 over 25k values per channel; eval mode agrees to 3e-7).
+ * Contrast differs from PyTorch by more than max(FLOOR, NOISE_FACTOR x that
+ * distance). NOISE_FACTOR is 1000 because PyTorch's CPU BatchNorm accumulates
+ * its reductions in float64 while TensorFlow's fused kernels accumulate in
+ * float32: measured on a fresh ResNet-18, the batch variance is 5e-5 relative off
+ * (PyTorch: 1e-7) and the first step's gradient norms 3e-4..6e-3 against float64
+ * (PyTorch: 1e-6..1e-4), 30-300x PyTorch's own float32 error. Gradient norms get
+ * a floor of 1e-2 for the same reason. So the comparison discriminates most in
+ * the first steps, where the noise floor is smallest: a changed op shows there.
  */
 export const FLOOR = {
   loss: 1e-5,
-  gradNorm: 1e-3,
+  gradNorm: 1e-2,
   bn: 1e-4,
   state: 1e-4,
 } as const;
-export const NOISE_FACTOR = 100;
+export const NOISE_FACTOR = 1000;
 export type Quantity = keyof typeof FLOOR;
 const QUANTITIES = Object.keys(FLOOR) as Quantity[];
 

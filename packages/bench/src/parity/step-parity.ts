@@ -1,6 +1,6 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Plugin } from '@contrast/core';
+import { writeFileAtomic, type Plugin } from '@contrast/core';
 import { compareSteps, FLOOR, NOISE_FACTOR, type MethodComparison } from './compare.js';
 import type { ParityMethod } from './methods.js';
 import { readNpy } from './npy.js';
@@ -72,7 +72,12 @@ export function runStepParity(
     const torch = readTorchRecords(work, o.steps, m.state !== undefined);
     const torch64 = readTorchRecords(work, o.steps, m.state !== undefined, 'torch64');
     const comparison = compareSteps(ours, torch, torch64);
-    if (!options.keep) rmSync(work, { recursive: true, force: true });
+    if (options.keep) {
+      const summary = ours.map((r) => ({ loss: r.loss, gradNorms: r.gradNorms }));
+      writeFileAtomic(join(work, 'contrast-steps.json'), `${JSON.stringify(summary)}\n`);
+    } else {
+      rmSync(work, { recursive: true, force: true });
+    }
     const f = comparison.firstDivergent;
     log(
       `  largest relative difference: loss ${comparison.largest.loss.toExponential(1)}, ` +
