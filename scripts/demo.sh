@@ -16,10 +16,11 @@ cat <<'EOF'
 
 How to read these numbers. Raw pixels are a strong kNN baseline on Fashion-MNIST:
 the images are centred, aligned and on a blank background, so pixel distance
-already finds the right neighbours (81.8%). A few minutes of contrastive
-training teaches the encoder invariances (to crops, flips, brightness and
-contrast) that kNN on its pooled features only rewards after longer training:
-the same recipe passes raw pixels after about 15 epochs with this ConvNet and
-about 10 epochs with a ResNet-18. The linear probe asks a different question,
-how linearly separable the classes are in the learned features.
+already finds the right neighbours (81.8%). Five minutes of contrastive training
+lift the encoder well above its random initialisation (75.4%) but not yet past
+raw pixels on kNN: the network is still learning invariances to crops, flips and
+jitter that kNN on its pooled features rewards only after longer training (a
+PyTorch ResNet-18 on this recipe passes raw pixels after about 10 epochs). The
+linear probe asks how linearly separable the classes are in the learned
+features; a linear classifier on raw pixels scores about 84% on Fashion-MNIST.
 EOF
