@@ -1,2 +1,3 @@
 export * from './spec.js';
 export * from './worker.js';
+export * from './torch.js';

@@ -5,6 +5,10 @@ import { join } from 'node:path';
 
 /** The PyTorch the comparison runs against (the default PyPI wheel; CPU threads only are used). */
 export const TORCH_VERSION = '2.15.0';
+/** torchvision built for that torch (the parity harness's transforms and ResNet conventions). */
+export const TORCHVISION_VERSION = '0.29.2';
+/** scipy for the parity reports' two-sample tests. */
+export const SCIPY_VERSION = '1.17.1';
 
 export function torchVenvDir(): string {
   return process.env.CONTRAST_TORCH_VENV ?? join(homedir(), '.cache', 'contrast', 'torch-venv');
@@ -22,21 +26,47 @@ function run(cmd: string, args: string[], log: (line: string) => void): void {
 }
 
 /**
- * A cached venv with torch, created on first use (about 1 minute and 5 GB with
- * the default wheel's CUDA libraries, which stay unused here). Idempotent: a
- * marker file records the installed version.
+ * A cached venv with torch, torchvision, numpy and scipy, created on first use
+ * (about 1 minute and 5 GB with the default wheel's CUDA libraries, which stay
+ * unused here). Idempotent: a marker file records the installed versions; a venv
+ * made by an earlier version of this function gets the missing packages added.
  */
 export function ensureTorchVenv(log: (line: string) => void = console.error): string {
   const dir = torchVenvDir();
   const python = join(dir, 'bin', 'python');
-  const marker = join(dir, `.installed-torch-${TORCH_VERSION}-numpy`);
+  const marker = join(
+    dir,
+    `.installed-torch-${TORCH_VERSION}-torchvision-${TORCHVISION_VERSION}-scipy-${SCIPY_VERSION}`,
+  );
   if (existsSync(marker) && existsSync(python)) return python;
   mkdirSync(dir, { recursive: true });
-  log(`installing torch ${TORCH_VERSION} into ${dir} (once)`);
+  log(
+    `installing torch ${TORCH_VERSION}, torchvision ${TORCHVISION_VERSION} and scipy into ${dir} (once)`,
+  );
   if (!existsSync(python)) run('python3', ['-m', 'venv', dir], log);
   run(python, ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'], log);
-  run(python, ['-m', 'pip', 'install', '--quiet', `torch==${TORCH_VERSION}`, 'numpy'], log);
-  run(python, ['-c', 'import torch; torch.randn(2, 2) @ torch.randn(2, 2)'], log);
+  run(
+    python,
+    [
+      '-m',
+      'pip',
+      'install',
+      '--quiet',
+      `torch==${TORCH_VERSION}`,
+      `torchvision==${TORCHVISION_VERSION}`,
+      `scipy==${SCIPY_VERSION}`,
+      'numpy',
+    ],
+    log,
+  );
+  run(
+    python,
+    [
+      '-c',
+      'import torch, torchvision, scipy.stats; torch.randn(2, 2) @ torch.randn(2, 2); torchvision.transforms.ColorJitter(0.4)',
+    ],
+    log,
+  );
   writeFileSync(marker, `${new Date().toISOString()}\n`);
   return python;
 }

@@ -19,6 +19,12 @@ export const AugmentationSchema = z
         ratio: range
           .default([3 / 4, 4 / 3])
           .describe('Aspect ratio range, drawn log-uniformly (torchvision RandomResizedCrop).'),
+        resize: z
+          .enum(['torchvision', 'crop-and-resize'])
+          .default('torchvision')
+          .describe(
+            "How the crop is resized to `size`. 'torchvision' (default): RandomResizedCrop's bilinear resize with half-pixel centres, edge pixels held, and antialiasing when downscaling (PIL's filter; torchvision's antialias=True). 'crop-and-resize': the earlier behaviour, tf.image.cropAndResize with the crop's corner pixel centres mapped onto the output's corners and no antialiasing (slightly sharper, smaller crops).",
+          ),
       })
       .strict()
       .default({})
@@ -54,6 +60,12 @@ export const AugmentationSchema = z
         p: probability
           .default(0.8)
           .describe('Probability of applying the jitter (1 = always, MoCo v1; 0.8 in MoCo v2).'),
+        semantics: z
+          .enum(['torchvision', 'fixed-order'])
+          .default('torchvision')
+          .describe(
+            "'torchvision' (default): ColorJitter's semantics: the four adjustments in a random order drawn per view, each followed by a clamp to [0, 1]; contrast blends with the mean of the view's grayscale; hue is a shift in HSV. 'fixed-order': the earlier behaviour: brightness, contrast, saturation, hue always in that order, one clamp after contrast (none after brightness), contrast around the mean over all channels, hue as a rotation in YIQ.",
+          ),
       })
       .strict()
       .default({})
@@ -68,8 +80,12 @@ export const AugmentationSchema = z
         p: probability.default(0).describe('Probability of a Gaussian blur (MoCo v2: 0.5).'),
         sigma: range
           .default([0.1, 2])
+          .describe('Blur sigma range in pixels (MoCo v2: [0.1, 2]).'),
+        kernel: z
+          .enum(['pil', 'gaussian'])
+          .default('pil')
           .describe(
-            'Blur sigma range in pixels; kernel about 10% of the side (MoCo v2: [0.1, 2]).',
+            "'pil' (default): MoCo v2's blur, PIL's ImageFilter.GaussianBlur(radius = sigma): three passes of an extended box filter per axis whose variance adds up to sigma^2, edge pixels repeated. 'gaussian': the earlier behaviour, a sampled Gaussian truncated to an odd kernel of about 10% of the side (3 taps at 28 px), reflect padding; much weaker than PIL's at large sigma on small images.",
           ),
       })
       .strict()

@@ -1,15 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { AugmentationSchema, Rng, type TrainingDataset } from '@contrast/core';
-import {
-  BatchAugmentation,
-  blurBatch,
-  gaussianKernels,
-  luminance,
-  rotateHue,
-  sampleCropBox,
-  saturate,
-} from './augment.js';
+import { BatchAugmentation, sampleCropBox } from './augment.js';
+import { blurBatch, gaussianKernels, luminance, rotateHue, saturate } from './transforms.js';
 import { gatherPixels, prefetch, stepsPerEpoch, twoViewBatches } from './batches.js';
 
 const input = { height: 28, width: 28, mean: [0], std: [1] };
@@ -159,11 +152,11 @@ describe('aug+ (MoCo v2): colour, grayscale, blur', () => {
   const image = (seed: number, n = 4) =>
     tf.tensor4d(new Rng(seed).uniformArray(n * 16 * 16 * 3, 0.2, 0.8), [n, 16, 16, 3]);
 
-  it('defaults draw nothing for aug+, so older configs keep their random stream', () => {
+  it('defaults draw nothing for aug+ (no saturation, hue, grayscale or blur draws)', () => {
     const p = new BatchAugmentation(AugmentationSchema.parse({}), rgbInput, new Rng(0)).drawParams(
       8,
     );
-    expect(Object.keys(p).sort()).toEqual(['boxes', 'brightness', 'contrast']);
+    expect(Object.keys(p).sort()).toEqual(['brightness', 'contrast', 'crops', 'flips', 'order']);
   });
 
   it('grayscale output has three equal channels equal to the luma', () => {

@@ -1,5 +1,15 @@
 import * as tf from '@tensorflow/tfjs';
 import type { AugmentationConfig, Augmentation, Rng } from '@contrast/core';
+import {
+  blurBatch,
+  colorJitterBatch,
+  gaussianKernels,
+  luminance,
+  pilGaussianBlur,
+  resizedCropBatch,
+  rotateHue,
+  saturate,
+} from './transforms.js';
 
 export interface CropBox {
   /** Top-left row/column and size in pixels. */
@@ -53,122 +63,33 @@ export function sampleCropBox(
   };
 }
 
-/** Per-sample draws of one augmented view; exposed for tests and reproducibility checks. */
+/** Per-sample draws of one augmented view; exposed for tests, parity checks and reproducibility. */
 export interface ViewParams {
-  /** [N*4] normalised (y1, x1, y2, x2) boxes for cropAndResize; x1 > x2 means flipped. */
-  boxes: Float32Array;
+  /** [N*4] crops in pixels: top, left, height, width (RandomResizedCrop.get_params). */
+  crops: Int32Array;
+  /** [N] 1 = mirrored left-right. */
+  flips: Uint8Array;
+  /** Brightness and contrast factors (1 = unchanged). */
   brightness: Float32Array;
   contrast: Float32Array;
   /** Saturation factors (1 = unchanged), hue shifts (turns), grayscale flags, blur sigmas (0 = none). */
   saturation?: Float32Array;
   hue?: Float32Array;
+  /** jitter.semantics 'torchvision': [N*4] the order of the adjustments (0 b, 1 c, 2 s, 3 h). */
+  order?: Int32Array;
   grayscale?: Float32Array;
   sigma?: Float32Array;
 }
 
-/** ITU-R 601 luma, as torchvision's rgb_to_grayscale. */
-export function luminance(x: tf.Tensor4D): tf.Tensor4D {
-  return tf.tidy(
-    () => tf.sum(tf.mul(x, tf.tensor1d([0.299, 0.587, 0.114])), 3, true) as tf.Tensor4D,
-  );
-}
-
-/** Blends each image with its grayscale version by factor f [N]: 0 = gray, 1 = unchanged. */
-export function saturate(x: tf.Tensor4D, f: tf.Tensor1D): tf.Tensor4D {
-  return tf.tidy(() => {
-    const g = luminance(x);
-    const k = tf.reshape(f, [-1, 1, 1, 1]);
-    return tf.clipByValue(tf.add(g, tf.mul(tf.sub(x, g), k)), 0, 1) as tf.Tensor4D;
-  });
-}
+const IDENTITY_ORDER = [0, 1, 2, 3];
 
 /**
- * Hue rotation by h turns [N] in YIQ space: luma kept, chroma rotated. A close,
- * differentiable stand-in for torchvision's HSV hue shift.
- */
-export function rotateHue(x: tf.Tensor4D, h: tf.Tensor1D): tf.Tensor4D {
-  return tf.tidy(() => {
-    const toYiq = tf.tensor2d([
-      [0.299, 0.596, 0.211],
-      [0.587, -0.274, -0.523],
-      [0.114, -0.322, 0.312],
-    ]);
-    const fromYiq = tf.tensor2d([
-      [1, 1, 1],
-      [0.956, -0.272, -1.106],
-      [0.621, -0.647, 1.703],
-    ]);
-    const [n, hh, w] = x.shape;
-    const yiq = tf.reshape(tf.matMul(tf.reshape(x, [-1, 3]), toYiq), [n, hh * w, 3]);
-    const angle = tf.mul(h, 2 * Math.PI);
-    const cos = tf.reshape(tf.cos(angle), [n, 1, 1]);
-    const sin = tf.reshape(tf.sin(angle), [n, 1, 1]);
-    const [yc, i, q] = tf.split(yiq, 3, 2);
-    const i2 = tf.sub(tf.mul(i!, cos), tf.mul(q!, sin));
-    const q2 = tf.add(tf.mul(i!, sin), tf.mul(q!, cos));
-    const back = tf.matMul(tf.reshape(tf.concat([yc!, i2, q2], 2), [-1, 3]), fromYiq);
-    return tf.clipByValue(tf.reshape(back, [n, hh, w, 3]), 0, 1) as tf.Tensor4D;
-  });
-}
-
-/** Gaussian weights of an odd kernel of `size` for each sigma (sigma 0: the identity). */
-export function gaussianKernels(sigmas: Float32Array, size: number): Float32Array {
-  const r = (size - 1) / 2;
-  const out = new Float32Array(sigmas.length * size);
-  for (let i = 0; i < sigmas.length; i++) {
-    const s = sigmas[i]!;
-    if (s <= 0) {
-      out[i * size + r] = 1;
-      continue;
-    }
-    let sum = 0;
-    for (let j = 0; j < size; j++) {
-      const v = Math.exp(-((j - r) ** 2) / (2 * s * s));
-      out[i * size + j] = v;
-      sum += v;
-    }
-    for (let j = 0; j < size; j++) out[i * size + j]! /= sum;
-  }
-  return out;
-}
-
-/** Separable Gaussian blur with a per-image kernel [N, size], reflect padding. */
-export function blurBatch(x: tf.Tensor4D, kernels: Float32Array, size: number): tf.Tensor4D {
-  return tf.tidy(() => {
-    const [n, h, w] = x.shape;
-    const r = (size - 1) / 2;
-    const k = tf.tensor2d(kernels, [n, size]);
-    const pass = (img: tf.Tensor4D, axis: 1 | 2): tf.Tensor4D => {
-      const pad: [number, number][] = [
-        [0, 0],
-        [0, 0],
-        [0, 0],
-        [0, 0],
-      ];
-      pad[axis] = [r, r];
-      const p = tf.mirrorPad(img, pad, 'reflect');
-      let acc: tf.Tensor4D | undefined;
-      for (let j = 0; j < size; j++) {
-        const begin = [0, 0, 0, 0];
-        begin[axis] = j;
-        const shape = [n, h, w, img.shape[3]];
-        const term = tf.mul(
-          tf.slice(p, begin, shape),
-          tf.reshape(tf.slice(k, [0, j], [n, 1]), [n, 1, 1, 1]),
-        ) as tf.Tensor4D;
-        acc = acc ? (tf.add(acc, term) as tf.Tensor4D) : term;
-      }
-      return acc!;
-    };
-    return pass(pass(x, 1), 2);
-  });
-}
-
-/**
- * MoCo-style augmentation as batched tensor ops: random resized crop
- * (tf.image.cropAndResize, with the horizontal flip folded into the box by
- * swapping x1 and x2), brightness and contrast jitter applied with probability p,
- * then per-channel normalisation. All draws come from the seeded Rng.
+ * MoCo's augmentation as batched tensor ops with torchvision's semantics (by
+ * default; each transform keeps its earlier behaviour as an option, see the
+ * schema): RandomResizedCrop (bilinear, antialiased) and RandomHorizontalFlip,
+ * RandomApply(ColorJitter, p) with a random order per view, RandomGrayscale,
+ * MoCo v2's PIL Gaussian blur, then per-channel normalisation. All draws come
+ * from the seeded Rng.
  */
 export class BatchAugmentation implements Augmentation {
   readonly outSize: [number, number];
@@ -187,7 +108,7 @@ export class BatchAugmentation implements Augmentation {
     const s = config.crop.size;
     this.outSize = s ? [s, s] : [input.height, input.width];
     this.channels = input.channels ?? input.mean.length;
-    // about 10% of the side, odd (MoCo v2: 23 at 224), at least 3
+    // blur.kernel 'gaussian': about 10% of the side, odd (MoCo v2: 23 at 224), at least 3
     this.blurSize = Math.max(3, 2 * Math.floor((0.1 * Math.min(...this.outSize)) / 2) + 1);
   }
 
@@ -206,34 +127,29 @@ export class BatchAugmentation implements Augmentation {
   drawParams(n: number): ViewParams {
     const { height: H, width: W } = this.input;
     const { crop, flip, jitter } = this.config;
-    const boxes = new Float32Array(n * 4);
+    const crops = new Int32Array(n * 4);
+    const flips = new Uint8Array(n);
     const brightness = new Float32Array(n).fill(1);
     const contrast = new Float32Array(n).fill(1);
     const rgb = this.channels === 3;
     const saturation = rgb && jitter.saturation > 0 ? new Float32Array(n).fill(1) : undefined;
     const hue = rgb && jitter.hue > 0 ? new Float32Array(n) : undefined;
+    const order = jitter.semantics === 'torchvision' ? new Int32Array(n * 4) : undefined;
     const grayscale = rgb && this.config.grayscale > 0 ? new Float32Array(n) : undefined;
     const sigma = this.config.blur.p > 0 ? new Float32Array(n) : undefined;
+    const factor = (s: number) => this.rng.uniform(Math.max(0, 1 - s), 1 + s);
     for (let i = 0; i < n; i++) {
       const b = sampleCropBox(this.rng, H, W, crop.scale, crop.ratio);
-      // Pixel-centre coordinates: 0 is the first pixel centre, 1 the last.
-      const y1 = b.top / Math.max(H - 1, 1);
-      const y2 = (b.top + b.height - 1) / Math.max(H - 1, 1);
-      let x1 = b.left / Math.max(W - 1, 1);
-      let x2 = (b.left + b.width - 1) / Math.max(W - 1, 1);
-      if (this.rng.next() < flip) [x1, x2] = [x2, x1];
-      boxes.set([y1, x1, y2, x2], i * 4);
+      crops.set([b.top, b.left, b.height, b.width], i * 4);
+      if (this.rng.next() < flip) flips[i] = 1;
+      order?.set(IDENTITY_ORDER, i * 4);
       if (this.rng.next() < jitter.p) {
-        brightness[i] = this.rng.uniform(Math.max(0, 1 - jitter.brightness), 1 + jitter.brightness);
-        contrast[i] = this.rng.uniform(Math.max(0, 1 - jitter.contrast), 1 + jitter.contrast);
+        brightness[i] = factor(jitter.brightness);
+        contrast[i] = factor(jitter.contrast);
         // draws only for what is switched on, so older configs keep their random stream
-        if (saturation) {
-          saturation[i] = this.rng.uniform(
-            Math.max(0, 1 - jitter.saturation),
-            1 + jitter.saturation,
-          );
-        }
+        if (saturation) saturation[i] = factor(jitter.saturation);
         if (hue) hue[i] = this.rng.uniform(-jitter.hue, jitter.hue);
+        if (order) order.set(this.rng.permutation(4), i * 4);
       }
       if (grayscale && this.rng.next() < this.config.grayscale) grayscale[i] = 1;
       if (sigma && this.rng.next() < this.config.blur.p) {
@@ -241,11 +157,13 @@ export class BatchAugmentation implements Augmentation {
       }
     }
     return {
-      boxes,
+      crops,
+      flips,
       brightness,
       contrast,
       ...(saturation ? { saturation } : {}),
       ...(hue ? { hue } : {}),
+      ...(order ? { order } : {}),
       ...(grayscale ? { grayscale } : {}),
       ...(sigma ? { sigma } : {}),
     };
@@ -258,34 +176,91 @@ export class BatchAugmentation implements Augmentation {
   }
 
   apply(x: tf.Tensor4D, params: ViewParams = this.drawParams(x.shape[0])): tf.Tensor4D {
+    return tf.tidy(() => normalize(this.augment(x, params), this.input.mean, this.input.std));
+  }
+
+  /** The augmented view in [0, 1], before normalisation. */
+  augment(x: tf.Tensor4D, params: ViewParams): tf.Tensor4D {
     const n = x.shape[0];
     return tf.tidy(() => {
-      const boxInd = tf.range(0, n, 1, 'int32') as tf.Tensor1D;
-      let y = tf.image.cropAndResize(
-        x,
-        tf.tensor2d(params.boxes, [n, 4]),
-        boxInd,
-        this.outSize,
-        'bilinear',
-      );
-      const b = tf.tensor4d(params.brightness, [n, 1, 1, 1]);
-      const c = tf.tensor4d(params.contrast, [n, 1, 1, 1]);
-      y = tf.mul(y, b);
-      // Contrast blends with the image's mean grey level, as torchvision does.
-      const grey = tf.mean(y, [1, 2, 3], true);
-      y = tf.clipByValue(tf.add(tf.mul(tf.sub(y, grey), c), grey), 0, 1) as tf.Tensor4D;
-      if (params.saturation) y = saturate(y, tf.tensor1d(params.saturation));
-      if (params.hue) y = rotateHue(y, tf.tensor1d(params.hue));
+      let y = this.resizedCrop(x, params);
+      if (params.order) {
+        if (jittered(params)) y = colorJitterBatch(y, { ...params, order: params.order });
+      } else {
+        y = fixedOrderJitter(y, params);
+      }
       if (params.grayscale) {
         const m = tf.tensor4d(params.grayscale, [n, 1, 1, 1]);
         y = tf.add(tf.mul(luminance(y), m), tf.mul(y, tf.sub(1, m))) as tf.Tensor4D;
       }
       if (params.sigma && params.sigma.some((v) => v > 0)) {
-        y = blurBatch(y, gaussianKernels(params.sigma, this.blurSize), this.blurSize);
+        y =
+          this.config.blur.kernel === 'pil'
+            ? pilGaussianBlur(y, params.sigma)
+            : blurBatch(y, gaussianKernels(params.sigma, this.blurSize), this.blurSize);
       }
-      return normalize(y, this.input.mean, this.input.std);
+      return y;
     });
   }
+
+  private resizedCrop(x: tf.Tensor4D, { crops, flips }: ViewParams): tf.Tensor4D {
+    const n = x.shape[0];
+    if (this.config.crop.resize === 'torchvision') {
+      const list = Array.from({ length: n }, (_, i) => ({
+        top: crops[i * 4]!,
+        left: crops[i * 4 + 1]!,
+        height: crops[i * 4 + 2]!,
+        width: crops[i * 4 + 3]!,
+        flip: flips[i] === 1,
+      }));
+      return resizedCropBatch(x, list, this.outSize);
+    }
+    // corner pixel centres of the crop onto the output's corners; x1 > x2 flips
+    const { height: H, width: W } = this.input;
+    const boxes = new Float32Array(n * 4);
+    for (let i = 0; i < n; i++) {
+      const [top, left, h, w] = crops.subarray(i * 4, i * 4 + 4);
+      const y1 = top! / Math.max(H - 1, 1);
+      const y2 = (top! + h! - 1) / Math.max(H - 1, 1);
+      let x1 = left! / Math.max(W - 1, 1);
+      let x2 = (left! + w! - 1) / Math.max(W - 1, 1);
+      if (flips[i] === 1) [x1, x2] = [x2, x1];
+      boxes.set([y1, x1, y2, x2], i * 4);
+    }
+    return tf.tidy(() =>
+      tf.image.cropAndResize(
+        x,
+        tf.tensor2d(boxes, [n, 4]),
+        tf.range(0, n, 1, 'int32') as tf.Tensor1D,
+        this.outSize,
+        'bilinear',
+      ),
+    );
+  }
+}
+
+/** Whether any view of the batch has a non-neutral jitter factor. */
+function jittered(p: ViewParams): boolean {
+  const off = (a: Float32Array | undefined, neutral: number) => !a || a.every((v) => v === neutral);
+  return !(off(p.brightness, 1) && off(p.contrast, 1) && off(p.saturation, 1) && off(p.hue, 0));
+}
+
+/**
+ * jitter.semantics 'fixed-order' (the earlier behaviour): brightness, then
+ * contrast around the mean over all channels, one clamp, then saturation and a
+ * YIQ hue rotation.
+ */
+function fixedOrderJitter(x: tf.Tensor4D, params: ViewParams): tf.Tensor4D {
+  return tf.tidy(() => {
+    const n = x.shape[0];
+    let y = tf.mul(x, tf.tensor4d(params.brightness, [n, 1, 1, 1])) as tf.Tensor4D;
+    const grey = tf.mean(y, [1, 2, 3], true);
+    const c = tf.tensor4d(params.contrast, [n, 1, 1, 1]);
+    y = tf.clipByValue(tf.add(tf.mul(tf.sub(y, grey), c), grey), 0, 1) as tf.Tensor4D;
+    if (params.saturation) y = saturate(y, tf.tensor1d(params.saturation));
+    if (params.hue) y = rotateHue(y, tf.tensor1d(params.hue));
+    return y;
+  });
 }
 
 /** (x - mean) / std per channel. */

@@ -1,0 +1,31 @@
+"""MoCo v3 (Chen, Xie, He 2021), ResNet variant: predictor, momentum encoder, in-batch keys."""
+
+import torch
+import torch.nn.functional as F
+
+from common import cosine_momentum, ema, encoder, key_forward, sgd
+
+
+def contrastive(q, k, tau):
+    """Cross-entropy of q k^T / tau against the diagonal, scaled by 2 tau (MoCo v3)."""
+    logits = q @ k.t() / tau
+    return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * tau
+
+
+def build(ctx, inputs):
+    q = encoder(ctx, inputs.path("weights"))  # base + predictor
+    k = encoder(ctx, inputs.path("key"), trainable=False)  # follows the base only
+    return {"query": q, "key": k, "opt": sgd(ctx, q)}
+
+
+def step(ctx, st, b, i):
+    q_net, k_net, tau = st["query"], st["key"], ctx["temperature"]
+    k1 = key_forward(k_net, b["query"], None)
+    k2 = key_forward(k_net, b["key"], None)
+    q1, q2 = q_net(b["query"]), q_net(b["key"])
+    loss = contrastive(q1, k2, tau) + contrastive(q2, k1, tau)
+
+    def after():
+        ema(k_net, q_net.base, cosine_momentum(ctx["strategy"]["momentum"], i, ctx["totalSteps"]))
+
+    return loss, after

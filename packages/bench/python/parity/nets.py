@@ -1,0 +1,152 @@
+"""Encoders for the parity harness, written from the papers and torchvision's conventions.
+
+ResNet (He et al. 2016) with torchvision's module names (conv1, bn1, layer1..4 of
+BasicBlock / Bottleneck with `downsample` = Sequential(conv, BN), fc), a width
+multiplier (64 * width * [1, 2, 4, 8]) and the CIFAR stem (3x3 stride 1, no
+max-pool) of the MoCo CIFAR demo; the small ConvNet (conv1..3, bn1..3) of
+Contrast's tests and demo; the projection head as `fc` (Linear, MoCo v1) or
+`fc` = Sequential(Linear, ReLU, Linear) (MoCo v2); MoCo v3's predictor as
+Sequential(Linear, BatchNorm1d, ReLU, Linear). Initialisation as torchvision's
+ResNet: kaiming_normal_(fan_out, relu) convs, BN weight 1 / bias 0, nn.Linear's
+default.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv(cin, cout, k, stride, pad):
+    return nn.Conv2d(cin, cout, k, stride, pad, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = conv(cin, planes, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv(planes, planes, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or cin != planes:
+            self.downsample = nn.Sequential(conv(cin, planes, 1, stride, 0), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+    """torchvision's v1.5 bottleneck: the stride sits on the 3x3 conv."""
+
+    expansion = 4
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = conv(cin, planes, 1, 1, 0)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv(planes, planes, 3, stride, 1)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv(planes, cout, 1, 1, 0)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(conv(cin, cout, 1, stride, 0), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+DEPTHS = {
+    "resnet18": ([2, 2, 2, 2], BasicBlock),
+    "resnet34": ([3, 4, 6, 3], BasicBlock),
+    "resnet50": ([3, 4, 6, 3], Bottleneck),
+}
+
+
+class Encoder(nn.Module):
+    """Backbone + projection head; `features` = pooled backbone, `forward` = L2-normalised embedding."""
+
+    def __init__(self, model, channels):
+        super().__init__()
+        self.kind = model["encoder"]
+        if self.kind == "convnet":
+            w = max(1, round(32 * model["width"]))
+            widths = [channels, w, 2 * w, 4 * w]
+            for i in range(3):
+                setattr(self, f"conv{i + 1}", conv(widths[i], widths[i + 1], 3, 1, 1))
+                setattr(self, f"bn{i + 1}", nn.BatchNorm2d(widths[i + 1]))
+            feature_dim = widths[-1]
+        else:
+            depths, block = DEPTHS[self.kind]
+            w0 = max(1, round(64 * model["width"]))
+            cifar = model.get("stem", "cifar") == "cifar"
+            self.conv1 = conv(channels, w0, 3, 1, 1) if cifar else conv(channels, w0, 7, 2, 3)
+            self.bn1 = nn.BatchNorm2d(w0)
+            self.maxpool = nn.Identity() if cifar else nn.MaxPool2d(3, 2, 1)
+            cin = w0
+            for stage, count in enumerate(depths):
+                blocks = []
+                for i in range(count):
+                    stride = 2 if i == 0 and stage > 0 else 1
+                    blocks.append(block(cin, w0 * 2**stage, stride))
+                    cin = w0 * 2**stage * block.expansion
+                setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+            feature_dim = cin
+        self.feature_dim = feature_dim
+        dim = model.get("dim", 128)
+        if model.get("head", "linear") == "mlp":
+            hidden = model.get("hiddenDim", 0) or feature_dim
+            self.fc = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        else:
+            self.fc = nn.Linear(feature_dim, dim)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def features(self, x):
+        if self.kind == "convnet":
+            y = x
+            for i in range(3):
+                y = F.relu(getattr(self, f"bn{i + 1}")(getattr(self, f"conv{i + 1}")(y)))
+                if i < 2:
+                    y = F.max_pool2d(y, 2, 2)
+            return y.mean((2, 3))
+        y = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        for stage in range(4):
+            y = getattr(self, f"layer{stage + 1}")(y)
+        return y.mean((2, 3))
+
+    def forward(self, x):
+        return F.normalize(self.fc(self.features(x)), dim=1)
+
+
+class PredictorEncoder(nn.Module):
+    """MoCo v3 / BYOL: normalise(predictor(base(x))), the predictor on the base's normalised output."""
+
+    def __init__(self, base, hidden):
+        super().__init__()
+        self.base = base
+        dim = base.fc[-1].out_features if isinstance(base.fc, nn.Sequential) else base.fc.out_features
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, dim)
+        )
+
+    def forward(self, x):
+        return F.normalize(self.predictor(self.base(x)), dim=1)
+
+
+def load_state(module, state):
+    """Loads a {torch name: ndarray} dict (exported from Contrast) into `module`, strictly."""
+    tensors = {k: torch.from_numpy(v.copy()) for k, v in state.items()}
+    missing, unexpected = module.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"state mismatch: missing {missing}, unexpected {unexpected}")

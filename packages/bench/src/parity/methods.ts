@@ -1,0 +1,178 @@
+import * as tf from '@tensorflow/tfjs';
+import type { ExperimentInput, Plugin } from '@contrast/core';
+import { endToEndPlugin } from '@contrast/plugin-end-to-end';
+import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
+import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
+import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
+import type { StepHarness } from '@contrast/trainer';
+
+/** Arrays a method draws inside its step (sampled negatives, shuffle permutations), by name. */
+export type Drawn = Record<string, Int32Array>;
+
+/**
+ * One built-in method in the parity harness: the experiment settings that
+ * select it, the PyTorch port that mirrors it (python/parity/methods/<module>.py),
+ * which of its state tensors to compare, and, when the step draws random
+ * numbers PyTorch must reuse, a hook that records them.
+ */
+export interface ParityMethod {
+  /** Report name. */
+  name: string;
+  /** The PyTorch port's module. */
+  module: string;
+  /** Merged over the parity experiment. */
+  settings: (size: ParitySize) => Partial<ExperimentInput>;
+  /** The strategy state compared after each step. */
+  state?: 'queue' | 'bank';
+  /** Installs recorders on the harness; `take()` returns and clears this step's draws. */
+  record?: (h: StepHarness) => { take(): Drawn };
+}
+
+/** The sizes of a parity run (the tool's default or the suite's tiny one). */
+export interface ParitySize {
+  queue: number;
+  negatives: number;
+  predictorHidden: number;
+  bnSplits: number;
+}
+
+/**
+ * Records the rows MemoryBankSource draws as negatives: the Int32Array handed to
+ * bank.gather (positives are gathered with the batch's index tensor).
+ */
+function recordBankDraws(h: StepHarness): { take(): Drawn } {
+  const bank = (
+    h.source as unknown as { bank: { gather(i: tf.Tensor1D | Int32Array): tf.Tensor2D } }
+  ).bank;
+  const gather = bank.gather.bind(bank);
+  let drawn: Int32Array | undefined;
+  bank.gather = (i) => {
+    if (i instanceof Int32Array) drawn = Int32Array.from(i);
+    return gather(i);
+  };
+  return {
+    take() {
+      if (!drawn) throw new Error('memory bank: no negatives were drawn this step');
+      const out = { negatives: drawn };
+      drawn = undefined;
+      return out;
+    },
+  };
+}
+
+/**
+ * Records shuffle BN's permutations: the rows the momentum key encoder saw, in
+ * order, matched to the batch handed to keyPolicy.encode (perm0, perm1 per call).
+ */
+function recordShuffles(h: StepHarness): { take(): Drawn } {
+  type Embed = (x: tf.Tensor4D, training: boolean) => tf.Tensor2D;
+  const policy = h.keyPolicy as unknown as {
+    encode(x: tf.Tensor4D): tf.Tensor2D | undefined;
+    keyEncoder: { embed: Embed };
+  };
+  const encode = policy.encode.bind(policy);
+  const embed = policy.keyEncoder.embed.bind(policy.keyEncoder);
+  let given: tf.Tensor4D | undefined;
+  let perms: Int32Array[] = [];
+  policy.encode = (x) => {
+    given = x;
+    return encode(x);
+  };
+  policy.keyEncoder.embed = (x, training) => {
+    if (given) perms.push(matchRows(x, given));
+    given = undefined;
+    return embed(x, training);
+  };
+  return {
+    take() {
+      const out = Object.fromEntries(perms.map((p, i) => [`perm${i}`, p]));
+      perms = [];
+      return out;
+    },
+  };
+}
+
+/** perm with shuffled[i] = original[perm[i]], found by the rows' exact pixel values. */
+export function matchRows(shuffled: tf.Tensor, original: tf.Tensor): Int32Array {
+  const n = original.shape[0]!;
+  const a = shuffled.dataSync();
+  const b = original.dataSync();
+  const width = b.length / n;
+  const key = (d: ArrayLike<number>, i: number) =>
+    Array.prototype.slice.call(d, i * width, (i + 1) * width).join(',');
+  const where = new Map<string, number>();
+  for (let i = 0; i < n; i++) where.set(key(b, i), i);
+  return Int32Array.from({ length: n }, (_, i) => {
+    const j = where.get(key(a, i));
+    if (j === undefined) throw new Error('shuffle BN: a key-encoder input row is not in the batch');
+    return j;
+  });
+}
+
+/** Every built-in method, with the variants the harness checks. */
+export const PARITY_METHODS: ParityMethod[] = [
+  {
+    name: 'momentum-queue',
+    module: 'momentum_queue',
+    state: 'queue',
+    settings: (s) => ({
+      strategy: { name: 'momentum-queue', queueSize: s.queue, momentum: 0.99 },
+    }),
+  },
+  {
+    name: 'momentum-queue (symmetric)',
+    module: 'momentum_queue',
+    state: 'queue',
+    settings: (s) => ({
+      strategy: { name: 'momentum-queue', queueSize: s.queue, momentum: 0.99 },
+      loss: { temperature: 0.1, symmetric: true },
+    }),
+  },
+  {
+    name: 'momentum-queue (SplitBN + shuffle)',
+    module: 'momentum_queue',
+    state: 'queue',
+    settings: (s) => ({
+      strategy: { name: 'momentum-queue', queueSize: s.queue, momentum: 0.99, shuffleBn: true },
+      model: { bnSplits: s.bnSplits },
+    }),
+    record: recordShuffles,
+  },
+  {
+    name: 'end-to-end (NT-Xent)',
+    module: 'end_to_end',
+    settings: () => ({ strategy: { name: 'end-to-end' } }),
+  },
+  {
+    name: 'memory-bank (InfoNCE)',
+    module: 'memory_bank',
+    state: 'bank',
+    settings: (s) => ({
+      strategy: { name: 'memory-bank', negatives: s.negatives, momentum: 0.5 },
+    }),
+    record: recordBankDraws,
+  },
+  {
+    name: 'memory-bank (NCE)',
+    module: 'memory_bank',
+    state: 'bank',
+    settings: (s) => ({
+      strategy: { name: 'memory-bank', negatives: s.negatives, momentum: 0.5 },
+      loss: { temperature: 0.1, name: 'nce' },
+    }),
+    record: recordBankDraws,
+  },
+  {
+    name: 'moco-v3',
+    module: 'moco_v3',
+    settings: (s) => ({
+      strategy: { name: 'moco-v3', momentum: 0.99, predictorHidden: s.predictorHidden },
+      loss: { temperature: 0.2, symmetric: true },
+    }),
+  },
+];
+
+/** The built-in strategy plugins (the methods whose parity is checked). */
+export function parityPlugins(): Plugin[] {
+  return [endToEndPlugin(), memoryBankPlugin(), momentumQueuePlugin(), mocoV3Plugin()] as Plugin[];
+}

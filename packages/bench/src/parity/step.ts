@@ -1,0 +1,235 @@
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { ExperimentInput, Plugin, TrainingDataset } from '@contrast/core';
+import { nhwcToNchw, torchName, toTorchTensor } from '@contrast/models';
+import {
+  contrastiveStep,
+  createCatalog,
+  createStepHarness,
+  learningRate,
+  type StepHarness,
+} from '@contrast/trainer';
+import { writeFileAtomic } from '@contrast/core';
+import { writeNpy } from './npy.js';
+import type { Drawn, ParityMethod, ParitySize } from './methods.js';
+
+/** What one side records after each step. */
+export interface StepRecord {
+  loss: number;
+  /** L2 norm of the gradient per parameter group (torch module: stem, layer1..4, fc, predictor). */
+  gradNorms: Record<string, number>;
+  /** The BN running statistics of the query (and key) encoder, concatenated in `bnOrder`. */
+  bn: Float32Array;
+  /** The queue or bank after the step (when the method has one). */
+  state?: Float32Array;
+}
+
+/** The sizes and settings of a step-parity run. */
+export interface StepParityOptions {
+  steps: number;
+  seed: number;
+  /** The model, batch, data subset and the sizes of queue, bank draws and predictor. */
+  model: NonNullable<ExperimentInput['model']>;
+  batchSize: number;
+  trainSubset: number;
+  size: ParitySize;
+}
+
+/** The tool's default: ResNet-18 (CIFAR stem) at width 1/4 on Fashion-MNIST, batch 32, K 256. */
+export const DEFAULT_STEP_OPTIONS: StepParityOptions = {
+  steps: 50,
+  seed: 0,
+  model: { encoder: 'resnet18', width: 0.25, stem: 'cifar', dim: 128, head: 'linear' },
+  batchSize: 32,
+  trainSubset: 1024,
+  size: { queue: 256, negatives: 256, predictorHidden: 64, bnSplits: 4 },
+};
+
+/** The suite's tiny model: a ConvNet of 4-8-16 channels, dim 8, batch 8, 3 steps. */
+export const TINY_STEP_OPTIONS: StepParityOptions = {
+  steps: 3,
+  seed: 0,
+  model: { encoder: 'convnet', width: 0.125, dim: 8, head: 'linear' },
+  batchSize: 8,
+  trainSubset: 64,
+  size: { queue: 16, negatives: 16, predictorHidden: 8, bnSplits: 2 },
+};
+
+/** The experiment a method runs in: the MoCo CIFAR demo's optimiser on Fashion-MNIST views. */
+export function parityExperiment(method: ParityMethod, o: StepParityOptions): ExperimentInput {
+  const s = method.settings(o.size);
+  return {
+    name: 'parity',
+    seed: o.seed,
+    data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0 },
+    loss: { temperature: 0.1 },
+    ...s,
+    model: { ...o.model, ...(s.model ?? {}) },
+    strategy: s.strategy!,
+    optim: { batchSize: o.batchSize, lr: 0.03, momentum: 0.9, weightDecay: 5e-4 },
+    eval: { knn: { every: 0 }, baselines: false, alignUniform: 0 },
+  };
+}
+
+/** The torch parameter group of a torchvision name: `layer2.0.conv1.weight` -> `layer2`. */
+export function parameterGroup(name: string, resnet: boolean): string {
+  const top = name.split('.')[0]!;
+  const m = /^(conv|bn)(\d)$/.exec(top);
+  if (!m) return top;
+  return resnet ? 'stem' : `stage${m[2]}`;
+}
+
+/** A side of the comparison: the harness, its recorders and the names it reports. */
+interface ContrastSide {
+  h: StepHarness;
+  take: () => Drawn;
+  grads: Record<string, number>;
+  /** [which, Contrast name, torch name] of each BN buffer reported. */
+  bnOrder: [string, string, string][];
+  resnet: boolean;
+}
+
+function openSide(
+  method: ParityMethod,
+  o: StepParityOptions,
+  plugins: Plugin[],
+  dataset?: TrainingDataset,
+): ContrastSide {
+  const h = createStepHarness(
+    parityExperiment(method, o),
+    createCatalog(plugins),
+    dataset ? { dataset } : {},
+  );
+  h.clock.total = o.steps;
+  const resnet = h.config.model.encoder !== 'convnet';
+  const byVariable = new Map([...h.encoder.namedVariables()].map(([k, v]) => [v.name, k]));
+  const side: ContrastSide = { h, take: () => ({}), grads: {}, bnOrder: [], resnet };
+  const apply = h.parts.optimizer.apply.bind(h.parts.optimizer);
+  h.parts.optimizer.apply = (grads, lr) => {
+    const sums: Record<string, number> = {};
+    for (const [variable, g] of Object.entries(grads)) {
+      const group = parameterGroup(torchName(byVariable.get(variable)!), resnet);
+      sums[group] = (sums[group] ?? 0) + tf.tidy(() => tf.sum(tf.square(g)).dataSync()[0]!);
+    }
+    side.grads = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, Math.sqrt(v)]));
+    apply(grads, lr);
+  };
+  if (method.record) side.take = method.record(h).take;
+  const buffers = (which: string, names: Iterable<string>) =>
+    [...names]
+      .filter((n) => /running_(mean|var)$/.test(n))
+      .map((n) => [which, n, torchName(n)] as [string, string, string]);
+  side.bnOrder = [
+    ...buffers('query', h.encoder.namedVariables().keys()),
+    ...buffers('key', Object.keys(h.keyPolicy.state().tensors)),
+  ];
+  return side;
+}
+
+function bnValues(side: ContrastSide): Float32Array {
+  const key = side.h.keyPolicy.state().tensors;
+  const vars = side.h.encoder.namedVariables();
+  const parts = side.bnOrder.map(
+    ([which, name]) =>
+      (which === 'query' ? vars.get(name)! : key[name]!).dataSync() as Float32Array,
+  );
+  return Float32Array.from(parts.flatMap((p) => Array.from(p)));
+}
+
+/** Writes a tensor map (Contrast names) as one `<torch name>.npy` per tensor. */
+function exportWeights(dir: string, tensors: Iterable<[string, tf.Tensor]>): void {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, t] of tensors) {
+    const torch = toTorchTensor(name, t.shape, t.dataSync() as Float32Array);
+    writeNpy(join(dir, `${torch.name}.npy`), {
+      data: torch.data as Float32Array,
+      shape: torch.shape,
+    });
+  }
+}
+
+function exportView(path: string, t: tf.Tensor4D): void {
+  const v = nhwcToNchw(t.dataSync() as Float32Array, t.shape);
+  writeNpy(path, v);
+}
+
+/**
+ * Runs `o.steps` Contrast steps of `method` and writes everything PyTorch needs
+ * to run the same steps to `dir` (see python/parity/step.py): initial weights,
+ * the queue or bank, each step's batch (and draws), learning rates, parameter
+ * groups and BN buffer order. Returns Contrast's per-step records.
+ */
+export function runContrastSide(
+  method: ParityMethod,
+  o: StepParityOptions,
+  dir: string,
+  plugins: Plugin[],
+  dataset?: TrainingDataset,
+): StepRecord[] {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const side = openSide(method, o, plugins, dataset);
+  const { h } = side;
+  try {
+    exportWeights(join(dir, 'weights'), h.encoder.namedVariables());
+    const key = Object.entries(h.keyPolicy.state().tensors);
+    if (key.length > 0) exportWeights(join(dir, 'key'), key);
+    const state = method.state ? h.source.state().tensors[method.state] : undefined;
+    if (state)
+      writeNpy(join(dir, `${method.state}.npy`), {
+        data: state.dataSync() as Float32Array,
+        shape: state.shape,
+      });
+    const lrs = Array.from({ length: o.steps }, (_, i) =>
+      learningRate('cosine', h.config.optim.lr, i, o.steps),
+    );
+    const records: StepRecord[] = [];
+    for (let i = 0; i < o.steps; i++) {
+      const b = h.nextBatch();
+      const prefix = join(dir, `batch-${String(i).padStart(3, '0')}`);
+      exportView(`${prefix}-query.npy`, b.query);
+      exportView(`${prefix}-key.npy`, b.key);
+      writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
+      h.clock.step = i; // as the trainer does: schedules see the steps completed
+      const out = contrastiveStep(h.parts, b, lrs[i]!);
+      const loss = out.loss.dataSync()[0]!;
+      tf.dispose([out.loss, out.accuracy, b.query, b.key, b.indices]);
+      for (const [name, a] of Object.entries(side.take())) {
+        writeNpy(`${prefix}-${name}.npy`, { data: a, shape: [a.length] });
+      }
+      const st = method.state ? h.source.state().tensors[method.state] : undefined;
+      records.push({
+        loss,
+        gradNorms: side.grads,
+        bn: bnValues(side),
+        ...(st ? { state: st.dataSync() as Float32Array } : {}),
+      });
+    }
+    const groups = Object.fromEntries(
+      [...h.encoder.namedVariables().keys()].map((n) => [
+        torchName(n),
+        parameterGroup(torchName(n), side.resnet),
+      ]),
+    );
+    const manifest = {
+      method: method.module,
+      model: h.config.model,
+      channels: 1,
+      temperature: h.config.loss.temperature,
+      loss: h.config.loss,
+      strategy: h.config.strategy,
+      optim: h.config.optim,
+      lrs,
+      totalSteps: o.steps,
+      datasetSize: h.config.data.trainSubset,
+      groups,
+      bnOrder: side.bnOrder.map(([which, , torch]) => [which, torch]),
+      state: method.state ?? null,
+    };
+    writeFileAtomic(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
+    return records;
+  } finally {
+    h.dispose();
+  }
+}
