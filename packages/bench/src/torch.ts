@@ -5,6 +5,8 @@ import { join } from 'node:path';
 
 /** The PyTorch the comparison runs against (the default PyPI wheel; CPU threads only are used). */
 export const TORCH_VERSION = '2.15.0';
+/** torchvision for the export checks (0.29.2 is the release that goes with the torch pin). */
+export const TORCHVISION_VERSION = '0.29.2';
 
 export function torchVenvDir(): string {
   return process.env.CONTRAST_TORCH_VENV ?? join(homedir(), '.cache', 'contrast', 'torch-venv');
@@ -24,9 +26,19 @@ function run(cmd: string, args: string[], log: (line: string) => void): void {
 /**
  * A cached venv with torch, created on first use (about 1 minute and 5 GB with
  * the default wheel's CUDA libraries, which stay unused here). Idempotent: a
- * marker file records the installed version.
+ * marker file records the installed version. `torchvision: true` also installs
+ * torchvision and safetensors into the same venv (the torch pin unchanged).
  */
-export function ensureTorchVenv(log: (line: string) => void = console.error): string {
+export function ensureTorchVenv(
+  log: (line: string) => void = console.error,
+  options: { torchvision?: boolean } = {},
+): string {
+  const python = ensureTorch(log);
+  if (options.torchvision) ensureTorchvision(python, log);
+  return python;
+}
+
+function ensureTorch(log: (line: string) => void): string {
   const dir = torchVenvDir();
   const python = join(dir, 'bin', 'python');
   const marker = join(dir, `.installed-torch-${TORCH_VERSION}-numpy`);
@@ -39,4 +51,15 @@ export function ensureTorchVenv(log: (line: string) => void = console.error): st
   run(python, ['-c', 'import torch; torch.randn(2, 2) @ torch.randn(2, 2)'], log);
   writeFileSync(marker, `${new Date().toISOString()}\n`);
   return python;
+}
+
+function ensureTorchvision(python: string, log: (line: string) => void): void {
+  const dir = torchVenvDir();
+  const marker = join(dir, `.installed-torchvision-${TORCHVISION_VERSION}-safetensors`);
+  if (existsSync(marker)) return;
+  log(`installing torchvision ${TORCHVISION_VERSION} and safetensors into ${dir} (once)`);
+  const pins = [`torch==${TORCH_VERSION}`, `torchvision==${TORCHVISION_VERSION}`, 'safetensors'];
+  run(python, ['-m', 'pip', 'install', '--quiet', ...pins], log);
+  run(python, ['-c', 'import torchvision, safetensors; torchvision.models.resnet18()'], log);
+  writeFileSync(marker, `${new Date().toISOString()}\n`);
 }
