@@ -5,8 +5,10 @@ import { join } from 'node:path';
 
 /** The PyTorch the comparison runs against (the default PyPI wheel; CPU threads only are used). */
 export const TORCH_VERSION = '2.15.0';
-/** torchvision for the export checks (0.29.2 is the release that goes with the torch pin). */
+/** torchvision built for that torch (the parity harness's transforms and ResNet conventions). */
 export const TORCHVISION_VERSION = '0.29.2';
+/** scipy for the parity reports' two-sample tests. */
+export const SCIPY_VERSION = '1.17.1';
 
 export function torchVenvDir(): string {
   return process.env.CONTRAST_TORCH_VENV ?? join(homedir(), '.cache', 'contrast', 'torch-venv');
@@ -24,42 +26,72 @@ function run(cmd: string, args: string[], log: (line: string) => void): void {
 }
 
 /**
- * A cached venv with torch, created on first use (about 1 minute and 5 GB with
- * the default wheel's CUDA libraries, which stay unused here). Idempotent: a
- * marker file records the installed version. `torchvision: true` also installs
- * torchvision and safetensors into the same venv (the torch pin unchanged).
+ * A cached venv with torch, torchvision, numpy and scipy, created on first use
+ * (about 1 minute and 5 GB with the default wheel's CUDA libraries, which stay
+ * unused here). Idempotent: a marker file records the installed versions; a venv
+ * made by an earlier version of this function gets the missing packages added.
  */
-export function ensureTorchVenv(
-  log: (line: string) => void = console.error,
-  options: { torchvision?: boolean } = {},
-): string {
-  const python = ensureTorch(log);
-  if (options.torchvision) ensureTorchvision(python, log);
-  return python;
-}
-
-function ensureTorch(log: (line: string) => void): string {
+export function ensureTorchVenv(log: (line: string) => void = console.error): string {
   const dir = torchVenvDir();
   const python = join(dir, 'bin', 'python');
-  const marker = join(dir, `.installed-torch-${TORCH_VERSION}-numpy`);
+  const marker = join(
+    dir,
+    `.installed-torch-${TORCH_VERSION}-torchvision-${TORCHVISION_VERSION}-scipy-${SCIPY_VERSION}`,
+  );
   if (existsSync(marker) && existsSync(python)) return python;
   mkdirSync(dir, { recursive: true });
-  log(`installing torch ${TORCH_VERSION} into ${dir} (once)`);
+  log(
+    `installing torch ${TORCH_VERSION}, torchvision ${TORCHVISION_VERSION} and scipy into ${dir} (once)`,
+  );
   if (!existsSync(python)) run('python3', ['-m', 'venv', dir], log);
   run(python, ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'], log);
-  run(python, ['-m', 'pip', 'install', '--quiet', `torch==${TORCH_VERSION}`, 'numpy'], log);
-  run(python, ['-c', 'import torch; torch.randn(2, 2) @ torch.randn(2, 2)'], log);
+  run(
+    python,
+    [
+      '-m',
+      'pip',
+      'install',
+      '--quiet',
+      `torch==${TORCH_VERSION}`,
+      `torchvision==${TORCHVISION_VERSION}`,
+      `scipy==${SCIPY_VERSION}`,
+      'numpy',
+    ],
+    log,
+  );
+  run(
+    python,
+    [
+      '-c',
+      'import torch, torchvision, scipy.stats; torch.randn(2, 2) @ torch.randn(2, 2); torchvision.transforms.ColorJitter(0.4)',
+    ],
+    log,
+  );
   writeFileSync(marker, `${new Date().toISOString()}\n`);
   return python;
 }
 
-function ensureTorchvision(python: string, log: (line: string) => void): void {
-  const dir = torchVenvDir();
-  const marker = join(dir, `.installed-torchvision-${TORCHVISION_VERSION}-safetensors`);
-  if (existsSync(marker)) return;
-  log(`installing torchvision ${TORCHVISION_VERSION} and safetensors into ${dir} (once)`);
-  const pins = [`torch==${TORCH_VERSION}`, `torchvision==${TORCHVISION_VERSION}`, 'safetensors'];
-  run(python, ['-m', 'pip', 'install', '--quiet', ...pins], log);
-  run(python, ['-c', 'import torchvision, safetensors; torchvision.models.resnet18()'], log);
+/** safetensors for the export checks (reading Contrast's torch export the way users do). */
+export const SAFETENSORS_VERSION = '0.8.0';
+
+/**
+ * The cached torch venv plus safetensors, installed once into the same venv
+ * (torch and torchvision pinned in the same pip call so nothing moves).
+ */
+export function ensureTorchVenvWithSafetensors(
+  log: (line: string) => void = console.error,
+): string {
+  const python = ensureTorchVenv(log);
+  const marker = join(torchVenvDir(), `.installed-safetensors-${SAFETENSORS_VERSION}`);
+  if (existsSync(marker)) return python;
+  log(`installing safetensors ${SAFETENSORS_VERSION} into ${torchVenvDir()} (once)`);
+  const pins = [`torch==${TORCH_VERSION}`, `torchvision==${TORCHVISION_VERSION}`];
+  run(
+    python,
+    ['-m', 'pip', 'install', '--quiet', ...pins, `safetensors==${SAFETENSORS_VERSION}`],
+    log,
+  );
+  run(python, ['-c', 'import safetensors.torch'], log);
   writeFileSync(marker, `${new Date().toISOString()}\n`);
+  return python;
 }

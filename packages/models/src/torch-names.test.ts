@@ -1,100 +1,130 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, ExperimentSchema, Rng } from '@contrast/core';
+import { ExperimentSchema, Rng, StateError } from '@contrast/core';
 import { createEncoder } from './resnet.js';
+import { PredictorEncoder } from './predictor.js';
 import {
-  fromTorchLayout,
-  toTorchLayout,
+  contrastName,
+  fromTorchTensor,
+  nhwcToNchw,
   torchName,
   torchStateDict,
-  type HostTensor,
+  toTorchTensor,
 } from './torch-names.js';
 
-const host = (named: ReadonlyMap<string, tf.Variable>) =>
-  new Map<string, HostTensor>(
-    [...named].map(([k, v]) => [k, { data: v.dataSync() as Float32Array, shape: [...v.shape] }]),
-  );
+const spec = (model: Record<string, unknown>, channels = 3) => ({
+  model: ExperimentSchema.shape.model.parse(model),
+  input: { height: 16, width: 16, channels },
+});
 
-const encoder = (model: Record<string, unknown>, channels = 3) =>
-  createEncoder(
-    {
-      model: ExperimentSchema.shape.model.parse(model),
-      input: { height: 32, width: 32, channels },
-    },
-    new Rng(0),
-  );
+const onHost = (vars: ReadonlyMap<string, tf.Variable>) =>
+  [...vars].map(([k, v]) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }] as const);
 
-describe('Contrast -> PyTorch names and layouts', () => {
-  it('maps ResNet names onto torchvision state_dict keys', () => {
-    expect(torchName('resnet18', 'stem/conv/w')).toBe('conv1.weight');
-    expect(torchName('resnet18', 'stem/bn/gamma')).toBe('bn1.weight');
-    expect(torchName('resnet18', 'stem/bn/beta')).toBe('bn1.bias');
-    expect(torchName('resnet18', 'layer1/1/bn2/running_var')).toBe('layer1.1.bn2.running_var');
-    expect(torchName('resnet50', 'layer3/0/conv3/w')).toBe('layer3.0.conv3.weight');
-    expect(torchName('resnet18', 'layer2/0/shortcut/conv/w')).toBe('layer2.0.downsample.0.weight');
-    expect(torchName('resnet18', 'layer2/0/shortcut/bn/running_mean')).toBe(
-      'layer2.0.downsample.1.running_mean',
+/** torchvision's resnet18().state_dict() keys, in order (fc -> 128 changes no name). */
+function torchvisionResnet18Keys(): string[] {
+  const bn = (m: string) =>
+    ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'].map(
+      (f) => `${m}.${f}`,
     );
-    expect(torchName('resnet18', 'head/fc/w')).toBe('fc.weight');
-    expect(torchName('resnet18', 'head/fc2/b')).toBe('fc.2.bias');
-  });
-
-  it("maps the ConvNet onto its documented nn.Sequential('features', 'fc')", () => {
-    expect(torchName('convnet', 'conv1/w')).toBe('features.0.weight');
-    expect(torchName('convnet', 'bn1/gamma')).toBe('features.1.weight');
-    expect(torchName('convnet', 'conv2/w')).toBe('features.4.weight');
-    expect(torchName('convnet', 'bn3/running_var')).toBe('features.9.running_var');
-    expect(torchName('convnet', 'head/fc1/w')).toBe('fc.0.weight');
-  });
-
-  it('refuses names outside the layouts with a coded error', () => {
-    expect(() => torchName('resnet18', 'predictor/fc1/w')).toThrow(ConfigError);
-    expect(() => torchName('convnet', 'conv4/w')).toThrow(/no PyTorch name/);
-    expect(() => torchName('resnet18', 'stem/conv/kernel')).toThrow(ConfigError);
-  });
-
-  it('transposes HWIO -> OIHW and [in, out] -> [out, in], element by element', () => {
-    // conv w[kh][kw][i][o] = 1000 kh + 100 kw + 10 i + o, shape [2, 2, 2, 3]
-    const shape = [2, 2, 2, 3];
-    const data = new Float32Array(24);
-    for (let kh = 0; kh < 2; kh++)
-      for (let kw = 0; kw < 2; kw++)
-        for (let i = 0; i < 2; i++)
-          for (let o = 0; o < 3; o++)
-            data[((kh * 2 + kw) * 2 + i) * 3 + o] = 1000 * kh + 100 * kw + 10 * i + o;
-    const t = toTorchLayout({ data, shape });
-    expect(t.shape).toEqual([3, 2, 2, 2]);
-    // torch[o][i][kh][kw] at o=2, i=1, kh=1, kw=0
-    expect(t.data[((2 * 2 + 1) * 2 + 1) * 2 + 0]).toBe(1000 + 10 + 2);
-    expect(t.data[0]).toBe(0);
-    expect(Array.from(fromTorchLayout(t).data)).toEqual(Array.from(data));
-    const dense = toTorchLayout({ data: Float32Array.of(1, 2, 3, 4, 5, 6), shape: [2, 3] });
-    expect(dense.shape).toEqual([3, 2]);
-    expect(Array.from(dense.data)).toEqual([1, 4, 2, 5, 3, 6]);
-    const vec = toTorchLayout({ data: Float32Array.of(7, 8), shape: [2] });
-    expect(Array.from(vec.data)).toEqual([7, 8]);
-  });
-
-  it('gives torchvision resnet18 / resnet50 key counts: 120 / 318 without fc, +2 with a linear fc', () => {
-    // torchvision: resnet18 has 62 parameters and 20 BN layers x 3 buffers = 122 keys with fc;
-    // resnet50 has 161 parameters and 53 BN layers x 3 buffers = 320 keys with fc
-    for (const [net, withoutFc] of [
-      ['resnet18', 120],
-      ['resnet50', 318],
-    ] as const) {
-      const enc = encoder({ encoder: net, width: 0.0625, stem: 'imagenet', dim: 8 });
-      const all = host(enc.namedVariables());
-      const sd = torchStateDict(net, all, 7);
-      expect(sd.size).toBe(withoutFc + 2);
-      const backbone = new Map([...all].filter(([k]) => !k.startsWith('head/')));
-      expect(torchStateDict(net, backbone).size).toBe(withoutFc);
-      const nbt = sd.get('layer1.0.bn1.num_batches_tracked')!;
-      expect(nbt.dtype).toBe('I64');
-      expect(nbt.shape).toEqual([]);
-      expect(nbt.data[0]).toBe(7n);
-      expect(sd.get('fc.weight')!.shape).toEqual([8, enc.featureDim]);
-      expect(sd.get('conv1.weight')!.shape).toEqual([4, 3, 7, 7]);
-      enc.dispose();
+  const keys = ['conv1.weight', ...bn('bn1')];
+  for (let layer = 1; layer <= 4; layer++) {
+    for (let block = 0; block < 2; block++) {
+      const b = `layer${layer}.${block}`;
+      keys.push(`${b}.conv1.weight`, ...bn(`${b}.bn1`), `${b}.conv2.weight`, ...bn(`${b}.bn2`));
+      if (layer > 1 && block === 0)
+        keys.push(`${b}.downsample.0.weight`, ...bn(`${b}.downsample.1`));
     }
+  }
+  return [...keys, 'fc.weight', 'fc.bias'];
+}
+
+describe('Contrast -> torchvision names and layouts', () => {
+  it("a ResNet-18's state_dict has exactly torchvision's keys, in its order", () => {
+    const enc = createEncoder(spec({ encoder: 'resnet18', width: 0.125, dim: 8 }), new Rng(0));
+    const dict = torchStateDict(onHost(enc.namedVariables()));
+    expect(dict.map((t) => t.name)).toEqual(torchvisionResnet18Keys());
+    expect(dict.length).toBe(122);
+    const fc = dict.find((t) => t.name === 'fc.weight')!;
+    expect(fc.shape).toEqual([8, 64]); // nn.Linear: [out, in]
+    expect(dict.find((t) => t.name === 'conv1.weight')!.shape).toEqual([8, 3, 3, 3]); // OIHW
+    const counter = dict.find((t) => t.name === 'bn1.num_batches_tracked')!;
+    expect(counter.dtype).toBe('int64');
+    expect(Array.from(counter.data as BigInt64Array)).toEqual([0n]);
+    enc.dispose();
+  });
+
+  it('conv filters go HWIO -> OIHW and linear weights [in, out] -> [out, in], element by element', () => {
+    // HWIO [2, 2, 1, 3] holding 0..11: w[h][w][0][o] = (2h + w) * 3 + o
+    const conv = toTorchTensor(
+      'layer1/0/conv1/w',
+      [2, 2, 1, 3],
+      Float32Array.from({ length: 12 }, (_, i) => i),
+    );
+    expect(conv.shape).toEqual([3, 1, 2, 2]);
+    // OIHW: o = 0 reads 0, 3, 6, 9; o = 2 reads 2, 5, 8, 11
+    expect(Array.from(conv.data as Float32Array)).toEqual([0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]);
+    const fc = toTorchTensor('head/fc/w', [2, 3], Float32Array.from([1, 2, 3, 4, 5, 6]));
+    expect(fc.shape).toEqual([3, 2]);
+    expect(Array.from(fc.data as Float32Array)).toEqual([1, 4, 2, 5, 3, 6]);
+    const bias = toTorchTensor('head/fc/b', [3], Float32Array.from([7, 8, 9]));
+    expect([bias.name, Array.from(bias.data as Float32Array)]).toEqual(['fc.bias', [7, 8, 9]]);
+  });
+
+  it('names heads, predictor, shortcuts and BN fields as torchvision / MoCo do', () => {
+    expect(torchName('layer2/0/shortcut/bn/gamma')).toBe('layer2.0.downsample.1.weight');
+    expect(torchName('layer3/1/bn2/running_var')).toBe('layer3.1.bn2.running_var');
+    expect(torchName('layer4/0/conv3/w')).toBe('layer4.0.conv3.weight'); // bottleneck
+    expect(torchName('head/fc1/w')).toBe('fc.0.weight');
+    expect(torchName('head/fc2/b')).toBe('fc.2.bias');
+    expect(torchName('predictor/bn/beta')).toBe('predictor.1.bias');
+    expect(torchName('predictor/fc2/w')).toBe('predictor.3.weight');
+    expect(torchName('bn3/running_mean')).toBe('bn3.running_mean'); // ConvNet
+    expect(contrastName('conv1.weight', { resnet: true })).toBe('stem/conv/w');
+    expect(contrastName('conv1.weight', { resnet: false })).toBe('conv1/w');
+    expect(contrastName('layer2.0.downsample.1.running_mean', { resnet: true })).toBe(
+      'layer2/0/shortcut/bn/running_mean',
+    );
+    expect(() => torchName('queue/rows')).toThrow(StateError);
+    expect(() => contrastName('layer1.0.bn1.num_batches_tracked', { resnet: true })).toThrow(
+      StateError,
+    );
+  });
+
+  it('round-trips every variable of a ResNet with an MLP head and predictor, and of the ConvNet', () => {
+    const base = createEncoder(
+      spec({ encoder: 'resnet18', width: 0.125, dim: 8, head: 'mlp', hiddenDim: 16 }),
+      new Rng(1),
+    );
+    const withPredictor = new PredictorEncoder(base, 12, { rng: new Rng(2) });
+    const convnet = createEncoder(spec({ encoder: 'convnet', width: 0.25, dim: 8 }, 1), new Rng(3));
+    for (const [enc, resnet] of [
+      [withPredictor, true],
+      [convnet, false],
+    ] as const) {
+      for (const [name, v] of onHost(enc.namedVariables())) {
+        const back = fromTorchTensor(
+          toTorchTensor(name, v.shape, v.data) as {
+            name: string;
+            shape: number[];
+            data: Float32Array;
+          },
+          {
+            resnet,
+          },
+        );
+        expect(back.name).toBe(name);
+        expect(back.shape).toEqual([...v.shape]);
+        expect(back.data).toEqual(v.data);
+      }
+    }
+    withPredictor.dispose();
+    convnet.dispose();
+  });
+
+  it('images go NHWC -> NCHW', () => {
+    // [1, 1, 2, 3]: two pixels of RGB
+    const { data, shape } = nhwcToNchw(Float32Array.from([1, 2, 3, 4, 5, 6]), [1, 1, 2, 3]);
+    expect(shape).toEqual([1, 3, 1, 2]);
+    expect(Array.from(data)).toEqual([1, 4, 2, 5, 3, 6]);
   });
 });

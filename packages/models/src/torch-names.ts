@@ -1,150 +1,206 @@
-import { ConfigError } from '@contrast/core';
+import { StateError } from '@contrast/core';
 
 /**
- * Contrast variable names and layouts <-> PyTorch state_dict names and layouts.
- *
- * ResNets map to torchvision's `resnet18/34/50` state_dict (torchvision/models/resnet.py):
- * `stem/conv` -> `conv1`, `stem/bn` -> `bn1`, `layer<s>/<i>/conv<k>` -> `layer<s>.<i>.conv<k>`,
- * `layer<s>/<i>/shortcut/{conv,bn}` -> `layer<s>.<i>.downsample.{0,1}`. The projection head
- * maps to `fc` (linear, MoCo v1's replaced fc) or `fc.0` / `fc.2` (MoCo v2's
- * `nn.Sequential(nn.Linear, nn.ReLU, nn.Linear)`).
- *
- * The ConvNet maps to its own documented layout, `nn.Sequential(OrderedDict(features=...,
- * fc=...))` where `features` is `Conv2d(3x3, pad 1, no bias), BatchNorm2d, ReLU, MaxPool2d(2)`
- * twice, then `Conv2d, BatchNorm2d, ReLU, AdaptiveAvgPool2d(1), Flatten()`:
- * `conv<k>` -> `features.<4(k-1)>`, `bn<k>` -> `features.<4(k-1)+1>`.
- *
- * Parameters: conv `w` [kh, kw, in, out] (HWIO) -> `weight` [out, in, kh, kw] (OIHW); linear
- * `w` [in, out] -> `weight` [out, in], `b` -> `bias`; BN `gamma` -> `weight`, `beta` -> `bias`,
- * `running_mean` and `running_var` unchanged. PyTorch's BN also carries an int64
- * `num_batches_tracked` scalar, which Contrast does not keep (see `torchStateDict`).
+ * Contrast <-> PyTorch state_dict: names and layouts. Names follow torchvision's
+ * ResNet (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0` / `.1`, `fc`),
+ * MoCo v2's MLP head as `fc.0` / `fc.2` (Sequential(Linear, ReLU, Linear)), MoCo
+ * v3's predictor as `predictor.0` / `.1` (BN) / `.3`, and the ConvNet's
+ * `convK` / `bnK`. Layouts: conv filters HWIO -> OIHW, linear weights
+ * [in, out] -> [out, in] (nn.Linear's), BN gamma/beta -> weight/bias with the
+ * running statistics as they are. Images go NHWC -> NCHW (`nhwcToNchw`).
+ * torchvision's BatchNorm2d also has `num_batches_tracked` (int64), which
+ * Contrast does not keep: `torchStateDict` adds it.
  */
 
-/** A tensor on the host: row-major data and its shape. */
-export interface HostTensor {
-  data: Float32Array;
+/** One entry of a PyTorch state_dict, C-order data. */
+export interface TorchTensor {
+  name: string;
   shape: number[];
+  dtype: 'float32' | 'int64';
+  data: Float32Array | BigInt64Array;
 }
 
-/** A state_dict entry: float32 (safetensors `F32`) or int64 (`I64`, BN's num_batches_tracked). */
-export type TorchTensor =
-  | { dtype: 'F32'; shape: number[]; data: Float32Array }
-  | { dtype: 'I64'; shape: number[]; data: BigInt64Array };
-
-const PARAM_TO_TORCH: Record<string, string> = {
-  w: 'weight',
-  b: 'bias',
+const BN_FIELDS: Record<string, string> = {
   gamma: 'weight',
   beta: 'bias',
   running_mean: 'running_mean',
   running_var: 'running_var',
 };
+const BN_FIELDS_BACK = Object.fromEntries(Object.entries(BN_FIELDS).map(([k, v]) => [v, k]));
 
-const HEAD_TO_TORCH: Record<string, string> = { fc: 'fc', fc1: 'fc.0', fc2: 'fc.2' };
+/**
+ * Module paths: [Contrast pattern, torch name, torch pattern, Contrast name],
+ * for the ResNet backbone, the ConvNet, and the heads and predictor.
+ */
+type Rule = [RegExp, string, RegExp, string];
+const RESNET: Rule[] = [
+  [/^stem\/conv$/, 'conv1', /^conv1$/, 'stem/conv'],
+  [/^stem\/bn$/, 'bn1', /^bn1$/, 'stem/bn'],
+  [
+    /^layer(\d+)\/(\d+)\/shortcut\/conv$/,
+    'layer$1.$2.downsample.0',
+    /^layer(\d+)\.(\d+)\.downsample\.0$/,
+    'layer$1/$2/shortcut/conv',
+  ],
+  [
+    /^layer(\d+)\/(\d+)\/shortcut\/bn$/,
+    'layer$1.$2.downsample.1',
+    /^layer(\d+)\.(\d+)\.downsample\.1$/,
+    'layer$1/$2/shortcut/bn',
+  ],
+  [
+    /^layer(\d+)\/(\d+)\/(conv\d|bn\d)$/,
+    'layer$1.$2.$3',
+    /^layer(\d+)\.(\d+)\.(conv\d|bn\d)$/,
+    'layer$1/$2/$3',
+  ],
+];
+const CONVNET: Rule[] = [[/^(conv\d|bn\d)$/, '$1', /^(conv\d|bn\d)$/, '$1']];
+const HEADS: Rule[] = [
+  [/^head\/fc$/, 'fc', /^fc$/, 'head/fc'],
+  [/^head\/fc1$/, 'fc.0', /^fc\.0$/, 'head/fc1'],
+  [/^head\/fc2$/, 'fc.2', /^fc\.2$/, 'head/fc2'],
+  [/^predictor\/fc1$/, 'predictor.0', /^predictor\.0$/, 'predictor/fc1'],
+  [/^predictor\/bn$/, 'predictor.1', /^predictor\.1$/, 'predictor/bn'],
+  [/^predictor\/fc2$/, 'predictor.3', /^predictor\.3$/, 'predictor/fc2'],
+];
 
-function splitName(name: string): { module: string[]; param: string } {
-  const parts = name.split('/');
-  const param = parts.pop()!;
-  return { module: parts, param };
+/** Rewrites `path` by the first rule that matches it, towards torch or back to Contrast. */
+function mapModule(path: string, rules: Rule[], back = false): string | undefined {
+  for (const [c, t, tRe, cName] of rules) {
+    const [re, to] = back ? [tRe, cName] : [c, t];
+    if (re.test(path)) return path.replace(re, to);
+  }
+  return undefined;
 }
 
-function unknown(encoder: string, name: string): ConfigError {
-  return new ConfigError('model.encoder', `no PyTorch name for ${encoder} variable '${name}'`, {
-    hint: 'torch export supports resnet18/34/50 and convnet with linear or mlp heads',
+function unknown(name: string, direction: string): StateError {
+  return new StateError(`no ${direction} name for the variable '${name}'`, {
+    hint: 'only ResNet / ConvNet encoders with linear or MLP heads and the MoCo v3 predictor map to torchvision names',
   });
 }
 
-/** The torch module path of a Contrast module path (without the parameter). */
-function torchModule(encoder: string, module: string[], name: string): string {
-  const [first, ...rest] = module;
-  if (first === 'head' && rest.length === 1 && HEAD_TO_TORCH[rest[0]!]) {
-    return HEAD_TO_TORCH[rest[0]!]!;
-  }
-  if (encoder === 'convnet') {
-    const m = /^(conv|bn)([123])$/.exec(module.join('/'));
-    if (!m) throw unknown(encoder, name);
-    return `features.${4 * (Number(m[2]) - 1) + (m[1] === 'bn' ? 1 : 0)}`;
-  }
-  if (first === 'stem' && rest.length === 1) {
-    if (rest[0] === 'conv') return 'conv1';
-    if (rest[0] === 'bn') return 'bn1';
-  }
-  if (/^layer[1-4]$/.test(first ?? '') && rest.length >= 2 && /^\d+$/.test(rest[0]!)) {
-    const block = `${first}.${rest[0]}`;
-    const inner = rest.slice(1).join('/');
-    if (/^(conv|bn)[123]$/.test(inner)) return `${block}.${inner}`;
-    if (inner === 'shortcut/conv') return `${block}.downsample.0`;
-    if (inner === 'shortcut/bn') return `${block}.downsample.1`;
-  }
-  throw unknown(encoder, name);
+/**
+ * The torchvision state_dict name of a Contrast variable:
+ * `layer2/0/shortcut/bn/gamma` -> `layer2.0.downsample.1.weight`. Throws a
+ * StateError for a name outside the mapping.
+ */
+export function torchName(name: string): string {
+  const cut = name.lastIndexOf('/');
+  const [module, leaf] = [name.slice(0, cut), name.slice(cut + 1)];
+  const field = leaf === 'w' ? 'weight' : leaf === 'b' ? 'bias' : BN_FIELDS[leaf];
+  const path = mapModule(module, [...RESNET, ...CONVNET, ...HEADS]);
+  if (!field || path === undefined) throw unknown(name, 'torchvision');
+  return `${path}.${field}`;
 }
 
 /**
- * The PyTorch state_dict name of a Contrast variable, e.g. for a ResNet
- * `layer2/0/shortcut/bn/gamma` -> `layer2.0.downsample.1.weight`.
- * @throws ConfigError for a name outside the layouts above.
+ * The Contrast variable name of a torchvision state_dict entry (the inverse of
+ * torchName; `num_batches_tracked` has none). `resnet` tells the ResNet stem
+ * (`conv1` -> `stem/conv`) from the ConvNet's first layer (`conv1` -> `conv1`).
  */
-export function torchName(encoder: string, name: string): string {
-  const { module, param } = splitName(name);
-  const p = PARAM_TO_TORCH[param];
-  if (!p) throw unknown(encoder, name);
-  return `${torchModule(encoder, module, name)}.${p}`;
+export function contrastName(name: string, options: { resnet: boolean }): string {
+  const cut = name.lastIndexOf('.');
+  const [module, field] = [name.slice(0, cut), name.slice(cut + 1)];
+  const path = mapModule(module, [...(options.resnet ? RESNET : CONVNET), ...HEADS], true);
+  const isBn = path !== undefined && /(^|\/)bn\d*$/.test(path);
+  const leaf = isBn
+    ? BN_FIELDS_BACK[field]
+    : ({ weight: 'w', bias: 'b' } as const)[field as 'weight'];
+  if (path === undefined || !leaf) throw unknown(name, 'Contrast');
+  return `${path}/${leaf}`;
 }
 
-/** [kh, kw, in, out] -> [out, in, kh, kw], or [in, out] -> [out, in]; 1-D unchanged. */
-export function toTorchLayout(t: HostTensor): HostTensor {
-  if (t.shape.length === 4) return permute(t, [3, 2, 0, 1]);
-  if (t.shape.length === 2) return permute(t, [1, 0]);
-  return { data: t.data, shape: [...t.shape] };
+/** The layout permutation of a variable: conv HWIO -> OIHW, linear [in, out] -> [out, in]. */
+function torchAxes(name: string, rank: number): number[] | undefined {
+  if (rank === 4) return [3, 2, 0, 1];
+  if (rank === 2 && name.endsWith('/w')) return [1, 0];
+  return undefined;
 }
 
-/** The inverse of `toTorchLayout`: [out, in, kh, kw] -> [kh, kw, in, out], [out, in] -> [in, out]. */
-export function fromTorchLayout(t: HostTensor): HostTensor {
-  if (t.shape.length === 4) return permute(t, [2, 3, 1, 0]);
-  if (t.shape.length === 2) return permute(t, [1, 0]);
-  return { data: t.data, shape: [...t.shape] };
-}
-
-/** out[i_perm] = in[i]: the axes of `t` reordered so that new axis j is old axis perm[j]. */
-function permute(t: HostTensor, perm: number[]): HostTensor {
-  const shape = perm.map((a) => t.shape[a]!);
-  const inStrides = t.shape.map((_, a) => t.shape.slice(a + 1).reduce((p, d) => p * d, 1));
-  const out = new Float32Array(t.data.length);
-  const idx = new Array<number>(shape.length).fill(0);
-  for (let o = 0; o < out.length; o++) {
+/** Transposes C-order `data` of `shape` by `axes` (out[i...] = in[i permuted]). */
+export function transposeData<T extends Float32Array | Uint8Array>(
+  data: T,
+  shape: readonly number[],
+  axes: readonly number[],
+): { data: T; shape: number[] } {
+  const outShape = axes.map((a) => shape[a]!);
+  const rank = shape.length;
+  const inStrides = new Array<number>(rank).fill(1);
+  for (let d = rank - 2; d >= 0; d--) inStrides[d] = inStrides[d + 1]! * shape[d + 1]!;
+  const strides = axes.map((a) => inStrides[a]!);
+  const out = new (data.constructor as new (n: number) => T)(data.length);
+  const idx = new Array<number>(rank).fill(0);
+  for (let o = 0; o < data.length; o++) {
     let src = 0;
-    for (let j = 0; j < shape.length; j++) src += idx[j]! * inStrides[perm[j]!]!;
-    out[o] = t.data[src]!;
-    for (let j = shape.length - 1; j >= 0; j--) {
-      if (++idx[j]! < shape[j]!) break;
-      idx[j] = 0;
+    for (let d = 0; d < rank; d++) src += idx[d]! * strides[d]!;
+    out[o] = data[src]!;
+    for (let d = rank - 1; d >= 0; d--) {
+      if (++idx[d]! < outShape[d]!) break;
+      idx[d] = 0;
     }
   }
-  return { data: out, shape };
+  return { data: out, shape: outShape };
 }
 
 /**
- * A whole PyTorch state_dict from Contrast's named variables: every name mapped
- * by `torchName`, every tensor by `toTorchLayout`, plus `num_batches_tracked`
- * (int64 scalar, `numBatchesTracked`) beside each BN's running statistics so a
- * strict `load_state_dict` finds every key torchvision's BatchNorm2d has.
- * Entries keep the order of `named`.
- * @throws ConfigError for a name outside the supported layouts.
+ * A Contrast variable's value in PyTorch's layout under its torchvision name.
+ * `data` is the variable's C-order float32 values in Contrast's layout.
+ */
+export function toTorchTensor(
+  name: string,
+  shape: readonly number[],
+  data: Float32Array,
+): TorchTensor {
+  const axes = torchAxes(name, shape.length);
+  const t = axes ? transposeData(data, shape, axes) : { data, shape: [...shape] };
+  return { name: torchName(name), shape: t.shape, dtype: 'float32', data: t.data };
+}
+
+/** The inverse of toTorchTensor: a torch entry back in Contrast's layout under its name. */
+export function fromTorchTensor(
+  t: { name: string; shape: readonly number[]; data: Float32Array },
+  options: { resnet: boolean },
+): { name: string; shape: number[]; data: Float32Array } {
+  const name = contrastName(t.name, options);
+  const rank = t.shape.length;
+  const axes = rank === 4 ? [2, 3, 1, 0] : rank === 2 && name.endsWith('/w') ? [1, 0] : undefined;
+  const back = axes ? transposeData(t.data, t.shape, axes) : { data: t.data, shape: [...t.shape] };
+  return { name, ...back };
+}
+
+/**
+ * A torchvision-style state_dict of Contrast variables (e.g. an encoder's
+ * namedVariables(), read to host): every variable renamed and transposed, and a
+ * `num_batches_tracked` (int64, `numBatchesTracked`, default 0) for each BatchNorm.
+ * Order: the variables' order, each BN's counter after its running_var.
  */
 export function torchStateDict(
-  encoder: string,
-  named: ReadonlyMap<string, HostTensor>,
-  numBatchesTracked = 0,
-): Map<string, TorchTensor> {
-  const out = new Map<string, TorchTensor>();
-  for (const [name, t] of named) {
-    const key = torchName(encoder, name);
-    const { data, shape } = toTorchLayout(t);
-    out.set(key, { dtype: 'F32', data, shape });
+  variables: Iterable<
+    readonly [string, { readonly shape: readonly number[]; readonly data: Float32Array }]
+  >,
+  options: { numBatchesTracked?: number } = {},
+): TorchTensor[] {
+  const out: TorchTensor[] = [];
+  for (const [name, v] of variables) {
+    const t = toTorchTensor(name, v.shape, v.data);
+    out.push(t);
     if (name.endsWith('/running_var')) {
-      const nbt = key.replace(/running_var$/, 'num_batches_tracked');
-      out.set(nbt, { dtype: 'I64', data: BigInt64Array.of(BigInt(numBatchesTracked)), shape: [] });
+      out.push({
+        name: t.name.replace(/running_var$/, 'num_batches_tracked'),
+        shape: [],
+        dtype: 'int64',
+        data: BigInt64Array.from([BigInt(options.numBatchesTracked ?? 0)]),
+      });
     }
   }
   return out;
+}
+
+/** NHWC image data -> NCHW (PyTorch's layout). */
+export function nhwcToNchw<T extends Float32Array | Uint8Array>(
+  data: T,
+  shape: readonly [number, number, number, number],
+): { data: T; shape: number[] } {
+  return transposeData(data, shape, [0, 3, 1, 2]);
 }
