@@ -11,6 +11,7 @@ import {
   writeFileAtomic,
   type Catalog,
   type DecodedBundle,
+  type ExperimentConfig,
   type ImageSplit,
 } from '@contrast/core';
 import { splitBatch } from '@contrast/data';
@@ -53,6 +54,42 @@ function runWeights(runPath: string): { path: string; bundle: DecodedBundle } {
   return { path: c.path, bundle: c.bundle };
 }
 
+/** A run rebuilt for use after training: see `openRun`. */
+export interface OpenedRun {
+  runPath: string;
+  /** The run's resolved config (the whole training split: data.trainSubset=0). */
+  config: ExperimentConfig;
+  /** Which weights were loaded: state/final.bin, else the newest checkpoint. */
+  weights: string;
+  /** Composed as for training, holding the trained weights; the caller disposes it. */
+  trainer: Trainer;
+}
+
+/**
+ * Rebuilds a run's encoder (and the rest of its composition) from its
+ * config.yaml and loads its trained weights: the final state, or the newest
+ * checkpoint when the run has not finished. The one way evaluation, export and
+ * embedding get at a trained encoder.
+ * @throws StateError when the folder is not a run or its weights do not match its config.
+ */
+export function openRun(target: string, catalog: Catalog): OpenedRun {
+  const runPath = resolve(target);
+  const config = loadExperiment(requireRunFolder(runPath), ['data.trainSubset=0']);
+  const weights = runWeights(runPath);
+  const { container } = composeExperiment(config, catalog);
+  container.register(Tokens.Tracker, {
+    useValue: new LocalRunTracker({ path: runPath, id: runPath }),
+  });
+  const trainer = container.resolve(Trainer);
+  try {
+    trainer.loadState(weights.bundle);
+  } catch (e) {
+    trainer.dispose();
+    throw e;
+  }
+  return { runPath, config, weights: weights.path, trainer };
+}
+
 /**
  * `contrast eval knn|linear <run>`: rebuilds the run's encoder from its
  * config.yaml, loads its trained weights, evaluates on the full splits and
@@ -66,17 +103,9 @@ export async function evaluateRun(
   options: EvaluateOptions = {},
 ): Promise<EvaluateOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
-  const runPath = resolve(target);
-  const config = loadExperiment(requireRunFolder(runPath), ['data.trainSubset=0']);
-  const weights = runWeights(runPath);
-  const { container } = composeExperiment(config, catalog);
-  container.register(Tokens.Tracker, {
-    useValue: new LocalRunTracker({ path: runPath, id: runPath }),
-  });
-  const trainer = container.resolve(Trainer);
+  const { runPath, config, weights, trainer } = openRun(target, catalog);
   const t0 = performance.now();
   try {
-    trainer.loadState(weights.bundle);
     const { dataset, encoder } = trainer;
     const toBatch = (split: ImageSplit, s: number, e: number) => splitBatch(dataset, split, s, e);
     let results: Record<string, number>;
@@ -132,8 +161,8 @@ export async function evaluateRun(
       }
     }
     const seconds = (performance.now() - t0) / 1000;
-    const file = await record(runPath, kind, { ...results, seconds }, weights.path, log);
-    return { kind, results, weights: weights.path, file, seconds };
+    const file = await record(runPath, kind, { ...results, seconds }, weights, log);
+    return { kind, results, weights, file, seconds };
   } finally {
     trainer.dispose();
   }
