@@ -11,6 +11,8 @@ import { fashionMnistDir } from '@contrast/data';
 import { createCatalog, evaluateRun, runExperiment, type TrainResult } from '@contrast/trainer';
 import { loadStudy, readResults, runStudy, writeReport } from '@contrast/study';
 import { syncRuns } from '@contrast/tracking';
+import { EMBED_USAGE, embedCommand } from './commands/embed.js';
+import { EXPORT_USAGE, exportCommand } from './commands/export.js';
 
 export { builtinPlugins } from './plugins.js';
 
@@ -31,7 +33,7 @@ const USAGE = `usage: contrast <command>
                                                  linear probe (frozen backbone; SGD lr 30, momentum 0.9,
                                                  wd 0, lr x0.1 at 60% and 80%): top-1 / top-5
   sync <run-or-study-dir>                        upload to MLflow whatever a run still has spooled
-  setup                                          build the native TensorFlow binding (offline)
+${EXPORT_USAGE}${EMBED_USAGE}  setup                                          build the native TensorFlow binding (offline)
 
 MLflow: set tracking.uri (or MLFLOW_TRACKING_URI) to an MLflow server, e.g. http://127.0.0.1:5000;
 credentials from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
@@ -327,6 +329,10 @@ export async function main(argv: string[]): Promise<number> {
         return await evaluate(rest);
       case 'sync':
         return await sync(rest);
+      case 'export':
+        return await exportCommand(rest, USAGE);
+      case 'embed':
+        return await embedCommand(rest, USAGE);
       case 'worker':
         return await worker(rest);
       case 'setup':

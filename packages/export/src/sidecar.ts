@@ -7,6 +7,7 @@ import {
   type TrainingDataset,
 } from '@contrast/core';
 import { ContrastEncoder, RESNETS } from '@contrast/models';
+import type { InputSpec } from './pixels.js';
 
 /** Version tag of `encoder.json`. */
 export const SIDECAR_FORMAT = 'contrast-encoder/1';
@@ -43,7 +44,8 @@ export interface EncoderSidecar {
     included: boolean;
     normalization: string;
   };
-  training: {
+  /** The run the encoder comes from (absent for an encoder exported outside a run). */
+  training?: {
     run: string;
     name: string;
     strategy: string;
@@ -126,22 +128,17 @@ function runResults(runPath: string, config: ExperimentConfig): EncoderSidecar['
 }
 
 /**
- * The sidecar of a run's encoder: architecture, input (size, channels,
- * normalisation), feature and projection widths, the run and its kNN / linear
- * results with their protocols.
+ * What the encoder itself determines: architecture, input (size, channels,
+ * normalisation), feature and projection widths. `training` and `results` are
+ * left for `buildSidecar`.
  */
-export function buildSidecar(opts: {
-  runPath: string;
-  config: ExperimentConfig;
-  dataset: TrainingDataset;
-  encoder: ContrastEncoder;
-  weights: string;
-  includeHead: boolean;
-}): EncoderSidecar {
-  const { runPath, config, dataset, encoder } = opts;
-  const { model } = config;
+export function encoderSidecar(
+  encoder: ContrastEncoder,
+  input: InputSpec,
+  includeHead: boolean,
+): EncoderSidecar {
+  const model = encoder.spec.model;
   const resnet = model.encoder in RESNETS;
-  const summary = readJson(join(runPath, 'summary.json'));
   return {
     format: SIDECAR_FORMAT,
     architecture: {
@@ -152,13 +149,13 @@ export function buildSidecar(opts: {
       width: model.width,
     },
     input: {
-      height: dataset.height,
-      width: dataset.width,
-      channels: dataset.channels,
-      mean: [...dataset.mean],
-      std: [...dataset.std],
+      height: input.height,
+      width: input.width,
+      channels: input.channels,
+      mean: [...input.mean],
+      std: [...input.std],
       resize:
-        'decode to RGB, bilinear resize to height x width (half-pixel centres, no antialiasing), round to uint8; 1 channel: then ITU-R 601 grey (0.299, 0.587, 0.114), rounded',
+        'decode to RGB, bilinear resize to height x width (half-pixel centres, no antialiasing), round to uint8; 1 channel: then grey as tf.image.rgbToGrayscale (0.2989, 0.587, 0.114), rounded',
     },
     features: {
       dim: encoder.featureDim,
@@ -171,9 +168,31 @@ export function buildSidecar(opts: {
       head: model.head,
       dim: model.dim,
       ...(model.head === 'mlp' ? { hiddenDim: model.hiddenDim || encoder.featureDim } : {}),
-      included: opts.includeHead,
+      included: includeHead,
       normalization: 'the training embedding is projection / ||projection||_2',
     },
+    results: {},
+    files: {},
+    exported: new Date().toISOString(),
+  };
+}
+
+/**
+ * The sidecar of a run's encoder: `encoderSidecar` (input normalisation from
+ * the run's dataset) plus the run and its kNN / linear results with their protocols.
+ */
+export function buildSidecar(opts: {
+  runPath: string;
+  config: ExperimentConfig;
+  dataset: TrainingDataset;
+  encoder: ContrastEncoder;
+  weights: string;
+  includeHead: boolean;
+}): EncoderSidecar {
+  const { runPath, config, dataset } = opts;
+  const summary = readJson(join(runPath, 'summary.json'));
+  return {
+    ...encoderSidecar(opts.encoder, dataset, opts.includeHead),
     training: {
       run: runPath,
       name: config.name,
@@ -185,7 +204,5 @@ export function buildSidecar(opts: {
       encoder: 'query encoder',
     },
     results: runResults(runPath, config),
-    files: {},
-    exported: new Date().toISOString(),
   };
 }

@@ -130,7 +130,7 @@ export function writeTorchExport(
   named: Iterable<readonly [string, { shape: readonly number[]; data: Float32Array }]>,
 ): { safetensors: string; loader: string; tensors: TorchTensor[] } {
   mkdirSync(dir, { recursive: true });
-  const tensors = torchStateDict(named, { numBatchesTracked: sidecar.training.steps ?? 0 });
+  const tensors = torchStateDict(named, { numBatchesTracked: sidecar.training?.steps ?? 0 });
   const metadata = { format: 'pt', contrast: JSON.stringify(sidecar) };
   const safetensors = join(dir, 'model.safetensors');
   writeFileAtomic(safetensors, encodeSafetensors(tensors, metadata));

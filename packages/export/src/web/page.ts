@@ -18,7 +18,7 @@ interface Gallery {
   encoder: {
     input: InputSpec;
     architecture: Record<string, unknown>;
-    training: { name: string; dataset: { name: string } };
+    training?: { name: string; dataset: { name: string } };
     results: Record<string, { value: number }>;
   };
   ids: string[];
@@ -151,7 +151,7 @@ async function main(): Promise<void> {
     ? `, kNN top-1 ${(100 * e.results.knn_top1.value).toFixed(2)}%`
     : '';
   $('#about').textContent =
-    `${String(e.architecture.encoder)} trained on ${e.training.dataset.name} (${e.training.name}${knn}); ` +
+    `${String(e.architecture.encoder)} trained on ${e.training?.dataset.name} (${e.training?.name}${knn}); ` +
     `${g.ids.length} gallery images; model from ${source}; tfjs backend ${tf.getBackend()}`;
   const run = (files: File[]) =>
     showQueries(files, model, g, gallery).catch((err: Error) => setStatus(err.message, 'error'));
