@@ -42,6 +42,7 @@ export async function exportCommand(args: string[], usage: string): Promise<numb
     log: (l) => process.stderr.write(`${l}\n`),
   });
   process.stdout.write(`exported ${r.sidecar.architecture.encoder} to ${r.dir}\n`);
-  for (const [role, file] of Object.entries(r.files)) process.stdout.write(`  ${role.padEnd(13)}${file}\n`);
+  for (const [role, file] of Object.entries(r.files))
+    process.stdout.write(`  ${role.padEnd(13)}${file}\n`);
   return 0;
 }
