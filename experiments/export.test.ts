@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { l2Normalize, loadExperiment, type ImageSplit } from '@contrast/core';
+import { l2Normalize, type ImageSplit } from '@contrast/core';
 import { builtinPlugins } from '@contrast/cli';
 import { nativeImageEncoders } from '@contrast/backend';
 import { splitBatch } from '@contrast/data';
@@ -16,9 +16,10 @@ import {
   type EncoderSidecar,
 } from '@contrast/export';
 import { torchName } from '@contrast/models';
-import { createCatalog, openRun, runExperiment, type RunOutcome } from '@contrast/trainer';
+import { createCatalog, openRun, type RunOutcome } from '@contrast/trainer';
 import { unzipSync } from 'fflate';
 import { cli } from './cli.js';
+import { trainTinyRun } from './tiny-run.js';
 
 type Split = ImageSplit;
 
@@ -63,25 +64,7 @@ describe('export and embed a trained encoder', () => {
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'contrast-export-'));
-    writeFileSync(
-      join(root, 'tiny.yaml'),
-      `name: export-tiny
-data: { trainSubset: 2048 }
-model: { encoder: convnet, width: 0.5, dim: 32 }
-strategy: { name: momentum-queue, queueSize: 512 }
-optim: { batchSize: 128, epochs: 1 }
-eval: { knn: { every: 1, testSize: 500, bankSize: 2048 }, baselines: false, alignUniform: 0 }
-tracking: { dir: ${join(root, 'runs')} }
-`,
-    );
-    run = await runExperiment(
-      loadExperiment(join(root, 'tiny.yaml')),
-      createCatalog(builtinPlugins()),
-      {
-        progress: false,
-        log: () => {},
-      },
-    );
+    run = await trainTinyRun(root, 'export-tiny');
     test = withRun(run.runPath, ({ trainer }) => trainer.dataset.test);
   }, 300_000);
 

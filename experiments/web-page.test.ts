@@ -7,7 +7,6 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadExperiment } from '@contrast/core';
 import { builtinPlugins } from '@contrast/cli';
 import { nativeImageDecoder, nativeImageEncoders } from '@contrast/backend';
 import { readImageFiles } from '@contrast/data';
@@ -19,8 +18,9 @@ import {
   toModelInput,
   type Neighbour,
 } from '@contrast/export';
-import { createCatalog, openRun, runExperiment } from '@contrast/trainer';
+import { createCatalog, openRun } from '@contrast/trainer';
 import { cli } from './cli.js';
+import { trainTinyRun } from './tiny-run.js';
 
 /** Debian's chromium (set-up installs it), driven by playwright-core; it cannot download browsers here. */
 const CHROMIUM = process.env.CONTRAST_CHROMIUM ?? '/usr/bin/chromium';
@@ -65,22 +65,8 @@ describe('the nearest-neighbour page in headless Chromium', () => {
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'contrast-page-'));
-    writeFileSync(
-      join(root, 'tiny.yaml'),
-      `name: page-tiny
-data: { trainSubset: 2048 }
-model: { encoder: convnet, width: 0.5, dim: 32 }
-strategy: { name: momentum-queue, queueSize: 512 }
-optim: { batchSize: 128, epochs: 1 }
-eval: { knn: { every: 1, testSize: 500, bankSize: 2048 }, baselines: false, alignUniform: 0 }
-tracking: { dir: ${join(root, 'runs')} }
-`,
-    );
     const catalog = createCatalog(builtinPlugins());
-    const { runPath } = await runExperiment(loadExperiment(join(root, 'tiny.yaml')), catalog, {
-      progress: false,
-      log: () => {},
-    });
+    const { runPath } = await trainTinyRun(root, 'page-tiny');
     const out = join(root, 'page');
     const r = await cli(['export', runPath, '--format', 'web', '--out', out, '--gallery', '1000']);
     expect(r.code, r.stderr).toBe(0);

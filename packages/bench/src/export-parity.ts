@@ -8,11 +8,12 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '@contrast/backend';
 import { ExperimentSchema, Rng } from '@contrast/core';
-import { loadFashionMnist, splitBatch } from '@contrast/data';
 import {
   encodeNpy,
   encoderSidecar,
   onHost,
+  PARITY_ENCODERS,
+  parityImages,
   randomizeBatchNorm,
   writeTorchExport,
 } from '@contrast/export';
@@ -27,24 +28,6 @@ import { ensureTorchVenvWithSafetensors } from './torch.js';
  * BN statistics are randomised (randomizeBatchNorm) so running mean and variance
  * matter. Prints one line per encoder and exits 1 when a check fails.
  */
-const ENCODERS = [
-  { encoder: 'convnet', width: 0.5, channels: 1 },
-  { encoder: 'resnet18', stem: 'cifar', width: 0.25, channels: 1 },
-  { encoder: 'resnet18', stem: 'imagenet', width: 1, channels: 3 },
-  { encoder: 'resnet50', stem: 'imagenet', width: 0.25, channels: 3, head: 'mlp' },
-] as const;
-
-/** 256 normalised test images: 28x28x1, or 56x56x3 tinted per channel. */
-function images(channels: 1 | 3): tf.Tensor4D {
-  const ds = loadFashionMnist();
-  return tf.tidy(() => {
-    const x = splitBatch(ds, ds.test, 0, 256);
-    if (channels === 1) return x;
-    const big = tf.image.resizeBilinear(x, [56, 56], false, true);
-    return tf.concat([big, tf.mul(big, 0.5), tf.sub(0.2, big)], 3) as tf.Tensor4D;
-  });
-}
-
 const npy = (t: tf.Tensor, nchw = false) => {
   const v = nchw ? tf.transpose(t, [0, 3, 1, 2]) : t;
   const out = encodeNpy(v.dataSync() as Float32Array, v.shape);
@@ -58,8 +41,8 @@ async function main(): Promise<number> {
   const script = fileURLToPath(new URL('../python/export_parity.py', import.meta.url));
   const root = mkdtempSync(join(tmpdir(), 'contrast-export-parity-'));
   let failed = 0;
-  for (const [i, { channels, ...model }] of ENCODERS.entries()) {
-    const x = images(channels);
+  for (const [i, { channels, ...model }] of PARITY_ENCODERS.entries()) {
+    const x = parityImages(channels);
     const [, h, w] = x.shape;
     const input = { height: h, width: w, channels, mean: [0], std: [1] };
     const spec = { model: ExperimentSchema.shape.model.parse({ ...model, dim: 16 }), input };

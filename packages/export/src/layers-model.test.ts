@@ -5,34 +5,15 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { ExperimentSchema, l2Normalize, Rng } from '@contrast/core';
-import { loadFashionMnist, splitBatch } from '@contrast/data';
 import { ContrastEncoder } from '@contrast/models';
 import { buildLayersModel, saveLayersModel } from './layers-model.js';
-import { maxAbsDiff, randomizeBatchNorm } from './parity.js';
-
-/** 256 Fashion-MNIST test images, normalised; as 3-channel 56x56 (tinted per channel) for 3-channel encoders. */
-function testImages(channels: 1 | 3): tf.Tensor4D {
-  const ds = loadFashionMnist();
-  return tf.tidy(() => {
-    const x = splitBatch(ds, ds.test, 0, 256);
-    if (channels === 1) return x;
-    const big = tf.image.resizeBilinear(x, [56, 56], false, true);
-    return tf.concat([big, tf.mul(big, 0.5), tf.sub(0.2, big)], 3) as tf.Tensor4D;
-  });
-}
-
-const ENCODERS = [
-  { encoder: 'convnet', width: 0.5, channels: 1 },
-  { encoder: 'resnet18', stem: 'cifar', width: 0.25, channels: 1 },
-  { encoder: 'resnet18', stem: 'imagenet', width: 0.25, channels: 3 },
-  { encoder: 'resnet50', stem: 'imagenet', width: 0.125, channels: 3, head: 'mlp' },
-] as const;
+import { maxAbsDiff, PARITY_ENCODERS, parityImages, randomizeBatchNorm } from './parity.js';
 
 describe('tfjs export (tf.layers model, loaded back with tf.loadLayersModel)', () => {
-  for (const { channels, ...model } of ENCODERS) {
+  for (const { channels, ...model } of PARITY_ENCODERS) {
     const label = `${model.encoder}${'stem' in model ? ` ${model.stem} stem` : ''}`;
     it(`${label}: features of 256 test images equal Contrast's eval-mode features (< 1e-5), and the projection head`, async () => {
-      const x = testImages(channels);
+      const x = parityImages(channels);
       const [, h, w] = x.shape;
       const spec = {
         model: ExperimentSchema.shape.model.parse({ ...model, dim: 16 }),
