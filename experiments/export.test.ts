@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { l2Normalize, type ImageSplit } from '@contrast/core';
 import { builtinPlugins } from '@contrast/cli';
 import { nativeImageEncoders } from '@contrast/backend';
-import { splitBatch } from '@contrast/data';
+import { FASHION_MNIST_CLASSES, splitBatch } from '@contrast/data';
 import {
   decodeNpy,
   decodeSafetensors,
@@ -184,7 +184,7 @@ describe('export and embed a trained encoder', () => {
     expect(maxDiff(x.data as Float32Array, ref)).toBeLessThan(1e-5);
     expect(maxDiff(l2NormalizeRows(Float32Array.from(raw), 64), ref)).toBeLessThan(1e-5);
     expect(readFileSync(join(root, 'emb', 'export.csv'), 'utf8').split('\n')[1]).toBe(
-      `0,fashion-mnist:test:0,${test.labels[0]}`,
+      `0,fashion-mnist:test:0,${FASHION_MNIST_CLASSES[test.labels[0]!]}`,
     );
   });
 
