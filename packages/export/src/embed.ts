@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
@@ -246,6 +246,7 @@ export async function embed(
   if (options.normalize ?? true) l2NormalizeRows(rows, dim);
   const npy = resolve(options.out);
   const csv = join(dirname(npy), `${basename(npy).replace(/\.npy$/, '')}.csv`);
+  mkdirSync(dirname(npy), { recursive: true });
   writeFileAtomic(npy, encodeNpy(rows, [kept.length, dim]));
   const lines = kept.map(
     (k, r) => `${r},${csvField(t.items[k]!.id)},${csvField(t.items[k]!.label)}`,

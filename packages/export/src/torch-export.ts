@@ -16,7 +16,9 @@ function resnetBuild(s: EncoderSidecar, fc: string): string[] {
   const lines = [`    model = torchvision.models.${encoder}()`];
   const custom = width !== 1 || c !== 3;
   if (custom) {
-    lines.push(`    # width ${width}, ${c} channel(s): torchvision's own layers at ${w0} * [1, 2, 4, 8]`);
+    lines.push(
+      `    # width ${width}, ${c} channel(s): torchvision's own layers at ${w0} * [1, 2, 4, 8]`,
+    );
     lines.push(`    model.inplanes = ${w0}`);
   }
   if (stem === 'cifar') {
