@@ -180,6 +180,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# 3c. Debian's chromium for the nearest-neighbour page's browser test (playwright-core drives it).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium from Debian"
+    [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -1)" ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    say "chromium is missing: as root on Debian/Ubuntu, apt-get install -y chromium"
+    exit 1
+  fi
+fi
+
 # 4. Dependencies, build (turbo caches unchanged packages), native TensorFlow binding.
 locked .contrast/setup.lock checkout_steps
 

@@ -70,3 +70,28 @@ export function ensureTorchVenv(log: (line: string) => void = console.error): st
   writeFileSync(marker, `${new Date().toISOString()}\n`);
   return python;
 }
+
+/** safetensors for the export checks (reading Contrast's torch export the way users do). */
+export const SAFETENSORS_VERSION = '0.8.0';
+
+/**
+ * The cached torch venv plus safetensors, installed once into the same venv
+ * (torch and torchvision pinned in the same pip call so nothing moves).
+ */
+export function ensureTorchVenvWithSafetensors(
+  log: (line: string) => void = console.error,
+): string {
+  const python = ensureTorchVenv(log);
+  const marker = join(torchVenvDir(), `.installed-safetensors-${SAFETENSORS_VERSION}`);
+  if (existsSync(marker)) return python;
+  log(`installing safetensors ${SAFETENSORS_VERSION} into ${torchVenvDir()} (once)`);
+  const pins = [`torch==${TORCH_VERSION}`, `torchvision==${TORCHVISION_VERSION}`];
+  run(
+    python,
+    ['-m', 'pip', 'install', '--quiet', ...pins, `safetensors==${SAFETENSORS_VERSION}`],
+    log,
+  );
+  run(python, ['-c', 'import safetensors.torch'], log);
+  writeFileSync(marker, `${new Date().toISOString()}\n`);
+  return python;
+}

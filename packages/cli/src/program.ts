@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { commandPath, type CliContext, type RegisterCommand } from './context.js';
 import { registerDoctor } from './commands/doctor.js';
+import { registerEmbed } from './commands/embed.js';
 import { registerEval } from './commands/eval.js';
+import { registerExport } from './commands/export.js';
 import { registerNewMethod } from './commands/new-method.js';
 import { registerSetup } from './commands/setup.js';
 import { registerStudy } from './commands/study.js';
@@ -15,6 +17,8 @@ import { QUEUE_ENV } from './options.js';
 export const COMMANDS: readonly RegisterCommand[] = [
   registerTrain,
   registerEval,
+  registerExport,
+  registerEmbed,
   registerStudy,
   registerWorker,
   registerSync,

@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { decodeBundle, encodeBundle, readBundle, writeFileAtomic } from './state.js';
@@ -83,5 +85,33 @@ describe('Rng', () => {
     expect(Array.from(r.permutation(100)).sort((x, y) => x - y)).toEqual(
       Array.from({ length: 100 }, (_, i) => i),
     );
+  });
+
+  it("the README's Python reader reads a bundle and refuses a corrupt one", () => {
+    const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+    const code = /```python\n([\s\S]*?)```/.exec(readme)![1]!;
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-bundle-py-'));
+    const [reader, path] = [join(dir, 'read_bundle.py'), join(dir, 'final.bin')];
+    writeFileSync(reader, code);
+    const w = tf.tensor4d(
+      Array.from({ length: 24 }, (_, i) => i),
+      [2, 2, 2, 3],
+    );
+    writeFileAtomic(
+      path,
+      encodeBundle(
+        { 'encoder/stem/conv/w': w, 'strategy/ptr': tf.tensor1d([3], 'int32') },
+        { step: 5 },
+      ),
+    );
+    const ok = spawnSync('python3', [reader, path], { encoding: 'utf8' });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual({ step: 5, encoder: { 'stem/conv/w': [2, 2, 2, 3] } });
+    const bad = readFileSync(path);
+    bad[bad.length - 1]! ^= 1;
+    writeFileSync(path, bad);
+    const refused = spawnSync('python3', [reader, path], { encoding: 'utf8' });
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain('checksum mismatch');
   });
 });

@@ -68,7 +68,7 @@ function loadSplit(dir: string, imagesFile: string, labelsFile: string, n: numbe
  * Fashion-MNIST (Xiao et al. 2017) with the official 60,000 / 10,000 split,
  * 28x28 grayscale, 10 classes. Mean/std are the training set's.
  */
-export function loadFashionMnist(root?: string): TrainingDataset {
+export function loadFashionMnist(root?: string): TrainingDataset & { classes: string[] } {
   const dir = fashionMnistDir(root);
   if (!existsSync(join(dir, FASHION_MNIST_FILES.trainImages))) {
     throw new DatasetError(join(dir, FASHION_MNIST_FILES.trainImages), 'Fashion-MNIST not found', {
@@ -95,6 +95,7 @@ export function loadFashionMnist(root?: string): TrainingDataset {
     test,
     source: dir,
     digest: hash.digest('hex').slice(0, 16),
+    classes: [...FASHION_MNIST_CLASSES],
   };
 }
 

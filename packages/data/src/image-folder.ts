@@ -23,6 +23,58 @@ function subdirs(dir: string): string[] {
     .sort();
 }
 
+/** The image files directly in `dir` (by extension: jpg, jpeg, png, bmp, gif), sorted by name. */
+export function listImageFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((f) => IMAGE_EXT.has(extname(f).toLowerCase()))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
+/**
+ * Decodes and resizes image files as training does: 3 channels, bilinear
+ * resize to size x size (half-pixel centres), rounded and clipped to uint8.
+ * `images` holds the readable ones in order ([n, size, size, 3] NHWC), `kept`
+ * their positions in `paths`; unreadable files are skipped and listed, or
+ * refused when strict.
+ * @throws DatasetError on the first unreadable file when `options.strict`.
+ */
+export function readImageFiles(
+  paths: readonly string[],
+  options: ImageFolderOptions,
+): { images: Uint8Array; n: number; kept: number[]; skipped: string[] } {
+  const s = options.size;
+  const per = s * s * 3;
+  const images = new Uint8Array(paths.length * per);
+  const kept: number[] = [];
+  const skipped: string[] = [];
+  for (const [i, path] of paths.entries()) {
+    let pixels: ArrayLike<number>;
+    try {
+      const t = tf.tidy(() => {
+        const img = options.decode(readFileSync(path), 3);
+        const resized = tf.image.resizeBilinear(img, [s, s], false, true);
+        return tf.cast(tf.clipByValue(tf.round(resized), 0, 255), 'int32');
+      });
+      pixels = t.dataSync();
+      t.dispose();
+    } catch (e) {
+      if (options.strict) {
+        throw new DatasetError(path, `unreadable image (${(e as Error).message.split('\n')[0]})`, {
+          hint: 'remove or replace the file, or set data.strict: false to skip unreadable files',
+          cause: e,
+        });
+      }
+      skipped.push(path);
+      continue;
+    }
+    images.set(pixels, kept.length * per);
+    kept.push(i);
+  }
+  const n = kept.length;
+  return { images: images.subarray(0, n * per), n, kept, skipped };
+}
+
 function readSplit(
   dir: string,
   classes: string[],
@@ -32,48 +84,14 @@ function readSplit(
   for (const [label, name] of classes.entries()) {
     const cdir = join(dir, name);
     if (!existsSync(cdir)) continue;
-    for (const f of readdirSync(cdir).sort()) {
-      if (IMAGE_EXT.has(extname(f).toLowerCase())) files.push({ path: join(cdir, f), label });
-    }
+    for (const path of listImageFiles(cdir)) files.push({ path, label });
   }
-  const s = options.size;
-  const per = s * s * 3;
-  const images = new Uint8Array(files.length * per);
-  const labels = new Uint8Array(files.length);
-  const skipped: string[] = [];
-  let n = 0;
-  for (const f of files) {
-    let pixels: ArrayLike<number>;
-    try {
-      const t = tf.tidy(() => {
-        const img = options.decode(readFileSync(f.path), 3);
-        const resized = tf.image.resizeBilinear(img, [s, s], false, true);
-        return tf.cast(tf.clipByValue(tf.round(resized), 0, 255), 'int32');
-      });
-      pixels = t.dataSync();
-      t.dispose();
-    } catch (e) {
-      if (options.strict) {
-        throw new DatasetError(
-          f.path,
-          `unreadable image (${(e as Error).message.split('\n')[0]})`,
-          {
-            hint: 'remove or replace the file, or set data.strict: false to skip unreadable files',
-            cause: e,
-          },
-        );
-      }
-      skipped.push(f.path);
-      continue;
-    }
-    images.set(pixels, n * per);
-    labels[n] = f.label;
-    n++;
-  }
-  return {
-    split: { images: images.subarray(0, n * per), labels: labels.subarray(0, n), n },
-    skipped,
-  };
+  const read = readImageFiles(
+    files.map((f) => f.path),
+    options,
+  );
+  const labels = Uint8Array.from(read.kept, (i) => files[i]!.label);
+  return { split: { images: read.images, labels, n: read.n }, skipped: read.skipped };
 }
 
 /** Per-channel mean and std of uint8 NHWC pixels, on [0, 1]. */

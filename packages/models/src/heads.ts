@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Head, Rng } from '@contrast/core';
-import { BatchNorm, Linear } from './layers.js';
+import { BatchNorm, Linear, type ArchNode } from './layers.js';
 import { ParamStore } from './params.js';
 
 /** How an MLP head is built: widths and where BN goes. */
@@ -56,6 +56,20 @@ export class MlpLayers {
       });
       return this.outBn ? batchNorm1d(this.outBn, z, training) : z;
     });
+  }
+
+  /** The eval-mode layers as exporters see them: dense (-> BN) -> ReLU ..., dense (-> output BN). */
+  describe(): ArchNode[] {
+    const nodes: ArchNode[] = [];
+    this.fcs.forEach((fc, i) => {
+      nodes.push(fc.describe());
+      if (i === this.fcs.length - 1) return;
+      const bn = this.bns[i];
+      if (bn) nodes.push(bn.describe());
+      nodes.push({ kind: 'relu' });
+    });
+    if (this.outBn) nodes.push(this.outBn.describe());
+    return nodes;
   }
 }
 

@@ -14,6 +14,31 @@ import {
 import type { ParamStore } from './params.js';
 
 /**
+ * One eval-mode operation of a network, for exporters (tf.layers, torchvision
+ * names): what `apply(x, false)` computes, in order, with the variable-name
+ * prefixes it reads. `residual` is relu(main(x) + shortcut(x)), an empty
+ * shortcut being the identity. `maxpool` pads with -inf (PyTorch's), `pool`
+ * is the global average over H and W.
+ */
+export type ArchNode =
+  | {
+      kind: 'conv';
+      name: string;
+      kernel: number;
+      filters: number;
+      stride: number;
+      pad: number;
+      /** Computed as TF's 'same' (stride 1, symmetric padding), else explicit padding + 'valid'. */
+      same: boolean;
+    }
+  | { kind: 'bn'; name: string; eps: number }
+  | { kind: 'relu' }
+  | { kind: 'maxpool'; size: number; stride: number; pad: number }
+  | { kind: 'residual'; main: ArchNode[]; shortcut: ArchNode[] }
+  | { kind: 'pool' }
+  | { kind: 'dense'; name: string; units: number };
+
+/**
  * Convolution with PyTorch's symmetric padding: TF's 'same' pads 0 before and
  * 1 after on stride-2 convs; explicit padding + 'valid' matches torch exactly.
  */
@@ -21,18 +46,29 @@ export class Conv {
   readonly w: tf.Variable;
   constructor(
     store: ParamStore,
-    name: string,
+    /** Prefix of the variable names (`<name>/w`). */
+    readonly name: string,
     readonly k: number,
     cin: number,
-    cout: number,
+    readonly cout: number,
     readonly stride: number,
     readonly pad: number,
   ) {
     this.w = store.conv(`${name}/w`, k, cin, cout);
   }
 
+  /** PyTorch's padding expressed in TF's terms: 'same' only where it is symmetric. */
+  get sameForm(): boolean {
+    return this.stride === 1 && this.pad * 2 === this.k - 1;
+  }
+
+  describe(): ArchNode {
+    const { name, k, cout, stride, pad } = this;
+    return { kind: 'conv', name, kernel: k, filters: cout, stride, pad, same: this.sameForm };
+  }
+
   apply(x: tf.Tensor4D): tf.Tensor4D {
-    if (this.stride === 1 && this.pad * 2 === this.k - 1) {
+    if (this.sameForm) {
       return tf.conv2d(x, this.w as tf.Tensor4D, 1, 'same');
     }
     const p = this.pad;
@@ -145,7 +181,8 @@ export class BatchNorm {
 
   constructor(
     store: ParamStore,
-    name: string,
+    /** Prefix of the variable names (`<name>/gamma`, ...). */
+    readonly name: string,
     channels: number,
     readonly momentum = 0.1,
     readonly eps = 1e-5,
@@ -158,6 +195,10 @@ export class BatchNorm {
     this.beta = make(`${name}/beta`, [channels], 0);
     this.runningMean = store.buffer(`${name}/running_mean`, [channels], 0);
     this.runningVar = store.buffer(`${name}/running_var`, [channels], 1);
+  }
+
+  describe(): ArchNode {
+    return { kind: 'bn', name: this.name, eps: this.eps };
   }
 
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D {
@@ -284,8 +325,18 @@ export class BatchNorm {
 export class Linear {
   readonly w: tf.Variable;
   readonly b: tf.Variable;
-  constructor(store: ParamStore, name: string, fanIn: number, fanOut: number) {
+  constructor(
+    store: ParamStore,
+    /** Prefix of the variable names (`<name>/w`, `<name>/b`). */
+    readonly name: string,
+    fanIn: number,
+    readonly fanOut: number,
+  ) {
     ({ w: this.w, b: this.b } = store.linear(name, fanIn, fanOut));
+  }
+
+  describe(): ArchNode {
+    return { kind: 'dense', name: this.name, units: this.fanOut };
   }
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return tf.add(tf.matMul(x, this.w as tf.Tensor2D), this.b) as tf.Tensor2D;

@@ -2,7 +2,14 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfigError, l2Normalize, type Encoder, type EncoderSpec, type Rng } from '@contrast/core';
 import { backThrough, BackwardTape, type Backward, type Traced } from './backward.js';
 import { MlpLayers } from './heads.js';
-import { BatchNorm, Conv, maxPoolTrain, meanPoolTrain, reluTrain } from './layers.js';
+import {
+  BatchNorm,
+  Conv,
+  maxPoolTrain,
+  meanPoolTrain,
+  reluTrain,
+  type ArchNode,
+} from './layers.js';
 import { nativeBackend } from './native-ops.js';
 import { ParamStore } from './params.js';
 
@@ -12,7 +19,16 @@ interface Backbone {
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
   /** Training-mode forward recording a hand-written backward (native backend). */
   train(x: tf.Tensor4D, tape: BackwardTape): Traced<tf.Tensor2D>;
+  /** The eval-mode forward as a list of operations (what `apply(x, false)` computes). */
+  describe(): ArchNode[];
 }
+
+/** conv -> BN (-> ReLU) as exporters see it. */
+const convBnNodes = (conv: Conv, bn: BatchNorm, relu: boolean): ArchNode[] => [
+  conv.describe(),
+  bn.describe(),
+  ...(relu ? [{ kind: 'relu' } as const] : []),
+];
 
 let handWritten = process.env.CONTRAST_AUTODIFF !== '1';
 
@@ -94,6 +110,18 @@ class BasicBlock {
     return tf.relu(tf.add(y, id)) as tf.Tensor4D;
   }
 
+  describe(): ArchNode {
+    const sc = this.shortcut;
+    return {
+      kind: 'residual',
+      main: [
+        ...convBnNodes(this.conv1, this.bn1, true),
+        ...convBnNodes(this.conv2, this.bn2, false),
+      ],
+      shortcut: sc ? convBnNodes(sc.conv, sc.bn, false) : [],
+    };
+  }
+
   train(x: tf.Tensor4D, tape: BackwardTape): Traced {
     const a = convBn(this.conv1, this.bn1, x, tape, true);
     const b = convBn(this.conv2, this.bn2, a.y, tape, false);
@@ -145,6 +173,15 @@ class Bottleneck {
     return tf.relu(tf.add(y, id)) as tf.Tensor4D;
   }
 
+  describe(): ArchNode {
+    const sc = this.shortcut;
+    return {
+      kind: 'residual',
+      main: this.convs.flatMap((conv, i) => convBnNodes(conv, this.bns[i]!, i < 2)),
+      shortcut: sc ? convBnNodes(sc.conv, sc.bn, false) : [],
+    };
+  }
+
   train(x: tf.Tensor4D, tape: BackwardTape): Traced {
     let y = x;
     const steps: Backward[] = [];
@@ -179,6 +216,7 @@ class ResNetBackbone implements Backbone {
   private readonly blocks: {
     apply(x: tf.Tensor4D, training: boolean): tf.Tensor4D;
     train(x: tf.Tensor4D, tape: BackwardTape): Traced;
+    describe(): ArchNode;
   }[] = [];
 
   constructor(
@@ -236,6 +274,15 @@ class ResNetBackbone implements Backbone {
       );
     for (const b of this.blocks) y = b.apply(y, training);
     return tf.mean(y, [1, 2]) as tf.Tensor2D;
+  }
+
+  describe(): ArchNode[] {
+    return [
+      ...convBnNodes(this.stemConv, this.stemBn, true),
+      ...(this.maxPool ? [{ kind: 'maxpool', size: 3, stride: 2, pad: 1 } as const] : []),
+      ...this.blocks.map((b) => b.describe()),
+      { kind: 'pool' },
+    ];
   }
 
   train(x: tf.Tensor4D, tape: BackwardTape): Traced<tf.Tensor2D> {
@@ -297,6 +344,16 @@ class ConvNetBackbone implements Backbone {
       if (st.pool) y = tf.maxPool(y, 2, 2, 'valid');
     }
     return tf.mean(y, [1, 2]) as tf.Tensor2D;
+  }
+
+  describe(): ArchNode[] {
+    return [
+      ...this.stages.flatMap((st) => [
+        ...convBnNodes(st.conv, st.bn, true),
+        ...(st.pool ? [{ kind: 'maxpool', size: 2, stride: 2, pad: 0 } as const] : []),
+      ]),
+      { kind: 'pool' },
+    ];
   }
 
   train(x: tf.Tensor4D, tape: BackwardTape): Traced<tf.Tensor2D> {
@@ -414,6 +471,15 @@ export class ContrastEncoder implements Encoder {
 
   namedVariables(): ReadonlyMap<string, tf.Variable> {
     return this.store.named;
+  }
+
+  /**
+   * The eval-mode network as operations over named variables, for exporters:
+   * `backbone` ends in the global average pool (`features`), `head` maps those
+   * features to the projection (`embed` L2-normalises its output).
+   */
+  describe(): { backbone: ArchNode[]; head: ArchNode[] } {
+    return { backbone: this.backbone.describe(), head: this.head.describe() };
   }
 
   /** Number of scalar parameters (BN buffers excluded). */

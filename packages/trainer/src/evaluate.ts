@@ -9,6 +9,7 @@ import {
   writeFileAtomic,
   type Catalog,
   type DecodedBundle,
+  type ExperimentConfig,
   type ImageSplit,
 } from '@contrast/core';
 import { splitBatch } from '@contrast/data';
@@ -51,6 +52,38 @@ function runWeights(runPath: string): { path: string; bundle: DecodedBundle } {
   return { path: c.path, bundle: c.bundle };
 }
 
+/** A run rebuilt for use after training: see `openRun`. */
+export interface OpenedRun {
+  runPath: string;
+  /** The run's resolved config (the whole training split: data.trainSubset=0). */
+  config: ExperimentConfig;
+  /** Which weights were loaded: state/final.bin, else the newest checkpoint. */
+  weights: string;
+  /** Composed as for training (encoder, dataset, method), holding the trained weights; the caller disposes it. */
+  session: TrainingSession;
+}
+
+/**
+ * Rebuilds a run's encoder (and the rest of its composition) from its
+ * config.yaml and loads its trained weights: the final state, or the newest
+ * checkpoint when the run has not finished. The one way evaluation, export and
+ * embedding get at a trained encoder.
+ * @throws StateError when the folder is not a run or its weights do not match its config.
+ */
+export function openRun(target: string, catalog: Catalog): OpenedRun {
+  const runPath = resolve(target);
+  const config = loadExperiment(requireRunFolder(runPath), ['data.trainSubset=0']);
+  const weights = runWeights(runPath);
+  const session = createSession(config, catalog);
+  try {
+    session.loadState(weights.bundle);
+  } catch (e) {
+    session.dispose();
+    throw e;
+  }
+  return { runPath, config, weights: weights.path, session };
+}
+
 /**
  * `contrast eval knn|linear <run>`: rebuilds the run's encoder from its
  * config.yaml, loads its trained weights, evaluates on the full splits and
@@ -64,18 +97,14 @@ export async function evaluateRun(
   options: EvaluateOptions = {},
 ): Promise<EvaluateOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
-  const runPath = resolve(target);
-  const config = loadExperiment(requireRunFolder(runPath), ['data.trainSubset=0']);
-  const weights = runWeights(runPath);
-  const session = createSession(config, catalog);
+  const { runPath, weights, session } = openRun(target, catalog);
   const t0 = performance.now();
   try {
-    session.loadState(weights.bundle);
     const results =
       kind === 'knn' ? evaluateKnn(session, options, log) : evaluateLinear(session, options, log);
     const seconds = (performance.now() - t0) / 1000;
-    const file = await record(runPath, kind, { ...results, seconds }, weights.path, log);
-    return { kind, results, weights: weights.path, file, seconds };
+    const file = await record(runPath, kind, { ...results, seconds }, weights, log);
+    return { kind, results, weights, file, seconds };
   } finally {
     session.dispose();
   }

@@ -1,0 +1,57 @@
+import * as tf from '@tensorflow/tfjs';
+import { loadFashionMnist, splitBatch } from '@contrast/data';
+import type { ContrastEncoder } from '@contrast/models';
+
+/**
+ * Gives every BatchNorm non-trivial values (gamma U[0.5, 1.5], beta U[-0.3, 0.3],
+ * running mean U[-0.5, 0.5], running variance U[0.5, 2]), seeded, so an export
+ * check on a freshly initialised encoder exercises the running statistics
+ * (at initialisation they are 0 and 1 and would hide a swapped mean / variance).
+ */
+export function randomizeBatchNorm(encoder: ContrastEncoder, seed: number): void {
+  const ranges: [string, number, number][] = [
+    ['/gamma', 0.5, 1.5],
+    ['/beta', -0.3, 0.3],
+    ['/running_mean', -0.5, 0.5],
+    ['/running_var', 0.5, 2],
+  ];
+  let i = 0;
+  for (const [name, v] of encoder.namedVariables()) {
+    const r = ranges.find(([suffix]) => name.endsWith(suffix));
+    if (!r) continue;
+    tf.tidy(() => v.assign(tf.randomUniform(v.shape, r[1], r[2], 'float32', seed + i++)));
+  }
+}
+
+/** The largest |a - b| over two equally shaped tensors. */
+export function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
+  return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
+}
+
+/**
+ * The encoders export parity is checked on (tfjs in the test suite, torch with
+ * `pnpm export-parity`): the ConvNet, ResNet-18 with the CIFAR stem (1 channel)
+ * and the ImageNet stem at full width (torchvision's resnet18 unchanged),
+ * ResNet-50 (bottlenecks) with an MLP head.
+ */
+export const PARITY_ENCODERS = [
+  { encoder: 'convnet', width: 0.5, channels: 1 },
+  { encoder: 'resnet18', stem: 'cifar', width: 0.25, channels: 1 },
+  { encoder: 'resnet18', stem: 'imagenet', width: 1, channels: 3 },
+  { encoder: 'resnet50', stem: 'imagenet', width: 0.25, channels: 3, head: 'mlp' },
+] as const;
+
+/**
+ * 256 normalised Fashion-MNIST test images [256, 28, 28, 1]; for 3-channel
+ * encoders resized to 56x56 with a different tint per channel (so a channel
+ * mix-up shows).
+ */
+export function parityImages(channels: 1 | 3): tf.Tensor4D {
+  const ds = loadFashionMnist();
+  return tf.tidy(() => {
+    const x = splitBatch(ds, ds.test, 0, 256);
+    if (channels === 1) return x;
+    const big = tf.image.resizeBilinear(x, [56, 56], false, true);
+    return tf.concat([big, tf.mul(big, 0.5), tf.sub(0.2, big)], 3) as tf.Tensor4D;
+  });
+}
