@@ -35,10 +35,10 @@ function withRun<T>(runPath: string, f: (o: ReturnType<typeof openRun>) => T): T
 
 /** L2-normalised eval-mode features of test images start..end, computed in-process. */
 function inProcessFeatures(runPath: string, start: number, end: number): Float32Array {
-  return withRun(runPath, ({ trainer }) =>
+  return withRun(runPath, ({ session }) =>
     tf.tidy(() => {
-      const x = splitBatch(trainer.dataset, trainer.dataset.test, start, end);
-      return l2Normalize(trainer.encoder.features(x, false)).dataSync() as Float32Array;
+      const x = splitBatch(session.dataset, session.dataset.test, start, end);
+      return l2Normalize(session.encoder.features(x, false)).dataSync() as Float32Array;
     }),
   );
 }
@@ -65,7 +65,7 @@ describe('export and embed a trained encoder', () => {
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'contrast-export-'));
     run = await trainTinyRun(root, 'export-tiny');
-    test = withRun(run.runPath, ({ trainer }) => trainer.dataset.test);
+    test = withRun(run.runPath, ({ session }) => session.dataset.test);
   }, 300_000);
 
   it('export writes encoder.json, a tfjs model equal to the encoder, npz and torch files', async () => {
@@ -98,11 +98,11 @@ describe('export and embed a trained encoder', () => {
 
     // tfjs: loaded from disk as a user would, same features as the encoder in-process
     const model = await tf.loadLayersModel(pathToFileURL(join(out, 'tfjs', 'model.json')).href);
-    const diffs = withRun(run.runPath, ({ trainer }) => {
-      const x = splitBatch(trainer.dataset, trainer.dataset.test, 0, 256);
+    const diffs = withRun(run.runPath, ({ session }) => {
+      const x = splitBatch(session.dataset, session.dataset.test, 0, 256);
       const [f, z] = model.predict(x) as tf.Tensor2D[];
-      const ref = trainer.encoder.features(x, false);
-      const refZ = trainer.encoder.embed(x, false);
+      const ref = session.encoder.features(x, false);
+      const refZ = session.encoder.embed(x, false);
       const d = [maxAbsDiff(f!, ref), tf.tidy(() => maxAbsDiff(l2Normalize(z!), refZ))];
       tf.dispose([x, f!, z!, ref, refZ]);
       return d;
@@ -114,9 +114,9 @@ describe('export and embed a trained encoder', () => {
     // npz: every variable under its Contrast name, same values; torch: torchvision names
     const vars = withRun(
       run.runPath,
-      ({ trainer }) =>
+      ({ session }) =>
         new Map(
-          [...trainer.encoder.namedVariables()].map(([k, v]) => [k, v.dataSync() as Float32Array]),
+          [...session.encoder.namedVariables()].map(([k, v]) => [k, v.dataSync() as Float32Array]),
         ),
     );
     const npz = unzipSync(readFileSync(join(out, 'encoder.npz')));

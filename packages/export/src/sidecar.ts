@@ -38,9 +38,12 @@ export interface EncoderSidecar {
   };
   features: { dim: number; layer: string; batchNorm: string };
   projection: {
-    head: 'linear' | 'mlp';
+    /** As model.head: 'linear', 'mlp' (Linear-ReLU-Linear) or 'mlp-bn' (Linear-BN-ReLU ... Linear). */
+    head: 'linear' | 'mlp' | 'mlp-bn';
     dim: number;
     hiddenDim?: number;
+    /** Linear layers of an MLP head. */
+    layers?: number;
     included: boolean;
     normalization: string;
   };
@@ -167,7 +170,9 @@ export function encoderSidecar(
     projection: {
       head: model.head,
       dim: model.dim,
-      ...(model.head === 'mlp' ? { hiddenDim: model.hiddenDim || encoder.featureDim } : {}),
+      ...(model.head !== 'linear'
+        ? { hiddenDim: model.hiddenDim || encoder.featureDim, layers: model.headLayers }
+        : {}),
       included: includeHead,
       normalization: 'the training embedding is projection / ||projection||_2',
     },

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { ExperimentSchema, Rng, StateError } from '@contrast/core';
 import { createEncoder } from './resnet.js';
-import { PredictorEncoder } from './predictor.js';
+import { createPredictor } from './heads.js';
 import {
   contrastName,
   fromTorchTensor,
@@ -76,7 +76,7 @@ describe('Contrast -> torchvision names and layouts', () => {
     expect(torchName('layer4/0/conv3/w')).toBe('layer4.0.conv3.weight'); // bottleneck
     expect(torchName('head/fc1/w')).toBe('fc.0.weight');
     expect(torchName('head/fc2/b')).toBe('fc.2.bias');
-    expect(torchName('predictor/bn/beta')).toBe('predictor.1.bias');
+    expect(torchName('predictor/bn1/beta')).toBe('predictor.1.bias');
     expect(torchName('predictor/fc2/w')).toBe('predictor.3.weight');
     expect(torchName('bn3/running_mean')).toBe('bn3.running_mean'); // ConvNet
     expect(contrastName('conv1.weight', { resnet: true })).toBe('stem/conv/w');
@@ -95,7 +95,14 @@ describe('Contrast -> torchvision names and layouts', () => {
       spec({ encoder: 'resnet18', width: 0.125, dim: 8, head: 'mlp', hiddenDim: 16 }),
       new Rng(1),
     );
-    const withPredictor = new PredictorEncoder(base, 12, { rng: new Rng(2) });
+    const predictor = createPredictor(8, 12, new Rng(2));
+    const withPredictor = {
+      namedVariables: () => new Map([...base.namedVariables(), ...predictor.namedVariables()]),
+      dispose: () => {
+        base.dispose();
+        predictor.dispose();
+      },
+    };
     const convnet = createEncoder(spec({ encoder: 'convnet', width: 0.25, dim: 8 }, 1), new Rng(3));
     for (const [enc, resnet] of [
       [withPredictor, true],

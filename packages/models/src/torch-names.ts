@@ -61,7 +61,7 @@ const HEADS: Rule[] = [
   [/^head\/fc1$/, 'fc.0', /^fc\.0$/, 'head/fc1'],
   [/^head\/fc2$/, 'fc.2', /^fc\.2$/, 'head/fc2'],
   [/^predictor\/fc1$/, 'predictor.0', /^predictor\.0$/, 'predictor/fc1'],
-  [/^predictor\/bn$/, 'predictor.1', /^predictor\.1$/, 'predictor/bn'],
+  [/^predictor\/bn1$/, 'predictor.1', /^predictor\.1$/, 'predictor/bn1'],
   [/^predictor\/fc2$/, 'predictor.3', /^predictor\.3$/, 'predictor/fc2'],
 ];
 

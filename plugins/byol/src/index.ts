@@ -39,7 +39,9 @@ export const ByolConfigSchema = z
       .int()
       .positive()
       .default(4096)
-      .describe('Hidden width of the predictor MLP (4096 in BYOL; scaled down for small encoders).'),
+      .describe(
+        'Hidden width of the predictor MLP (4096 in BYOL; scaled down for small encoders).',
+      ),
   })
   .strict();
 export type ByolConfig = z.infer<typeof ByolConfigSchema>;

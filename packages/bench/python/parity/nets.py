@@ -129,7 +129,8 @@ class Encoder(nn.Module):
 
 
 class PredictorEncoder(nn.Module):
-    """MoCo v3 / BYOL: normalise(predictor(base(x))), the predictor on the base's normalised output."""
+    """MoCo v3: normalise(predictor(fc(features(x)))), the predictor on the raw projection
+    (MoCo v3's `self.predictor(self.base_encoder(x))`, normalised in its contrastive loss)."""
 
     def __init__(self, base, hidden):
         super().__init__()
@@ -140,7 +141,7 @@ class PredictorEncoder(nn.Module):
         )
 
     def forward(self, x):
-        return F.normalize(self.predictor(self.base(x)), dim=1)
+        return F.normalize(self.predictor(self.base.fc(self.base.features(x))), dim=1)
 
 
 def load_state(module, state):

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { ExperimentInput, Plugin } from '@contrast/core';
+import { ContrastiveMethod, type ExperimentInput, type Plugin } from '@contrast/core';
 import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
@@ -36,13 +36,23 @@ export interface ParitySize {
   bnSplits: number;
 }
 
+/** The parts of a harness's contrastive method (every method the parity harness checks is one). */
+export function contrastiveParts(h: StepHarness): ContrastiveMethod['parts'] {
+  if (!(h.method instanceof ContrastiveMethod)) {
+    throw new Error(`parity: ${h.method.name} is not a contrastive method`);
+  }
+  return h.method.parts;
+}
+
 /**
- * Records the rows MemoryBankSource draws as negatives: the Int32Array handed to
+ * Records the rows BankSource draws as negatives: the Int32Array handed to
  * bank.gather (positives are gathered with the batch's index tensor).
  */
 function recordBankDraws(h: StepHarness): { take(): Drawn } {
   const bank = (
-    h.source as unknown as { bank: { gather(i: tf.Tensor1D | Int32Array): tf.Tensor2D } }
+    contrastiveParts(h).source as unknown as {
+      bank: { gather(i: tf.Tensor1D | Int32Array): tf.Tensor2D };
+    }
   ).bank;
   const gather = bank.gather.bind(bank);
   let drawn: Int32Array | undefined;
@@ -62,11 +72,11 @@ function recordBankDraws(h: StepHarness): { take(): Drawn } {
 
 /**
  * Records shuffle BN's permutations: the rows the momentum key encoder saw, in
- * order, matched to the batch handed to keyPolicy.encode (perm0, perm1 per call).
+ * order, matched to the batch handed to the key encoder's encode (perm0, perm1 per call).
  */
 function recordShuffles(h: StepHarness): { take(): Drawn } {
   type Embed = (x: tf.Tensor4D, training: boolean) => tf.Tensor2D;
-  const policy = h.keyPolicy as unknown as {
+  const policy = contrastiveParts(h).keyEncoder as unknown as {
     encode(x: tf.Tensor4D): tf.Tensor2D | undefined;
     keyEncoder: { embed: Embed };
   };

@@ -4,7 +4,6 @@ import * as tf from '@tensorflow/tfjs';
 import type { ExperimentInput, Plugin, TrainingDataset } from '@contrast/core';
 import { nhwcToNchw, torchName, toTorchTensor } from '@contrast/models';
 import {
-  contrastiveStep,
   createCatalog,
   createStepHarness,
   learningRate,
@@ -12,7 +11,7 @@ import {
 } from '@contrast/trainer';
 import { writeFileAtomic } from '@contrast/core';
 import { writeNpy } from './npy.js';
-import type { Drawn, ParityMethod, ParitySize } from './methods.js';
+import { contrastiveParts, type Drawn, type ParityMethod, type ParitySize } from './methods.js';
 
 /** What one side records after each step. */
 export interface StepRecord {
@@ -103,10 +102,11 @@ function openSide(
   );
   h.clock.total = o.steps;
   const resnet = h.config.model.encoder !== 'convnet';
-  const byVariable = new Map([...h.encoder.namedVariables()].map(([k, v]) => [v.name, k]));
+  const byVariable = new Map([...onlineVariables(h)].map(([k, v]) => [v.name, k]));
   const side: ContrastSide = { h, take: () => ({}), grads: {}, bnOrder: [], resnet };
-  const apply = h.parts.optimizer.apply.bind(h.parts.optimizer);
-  h.parts.optimizer.apply = (grads, lr) => {
+  const { optimizer } = h.session;
+  const apply = optimizer.apply.bind(optimizer);
+  optimizer.apply = (grads, lr) => {
     const sums: Record<string, number> = {};
     for (const [variable, g] of Object.entries(grads)) {
       const group = parameterGroup(torchName(byVariable.get(variable)!), resnet);
@@ -121,15 +121,21 @@ function openSide(
       .filter((n) => /running_(mean|var)$/.test(n))
       .map((n) => [which, n, torchName(n)] as [string, string, string]);
   side.bnOrder = [
-    ...buffers('query', h.encoder.namedVariables().keys()),
-    ...buffers('key', Object.keys(h.keyPolicy.state().tensors)),
+    ...buffers('query', onlineVariables(h).keys()),
+    ...buffers('key', Object.keys(contrastiveParts(h).keyEncoder.state().tensors)),
   ];
   return side;
 }
 
+/** The online network's variables by Contrast name: the encoder's and its predictor's (MoCo v3). */
+function onlineVariables(h: StepHarness): Map<string, tf.Variable> {
+  const { predictor } = contrastiveParts(h);
+  return new Map([...h.encoder.namedVariables(), ...(predictor?.namedVariables() ?? [])]);
+}
+
 function bnValues(side: ContrastSide): Float32Array {
-  const key = side.h.keyPolicy.state().tensors;
-  const vars = side.h.encoder.namedVariables();
+  const key = contrastiveParts(side.h).keyEncoder.state().tensors;
+  const vars = onlineVariables(side.h);
   const parts = side.bnOrder.map(
     ([which, name]) =>
       (which === 'query' ? vars.get(name)! : key[name]!).dataSync() as Float32Array,
@@ -171,11 +177,12 @@ export function runContrastSide(
   mkdirSync(dir, { recursive: true });
   const side = openSide(method, o, plugins, dataset);
   const { h } = side;
+  const { keyEncoder, source } = contrastiveParts(h);
   try {
-    exportWeights(join(dir, 'weights'), h.encoder.namedVariables());
-    const key = Object.entries(h.keyPolicy.state().tensors);
+    exportWeights(join(dir, 'weights'), onlineVariables(h));
+    const key = Object.entries(keyEncoder.state().tensors);
     if (key.length > 0) exportWeights(join(dir, 'key'), key);
-    const state = method.state ? h.source.state().tensors[method.state] : undefined;
+    const state = method.state ? source.state().tensors[method.state] : undefined;
     if (state)
       writeNpy(join(dir, `${method.state}.npy`), {
         data: state.dataSync() as Float32Array,
@@ -188,17 +195,17 @@ export function runContrastSide(
     for (let i = 0; i < o.steps; i++) {
       const b = h.nextBatch();
       const prefix = join(dir, `batch-${String(i).padStart(3, '0')}`);
-      exportView(`${prefix}-query.npy`, b.query);
-      exportView(`${prefix}-key.npy`, b.key);
+      exportView(`${prefix}-query.npy`, b.x1);
+      exportView(`${prefix}-key.npy`, b.x2);
       writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
       h.clock.step = i; // as the trainer does: schedules see the steps completed
-      const out = contrastiveStep(h.parts, b, lrs[i]!);
+      const out = h.stepOn(b, lrs[i]!);
       const loss = out.loss.dataSync()[0]!;
-      tf.dispose([out.loss, out.accuracy, b.query, b.key, b.indices]);
+      tf.dispose([out.loss, ...Object.values(out.metrics), b.x1, b.x2, b.indices]);
       for (const [name, a] of Object.entries(side.take())) {
         writeNpy(`${prefix}-${name}.npy`, { data: a, shape: [a.length] });
       }
-      const st = method.state ? h.source.state().tensors[method.state] : undefined;
+      const st = method.state ? source.state().tensors[method.state] : undefined;
       records.push({
         loss,
         gradNorms: side.grads,
@@ -207,7 +214,7 @@ export function runContrastSide(
       });
     }
     const groups = Object.fromEntries(
-      [...h.encoder.namedVariables().keys()].map((n) => [
+      [...onlineVariables(h).keys()].map((n) => [
         torchName(n),
         parameterGroup(torchName(n), side.resnet),
       ]),

@@ -207,13 +207,14 @@ function registerRunConfig(group: Command, ctx: CliContext): void {
       .requiredOption('--id <hash>', 'configuration id (config hash)')
       .requiredOption('--out <dir>', 'study output folder'),
   ).action(async (file: string, flags: { id: string; out: string; scale: number }) => {
-    const [{ initBackend }, { catalogForStudy }, parallel, { StudyRunStopped }] =
-      await Promise.all([
+    const [{ initBackend }, { catalogForStudy }, parallel, { StudyRunStopped }] = await Promise.all(
+      [
         import('@contrast/backend'),
         import('../plugins.js'),
         import('../parallel.js'),
         import('@contrast/study'),
-      ]);
+      ],
+    );
     const stop = new StopSignals().install();
     const onMessage = (m: unknown) => {
       if (parallel.isStopMessage(m)) stop.request(m.signal);
