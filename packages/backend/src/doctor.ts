@@ -16,11 +16,21 @@ export async function runDoctor(options: {
   datasetDirs: Record<string, string[]>;
   runDir: string;
 }): Promise<DoctorCheck[]> {
-  const checks: DoctorCheck[] = [];
+  return [
+    bindingCheck(),
+    await backendCheck(),
+    threadsCheck(),
+    ...Object.entries(options.datasetDirs).map(([name, dirs]) => datasetCheck(name, dirs)),
+    cacheCheck(),
+    runDirCheck(options.runDir),
+  ];
+}
+
+function bindingCheck(): DoctorCheck {
   const pkg = tfjsNodeDir();
   const binding = pkg ? findBinding(pkg) : undefined;
   const loads = pkg && binding ? bindingLoads(pkg) : { ok: false, error: 'not built' };
-  checks.push({
+  return {
     name: 'native binding',
     ok: loads.ok,
     detail: loads.ok
@@ -31,20 +41,26 @@ export async function runDoctor(options: {
     ...(loads.ok
       ? {}
       : { fix: "run 'contrast setup' (builds against the PyPI TensorFlow wheel, offline)" }),
-  });
+  };
+}
+
+async function backendCheck(): Promise<DoctorCheck> {
   try {
     const info = await initBackend();
-    checks.push({
+    return {
       name: 'backend',
       ok: info.name !== 'cpu',
       detail: `${info.name} (tfjs ${info.tfjsVersion}${info.tensorflowVersion ? `, TensorFlow C library ${info.tensorflowVersion}` : ''})`,
       ...(info.name === 'cpu'
         ? { fix: "run 'contrast setup'; the pure-JS backend is ~100x slower" }
         : {}),
-    });
+    };
   } catch (e) {
-    checks.push({ name: 'backend', ok: false, detail: (e as Error).message });
+    return { name: 'backend', ok: false, detail: (e as Error).message };
   }
+}
+
+function threadsCheck(): DoctorCheck {
   const threadEnv = [
     'OMP_NUM_THREADS',
     'TF_NUM_INTRAOP_THREADS',
@@ -54,44 +70,50 @@ export async function runDoctor(options: {
     .filter((k) => process.env[k] !== undefined)
     .map((k) => `${k}=${process.env[k]}`);
   const onednnOff = process.env.TF_ENABLE_ONEDNN_OPTS === '0';
-  checks.push({
+  return {
     name: 'threads',
     ok: !onednnOff,
     detail: `${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; TensorFlow uses all cores by default${threadEnv.length ? `; ${threadEnv.join(' ')}` : ''}`,
     ...(onednnOff
       ? { fix: 'unset TF_ENABLE_ONEDNN_OPTS: turning oneDNN off roughly halves training speed' }
       : {}),
-  });
-  for (const [name, dirs] of Object.entries(options.datasetDirs)) {
-    const found = dirs.find((d) => existsSync(d));
-    checks.push({
-      name: `dataset ${name}`,
-      ok: found !== undefined,
-      detail: found ?? `not found in ${dirs.join(', ')}`,
-      ...(found
-        ? {}
-        : {
-            fix: 'apt-get install -y dataset-fashion-mnist, or set data.root / CONTRAST_FASHION_MNIST',
-          }),
-    });
-  }
+  };
+}
+
+function datasetCheck(name: string, dirs: string[]): DoctorCheck {
+  const found = dirs.find((d) => existsSync(d));
+  return {
+    name: `dataset ${name}`,
+    ok: found !== undefined,
+    detail: found ?? `not found in ${dirs.join(', ')}`,
+    ...(found
+      ? {}
+      : {
+          fix: 'apt-get install -y dataset-fashion-mnist, or set data.root / CONTRAST_FASHION_MNIST',
+        }),
+  };
+}
+
+function cacheCheck(): DoctorCheck {
   const cache = defaultCacheDir();
-  checks.push({
+  return {
     name: 'cache',
     ok: true,
     detail: `${cache} (${existsSync(resolve(cache, `libtensorflow-${TF_WHEEL.version}`, '.complete')) ? 'libtensorflow extracted' : 'empty'})`,
-  });
+  };
+}
+
+function runDirCheck(runDir: string): DoctorCheck {
   try {
-    mkdirSync(options.runDir, { recursive: true });
-    accessSync(options.runDir, constants.W_OK);
-    checks.push({ name: 'run directory', ok: true, detail: resolve(options.runDir) });
+    mkdirSync(runDir, { recursive: true });
+    accessSync(runDir, constants.W_OK);
+    return { name: 'run directory', ok: true, detail: resolve(runDir) };
   } catch (e) {
-    checks.push({
+    return {
       name: 'run directory',
       ok: false,
-      detail: `${resolve(options.runDir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      detail: `${resolve(runDir)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
       fix: 'choose a writable folder with --set tracking.dir=PATH',
-    });
+    };
   }
-  return checks;
 }

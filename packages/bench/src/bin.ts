@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultRows, median, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
 import { ensureTorchVenv } from './torch.js';
+import { UsageError } from '@contrast/core';
 
 const HELP = `pnpm bench [options]
 
@@ -127,6 +128,56 @@ function table(reports: RowReport[], leak?: { steps: number; tensors: number[] }
   return lines.join('\n');
 }
 
+/** The script that measures one row of ours in a fresh process. */
+const CHILD = fileURLToPath(new URL('./child.js', import.meta.url));
+
+/** A whole-number flag of at least `min`. @throws UsageError otherwise. */
+function intFlag(name: string, v: string | undefined, min: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`, {
+      hint: `e.g. --${name} ${Math.max(min, 2)}`,
+    });
+  }
+  return n;
+}
+
+/** The rows whose name contains `filter` (all without one). @throws UsageError when none does. */
+function selectRows(rows: RowSpec[], filter: string | undefined): RowSpec[] {
+  if (!filter) return rows;
+  const picked = rows.filter((r) => rowName(r).includes(filter));
+  if (picked.length === 0) {
+    throw new UsageError(`--rows '${filter}' matches no row`, {
+      hint: `the rows are:\n  ${rows.map(rowName).join('\n  ')}`,
+    });
+  }
+  return picked;
+}
+
+/** Each row `rounds` times in fresh child processes: ours, then PyTorch's when `python` is given. */
+function measureRows(rows: RowSpec[], rounds: number, python: string | undefined): RowReport[] {
+  const script = fileURLToPath(new URL('../python/moco_step.py', import.meta.url));
+  const reports: RowReport[] = [];
+  for (const spec of rows) {
+    const report: RowReport = { name: rowName(spec), spec, ours: [], pytorch: [] };
+    for (let round = 0; round < rounds; round++) {
+      const tag = `${report.name} (round ${round + 1}/${rounds})`;
+      process.stderr.write(`ours    ${tag} ...`);
+      const a = runChild(process.execPath, [CHILD, JSON.stringify(spec)], `ours: ${tag}`);
+      report.ours.push(a);
+      process.stderr.write(` ${a.imgPerSec.toFixed(1)} img/s, ${a.peakRssMb.toFixed(0)} MB\n`);
+      if (python) {
+        process.stderr.write(`pytorch ${tag} ...`);
+        const b = runChild(python, [script, JSON.stringify(spec)], `pytorch: ${tag}`);
+        report.pytorch.push(b);
+        process.stderr.write(` ${b.imgPerSec.toFixed(1)} img/s, ${b.peakRssMb.toFixed(0)} MB\n`);
+      }
+    }
+    reports.push(report);
+  }
+  return reports;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -146,54 +197,21 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const int = (name: string, v: string | undefined, min: number) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) {
-      throw new Error(`--${name} must be an integer >= ${min}, got '${v}'`);
-    }
-    return n;
+  const timing = {
+    warmup: intFlag('warmup', values.warmup, 0),
+    steps: intFlag('steps', values.steps, 1),
   };
-  const timing = { warmup: int('warmup', values.warmup, 0), steps: int('steps', values.steps, 1) };
   const vs = values['vs-pytorch'];
-  const rounds = int('rounds', values.rounds ?? (vs ? '2' : '1'), 1);
-  let rows = values.quick ? quickRows(timing) : defaultRows(timing);
-  if (values.rows) {
-    const all = rows.map(rowName);
-    rows = rows.filter((r) => rowName(r).includes(values.rows!));
-    if (rows.length === 0) {
-      throw new Error(
-        `--rows '${values.rows}' matches no row; the rows are:\n  ${all.join('\n  ')}`,
-      );
-    }
-  }
-  const python = vs ? ensureTorchVenv() : undefined;
-  const child = fileURLToPath(new URL('./child.js', import.meta.url));
-  const script = fileURLToPath(new URL('../python/moco_step.py', import.meta.url));
+  const rounds = intFlag('rounds', values.rounds ?? (vs ? '2' : '1'), 1);
+  const rows = selectRows(values.quick ? quickRows(timing) : defaultRows(timing), values.rows);
   const started = new Date();
-  const reports: RowReport[] = [];
-  for (const spec of rows) {
-    const report: RowReport = { name: rowName(spec), spec, ours: [], pytorch: [] };
-    for (let round = 0; round < rounds; round++) {
-      const tag = `${report.name} (round ${round + 1}/${rounds})`;
-      process.stderr.write(`ours    ${tag} ...`);
-      const a = runChild(process.execPath, [child, JSON.stringify(spec)], `ours: ${tag}`);
-      report.ours.push(a);
-      process.stderr.write(` ${a.imgPerSec.toFixed(1)} img/s, ${a.peakRssMb.toFixed(0)} MB\n`);
-      if (python) {
-        process.stderr.write(`pytorch ${tag} ...`);
-        const b = runChild(python, [script, JSON.stringify(spec)], `pytorch: ${tag}`);
-        report.pytorch.push(b);
-        process.stderr.write(` ${b.imgPerSec.toFixed(1)} img/s, ${b.peakRssMb.toFixed(0)} MB\n`);
-      }
-    }
-    reports.push(report);
-  }
+  const reports = measureRows(rows, rounds, vs ? ensureTorchVenv() : undefined);
   let leak: { steps: number; tensors: number[] } | undefined;
   if (!values['no-leak']) {
     process.stderr.write('leak check (200 steps) ...\n');
     leak = runChild(
       process.execPath,
-      [child, JSON.stringify({ mode: 'leak', steps: 200 })],
+      [CHILD, JSON.stringify({ mode: 'leak', steps: 200 })],
       'leak check',
     ) as unknown as { steps: number; tensors: number[] };
   }

@@ -4,7 +4,12 @@ import { initBackend } from '@contrast/backend';
 import { ContrastiveMethod, InfoNceLoss, type TrainingDataset } from '@contrast/core';
 import { disposeBatch, loadFashionMnist, type TwoViewBatch } from '@contrast/data';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
-import { createCatalog, createOptimizer, createStepHarness } from '@contrast/trainer';
+import {
+  createCatalog,
+  createOptimizer,
+  createStepHarness,
+  type StepHarness,
+} from '@contrast/trainer';
 import { median, type RowResult, type RowSpec } from './spec.js';
 
 /**
@@ -79,48 +84,44 @@ function matmulGflops(): number {
   return (5 * 2 * n ** 3) / s / 1e9;
 }
 
-/** Runs one row of ours and returns its measurements. */
-export async function runRow(spec: RowSpec): Promise<RowResult> {
-  const info = await initBackend('tensorflow');
-  const dataset = benchDataset(spec);
-  const h = createStepHarness(benchExperiment(spec), createCatalog([momentumQueuePlugin()]), {
-    dataset,
-  });
+type BenchStep = (b: TwoViewBatch, mark?: (p: string) => void) => void;
+
+/** The timed step: MoCo's whole step, or the raw encoder step (forward, a linear loss, backward, SGD). */
+function benchStep(spec: RowSpec, h: StepHarness): BenchStep {
   const { encoder } = h;
   const lr = h.config.optim.lr;
-  const batches: TwoViewBatch[] = [h.nextBatch(), h.nextBatch()];
-
-  let step: (b: TwoViewBatch, mark?: (p: string) => void) => void;
   if (spec.mode === 'moco') {
-    step = (b, mark) => {
+    return (b, mark) => {
       const out = h.stepOn(b, lr, mark);
       out.loss.dataSync();
       tf.dispose([out.loss, ...Object.values(out.metrics)]);
     };
-  } else {
-    // the raw encoder step: forward, a linear loss on the embedding, backward, SGD
-    const optimizer = createOptimizer(encoder.parameters(), h.config.optim);
-    const target = tf.tidy(() => tf.randomNormal([h.config.model.dim, 1], 0, 1, 'float32', 1));
-    step = (b, mark) => {
-      const loss = tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => {
-          const z = encoder.embed(b.x1, true);
-          mark?.('query_forward');
-          return tf.mean(tf.matMul(z, target)) as tf.Scalar;
-        }, encoder.parameters());
-        mark?.('backward');
-        optimizer.apply(grads, lr);
-        mark?.('optimizer');
-        return value;
-      });
-      loss.dataSync();
-      loss.dispose();
-    };
   }
+  const optimizer = createOptimizer(encoder.parameters(), h.config.optim);
+  const target = tf.tidy(() => tf.randomNormal([h.config.model.dim, 1], 0, 1, 'float32', 1));
+  return (b, mark) => {
+    const loss = tf.tidy(() => {
+      const { value, grads } = tf.variableGrads(() => {
+        const z = encoder.embed(b.x1, true);
+        mark?.('query_forward');
+        return tf.mean(tf.matMul(z, target)) as tf.Scalar;
+      }, encoder.parameters());
+      mark?.('backward');
+      optimizer.apply(grads, lr);
+      mark?.('optimizer');
+      return value;
+    });
+    loss.dataSync();
+    loss.dispose();
+  };
+}
 
-  // Timed steps, alternating: the step alone on a batch made beforehand, then a
-  // step as the trainer runs it (draw and augment its batch first), so that
-  // drift of the machine's speed affects both the same way.
+/**
+ * Timed steps, alternating: the step alone on a batch made beforehand, then a
+ * step as the trainer runs it (draw and augment its batch first), so that drift
+ * of the machine's speed affects both the same way.
+ */
+function timeSteps(spec: RowSpec, h: StepHarness, step: BenchStep, batches: TwoViewBatch[]) {
   const stepSeconds: number[] = [];
   const trainTimes: number[] = [];
   const tensorsAfterStep: number[] = [];
@@ -136,8 +137,11 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
     disposeBatch(b);
     trainTimes.push((performance.now() - t0) / 1000);
   }
+  return { stepSeconds, trainTimes, tensorsAfterStep };
+}
 
-  // the step's phases, averaged over two profiled steps
+/** The step's phases (seconds), averaged over two profiled steps. */
+function phaseBreakdown(step: BenchStep, batches: TwoViewBatch[]): Record<string, number> {
   const breakdown: Record<string, number> = {};
   for (let i = 0; i < 2; i++) {
     let t = performance.now();
@@ -147,36 +151,39 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
       t = now;
     });
   }
+  return breakdown;
+}
 
-  // InfoNCE logits + loss, forward and backward alone (what MoCo adds besides the key encoder)
-  let logitsSeconds: number | undefined;
-  if (spec.mode === 'moco') {
-    const loss = new InfoNceLoss();
-    const { keyEncoder, source } = (h.method as ContrastiveMethod).parts;
-    const q = tf.variable(tf.tidy(() => keyEncoder.encode(batches[0]!.x1)!));
-    const k = tf.tidy(() => keyEncoder.encode(batches[0]!.x2)!);
-    const time = () => {
-      const t0 = performance.now();
-      tf.tidy(() => {
-        const { grads } = tf.variableGrads(() => {
-          const keys = source.keys({
-            query: q,
-            key: k,
-            indices: batches[0]!.indices,
-            indexArray: batches[0]!.indexArray,
-          });
-          return loss.compute({ query: q, ...keys, temperature: 0.1 }).loss;
-        }, [q]);
-        grads[q.name]!.dataSync();
-      });
-      return (performance.now() - t0) / 1000;
-    };
-    time();
-    logitsSeconds = median([time(), time(), time()]);
-    tf.dispose([q, k]);
-  }
+/** InfoNCE logits + loss, forward and backward alone (what MoCo adds besides the key encoder), seconds. */
+function logitsSecondsOf(h: StepHarness, batch: TwoViewBatch): number {
+  const loss = new InfoNceLoss();
+  const { keyEncoder, source } = (h.method as ContrastiveMethod).parts;
+  const q = tf.variable(tf.tidy(() => keyEncoder.encode(batch.x1)!));
+  const k = tf.tidy(() => keyEncoder.encode(batch.x2)!);
+  const time = () => {
+    const t0 = performance.now();
+    tf.tidy(() => {
+      const { grads } = tf.variableGrads(() => {
+        const keys = source.keys({
+          query: q,
+          key: k,
+          indices: batch.indices,
+          indexArray: batch.indexArray,
+        });
+        return loss.compute({ query: q, ...keys, temperature: 0.1 }).loss;
+      }, [q]);
+      grads[q.name]!.dataSync();
+    });
+    return (performance.now() - t0) / 1000;
+  };
+  time();
+  const seconds = median([time(), time(), time()]);
+  tf.dispose([q, k]);
+  return seconds;
+}
 
-  // the augmentation pipeline alone: pixel gather + two augmented views per image
+/** The augmentation pipeline alone: pixel gather + two augmented views per image, seconds per batch. */
+function augmentationTimes(h: StepHarness): number[] {
   const augTimes: number[] = [];
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
@@ -185,6 +192,22 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
     augTimes.push((performance.now() - t0) / 1000);
     disposeBatch(b);
   }
+  return augTimes;
+}
+
+/** Runs one row of ours and returns its measurements. */
+export async function runRow(spec: RowSpec): Promise<RowResult> {
+  const info = await initBackend('tensorflow');
+  const dataset = benchDataset(spec);
+  const h = createStepHarness(benchExperiment(spec), createCatalog([momentumQueuePlugin()]), {
+    dataset,
+  });
+  const batches: TwoViewBatch[] = [h.nextBatch(), h.nextBatch()];
+  const step = benchStep(spec, h);
+  const { stepSeconds, trainTimes, tensorsAfterStep } = timeSteps(spec, h, step, batches);
+  const breakdown = phaseBreakdown(step, batches);
+  const logitsSeconds = spec.mode === 'moco' ? logitsSecondsOf(h, batches[0]!) : undefined;
+  const augTimes = augmentationTimes(h);
   const matmul = matmulGflops();
   batches.forEach(disposeBatch);
   h.dispose();

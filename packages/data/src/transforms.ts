@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { ContractError } from '@contrast/core';
 
 /**
  * Batched image transforms with per-image parameters, on [N, H, W, C] tensors in
@@ -55,7 +56,11 @@ function resizeAxis(x: tf.Tensor4D, axis: 1 | 2, taps: ResizeTaps[], out: number
     const index = new Int32Array(n * out * t);
     const weight = new Float32Array(n * out * t);
     taps.forEach((a, i) => {
-      if (a.taps !== t) throw new Error('resizeAxis: every image needs the same number of taps');
+      if (a.taps !== t) {
+        throw new ContractError('resizeAxis: every image needs the same number of taps', {
+          hint: 'compute the taps of one batch with one source and output size',
+        });
+      }
       index.set(a.index, i * out * t);
       weight.set(a.weight, i * out * t);
     });
