@@ -25,6 +25,9 @@ describe('NumPy .npy / .npz', () => {
     const back = decodeNpy(encodeNpy(BigInt64Array.of(5n, -1n), [2]));
     expect(back.shape).toEqual([2]);
     expect(Array.from(back.data as BigInt64Array)).toEqual([5n, -1n]);
+    // a file read with readFileSync: a Buffer, whose slice() is a view, not a copy
+    const file = Buffer.from(encodeNpy(Float32Array.of(0.25, -3), [2]));
+    expect(Array.from(decodeNpy(file).data as Float32Array)).toEqual([0.25, -3]);
     expect(() => encodeNpy(Float32Array.of(1, 2, 3), [2, 2])).toThrow(/holds 4 values, not 3/);
     const npz = unzipSync(
       encodeNpz(new Map([['layer1/0/conv1/w', { data: Float32Array.of(1, 2), shape: [1, 2] }]])),

@@ -66,7 +66,8 @@ export function decodeNpy(buf: Uint8Array): { data: NpyData; shape: number[] } {
     .map((x) => x.trim())
     .filter((x) => x !== '')
     .map(Number);
-  const bytes = buf.slice(10 + hlen); // a copy, aligned for the typed array
+  // a copy, aligned for the typed array (Buffer#slice would be a view of the whole file)
+  const bytes = Uint8Array.prototype.slice.call(buf, 10 + hlen);
   const Ctor = d[0] as unknown as { new (b: ArrayBuffer): NpyData; BYTES_PER_ELEMENT: number };
   return { data: new Ctor(bytes.buffer as ArrayBuffer), shape };
 }
