@@ -5,6 +5,7 @@ import { ConfigError, writeFileAtomic, type Catalog, type TrainingDataset } from
 import type { ContrastEncoder } from '@contrast/models';
 import { openRun } from '@contrast/trainer';
 import { buildLayersModel, saveLayersModel } from './layers-model.js';
+import { logExportedModel, type LoggedExport } from './mlflow-model.js';
 import { encodeNpz } from './npy.js';
 import { backboneEncoder, buildSidecar, type EncoderSidecar } from './sidecar.js';
 import { writeTorchExport } from './torch-export.js';
@@ -30,6 +31,8 @@ export interface ExportResult {
   sidecar: EncoderSidecar;
   /** Written files by role, relative to `dir`. */
   files: Record<string, string>;
+  /** The MLflow logged model, when the run is tracked and the server took it. */
+  mlflowModel?: LoggedExport;
 }
 
 /** A trained encoder ready to export: what every format needs. */
@@ -126,7 +129,9 @@ export async function writeExport(
  * `encoder.json` (the sidecar) and each format into the output folder:
  * `tfjs/model.json` + `weights.bin` (tf.loadLayersModel), `torch/model.safetensors`
  * + `load.py` (torchvision names, strict load), `encoder.npz` (Contrast names and
- * layouts: conv HWIO, linear [in, out]), `index.html` + scripts (web).
+ * layouts: conv HWIO, linear [in, out]), `index.html` + scripts (web). A run
+ * tracked in MLflow also gets the folder as a logged model linked to it
+ * (`logExportedModel`).
  * @throws ConfigError for an unknown format or an encoder that cannot be exported.
  */
 export async function exportRun(
@@ -146,7 +151,8 @@ export async function exportRun(
     const files = await writeExport(dir, { sidecar, encoder, dataset, named }, formats, options);
     sidecar.files = files;
     writeFileAtomic(join(dir, 'encoder.json'), `${JSON.stringify(sidecar, null, 2)}\n`);
-    return { dir, sidecar, files };
+    const model = await logExportedModel(opened.runPath, dir, sidecar, options.log ?? (() => {}));
+    return { dir, sidecar, files, ...(model ? { mlflowModel: model } : {}) };
   } finally {
     opened.session.dispose();
   }

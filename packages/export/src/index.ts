@@ -8,3 +8,4 @@ export * from './web.js';
 export * from './export.js';
 export * from './embed.js';
 export * from './parity.js';
+export * from './mlflow-model.js';

@@ -17,7 +17,8 @@ const HELP = `
 Formats: tfjs (a tf.layers model: model.json + weights), torch (torchvision
 state_dict names as safetensors, with load.py), npz (NumPy arrays), web (a
 nearest-neighbour page over --gallery test images). encoder.json beside them
-says what the features are (input size, normalisation, feature width).
+says what the features are (input size, normalisation, feature width). A run
+tracked in MLflow also gets the folder as a logged model, the run's output.
 
 Examples:
   contrast export runs/moco-fmnist-20250101T120000Z
@@ -73,8 +74,18 @@ async function exportCommand(run: string, flags: ExportFlags): Promise<number> {
     [
       `exported ${r.sidecar.architecture.encoder} to ${r.dir}`,
       ...Object.entries(r.files).map(([role, file]) => `  ${role.padEnd(13)}${file}`),
+      ...(r.mlflowModel
+        ? [`MLflow logged model ${r.mlflowModel.modelId} (output of run ${r.mlflowModel.runId})`]
+        : []),
     ].join('\n'),
   );
-  out.data({ command: 'export', ok: true, exitCode: ExitCode.ok, dir: r.dir, files: r.files });
+  out.data({
+    command: 'export',
+    ok: true,
+    exitCode: ExitCode.ok,
+    dir: r.dir,
+    files: r.files,
+    ...(r.mlflowModel ? { mlflowModel: r.mlflowModel } : {}),
+  });
   return ExitCode.ok;
 }

@@ -7,6 +7,8 @@ import {
   type ClientOptions,
   type Experiment,
   type FileInfo,
+  type LoggedModel,
+  type LogModelRequest,
   type Metric,
   type MlflowAuth,
   type MlflowErrorCode,
@@ -209,5 +211,13 @@ export class MlflowClient {
 
   downloadArtifact(artifactUri: string, relPath: string): Promise<Uint8Array> {
     return contrastAsync(this.rest.downloadArtifact({ artifact_uri: artifactUri, path: relPath }));
+  }
+
+  /**
+   * MLflow 3's logged model: created, its files uploaded, finalized READY, and
+   * recorded as the output of `source_run_id` (mlflow-ts-client's logModel).
+   */
+  logModel(req: LogModelRequest): Promise<LoggedModel> {
+    return contrastAsync(this.rest.logModel(req));
   }
 }
