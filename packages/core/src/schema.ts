@@ -179,11 +179,15 @@ export const ExperimentSchema = z
           .int()
           .min(2)
           .default(2)
-          .describe('Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet).'),
+          .describe(
+            'Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet).',
+          ),
         headOutputBn: z
           .boolean()
           .default(false)
-          .describe("BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector)."),
+          .describe(
+            "BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector).",
+          ),
         dim: positiveInt
           .default(128)
           .describe('Embedding dimension of the head output (128 in MoCo v1/v2).'),
@@ -204,7 +208,9 @@ export const ExperimentSchema = z
           .describe('The method (a strategy plugin); its own fields are listed below.'),
       })
       .passthrough()
-      .describe('The method: one strategy plugin (built-in or listed in plugins) and its settings.'),
+      .describe(
+        'The method: one strategy plugin (built-in or listed in plugins) and its settings.',
+      ),
     loss: z
       .object({
         name: z
@@ -229,7 +235,9 @@ export const ExperimentSchema = z
       })
       .strict()
       .default({})
-      .describe('The loss: contrastive (InfoNCE and kin) or, for BYOL and SimSiam, a regression of predictions onto targets.'),
+      .describe(
+        'The loss: contrastive (InfoNCE and kin) or, for BYOL and SimSiam, a regression of predictions onto targets.',
+      ),
     optim: z
       .object({
         batchSize: positiveInt.default(256).describe('Images per step N (256 in MoCo v1/v2).'),
@@ -245,7 +253,12 @@ export const ExperimentSchema = z
           .positive()
           .default(0.03)
           .describe('Base learning rate (0.03 for batch 256 in MoCo v1/v2).'),
-        momentum: z.number().min(0).max(1).default(0.9).describe('SGD momentum (0.9 in MoCo v1/v2).'),
+        momentum: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(0.9)
+          .describe('SGD momentum (0.9 in MoCo v1/v2).'),
         weightDecay: z
           .number()
           .min(0)

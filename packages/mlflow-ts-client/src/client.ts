@@ -157,7 +157,11 @@ export class MlflowClient {
   }
 
   /** `experiments/set-experiment-tag` (overwrites), e.g. `mlflow.experimentKind`. */
-  async setExperimentTag(req: { experiment_id: string; key: string; value: string }): Promise<void> {
+  async setExperimentTag(req: {
+    experiment_id: string;
+    key: string;
+    value: string;
+  }): Promise<void> {
     checkEntries('tag', [req]);
     await this.post('/experiments/set-experiment-tag', req);
   }

@@ -70,10 +70,7 @@ export function studySummary(results: readonly StudyResult[]): {
  * Writes the summary into the parent run's folder (metrics.jsonl, rewritten
  * whole) and queues it for upload; unchanged records are not sent again.
  */
-export function recordStudySummary(
-  parent: MlflowUploader,
-  results: readonly StudyResult[],
-): void {
+export function recordStudySummary(parent: MlflowUploader, results: readonly StudyResult[]): void {
   const { records, tags } = studySummary(results);
   if (!records.length) return;
   const time = Date.now() / 1000;

@@ -1,4 +1,4 @@
-import { cpus, freemem, totalmem } from 'node:os';
+import { cpus, freemem, totalmem, type CpuInfo } from 'node:os';
 
 /** MLflow's default sampling interval of system metrics (`sampling_interval=10` s). */
 export const SYSTEM_METRICS_INTERVAL_MS = 10_000;
@@ -20,10 +20,10 @@ interface CpuTimes {
   total: number;
 }
 
-function cpuTimes(): CpuTimes {
+function cpuTimes(readCpus: () => CpuInfo[]): CpuTimes {
   let busy = 0;
   let total = 0;
-  for (const c of cpus()) {
+  for (const c of readCpus()) {
     const t = c.times;
     busy += t.user + t.nice + t.sys + t.irq;
     total += t.user + t.nice + t.sys + t.irq + t.idle;
@@ -41,11 +41,16 @@ const round1 = (x: number) => Math.round(x * 10) / 10;
  * Values are rounded to 0.1 as MLflow rounds its aggregates.
  */
 export class SystemMetricsSampler {
-  private last: CpuTimes = cpuTimes();
+  private last: CpuTimes;
+
+  /** @param readCpus the per-core times to read (`os.cpus`; replaceable in tests). */
+  constructor(private readonly readCpus: () => CpuInfo[] = cpus) {
+    this.last = cpuTimes(readCpus);
+  }
 
   /** One sample: metric name -> value (see {@link SYSTEM_METRICS}). */
   sample(): Record<string, number> {
-    const now = cpuTimes();
+    const now = cpuTimes(this.readCpus);
     const dt = now.total - this.last.total;
     const cpu = dt > 0 ? (100 * (now.busy - this.last.busy)) / dt : 0;
     this.last = now;

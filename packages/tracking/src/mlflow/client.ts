@@ -1,6 +1,7 @@
 import { TrackingError } from '@contrast/core';
 import {
   artifactProxyPath as proxyPath,
+  hasErrorCode,
   MlflowClient as RestClient,
   MlflowError,
   parseTrackingUri as parseUri,
@@ -55,7 +56,10 @@ export interface DatasetInput {
  * `ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`); without it the UI may open an
  * experiment in its GenAI view ("Evaluations", traces) instead of runs.
  */
-export const EXPERIMENT_KIND_TAG = { key: 'mlflow.experimentKind', value: 'custom_model_development' };
+export const EXPERIMENT_KIND_TAG = {
+  key: 'mlflow.experimentKind',
+  value: 'custom_model_development',
+};
 
 /** Contrast's wording where the client's is generic. */
 const CONTRAST_WORDING: Partial<Record<MlflowErrorCode, (e: MlflowError) => [string, string?]>> = {
@@ -144,13 +148,27 @@ export class MlflowClient {
    */
   async getOrCreateExperiment(name: string): Promise<string> {
     const found = await this.getExperimentByName(name);
-    const kind = found?.tags?.find((t) => t.key === EXPERIMENT_KIND_TAG.key);
-    if (found && found.lifecycle_stage === 'active' && !kind) {
-      await contrastAsync(
-        this.rest.setExperimentTag({ experiment_id: found.experiment_id, ...EXPERIMENT_KIND_TAG }),
-      );
+    if (found?.lifecycle_stage === 'active') {
+      if (!found.tags?.some((t) => t.key === EXPERIMENT_KIND_TAG.key)) {
+        await contrastAsync(
+          this.rest.setExperimentTag({
+            experiment_id: found.experiment_id,
+            ...EXPERIMENT_KIND_TAG,
+          }),
+        );
+      }
+      return found.experiment_id;
     }
-    return contrastAsync(this.rest.getOrCreateExperiment(name, [EXPERIMENT_KIND_TAG]));
+    if (!found) {
+      try {
+        return await this.rest.createExperiment({ name, tags: [EXPERIMENT_KIND_TAG] });
+      } catch (e) {
+        // another process created it first: read its id below
+        if (!hasErrorCode(e, 'RESOURCE_ALREADY_EXISTS')) throw toTrackingError(e);
+      }
+    }
+    // created meanwhile, or deleted (the REST client's get-or-create says so, with the fix)
+    return contrastAsync(this.rest.getOrCreateExperiment(name));
   }
 
   async createRun(options: {
