@@ -12,7 +12,7 @@ import {
 } from '@contrast/core';
 import { builtinPlugins, runStudyParallel } from '@contrast/cli';
 import { runStudy } from '@contrast/study';
-import { createCatalog, runExperiment } from '@contrast/trainer';
+import { createCatalog, evaluateRun, runExperiment } from '@contrast/trainer';
 import {
   fitParams,
   freePort,
@@ -278,6 +278,23 @@ describe('MLflow tracking against a real server', () => {
     expect(runs.map((r) => r.info.run_id)).toEqual([runId]);
     expect(runs[0]!.info.status).toBe('FINISHED');
     await expectEveryStepOnce(client, runId, 11);
+
+    // contrast eval knn: the same quantity under the same name as in training
+    const lines: string[] = [];
+    const evaluated = await evaluateRun(runPath, 'knn', catalog, {
+      knn: { bankSize: 512, testSize: 200 },
+      log: (l) => lines.push(l),
+    });
+    const knn = await client.getMetricHistory(runId, 'knn_accuracy');
+    const last = knn.reduce((a, b) => (b.timestamp >= a.timestamp ? b : a));
+    expect(last.value).toBe(evaluated.results.knn_accuracy);
+    const run = await client.getRun(runId);
+    expect((run.data.metrics ?? []).map((m) => m.key).filter((k) => k.startsWith('knn_'))).toEqual([
+      'knn_accuracy',
+    ]);
+    expect(lines).toContain(
+      `[tracking] MLflow run ${server.uri}/#/experiments/${run.info.experiment_id}/runs/${runId}`,
+    );
   });
 
   it('a 400 answer names the key and is not retried forever; an over-long param is cut to fit', async () => {

@@ -183,6 +183,7 @@ async function record(
     uploader.addArtifact(`eval/${kind}.json`, `eval/${kind}.json`);
     try {
       await uploader.pump();
+      log(`[tracking] MLflow run ${uploader.runUrl()}`);
     } catch (e) {
       if (!(e instanceof TrackingError)) throw e;
       log(`[mlflow] not uploaded yet (${e.message}); later: contrast sync ${runPath}`);
