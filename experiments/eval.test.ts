@@ -42,9 +42,9 @@ tracking: { dir: ${join(root, 'runs')} }
     ]);
     expect(code).toBe(0);
     const doc = JSON.parse(readFileSync(join(run.runPath, 'eval', 'knn.json'), 'utf8'));
-    expect(doc.knn_top1).toBe(run.result.knn.trained);
+    expect(doc.knn_accuracy).toBe(run.result.knn.trained);
     expect(doc.weights).toBe(join(run.runPath, 'state', 'final.bin'));
-    expect(stdout).toContain('knn_top1');
+    expect(stdout).toContain('knn_accuracy');
   });
 
   it('eval linear trains a probe on frozen features and records top-1 / top-5 in the run', async () => {

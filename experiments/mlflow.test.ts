@@ -1,20 +1,28 @@
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadExperiment, TrackingError, type ExperimentConfig } from '@contrast/core';
+import {
+  DivergedError,
+  loadExperiment,
+  RUN_SETTINGS,
+  TrackingError,
+  type ExperimentConfig,
+} from '@contrast/core';
 import { builtinPlugins, runStudyParallel } from '@contrast/cli';
 import { runStudy } from '@contrast/study';
-import { createCatalog, runExperiment } from '@contrast/trainer';
+import { createCatalog, evaluateRun, runExperiment } from '@contrast/trainer';
 import {
   fitParams,
-  flattenParams,
   freePort,
   LocalRunTracker,
   MlflowTracker,
   MlflowClient,
   MlflowServer,
+  splitParams,
   syncRuns,
+  SYSTEM_METRICS,
   type Run,
 } from '@contrast/tracking';
 import { cli } from './cli.js';
@@ -64,10 +72,12 @@ describe('MLflow tracking against a real server', () => {
   let firstRun: { runPath: string; config: ExperimentConfig } | undefined;
 
   beforeAll(async () => {
+    process.env.MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL = '1'; // MLflow's variable: 1 s, not 10
     ({ root, base, server, client } = await mlflowFixture('contrast-mlflow-', BASE));
   }, 180_000);
 
   afterAll(async () => {
+    delete process.env.MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL;
     await server?.stop();
   });
 
@@ -87,22 +97,61 @@ describe('MLflow tracking against a real server', () => {
 
     const exp = await client.getExperimentByName('mlflow-e2e');
     expect(exp).toBeDefined();
+    // a model-training experiment: the UI opens its runs, not the GenAI view
+    expect(exp!.tags).toContainEqual({
+      key: 'mlflow.experimentKind',
+      value: 'custom_model_development',
+    });
     const runs = await client.searchRuns([exp!.experiment_id]);
     expect(runs).toHaveLength(1);
     const run = runs[0]!;
     expect(run.info.status).toBe('FINISHED');
+    expect(lines).toContain(
+      `[tracking] MLflow run ${server.uri}/#/experiments/${exp!.experiment_id}/runs/${run.info.run_id}`,
+    );
     expect(run.info.run_name).toBe(basename(runPath));
     const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
     expect(summary.mlflow.runId).toBe(run.info.run_id);
 
-    // params: the flattened resolved config (as trained: the method's loss defaults filled in), once each
+    // params: the hyperparameters of the resolved config (as trained: the method's loss
+    // defaults filled in), once each; run settings (where it is stored, tracked, measured) are tags
     const params = Object.fromEntries((run.data.params ?? []).map((p) => [p.key, p.value]));
     const trained = loadExperiment(join(runPath, 'config.yaml'));
-    expect(Object.keys(params)).toHaveLength(flattenParams(trained).length);
+    expect(Object.keys(params).sort()).toEqual(
+      splitParams(trained, RUN_SETTINGS)
+        .params.map((p) => p.key)
+        .sort(),
+    );
     expect(params['loss.temperature']).toBe('0.1');
     expect(params['optim.lr']).toBe(String(config.optim.lr));
     expect(params['strategy.name']).toBe('momentum-queue');
     expect(params['model.width']).toBe('0.25');
+    expect(params['data.trainSubset']).toBe('512');
+    expect(params['seed']).toBe('0');
+    const machineLocal =
+      /^(name|plugins|tracking\.|checkpoint\.|eval\.|data\.(root|prefetch|strict))/;
+    expect(Object.keys(params).filter((k) => machineLocal.test(k))).toEqual([]);
+    const runTags = tags(run);
+    expect(runTags['tracking.dir']).toBe(join(root, 'runs'));
+    expect(runTags['tracking.uri']).toBe(server.uri);
+    expect(runTags['tracking.uploadWait']).toBe('20');
+    expect(runTags['eval.knn.testSize']).toBe('200');
+    expect(runTags['data.prefetch']).toBe('2');
+
+    // system metrics under MLflow's names: at least the sample at the end of this short run
+    // (the fault test's longer run checks the samples taken during training)
+    for (const key of Object.values(SYSTEM_METRICS)) {
+      const points = await client.getMetricHistory(run.info.run_id, key);
+      expect(points.length, key).toBeGreaterThanOrEqual(1);
+      for (const p of points) {
+        expect(p.value, key).toBeGreaterThanOrEqual(0);
+        expect(p.step, key).toBeLessThanOrEqual(result.steps);
+      }
+    }
+    const rss = await client.getMetricHistory(run.info.run_id, SYSTEM_METRICS.processRssMb);
+    expect(Math.max(...rss.map((p) => p.value))).toBeGreaterThan(50); // tfjs-node alone is larger
+    const cpu = await client.getMetricHistory(run.info.run_id, SYSTEM_METRICS.cpu);
+    expect(Math.max(...cpu.map((p) => p.value))).toBeLessThanOrEqual(100);
 
     // metrics: every step, with the values written locally
     expect(result.steps).toBe(10);
@@ -151,6 +200,55 @@ describe('MLflow tracking against a real server', () => {
     expect(Buffer.from(yaml).toString()).toBe(readFileSync(join(runPath, 'config.yaml'), 'utf8'));
   });
 
+  it('a failed run is FAILED with its coded reason as tags', async () => {
+    const config = tiny([
+      `tracking.dir=${join(root, 'failed-runs')}`,
+      `tracking.uri=${server.uri}`,
+      'name=mlflow-failed',
+      'optim.lr=1e30', // diverges within a few steps
+    ]);
+    const e = await runExperiment(config, catalog, { progress: false, log: () => {} }).catch(
+      (x: unknown) => x,
+    );
+    expect(e).toBeInstanceOf(DivergedError);
+    const exp = await client.getExperimentByName('mlflow-failed');
+    const [run, ...more] = await client.searchRuns([exp!.experiment_id]);
+    expect(more).toEqual([]);
+    expect(run!.info.status).toBe('FAILED');
+    const t = tags(run!);
+    expect(t['contrast.error_code']).toBe('CONTRAST_DIVERGED');
+    expect(t['contrast.error']).toBe(`CONTRAST_DIVERGED: ${(e as Error).message}`);
+    expect(t['contrast.error']).toMatch(/the loss became .* at step \d+\n {2}fix: lower optim.lr/s);
+  });
+
+  it('an address that is not an MLflow server is refused before the run, with the fix', async () => {
+    const web = createServer((_req, res) => {
+      res.writeHead(404, { 'content-type': 'text/html' });
+      res.end('<!doctype html><html><head><title>Not Found</title></head><body>nope</body></html>');
+    });
+    await new Promise<void>((r) => web.listen(0, '127.0.0.1', () => r()));
+    const addr = web.address();
+    const uri = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+    const runsDir = join(root, 'wrong-server-runs');
+    try {
+      const e = (await runExperiment(
+        tiny([`tracking.dir=${runsDir}`, `tracking.uri=${uri}`, 'name=mlflow-wrong-server']),
+        catalog,
+        { progress: false, log: () => {} },
+      ).catch((x: unknown) => x)) as TrackingError;
+      expect(e).toBeInstanceOf(TrackingError);
+      expect(e.code).toBe('CONTRAST_TRACKING');
+      expect(e.retryable).toBe(false);
+      expect(e.message).toContain(`${uri} is not an MLflow tracking server`);
+      expect(e.message).toContain("HTTP 404 with an HTML page ('Not Found')");
+      expect(e.message).not.toContain('<html');
+      expect(e.hint).toContain('tracking.uri');
+      expect(existsSync(runsDir) ? readdirSync(runsDir) : []).toEqual([]); // no run started
+    } finally {
+      await new Promise<void>((r) => web.close(() => r()));
+    }
+  });
+
   it('a resumed run continues the same MLflow run', async () => {
     expect(firstRun).toBeDefined();
     const { runPath } = firstRun!;
@@ -180,6 +278,23 @@ describe('MLflow tracking against a real server', () => {
     expect(runs.map((r) => r.info.run_id)).toEqual([runId]);
     expect(runs[0]!.info.status).toBe('FINISHED');
     await expectEveryStepOnce(client, runId, 11);
+
+    // contrast eval knn: the same quantity under the same name as in training
+    const lines: string[] = [];
+    const evaluated = await evaluateRun(runPath, 'knn', catalog, {
+      knn: { bankSize: 512, testSize: 200 },
+      log: (l) => lines.push(l),
+    });
+    const knn = await client.getMetricHistory(runId, 'knn_accuracy');
+    const last = knn.reduce((a, b) => (b.timestamp >= a.timestamp ? b : a));
+    expect(last.value).toBe(evaluated.results.knn_accuracy);
+    const run = await client.getRun(runId);
+    expect((run.data.metrics ?? []).map((m) => m.key).filter((k) => k.startsWith('knn_'))).toEqual([
+      'knn_accuracy',
+    ]);
+    expect(lines).toContain(
+      `[tracking] MLflow run ${server.uri}/#/experiments/${run.info.experiment_id}/runs/${runId}`,
+    );
   });
 
   it('a 400 answer names the key and is not retried forever; an over-long param is cut to fit', async () => {
@@ -243,12 +358,40 @@ series:
     ).toEqual(new Set(['64', '128']));
     for (const r of runs) expect(r.info.status).toBe('FINISHED');
     for (const c of children) await expectEveryStepOnce(client, c.info.run_id, 10);
+    // the parent's summary: best kNN overall and per series, the series along the x axis
+    const knnOf = new Map(
+      readFileSync(join(out, 'results.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { k: number; knn: number })
+        .map((r) => [r.k, r.knn]),
+    );
+    const best = Math.max(...knnOf.values());
+    const latest = new Map((parent.data.metrics ?? []).map((m) => [m.key, m.value]));
+    expect(latest.get('best_knn_accuracy')).toBeCloseTo(best, 12);
+    expect(latest.get('best_knn_accuracy/momentum-queue')).toBeCloseTo(best, 12);
+    const curve = await client.getMetricHistory(parent.info.run_id, 'knn_accuracy/momentum-queue');
+    expect(curve.map((m) => [m.step, m.value]).sort((a, b) => a[0]! - b[0]!)).toEqual([
+      [0, expect.closeTo(knnOf.get(64)!, 12)],
+      [1, expect.closeTo(knnOf.get(128)!, 12)],
+    ]);
+    expect(tags(parent)['contrast.study.x_steps']).toBe('0: 64, 1: 128');
+    const lastChildEnd = Math.max(...children.map((c) => Number(c.info.end_time)));
+    const parentEnd = Number(parent.info.end_time);
+    expect(parentEnd).toBeGreaterThanOrEqual(lastChildEnd);
+    expect(parentEnd - lastChildEnd).toBeLessThan(30_000); // the report, not idle time
     const files = (await client.listArtifacts(parent.info.artifact_uri)).map((f) => f.path);
     expect(files).toEqual(expect.arrayContaining(['table.md', 'results.csv', 'results.jsonl']));
     expect(files.some((f) => f.endsWith('.png'))).toBe(true);
 
+    await new Promise((r) => setTimeout(r, 1100)); // a stretched end time would show
     await runStudy(file, catalog, { out, progress: false, log: () => {} }); // everything done: skipped
     expect(await client.searchRuns([exp!.experiment_id])).toHaveLength(3);
+    const again = await client.getRun(parent.info.run_id);
+    expect(again.info.status).toBe('FINISHED');
+    expect(Number(again.info.end_time)).toBe(parentEnd); // a re-run adds no duration
+    expect(again.info.start_time).toBe(parent.info.start_time);
+    expect((await client.getMetricHistory(parent.info.run_id, 'best_knn_accuracy')).length).toBe(1); // the unchanged summary is not sent again
 
     // the same sweep with --parallel 2 (children in their own processes) links the same way
     writeFileSync(
@@ -422,6 +565,10 @@ series:
     await expectEveryStepOnce(client, after.runId, steps);
     const run = await client.getRun(after.runId);
     expect(run.info.status).toBe('FINISHED');
+    // system metrics sampled while training (every 1 s here), at the training step of the moment
+    const cpu = await client.getMetricHistory(after.runId, SYSTEM_METRICS.cpu);
+    const during = new Set(cpu.filter((p) => p.step < steps).map((p) => p.step));
+    expect(during.size).toBeGreaterThanOrEqual(3);
     console.log(
       `[fault test] ${steps} steps, ${records.length} metric records, ${after.metricPointsSent} points. ` +
         `Records uploaded before the kill: ${sentAtKill}; written while the server was down: ${whileDown}+; by the run in all: ${beforeSync.metricRecordsSent}; ` +

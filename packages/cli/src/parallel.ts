@@ -165,7 +165,7 @@ export async function runStudyParallel(
     throw new StudyRunStopped(undefined);
   }
   const { results, reportFiles } = await reportStudy(study, outDir, runs);
-  await finishStudyRun(parent, reportFiles, log);
+  await finishStudyRun(parent, reportFiles, log, results);
   return { outDir, results, failed, reportFiles };
 }
 

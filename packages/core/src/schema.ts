@@ -416,3 +416,24 @@ export const ExperimentSchema = z
 export type ExperimentConfig = z.infer<typeof ExperimentSchema>;
 export type ExperimentInput = z.input<typeof ExperimentSchema>;
 export type AugmentationConfig = z.infer<typeof AugmentationSchema>;
+
+/**
+ * Config fields that are run settings, not hyperparameters: where and how a
+ * run is stored, tracked, checkpointed, fed and measured, rather than what is
+ * learned. A field (`data.root`) or a section (`eval.`). The MLflow tracker logs
+ * them as run tags, not params, so runs of one recipe on two machines compare
+ * equal in MLflow's compare view; every other field (seed, data.dataset,
+ * data.trainSubset, data.augmentation, model, strategy, loss, optim) is a param.
+ * `eval.` settings decide how a result is measured (kNN k, t, sizes), not the
+ * model, so they are tags too and a run stays filterable on them.
+ */
+export const RUN_SETTINGS: readonly string[] = [
+  'name',
+  'plugins',
+  'data.root',
+  'data.strict',
+  'data.prefetch',
+  'eval.',
+  'checkpoint.',
+  'tracking.',
+];

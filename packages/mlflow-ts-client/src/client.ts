@@ -8,6 +8,7 @@ import type {
   CreateRunRequest,
   DownloadArtifactRequest,
   Experiment,
+  ExperimentTag,
   FileInfo,
   FinalizeLoggedModelRequest,
   GetMetricHistoryRequest,
@@ -110,11 +111,12 @@ export class MlflowClient {
 
   /**
    * The id of the experiment with this name, created if missing (like
-   * `mlflow.set_experiment`). Another process creating it at the same moment is
-   * fine: the loser of the race reads the winner's id.
+   * `mlflow.set_experiment`), with `tags` when this call creates it (an existing
+   * experiment's tags are left as they are). Another process creating it at the
+   * same moment is fine: the loser of the race reads the winner's id.
    * @throws MlflowError MLFLOW_EXPERIMENT_DELETED when the name belongs to a deleted experiment.
    */
-  async getOrCreateExperiment(name: string): Promise<string> {
+  async getOrCreateExperiment(name: string, tags: ExperimentTag[] = []): Promise<string> {
     const found = await this.getExperimentByName({ experiment_name: name });
     if (found) {
       if (found.lifecycle_stage === 'deleted') {
@@ -129,7 +131,7 @@ export class MlflowClient {
       return found.experiment_id;
     }
     try {
-      return await this.createExperiment({ name });
+      return await this.createExperiment({ name, ...(tags.length ? { tags } : {}) });
     } catch (e) {
       if (!hasErrorCode(e, 'RESOURCE_ALREADY_EXISTS')) throw e;
       const again = await this.getExperimentByName({ experiment_name: name });
@@ -152,6 +154,16 @@ export class MlflowClient {
       (page_token) => this.searchExperiments({ ...req, ...(page_token ? { page_token } : {}) }),
       (r) => r.experiments,
     );
+  }
+
+  /** `experiments/set-experiment-tag` (overwrites), e.g. `mlflow.experimentKind`. */
+  async setExperimentTag(req: {
+    experiment_id: string;
+    key: string;
+    value: string;
+  }): Promise<void> {
+    checkEntries('tag', [req]);
+    await this.post('/experiments/set-experiment-tag', req);
   }
 
   /** `experiments/delete` (moves it to the `deleted` lifecycle stage; restorable). */

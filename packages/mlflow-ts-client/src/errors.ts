@@ -20,6 +20,12 @@ export type MlflowErrorCode =
   | 'MLFLOW_HTTP_ERROR'
   /** A 2xx answer whose body is not the JSON the endpoint promises. */
   | 'MLFLOW_BAD_RESPONSE'
+  /**
+   * The address answered, but not as an MLflow server: an HTML page or another
+   * non-JSON body where the REST API answers JSON (a web server, a UI, a proxy's
+   * page). Not retryable: the address is wrong.
+   */
+  | 'MLFLOW_NOT_MLFLOW_SERVER'
   /** Refused by the client before sending: over a server limit (key or value length). */
   | 'MLFLOW_INVALID_INPUT'
   /** An artifact URI the server does not serve through its `mlflow-artifacts` proxy. */

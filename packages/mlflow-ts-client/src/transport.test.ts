@@ -144,14 +144,46 @@ describe('HTTP behaviour against a scripted server', () => {
   it('a 2xx answer that is not JSON is MLFLOW_BAD_RESPONSE, not a crash', async () => {
     script = [
       (_req, res) => {
-        res.writeHead(200, { 'content-type': 'text/html' });
-        res.end('<html>a proxy login page</html>');
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('a proxy says hello');
       },
     ];
     const c = new MlflowClient(uri, fast());
     const e = (await c.getRun({ run_id: 'r' }).catch((x: unknown) => x)) as MlflowError;
     expect(e.code).toBe('MLFLOW_BAD_RESPONSE');
-    expect(e.message).toContain('<html>a proxy login page');
+    expect(e.message).toContain('a proxy says hello');
+  });
+
+  it('an HTML page instead of JSON (200 or 404): not an MLflow server, coded, not retried; a 502 page is retried', async () => {
+    const html =
+      (status: number): Step =>
+      (_req, res) => {
+        res.writeHead(status, { 'content-type': 'text/html' });
+        res.end(
+          '<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body></body></html>',
+        );
+      };
+    const c = new MlflowClient(uri, fast());
+    for (const status of [200, 404]) {
+      script = [html(status)];
+      seen = [];
+      const e = (await c.getOrCreateExperiment('x').catch((x: unknown) => x)) as MlflowError;
+      expect(e).toBeInstanceOf(MlflowError);
+      expect(e.code).toBe('MLFLOW_NOT_MLFLOW_SERVER');
+      expect(e.retryable).toBe(false);
+      expect(e.status).toBe(status);
+      expect(e.detail).toBe(
+        `${uri} is not an MLflow tracking server: GET /api/2.0/mlflow/experiments/get-by-name answered HTTP ${status} with an HTML page ('Welcome to nginx!') instead of MLflow's JSON`,
+      );
+      expect(e.hint).toContain('mlflow server');
+      expect(e.message).not.toContain('<html');
+      expect(seen).toHaveLength(1);
+    }
+    script = [
+      html(502),
+      json(200, { experiment: { experiment_id: '4', name: 'x', lifecycle_stage: 'active' } }),
+    ];
+    await expect(c.getOrCreateExperiment('x')).resolves.toBe('4');
   });
 });
 

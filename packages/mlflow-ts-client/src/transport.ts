@@ -103,6 +103,7 @@ export class HttpTransport {
     try {
       return JSON.parse(text) as T;
     } catch (e) {
+      if (looksLikeHtml(text)) throw this.notMlflow(describe(spec), 200, text, e);
       throw new MlflowError(
         'MLFLOW_BAD_RESPONSE',
         this.redact(
@@ -172,6 +173,22 @@ export class HttpTransport {
     );
   }
 
+  /** An HTML answer where MLflow's REST API answers JSON: the address is not an MLflow server. */
+  private notMlflow(what: string, status: number, text: string, cause?: unknown): MlflowError {
+    const title = /<title[^>]*>([^<]{0,120})/i.exec(text)?.[1]?.trim();
+    return new MlflowError(
+      'MLFLOW_NOT_MLFLOW_SERVER',
+      this.redact(
+        `${this.base} is not an MLflow tracking server: ${what} answered HTTP ${status} with an HTML page${title ? ` ('${title}')` : ''} instead of MLflow's JSON`,
+      ),
+      {
+        status,
+        hint: `use the address \`mlflow server\` listens on (its REST API answers at ${this.base}/api/2.0/mlflow/...); with a path prefix, include it in the URI`,
+        ...(cause !== undefined ? { cause } : {}),
+      },
+    );
+  }
+
   private refusal(status: number, body: Uint8Array, what: string): MlflowError {
     const text = Buffer.from(body).toString('utf8');
     let errorCode: string | undefined;
@@ -184,6 +201,9 @@ export class HttpTransport {
       /* not JSON (a proxy's HTML page, the auth app's plain text): keep the text */
     }
     const coded = errorCode ? { errorCode } : {};
+    if (status !== 401 && status !== 403 && !RETRYABLE_STATUS(status) && looksLikeHtml(text)) {
+      return this.notMlflow(what, status, text);
+    }
     if (status === 401) {
       return new MlflowError(
         'MLFLOW_UNAUTHORIZED',
@@ -206,6 +226,11 @@ export class HttpTransport {
       { status, ...coded, retryable: RETRYABLE_STATUS(status) },
     );
   }
+}
+
+/** True for a body that is an HTML (or XML) page rather than JSON. */
+function looksLikeHtml(text: string): boolean {
+  return /^\s*</.test(text);
 }
 
 function describe(spec: RequestSpec): string {

@@ -6,3 +6,4 @@ export * from './figures.js';
 export * from './render.js';
 export * from './report.js';
 export * from './run.js';
+export * from './summary.js';

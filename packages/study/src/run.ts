@@ -23,6 +23,7 @@ import type { Study } from './schema.js';
 import { reportMeta } from './labels.js';
 import { writeReport } from './report.js';
 import { readResults, type StudyResult } from './results.js';
+import { recordStudySummary } from './summary.js';
 
 export interface StudyOptions {
   /** Output folder (default runs/studies/<study name>). */
@@ -101,7 +102,7 @@ export async function runStudy(
     );
   }
   const { results, reportFiles } = await reportStudy(study, outDir, runs);
-  await finishStudyRun(parent, reportFiles, log);
+  await finishStudyRun(parent, reportFiles, log, results);
   return { outDir, results, reportFiles };
 }
 
@@ -121,7 +122,9 @@ export async function openStudyRun(
   });
   if (!uri) return undefined;
   const experimentName = runs[0]?.config.tracking.experiment || study.name;
-  return openParentRun(outDir, uri, experimentName, study.name, log);
+  const done = new Set(readResults(outDir).map((r) => r.id));
+  const work = runs.some((r) => !done.has(r.id));
+  return openParentRun(outDir, uri, experimentName, study.name, log, work);
 }
 
 /** Options that make a configuration's run a child of the study's MLflow run (when there is one). */
@@ -139,17 +142,24 @@ export function studyChildOptions(outDir: string): {
   };
 }
 
-/** Uploads the report to the parent run and marks it finished. */
+/**
+ * Uploads the report and the summary metrics (see `studySummary`; from
+ * `results`, default the folder's results.jsonl) to the parent run and marks
+ * it finished. A parent already finished (a re-run with nothing left to train)
+ * keeps its end time: the re-run adds no duration.
+ */
 export async function finishStudyRun(
   parent: MlflowUploader | undefined,
   reportFiles: readonly string[],
   log: (line: string) => void,
+  results: readonly StudyResult[] = parent ? readResults(parent.dir) : [],
 ): Promise<void> {
   if (!parent) return;
   for (const f of [...reportFiles, join(parent.dir, 'results.jsonl')]) {
     parent.addArtifact(basename(f), basename(f));
   }
-  parent.setStatus('FINISHED');
+  recordStudySummary(parent, results);
+  if (parent.state.status !== 'FINISHED') parent.setStatus('FINISHED');
   await pumpOrWarn(parent, log);
 }
 
@@ -170,6 +180,7 @@ async function openParentRun(
   experimentName: string,
   name: string,
   log: (line: string) => void,
+  work: boolean,
 ): Promise<MlflowUploader> {
   const probe = await probeTrackingServer(uri, experimentName);
   if (!probe.reachable) log(`[mlflow] ${probe.reason}; the study spools and uploads later`);
@@ -190,8 +201,11 @@ async function openParentRun(
         },
         options,
       );
-  if (parent.state.status) parent.reopen(); // the study is running again
+  // the study is running again; with nothing left to train a finished parent stays as it is
+  if (parent.state.status && (work || parent.state.status !== 'FINISHED')) parent.reopen();
   await pumpOrWarn(parent, log);
+  const url = parent.runUrl();
+  if (url) log(`[tracking] MLflow study run ${url}`);
   return parent;
 }
 

@@ -5,3 +5,4 @@ export * from './mlflow/tracker.js';
 export * from './mlflow/server.js';
 export * from './mlflow/sync.js';
 export * from './mlflow/choice.js';
+export * from './system.js';

@@ -128,7 +128,7 @@ function evaluateKnn(
     testSize: k.testSize ?? 0,
   });
   log(`kNN top-1 ${(100 * r.accuracy).toFixed(2)}% (${r.bankSize} bank / ${r.testSize} test)`);
-  return { knn_top1: r.accuracy, bank_size: r.bankSize, test_size: r.testSize };
+  return { knn_accuracy: r.accuracy, bank_size: r.bankSize, test_size: r.testSize };
 }
 
 /** MoCo's linear probe on frozen pooled features (BN in eval mode), computed once without augmentation. */
@@ -212,6 +212,7 @@ async function record(
     uploader.addArtifact(`eval/${kind}.json`, `eval/${kind}.json`);
     try {
       await uploader.pump();
+      log(`[tracking] MLflow run ${uploader.runUrl()}`);
     } catch (e) {
       if (!(e instanceof TrackingError)) throw e;
       log(`[mlflow] not uploaded yet (${e.message}); later: contrast sync ${runPath}`);

@@ -6,8 +6,10 @@ import {
   checkNames,
   ConfigError,
   configDiff,
+  ContrastError,
   parseExperiment,
   resolveLoss,
+  RUN_SETTINGS,
   StateError,
   type Catalog,
   type DecodedBundle,
@@ -178,6 +180,7 @@ function mlflowOptions(
     experimentName,
     runName: run.id,
     warn: log,
+    settings: RUN_SETTINGS,
     closeDeadlineMs: config.tracking.uploadWait * 1000,
     intervalMs: config.tracking.uploadEvery * 1000,
     ...(options.mlflow?.parentDir ? { parentDir: options.mlflow.parentDir } : {}),
@@ -224,9 +227,23 @@ async function train(
     return { runPath, result };
   } catch (e) {
     tracker.setSummary({ error: (e as Error).message });
+    tracker.setTags?.(failureTags(e));
     await tracker.close('failed');
     throw e;
   }
+}
+
+/**
+ * Why a run failed, as run tags (MLflow has no failure-reason field or tag):
+ * `contrast.error` = `<code>: <message>` (with the fix, as the console shows
+ * it), `contrast.error_code` = the code alone, to filter on
+ * (`tags.contrast.error_code = 'CONTRAST_DIVERGED'`). An error that is not a
+ * ContrastError is named by its class.
+ */
+export function failureTags(e: unknown): Record<string, string> {
+  const code = e instanceof ContrastError ? e.code : e instanceof Error ? e.name : 'Error';
+  const message = e instanceof Error ? e.message : String(e);
+  return { 'contrast.error': `${code}: ${message}`, 'contrast.error_code': code };
 }
 
 /** summary.json's fields for a finished or interrupted run. */

@@ -12,7 +12,8 @@ import {
   parseTrackingUri,
   type Metric,
 } from './client.js';
-import { fitParams, flattenParams, recordToMetrics } from './uploader.js';
+import { fitParams, flattenParams, recordToMetrics, splitParams } from './uploader.js';
+import { RUN_SETTINGS } from '@contrast/core';
 import { freePort, MLFLOW_VERSION } from './server.js';
 
 const metric = (i: number): Metric => ({
@@ -64,6 +65,40 @@ describe('params and metric records', () => {
       { key: 'b.e.f', value: 'true' },
       { key: 'g', value: '' },
     ]);
+  });
+
+  it('splits a run config into hyperparameters (params) and run settings (tags)', () => {
+    const config = {
+      name: 'moco',
+      seed: 1,
+      data: { dataset: 'fashion-mnist', root: '/data/fm', trainSubset: 512, prefetch: 2 },
+      optim: { lr: 0.03 },
+      eval: { knn: { k: 200 } },
+      checkpoint: { every: 0 },
+      tracking: { dir: 'runs', uri: 'http://a:5000', uploadWait: 20 },
+    };
+    const { params, tags } = splitParams(config, RUN_SETTINGS);
+    expect(params).toEqual([
+      { key: 'seed', value: '1' },
+      { key: 'data.dataset', value: 'fashion-mnist' },
+      { key: 'data.trainSubset', value: '512' },
+      { key: 'optim.lr', value: '0.03' },
+    ]);
+    expect(tags.map((t) => t.key)).toEqual([
+      'name',
+      'data.root',
+      'data.prefetch',
+      'eval.knn.k',
+      'checkpoint.every',
+      'tracking.dir',
+      'tracking.uri',
+      'tracking.uploadWait',
+    ]);
+    // a prefix entry covers its section only, not a field that merely starts the same
+    expect(splitParams({ evaluation: 1, eval: { x: 2 } }, ['eval.']).params).toEqual([
+      { key: 'evaluation', value: '1' },
+    ]);
+    expect(splitParams(config).tags).toEqual([]); // no settings: everything is a param
   });
 
   it('cuts an over-long param value to the server limit and names the key', () => {

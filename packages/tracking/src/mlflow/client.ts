@@ -1,6 +1,7 @@
 import { TrackingError } from '@contrast/core';
 import {
   artifactProxyPath as proxyPath,
+  hasErrorCode,
   MlflowClient as RestClient,
   MlflowError,
   parseTrackingUri as parseUri,
@@ -52,6 +53,16 @@ export interface DatasetInput {
   context?: string;
 }
 
+/**
+ * MLflow 3's experiment-kind tag and the value for model training (the UI's
+ * `ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`); without it the UI may open an
+ * experiment in its GenAI view ("Evaluations", traces) instead of runs.
+ */
+export const EXPERIMENT_KIND_TAG = {
+  key: 'mlflow.experimentKind',
+  value: 'custom_model_development',
+};
+
 /** Contrast's wording where the client's is generic. */
 const CONTRAST_WORDING: Partial<Record<MlflowErrorCode, (e: MlflowError) => [string, string?]>> = {
   MLFLOW_UNSUPPORTED_SCHEME: (e) => [
@@ -59,6 +70,10 @@ const CONTRAST_WORDING: Partial<Record<MlflowErrorCode, (e: MlflowError) => [str
     'start `mlflow server` and use its http://host:port address (runs are always kept in the local run directory too)',
   ],
   MLFLOW_NOT_PROXIED: (e) => [e.detail.replace('these artifacts', "this run's artifacts"), e.hint],
+  MLFLOW_NOT_MLFLOW_SERVER: (e) => [
+    e.detail,
+    'set tracking.uri (or MLFLOW_TRACKING_URI) to the http://host:port address `mlflow server` prints when it starts, or tracking.uri=off to train without MLflow',
+  ],
   MLFLOW_EXPERIMENT_DELETED: (e) => [
     e.detail,
     'restore it in the MLflow UI (or with `mlflow experiments restore`), or use another tracking.experiment',
@@ -128,8 +143,33 @@ export class MlflowClient {
     return contrastAsync(this.rest.createExperiment({ name }));
   }
 
-  /** Get-or-create; when another process creates it first, the existing id is returned. */
-  getOrCreateExperiment(name: string): Promise<string> {
+  /**
+   * Get-or-create; when another process creates it first, the existing id is
+   * returned. The experiment is tagged for model training ({@link EXPERIMENT_KIND_TAG}):
+   * when created, and when found without a kind (a kind set by hand is kept).
+   */
+  async getOrCreateExperiment(name: string): Promise<string> {
+    const found = await this.getExperimentByName(name);
+    if (found?.lifecycle_stage === 'active') {
+      if (!found.tags?.some((t) => t.key === EXPERIMENT_KIND_TAG.key)) {
+        await contrastAsync(
+          this.rest.setExperimentTag({
+            experiment_id: found.experiment_id,
+            ...EXPERIMENT_KIND_TAG,
+          }),
+        );
+      }
+      return found.experiment_id;
+    }
+    if (!found) {
+      try {
+        return await this.rest.createExperiment({ name, tags: [EXPERIMENT_KIND_TAG] });
+      } catch (e) {
+        // another process created it first: read its id below
+        if (!hasErrorCode(e, 'RESOURCE_ALREADY_EXISTS')) throw toTrackingError(e);
+      }
+    }
+    // created meanwhile, or deleted (the REST client's get-or-create says so, with the fix)
     return contrastAsync(this.rest.getOrCreateExperiment(name));
   }
 

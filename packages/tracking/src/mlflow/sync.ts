@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { TrackingError } from '@contrast/core';
 import type { ClientOptions, Run } from './client.js';
-import { fitParams, flattenParams, hasMlflowState, MlflowUploader } from './uploader.js';
+import { fitParams, hasMlflowState, MlflowUploader, splitParams } from './uploader.js';
 
 type FinalStatus = 'FINISHED' | 'FAILED' | 'KILLED';
 
@@ -19,6 +19,8 @@ export interface SyncedRun {
   uri: string;
   runId: string;
   experimentId: string;
+  /** The run's page in the MLflow UI. */
+  url: string;
   metricRecordsSent: number;
   metricPointsSent: number;
   artifacts: number;
@@ -45,6 +47,8 @@ interface FolderTruth {
   localStatus?: string;
   /** artifact name -> file relative to the run folder. */
   artifacts: [string, string][];
+  /** summary.json's tags (MLflow run tags). */
+  tags?: Record<string, string>;
 }
 
 function folderTruth(u: MlflowUploader): FolderTruth {
@@ -73,11 +77,13 @@ function folderTruth(u: MlflowUploader): FolderTruth {
     }
   }
   const localStatus = String(summary.status ?? '');
+  const tags = summary.tags as Record<string, string> | undefined;
   const status = STATUS_OF[localStatus];
   const ended = Date.parse(String(summary.ended ?? summary.updated ?? ''));
   return {
     localStatus,
     artifacts,
+    ...(tags ? { tags } : {}),
     ...(status
       ? { status, endTime: Number.isFinite(ended) ? ended : statSync(summaryPath).mtimeMs }
       : {}),
@@ -121,11 +127,16 @@ async function disagreements(u: MlflowUploader, truth: FolderTruth, run: Run): P
   if (s.paramsFile && existsSync(join(u.dir, s.paramsFile))) {
     const doc = parse(readFileSync(join(u.dir, s.paramsFile), 'utf8')) as unknown;
     const server = new Map((run.data.params ?? []).map((p) => [p.key, p.value]));
-    const missing = fitParams(flattenParams(doc)).params.filter(
-      (p) => server.get(p.key) !== p.value,
-    );
+    const split = splitParams(doc, s.settings);
+    const missing = fitParams(split.params).params.filter((p) => server.get(p.key) !== p.value);
     if (missing.length)
       out.push(`params ${missing.map((p) => p.key).join(', ')} differ or are missing`);
+    const serverTags = new Map((run.data.tags ?? []).map((t) => [t.key, t.value]));
+    const wrongTags = [...split.tags, ...(s.runTags ?? [])].filter(
+      (t) => serverTags.get(t.key) !== t.value,
+    );
+    if (wrongTags.length)
+      out.push(`tags ${wrongTags.map((t) => t.key).join(', ')} differ or are missing`);
   }
   const server = new Map((run.data.metrics ?? []).map((m) => [m.key, m]));
   // a resumed run's folder was cut back to its checkpoint: points the server got past it are
@@ -177,6 +188,7 @@ function describeChanges(
   return [
     before.runCreated ? '' : 'created the MLflow run',
     before.params ? 'params' : '',
+    before.tags ? 'tags' : '',
     before.inputs ? 'dataset input' : '',
     uploadedNow ? `${uploadedNow} metric records` : '',
     before.artifacts.length ? `artifacts ${before.artifacts.join(', ')}` : '',
@@ -202,6 +214,7 @@ export async function syncRun(
   const truth = folderTruth(u);
   const server = u.state.runId ? await u.client.getRun(u.state.runId) : undefined;
   for (const [name, file] of truth.artifacts) u.refreshArtifact(name, file);
+  if (truth.tags) u.addTags(truth.tags);
   if (truth.status) {
     const s = u.state;
     const differs =
@@ -250,6 +263,7 @@ export async function syncRun(
     uri: u.state.uri,
     runId: u.state.runId!,
     experimentId: u.state.experimentId!,
+    url: u.runUrl()!,
     metricRecordsSent: u.state.metricRecordsSent,
     metricPointsSent: u.state.metricPointsSent,
     artifacts: u.state.artifacts.length,
@@ -314,6 +328,7 @@ export function formatSyncedRun(r: SyncedRun): string {
     : `${r.dir}: MLflow run ${r.runId} (experiment ${r.experimentId}) on ${r.uri} uploaded, status left ${r.serverStatus}; ${counts}`;
   const lines = [
     head,
+    `  ${r.url}`,
     r.changes.length
       ? `  changed: ${r.changes.join('; ')}`
       : r.complete

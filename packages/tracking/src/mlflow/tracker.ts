@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { TrackingError, type MetricRecord, type Tracker } from '@contrast/core';
 import type { LocalRunTracker } from '../local.js';
+import { SYSTEM_METRICS_INTERVAL_MS, SystemMetricsMonitor } from '../system.js';
 import { MlflowClient, type ClientOptions, type DatasetInput, type KeyValue } from './client.js';
 import { hasMlflowState, MlflowUploader, RUN_DIR_TAG, type PendingCounts } from './uploader.js';
 
@@ -18,6 +19,19 @@ export interface MlflowTrackerOptions {
   source?: string;
   /** Extra tags. */
   tags?: Record<string, string>;
+  /**
+   * Keys of the logged config that are run settings rather than hyperparameters
+   * (a key, or a `prefix.`): uploaded as run tags, not params.
+   */
+  settings?: readonly string[];
+  /**
+   * Seconds between system metric samples (`system/...`); default
+   * `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`, else MLflow's 10 s; 0 = none
+   * (as `MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false`).
+   */
+  systemMetricsSeconds?: number;
+  /** Where the run's MLflow UI link is printed (default: `warn`). */
+  info?: (line: string) => void;
   /** Minimum time between background uploads (default 2 s). */
   intervalMs?: number;
   /** How long close() keeps trying to reach the server before leaving the rest spooled (default 20 s). */
@@ -47,6 +61,13 @@ export function systemTags(source: string | undefined, cwd = process.cwd()): Key
     /* not a git checkout */
   }
   return tags;
+}
+
+/** The system-metrics interval the environment asks for (ms; 0 = off), as MLflow reads it. */
+export function systemMetricsIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
+  if (/^(false|0)$/i.test(env.MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING ?? '')) return 0;
+  const s = Number(env.MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL);
+  return Number.isFinite(s) && s > 0 ? s * 1000 : SYSTEM_METRICS_INTERVAL_MS;
 }
 
 /**
@@ -91,12 +112,18 @@ export class MlflowTracker implements Tracker {
   private readonly intervalMs: number;
   private readonly closeDeadlineMs: number;
   private readonly warn: (line: string) => void;
+  private readonly info: (line: string) => void;
+  private linkShown = false;
+  private readonly system: SystemMetricsMonitor;
+  /** The step and epoch of the latest record: system samples are logged at them. */
+  private at = { step: 0, epoch: 0 };
 
   constructor(
     readonly local: LocalRunTracker,
     options: MlflowTrackerOptions,
   ) {
     this.warn = options.warn ?? ((l) => console.error(l));
+    this.info = options.info ?? this.warn;
     this.intervalMs = options.intervalMs ?? 2000;
     this.closeDeadlineMs = options.closeDeadlineMs ?? 20_000;
     const tags = [
@@ -127,6 +154,7 @@ export class MlflowTracker implements Tracker {
           runName: options.runName,
           tags,
           paramsFile: 'config.yaml',
+          ...(options.settings ? { settings: [...options.settings] } : {}),
           metricsFile: 'metrics.jsonl',
           ...(options.input ? { input: options.input } : {}),
           ...(options.parentDir ? { parentDir: options.parentDir } : {}),
@@ -138,6 +166,15 @@ export class MlflowTracker implements Tracker {
         this.uploader.addArtifact('config.yaml', 'config.yaml');
       }
     }
+    const every =
+      options.systemMetricsSeconds !== undefined
+        ? options.systemMetricsSeconds * 1000
+        : systemMetricsIntervalMs();
+    this.system = new SystemMetricsMonitor(
+      (values) => this.logMetrics({ ...this.at, ...values }),
+      every,
+    );
+    this.system.start();
   }
 
   logParams(params: Record<string, unknown>): void {
@@ -147,6 +184,7 @@ export class MlflowTracker implements Tracker {
   }
 
   logMetrics(record: MetricRecord): void {
+    this.at = { step: record.step, epoch: record.epoch };
     this.local.logMetrics(record);
     this.kick();
   }
@@ -155,8 +193,11 @@ export class MlflowTracker implements Tracker {
     this.local.setSummary(summary);
   }
 
+  /** Tags go into summary.json and, as MLflow run tags, to the server with the next upload. */
   setTags(tags: Record<string, string>): void {
     this.local.setTags(tags);
+    this.uploader.addTags(tags);
+    this.kick();
   }
 
   saveArtifact(name: string, data: Uint8Array | string): void {
@@ -189,6 +230,11 @@ export class MlflowTracker implements Tracker {
         this.local.setSummary({
           mlflow: { uri: s.uri, experimentId: s.experimentId, runId: s.runId },
         });
+      }
+      const url = this.uploader.runUrl();
+      if (url && !this.linkShown) {
+        this.linkShown = true;
+        this.info(`[tracking] MLflow run ${url}`);
       }
       if (this.offline) {
         this.warn(`[mlflow] ${this.uploader.client.base} answers again; spooled records uploaded`);
@@ -241,6 +287,7 @@ export class MlflowTracker implements Tracker {
   }
 
   async close(status: 'finished' | 'failed' | 'interrupted'): Promise<void> {
+    this.system.stop(true);
     await this.local.close(status);
     this.uploader.addArtifact('summary.json', 'summary.json');
     this.uploader.setStatus(
@@ -254,6 +301,7 @@ export class MlflowTracker implements Tracker {
         left.metricBytes ? `${left.metricBytes} bytes of metrics` : '',
         left.artifacts.length ? `artifacts ${left.artifacts.join(', ')}` : '',
         left.params ? 'params' : '',
+        left.tags ? 'tags' : '',
         left.status ? 'the final status' : '',
       ].filter(Boolean);
       this.warn(

@@ -36,6 +36,14 @@ export interface MlflowRunState {
   input?: DatasetInput;
   /** YAML file (relative to the run folder) whose flattened content is logged as params. */
   paramsFile?: string;
+  /**
+   * Keys of paramsFile (a key or a `prefix.`) that are run settings, not
+   * hyperparameters: logged as run tags under the same key instead of params.
+   */
+  settings?: string[];
+  /** Tags set after the run was created (e.g. the failure reason); `tagsDone` once sent. */
+  runTags?: KeyValue[];
+  tagsDone?: boolean;
   paramsDone: boolean;
   /** Param keys whose values were cut to the server's limit (the full value is in paramsFile). */
   truncatedParams: string[];
@@ -86,6 +94,27 @@ export function flattenParams(value: unknown, prefix = ''): KeyValue[] {
   return [{ key: prefix, value: typeof value === 'string' ? value : JSON.stringify(value) }];
 }
 
+/** True when `key` is one of `settings`: the key itself, or under a `prefix.` entry. */
+export function isSetting(key: string, settings: readonly string[]): boolean {
+  return settings.some((s) => (s.endsWith('.') ? key.startsWith(s) : key === s));
+}
+
+/**
+ * A flattened run config split into hyperparameters (MLflow params) and run
+ * settings (MLflow tags, same keys; values cut to the tag limit): see
+ * {@link MlflowRunState.settings}.
+ */
+export function splitParams(
+  doc: unknown,
+  settings: readonly string[] = [],
+): { params: KeyValue[]; tags: KeyValue[] } {
+  const flat = flattenParams(doc);
+  const tags = flat
+    .filter((p) => isSetting(p.key, settings))
+    .map((t) => ({ key: t.key, value: t.value.slice(0, MLFLOW_LIMITS.tagValue) }));
+  return { params: flat.filter((p) => !isSetting(p.key, settings)), tags };
+}
+
 /** Cuts values longer than the server's limit; returns the keys it cut. */
 export function fitParams(params: KeyValue[]): { params: KeyValue[]; truncated: string[] } {
   const truncated: string[] = [];
@@ -132,6 +161,7 @@ export function recordSignature(line: string): string {
 export interface PendingCounts {
   runCreated: boolean;
   params: boolean;
+  tags: boolean;
   inputs: boolean;
   metricBytes: number;
   artifacts: string[];
@@ -173,7 +203,9 @@ export class MlflowUploader {
   static create(
     dir: string,
     init: Pick<MlflowRunState, 'uri' | 'experimentName' | 'runName' | 'tags'> &
-      Partial<Pick<MlflowRunState, 'input' | 'paramsFile' | 'metricsFile' | 'parentDir'>>,
+      Partial<
+        Pick<MlflowRunState, 'input' | 'paramsFile' | 'metricsFile' | 'parentDir' | 'settings'>
+      >,
     options: UploaderOptions = {},
   ): MlflowUploader {
     const state: MlflowRunState = {
@@ -242,6 +274,43 @@ export class MlflowUploader {
     this.save();
   }
 
+  /** Run tags to set (or overwrite) with the next upload, e.g. the failure reason. */
+  addTags(tags: Record<string, string>): void {
+    const s = this.state;
+    const map = new Map((s.runTags ?? []).map((t) => [t.key, t.value]));
+    let changed = false;
+    for (const [key, value] of Object.entries(tags)) {
+      const v = value.slice(0, MLFLOW_LIMITS.tagValue);
+      if (map.get(key) === v) continue;
+      map.set(key, v);
+      changed = true;
+    }
+    if (!changed) return;
+    s.runTags = [...map].map(([key, value]) => ({ key, value }));
+    s.tagsDone = false;
+    this.save();
+  }
+
+  /** The run's page in the MLflow UI (`<uri>/#/experiments/<id>/runs/<runId>`); undefined before it exists. */
+  runUrl(): string | undefined {
+    const s = this.state;
+    return s.runId && s.experimentId
+      ? `${s.uri}/#/experiments/${s.experimentId}/runs/${s.runId}`
+      : undefined;
+  }
+
+  /**
+   * `file` was rewritten from scratch (e.g. a study's summary): its metrics go
+   * up again from the start with the next upload.
+   */
+  restartMetrics(file: string): void {
+    const s = this.state;
+    Object.assign(s, { metricsFile: file, metricsOffset: 0, metricRecordsSent: 0 });
+    s.metricPointsSent = 0;
+    delete s.skip;
+    this.save();
+  }
+
   /** A resumed run: running again (RUNNING is sent with the next upload). */
   reopen(): void {
     this.state.status = 'RUNNING';
@@ -298,6 +367,7 @@ export class MlflowUploader {
       delete s[key];
     }
     Object.assign(s, nothingUploaded(s));
+    if (s.runTags) s.tagsDone = false;
     for (const a of s.artifacts) a.done = false;
     this.client = new MlflowClient(s.uri, this.options);
     this.save();
@@ -312,6 +382,7 @@ export class MlflowUploader {
     return {
       runCreated: s.runId !== undefined,
       params: !s.paramsDone,
+      tags: s.tagsDone === false,
       inputs: !s.inputsDone,
       metricBytes: Math.max(0, size - s.metricsOffset),
       artifacts: s.artifacts.filter((a) => !a.done).map((a) => a.name),
@@ -324,6 +395,7 @@ export class MlflowUploader {
     return (
       p.runCreated &&
       !p.params &&
+      !p.tags &&
       !p.inputs &&
       p.metricBytes === 0 &&
       p.artifacts.length === 0 &&
@@ -382,15 +454,21 @@ export class MlflowUploader {
     const runId = await this.ensureRun();
     if (!s.paramsDone && s.paramsFile) {
       const doc = parse(readFileSync(join(this.dir, s.paramsFile), 'utf8')) as unknown;
-      const { params, truncated } = fitParams(flattenParams(doc));
+      const split = splitParams(doc, s.settings);
+      const { params, truncated } = fitParams(split.params);
       if (truncated.length) {
         this.warn(
           `[mlflow] param value too long for the server (${MLFLOW_LIMITS.paramValue} characters), cut: ${truncated.join(', ')}; the full value is in the ${s.paramsFile} artifact`,
         );
       }
-      await this.client.logBatch(runId, { params });
+      await this.client.logBatch(runId, { params, tags: split.tags });
       s.paramsDone = true;
       s.truncatedParams = truncated;
+      this.save();
+    }
+    if (s.tagsDone === false && s.runTags) {
+      await this.client.logBatch(runId, { tags: s.runTags });
+      s.tagsDone = true;
       this.save();
     }
     if (!s.inputsDone && s.input) {
