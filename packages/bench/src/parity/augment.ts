@@ -25,6 +25,12 @@ export interface AugmentCase {
   loss?: boolean;
 }
 
+/** The default experiment's augmentation (experiments/moco-fmnist.yaml). */
+const DEFAULT_AUGMENTATION = {
+  crop: { scale: [0.2, 1] as [number, number] },
+  flip: 0.5,
+  jitter: { brightness: 0.4, contrast: 0.4, p: 0.8 },
+};
 const still = { crop: { scale: [1, 1], ratio: [1, 1] }, flip: 0, jitter: { p: 0 } };
 /** ColorJitter alone (p 0.8) with the given factors, e.g. ColorJitter(hue 0.1). */
 function jitterCase(
@@ -83,23 +89,14 @@ export const AUGMENT_CASES: AugmentCase[] = [
     name: 'default experiment: crop 0.2-1, flip, ColorJitter(0.4, 0.4) p 0.8',
     transform: 'pipeline',
     images: 'fashion-mnist',
-    augmentation: {
-      crop: { scale: [0.2, 1] },
-      flip: 0.5,
-      jitter: { brightness: 0.4, contrast: 0.4, p: 0.8 },
-    },
+    augmentation: DEFAULT_AUGMENTATION,
     loss: true,
   },
   {
     name: 'the same + blur (PIL, sigma 0.1-2) p 0.5',
     transform: 'pipeline',
     images: 'fashion-mnist',
-    augmentation: {
-      crop: { scale: [0.2, 1] },
-      flip: 0.5,
-      jitter: { brightness: 0.4, contrast: 0.4, p: 0.8 },
-      blur: { p: 0.5, sigma: [0.1, 2] },
-    },
+    augmentation: { ...DEFAULT_AUGMENTATION, blur: { p: 0.5, sigma: [0.1, 2] } },
     loss: true,
   },
   {
