@@ -269,6 +269,10 @@ async function evaluate(args: string[]): Promise<number> {
     ...(trainSize !== undefined ? { trainSize } : {}),
     log: (l) => process.stderr.write(`${l}\n`),
   });
+  if (out.skipped) {
+    process.stdout.write(`${out.skipped}\n`);
+    return 0;
+  }
   process.stdout.write(
     `${Object.entries(out.results)
       .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(4)}`)

@@ -69,6 +69,55 @@ export const ExperimentSchema = z
         imageSize: positiveInt.default(64),
         /** image-folder: fail on an unreadable file instead of skipping and counting it. */
         strict: z.boolean().default(false),
+        /**
+         * image-folder: a file list to train on instead of scanning `root`: a `.txt`
+         * with one image path a line, or a `.csv` whose header names a `path` column
+         * and optionally a `label` column (class names). Relative paths are relative
+         * to the list's folder.
+         */
+        files: z.string().min(1).optional(),
+        /**
+         * image-folder: where labels come from. 'auto': the list's `label` column, else
+         * the class sub-folders of a `train/` + `test/` layout, else none; 'folders': the
+         * first sub-folder under the training folder is the class; 'csv'; 'none'.
+         */
+        labels: z.enum(['auto', 'folders', 'csv', 'none']).default('auto'),
+        /**
+         * image-folder: training images held out (a fixed choice by path hash, never
+         * trained on) as the test split when there is none (no `test/` or `val/`
+         * folder, no eval.test): alignment/uniformity, and kNN when labelled.
+         * Default 1000 then; a test split present refuses it.
+         */
+        holdout: z.number().int().min(0).optional(),
+        /** image-folder: labelled images for kNN and the linear probe (decoded into memory). */
+        eval: z
+          .object({
+            /**
+             * The kNN bank and the linear probe's training set: a folder of class
+             * sub-folders or a `.csv` list with a `label` column. Default: the training
+             * images themselves when they are labelled.
+             */
+            train: z.string().min(1).optional(),
+            /** The evaluated images, same forms. Default: the root's `test/` or `val/`, else the held-out images. */
+            test: z.string().min(1).optional(),
+            /** Decode at most this many eval.train images (a fixed choice by path hash; 0 = all). */
+            trainSize: z.number().int().min(0).default(10000),
+          })
+          .strict()
+          .default({}),
+        /**
+         * image-folder: train on shard `index` of `count` disjoint shards of the index
+         * (each file in one shard, by path hash): runs on different shards never read
+         * the same file. Sample indices number the shard's images.
+         */
+        shard: z
+          .object({ index: z.number().int().min(0), count: positiveInt })
+          .strict()
+          .refine((s) => s.index < s.count, {
+            message: 'must be smaller than shard.count (shards are numbered from 0)',
+            path: ['index'],
+          })
+          .optional(),
         prefetch: z.number().int().min(0).default(2),
         augmentation: AugmentationSchema.default({}),
       })

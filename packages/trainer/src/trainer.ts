@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { StateError, type DecodedBundle, type Tracker } from '@contrast/core';
-import { disposeBatch, prefetch, TENSORS_PER_BATCH, type TwoViewBatch } from '@contrast/data';
+import { isStreamed, StateError, type DecodedBundle, type Tracker } from '@contrast/core';
+import { disposeBatch, TENSORS_PER_BATCH, type TwoViewBatch } from '@contrast/data';
 import {
   alignUniformHook,
   baselinesHook,
@@ -44,6 +44,8 @@ export interface TrainResult {
   uniformity?: number;
   /** Per-dimension std of the final L2-normalised embeddings (0 = collapsed; ~1/sqrt(D) healthy). */
   embeddingStd?: number;
+  /** Streamed datasets: unreadable files skipped so far (each replaced by the next readable image). */
+  skippedFiles?: number;
 }
 
 export interface TrainOptions {
@@ -100,11 +102,7 @@ export class Trainer {
     emit((h) => h.onStart?.(run));
     const { state, session } = run;
     const start = state.last ? { epoch: state.last.epoch, step: state.last.step + 1 } : undefined;
-    const ahead = prefetch(
-      session.batches(run.epochs, start),
-      session.config.data.prefetch,
-      disposeBatch,
-    );
+    const ahead = session.batchStream(run.epochs, start, skipLogger(run.log));
     let tPrev = performance.now();
     for await (const batch of ahead) {
       if (options.shouldStop?.()) {
@@ -216,6 +214,7 @@ export class Trainer {
 
   private result(run: RunContext, t0: number): TrainResult {
     const { state, results } = run;
+    const train = run.session.dataset.train;
     const last = state.knnPerEpoch[state.knnPerEpoch.length - 1];
     return {
       ...(results.alignment !== undefined
@@ -236,6 +235,17 @@ export class Trainer {
       peakRssMb: process.resourceUsage().maxRSS / 1024,
       tensorsAfterStep: results.tensorsAfterStep ?? [],
       ...(results.lastCheckpoint ? { lastCheckpoint: results.lastCheckpoint } : {}),
+      ...(isStreamed(train) ? { skippedFiles: train.skipped.size } : {}),
     };
   }
+}
+
+/** Logs the first unreadable files a stream skips, then only counts them (summary.json has the total). */
+function skipLogger(log: (line: string) => void): (file: string, reason: string) => void {
+  let logged = 0;
+  return (file, reason) => {
+    if (++logged <= 10) log(`skipped unreadable ${file} (${reason}); data.strict: true refuses it`);
+    if (logged === 10)
+      log('further unreadable files are only counted (skipped_files in summary.json)');
+  };
 }
