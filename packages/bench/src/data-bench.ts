@@ -187,7 +187,7 @@ function report(o: Opts): string {
   if (t)
     lines.push(
       '',
-      `ResNet-18 MoCo ${o.size}x${o.size} b${o.batch}: step alone ${f(t.stepAloneImgPerSec, 2)} img/s, with streaming decode ${f(t.streamingImgPerSec, 2)} img/s (${f(100 * t.ratio)}%).`,
+      `ResNet-18 MoCo ${o.size}x${o.size} b${o.batch}: step alone ${f(t.stepAloneImgPerSec, 2)} img/s, with streaming decode ${f(t.streamingImgPerSec, 2)} img/s (${f(100 * (t.ratio ?? Number.NaN))}%).`,
     );
   return lines.join('\n');
 }

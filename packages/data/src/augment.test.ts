@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { AugmentationSchema, Rng, type TrainingDataset } from '@contrast/core';
+import { AugmentationSchema, Rng, type InMemoryDataset } from '@contrast/core';
 import {
   BatchAugmentation,
   blurBatch,
@@ -97,7 +97,7 @@ describe('BatchAugmentation', () => {
 
 describe('two-view batches', () => {
   const n = 10;
-  const ds: TrainingDataset = {
+  const ds: InMemoryDataset = {
     name: 'tiny',
     height: 28,
     width: 28,
