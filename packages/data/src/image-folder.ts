@@ -230,7 +230,10 @@ async function evaluationImages(options: ImageFolderOptions, t: TrainingIndex) {
     : !test.labelled
       ? 'the test split (held-out training images) is unlabelled'
       : undefined;
-  const fromTraining = test.heldOut ? test.split : bankFromTraining ? bank : undefined;
+  const fromTraining = [
+    test.heldOut ? test.split : undefined,
+    bankFromTraining ? bank : undefined,
+  ].find((s) => s !== undefined && s.n > 0);
   return {
     bank,
     test: test.split,

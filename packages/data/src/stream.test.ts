@@ -128,6 +128,7 @@ describe('unreadable files in a stream', () => {
   it('are skipped, counted once, and replaced by the next readable image; strict refuses them by name', async () => {
     const ds = await openImageFolder({ root: join(root, 'pics'), size: 8, holdout: 0 });
     expect(ds.train.n).toBe(12);
+    expect([...ds.mean, ...ds.std].every((v) => Number.isFinite(v) && v > 0)).toBe(true); // from a sample: no held-out images
     const broken = Array.from({ length: 12 }, (_, i) => ds.train.file(i)).findIndex((f) =>
       f.endsWith('4x.jpg'),
     );
@@ -144,6 +145,7 @@ describe('unreadable files in a stream', () => {
     for (const b of batches) {
       expect(b.indices).not.toContain(broken);
       expect(b.indices.filter((i) => i === broken + 1)).toHaveLength(2); // its replacement, twice
+      expect(b.x1.every(Number.isFinite)).toBe(true);
     }
 
     const strict = await openImageFolder({
