@@ -327,7 +327,7 @@ export function splitIndex(
   const all = index.paths.map((_, i) => i);
   const hashes = index.paths.map(pathHash);
   const heldOut = options.holdout > 0 ? smallestByHash(index, all, options.holdout, hashes) : [];
-  if (heldOut.length >= all.length) {
+  if (heldOut.length > 0 && heldOut.length >= all.length) {
     throw new ConfigError('data.holdout', `holds out all ${all.length} images of ${index.source}`, {
       hint: `use fewer than ${all.length}, or add images`,
     });
