@@ -192,10 +192,7 @@ function readStlSplit(root: string, name: 'train' | 'test', hint: string): Image
  * plus the 5,000 labeled training images (as the STL-10 protocol intends); kNN
  * and the linear probe then use the labeled training split (`evalTrain`).
  */
-export function loadStl10(
-  root: string,
-  options: { unlabeled?: boolean } = {},
-): InMemoryDataset {
+export function loadStl10(root: string, options: { unlabeled?: boolean } = {}): InMemoryDataset {
   const hint = 'put the files of stl10_binary.tar.gz (stl10_binary/) in data.root';
   const train = readStlSplit(root, 'train', hint);
   const test = readStlSplit(root, 'test', hint);
