@@ -123,7 +123,12 @@ function listRows(file: string): { path: string; label?: string }[] {
   }
   let rows: Record<string, string>[];
   try {
-    rows = parseCsv(text, { columns: true, skip_empty_lines: true, trim: true, bom: true });
+    rows = parseCsv<Record<string, string>>(text, {
+      columns: true,
+      skip_empty_lines: true,
+      trim: true,
+      bom: true,
+    });
   } catch (e) {
     throw new DatasetError(file, `is not valid CSV (${(e as Error).message})`, {
       hint: 'a header line naming a path column (and optionally label), then one row an image',
