@@ -16,18 +16,32 @@ function configure(): void {
   configured = true;
 }
 
+/** Formats that can carry an alpha channel (JPEG cannot). */
+const MAY_HAVE_ALPHA = /\.(png|webp|gif|tiff?|avif)$/i;
+
 /**
  * Decodes an image file (JPEG, PNG, WebP, GIF's first frame, TIFF, AVIF) to
  * uint8 RGB pixels [size, size, 3], row-major HWC: EXIF orientation applied,
- * alpha dropped, grey and CMYK converted to sRGB, 16-bit reduced to 8, and the
- * image stretched to a size x size square (libvips' shrink-on-load for JPEG,
- * then a Lanczos-3 reduce). Runs on libuv's thread pool, off the main thread.
+ * alpha dropped before resizing (PIL's `convert('RGB')`, as torchvision's
+ * ImageFolder loads images: libvips would otherwise resize premultiplied
+ * pixels), grey and CMYK converted to sRGB, 16-bit reduced to 8, and the image
+ * stretched to a size x size square (libvips' shrink-on-load for JPEG, then a
+ * Lanczos-3 reduce). Runs on libuv's thread pool, off the main thread.
  * Rejects when the file is missing, truncated or not an image.
  */
 export async function decodeImage(file: string, size: number): Promise<Uint8Array> {
   configure();
-  const { data, info } = await sharp(file)
-    .rotate()
+  let image = sharp(file).rotate();
+  if (MAY_HAVE_ALPHA.test(file) && (await image.metadata()).hasAlpha) {
+    const rgb = await image
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    const { width, height, channels } = rgb.info;
+    image = sharp(rgb.data, { raw: { width, height, channels } });
+  }
+  const { data, info } = await image
     .resize(size, size, { fit: 'fill' })
     .removeAlpha()
     .toColourspace('srgb')

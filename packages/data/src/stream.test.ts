@@ -108,10 +108,12 @@ describe('streamed two-view batches', () => {
     expect(Array.from(await decodeImage(rgba, 4))).toEqual(new Array(48).fill(200));
     const jpg = await decodeImage(join(root, 'pics', '00000', 'img-00000000.jpg'), 24); // stored at 24x24
     const want = syntheticImage(0, 24);
-    let worst = 0;
-    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(jpg[i]! - want[i]!));
+    let total = 0;
+    for (let i = 0; i < want.length; i++) total += Math.abs(jpg[i]! - want[i]!);
     expect(jpg.length).toBe(24 * 24 * 3);
-    expect(worst).toBeLessThan(60); // JPEG at quality 90: close, not equal, around the sharp box edges
+    // JPEG at quality 90 with 4:2:0 chroma: 2.5 levels off on average (up to ~114 at the box's
+    // saturated corners, where chroma is shared by 2x2 pixels); R and B swapped: 26, flipped: 34
+    expect(total / want.length).toBeLessThan(5);
     await expect(decodeImage(join(root, 'missing.jpg'), 4)).rejects.toThrow();
   });
 });

@@ -34,6 +34,7 @@ async function readOrReplace(
       return { index, pixels: await split.read(index) };
     } catch (e) {
       if (split.strict) throw unreadable(file, e);
+      if (split.skipped.has(file)) continue; // a batch decoding ahead met it first
       split.skipped.add(file);
       onSkip?.(file, firstLine(e));
     }
