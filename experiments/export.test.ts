@@ -41,7 +41,8 @@ function inProcessFeatures(runPath: string, start: number, end: number): Promise
   return withRun(runPath, ({ session }) =>
     tf.tidy(() => {
       const x = splitBatch(session.dataset, session.dataset.test, start, end);
-      return l2Normalize(session.encoder.features(x, false)).dataSync() as Float32Array;
+      // a copy: the tensor's memory is released when the tidy ends
+      return Float32Array.from(l2Normalize(session.encoder.features(x, false)).dataSync());
     }),
   );
 }

@@ -48,6 +48,7 @@ export async function startup(spec: DataSpec) {
  * pixel gather, two augmented views) with no training step.
  */
 export async function decodeRate(spec: DataSpec) {
+  await initBackend('tensorflow'); // the augmentation runs on the backend the training uses
   const ds = await openImageFolder({ root: spec.root, size: spec.size });
   const files = Array.from({ length: spec.batch * spec.steps }, (_, i) =>
     ds.train.file((i * 7919) % ds.train.n),

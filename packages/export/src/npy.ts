@@ -66,7 +66,7 @@ export function decodeNpy(buf: Uint8Array): { data: NpyData; shape: number[] } {
     .map((x) => x.trim())
     .filter((x) => x !== '')
     .map(Number);
-  const bytes = buf.slice(10 + hlen); // a copy, aligned for the typed array
+  const bytes = new Uint8Array(buf.subarray(10 + hlen)); // a copy, aligned (Buffer#slice is a view)
   const Ctor = d[0] as unknown as { new (b: ArrayBuffer): NpyData; BYTES_PER_ELEMENT: number };
   return { data: new Ctor(bytes.buffer as ArrayBuffer), shape };
 }
