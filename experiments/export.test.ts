@@ -24,8 +24,11 @@ import { trainTinyRun } from './tiny-run.js';
 type Split = ImageSplit;
 
 /** A trained run's encoder and data, opened the way export and embed open it. */
-function withRun<T>(runPath: string, f: (o: ReturnType<typeof openRun>) => T): T {
-  const o = openRun(runPath, createCatalog(builtinPlugins()));
+async function withRun<T>(
+  runPath: string,
+  f: (o: Awaited<ReturnType<typeof openRun>>) => T,
+): Promise<T> {
+  const o = await openRun(runPath, createCatalog(builtinPlugins()));
   try {
     return f(o);
   } finally {
@@ -34,11 +37,12 @@ function withRun<T>(runPath: string, f: (o: ReturnType<typeof openRun>) => T): T
 }
 
 /** L2-normalised eval-mode features of test images start..end, computed in-process. */
-function inProcessFeatures(runPath: string, start: number, end: number): Float32Array {
+function inProcessFeatures(runPath: string, start: number, end: number): Promise<Float32Array> {
   return withRun(runPath, ({ session }) =>
     tf.tidy(() => {
       const x = splitBatch(session.dataset, session.dataset.test, start, end);
-      return l2Normalize(session.encoder.features(x, false)).dataSync() as Float32Array;
+      // a copy: the tensor's memory is released when the tidy ends
+      return Float32Array.from(l2Normalize(session.encoder.features(x, false)).dataSync());
     }),
   );
 }
@@ -65,7 +69,7 @@ describe('export and embed a trained encoder', () => {
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'contrast-export-'));
     run = await trainTinyRun(root, 'export-tiny');
-    test = withRun(run.runPath, ({ session }) => session.dataset.test);
+    test = await withRun(run.runPath, ({ session }) => session.dataset.test);
   }, 300_000);
 
   it('export writes encoder.json, a tfjs model equal to the encoder, npz and torch files', async () => {
@@ -98,7 +102,7 @@ describe('export and embed a trained encoder', () => {
 
     // tfjs: loaded from disk as a user would, same features as the encoder in-process
     const model = await tf.loadLayersModel(pathToFileURL(join(out, 'tfjs', 'model.json')).href);
-    const diffs = withRun(run.runPath, ({ session }) => {
+    const diffs = await withRun(run.runPath, ({ session }) => {
       const x = splitBatch(session.dataset, session.dataset.test, 0, 256);
       const [f, z] = model.predict(x) as tf.Tensor2D[];
       const ref = session.encoder.features(x, false);
@@ -112,7 +116,7 @@ describe('export and embed a trained encoder', () => {
     expect(diffs[1]).toBeLessThan(1e-5);
 
     // npz: every variable under its Contrast name, same values; torch: torchvision names
-    const vars = withRun(
+    const vars = await withRun(
       run.runPath,
       ({ session }) =>
         new Map(
@@ -155,7 +159,7 @@ describe('export and embed a trained encoder', () => {
     const order = rows.map(([, id]) => Number(/img(\d+)\.png$/.exec(id!)![1]));
     expect(rows.map(([, id]) => id)).toEqual(order.map(name));
     expect(rows.every(([, , label], i) => label === `class${labels[order[i]!]}`)).toBe(true);
-    const ref = inProcessFeatures(run.runPath, 0, 1000);
+    const ref = await inProcessFeatures(run.runPath, 0, 1000);
     const sorted = new Float32Array(1000 * 64);
     order.forEach((img, row) => sorted.set(ref.subarray(img * 64, (img + 1) * 64), row * 64));
     expect(maxDiff(data as Float32Array, sorted)).toBeLessThan(1e-5);
@@ -180,7 +184,7 @@ describe('export and embed a trained encoder', () => {
     expect(x.shape).toEqual([10_000, 64]);
     const raw = y.data as Float32Array;
     expect(Math.hypot(...raw.subarray(0, 64))).not.toBeCloseTo(1, 2); // --no-normalize
-    const ref = inProcessFeatures(run.runPath, 0, 10_000);
+    const ref = await inProcessFeatures(run.runPath, 0, 10_000);
     expect(maxDiff(x.data as Float32Array, ref)).toBeLessThan(1e-5);
     expect(maxDiff(l2NormalizeRows(Float32Array.from(raw), 64), ref)).toBeLessThan(1e-5);
     expect(readFileSync(join(root, 'emb', 'export.csv'), 'utf8').split('\n')[1]).toBe(

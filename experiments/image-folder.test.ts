@@ -1,68 +1,137 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { DatasetError } from '@contrast/core';
-import { nativeImageDecoder, nativeImageEncoders } from '@contrast/backend';
-import { loadImageFolder } from '@contrast/data';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ConfigError,
+  DatasetError,
+  isStreamed,
+  parseExperiment,
+  type ExperimentInput,
+} from '@contrast/core';
+import { builtinPlugins } from '@contrast/cli';
+import { encodeImage, openImageFolder, syntheticImage, writeSyntheticFolder } from '@contrast/data';
+import { createCatalog, runExperiment } from '@contrast/trainer';
+import { cli } from './cli.js';
 
-/** Image folders with real JPEG and PNG files, decoded by TensorFlow's native decoders. */
+/** Image folders of real JPEG and PNG files, streamed from disk and decoded by libvips. */
 describe('image folders', () => {
   let root: string;
-  const decode = nativeImageDecoder();
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'contrast-folder-'));
-    const enc = nativeImageEncoders();
-    const solid = (rgb: number[], h: number, w: number) =>
-      tf.tidy(() => tf.cast(tf.mul(tf.ones([h, w, 3]), tf.tensor1d(rgb)), 'int32')) as tf.Tensor3D;
-    const write = async (
-      split: string,
-      cls: string,
-      file: string,
-      rgb: number[],
-      h = 20,
-      w = 30,
-    ) => {
-      mkdirSync(join(root, split, cls), { recursive: true });
-      const img = solid(rgb, h, w);
-      const bytes = file.endsWith('.png') ? await enc.png(img) : await enc.jpeg(img);
-      img.dispose();
-      writeFileSync(join(root, split, cls, file), bytes);
-    };
-    await write('train', 'cat', 'a.png', [250, 10, 10]);
-    await write('train', 'cat', 'b.jpg', [240, 20, 20], 40, 12);
-    await write('train', 'dog', 'c.png', [10, 10, 250]);
-    await write('test', 'dog', 'd.jpg', [20, 20, 240]);
-    writeFileSync(join(root, 'train', 'dog', 'broken.jpg'), Buffer.from('not a jpeg at all'));
-    writeFileSync(join(root, 'train', 'dog', 'notes.txt'), 'ignored: not an image');
-  });
-
-  it('reads class folders, decodes JPEG and PNG, resizes, and skips an unreadable file with a count', () => {
-    const ds = loadImageFolder(root, { decode, size: 8 });
-    expect(ds.classes).toEqual(['cat', 'dog']);
-    expect([ds.train.n, ds.test.n, ds.height, ds.channels, ds.numClasses]).toEqual([3, 1, 8, 3, 2]);
-    expect(Array.from(ds.train.labels)).toEqual([0, 0, 1]);
-    expect(ds.skipped).toEqual([join(root, 'train', 'dog', 'broken.jpg')]);
-    const pixel = (i: number) =>
-      Array.from(ds.train.images.subarray(i * 192 + 27 * 3, i * 192 + 27 * 3 + 3));
-    expect(pixel(0)).toEqual([250, 10, 10]); // PNG is lossless
-    pixel(1).forEach((v, c) => expect(Math.abs(v - [240, 20, 20][c]!)).toBeLessThan(8)); // JPEG, resized from 40x12
-    expect(ds.mean[0]).toBeGreaterThan(ds.mean[1]!); // statistics of the training split
-  });
-
-  it('strict refuses the unreadable file by name; a bad layout is refused with the fix', () => {
-    let e: unknown;
-    try {
-      loadImageFolder(root, { decode, size: 8, strict: true });
-    } catch (x) {
-      e = x;
+    // the train/ + test/ layout with class folders: PNG cats, JPEG dogs, a broken file in each split
+    for (const split of ['train', 'test']) {
+      for (const [cls, fmt, base] of [
+        ['cat', 'png', 0],
+        ['dog', 'jpeg', 100],
+      ] as const) {
+        mkdirSync(join(root, 'layout', split, cls), { recursive: true });
+        for (let i = 0; i < (split === 'train' ? 6 : 3); i++) {
+          const bytes = await encodeImage(syntheticImage(base + i, 20), 20, fmt);
+          writeFileSync(
+            join(root, 'layout', split, cls, `${i}.${fmt === 'png' ? 'png' : 'jpg'}`),
+            bytes,
+          );
+        }
+      }
+      writeFileSync(join(root, 'layout', split, 'dog', 'broken.jpg'), 'not a jpeg at all');
     }
-    expect(e).toBeInstanceOf(DatasetError);
-    expect((e as DatasetError).message).toContain('broken.jpg');
-    expect(() => loadImageFolder(join(root, 'train'), { decode, size: 8 })).toThrow(
-      /train\/ and test\//,
+    writeFileSync(join(root, 'layout', 'train', 'dog', 'notes.txt'), 'ignored: not an image');
+    // unlabelled pictures in nested folders, and labelled evaluation images (a CSV and a folder)
+    await writeSyntheticFolder(join(root, 'photos'), { count: 160, size: 24, perFolder: 50 });
+    const evalTrain = await writeSyntheticFolder(join(root, 'labelled', 'train'), {
+      count: 40,
+      size: 24,
+      classes: 4,
+    });
+    writeFileSync(
+      join(root, 'labelled', 'bank.csv'),
+      `path,label\n${evalTrain.map((p) => `train/${p},${p.split('/')[0]}`).join('\n')}\n`,
     );
+    await writeSyntheticFolder(join(root, 'labelled', 'test'), { count: 20, size: 24, classes: 4 });
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('train/ + test/ layout: class labels, labelled bank and test split, unreadable files skipped and counted', async () => {
+    const ds = await openImageFolder({ root: join(root, 'layout'), size: 8 });
+    expect(ds.classes).toEqual(['cat', 'dog']);
+    expect(isStreamed(ds.train)).toBe(true);
+    expect([ds.train.n, ds.test.n, ds.height, ds.channels, ds.numClasses]).toEqual([
+      13, 6, 8, 3, 2,
+    ]);
+    expect(Array.from(ds.train.labels)).toEqual([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
+    expect(ds.evalTrain!.n).toBe(12); // the labelled training images, the broken one left out
+    expect(Array.from(ds.test.labels)).toEqual([0, 0, 0, 1, 1, 1]);
+    expect(ds.skipped.sort()).toEqual(
+      [
+        join(root, 'layout', 'test', 'dog', 'broken.jpg'),
+        join(root, 'layout', 'train', 'dog', 'broken.jpg'),
+      ].sort(),
+    );
+    expect(ds.unlabelled).toBeUndefined();
+    expect(ds.mean[0]).toBeGreaterThan(0);
+    const e = await openImageFolder({ root: join(root, 'layout'), size: 8, strict: true }).catch(
+      (x: unknown) => x,
+    );
+    expect(e).toBeInstanceOf(DatasetError);
+    expect((e as Error).message).toContain('broken.jpg');
+    await expect(
+      openImageFolder({ root: join(root, 'layout'), size: 8, holdout: 5 }),
+    ).rejects.toThrow(ConfigError);
+    await expect(openImageFolder({ root: join(root, 'nothing'), size: 8 })).rejects.toThrow(
+      /is not a folder/,
+    );
+  });
+
+  const experiment = (data: Record<string, unknown>, extra: Partial<ExperimentInput> = {}) =>
+    parseExperiment({
+      name: 'folder-tiny',
+      data: { dataset: 'image-folder', root: join(root, 'photos'), imageSize: 16, ...data },
+      model: { encoder: 'convnet', width: 0.25, dim: 16 },
+      strategy: { name: 'momentum-queue', queueSize: 64 },
+      optim: { batchSize: 16, epochs: 1 },
+      eval: { knn: { k: 5 }, alignUniform: 16 },
+      tracking: { dir: join(root, 'runs') },
+      ...extra,
+    });
+
+  it('trains on an unlabelled folder: kNN skipped with a note, alignment / uniformity on held-out images', async () => {
+    const lines: string[] = [];
+    const out = await runExperiment(experiment({ holdout: 32 }), createCatalog(builtinPlugins()), {
+      progress: false,
+      log: (l) => lines.push(l),
+    });
+    expect(out.result).toMatchObject({ status: 'finished', steps: 8, skippedFiles: 0 }); // 128 / 16
+    expect(Number.isNaN(out.result.knn.trained)).toBe(true);
+    expect(lines.join('\n')).toContain(
+      'kNN (and its baselines) skipped: the training images are unlabelled',
+    );
+    expect(lines.join('\n')).toMatch(/160 images indexed in [\d.]+ s; training on 128, streamed/);
+    expect(Number.isFinite(out.result.alignment)).toBe(true);
+    expect(Number.isFinite(out.result.uniformity)).toBe(true);
+    const summary = JSON.parse(readFileSync(join(out.runPath, 'summary.json'), 'utf8'));
+    expect(summary.skipped_files).toBe(0);
+    const r = await cli(['eval', 'knn', out.runPath]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('kNN skipped: the training images are unlabelled');
+    expect(existsSync(join(out.runPath, 'eval', 'knn.json'))).toBe(false);
+  });
+
+  it('a memory bank trains on a streamed folder; kNN and the probe use the labelled CSV bank and test folder', async () => {
+    const config = experiment(
+      { eval: { train: join(root, 'labelled', 'bank.csv'), test: join(root, 'labelled', 'test') } },
+      { strategy: { name: 'memory-bank', negatives: 64 } },
+    );
+    const out = await runExperiment(config, createCatalog(builtinPlugins()), {
+      progress: false,
+      log: () => {},
+    });
+    expect(out.result.steps).toBe(10); // 160 images, no hold-out (a test split is given)
+    expect(out.result.knn.trained).toBeGreaterThanOrEqual(0);
+    expect(out.result.knn.rawPixels).toBeGreaterThan(0.5); // 4 classes of their own colours (chance: 0.25)
+    const r = await cli(['eval', 'linear', out.runPath, '--epochs', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('linear_top1');
   });
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadExperiment, readBundle } from '@contrast/core';
 import { builtinPlugins } from '@contrast/cli';
+import { writeSyntheticFolder } from '@contrast/data';
 import { checkpointDir, createCatalog, listCheckpoints, runExperiment } from '@contrast/trainer';
 import { MlflowClient, MlflowServer } from '@contrast/tracking';
 import * as tf from '@tensorflow/tfjs';
@@ -28,7 +29,7 @@ checkpoint: { every: 5, keep: 3 }
 `;
 
 function train(args: string[]): { done: Promise<number>; kill: () => void; stderr: () => string } {
-  const child = spawn(process.execPath, [bin, 'train', '--quiet', ...args], {
+  const child = spawn(process.execPath, [bin, 'train', ...args], {
     cwd: repo,
     env: { ...process.env, MLFLOW_TRACKING_URI: '' },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -50,6 +51,60 @@ const records = (run: string) =>
     .map((l) => JSON.parse(l) as Record<string, number>);
 /** Everything but wall-clock fields, in file order. */
 const numbers = (run: string) => records(run).map(({ time: _t, img_per_sec: _i, ...rest }) => rest);
+
+/**
+ * Compares the final states of two runs: the same tensors (encoder, key encoder,
+ * strategy, optimizer) and queue pointer; returns how many values differ.
+ */
+function compareFinalStates(runA: string, runB: string): { differing: number; names: string[] } {
+  const fa = readBundle(join(runA, 'state/final.bin'));
+  const fb = readBundle(join(runB, 'state/final.bin'));
+  const names = Object.keys(fa.tensors).sort();
+  expect(Object.keys(fb.tensors).sort()).toEqual(names);
+  for (const prefix of ['encoder/', 'key_encoder/', 'strategy/', 'optimizer/']) {
+    expect(
+      names.some((n) => n.startsWith(prefix)),
+      prefix,
+    ).toBe(true);
+  }
+  let differing = 0;
+  for (const n of names) {
+    const x = fa.tensors[n]!.dataSync();
+    const y = fb.tensors[n]!.dataSync();
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) differing++;
+  }
+  expect(fb.values.strategy).toEqual(fa.values.strategy); // queue pointer
+  tf.dispose([...Object.values(fa.tensors), ...Object.values(fb.tensors)]);
+  return { differing, names };
+}
+
+/**
+ * Starts a run (its folder the only one in `dir`) and SIGKILLs it once its
+ * newest checkpoint is one `ready` accepts; returns that checkpoint's step.
+ */
+async function killAfterCheckpoint(
+  args: string[],
+  dir: string,
+  ready: (step: number, run: string) => boolean,
+): Promise<number> {
+  const b = train(args);
+  let killed = -1;
+  let exited = false;
+  void b.done.then(() => (exited = true));
+  const deadline = Date.now() + 240_000; // however slow the machine, until the run ends
+  while (!exited && killed < 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+    if (!existsSync(dir) || readdirSync(dir).length === 0) continue;
+    const run = only(dir);
+    const latest = listCheckpoints(checkpointDir(run))[0]?.step ?? 0;
+    if (latest > 0 && ready(latest, run)) {
+      b.kill();
+      killed = latest;
+    }
+  }
+  expect(await b.done, b.stderr()).toBe(-9); // it really was killed, not finished
+  return killed;
+}
 
 describe('exact resume after SIGKILL', () => {
   let root: string;
@@ -76,29 +131,20 @@ describe('exact resume after SIGKILL', () => {
     // server before the kill), killed with SIGKILL mid-epoch once that has happened
     const bDir = join(root, 'b');
     const tracked = [`--set=tracking.uri=${server.uri}`, '--set=tracking.uploadEvery=0.2'];
-    const b = train([base, `--set=tracking.dir=${bDir}`, ...tracked]);
-    let killedAfter = -1;
     let sentPastCheckpoint = 0;
-    let exited = false;
-    void b.done.then(() => (exited = true));
-    const deadline = Date.now() + 240_000; // however slow the machine, until the run ends
-    while (!exited && killedAfter < 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 10));
-      if (!existsSync(bDir) || readdirSync(bDir).length === 0) continue;
-      const run = only(bDir);
-      const latest = listCheckpoints(checkpointDir(run))[0]?.step ?? 0;
-      const state = join(run, 'mlflow.json');
-      if (latest === 0 || latest % 16 === 0 || !existsSync(state)) continue;
-      const sent = JSON.parse(readFileSync(state, 'utf8')).metricRecordsSent as number;
-      // wanted: records past the checkpoint already uploaded; on a loaded machine the server may
-      // lag behind, so by the last mid-epoch checkpoint (30) the run is killed anyway
-      if (sent > latest || latest >= 30) {
-        b.kill();
-        killedAfter = latest;
+    const killedAfter = await killAfterCheckpoint(
+      [base, `--set=tracking.dir=${bDir}`, ...tracked],
+      bDir,
+      (latest, run) => {
+        const state = join(run, 'mlflow.json');
+        if (latest % 16 === 0 || !existsSync(state)) return false;
+        const sent = JSON.parse(readFileSync(state, 'utf8')).metricRecordsSent as number;
         sentPastCheckpoint = Math.max(0, sent - latest);
-      }
-    }
-    expect(await b.done).toBe(-9); // it really was killed, not finished
+        // wanted: records past the checkpoint already uploaded; on a loaded machine the server may
+        // lag behind, so by the last mid-epoch checkpoint (30) the run is killed anyway
+        return sent > latest || latest >= 30;
+      },
+    );
     expect(killedAfter).toBeGreaterThan(0);
     const runB = only(bDir);
     const left = listCheckpoints(checkpointDir(runB))[0]!.step;
@@ -110,25 +156,8 @@ describe('exact resume after SIGKILL', () => {
     expect(resumed.stderr()).toContain(`resuming after step ${left}`);
 
     // every tensor of the final state, bit for bit
-    const fa = readBundle(join(runA, 'state/final.bin'));
-    const fb = readBundle(join(runB, 'state/final.bin'));
-    const names = Object.keys(fa.tensors).sort();
-    expect(Object.keys(fb.tensors).sort()).toEqual(names);
-    for (const prefix of ['encoder/', 'key_encoder/', 'strategy/', 'optimizer/']) {
-      expect(
-        names.some((n) => n.startsWith(prefix)),
-        prefix,
-      ).toBe(true);
-    }
-    let differing = 0;
-    for (const n of names) {
-      const x = fa.tensors[n]!.dataSync();
-      const y = fb.tensors[n]!.dataSync();
-      for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) differing++;
-    }
+    const { differing, names } = compareFinalStates(runA, runB);
     expect(differing).toBe(0);
-    expect(fb.values.strategy).toEqual(fa.values.strategy); // queue pointer
-    tf.dispose([...Object.values(fa.tensors), ...Object.values(fb.tensors)]);
 
     // the same metrics, each step once (the killed run's tail was cut back and rewritten)
     expect(numbers(runB)).toEqual(numbers(runA));
@@ -207,5 +236,61 @@ describe('exact resume after SIGKILL', () => {
     const a = records(only(join(root, 'a'))).filter((r) => r.loss !== undefined);
     const c = records(first.runPath).filter((r) => r.loss !== undefined);
     expect(c.map((r) => [r.step, r.loss])).toEqual(a.map((r) => [r.step, r.loss]));
+  });
+});
+
+/**
+ * The same standard for a streamed image folder: the data order, the
+ * augmentation stream and the decode queue (rebuilt from the index position)
+ * continue exactly, so the killed and resumed run ends bit for bit where the
+ * run left alone does.
+ */
+describe('exact resume of a streamed image folder after SIGKILL', () => {
+  let root: string;
+  let base: string;
+  const STREAM_STEPS = 20; // 2 epochs of 10 steps
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'contrast-resume-stream-'));
+    await writeSyntheticFolder(join(root, 'pics'), { count: 680, size: 36, perFolder: 200 });
+    base = join(root, 'base.yaml');
+    writeFileSync(
+      base,
+      `name: resume-stream
+data: { dataset: image-folder, root: ${join(root, 'pics')}, imageSize: 32, holdout: 40 }
+model: { encoder: convnet, width: 1, dim: 32 }
+strategy: { name: momentum-queue, queueSize: 256, momentum: 0.99 }
+optim: { batchSize: 64, epochs: 2 }
+eval: { alignUniform: 40 }
+checkpoint: { every: 3, keep: 3 }
+`,
+    );
+  }, 120_000);
+
+  it('killed mid-epoch and resumed == left alone: weights, queue, optimizer, metrics', async () => {
+    const a = train([base, `--set=tracking.dir=${join(root, 'a')}`]);
+    expect(await a.done, a.stderr()).toBe(0);
+    const runA = only(join(root, 'a'));
+    expect(a.stderr()).toContain('kNN (and its baselines) skipped');
+
+    const bDir = join(root, 'b');
+    const killed = await killAfterCheckpoint(
+      [base, `--set=tracking.dir=${bDir}`],
+      bDir,
+      (s) => s % 10 !== 0,
+    );
+    const runB = only(bDir);
+    const left = listCheckpoints(checkpointDir(runB))[0]!.step; // one may land before the kill
+    expect(left).toBeGreaterThanOrEqual(killed);
+    expect(left).toBeLessThan(STREAM_STEPS);
+    const resumed = train(['--resume', runB]);
+    expect(await resumed.done, resumed.stderr()).toBe(0);
+    expect(resumed.stderr()).toContain(`resuming after step ${left}`);
+    const { differing, names } = compareFinalStates(runA, runB);
+    expect(differing).toBe(0);
+    expect(numbers(runB)).toEqual(numbers(runA));
+    console.log(
+      `[resume test, streamed folder] killed after checkpoint ${left} of ${STREAM_STEPS} steps; resumed: ${differing} differing values in ${names.length} tensors`,
+    );
   });
 });

@@ -74,7 +74,7 @@ describe('the nearest-neighbour page in headless Chromium', () => {
 
     // the 5 queries as PNG files, and their neighbours computed in Node: files decoded as training
     // decodes image folders, features of the run's encoder, the same gallery the page holds
-    const o = openRun(runPath, catalog);
+    const o = await openRun(runPath, catalog);
     try {
       const { dataset, encoder } = o.session;
       mkdirSync(join(root, 'queries'));

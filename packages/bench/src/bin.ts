@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultRows, median, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
+import { dataMain } from './data-bench.js';
 import { ensureTorchVenv } from './torch.js';
 import { UsageError } from '@contrast/core';
 
@@ -26,6 +27,7 @@ and a 200-step leak check. Writes a JSON file and a markdown table.
   --steps N        timed steps per row (default 5)
   --no-leak        skip the 200-step leak check
   --out DIR        where to write results (default runs/bench)
+  --data           the streaming image-folder benchmark instead (pnpm bench --data --help)
 `;
 
 interface RowReport {
@@ -179,6 +181,7 @@ function measureRows(rows: RowSpec[], rounds: number, python: string | undefined
 }
 
 export async function main(argv: string[]): Promise<number> {
+  if (argv.includes('--data')) return dataMain(argv.filter((a) => a !== '--data'));
   const { values } = parseArgs({
     args: argv,
     options: {

@@ -109,6 +109,32 @@ function withPlugin<T>(plugin: Plugin, what: string, f: () => T): T {
 }
 
 /**
+ * The experiment's dataset, loaded: in-memory datasets at once, streamed ones
+ * (an image folder: index read, evaluation images decoded) when they resolve.
+ * Pass the result to composeExperiment / createSession as `dataset`.
+ */
+export async function loadDataset(
+  config: ExperimentConfig,
+  catalog: Catalog,
+): Promise<TrainingDataset> {
+  return catalog.datasets.get(config.data.dataset)(config.data);
+}
+
+/** A dataset that loads synchronously; a streamed one must come through loadDataset. */
+function loadedNow(config: ExperimentConfig, catalog: Catalog): TrainingDataset {
+  const dataset = catalog.datasets.get(config.data.dataset)(config.data);
+  if (dataset instanceof Promise) {
+    dataset.catch(() => {}); // reported below, not as an unhandled rejection
+    throw new ConfigError(
+      'data.dataset',
+      `'${config.data.dataset}' loads asynchronously (it reads an index and decodes images)`,
+      { hint: 'load it first with loadDataset(config, catalog) and pass it as the dataset' },
+    );
+  }
+  return dataset;
+}
+
+/**
  * The composition root: one tsyringe child container per experiment, built
  * from the parsed config. Every check (names, the plugin's config section, the
  * loss, the plugin's own `check`, the dataset files) runs before any weights
@@ -128,7 +154,7 @@ export function composeExperiment(
   const plugin = checkNames(input, catalog);
   const method = parseWith(plugin.configSchema, input.strategy, 'strategy');
   const { config, loss } = resolveLoss(input, plugin, catalog);
-  const dataset = options.dataset ?? catalog.datasets.get(config.data.dataset)(config.data);
+  const dataset = options.dataset ?? loadedNow(config, catalog);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method, dataset }));
 
   const rng = new Rng(config.seed);

@@ -215,6 +215,31 @@ export interface ImageSplit {
   n: number;
 }
 
+/**
+ * Training images streamed from disk (an image folder or file list of any
+ * size): sample i is entry i of the dataset's index, and only the index is held
+ * in memory. A batch's images are decoded when the batch stream needs them
+ * (`streamedTwoViewBatches` in @contrast/data), off the main thread.
+ */
+export interface StreamedSplit {
+  readonly kind: 'streamed';
+  /** Samples per epoch (the index's training entries). */
+  readonly n: number;
+  /** Label of each sample; 255 = unlabelled. */
+  readonly labels: Uint8Array;
+  /**
+   * Decodes sample `index` (0 <= index < n) to uint8 HWC pixels of the
+   * dataset's height x width x channels. Rejects when the file is unreadable.
+   */
+  read(index: number): Promise<Uint8Array>;
+  /** The file behind sample `index`, for messages. */
+  file(index: number): string;
+  /** Unreadable files met so far (skipped and counted; data.strict refuses them instead). */
+  readonly skipped: Set<string>;
+  /** Fail on the first unreadable file instead of skipping it. */
+  readonly strict: boolean;
+}
+
 /** An image dataset held in memory with its official split; every sample has an index. */
 export interface TrainingDataset {
   readonly name: string;
@@ -227,17 +252,27 @@ export interface TrainingDataset {
   readonly std: readonly number[];
   /** Whether samples carry a stable index (required by index-keyed strategies). */
   readonly providesIndices: boolean;
-  readonly train: ImageSplit;
+  /** The pre-training images: held in memory, or streamed from disk (see isStreamed). */
+  readonly train: ImageSplit | StreamedSplit;
+  /** Held-out images: kNN and the linear probe evaluate on them; alignment/uniformity too. */
   readonly test: ImageSplit;
   /**
    * The labeled split kNN and linear probes fit on, when `train` holds unlabeled
-   * pre-training images (STL-10's unlabeled split); default `train`.
+   * pre-training images (STL-10's unlabeled split) or is streamed; default `train`.
    */
   readonly evalTrain?: ImageSplit;
+  /**
+   * Set when kNN and the linear probe cannot run (no labelled bank or test
+   * split): why, and the fix. They are then skipped with this note.
+   */
+  readonly unlabelled?: string;
   /** Where the data came from (a path or URL) and a digest of its content, for trackers. */
   readonly source?: string;
   readonly digest?: string;
 }
+
+/** A dataset whose training split is held in memory (Fashion-MNIST, CIFAR, STL-10). */
+export type InMemoryDataset = TrainingDataset & { readonly train: ImageSplit };
 
 /**
  * A batched two-view augmentation. `view(x, 0)` draws the first view and

@@ -87,7 +87,14 @@ export interface EncoderSpec {
 }
 
 export type EncoderFactory = (spec: EncoderSpec, rng: Rng) => Encoder;
-export type DatasetFactory = (data: ExperimentConfig['data']) => TrainingDataset;
+/**
+ * Makes a dataset from the data section. In-memory datasets return it
+ * directly; streamed ones (an image folder) resolve once their index is read
+ * and their evaluation images are decoded (load them with `loadDataset`).
+ */
+export type DatasetFactory = (
+  data: ExperimentConfig['data'],
+) => TrainingDataset | Promise<TrainingDataset>;
 
 /** Everything a composition root can choose from, by name. */
 export interface Catalog {

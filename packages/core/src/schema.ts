@@ -117,7 +117,7 @@ export const ExperimentSchema = z
           .string()
           .default('fashion-mnist')
           .describe(
-            'fashion-mnist, cifar10, cifar100, stl10, stl10-unlabeled or image-folder (a folder per class).',
+            'fashion-mnist, cifar10, cifar100, stl10, stl10-unlabeled or image-folder (your images, streamed from disk: a folder, labelled or not, or a file list).',
           ),
         root: z
           .string()
@@ -130,26 +130,95 @@ export const ExperimentSchema = z
           .int()
           .min(0)
           .default(0)
-          .describe('Train on the first n samples of a fixed permutation (0 = all).'),
+          .describe(
+            'Train on the first n samples of a fixed permutation (0 = all; image-folder: n images chosen by path hash).',
+          ),
         dropLast: z
           .boolean()
           .default(true)
           .describe('Drop the last incomplete batch of each epoch (as the official MoCo loader).'),
         imageSize: positiveInt
           .default(64)
-          .describe('image-folder: images are resized to this side on load.'),
+          .describe('image-folder: images are decoded and resized to this side (a square).'),
         strict: z
           .boolean()
           .default(false)
           .describe(
             'image-folder: fail on an unreadable file instead of skipping and counting it.',
           ),
+        files: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "image-folder: a file list to train on instead of scanning `root`: a `.txt` with one image path a line, or a `.csv` whose header names a `path` column and optionally a `label` column (class names). Relative paths are relative to the list's folder.",
+          ),
+        labels: z
+          .enum(['auto', 'folders', 'csv', 'none'])
+          .default('auto')
+          .describe(
+            "image-folder: where labels come from. 'auto': the list's `label` column, else the class sub-folders of a `train/` + `test/` layout, else none; 'folders': the first sub-folder under the training folder is the class; 'csv': the list's `label` column; 'none': unlabelled (kNN and the linear probe need data.eval).",
+          ),
+        holdout: z
+          .number()
+          .int()
+          .min(0)
+          .optional()
+          .describe(
+            'image-folder: training images held out (a fixed choice by path hash, never trained on) as the test split when there is none (no `test/` or `val/` folder, no eval.test): alignment/uniformity, and kNN when labelled. Default 1000 then; a test split present refuses it.',
+          ),
+        eval: z
+          .object({
+            train: z
+              .string()
+              .min(1)
+              .optional()
+              .describe(
+                "The kNN bank and the linear probe's training set: a folder of class sub-folders or a `.csv` list with a `label` column. Default: the training images themselves when they are labelled.",
+              ),
+            test: z
+              .string()
+              .min(1)
+              .optional()
+              .describe(
+                "The evaluated images, same forms. Default: the root's `test/` or `val/`, else the held-out images.",
+              ),
+            trainSize: z
+              .number()
+              .int()
+              .min(0)
+              .default(10000)
+              .describe(
+                'Decode at most this many eval.train images (a fixed choice by path hash; 0 = all).',
+              ),
+          })
+          .strict()
+          .default({})
+          .describe(
+            'image-folder: labelled images for kNN and the linear probe (decoded into memory; the training images are streamed).',
+          ),
+        shard: z
+          .object({
+            index: z.number().int().min(0).describe("This run's shard, numbered from 0."),
+            count: positiveInt.describe('Number of disjoint shards.'),
+          })
+          .strict()
+          .refine((s) => s.index < s.count, {
+            message: 'must be smaller than shard.count (shards are numbered from 0)',
+            path: ['index'],
+          })
+          .optional()
+          .describe(
+            "image-folder: train on shard `index` of `count` disjoint shards of the index (each file in one shard, by path hash): runs on different shards never read the same file. Sample indices number the shard's images.",
+          ),
         prefetch: z
           .number()
           .int()
           .min(0)
           .default(2)
-          .describe('Batches prepared ahead of the training step (0 = none).'),
+          .describe(
+            'Batches prepared ahead of the training step (0 = none); image-folder: batches decoded ahead, the bound of the decode queue.',
+          ),
         augmentation: AugmentationSchema.default({}).describe(
           "The two views' augmentation (MoCo v1 by default; MoCo v2 adds blur, stronger jitter).",
         ),

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { AugmentationSchema, Rng, type TrainingDataset } from '@contrast/core';
+import { AugmentationSchema, Rng, type InMemoryDataset } from '@contrast/core';
 import { BatchAugmentation, sampleCropBox } from './augment.js';
 import { blurBatch, gaussianKernels, luminance, rotateHue, saturate } from './transforms.js';
 import { gatherPixels, prefetch, stepsPerEpoch, twoViewBatches } from './batches.js';
@@ -90,7 +90,7 @@ describe('BatchAugmentation', () => {
 
 describe('two-view batches', () => {
   const n = 10;
-  const ds: TrainingDataset = {
+  const ds: InMemoryDataset = {
     name: 'tiny',
     height: 28,
     width: 28,

@@ -1,5 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Augmentation, ImageSplit, Rng, TrainingDataset, Views } from '@contrast/core';
+import {
+  ContractError,
+  isStreamed,
+  type Augmentation,
+  type ImageSplit,
+  type Rng,
+  type TrainingDataset,
+  type Views,
+} from '@contrast/core';
 import { normalize } from './augment.js';
 
 /**
@@ -48,12 +56,18 @@ export function stepsPerEpoch(n: number, batchSize: number, dropLast: boolean): 
   return dropLast ? Math.floor(n / batchSize) : Math.ceil(n / batchSize);
 }
 
-/**
- * Epochs of two-view batches. The order of each epoch is a permutation drawn
- * from the seeded Rng, so a run's data order is reproducible. The caller owns the
- * tensors of each batch and disposes them after the step.
- */
-export function* twoViewBatches(options: {
+/** One planned batch: which samples, and where the data-order stream stood before its epoch. */
+export interface BatchPlan {
+  epoch: number;
+  step: number;
+  /** Sample indices of the batch, in the epoch's order. */
+  indices: Int32Array;
+  /** The data-order stream before this epoch's permutation. */
+  dataRng: number[];
+}
+
+/** What every two-view batch stream takes. */
+export interface BatchStreamOptions {
   dataset: TrainingDataset;
   augmentation: Augmentation;
   rng: Rng;
@@ -64,32 +78,74 @@ export function* twoViewBatches(options: {
   /** ...and at this step within it (earlier steps are skipped, not computed). */
   startStep?: number;
   epochs: number;
-}): Generator<TwoViewBatch> {
-  const { dataset, augmentation, rng, batchSize, dropLast } = options;
-  const n = dataset.train.n;
+}
+
+/**
+ * The order of `n` samples over epochs, in batches: each epoch's permutation is
+ * drawn from `rng` when the epoch is reached, so a run's data order is
+ * reproducible from its seed and resumable from `dataRng`.
+ */
+export function* batchPlans(
+  n: number,
+  options: Omit<BatchStreamOptions, 'dataset' | 'augmentation'>,
+): Generator<BatchPlan> {
+  const { rng, batchSize, dropLast } = options;
   const steps = stepsPerEpoch(n, batchSize, dropLast);
   const first = options.startEpoch ?? 0;
   for (let epoch = first; epoch < options.epochs; epoch++) {
     const dataRng = rng.getState();
     const order = rng.permutation(n);
     for (let step = epoch === first ? (options.startStep ?? 0) : 0; step < steps; step++) {
-      const idx = order.subarray(step * batchSize, Math.min(n, (step + 1) * batchSize));
-      const batch = tf.tidy(() => {
-        const x = gatherPixels(dataset.train, idx, dataset);
-        return {
-          x1: augmentation.view(x, 0),
-          x2: augmentation.view(x, 1),
-          indices: tf.tensor1d(idx, 'int32'),
-        };
-      });
-      yield {
-        ...batch,
-        indexArray: Int32Array.from(idx),
-        epoch,
-        step,
-        position: { dataRng, augRng: augmentation.rngState() },
-      };
+      const indices = order.subarray(step * batchSize, Math.min(n, (step + 1) * batchSize));
+      yield { epoch, step, indices, dataRng };
     }
+  }
+}
+
+/**
+ * A batch's two views from its images: uint8 NHWC pixels of `images` at
+ * `rows`, in [0, 1], each view drawn from the augmentation's stream.
+ */
+export function twoViews(
+  plan: BatchPlan,
+  images: ImageSplit,
+  rows: ArrayLike<number>,
+  options: { dataset: TrainingDataset; augmentation: Augmentation },
+): TwoViewBatch {
+  const { dataset, augmentation } = options;
+  const batch = tf.tidy(() => {
+    const x = gatherPixels(images, rows, dataset);
+    return {
+      x1: augmentation.view(x, 0),
+      x2: augmentation.view(x, 1),
+      indices: tf.tensor1d(plan.indices, 'int32'),
+    };
+  });
+  return {
+    ...batch,
+    indexArray: Int32Array.from(plan.indices),
+    epoch: plan.epoch,
+    step: plan.step,
+    position: { dataRng: plan.dataRng, augRng: augmentation.rngState() },
+  };
+}
+
+/**
+ * Epochs of two-view batches of an in-memory dataset. The order of each epoch
+ * is a permutation drawn from the seeded Rng, so a run's data order is
+ * reproducible. The caller owns the tensors of each batch and disposes them
+ * after the step.
+ * @throws ContractError for a streamed dataset (use streamedTwoViewBatches).
+ */
+export function* twoViewBatches(options: BatchStreamOptions): Generator<TwoViewBatch> {
+  const train = options.dataset.train;
+  if (isStreamed(train)) {
+    throw new ContractError(`'${options.dataset.name}' is streamed: its batches are asynchronous`, {
+      hint: 'read it with streamedTwoViewBatches (TrainingSession.batchStream does)',
+    });
+  }
+  for (const plan of batchPlans(train.n, options)) {
+    yield twoViews(plan, train, plan.indices, options);
   }
 }
 

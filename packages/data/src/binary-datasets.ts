@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatasetError, type ImageSplit, type TrainingDataset } from '@contrast/core';
+import { DatasetError, type ImageSplit, type InMemoryDataset } from '@contrast/core';
 
 /**
  * The binary distributions of CIFAR-10, CIFAR-100 (Krizhevsky 2009) and
@@ -94,7 +94,7 @@ function digestOf(splits: ImageSplit[]): string {
 
 const rgb = { height: 32, width: 32, channels: 3, providesIndices: true } as const;
 
-export function loadCifar10(root: string): TrainingDataset {
+export function loadCifar10(root: string): InMemoryDataset {
   const hint = 'put the files of cifar-10-binary.tar.gz (cifar-10-batches-bin/) in data.root';
   const train = readCifarRecords(
     [1, 2, 3, 4, 5].map((i) => need(root, `data_batch_${i}.bin`, hint)),
@@ -115,7 +115,7 @@ function cifarDataset(
   splits: { train: ImageSplit; test: ImageSplit },
   numClasses: number,
   stats: { mean: number[]; std: number[] },
-): TrainingDataset {
+): InMemoryDataset {
   return {
     name,
     ...rgb,
@@ -128,7 +128,7 @@ function cifarDataset(
 }
 
 /** CIFAR-100 with its 100 fine labels. */
-export function loadCifar100(root: string): TrainingDataset {
+export function loadCifar100(root: string): InMemoryDataset {
   const hint = 'put the files of cifar-100-binary.tar.gz (cifar-100-binary/) in data.root';
   const train = readCifarRecords([need(root, 'train.bin', hint)], 2, 1, 100);
   const test = readCifarRecords([need(root, 'test.bin', hint)], 2, 1, 100);
@@ -192,7 +192,7 @@ function readStlSplit(root: string, name: 'train' | 'test', hint: string): Image
  * plus the 5,000 labeled training images (as the STL-10 protocol intends); kNN
  * and the linear probe then use the labeled training split (`evalTrain`).
  */
-export function loadStl10(root: string, options: { unlabeled?: boolean } = {}): TrainingDataset {
+export function loadStl10(root: string, options: { unlabeled?: boolean } = {}): InMemoryDataset {
   const hint = 'put the files of stl10_binary.tar.gz (stl10_binary/) in data.root';
   const train = readStlSplit(root, 'train', hint);
   const test = readStlSplit(root, 'test', hint);

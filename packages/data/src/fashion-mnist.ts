@@ -1,7 +1,14 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatasetError, type ImageSplit, type TrainingDataset } from '@contrast/core';
+import {
+  ContractError,
+  DatasetError,
+  isStreamed,
+  type ImageSplit,
+  type InMemoryDataset,
+  type TrainingDataset,
+} from '@contrast/core';
 import { readIdx } from './idx.js';
 
 /** Where Debian's dataset-fashion-mnist package installs the official files. */
@@ -68,7 +75,7 @@ function loadSplit(dir: string, imagesFile: string, labelsFile: string, n: numbe
  * Fashion-MNIST (Xiao et al. 2017) with the official 60,000 / 10,000 split,
  * 28x28 grayscale, 10 classes. Mean/std are the training set's.
  */
-export function loadFashionMnist(root?: string): TrainingDataset & { classes: string[] } {
+export function loadFashionMnist(root?: string): InMemoryDataset & { classes: string[] } {
   const dir = fashionMnistDir(root);
   if (!existsSync(join(dir, FASHION_MNIST_FILES.trainImages))) {
     throw new DatasetError(join(dir, FASHION_MNIST_FILES.trainImages), 'Fashion-MNIST not found', {
@@ -99,9 +106,20 @@ export function loadFashionMnist(root?: string): TrainingDataset & { classes: st
   };
 }
 
-/** The first n training samples (Fashion-MNIST's training order is already shuffled). */
+/**
+ * The first n training samples of an in-memory dataset (Fashion-MNIST's
+ * training order is already shuffled). A streamed image folder takes its
+ * subset when its index is split (openImageFolder's `subset`).
+ * @throws ContractError for a streamed dataset.
+ */
 export function subsetTrain(ds: TrainingDataset, n: number): TrainingDataset {
   if (n <= 0 || n >= ds.train.n) return ds;
+  const train = ds.train;
+  if (isStreamed(train)) {
+    throw new ContractError(`'${ds.name}' is streamed`, {
+      hint: "pass the subset to the folder's reader (openImageFolder's subset)",
+    });
+  }
   const px = ds.height * ds.width * ds.channels;
   return {
     ...ds,
@@ -114,8 +132,8 @@ export function subsetTrain(ds: TrainingDataset, n: number): TrainingDataset {
         }
       : {}),
     train: {
-      images: ds.train.images.subarray(0, n * px),
-      labels: ds.train.labels.subarray(0, n),
+      images: train.images.subarray(0, n * px),
+      labels: train.labels.subarray(0, n),
       n,
     },
   };

@@ -1,5 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
-import { l2Normalize, type Encoder, type ImageSplit, type TrainingDataset } from '@contrast/core';
+import {
+  evaluationSplits,
+  l2Normalize,
+  type Encoder,
+  type ImageSplit,
+  type TrainingDataset,
+} from '@contrast/core';
 
 export interface KnnOptions {
   /** Neighbours (200 in InstDisc and the MoCo demo). */
@@ -67,7 +73,11 @@ export interface KnnResult {
   seconds: number;
 }
 
-/** kNN accuracy of a feature extractor: train split as the bank, test split evaluated. */
+/**
+ * kNN accuracy of a feature extractor: the labelled bank (evalTrain, else the
+ * train split) as the bank, the test split evaluated.
+ * @throws DatasetError when the dataset has no labelled images (`dataset.unlabelled`).
+ */
 export function knnAccuracy(
   dataset: TrainingDataset,
   toBatch: (split: ImageSplit, start: number, end: number) => tf.Tensor4D,
@@ -76,21 +86,21 @@ export function knnAccuracy(
 ): KnnResult {
   const t0 = performance.now();
   const bs = options.batchSize ?? 500;
-  const bankSplit = dataset.evalTrain ?? dataset.train;
+  const { bank: bankSplit, test } = evaluationSplits(dataset);
   const m = options.bankSize ? Math.min(options.bankSize, bankSplit.n) : bankSplit.n;
-  const n = options.testSize ? Math.min(options.testSize, dataset.test.n) : dataset.test.n;
+  const n = options.testSize ? Math.min(options.testSize, test.n) : test.n;
   const bank = extractFeatures(bankSplit, m, (s, e) => toBatch(bankSplit, s, e), extract, bs);
   const bankLabels = tf.tensor1d(Int32Array.from(bankSplit.labels.subarray(0, m)), 'int32');
   let correct = 0;
   for (let s = 0; s < n; s += 250) {
     const e = Math.min(s + 250, n);
     const pred = tf.tidy(() => {
-      const q = l2Normalize(extract(toBatch(dataset.test, s, e)));
+      const q = l2Normalize(extract(toBatch(test, s, e)));
       return knnPredict(bank, bankLabels, q, options.k, options.t, dataset.numClasses);
     });
     const p = pred.dataSync();
     pred.dispose();
-    for (let i = 0; i < p.length; i++) if (p[i] === dataset.test.labels[s + i]) correct++;
+    for (let i = 0; i < p.length; i++) if (p[i] === test.labels[s + i]) correct++;
   }
   tf.dispose([bank, bankLabels]);
   return {

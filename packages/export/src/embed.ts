@@ -6,6 +6,7 @@ import { SingleBar } from 'cli-progress';
 import {
   ConfigError,
   ExperimentSchema,
+  isStreamed,
   writeFileAtomic,
   type Catalog,
   type ExperimentConfig,
@@ -61,7 +62,7 @@ export async function openFeatureSource(path: string, catalog: Catalog): Promise
       hint: 'give a run folder (runs/<run>, with config.yaml) or the output of contrast export (with encoder.json)',
     });
   }
-  const opened = openRun(dir, catalog);
+  const opened = await openRun(dir, catalog);
   const encoder = backboneEncoder(opened.session.encoder);
   const sidecar = buildSidecar({
     ...opened,
@@ -123,20 +124,28 @@ function folderTarget(dir: string, input: InputSpec, strict: boolean): Target {
   };
 }
 
-function datasetTarget(spec: string, catalog: Catalog, source: FeatureSource): Target {
+async function datasetTarget(
+  spec: string,
+  catalog: Catalog,
+  source: FeatureSource,
+): Promise<Target> {
   const [name, splitName = 'test'] = spec.split(':');
   const data = {
     ...(source.config?.data ?? ExperimentSchema.shape.data.parse({})),
     dataset: name!,
     trainSubset: 0,
   };
-  const ds = catalog.datasets.get(name!)(data);
-  const split: ImageSplit | undefined =
-    splitName === 'train' ? ds.train : splitName === 'test' ? ds.test : undefined;
-  if (!split)
+  const ds = await catalog.datasets.get(name!)(data);
+  const chosen = splitName === 'train' ? ds.train : splitName === 'test' ? ds.test : undefined;
+  if (!chosen)
     throw new ConfigError('target', `no split '${splitName}'`, {
       hint: `use ${name}:train or ${name}:test`,
     });
+  if (isStreamed(chosen))
+    throw new ConfigError('target', `${name}:train is streamed from disk`, {
+      hint: 'embed its folder instead (contrast embed <run> <folder>)',
+    });
+  const split: ImageSplit = chosen;
   const inp = source.sidecar.input;
   if (ds.height !== inp.height || ds.width !== inp.width || ds.channels !== inp.channels) {
     throw new ConfigError(
@@ -191,7 +200,7 @@ const csvField = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"`
  * features of every image, in batches, as a float32 .npy [N, F] (rows
  * L2-normalised unless `normalize: false`) and a CSV of `row,id,label` (ids are
  * paths relative to the folder, or `dataset:split:index`). Image files are
- * decoded as training decodes image folders; unreadable ones are skipped and
+ * decoded as the web page decodes them (readImageFiles); unreadable ones are skipped and
  * listed (refused with `strict`).
  * @throws ConfigError for a bad target; DatasetError for an unreadable file with `strict`.
  */
@@ -205,7 +214,7 @@ export async function embed(
   const isFolder = existsSync(target) && statSync(target).isDirectory();
   const t = isFolder
     ? folderTarget(resolve(target), source.sidecar.input, options.strict ?? false)
-    : datasetTarget(target, catalog, source);
+    : await datasetTarget(target, catalog, source);
   if (t.items.length === 0) throw new ConfigError('target', `no images in ${target}`);
   const bs = options.batchSize ?? 256;
   const bar = options.progress

@@ -140,7 +140,7 @@ export async function exportRun(
   options: ExportOptions = {},
 ): Promise<ExportResult> {
   const formats = options.formats ?? ['tfjs', 'torch', 'npz'];
-  const opened = openRun(target, catalog);
+  const opened = await openRun(target, catalog);
   try {
     const encoder = backboneEncoder(opened.session.encoder);
     const head = options.head ?? false;

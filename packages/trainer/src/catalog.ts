@@ -13,12 +13,11 @@ import {
   loadCifar10,
   loadCifar100,
   loadFashionMnist,
-  loadImageFolder,
+  openImageFolder,
   loadStl10,
   subsetTrain,
 } from '@contrast/data';
 import { createEncoder, ENCODER_NAMES } from '@contrast/models';
-import { nativeImageDecoder } from '@contrast/backend';
 
 /**
  * Registries of everything built in (encoders, datasets, the shared losses),
@@ -62,14 +61,17 @@ export function createCatalog(plugins: readonly Plugin[]): Catalog {
     )
     .register('stl10', (data) => subsetTrain(loadStl10(root(data, 'stl10')), data.trainSubset))
     .register('image-folder', (data) =>
-      subsetTrain(
-        loadImageFolder(root(data, 'images'), {
-          decode: nativeImageDecoder(),
-          size: data.imageSize,
-          strict: data.strict,
-        }),
-        data.trainSubset,
-      ),
+      openImageFolder({
+        root: root(data, 'images'),
+        ...(data.files ? { files: data.files } : {}),
+        size: data.imageSize,
+        strict: data.strict,
+        labels: data.labels,
+        ...(data.holdout !== undefined ? { holdout: data.holdout } : {}),
+        eval: data.eval,
+        ...(data.shard ? { shard: data.shard } : {}),
+        subset: data.trainSubset,
+      }),
     )
     .register('stl10-unlabeled', (data) =>
       subsetTrain(loadStl10(root(data, 'stl10'), { unlabeled: true }), data.trainSubset),

@@ -2,6 +2,8 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import {
+  evaluationSplits,
+  loadDataset,
   loadExperiment,
   readBundle,
   Rng,
@@ -40,8 +42,11 @@ export interface EvaluateOutcome {
   results: Record<string, number>;
   /** Which weights were evaluated. */
   weights: string;
-  file: string;
+  /** Where the result was written (absent when skipped). */
+  file?: string;
   seconds: number;
+  /** Why nothing was evaluated: the dataset has no labelled images (and what to set). */
+  skipped?: string;
 }
 
 /** The final state of a run, or its newest checkpoint when it has not finished. */
@@ -67,14 +72,15 @@ export interface OpenedRun {
  * Rebuilds a run's encoder (and the rest of its composition) from its
  * config.yaml and loads its trained weights: the final state, or the newest
  * checkpoint when the run has not finished. The one way evaluation, export and
- * embedding get at a trained encoder.
+ * embedding get at a trained encoder. A streamed image folder is opened
+ * (index and evaluation images), not read whole.
  * @throws StateError when the folder is not a run or its weights do not match its config.
  */
-export function openRun(target: string, catalog: Catalog): OpenedRun {
+export async function openRun(target: string, catalog: Catalog): Promise<OpenedRun> {
   const runPath = resolve(target);
   const config = loadExperiment(requireRunFolder(runPath), ['data.trainSubset=0']);
   const weights = runWeights(runPath);
-  const session = createSession(config, catalog);
+  const session = createSession(config, catalog, { dataset: await loadDataset(config, catalog) });
   try {
     session.loadState(weights.bundle);
   } catch (e) {
@@ -97,9 +103,15 @@ export async function evaluateRun(
   options: EvaluateOptions = {},
 ): Promise<EvaluateOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
-  const { runPath, weights, session } = openRun(target, catalog);
+  const { runPath, weights, session } = await openRun(target, catalog);
   const t0 = performance.now();
   try {
+    if (session.dataset.unlabelled) {
+      const what = kind === 'knn' ? 'kNN' : 'the linear probe';
+      const skipped = `${what} skipped: ${session.dataset.unlabelled}`;
+      log(skipped);
+      return { kind, results: {}, weights, seconds: 0, skipped };
+    }
     const results =
       kind === 'knn' ? evaluateKnn(session, options, log) : evaluateLinear(session, options, log);
     const seconds = (performance.now() - t0) / 1000;
@@ -139,7 +151,7 @@ function evaluateLinear(
 ): Record<string, number> {
   const { dataset, encoder, config } = session;
   const probe = { ...LINEAR_PROBE_DEFAULTS, ...options.probe };
-  const fitSplit = dataset.evalTrain ?? dataset.train;
+  const { bank: fitSplit, test } = evaluationSplits(dataset);
   const n = options.trainSize ? Math.min(options.trainSize, fitSplit.n) : fitSplit.n;
   const toBatch = batchesOf(session);
   const feats = (split: ImageSplit, count: number) =>
@@ -152,14 +164,14 @@ function evaluateLinear(
       false,
     );
   const trainF = feats(fitSplit, n);
-  const testF = feats(dataset.test, dataset.test.n);
+  const testF = feats(test, test.n);
   log(
     `linear probe: ${n} x ${trainF.shape[1]} features; ${probe.epochs} epochs, lr ${probe.lr}, momentum ${probe.momentum}, wd ${probe.weightDecay}`,
   );
   try {
     const r = linearProbe(
       { features: trainF, labels: Int32Array.from(fitSplit.labels.subarray(0, n)) },
-      { features: testF, labels: Int32Array.from(dataset.test.labels) },
+      { features: testF, labels: Int32Array.from(test.labels) },
       dataset.numClasses,
       new Rng(config.seed),
       probe,

@@ -93,12 +93,13 @@ export interface Hook {
 
 const percent = (x: number) => `${(100 * x).toFixed(2)}%`;
 
-/** kNN of raw pixels and of the random-init encoder before training (eval.baselines). */
+/** kNN of raw pixels and of the random-init encoder before training (eval.baselines; not without labelled images). */
 export function baselinesHook(): Hook {
   return {
     name: 'baselines',
     onStart(run) {
       if (run.resumed || !run.session.config.eval.baselines) return;
+      if (run.session.dataset.unlabelled) return; // the kNN hook says why
       const px = knnOfPixels(run.session);
       run.log(
         `kNN raw pixels: ${percent(px.accuracy)} (${px.bankSize} bank / ${px.testSize} test, ${px.seconds.toFixed(1)} s)`,
@@ -189,7 +190,9 @@ export function leakHook(): Hook {
 /**
  * kNN every eval.knn.every epochs and after the last step; the final encoder's
  * if not yet evaluated. A stopped run skips that last one and exits promptly:
- * its encoder is evaluated when it is resumed and finishes.
+ * its encoder is evaluated when it is resumed and finishes. Skipped, with the
+ * dataset's note, when it has no labelled images (an unlabelled streamed
+ * folder without data.eval).
  */
 export function knnHook(): Hook {
   const evaluate = (run: RunContext, epoch: number) => {
@@ -201,15 +204,20 @@ export function knnHook(): Hook {
   };
   return {
     name: 'knn',
+    onStart(run) {
+      const why = run.session.dataset.unlabelled;
+      if (why) run.log(`kNN (and its baselines) skipped: ${why}`);
+    },
     onEpochEnd(run, epoch) {
       const { every } = run.session.config.eval.knn;
+      if (run.session.dataset.unlabelled) return;
       if (every <= 0 || ((epoch + 1) % every !== 0 && run.state.step !== run.total)) return;
       const r = evaluate(run, epoch);
       run.tracker.logMetrics({ step: run.state.step, epoch: epoch + 1, knn_accuracy: r.accuracy });
       run.log(`epoch ${epoch + 1}: kNN ${percent(r.accuracy)} (${r.seconds.toFixed(1)} s)`);
     },
     onEnd(run) {
-      if (run.state.status !== 'finished') return;
+      if (run.state.status !== 'finished' || run.session.dataset.unlabelled) return;
       const lastEpoch = Math.ceil(run.state.step / run.stepsPerEpoch) - 1;
       if (run.state.lastEvalEpoch !== lastEpoch || run.state.knnPerEpoch.length === 0) {
         evaluate(run, lastEpoch);

@@ -7,6 +7,7 @@ import {
   ConfigError,
   configDiff,
   ContrastError,
+  loadDataset,
   parseExperiment,
   resolveLoss,
   RUN_SETTINGS,
@@ -92,11 +93,8 @@ export async function runExperiment(
   const experimentName =
     options.mlflow?.experimentName ?? (config.tracking.experiment || config.name);
   if (uri) await probe(uri, experimentName, log);
-  const session = createSession(
-    config,
-    catalog,
-    options.dataset ? { dataset: options.dataset } : {},
-  );
+  const dataset = options.dataset ?? (await loadDataset(config, catalog));
+  const session = createSession(config, catalog, { dataset });
   try {
     const resume = options.resumeFrom
       ? openCheckpoint(session, options.resumeFrom, log)
@@ -157,7 +155,15 @@ function openRunFolder(config: ExperimentConfig, options: RunOptions): RunDirect
     : createRunDirectory(config.tracking.dir, config.name);
 }
 
+/** Says how a streamed dataset was indexed, and which files loading it skipped. */
 function warnSkipped(dataset: TrainingDataset, log: (l: string) => void): void {
+  const index = (dataset as { index?: { entries: number; cached: boolean; seconds: number } })
+    .index;
+  if (index) {
+    log(
+      `${dataset.name}: ${index.entries} images indexed in ${index.seconds.toFixed(1)} s${index.cached ? ' (cached index)' : ''}; training on ${dataset.train.n}, streamed`,
+    );
+  }
   const skipped = (dataset as { skipped?: string[] }).skipped ?? [];
   if (skipped.length) {
     log(
@@ -275,6 +281,7 @@ export function summaryOf(result: TrainResult): Record<string, unknown> {
           },
         }
       : {}),
+    ...(result.skippedFiles !== undefined ? { skipped_files: result.skippedFiles } : {}),
     wall_seconds: result.wallSeconds,
     peak_rss_mb: result.peakRssMb,
     backend: tf.getBackend(),

@@ -5,6 +5,7 @@ import type { DependencyContainer } from 'tsyringe';
 import {
   composeExperiment,
   encodeBundle,
+  isStreamed,
   methodParameters,
   resolveMethod,
   StateError,
@@ -25,8 +26,12 @@ import {
 } from '@contrast/core';
 import {
   BatchAugmentation,
+  disposeBatch,
+  prefetch,
   stepsPerEpoch,
+  streamBatches,
   twoViewBatches,
+  type BatchStream,
   type TwoViewBatch,
 } from '@contrast/data';
 import { createOptimizer, type Optimizer } from './sgd.js';
@@ -102,9 +107,39 @@ export class TrainingSession {
     return trainStep(mark ? { ...parts, mark } : parts, views, lr, this.config.optim.lr);
   }
 
-  /** Two-view batches of `epochs` epochs, from the data-order stream as it stands. */
+  /**
+   * Two-view batches of `epochs` epochs of an in-memory dataset, from the
+   * data-order stream as it stands (the step harness draws them one by one).
+   * @throws ContractError for a streamed dataset: use batchStream.
+   */
   batches(epochs: number, start?: { epoch: number; step: number }): Generator<TwoViewBatch> {
-    return twoViewBatches({
+    return twoViewBatches(this.streamOptions(epochs, start));
+  }
+
+  /**
+   * The batches the trainer consumes: an in-memory dataset's run `data.prefetch`
+   * batches ahead (Prefetcher); a streamed dataset's are decoded from disk
+   * `data.prefetch` batches ahead (streamedTwoViewBatches). Both draw the same
+   * order and augmentations from the same streams. `onSkip` hears of each
+   * unreadable file a streamed dataset skips.
+   */
+  batchStream(
+    epochs: number,
+    start?: { epoch: number; step: number },
+    onSkip?: (file: string, reason: string) => void,
+  ): BatchStream {
+    const depth = this.config.data.prefetch;
+    if (!isStreamed(this.dataset.train))
+      return prefetch(this.batches(epochs, start), depth, disposeBatch);
+    return streamBatches({
+      ...this.streamOptions(epochs, start),
+      depth,
+      ...(onSkip ? { onSkip } : {}),
+    });
+  }
+
+  private streamOptions(epochs: number, start?: { epoch: number; step: number }) {
+    return {
       dataset: this.dataset,
       augmentation: this.augmentation,
       rng: this.dataRng,
@@ -112,7 +147,7 @@ export class TrainingSession {
       dropLast: this.config.data.dropLast,
       epochs,
       ...(start ? { startEpoch: start.epoch, startStep: start.step } : {}),
-    });
+    };
   }
 
   /**

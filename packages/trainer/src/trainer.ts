@@ -1,6 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
-import { DivergedError, StateError, type DecodedBundle, type Tracker } from '@contrast/core';
-import { disposeBatch, prefetch, TENSORS_PER_BATCH, type TwoViewBatch } from '@contrast/data';
+import {
+  DivergedError,
+  isStreamed,
+  StateError,
+  type DecodedBundle,
+  type Tracker,
+} from '@contrast/core';
+import { disposeBatch, TENSORS_PER_BATCH, type TwoViewBatch } from '@contrast/data';
 import {
   alignUniformHook,
   baselinesHook,
@@ -51,6 +57,8 @@ export interface TrainResult {
   embeddingStd?: number;
   /** Health warnings raised during the run (collapse, shortcut, stalled loss), and the last statistics. */
   health?: HookResults['health'];
+  /** Streamed datasets: unreadable files skipped so far (each replaced by the next readable image). */
+  skippedFiles?: number;
 }
 
 export interface TrainOptions {
@@ -108,11 +116,7 @@ export class Trainer {
     emit((h) => h.onStart?.(run));
     const { state, session } = run;
     const start = state.last ? { epoch: state.last.epoch, step: state.last.step + 1 } : undefined;
-    const ahead = prefetch(
-      session.batches(run.epochs, start),
-      session.config.data.prefetch,
-      disposeBatch,
-    );
+    const ahead = session.batchStream(run.epochs, start, skipLogger(run.log));
     let tPrev = performance.now();
     for await (const batch of ahead) {
       if (options.shouldStop?.()) {
@@ -224,6 +228,7 @@ export class Trainer {
 
   private result(run: RunContext, t0: number): TrainResult {
     const { state, results } = run;
+    const train = run.session.dataset.train;
     const last = state.knnPerEpoch[state.knnPerEpoch.length - 1];
     return {
       ...(results.alignment !== undefined
@@ -246,6 +251,17 @@ export class Trainer {
       ...(results.lastCheckpoint ? { lastCheckpoint: results.lastCheckpoint } : {}),
       ...(results.health ? { health: results.health } : {}),
       ...(results.knnProtocol ? { knnProtocol: results.knnProtocol } : {}),
+      ...(isStreamed(train) ? { skippedFiles: train.skipped.size } : {}),
     };
   }
+}
+
+/** Logs the first unreadable files a stream skips, then only counts them (summary.json has the total). */
+function skipLogger(log: (line: string) => void): (file: string, reason: string) => void {
+  let logged = 0;
+  return (file, reason) => {
+    if (++logged <= 10) log(`skipped unreadable ${file} (${reason}); data.strict: true refuses it`);
+    if (logged === 10)
+      log('further unreadable files are only counted (skipped_files in summary.json)');
+  };
 }

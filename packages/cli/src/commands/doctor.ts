@@ -59,19 +59,27 @@ async function doctor(file: string | undefined, flags: DoctorFlags): Promise<num
   return exitCode;
 }
 
-/** Loads the dataset as training would: every file read and verified (for IDX: gzip CRC, magic, sizes). */
+/**
+ * Loads the dataset as training would: every file read and verified (for IDX:
+ * gzip CRC, magic, sizes); a streamed image folder's index is built (or read)
+ * and its evaluation images decoded.
+ */
 async function datasetCheck(config: ExperimentConfig): Promise<DoctorCheck> {
   const name = `dataset ${config.data.dataset}`;
-  const [{ createCatalog }, { builtinPlugins }] = await Promise.all([
+  const [{ createCatalog }, { builtinPlugins }, { isStreamed }] = await Promise.all([
     import('@contrast/trainer'),
     import('../plugins.js'),
+    import('@contrast/core'),
   ]);
   try {
-    const ds = createCatalog(builtinPlugins()).datasets.get(config.data.dataset)(config.data);
+    const ds = await createCatalog(builtinPlugins()).datasets.get(config.data.dataset)(config.data);
+    const train = isStreamed(ds.train)
+      ? `${ds.train.n} train images indexed (decoded while training) / ${ds.test.n} test images verified`
+      : `${ds.train.n} train / ${ds.test.n} test images verified`;
     return {
       name,
       ok: true,
-      detail: `${ds.source ?? config.data.root ?? ''} (${ds.train.n} train / ${ds.test.n} test images verified${ds.digest ? `, digest ${ds.digest}` : ''})`,
+      detail: `${ds.source ?? config.data.root ?? ''} (${train}${ds.digest ? `, digest ${ds.digest}` : ''})`,
     };
   } catch (e) {
     return failedCheck(name, e, 'see the message; data.root points at the dataset folder');

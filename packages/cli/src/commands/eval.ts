@@ -84,9 +84,10 @@ async function evaluate(target: string, kind: 'knn' | 'linear', flags: EvalFlags
     log: out.log,
   });
   out.result(
-    `${Object.entries(r.results)
-      .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(4)}`)
-      .join(', ')}\n${r.seconds.toFixed(1)} s; weights ${r.weights}; written to ${r.file}`,
+    r.skipped ??
+      `${Object.entries(r.results)
+        .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(4)}`)
+        .join(', ')}\n${r.seconds.toFixed(1)} s; weights ${r.weights}; written to ${r.file}`,
   );
   out.data({ command: `eval ${kind}`, ok: true, exitCode: ExitCode.ok, ...r });
   return ExitCode.ok;

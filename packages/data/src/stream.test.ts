@@ -1,0 +1,165 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AugmentationSchema, DatasetError, Rng, type TrainingDataset } from '@contrast/core';
+import { BatchAugmentation } from './augment.js';
+import { disposeBatch, twoViewBatches, type TwoViewBatch } from './batches.js';
+import { decodeImage, decodeSplit } from './image-decode.js';
+import { openImageFolder, type ImageFolderDataset } from './image-folder.js';
+import { streamedTwoViewBatches } from './stream.js';
+import { syntheticImage, writeSyntheticFolder } from './synthetic-images.js';
+
+const SIZE = 16;
+const augConfig = AugmentationSchema.parse({});
+
+/** Everything a batch says, read to the host (tensors disposed). */
+function snapshot(b: TwoViewBatch) {
+  const s = {
+    x1: Array.from(b.x1.dataSync()),
+    x2: Array.from(b.x2.dataSync()),
+    indices: Array.from(b.indexArray),
+    tensorIndices: Array.from(b.indices.dataSync()),
+    epoch: b.epoch,
+    step: b.step,
+    position: b.position,
+  };
+  disposeBatch(b);
+  return s;
+}
+
+async function collect(batches: AsyncIterable<TwoViewBatch> | Iterable<TwoViewBatch>) {
+  const out: ReturnType<typeof snapshot>[] = [];
+  for await (const b of batches) out.push(snapshot(b));
+  return out;
+}
+
+const streamOf = (ds: TrainingDataset, seeds: { data: number; aug: number }, extra = {}) => ({
+  dataset: ds,
+  augmentation: new BatchAugmentation(augConfig, ds, new Rng(seeds.aug)),
+  rng: new Rng(seeds.data),
+  batchSize: 12,
+  dropLast: true,
+  epochs: 2,
+  depth: 2,
+  ...extra,
+});
+
+describe('streamed two-view batches', () => {
+  let root: string;
+  let ds: ImageFolderDataset;
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'contrast-stream-'));
+    await writeSyntheticFolder(join(root, 'pics'), { count: 56, size: 24, perFolder: 20 });
+    ds = await openImageFolder({ root: join(root, 'pics'), size: SIZE, holdout: 8 });
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('equal the in-memory batches of the same decoded images, seed for seed; another seed differs', async () => {
+    expect([ds.train.n, ds.test.n, ds.channels]).toEqual([48, 8, 3]);
+    const files = Array.from({ length: ds.train.n }, (_, i) => ds.train.file(i));
+    const { split } = await decodeSplit(files, ds.train.labels, SIZE, true);
+    const inMemory: TrainingDataset = { ...ds, train: split };
+    const before = tf.memory().numTensors;
+    const streamed = await collect(streamedTwoViewBatches(streamOf(ds, { data: 2, aug: 1 })));
+    const held = await collect(twoViewBatches(streamOf(inMemory, { data: 2, aug: 1 })));
+    expect(tf.memory().numTensors).toBe(before); // nothing left behind
+    expect(streamed).toHaveLength(8); // 2 epochs of 48 / 12
+    expect(streamed).toEqual(held);
+    expect(streamed[0]!.indices).toEqual(streamed[0]!.tensorIndices);
+    expect(new Set(streamed.slice(0, 4).flatMap((b) => b.indices)).size).toBe(48); // an epoch sees each image once
+    const other = await collect(streamedTwoViewBatches(streamOf(ds, { data: 3, aug: 1 })));
+    expect(other[0]!.indices).not.toEqual(streamed[0]!.indices);
+  });
+
+  it('resume from a batch position: the same batches as a stream that never stopped', async () => {
+    const all = await collect(streamedTwoViewBatches(streamOf(ds, { data: 5, aug: 6 })));
+    for (const after of [1, 3, 5]) {
+      const last = all[after]!;
+      const opts = streamOf(
+        ds,
+        { data: 0, aug: 0 },
+        {
+          startEpoch: last.epoch,
+          startStep: last.step + 1,
+        },
+      );
+      opts.rng.setState(last.position.dataRng);
+      opts.augmentation.setRngState(last.position.augRng);
+      expect(await collect(streamedTwoViewBatches(opts))).toEqual(all.slice(after + 1));
+    }
+  });
+
+  it('decodes JPEG, grey PNG and RGBA PNG to RGB of the asked size', async () => {
+    const grey = join(root, 'grey.png');
+    await sharp(Buffer.alloc(10 * 6, 77), { raw: { width: 10, height: 6, channels: 1 } })
+      .png()
+      .toFile(grey);
+    const rgba = join(root, 'rgba.png');
+    await sharp(Buffer.from(new Uint8Array(8 * 8 * 4).fill(200)), {
+      raw: { width: 8, height: 8, channels: 4 },
+    })
+      .png()
+      .toFile(rgba);
+    expect(Array.from(await decodeImage(grey, 4))).toEqual(new Array(48).fill(77));
+    expect(Array.from(await decodeImage(rgba, 4))).toEqual(new Array(48).fill(200));
+    const jpg = await decodeImage(join(root, 'pics', '00000', 'img-00000000.jpg'), 24); // stored at 24x24
+    const want = syntheticImage(0, 24);
+    let total = 0;
+    for (let i = 0; i < want.length; i++) total += Math.abs(jpg[i]! - want[i]!);
+    expect(jpg.length).toBe(24 * 24 * 3);
+    // JPEG at quality 90 with 4:2:0 chroma: 2.5 levels off on average (up to ~114 at the box's
+    // saturated corners, where chroma is shared by 2x2 pixels); R and B swapped: 26, flipped: 34
+    expect(total / want.length).toBeLessThan(5);
+    await expect(decodeImage(join(root, 'missing.jpg'), 4)).rejects.toThrow();
+  });
+});
+
+describe('unreadable files in a stream', () => {
+  let root: string;
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'contrast-broken-'));
+    await writeSyntheticFolder(join(root, 'pics'), { count: 11, size: 12 });
+    writeFileSync(join(root, 'pics', 'img-00000004x.jpg'), 'not a jpeg at all'); // sorts after img-00000004.jpg
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('are skipped, counted once, and replaced by the next readable image; strict refuses them by name', async () => {
+    const ds = await openImageFolder({ root: join(root, 'pics'), size: 8, holdout: 0 });
+    expect(ds.train.n).toBe(12);
+    expect([...ds.mean, ...ds.std].every((v) => Number.isFinite(v) && v > 0)).toBe(true); // from a sample: no held-out images
+    const broken = Array.from({ length: 12 }, (_, i) => ds.train.file(i)).findIndex((f) =>
+      f.endsWith('4x.jpg'),
+    );
+    expect(broken).toBe(5);
+    const skips: string[] = [];
+    const opts = {
+      ...streamOf(ds, { data: 1, aug: 1 }),
+      batchSize: 12,
+      onSkip: (f: string) => skips.push(f),
+    };
+    const batches = await collect(streamedTwoViewBatches(opts));
+    expect(skips).toEqual([ds.train.file(broken)]); // met in both epochs, reported once
+    expect([...ds.train.skipped]).toEqual(skips);
+    for (const b of batches) {
+      expect(b.indices).not.toContain(broken);
+      expect(b.indices.filter((i) => i === broken + 1)).toHaveLength(2); // its replacement, twice
+      expect(b.x1.every(Number.isFinite)).toBe(true);
+    }
+
+    const strict = await openImageFolder({
+      root: join(root, 'pics'),
+      size: 8,
+      holdout: 0,
+      strict: true,
+    });
+    const e = await collect(
+      streamedTwoViewBatches({ ...streamOf(strict, { data: 1, aug: 1 }), batchSize: 12 }),
+    ).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(DatasetError);
+    expect((e as Error).message).toContain('img-00000004x.jpg');
+  });
+});
