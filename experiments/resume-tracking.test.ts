@@ -145,7 +145,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     const statePath = join(runPath, 'mlflow.json');
     const metricsPath = join(runPath, 'metrics.jsonl');
     const state = readFileSync(statePath, 'utf8');
-    const record = { step: STEPS, epoch: 1, knn_accuracy: 0.5, time: Date.now() / 1000 };
+    const record = { step: STEPS, epoch: 1, linear_top1: 0.5, time: Date.now() / 1000 }; // as eval linear writes
     appendFileSync(metricsPath, `${JSON.stringify(record)}\n`);
     writeFileSync(
       statePath,
@@ -154,7 +154,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     const disagrees = await cli(['sync', runPath]);
     expect(disagrees.code).toBe(2);
     expect(disagrees.stderr).toContain(
-      `still differs from the run folder: metric knn_accuracy: latest on the server is missing, the folder has 0.5 at step ${STEPS}`,
+      `still differs from the run folder: metric linear_top1: latest on the server is missing, the folder has 0.5 at step ${STEPS}`,
     );
     expect(disagrees.stdout).not.toContain('complete');
     writeFileSync(statePath, state); // the cursor back where the server is: sync mends it

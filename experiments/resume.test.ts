@@ -49,8 +49,11 @@ const records = (run: string) =>
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as Record<string, number>);
-/** Everything but wall-clock fields, in file order. */
-const numbers = (run: string) => records(run).map(({ time: _t, img_per_sec: _i, ...rest }) => rest);
+/** Everything but wall-clock fields and the machine's system metrics, in file order. */
+const numbers = (run: string) =>
+  records(run)
+    .filter((r) => !Object.keys(r).some((k) => k.startsWith('system/')))
+    .map(({ time: _t, img_per_sec: _i, ...rest }) => rest);
 
 /**
  * Compares the final states of two runs: the same tensors (encoder, key encoder,

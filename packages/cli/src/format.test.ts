@@ -52,8 +52,9 @@ describe('command-line helpers', () => {
     );
   });
 
-  it('--quiet keeps warnings from library logs', () => {
+  it('--quiet keeps warnings from library logs, and where the run is tracked', () => {
     expect(isWarning('[mlflow] http://x unreachable; the run spools')).toBe(true);
+    expect(isWarning('[tracking] MLflow tracking off (tracking.uri=off)')).toBe(true);
     expect(isWarning('cifar10: skipped 3 unreadable files')).toBe(true);
     expect(isWarning('kNN raw pixels: 81.78%')).toBe(false);
     expect(isWarning('resuming after step 7')).toBe(false);

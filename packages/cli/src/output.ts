@@ -51,12 +51,10 @@ export class Output {
 
 /**
  * Lines of libraries' logs kept with --quiet: warnings, and where a run's data goes (a
- * tracking choice that is not the default, the checkpoint a resume continues from).
+ * tracking choice that is not the default, the MLflow run's link).
  */
 export function isWarning(line: string): boolean {
-  return /^\s*\[(mlflow|tracking)\]|^resuming after|WARNING|skipp|older checkpoint|unusable/i.test(
-    line,
-  );
+  return /^\s*\[(mlflow|tracking)\]|WARNING|skipp|older checkpoint|unusable/i.test(line);
 }
 
 /** JSON has no NaN or Infinity: they become null, as JSON.stringify does, but explicitly. */
