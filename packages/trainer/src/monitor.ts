@@ -1,10 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
-import { Rng, type ImageSplit } from '@contrast/core';
+import { evaluationSplits, Rng, type ImageSplit } from '@contrast/core';
 import { BatchAugmentation, gatherPixels, splitBatch } from '@contrast/data';
 import {
   alignmentUniformity,
   embeddingHealth,
   embeddingStd,
+  extractFeatures,
   type EmbeddingHealth,
   knnOnEncoder,
   knnOnPixels,
@@ -55,15 +56,16 @@ export interface KnnMeasurement {
 /** How a kNN result of this session was measured. */
 export function knnMeasurementOf(session: TrainingSession, r: KnnResult): KnnMeasurement {
   const { config, dataset } = session;
+  const { bank, test } = evaluationSplits(dataset);
   return {
     dataset: dataset.name,
     k: config.eval.knn.k,
     t: config.eval.knn.t,
     features: 'pooled backbone',
     bankSize: r.bankSize,
-    bankOf: (dataset.evalTrain ?? dataset.train).n,
+    bankOf: bank.n,
     testSize: r.testSize,
-    testOf: dataset.test.n,
+    testOf: test.n,
     trainSubset: config.data.trainSubset,
   };
 }
@@ -110,14 +112,16 @@ export function alignUniformOf(
  */
 export function embeddingHealthOf(session: TrainingSession, n: number): EmbeddingHealth {
   const { dataset, encoder } = session;
-  const count = Math.min(n, dataset.test.n);
-  const parts: tf.Tensor2D[] = [];
-  for (let s = 0; s < count; s += 250) {
-    const e = Math.min(count, s + 250);
-    parts.push(tf.tidy(() => encoder.embed(splitBatch(dataset, dataset.test, s, e), false)));
-  }
-  const z = tf.concat(parts, 0) as tf.Tensor2D;
+  const batches = toBatch(session);
+  const z = extractFeatures(
+    dataset.test,
+    n,
+    (s, e) => batches(dataset.test, s, e),
+    (x) => encoder.embed(x, false), // already L2-normalised
+    250,
+    false,
+  );
   const health = embeddingHealth(z);
-  tf.dispose([z, ...parts]);
+  z.dispose();
   return health;
 }
