@@ -109,14 +109,16 @@ export async function writeExport(
       model.dispose();
     }
   }
+  // one host copy of the weights for the formats written from the host
+  const host = formats.includes('torch') || formats.includes('npz') ? onHost(named) : [];
   if (formats.includes('torch')) {
-    const t = writeTorchExport(join(dir, 'torch'), sidecar, onHost(named));
+    const t = writeTorchExport(join(dir, 'torch'), sidecar, host);
     files.torch = rel(t.safetensors);
     files.torch_loader = rel(t.loader);
     log(`torch: ${files.torch} (${t.tensors.length} tensors), ${files.torch_loader}`);
   }
   if (formats.includes('npz')) {
-    const arrays = new Map(onHost(named));
+    const arrays = new Map(host);
     files.npz = 'encoder.npz';
     writeFileAtomic(join(dir, files.npz), encodeNpz(arrays));
     log(`npz: ${files.npz} (${arrays.size} arrays, Contrast names and layouts)`);

@@ -10,8 +10,9 @@ import {
   type TrainingDataset,
 } from '@contrast/core';
 import { BatchAugmentation, gatherPixels, loadFashionMnist, type ViewParams } from '@contrast/data';
-import { nhwcToNchw, toTorchTensor } from '@contrast/models';
+import { nhwcToNchw } from '@contrast/models';
 import { writeNpy } from './npy.js';
+import { exportWeights } from './step.js';
 import { runPython } from './python.js';
 
 /** One comparison: an augmentation config on one image set, and what is compared. */
@@ -244,13 +245,7 @@ export function writeContrastViews(
       shape: [n, 28, 28, s.ds.channels],
     });
   }
-  for (const [name, v] of frozen.encoder.namedVariables()) {
-    const t = toTorchTensor(name, v.shape, v.dataSync() as Float32Array);
-    writeNpy(join(dir, 'encoder', `${t.name}.npy`), {
-      data: t.data as Float32Array,
-      shape: t.shape,
-    });
-  }
+  exportWeights(join(dir, 'encoder'), frozen.encoder.namedVariables());
   const cases = AUGMENT_CASES.map((c, k) => {
     const config: AugmentationConfig = AugmentationSchema.parse(c.augmentation);
     const { ds, images } = sets[c.images];

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { dump, parse } from 'npyjs';
-import { writeFileAtomic } from '@contrast/core';
+import { ConfigError, writeFileAtomic } from '@contrast/core';
+import { decodeNpy, encodeNpy } from '@contrast/export';
 
 /** An array handed to or from PyTorch as a NumPy .npy file (C order). */
 export interface NpyArray {
@@ -10,17 +10,17 @@ export interface NpyArray {
 
 /** Writes `a` as a .npy file (float32, int32 or uint8, by the typed array), atomically. */
 export function writeNpy(path: string, a: NpyArray): void {
-  writeFileAtomic(path, new Uint8Array(dump(a.data, a.shape)));
+  writeFileAtomic(path, encodeNpy(a.data, a.shape));
 }
 
-/** Reads a float32, int32 or uint8 .npy file written by NumPy. */
+/**
+ * Reads a float32, int32 or uint8 .npy file written by NumPy (`decodeNpy`).
+ * @throws ConfigError for another dtype or a Fortran-order array.
+ */
 export function readNpy(path: string): NpyArray {
-  const bytes = readFileSync(path);
-  const arr = parse(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-  if (arr.fortranOrder) throw new Error(`${path}: Fortran-order arrays are not supported`);
-  const data = arr.data;
-  if (!(data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint8Array)) {
-    throw new Error(`${path}: expected float32, int32 or uint8, found ${arr.dtype}`);
+  const { data, shape } = decodeNpy(readFileSync(path));
+  if (data instanceof BigInt64Array) {
+    throw new ConfigError('npy', `${path}: expected float32, int32 or uint8, found int64`);
   }
-  return { data, shape: arr.shape };
+  return { data, shape };
 }

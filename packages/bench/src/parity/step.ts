@@ -144,7 +144,7 @@ function bnValues(side: ContrastSide): Float32Array {
 }
 
 /** Writes a tensor map (Contrast names) as one `<torch name>.npy` per tensor. */
-function exportWeights(dir: string, tensors: Iterable<[string, tf.Tensor]>): void {
+export function exportWeights(dir: string, tensors: Iterable<[string, tf.Tensor]>): void {
   mkdirSync(dir, { recursive: true });
   for (const [name, t] of tensors) {
     const torch = toTorchTensor(name, t.shape, t.dataSync() as Float32Array);
