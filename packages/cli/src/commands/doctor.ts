@@ -88,16 +88,20 @@ async function datasetCheck(config: ExperimentConfig): Promise<DoctorCheck> {
 
 /** Reaches the MLflow server read-only (looks up an experiment; creates nothing). */
 async function mlflowCheck(config: ExperimentConfig): Promise<DoctorCheck> {
-  const uri = config.tracking.uri || process.env.MLFLOW_TRACKING_URI || '';
+  const { chooseTrackingUri, MlflowClient } = await import('@contrast/tracking');
+  // the same choice training makes (tracking.uri, else MLFLOW_TRACKING_URI; 'off' is off)
+  const { uri, message } = chooseTrackingUri({
+    configUri: config.tracking.uri,
+    envUri: process.env.MLFLOW_TRACKING_URI,
+  });
   const name = 'mlflow';
   if (!uri) {
     return {
       name,
       ok: true,
-      detail: 'not configured (tracking.uri / MLFLOW_TRACKING_URI): run folders only',
+      detail: message ?? 'not configured (tracking.uri / MLFLOW_TRACKING_URI): run folders only',
     };
   }
-  const { MlflowClient } = await import('@contrast/tracking');
   try {
     const client = new MlflowClient(uri, { attempts: 1, timeoutMs: 5000 });
     await client.getExperimentByName(config.tracking.experiment || config.name);
