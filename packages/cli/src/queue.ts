@@ -131,7 +131,7 @@ export async function runStudyOnQueue(
       options.signal,
     );
     const { results, reportFiles } = await reportStudy(study, outDir, runs);
-    await finishStudyRun(parent, reportFiles, log);
+    await finishStudyRun(parent, reportFiles, log, results);
     if (failed.length) {
       appendFileSync(
         reportFiles[0]!,

@@ -152,7 +152,7 @@ export async function finishStudyRun(
   parent: MlflowUploader | undefined,
   reportFiles: readonly string[],
   log: (line: string) => void,
-  results: readonly StudyResult[] = parent ? readResults(parent.dir) : [],
+  results: readonly StudyResult[],
 ): Promise<void> {
   if (!parent) return;
   for (const f of [...reportFiles, join(parent.dir, 'results.jsonl')]) {

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { commandPath, type CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { shellLine } from '../format.js';
-import { jsonOption, numberArg, queueOption, quietOption } from '../options.js';
+import { jsonOption, numberArg, QUEUE_ENV, queueOption, quietOption } from '../options.js';
 import { Output } from '../output.js';
 import { againToAbort, StopSignals } from '../signals.js';
 
@@ -158,7 +158,7 @@ async function runStudyIn(
 async function studyStatus(file: string, flags: RunFlags, path: string): Promise<number> {
   if (!flags.queue) {
     throw new UsageError(`${path} reads the queue: give --queue redis://host:port`, {
-      hint: `or set ${'$'}CONTRAST_QUEUE`,
+      hint: `or set $${QUEUE_ENV}`,
     });
   }
   const out = new Output(flags);

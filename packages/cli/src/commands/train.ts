@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { formatResult, resultData, shellLine } from '../format.js';
-import { jsonOption, quietOption, setOption } from '../options.js';
+import { collect, jsonOption, quietOption, setOption } from '../options.js';
 import { Output } from '../output.js';
 import { againToAbort, StopSignals } from '../signals.js';
 
@@ -38,7 +38,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     .option(
       '--plugin <package-or-path>',
       'also load this method plugin (repeatable; as the config’s plugins list)',
-      (value: string, previous: string[]) => [...previous, value],
+      collect,
       [] as string[],
     )
     .option('--resume <run-dir>', 'continue a run from its newest checkpoint')

@@ -3,7 +3,13 @@ import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { TrackingError } from '@contrast/core';
 import type { ClientOptions, Run } from './client.js';
-import { fitParams, hasMlflowState, MlflowUploader, splitParams } from './uploader.js';
+import {
+  fitParams,
+  hasMlflowState,
+  MlflowUploader,
+  recordToMetrics,
+  splitParams,
+} from './uploader.js';
 
 type FinalStatus = 'FINISHED' | 'FAILED' | 'KILLED';
 
@@ -99,12 +105,9 @@ function latestMetrics(dir: string, file: string | undefined): Map<string, [numb
   lines.pop(); // after the last newline: empty, or a line a killed process left half-written
   for (const line of lines) {
     if (!line.trim()) continue;
-    const r = JSON.parse(line) as Record<string, number | null>;
-    const step = Number(r.step ?? 0);
-    for (const [key, v] of Object.entries(r)) {
-      if (key === 'step' || key === 'epoch' || key === 'time') continue;
-      const prev = out.get(key);
-      if (!prev || step >= prev[0]) out.set(key, [step, v === null ? Number.NaN : Number(v)]);
+    for (const m of recordToMetrics(line)) {
+      const prev = out.get(m.key);
+      if (!prev || m.step >= prev[0]) out.set(m.key, [m.step, m.value]);
     }
   }
   return out;
