@@ -1,8 +1,10 @@
+import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { AugmentationSchema, Rng } from '@contrast/core';
 import { BatchAugmentation, type ViewParams } from './augment.js';
 import {
+  adjustBrightness,
   adjustContrast,
   adjustHue,
   colorJitterBatch,
@@ -12,6 +14,7 @@ import {
   pilGaussianBlur,
   resizedCropBatch,
   resizeTaps,
+  saturate,
 } from './transforms.js';
 
 /** A 1 x w x 1 image holding `values` along its row. */
@@ -114,6 +117,50 @@ describe("ColorJitter as torchvision's (random order, clamp after each adjustmen
     );
   });
 
+  it('each image gets its own order and factors; an image left alone is bit-identical', () => {
+    // 6 RGB images, each with its own order and factors; image 4 was not jittered
+    const x = tf.randomUniform([6, 3, 4, 3], 0, 1, 'float32', 7) as tf.Tensor4D;
+    const orders = [
+      [0, 1, 2, 3],
+      [3, 2, 1, 0],
+      [1, 3, 0, 2],
+      [2, 0, 3, 1],
+      [0, 1, 2, 3],
+      [3, 0, 2, 1],
+    ];
+    const p = {
+      brightness: Float32Array.from([1.3, 0.7, 1.1, 0.9, 1, 1.25]),
+      contrast: Float32Array.from([0.8, 1.2, 0.65, 1.35, 1, 0.9]),
+      saturation: Float32Array.from([1.4, 0.6, 1.2, 0.75, 1, 1.1]),
+      hue: Float32Array.from([0.05, -0.08, 0.1, -0.02, 0, 0.07]),
+      order: Int32Array.from(orders.flat()),
+    };
+    const y = colorJitterBatch(x, p);
+    // reference: one image at a time, the four adjustments in its order
+    const ops = [adjustBrightness, adjustContrast, saturate, adjustHue];
+    const factors = [p.brightness, p.contrast, p.saturation, p.hue];
+    orders.forEach((order, i) => {
+      let want = tf.slice(x, [i, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
+      for (const op of order) want = ops[op]!(want, tf.tensor1d([factors[op]![i]!]));
+      const got = tf.slice(y, [i, 0, 0, 0], [1, -1, -1, -1]);
+      close(pixels(got), pixels(want));
+    });
+    expect(pixels(tf.slice(y, [4, 0, 0, 0], [1, -1, -1, -1]))).toEqual(
+      pixels(tf.slice(x, [4, 0, 0, 0], [1, -1, -1, -1])),
+    );
+    // one channel: saturation and hue are skipped, brightness and contrast in each image's order
+    const g = tf.randomUniform([3, 2, 2, 1], 0, 1, 'float32', 8) as tf.Tensor4D;
+    const q = { ...p, brightness: p.brightness.slice(0, 3), contrast: p.contrast.slice(0, 3) };
+    const yg = colorJitterBatch(g, { ...q, order: Int32Array.from(orders.slice(0, 3).flat()) });
+    orders.slice(0, 3).forEach((order, i) => {
+      let want = tf.slice(g, [i, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
+      for (const op of order.filter((o) => o < 2)) {
+        want = ops[op]!(want, tf.tensor1d([factors[op]![i]!]));
+      }
+      close(pixels(tf.slice(yg, [i, 0, 0, 0], [1, -1, -1, -1])), pixels(want));
+    });
+  });
+
   it('contrast blends with the mean of the grayscale (luma), not of the channels', () => {
     const red = tf.tensor4d([1, 0, 0], [1, 1, 1, 3]);
     // luma 0.299: 0.5 * (1, 0, 0) + 0.5 * 0.299
@@ -127,6 +174,17 @@ describe("ColorJitter as torchvision's (random order, clamp after each adjustmen
     // grey stays grey, a zero shift is the identity
     const g = tf.tensor4d([0.3, 0.3, 0.3, 0.2, 0.7, 0.4], [2, 1, 1, 3]);
     close(pixels(adjustHue(g, tf.tensor1d([0.25, 0]))), [0.3, 0.3, 0.3, 0.2, 0.7, 0.4]);
+  });
+
+  it("matches torchvision's adjust_hue on stored values (grey pixels, ties for the maximum)", () => {
+    // fixtures/adjust-hue.json, made in the torch venv with:
+    //   torch.manual_seed(0); x = torch.rand(6, 3, 3, 4); x[0, :, :2] = 0.5; x[1, 0] = x[1, 1]
+    //   x[2, 2] = x[2, 0]; y[i] = F.adjust_hue(x[i], shifts[i]), stored NHWC to 8 decimals
+    const f = JSON.parse(
+      readFileSync(new URL('./fixtures/adjust-hue.json', import.meta.url), 'utf8'),
+    ) as { shape: [number, number, number, number]; x: number[]; shifts: number[]; y: number[] };
+    const y = adjustHue(tf.tensor4d(f.x, f.shape), tf.tensor1d(f.shifts));
+    close(pixels(y), f.y);
   });
 
   it('draws a permutation per jittered view and the identity order otherwise', () => {

@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs';
-import { ContractError } from '@contrast/core';
 
 /**
  * Batched image transforms with per-image parameters, on [N, H, W, C] tensors in
@@ -48,34 +47,20 @@ export function resizeTaps(start: number, length: number, out: number, flip = fa
   return { taps, index, weight };
 }
 
-/** One axis (1 = rows, 2 = columns) of a per-image resize: [N, H, W, C] -> [N, out, W, C] or [N, H, out, C]. */
-function resizeAxis(x: tf.Tensor4D, axis: 1 | 2, taps: ResizeTaps[], out: number): tf.Tensor4D {
-  return tf.tidy(() => {
-    const n = x.shape[0];
-    const t = taps[0]!.taps;
-    const index = new Int32Array(n * out * t);
-    const weight = new Float32Array(n * out * t);
-    taps.forEach((a, i) => {
-      if (a.taps !== t) {
-        throw new ContractError('resizeAxis: every image needs the same number of taps', {
-          hint: 'compute the taps of one batch with one source and output size',
-        });
-      }
-      index.set(a.index, i * out * t);
-      weight.set(a.weight, i * out * t);
-    });
-    const idx = tf.tensor3d(index, [n, out, t], 'int32');
-    const w = tf.tensor3d(weight, [n, out, t]);
-    const shape = axis === 1 ? [n, out, 1, 1] : [n, 1, out, 1];
-    let acc: tf.Tensor | undefined;
-    for (let k = 0; k < t; k++) {
-      const ik = tf.reshape(tf.slice(idx, [0, 0, k], [n, out, 1]), [n, out]);
-      const wk = tf.reshape(tf.slice(w, [0, 0, k], [n, out, 1]), shape);
-      const term = tf.mul(tf.gather(x, ik, axis, 1), wk);
-      acc = acc ? tf.add(acc, term) : term;
+/**
+ * Each image's taps as a dense resize matrix: [N, out, length], row i holding
+ * output i's weights over the whole axis (taps that read the same pixel add).
+ */
+function resizeMatrices(taps: readonly ResizeTaps[], out: number, length: number): tf.Tensor3D {
+  const m = new Float32Array(taps.length * out * length);
+  taps.forEach((a, n) => {
+    for (let i = 0; i < out; i++) {
+      const row = (n * out + i) * length;
+      for (let t = 0; t < a.taps; t++)
+        m[row + a.index[i * a.taps + t]!]! += a.weight[i * a.taps + t]!;
     }
-    return acc as tf.Tensor4D;
   });
+  return tf.tensor3d(m, [taps.length, out, length]);
 }
 
 /** A crop in pixels (top-left row/column and size) and whether to mirror it left-right. */
@@ -90,7 +75,9 @@ export interface PixelCrop {
 /**
  * torchvision's F.resized_crop(img, top, left, height, width, size, BILINEAR,
  * antialias=True) per image, then an optional horizontal flip:
- * [N, H, W, C] -> [N, outH, outW, C]. Separable: rows, then columns.
+ * [N, H, W, C] -> [N, outH, outW, C]. Separable: each image's rows, then its
+ * columns, as two batched matrix products with its resize matrices
+ * ([N, outH, H] and [N, outW, W], from resizeTaps).
  */
 export function resizedCropBatch(
   x: tf.Tensor4D,
@@ -98,37 +85,30 @@ export function resizedCropBatch(
   out: readonly [number, number],
 ): tf.Tensor4D {
   return tf.tidy(() => {
-    const taps = (f: (c: PixelCrop) => ResizeTaps) => {
-      const all = crops.map(f);
-      const t = Math.max(...all.map((a) => a.taps));
-      return all.map((a) => padTaps(a, t));
-    };
-    const rows = taps((c) => resizeTaps(c.top, c.height, out[0]));
-    const cols = taps((c) => resizeTaps(c.left, c.width, out[1], c.flip));
-    return resizeAxis(resizeAxis(x, 1, rows, out[0]), 2, cols, out[1]);
+    const [n, h, w, c] = x.shape;
+    const [oh, ow] = out;
+    const rows = resizeMatrices(
+      crops.map((k) => resizeTaps(k.top, k.height, oh)),
+      oh,
+      h,
+    );
+    const cols = resizeMatrices(
+      crops.map((k) => resizeTaps(k.left, k.width, ow, k.flip)),
+      ow,
+      w,
+    );
+    const y = tf.reshape(tf.matMul(rows, tf.reshape(x, [n, h, w * c])), [n, oh, w, c]);
+    const yt = tf.reshape(tf.transpose(y, [0, 2, 1, 3]), [n, w, oh * c]);
+    return tf.transpose(tf.reshape(tf.matMul(cols, yt), [n, ow, oh, c]), [0, 2, 1, 3]);
   });
 }
 
-/** Widens an image's taps to `t` with zero-weight taps (so a batch shares one shape). */
-function padTaps(a: ResizeTaps, t: number): ResizeTaps {
-  if (a.taps === t) return a;
-  const out = a.index.length / a.taps;
-  const index = new Int32Array(out * t);
-  const weight = new Float32Array(out * t);
-  for (let i = 0; i < out; i++) {
-    for (let k = 0; k < t; k++) {
-      index[i * t + k] = a.index[i * a.taps + Math.min(k, a.taps - 1)]!;
-      weight[i * t + k] = k < a.taps ? a.weight[i * a.taps + k]! : 0;
-    }
-  }
-  return { taps: t, index, weight };
-}
-
-/** ITU-R 601 luma (PIL's convert('L') weights; torchvision's rgb_to_grayscale): [N, H, W, 3] -> [N, H, W, 1]. */
+/**
+ * ITU-R 601 luma (PIL's convert('L') weights; torchvision's rgb_to_grayscale):
+ * [N, H, W, 3] -> [N, H, W, 1], as a 1x1 convolution (one pass over the batch).
+ */
 export function luminance(x: tf.Tensor4D): tf.Tensor4D {
-  return tf.tidy(
-    () => tf.sum(tf.mul(x, tf.tensor1d([0.299, 0.587, 0.114])), 3, true) as tf.Tensor4D,
-  );
+  return tf.tidy(() => tf.conv2d(x, tf.tensor4d([0.299, 0.587, 0.114], [1, 1, 3, 1]), 1, 'valid'));
 }
 
 /** The view's grayscale: the luma for RGB, the image itself for one channel. */
@@ -160,8 +140,14 @@ export function saturate(x: tf.Tensor4D, f: tf.Tensor1D): tf.Tensor4D {
 }
 
 /**
- * torchvision's adjust_hue: RGB -> HSV, h <- (h + shift) mod 1, HSV -> RGB.
- * shift [N] in turns, [-0.5, 0.5]; RGB only (one channel is returned as is).
+ * torchvision's adjust_hue: RGB -> HSV, h <- (h + shift) mod 1, HSV -> RGB
+ * (torchvision.transforms._functional_tensor _rgb2hsv / _hsv2rgb), in closed form:
+ * with v the largest channel, chroma = v - the smallest, and h6 = 6 h the hue in
+ * sixths of a turn (the sector of the largest channel, red before green before
+ * blue), output channel n of (5, 3, 1) is v - chroma clamp(min(k, 4 - k), 0, 1),
+ * k = (n + h6 + 6 shift) mod 6 — the hexcone's p, q, t table (v s = chroma).
+ * x [N, H, W, 3] in [0, 1], shift [N] in turns, [-0.5, 0.5]; one channel is
+ * returned as is. Returns [N, H, W, C]. Grey pixels (zero chroma) stay grey.
  */
 export function adjustHue(x: tf.Tensor4D, shift: tf.Tensor1D): tf.Tensor4D {
   return tf.tidy(() => {
@@ -169,46 +155,24 @@ export function adjustHue(x: tf.Tensor4D, shift: tf.Tensor1D): tf.Tensor4D {
     const [r, g, b] = tf.split(x, 3, 3) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
     const v = tf.maximum(tf.maximum(r, g), b);
     const chroma = tf.sub(v, tf.minimum(tf.minimum(r, g), b));
-    const grey = tf.equal(chroma, 0);
-    const s = tf.where(grey, tf.zerosLike(v), tf.div(chroma, tf.where(grey, tf.onesLike(v), v)));
-    const c = tf.where(grey, tf.onesLike(chroma), chroma);
-    const [rc, gc, bc] = [r, g, b].map((ch) => tf.div(tf.sub(v, ch), c));
-    // hue sector by which channel is the maximum (red first, then green)
-    const isR = tf.equal(v, r);
-    const isG = tf.logicalAnd(tf.equal(v, g), tf.logicalNot(isR));
+    // a grey pixel divides 0 by 1e-30: hue 0, weighed by its zero chroma below
+    const c = tf.maximum(chroma, 1e-30);
     const h6 = tf.where(
-      isR,
-      tf.sub(bc!, gc!),
-      tf.where(isG, tf.add(2, tf.sub(rc!, bc!)), tf.add(4, tf.sub(gc!, rc!))),
+      tf.equal(v, r),
+      tf.div(tf.sub(g, b), c),
+      tf.where(
+        tf.equal(v, g),
+        tf.add(tf.div(tf.sub(b, r), c), 2),
+        tf.add(tf.div(tf.sub(r, g), c), 4),
+      ),
     );
-    const h = tf.mod(tf.add(tf.add(tf.div(h6, 6), 1), perImage(shift)), 1);
-    return hsvToRgb(h, s, v);
+    const turn = tf.reshape(tf.mul(shift, 6), [-1, 1, 1, 1]);
+    const channel = (n: number) => {
+      const k = tf.mod(tf.add(h6, tf.add(turn, n)), 6);
+      return tf.sub(v, tf.mul(chroma, tf.clipByValue(tf.minimum(k, tf.sub(4, k)), 0, 1)));
+    };
+    return tf.concat([channel(5), channel(3), channel(1)], 3) as tf.Tensor4D;
   });
-}
-
-/** HSV -> RGB, each [N, H, W, 1] in [0, 1] -> [N, H, W, 3] (the six sectors of the hexcone). */
-function hsvToRgb(h: tf.Tensor, s: tf.Tensor, v: tf.Tensor): tf.Tensor4D {
-  const h6 = tf.mul(h, 6);
-  const sector = tf.mod(tf.floor(h6), 6);
-  const f = tf.sub(h6, tf.floor(h6));
-  const p = tf.clipByValue(tf.mul(v, tf.sub(1, s)), 0, 1);
-  const q = tf.clipByValue(tf.mul(v, tf.sub(1, tf.mul(s, f))), 0, 1);
-  const t = tf.clipByValue(tf.mul(v, tf.sub(1, tf.mul(s, tf.sub(1, f)))), 0, 1);
-  // (r, g, b) per sector 0..5: (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q)
-  const table = [
-    [v, t, p],
-    [q, v, p],
-    [p, v, t],
-    [p, q, v],
-    [t, p, v],
-    [v, p, q],
-  ];
-  const channel = (c: number) => {
-    let out = table[5]![c]!;
-    for (let k = 4; k >= 0; k--) out = tf.where(tf.equal(sector, k), table[k]![c]!, out);
-    return out;
-  };
-  return tf.concat([channel(0), channel(1), channel(2)], 3) as tf.Tensor4D;
 }
 
 /**
@@ -250,37 +214,73 @@ export interface JitterParams {
   order: Int32Array;
 }
 
+/** The four ColorJitter adjustments in torchvision's numbering (0 b, 1 c, 2 s, 3 h) and their neutral values. */
+const JITTER_OPS: readonly ((x: tf.Tensor4D, f: tf.Tensor1D) => tf.Tensor4D)[] = [
+  adjustBrightness,
+  adjustContrast,
+  saturate,
+  adjustHue,
+];
+const JITTER_NEUTRAL = [1, 1, 1, 0] as const;
+
 /**
- * torchvision's ColorJitter on a batch: for each image its own factors and its
- * own order of the four adjustments, each adjustment clamping to [0, 1]. An
- * image whose factors are all neutral comes out unchanged (RandomApply skipped it).
+ * torchvision's ColorJitter on a batch [N, H, W, C] in [0, 1]: for each image its
+ * own factors and its own order of the four adjustments, each adjustment
+ * clamping to [0, 1] (torchvision.transforms.ColorJitter.forward). Saturation
+ * and hue act on RGB only. An image whose factors are all neutral comes out
+ * bit-identical (RandomApply skipped it). Each adjustment runs once per image:
+ * for each position in the order, the images whose adjustment there is the same
+ * are gathered and adjusted together, and the batch is put back in its order at
+ * the end. Returns [N, H, W, C].
  */
 export function colorJitterBatch(x: tf.Tensor4D, p: JitterParams): tf.Tensor4D {
   return tf.tidy(() => {
     const n = x.shape[0];
-    const ops: ((y: tf.Tensor4D) => tf.Tensor4D)[] = [
-      (y) => adjustBrightness(y, tf.tensor1d(p.brightness)),
-      (y) => adjustContrast(y, tf.tensor1d(p.contrast)),
-      (y) => (p.saturation ? saturate(y, tf.tensor1d(p.saturation)) : y),
-      (y) => (p.hue ? adjustHue(y, tf.tensor1d(p.hue)) : y),
+    const rgb = x.shape[3] === 3;
+    const factors = [
+      p.brightness,
+      p.contrast,
+      rgb ? p.saturation : undefined,
+      rgb ? p.hue : undefined,
     ];
-    const active = [true, true, !!p.saturation && x.shape[3] === 3, !!p.hue && x.shape[3] === 3];
-    let y = x;
+    const jittered = (i: number) =>
+      factors.some((f, op) => f !== undefined && f[i] !== JITTER_NEUTRAL[op]);
+    // rows: the original index of each row of `y`; the untouched images are set aside
+    let rows = Array.from({ length: n }, (_, i) => i).filter(jittered);
+    if (rows.length === 0) return x.clone();
+    const rest = Array.from({ length: n }, (_, i) => i).filter((i) => !jittered(i));
+    let y = rows.length === n ? x : (tf.gather(x, rows) as tf.Tensor4D);
     for (let slot = 0; slot < 4; slot++) {
-      const which = Int32Array.from({ length: n }, (_, i) => p.order[i * 4 + slot]!);
-      let next: tf.Tensor4D | undefined;
-      for (let op = 0; op < 4; op++) {
-        if (!active[op] || !which.includes(op)) continue;
-        const mask = tf.tensor4d(
-          Float32Array.from(which, (w) => (w === op ? 1 : 0)),
-          [n, 1, 1, 1],
-        );
-        const term = tf.mul(tf.sub(ops[op]!(y), y), mask) as tf.Tensor4D;
-        next = next ? (tf.add(next, term) as tf.Tensor4D) : term;
+      const groups: number[][] = [[], [], [], []];
+      const idle: number[] = [];
+      rows.forEach((image, k) => {
+        const op = p.order[image * 4 + slot]!;
+        (factors[op] ? groups[op]! : idle).push(k);
+      });
+      if (idle.length === rows.length) continue;
+      const parts: tf.Tensor4D[] = [];
+      const next: number[] = [];
+      groups.forEach((g, op) => {
+        if (g.length === 0) return;
+        const f = factors[op]!;
+        const part = g.length === rows.length ? y : (tf.gather(y, g) as tf.Tensor4D);
+        parts.push(JITTER_OPS[op]!(part, tf.tensor1d(g.map((k) => f[rows[k]!]!))));
+        next.push(...g.map((k) => rows[k]!));
+      });
+      if (idle.length) {
+        parts.push(tf.gather(y, idle) as tf.Tensor4D);
+        next.push(...idle.map((k) => rows[k]!));
       }
-      if (next) y = tf.add(y, next) as tf.Tensor4D;
+      y = parts.length === 1 ? parts[0]! : (tf.concat(parts) as tf.Tensor4D);
+      rows = next;
     }
-    return y === x ? x.clone() : y;
+    if (rest.length) {
+      y = tf.concat([y, tf.gather(x, rest)]) as tf.Tensor4D;
+      rows = [...rows, ...rest];
+    }
+    const inverse = new Int32Array(n);
+    rows.forEach((image, k) => (inverse[image] = k));
+    return rows.every((image, k) => image === k) ? y : (tf.gather(y, inverse) as tf.Tensor4D);
   });
 }
 
