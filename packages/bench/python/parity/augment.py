@@ -85,9 +85,12 @@ def view_stats(views, crops, h, w):
     """The statistics augment.ts computes: crop area and aspect, pixel mean / std, left - right, chroma."""
     crops = np.array(crops, dtype=np.float64)
     half = views.shape[3] // 2
+    # Crop area and aspect take few distinct values (whole-pixel crops). Contrast stores them
+    # as float32, so they are rounded the same way here: an atom held at two slightly different
+    # values on the two sides would count its whole mass in the KS distance.
     return {
-        "area": crops[:, 2] * crops[:, 3] / (h * w),
-        "aspect": crops[:, 3] / crops[:, 2],
+        "area": (crops[:, 2] * crops[:, 3] / (h * w)).astype(np.float32),
+        "aspect": (crops[:, 3] / crops[:, 2]).astype(np.float32),
         "mean": views.mean((1, 2, 3)).numpy(),
         "std": views.std((1, 2, 3), unbiased=False).numpy(),
         "leftMinusRight": (views[:, :, :, :half].mean((1, 2, 3)) - views[:, :, :, -half:].mean((1, 2, 3))).numpy(),
