@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import type { ImageSplit, TrainingDataset } from '@contrast/core';
-import { alignmentUniformity, knnOnPixels, knnPredict } from './knn.js';
+import { alignmentUniformity, inferenceBatchSize, knnOnPixels, knnPredict } from './knn.js';
 
 describe('weighted kNN', () => {
   it('votes with weight exp(sim / t) (hand-computed)', () => {
@@ -61,6 +61,17 @@ describe('weighted kNN', () => {
     expect(r.accuracy).toBe(1);
     expect(r).toMatchObject({ bankSize: 4, testSize: 2 });
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+describe('inference batch size', () => {
+  it('keeps the pixels per batch of 500 Fashion-MNIST images, within [16, base]', () => {
+    expect(inferenceBatchSize(28, 28)).toBe(500);
+    expect(inferenceBatchSize(32, 32)).toBe(382); // floor(500 * 784 / 1024)
+    expect(inferenceBatchSize(64, 64)).toBe(95);
+    expect(inferenceBatchSize(96, 96, 250)).toBe(21);
+    expect(inferenceBatchSize(224, 224)).toBe(16);
+    expect(inferenceBatchSize(8, 8)).toBe(500);
   });
 });
 

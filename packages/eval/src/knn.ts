@@ -42,6 +42,16 @@ export function knnPredict(
   });
 }
 
+/**
+ * Images per inference batch (feature extraction, kNN queries): `base` for
+ * 28x28 images (Fashion-MNIST), proportionally fewer for larger ones so that a
+ * batch's activations keep about the same size (e.g. 500 -> 382 at 32x32, 95 at
+ * 64x64, 42 at 96x96); at least 16. Evaluation-mode features do not depend on it.
+ */
+export function inferenceBatchSize(height: number, width: number, base = 500): number {
+  return Math.max(16, Math.min(base, Math.floor((base * 28 * 28) / (height * width))));
+}
+
 /** Features of the first `count` images of a split, computed in batches (L2-normalised unless told not to). */
 export function extractFeatures(
   split: ImageSplit,
@@ -85,15 +95,16 @@ export function knnAccuracy(
   options: KnnOptions,
 ): KnnResult {
   const t0 = performance.now();
-  const bs = options.batchSize ?? 500;
+  const bs = options.batchSize ?? inferenceBatchSize(dataset.height, dataset.width);
+  const queries = inferenceBatchSize(dataset.height, dataset.width, 250);
   const { bank: bankSplit, test } = evaluationSplits(dataset);
   const m = options.bankSize ? Math.min(options.bankSize, bankSplit.n) : bankSplit.n;
   const n = options.testSize ? Math.min(options.testSize, test.n) : test.n;
   const bank = extractFeatures(bankSplit, m, (s, e) => toBatch(bankSplit, s, e), extract, bs);
   const bankLabels = tf.tensor1d(Int32Array.from(bankSplit.labels.subarray(0, m)), 'int32');
   let correct = 0;
-  for (let s = 0; s < n; s += 250) {
-    const e = Math.min(s + 250, n);
+  for (let s = 0; s < n; s += queries) {
+    const e = Math.min(s + queries, n);
     const pred = tf.tidy(() => {
       const q = l2Normalize(extract(toBatch(test, s, e)));
       return knnPredict(bank, bankLabels, q, options.k, options.t, dataset.numClasses);

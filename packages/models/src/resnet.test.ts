@@ -69,6 +69,24 @@ describe('ResNet encoders', () => {
     expect([...copy.namedVariables().keys()]).toEqual([...enc.namedVariables().keys()]);
   });
 
+  it('in inference keeps one layer of activations alive at a time (evaluation batches fit)', async () => {
+    // ResNet-18 CIFAR stem at width 1/4: the stem's output is 8 x 32 x 32 x 16 floats; the whole
+    // forward pass holds about 33 of those at once, one basic block about 8
+    const enc = createEncoder(spec({ encoder: 'resnet18', width: 0.25, dim: 16 }), new Rng(0));
+    const x = tf.randomUniform([8, 32, 32, 3]) as tf.Tensor4D;
+    const before = tf.memory().numBytes;
+    let f: tf.Tensor2D | undefined;
+    const info = await tf.profile(() => {
+      f = enc.features(x, false);
+      return f;
+    });
+    const stem = 8 * 32 * 32 * 16 * 4;
+    expect((info.peakBytes - before) / stem).toBeLessThan(12);
+    expect(tf.memory().numBytes - before).toBe(f!.size * 4); // only the features are left
+    tf.dispose([x, f!]);
+    enc.dispose();
+  });
+
   it('is reproducible from the seed', () => {
     const a = new ContrastEncoder(spec({ encoder: 'convnet' }, 1, 28), { rng: new Rng(5) });
     const b = new ContrastEncoder(spec({ encoder: 'convnet' }, 1, 28), { rng: new Rng(5) });

@@ -255,25 +255,19 @@ class ResNetBackbone implements Backbone {
   private readonly maxPool: boolean;
 
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    let y = tf.relu(this.stemBn.apply(this.stemConv.apply(x), training));
-    if (this.maxPool)
-      y = tf.maxPool(
-        tf.pad(
-          y,
-          [
-            [0, 0],
-            [1, 1],
-            [1, 1],
-            [0, 0],
-          ],
-          -Infinity,
-        ),
-        3,
-        2,
-        'valid',
-      );
-    for (const b of this.blocks) y = b.apply(y, training);
-    return tf.mean(y, [1, 2]) as tf.Tensor2D;
+    const stem = (t: tf.Tensor4D) => {
+      const y = tf.relu(this.stemBn.apply(this.stemConv.apply(t), training));
+      if (!this.maxPool) return y;
+      const pad: [number, number][] = [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ];
+      return tf.maxPool(tf.pad(y, pad, -Infinity), 3, 2, 'valid');
+    };
+    const blocks = this.blocks.map((b) => (t: tf.Tensor4D) => b.apply(t, training));
+    return pool(layerByLayer(x, [stem, ...blocks], training), x, training);
   }
 
   describe(): ArchNode[] {
@@ -301,6 +295,38 @@ class ResNetBackbone implements Backbone {
     }
     return pooled(y, steps);
   }
+}
+
+/**
+ * Runs `layers` one after another on x [N, H, W, C]. In inference (`training`
+ * false) each layer runs in its own tidy and its input is freed once it has run
+ * (never x), so only one layer's intermediates are alive at a time and a large
+ * evaluation batch needs a fraction of the memory; in training everything is
+ * kept, as the gradient needs it.
+ */
+function layerByLayer(
+  x: tf.Tensor4D,
+  layers: readonly ((t: tf.Tensor4D) => tf.Tensor4D)[],
+  training: boolean,
+): tf.Tensor4D {
+  let y = x;
+  for (const layer of layers) {
+    if (training) {
+      y = layer(y);
+      continue;
+    }
+    const input = y;
+    y = tf.tidy(() => layer(input));
+    if (input !== x) input.dispose();
+  }
+  return y;
+}
+
+/** Global average pooling [N, H, W, C] -> [N, C]; in inference y is freed (unless it is x). */
+function pool(y: tf.Tensor4D, x: tf.Tensor4D, training: boolean): tf.Tensor2D {
+  const out = tf.mean(y, [1, 2]) as tf.Tensor2D;
+  if (!training && y !== x) y.dispose();
+  return out;
 }
 
 /** Global average pooling on top of a chain of backwards. */
@@ -338,12 +364,11 @@ class ConvNetBackbone implements Backbone {
   }
 
   apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    let y = x;
-    for (const st of this.stages) {
-      y = tf.relu(st.bn.apply(st.conv.apply(y), training));
-      if (st.pool) y = tf.maxPool(y, 2, 2, 'valid');
-    }
-    return tf.mean(y, [1, 2]) as tf.Tensor2D;
+    const stages = this.stages.map((st) => (t: tf.Tensor4D) => {
+      const y = tf.relu(st.bn.apply(st.conv.apply(t), training));
+      return st.pool ? tf.maxPool(y, 2, 2, 'valid') : y;
+    });
+    return pool(layerByLayer(x, stages, training), x, training);
   }
 
   describe(): ArchNode[] {

@@ -17,6 +17,7 @@ import {
 import { splitBatch } from '@contrast/data';
 import {
   extractFeatures,
+  inferenceBatchSize,
   knnOnEncoder,
   LINEAR_PROBE_DEFAULTS,
   linearProbe,
@@ -160,7 +161,7 @@ function evaluateLinear(
       count,
       (s, e) => toBatch(split, s, e),
       (x) => encoder.features(x, false), // frozen backbone, BN in eval mode
-      500,
+      inferenceBatchSize(dataset.height, dataset.width),
       false,
     );
   const trainF = feats(fitSplit, n);

@@ -6,6 +6,7 @@ import {
   embeddingHealth,
   embeddingStd,
   extractFeatures,
+  inferenceBatchSize,
   type EmbeddingHealth,
   knnOnEncoder,
   knnOnPixels,
@@ -91,8 +92,9 @@ export function alignUniformOf(
   if (n < 2) return undefined;
   const aug = new BatchAugmentation(config.data.augmentation, dataset, new Rng(config.seed + 7919));
   const views = { a: [] as tf.Tensor2D[], b: [] as tf.Tensor2D[] };
-  for (let s = 0; s < n; s += 250) {
-    const idx = Array.from({ length: Math.min(250, n - s) }, (_, i) => s + i);
+  const batch = inferenceBatchSize(dataset.height, dataset.width, 250);
+  for (let s = 0; s < n; s += batch) {
+    const idx = Array.from({ length: Math.min(batch, n - s) }, (_, i) => s + i);
     tf.tidy(() => {
       const x = gatherPixels(dataset.test, idx, dataset);
       views.a.push(tf.keep(encoder.embed(aug.apply(x), false)));
@@ -118,7 +120,7 @@ export function embeddingHealthOf(session: TrainingSession, n: number): Embeddin
     n,
     (s, e) => batches(dataset.test, s, e),
     (x) => encoder.embed(x, false), // already L2-normalised
-    250,
+    inferenceBatchSize(dataset.height, dataset.width, 250),
     false,
   );
   const health = embeddingHealth(z);
