@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import 'reflect-metadata';
-import { spawnSync } from 'node:child_process';
+import { runJsonChild } from './json-child.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,24 +35,6 @@ interface RowReport {
   spec: RowSpec;
   ours: RowResult[];
   pytorch: RowResult[];
-}
-
-function runChild(cmd: string, args: string[], what: string): RowResult {
-  const r = spawnSync(cmd, args, {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  const line = r.stdout
-    ?.trim()
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith('{'));
-  if (r.status !== 0 || !line) {
-    const tail = (r.stderr ?? '').trim().split('\n').slice(-15).join('\n');
-    throw new Error(`${what} failed (exit ${r.status ?? r.signal}):\n${tail}`);
-  }
-  return JSON.parse(line) as RowResult;
 }
 
 const f1 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(1));
@@ -165,12 +147,20 @@ function measureRows(rows: RowSpec[], rounds: number, python: string | undefined
     for (let round = 0; round < rounds; round++) {
       const tag = `${report.name} (round ${round + 1}/${rounds})`;
       process.stderr.write(`ours    ${tag} ...`);
-      const a = runChild(process.execPath, [CHILD, JSON.stringify(spec)], `ours: ${tag}`);
+      const a = runJsonChild<RowResult>(
+        process.execPath,
+        [CHILD, JSON.stringify(spec)],
+        `ours: ${tag}`,
+      );
       report.ours.push(a);
       process.stderr.write(` ${a.imgPerSec.toFixed(1)} img/s, ${a.peakRssMb.toFixed(0)} MB\n`);
       if (python) {
         process.stderr.write(`pytorch ${tag} ...`);
-        const b = runChild(python, [script, JSON.stringify(spec)], `pytorch: ${tag}`);
+        const b = runJsonChild<RowResult>(
+          python,
+          [script, JSON.stringify(spec)],
+          `pytorch: ${tag}`,
+        );
         report.pytorch.push(b);
         process.stderr.write(` ${b.imgPerSec.toFixed(1)} img/s, ${b.peakRssMb.toFixed(0)} MB\n`);
       }
@@ -212,7 +202,7 @@ export async function main(argv: string[]): Promise<number> {
   let leak: { steps: number; tensors: number[] } | undefined;
   if (!values['no-leak']) {
     process.stderr.write('leak check (200 steps) ...\n');
-    leak = runChild(
+    leak = runJsonChild<RowResult>(
       process.execPath,
       [CHILD, JSON.stringify({ mode: 'leak', steps: 200 })],
       'leak check',

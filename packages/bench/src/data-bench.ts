@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { indexCacheFiles, writeSyntheticFolder } from '@contrast/data';
 import type { DataSpec } from './data-worker.js';
+import { runJsonChild } from './json-child.js';
 
 export const DATA_HELP = `pnpm bench --data [stage...] [options]
 
@@ -67,18 +68,7 @@ function record(o: Opts, key: string, value: unknown): void {
 /** Runs one measurement in a fresh process (its own peak RSS) and returns its JSON line. */
 function child(spec: DataSpec): Record<string, number> {
   const script = fileURLToPath(new URL('./data-child.js', import.meta.url));
-  const r = spawnSync(process.execPath, [script, JSON.stringify(spec)], {
-    encoding: 'utf8',
-    maxBuffer: 64 << 20,
-  });
-  const line = r.stdout
-    ?.trim()
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith('{'));
-  if (r.status !== 0 || !line)
-    throw new Error(`${spec.mode} failed (exit ${r.status}):\n${(r.stderr ?? '').slice(-3000)}`);
-  return JSON.parse(line) as Record<string, number>;
+  return runJsonChild(process.execPath, [script, JSON.stringify(spec)], spec.mode);
 }
 
 async function generate(o: Opts): Promise<void> {
