@@ -250,14 +250,14 @@ export function colorJitterBatch(x: tf.Tensor4D, p: JitterParams): tf.Tensor4D {
     if (rows.length === 0) return x.clone();
     const rest = Array.from({ length: n }, (_, i) => i).filter((i) => !jittered(i));
     let y = rows.length === n ? x : (tf.gather(x, rows) as tf.Tensor4D);
-    for (let slot = 0; slot < 4; slot++) {
+    // each image's adjustments in its order, leaving out those that do not apply (s, h on gray)
+    const active = [0, 1, 2, 3].filter((op) => factors[op] !== undefined);
+    const orderOf = (image: number) =>
+      Array.from(p.order.subarray(image * 4, image * 4 + 4)).filter((op) => factors[op]);
+    const orders = new Map(rows.map((image) => [image, orderOf(image)]));
+    for (let slot = 0; slot < active.length; slot++) {
       const groups: number[][] = [[], [], [], []];
-      const idle: number[] = [];
-      rows.forEach((image, k) => {
-        const op = p.order[image * 4 + slot]!;
-        (factors[op] ? groups[op]! : idle).push(k);
-      });
-      if (idle.length === rows.length) continue;
+      rows.forEach((image, k) => groups[orders.get(image)![slot]!]!.push(k));
       const parts: tf.Tensor4D[] = [];
       const next: number[] = [];
       groups.forEach((g, op) => {
@@ -267,10 +267,6 @@ export function colorJitterBatch(x: tf.Tensor4D, p: JitterParams): tf.Tensor4D {
         parts.push(JITTER_OPS[op]!(part, tf.tensor1d(g.map((k) => f[rows[k]!]!))));
         next.push(...g.map((k) => rows[k]!));
       });
-      if (idle.length) {
-        parts.push(tf.gather(y, idle) as tf.Tensor4D);
-        next.push(...idle.map((k) => rows[k]!));
-      }
       y = parts.length === 1 ? parts[0]! : (tf.concat(parts) as tf.Tensor4D);
       rows = next;
     }
