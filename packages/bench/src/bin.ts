@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import 'reflect-metadata';
-import { runJsonChild } from './json-child.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultRows, median, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
 import { dataMain } from './data-bench.js';
+import { runJsonChild } from './json-child.js';
 import { ensureTorchVenv } from './torch.js';
 import { UsageError } from '@contrast/core';
 
@@ -202,11 +202,11 @@ export async function main(argv: string[]): Promise<number> {
   let leak: { steps: number; tensors: number[] } | undefined;
   if (!values['no-leak']) {
     process.stderr.write('leak check (200 steps) ...\n');
-    leak = runJsonChild<RowResult>(
+    leak = runJsonChild<{ steps: number; tensors: number[] }>(
       process.execPath,
       [CHILD, JSON.stringify({ mode: 'leak', steps: 200 })],
       'leak check',
-    ) as unknown as { steps: number; tensors: number[] };
+    );
   }
   const md = table(reports, leak);
   mkdirSync(values.out, { recursive: true });

@@ -71,6 +71,52 @@ describe('resize as torchvision (bilinear, half-pixel centres, antialias)', () =
   });
 });
 
+describe('resized crops of a batch', () => {
+  it('each image gets its own crop, size change and flip (against the taps summed by hand)', () => {
+    const [n, h, w, c] = [3, 9, 7, 3];
+    const x = tf.randomUniform([n, h, w, c], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const crops = [
+      { top: 0, left: 0, height: 9, width: 7, flip: false }, // rows 9 -> 4 (antialiased), cols 7 -> 5
+      { top: 2, left: 1, height: 3, width: 4, flip: true }, // upsampled, mirrored
+      { top: 5, left: 3, height: 4, width: 4, flip: false },
+    ];
+    const out: [number, number] = [4, 5];
+    const y = pixels(resizedCropBatch(x, crops, out));
+    const px = pixels(x);
+    crops.forEach((k, i) => {
+      const r = resizeTaps(k.top, k.height, out[0]);
+      const q = resizeTaps(k.left, k.width, out[1], k.flip);
+      const want: number[] = [];
+      for (let a = 0; a < out[0]; a++)
+        for (let b = 0; b < out[1]; b++)
+          for (let ch = 0; ch < c; ch++) {
+            let v = 0;
+            for (let t = 0; t < r.taps; t++)
+              for (let u = 0; u < q.taps; u++) {
+                const row = r.index[a * r.taps + t]!;
+                const col = q.index[b * q.taps + u]!;
+                v +=
+                  r.weight[a * r.taps + t]! *
+                  q.weight[b * q.taps + u]! *
+                  px[((i * h + row) * w + col) * c + ch]!;
+              }
+            want.push(v);
+          }
+      const size = out[0] * out[1] * c;
+      close(y.slice(i * size, (i + 1) * size), want);
+    });
+  });
+
+  it('refuses a crop outside the image, and a crop count that is not the batch size', () => {
+    const x = tf.zeros([2, 4, 4, 1]) as tf.Tensor4D;
+    const inside = { top: 0, left: 0, height: 4, width: 4, flip: false };
+    expect(() => resizedCropBatch(x, [inside, { ...inside, left: 1 }], [4, 4])).toThrow(
+      /crop 1 .* is not inside the 4x4 image/,
+    );
+    expect(() => resizedCropBatch(x, [inside], [4, 4])).toThrow(/1 crops for 2 images/);
+  });
+});
+
 describe("ColorJitter as torchvision's (random order, clamp after each adjustment)", () => {
   // one image per order; pixels 0.2 and 0.9, brightness 1.4, contrast 0.6
   const params = (order: number[][]) => ({
@@ -135,7 +181,9 @@ describe("ColorJitter as torchvision's (random order, clamp after each adjustmen
       hue: Float32Array.from([0.05, -0.08, 0.1, -0.02, 0, 0.07]),
       order: Int32Array.from(orders.flat()),
     };
+    const tensors = tf.memory().numTensors;
     const y = colorJitterBatch(x, p);
+    expect(tf.memory().numTensors).toBe(tensors + 1); // the result only
     // reference: one image at a time, the four adjustments in its order
     const ops = [adjustBrightness, adjustContrast, saturate, adjustHue];
     const factors = [p.brightness, p.contrast, p.saturation, p.hue];

@@ -16,6 +16,7 @@ export interface KnnOptions {
   bankSize?: number;
   /** Evaluate the first n test images (0 = all). */
   testSize?: number;
+  /** Bank images per feature-extraction batch (default inferenceBatchSize of the images). */
   batchSize?: number;
 }
 

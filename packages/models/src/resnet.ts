@@ -317,7 +317,7 @@ function layerByLayer(
     }
     const input = y;
     y = tf.tidy(() => layer(input));
-    if (input !== x) input.dispose();
+    if (input !== x && input !== y) input.dispose();
   }
   return y;
 }
