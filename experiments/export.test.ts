@@ -130,7 +130,7 @@ describe('export and embed a trained encoder', () => {
     expect(Array.from(conv1.data as Float32Array)).toEqual(Array.from(vars.get('conv1/w')!));
     const st = decodeSafetensors(readFileSync(join(out, 'torch', 'model.safetensors')));
     const names = st.tensors.map((t) => t.name);
-    expect(names).toEqual(expect.arrayContaining([...vars.keys()].map(torchName)));
+    expect(names).toEqual(expect.arrayContaining([...vars.keys()].map((k) => torchName(k))));
     expect(names).toContain('bn3.num_batches_tracked');
     expect(st.tensors.find((t) => t.name === 'conv1.weight')!.shape).toEqual([16, 1, 3, 3]);
     expect(readFileSync(join(out, 'torch', 'load.py'), 'utf8')).toContain('strict=True');

@@ -23,7 +23,7 @@ import { ensureTorchVenvWithSafetensors } from './torch.js';
 /**
  * The torch side of export parity: for each supported encoder, the torch
  * export (safetensors + the generated load.py, torchvision's resnet18/50 or the
- * ConvNet module) loaded strictly in the cached torch venv must give Contrast's
+ * ConvNet module; the heads as nn.Sequential) loaded strictly in the cached torch venv must give Contrast's
  * eval-mode features and projection on 256 Fashion-MNIST test images within 1e-4.
  * BN statistics are randomised (randomizeBatchNorm) so running mean and variance
  * matter. Prints one line per encoder and exits 1 when a check fails.
@@ -68,9 +68,11 @@ async function main(): Promise<number> {
     const m = JSON.parse(line) as { features: number; embedding: number; strict: boolean };
     const ok = m.features < 1e-4 && m.embedding < 1e-4 && m.strict;
     if (!ok) failed++;
-    const name = `${model.encoder}${'stem' in model ? ` ${model.stem}` : ''} width ${model.width}`;
+    const name =
+      `${model.encoder}${'stem' in model ? ` ${model.stem}` : ''} width ${model.width}` +
+      `${'head' in model ? ` ${model.head}` : ''}`;
     process.stdout.write(
-      `${ok ? 'ok  ' : 'FAIL'} ${name.padEnd(28)} features max |diff| ${m.features.toExponential(2)}, ` +
+      `${ok ? 'ok  ' : 'FAIL'} ${name.padEnd(36)} features max |diff| ${m.features.toExponential(2)}, ` +
         `projection (L2-normalised) ${m.embedding.toExponential(2)}, strict load ${m.strict}\n`,
     );
   }

@@ -11,7 +11,9 @@ import { maxAbsDiff, PARITY_ENCODERS, parityImages, randomizeBatchNorm } from '.
 
 describe('tfjs export (tf.layers model, loaded back with tf.loadLayersModel)', () => {
   for (const { channels, ...model } of PARITY_ENCODERS) {
-    const label = `${model.encoder}${'stem' in model ? ` ${model.stem} stem` : ''}`;
+    const label =
+      `${model.encoder}${'stem' in model ? ` ${model.stem} stem` : ''}` +
+      `${'head' in model ? `, ${model.head} head` : ''}`;
     it(`${label}: features of 256 test images equal Contrast's eval-mode features (< 1e-5), and the projection head`, async () => {
       const x = parityImages(channels);
       const [, h, w] = x.shape;

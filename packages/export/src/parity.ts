@@ -1,12 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { loadFashionMnist, splitBatch } from '@contrast/data';
-import type { ContrastEncoder } from '@contrast/models';
+import { hasTorchEntry, type ContrastEncoder } from '@contrast/models';
 
 /**
  * Gives every BatchNorm non-trivial values (gamma U[0.5, 1.5], beta U[-0.3, 0.3],
  * running mean U[-0.5, 0.5], running variance U[0.5, 2]), seeded, so an export
  * check on a freshly initialised encoder exercises the running statistics
  * (at initialisation they are 0 and 1 and would hide a swapped mean / variance).
+ * An affine-free BN keeps its fixed scale 1 and offset 0.
  */
 export function randomizeBatchNorm(encoder: ContrastEncoder, seed: number): void {
   const ranges: [string, number, number][] = [
@@ -18,7 +19,7 @@ export function randomizeBatchNorm(encoder: ContrastEncoder, seed: number): void
   let i = 0;
   for (const [name, v] of encoder.namedVariables()) {
     const r = ranges.find(([suffix]) => name.endsWith(suffix));
-    if (!r) continue;
+    if (!r || !hasTorchEntry(name)) continue;
     tf.tidy(() => v.assign(tf.randomUniform(v.shape, r[1], r[2], 'float32', seed + i++)));
   }
 }
@@ -32,13 +33,23 @@ export function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
  * The encoders export parity is checked on (tfjs in the test suite, torch with
  * `pnpm export-parity`): the ConvNet, ResNet-18 with the CIFAR stem (1 channel)
  * and the ImageNet stem at full width (torchvision's resnet18 unchanged),
- * ResNet-50 (bottlenecks) with an MLP head.
+ * ResNet-50 (bottlenecks) with an MLP head, and the ConvNet with SimSiam's
+ * projector (3 layers of Linear-BN-ReLU ... Linear, an affine-free output BN).
  */
 export const PARITY_ENCODERS = [
   { encoder: 'convnet', width: 0.5, channels: 1 },
   { encoder: 'resnet18', stem: 'cifar', width: 0.25, channels: 1 },
   { encoder: 'resnet18', stem: 'imagenet', width: 1, channels: 3 },
   { encoder: 'resnet50', stem: 'imagenet', width: 0.25, channels: 3, head: 'mlp' },
+  {
+    encoder: 'convnet',
+    width: 0.5,
+    channels: 1,
+    head: 'mlp-bn',
+    headLayers: 3,
+    hiddenDim: 32,
+    headOutputBn: true,
+  },
 ] as const;
 
 /**

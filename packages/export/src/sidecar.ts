@@ -44,6 +44,8 @@ export interface EncoderSidecar {
     hiddenDim?: number;
     /** Linear layers of an MLP head. */
     layers?: number;
+    /** An affine-free BN on the head's output ('mlp-bn' only: SimSiam's projector). */
+    outputBn?: boolean;
     included: boolean;
     normalization: string;
   };
@@ -173,6 +175,7 @@ export function encoderSidecar(
       ...(model.head !== 'linear'
         ? { hiddenDim: model.hiddenDim || encoder.featureDim, layers: model.headLayers }
         : {}),
+      ...(model.head === 'mlp-bn' ? { outputBn: model.headOutputBn } : {}),
       included: includeHead,
       normalization: 'the training embedding is projection / ||projection||_2',
     },

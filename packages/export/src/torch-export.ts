@@ -62,12 +62,28 @@ class ConvNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 `;
 
-/** `fc` in PyTorch: identity (features out), MoCo v1's linear, or MoCo v2's MLP. */
+/**
+ * `fc` in PyTorch: identity (features out), MoCo v1's linear, MoCo v2's MLP
+ * (Linear-ReLU per hidden layer, then Linear) or an MLP with BN (BYOL / SimSiam:
+ * Linear-BatchNorm1d-ReLU per hidden layer, then Linear, then SimSiam's
+ * affine-free BatchNorm1d when the head has one), as torch-names.ts indexes it.
+ */
 function fcModule(s: EncoderSidecar): string {
   const p = s.projection;
   if (!p.included) return 'nn.Identity()  # outputs the pooled features';
   if (p.head === 'linear') return `nn.Linear(${s.features.dim}, ${p.dim})`;
-  return `nn.Sequential(nn.Linear(${s.features.dim}, ${p.hiddenDim}), nn.ReLU(), nn.Linear(${p.hiddenDim}, ${p.dim}))`;
+  const hidden = p.hiddenDim!;
+  const layers: string[] = [];
+  let width = s.features.dim;
+  for (let i = 0; i < (p.layers ?? 2) - 1; i++) {
+    layers.push(`nn.Linear(${width}, ${hidden})`);
+    if (p.head === 'mlp-bn') layers.push(`nn.BatchNorm1d(${hidden})`);
+    layers.push('nn.ReLU()');
+    width = hidden;
+  }
+  layers.push(`nn.Linear(${width}, ${p.dim})`);
+  if (p.outputBn) layers.push(`nn.BatchNorm1d(${p.dim}, affine=False)`);
+  return `nn.Sequential(${layers.join(', ')})`;
 }
 
 /**
@@ -132,7 +148,11 @@ export function writeTorchExport(
   named: Iterable<readonly [string, { shape: readonly number[]; data: Float32Array }]>,
 ): { safetensors: string; loader: string; tensors: TorchTensor[] } {
   mkdirSync(dir, { recursive: true });
-  const tensors = torchStateDict(named, { numBatchesTracked: sidecar.training?.steps ?? 0 });
+  const { head, layers } = sidecar.projection;
+  const tensors = torchStateDict(named, {
+    numBatchesTracked: sidecar.training?.steps ?? 0,
+    layout: { head, ...(layers ? { headLayers: layers } : {}) },
+  });
   const metadata = { format: 'pt', contrast: JSON.stringify(sidecar) };
   const safetensors = join(dir, 'model.safetensors');
   writeFileAtomic(safetensors, encodeSafetensors(tensors, metadata));

@@ -6,6 +6,7 @@ import { createPredictor } from './heads.js';
 import {
   contrastName,
   fromTorchTensor,
+  hasTorchEntry,
   nhwcToNchw,
   torchName,
   torchStateDict,
@@ -126,6 +127,62 @@ describe('Contrast -> torchvision names and layouts', () => {
     }
     withPredictor.dispose();
     convnet.dispose();
+  });
+
+  it("an 'mlp-bn' head is PyTorch's Sequential(Linear, BN, ReLU, ..., Linear, BN(affine=False))", () => {
+    // SimSiam's projector: 3 linear layers with BN, an affine-free output BN
+    const layout = { head: 'mlp-bn', headLayers: 3 } as const;
+    const enc = createEncoder(
+      spec(
+        { encoder: 'convnet', width: 0.25, dim: 8, hiddenDim: 12, ...layout, headOutputBn: true },
+        1,
+      ),
+      new Rng(4),
+    );
+    const dict = torchStateDict(onHost(enc.namedVariables()), { numBatchesTracked: 7, layout });
+    const head = dict.filter((t) => t.name.startsWith('fc'));
+    // nn.Sequential(...).state_dict() keys of that module, as PyTorch 2 lists them
+    const bn = (i: number) =>
+      ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'].map(
+        (f) => `fc.${i}.${f}`,
+      );
+    expect(head.map((t) => t.name)).toEqual([
+      'fc.0.weight',
+      'fc.0.bias',
+      ...bn(1),
+      'fc.3.weight',
+      'fc.3.bias',
+      ...bn(4),
+      'fc.6.weight',
+      'fc.6.bias',
+      'fc.7.running_mean',
+      'fc.7.running_var',
+      'fc.7.num_batches_tracked',
+    ]);
+    expect(head.find((t) => t.name === 'fc.6.weight')!.shape).toEqual([8, 12]); // [out, in]
+    expect(
+      Array.from(head.find((t) => t.name === 'fc.7.num_batches_tracked')!.data as BigInt64Array),
+    ).toEqual([7n]);
+    // BYOL's projector (2 layers, no output BN): the second Linear is fc.3, not MoCo v2's fc.2
+    expect(torchName('head/fc2/w', { head: 'mlp-bn' })).toBe('fc.3.weight');
+    expect(torchName('head/fc2/w', { head: 'mlp' })).toBe('fc.2.weight');
+    expect(torchName('head/fc3/b', { head: 'mlp', headLayers: 3 })).toBe('fc.4.bias');
+    expect(contrastName('fc.4.running_var', { resnet: false, ...layout })).toBe(
+      'head/bn2/running_var',
+    );
+    expect(contrastName('fc.3.weight', { resnet: true, head: 'mlp-bn' })).toBe('head/fc2/w');
+    // a BN in the head without its layout, and the fixed scale of an affine-free BN, have no name
+    expect(() => torchName('head/bn1/gamma')).toThrow(StateError);
+    expect(() => torchName('head/bn_out/gamma', layout)).toThrow(StateError);
+    for (const [name, v] of onHost(enc.namedVariables()).filter(([n]) => hasTorchEntry(n))) {
+      const t = toTorchTensor(name, v.shape, v.data, layout);
+      const back = fromTorchTensor(t as typeof t & { data: Float32Array }, {
+        resnet: false,
+        ...layout,
+      });
+      expect([back.name, back.shape, back.data]).toEqual([name, [...v.shape], v.data]);
+    }
+    enc.dispose();
   });
 
   it('images go NHWC -> NCHW', () => {

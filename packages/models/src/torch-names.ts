@@ -3,13 +3,18 @@ import { StateError } from '@contrast/core';
 /**
  * Contrast <-> PyTorch state_dict: names and layouts. Names follow torchvision's
  * ResNet (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0` / `.1`, `fc`),
- * MoCo v2's MLP head as `fc.0` / `fc.2` (Sequential(Linear, ReLU, Linear)), MoCo
- * v3's predictor as `predictor.0` / `.1` (BN) / `.3`, and the ConvNet's
- * `convK` / `bnK`. Layouts: conv filters HWIO -> OIHW, linear weights
- * [in, out] -> [out, in] (nn.Linear's), BN gamma/beta -> weight/bias with the
- * running statistics as they are. Images go NHWC -> NCHW (`nhwcToNchw`).
- * torchvision's BatchNorm2d also has `num_batches_tracked` (int64), which
- * Contrast does not keep: `torchStateDict` adds it.
+ * the ConvNet's `convK` / `bnK`, and the heads as PyTorch Sequential indices: the
+ * projection head `fc` is MoCo v1's Linear, MoCo v2's Sequential(Linear, ReLU,
+ * Linear, ...) (`fc.0`, `fc.2`, ...) or, for an 'mlp-bn' head (BYOL, SimSiam),
+ * Sequential(Linear, BN, ReLU, ..., Linear[, BN]) (`fc.0`, `fc.1`, `fc.3`, ...,
+ * the output BN last); the predictor (BYOL, SimSiam, MoCo v3) is
+ * Sequential(Linear, BN, ReLU, Linear) as `predictor.0` / `.1` / `.3`. Layouts:
+ * conv filters HWIO -> OIHW, linear weights [in, out] -> [out, in] (nn.Linear's),
+ * BN gamma/beta -> weight/bias with the running statistics as they are. Images
+ * go NHWC -> NCHW (`nhwcToNchw`). torchvision's BatchNorm also has
+ * `num_batches_tracked` (int64), which Contrast does not keep: `torchStateDict`
+ * adds it. An affine-free BN (SimSiam's output BN, `head/bn_out`) has no weight
+ * or bias in PyTorch: Contrast's fixed scale 1 / offset 0 are left out.
  */
 
 /** One entry of a PyTorch state_dict, C-order data. */
@@ -56,14 +61,59 @@ const RESNET: Rule[] = [
   ],
 ];
 const CONVNET: Rule[] = [[/^(conv\d|bn\d)$/, '$1', /^(conv\d|bn\d)$/, '$1']];
-const HEADS: Rule[] = [
-  [/^head\/fc$/, 'fc', /^fc$/, 'head/fc'],
-  [/^head\/fc1$/, 'fc.0', /^fc\.0$/, 'head/fc1'],
-  [/^head\/fc2$/, 'fc.2', /^fc\.2$/, 'head/fc2'],
-  [/^predictor\/fc1$/, 'predictor.0', /^predictor\.0$/, 'predictor/fc1'],
-  [/^predictor\/bn1$/, 'predictor.1', /^predictor\.1$/, 'predictor/bn1'],
-  [/^predictor\/fc2$/, 'predictor.3', /^predictor\.3$/, 'predictor/fc2'],
-];
+
+/**
+ * How the projection head is laid out, as the model config says (`model.head`,
+ * `model.headLayers`): it decides the Sequential index of each layer. Absent:
+ * a linear head or MoCo v2's MLP (Linear-ReLU-Linear).
+ */
+export interface HeadLayout {
+  head?: 'linear' | 'mlp' | 'mlp-bn';
+  /** Linear layers of an MLP head (2 unless told). */
+  headLayers?: number;
+}
+
+/** Contrast's head prefixes and their torch modules; the predictor is always Linear-BN-ReLU-Linear. */
+const HEAD_MODULES: Record<string, string> = { head: 'fc', predictor: 'predictor' };
+const PREDICTOR: Required<HeadLayout> = { head: 'mlp-bn', headLayers: 2 };
+
+/** Sequential positions per linear layer: Linear-ReLU (2) or Linear-BN-ReLU (3). */
+const stride = (l: Required<HeadLayout>) => (l.head === 'mlp-bn' ? 3 : 2);
+const fullLayout = (prefix: string, l?: HeadLayout): Required<HeadLayout> =>
+  prefix === 'predictor' ? PREDICTOR : { head: l?.head ?? 'mlp', headLayers: l?.headLayers ?? 2 };
+
+/**
+ * `head/fc2` -> `fc.2` (MLP) or `fc.3` (MLP with BN), `head/bn1` -> `fc.1`,
+ * `head/bn_out` -> the position after the last Linear; undefined outside the heads.
+ */
+function headToTorch(path: string, layout?: HeadLayout): string | undefined {
+  const m = /^(head|predictor)\/(fc|bn)(\d+|_out)?$/.exec(path);
+  if (!m) return undefined;
+  const [, prefix, kind, k] = m as unknown as [string, string, string, string | undefined];
+  const module = HEAD_MODULES[prefix]!;
+  if (k === undefined) return kind === 'fc' ? module : undefined; // MoCo v1's single Linear
+  const l = fullLayout(prefix, layout);
+  if (kind === 'bn' && l.head !== 'mlp-bn') return undefined;
+  if (k === '_out') return kind === 'bn' ? `${module}.${3 * (l.headLayers - 1) + 1}` : undefined;
+  const at = stride(l) * (Number(k) - 1);
+  return `${module}.${kind === 'fc' ? at : at + 1}`;
+}
+
+/** The inverse of headToTorch: `fc.3` -> `head/fc2` (MLP with BN), `predictor.1` -> `predictor/bn1`. */
+function headFromTorch(path: string, layout?: HeadLayout): string | undefined {
+  const m = /^(fc|predictor)(?:\.(\d+))?$/.exec(path);
+  if (!m) return undefined;
+  const prefix = m[1] === 'fc' ? 'head' : 'predictor';
+  if (m[2] === undefined) return prefix === 'head' ? 'head/fc' : undefined;
+  const l = fullLayout(prefix, layout);
+  const i = Number(m[2]);
+  const s = stride(l);
+  if (i % s === 0) return `${prefix}/fc${i / s + 1}`;
+  if (s === 3 && i % 3 === 1) {
+    return i === 3 * (l.headLayers - 1) + 1 ? `${prefix}/bn_out` : `${prefix}/bn${(i - 1) / 3 + 1}`;
+  }
+  return undefined;
+}
 
 /** Rewrites `path` by the first rule that matches it, towards torch or back to Contrast. */
 function mapModule(path: string, rules: Rule[], back = false): string | undefined {
@@ -76,34 +126,48 @@ function mapModule(path: string, rules: Rule[], back = false): string | undefine
 
 function unknown(name: string, direction: string): StateError {
   return new StateError(`no ${direction} name for the variable '${name}'`, {
-    hint: 'only ResNet / ConvNet encoders with linear or MLP heads and the MoCo v3 predictor map to torchvision names',
+    hint:
+      'only ResNet / ConvNet encoders, their linear / MLP / MLP-with-BN heads (give the head layout for ' +
+      "'mlp-bn': { head, headLayers } as in model) and the predictor map to torchvision names",
   });
 }
 
 /**
- * The torchvision state_dict name of a Contrast variable:
- * `layer2/0/shortcut/bn/gamma` -> `layer2.0.downsample.1.weight`. Throws a
- * StateError for a name outside the mapping.
+ * Whether PyTorch stores a Contrast variable: an affine-free BN's fixed scale and
+ * offset (`head/bn_out/gamma`, `/beta`: BatchNorm1d(affine=False)) have no entry.
  */
-export function torchName(name: string): string {
+export function hasTorchEntry(name: string): boolean {
+  return !/\/bn_out\/(gamma|beta)$/.test(name);
+}
+
+/**
+ * The torchvision state_dict name of a Contrast variable:
+ * `layer2/0/shortcut/bn/gamma` -> `layer2.0.downsample.1.weight`; head names
+ * follow `layout` (the model's `head` / `headLayers`): `head/fc2/w` is `fc.2.weight`
+ * in an MLP, `fc.3.weight` in an MLP with BN. Throws a StateError for a name
+ * outside the mapping (and for an affine-free BN's scale or offset, see hasTorchEntry).
+ */
+export function torchName(name: string, layout?: HeadLayout): string {
   const cut = name.lastIndexOf('/');
   const [module, leaf] = [name.slice(0, cut), name.slice(cut + 1)];
   const field = leaf === 'w' ? 'weight' : leaf === 'b' ? 'bias' : BN_FIELDS[leaf];
-  const path = mapModule(module, [...RESNET, ...CONVNET, ...HEADS]);
-  if (!field || path === undefined) throw unknown(name, 'torchvision');
+  const path = mapModule(module, [...RESNET, ...CONVNET]) ?? headToTorch(module, layout);
+  if (!field || path === undefined || !hasTorchEntry(name)) throw unknown(name, 'torchvision');
   return `${path}.${field}`;
 }
 
 /**
  * The Contrast variable name of a torchvision state_dict entry (the inverse of
  * torchName; `num_batches_tracked` has none). `resnet` tells the ResNet stem
- * (`conv1` -> `stem/conv`) from the ConvNet's first layer (`conv1` -> `conv1`).
+ * (`conv1` -> `stem/conv`) from the ConvNet's first layer (`conv1` -> `conv1`);
+ * the head layout reads `fc.<i>` as torchName writes it.
  */
-export function contrastName(name: string, options: { resnet: boolean }): string {
+export function contrastName(name: string, options: { resnet: boolean } & HeadLayout): string {
   const cut = name.lastIndexOf('.');
   const [module, field] = [name.slice(0, cut), name.slice(cut + 1)];
-  const path = mapModule(module, [...(options.resnet ? RESNET : CONVNET), ...HEADS], true);
-  const isBn = path !== undefined && /(^|\/)bn\d*$/.test(path);
+  const path =
+    mapModule(module, options.resnet ? RESNET : CONVNET, true) ?? headFromTorch(module, options);
+  const isBn = path !== undefined && /(^|\/)bn(\d*|_out)$/.test(path);
   const leaf = isBn
     ? BN_FIELDS_BACK[field]
     : ({ weight: 'w', bias: 'b' } as const)[field as 'weight'];
@@ -144,23 +208,25 @@ export function transposeData<T extends Float32Array | Uint8Array>(
 }
 
 /**
- * A Contrast variable's value in PyTorch's layout under its torchvision name.
- * `data` is the variable's C-order float32 values in Contrast's layout.
+ * A Contrast variable's value in PyTorch's layout under its torchvision name
+ * (head names by `layout`, see torchName). `data` is the variable's C-order
+ * float32 values in Contrast's layout.
  */
 export function toTorchTensor(
   name: string,
   shape: readonly number[],
   data: Float32Array,
+  layout?: HeadLayout,
 ): TorchTensor {
   const axes = torchAxes(name, shape.length);
   const t = axes ? transposeData(data, shape, axes) : { data, shape: [...shape] };
-  return { name: torchName(name), shape: t.shape, dtype: 'float32', data: t.data };
+  return { name: torchName(name, layout), shape: t.shape, dtype: 'float32', data: t.data };
 }
 
 /** The inverse of toTorchTensor: a torch entry back in Contrast's layout under its name. */
 export function fromTorchTensor(
   t: { name: string; shape: readonly number[]; data: Float32Array },
-  options: { resnet: boolean },
+  options: { resnet: boolean } & HeadLayout,
 ): { name: string; shape: number[]; data: Float32Array } {
   const name = contrastName(t.name, options);
   const rank = t.shape.length;
@@ -172,18 +238,21 @@ export function fromTorchTensor(
 /**
  * A torchvision-style state_dict of Contrast variables (e.g. an encoder's
  * namedVariables(), read to host): every variable renamed and transposed, and a
- * `num_batches_tracked` (int64, `numBatchesTracked`, default 0) for each BatchNorm.
- * Order: the variables' order, each BN's counter after its running_var.
+ * `num_batches_tracked` (int64, `numBatchesTracked`, default 0) for each BatchNorm;
+ * head names by `layout` (the model's `head` / `headLayers`). An affine-free BN's
+ * fixed scale and offset are left out (PyTorch has none). Order: the variables'
+ * order, each BN's counter after its running_var.
  */
 export function torchStateDict(
   variables: Iterable<
     readonly [string, { readonly shape: readonly number[]; readonly data: Float32Array }]
   >,
-  options: { numBatchesTracked?: number } = {},
+  options: { numBatchesTracked?: number; layout?: HeadLayout } = {},
 ): TorchTensor[] {
   const out: TorchTensor[] = [];
   for (const [name, v] of variables) {
-    const t = toTorchTensor(name, v.shape, v.data);
+    if (!hasTorchEntry(name)) continue;
+    const t = toTorchTensor(name, v.shape, v.data, options.layout);
     out.push(t);
     if (name.endsWith('/running_var')) {
       out.push({

@@ -136,8 +136,25 @@ def key_forward(net, x, perm):
         return net(x[perm])[inverse]
 
 
+def exported_name(name):
+    """A parameter's exported (torchvision) name: a predictor wrapper nests the base under `base.`."""
+    return name[len("base.") :] if name.startswith("base.") else name
+
+
 def sgd(ctx, module):
+    """torch.optim.SGD over `module`, the parameters Contrast keeps at the unscheduled lr
+    (ctx["fixedLr"]: SimSiam's predictor) in a second group marked `fix_lr`, as SimSiam's
+    `--fix-pred-lr` does; step.py sets each group's lr per step."""
     o = ctx["optim"]
+    fixed = set(ctx.get("fixedLr", []))
+    named = list(module.named_parameters())
+    groups = [
+        {"params": [p for n, p in named if exported_name(n) not in fixed], "fix_lr": False},
+        {"params": [p for n, p in named if exported_name(n) in fixed], "fix_lr": True},
+    ]
     return torch.optim.SGD(
-        module.parameters(), lr=o["lr"], momentum=o["momentum"], weight_decay=o["weightDecay"]
+        [g for g in groups if g["params"]],
+        lr=o["lr"],
+        momentum=o["momentum"],
+        weight_decay=o["weightDecay"],
     )

@@ -4,11 +4,13 @@ ResNet (He et al. 2016) with torchvision's module names (conv1, bn1, layer1..4 o
 BasicBlock / Bottleneck with `downsample` = Sequential(conv, BN), fc), a width
 multiplier (64 * width * [1, 2, 4, 8]) and the CIFAR stem (3x3 stride 1, no
 max-pool) of the MoCo CIFAR demo; the small ConvNet (conv1..3, bn1..3) of
-Contrast's tests and demo; the projection head as `fc` (Linear, MoCo v1) or
-`fc` = Sequential(Linear, ReLU, Linear) (MoCo v2); MoCo v3's predictor as
-Sequential(Linear, BatchNorm1d, ReLU, Linear). Initialisation as torchvision's
-ResNet: kaiming_normal_(fan_out, relu) convs, BN weight 1 / bias 0, nn.Linear's
-default.
+Contrast's tests and demo; the projection head as `fc`: Linear (MoCo v1),
+Sequential(Linear, ReLU, ..., Linear) (MoCo v2) or Sequential(Linear,
+BatchNorm1d, ReLU, ..., Linear[, BatchNorm1d(affine=False)]) (BYOL's projector;
+SimSiam's with 3 layers and the affine-free output BN); the predictor of MoCo
+v3, BYOL and SimSiam as Sequential(Linear, BatchNorm1d, ReLU, Linear).
+Initialisation as torchvision's ResNet: kaiming_normal_(fan_out, relu) convs,
+BN weight 1 / bias 0, nn.Linear's default.
 """
 
 import torch
@@ -101,12 +103,7 @@ class Encoder(nn.Module):
                 setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
             feature_dim = cin
         self.feature_dim = feature_dim
-        dim = model.get("dim", 128)
-        if model.get("head", "linear") == "mlp":
-            hidden = model.get("hiddenDim", 0) or feature_dim
-            self.fc = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
-        else:
-            self.fc = nn.Linear(feature_dim, dim)
+        self.fc = head(model, feature_dim)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -128,20 +125,52 @@ class Encoder(nn.Module):
         return F.normalize(self.fc(self.features(x)), dim=1)
 
 
+def mlp(widths, bn, output_bn=False):
+    """Linear layers through `widths` with ReLU between them, BatchNorm1d before each ReLU when
+    `bn` (BYOL / SimSiam), and an affine-free BatchNorm1d on the output when `output_bn` (SimSiam)."""
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers += [nn.BatchNorm1d(widths[i + 1])] if bn else []
+            layers.append(nn.ReLU())
+    if output_bn:
+        layers.append(nn.BatchNorm1d(widths[-1], affine=False))
+    return nn.Sequential(*layers)
+
+
+def head(model, feature_dim):
+    """The projection head `fc` of the manifest's model (head, hiddenDim, headLayers, headOutputBn, dim)."""
+    dim = model.get("dim", 128)
+    kind = model.get("head", "linear")
+    if kind == "linear":
+        return nn.Linear(feature_dim, dim)
+    hidden = model.get("hiddenDim", 0) or feature_dim
+    widths = [feature_dim] + [hidden] * (model.get("headLayers", 2) - 1) + [dim]
+    return mlp(widths, kind == "mlp-bn", kind == "mlp-bn" and model.get("headOutputBn", False))
+
+
 class PredictorEncoder(nn.Module):
-    """MoCo v3: normalise(predictor(fc(features(x)))), the predictor on the raw projection
-    (MoCo v3's `self.predictor(self.base_encoder(x))`, normalised in its contrastive loss)."""
+    """The online network with a predictor (MoCo v3, BYOL, SimSiam): `project` = fc(features(x)),
+    `predict` = predictor(z); `forward` = normalise(predictor(fc(features(x)))) for MoCo v3
+    (`self.predictor(self.base_encoder(x))`, normalised in its contrastive loss)."""
 
     def __init__(self, base, hidden):
         super().__init__()
         self.base = base
-        dim = base.fc[-1].out_features if isinstance(base.fc, nn.Sequential) else base.fc.out_features
-        self.predictor = nn.Sequential(
-            nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, dim)
-        )
+        dim = _out_features(base.fc)
+        self.predictor = mlp([dim, hidden, dim], bn=True)
+
+    def project(self, x):
+        return self.base.fc(self.base.features(x))
 
     def forward(self, x):
-        return F.normalize(self.predictor(self.base.fc(self.base.features(x))), dim=1)
+        return F.normalize(self.predictor(self.project(x)), dim=1)
+
+
+def _out_features(fc):
+    linears = [m for m in fc.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features
 
 
 def load_state(module, state):

@@ -4,7 +4,8 @@ Usage: python step.py DIR [float32|float64]
 
 DIR holds what Contrast exported (see packages/bench/src/parity/step.ts):
 manifest.json (method, model, optimiser, temperature, per-step learning rates,
-parameter groups, the BN buffers to report), weights/ and key/ (one `<torch
+parameter groups and `fixedLr`, the parameters kept at the unscheduled lr, the
+BN buffers to report), weights/ and key/ (one `<torch
 name>.npy` per tensor, torchvision layouts), queue.npy or bank.npy, and per step
 batch-NNN-{query,key}.npy (NCHW float32), -indices.npy, -negatives.npy (memory
 bank), -perm0/1.npy (shuffle BN). Writes torch/steps.json (loss and gradient norm
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import exported_name, sgd  # noqa: E402
 
 
 class Inputs:
@@ -55,8 +58,7 @@ def named(module, name):
 def grad_norms(module, groups):
     sums = {}
     for name, p in module.named_parameters():
-        key = name[len("base.") :] if name.startswith("base.") else name
-        g = groups[key]
+        g = groups[exported_name(name)]
         sums[g] = sums.get(g, 0.0) + (0.0 if p.grad is None else float((p.grad.double() ** 2).sum()))
     return {g: s**0.5 for g, s in sums.items()}
 
@@ -68,9 +70,7 @@ def to_double(st):
             v.double()
         elif isinstance(v, torch.Tensor) and v.is_floating_point():
             st[k] = v.double()
-    st["opt"] = torch.optim.SGD(st["query"].parameters(), **{
-        k: st["opt"].defaults[k] for k in ["lr", "momentum", "weight_decay"]
-    })
+    st["opt"] = sgd(st["ctx"], st["query"])
 
 
 def main(directory, dtype="float32"):
@@ -80,6 +80,7 @@ def main(directory, dtype="float32"):
         ctx = json.load(f)
     method = importlib.import_module(f"methods.{ctx['method'].replace('-', '_')}")
     st = method.build(ctx, inputs)
+    st["ctx"] = ctx
     if dtype == "float64":
         to_double(st)
     out_dir = inputs.path("torch" if dtype == "float32" else "torch64")
@@ -93,8 +94,8 @@ def main(directory, dtype="float32"):
         loss, after = method.step(ctx, st, b, i)
         loss.backward()
         norms = grad_norms(st["query"], ctx["groups"])
-        for group in st["opt"].param_groups:
-            group["lr"] = lr
+        for group in st["opt"].param_groups:  # SimSiam's fixed-lr predictor keeps the base lr
+            group["lr"] = ctx["optim"]["lr"] if group["fix_lr"] else lr
         st["opt"].step()
         with torch.no_grad():
             if after is not None:

@@ -1,9 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { ContrastiveMethod, type ExperimentInput, type Plugin } from '@contrast/core';
+import { byolPlugin } from '@contrast/plugin-byol';
 import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
+import { simsiamPlugin } from '@contrast/plugin-simsiam';
 import type { StepHarness } from '@contrast/trainer';
 
 /** Arrays a method draws inside its step (sampled negatives, shuffle permutations), by name. */
@@ -20,6 +22,8 @@ export interface ParityMethod {
   name: string;
   /** The PyTorch port's module. */
   module: string;
+  /** The method's plugin (the one `strategy.name` selects). */
+  plugin: () => Plugin;
   /** Merged over the parity experiment. */
   settings: (size: ParitySize) => Partial<ExperimentInput>;
   /** The strategy state compared after each step. */
@@ -32,11 +36,33 @@ export interface ParityMethod {
 export interface ParitySize {
   queue: number;
   negatives: number;
+  /** Hidden width of the predictor (MoCo v3, BYOL, SimSiam). */
   predictorHidden: number;
+  /** Hidden width of the projector with BN ('mlp-bn' heads: BYOL, SimSiam). */
+  projectorHidden: number;
   bnSplits: number;
 }
 
-/** The parts of a harness's contrastive method (every method the parity harness checks is one). */
+/**
+ * What the harness compares of any method, read through its checkpoint parts:
+ * the predictor's variables (MoCo v3, BYOL, SimSiam), the key or target
+ * encoder's tensors (MoCo's `key_encoder`, BYOL's `target`; none for SimSiam and
+ * end-to-end) and the strategy's queue or bank. The tensors are the method's own.
+ */
+export function parityParts(h: StepHarness): {
+  predictor: Map<string, tf.Variable>;
+  key: Record<string, tf.Tensor>;
+  strategy: Record<string, tf.Tensor>;
+} {
+  const parts = h.method.state();
+  return {
+    predictor: new Map(Object.entries(parts.predictor?.tensors ?? {})) as Map<string, tf.Variable>,
+    key: (parts.key_encoder ?? parts.target)?.tensors ?? {},
+    strategy: parts.strategy?.tensors ?? {},
+  };
+}
+
+/** The parts of a harness's contrastive method (the recorders of MoCo's shuffle and the bank's draws). */
 export function contrastiveParts(h: StepHarness): ContrastiveMethod['parts'] {
   if (!(h.method instanceof ContrastiveMethod)) {
     throw new Error(`parity: ${h.method.name} is not a contrastive method`);
@@ -124,6 +150,7 @@ export const PARITY_METHODS: ParityMethod[] = [
   {
     name: 'momentum-queue',
     module: 'momentum_queue',
+    plugin: momentumQueuePlugin,
     state: 'queue',
     settings: (s) => ({
       strategy: { name: 'momentum-queue', queueSize: s.queue, momentum: 0.99 },
@@ -132,6 +159,7 @@ export const PARITY_METHODS: ParityMethod[] = [
   {
     name: 'momentum-queue (symmetric)',
     module: 'momentum_queue',
+    plugin: momentumQueuePlugin,
     state: 'queue',
     settings: (s) => ({
       strategy: { name: 'momentum-queue', queueSize: s.queue, momentum: 0.99 },
@@ -141,6 +169,7 @@ export const PARITY_METHODS: ParityMethod[] = [
   {
     name: 'momentum-queue (SplitBN + shuffle)',
     module: 'momentum_queue',
+    plugin: momentumQueuePlugin,
     state: 'queue',
     settings: (s) => ({
       strategy: { name: 'momentum-queue', queueSize: s.queue, momentum: 0.99, shuffleBn: true },
@@ -151,11 +180,13 @@ export const PARITY_METHODS: ParityMethod[] = [
   {
     name: 'end-to-end (NT-Xent)',
     module: 'end_to_end',
+    plugin: endToEndPlugin,
     settings: () => ({ strategy: { name: 'end-to-end' } }),
   },
   {
     name: 'memory-bank (InfoNCE)',
     module: 'memory_bank',
+    plugin: memoryBankPlugin,
     state: 'bank',
     settings: (s) => ({
       strategy: { name: 'memory-bank', negatives: s.negatives, momentum: 0.5 },
@@ -165,6 +196,7 @@ export const PARITY_METHODS: ParityMethod[] = [
   {
     name: 'memory-bank (NCE)',
     module: 'memory_bank',
+    plugin: memoryBankPlugin,
     state: 'bank',
     settings: (s) => ({
       strategy: { name: 'memory-bank', negatives: s.negatives, momentum: 0.5 },
@@ -175,14 +207,38 @@ export const PARITY_METHODS: ParityMethod[] = [
   {
     name: 'moco-v3',
     module: 'moco_v3',
+    plugin: mocoV3Plugin,
     settings: (s) => ({
       strategy: { name: 'moco-v3', momentum: 0.99, predictorHidden: s.predictorHidden },
       loss: { temperature: 0.2, symmetric: true },
     }),
   },
+  {
+    // BYOL's projector (Linear-BN-ReLU-Linear), predictor, cosine target EMA, 2 - 2 cos both ways
+    name: 'byol',
+    module: 'byol',
+    plugin: byolPlugin,
+    settings: (s) => ({
+      strategy: { name: 'byol', momentum: 0.99, predictorHidden: s.predictorHidden },
+      model: { head: 'mlp-bn', hiddenDim: s.projectorHidden },
+      loss: {},
+    }),
+  },
+  {
+    // SimSiam's ImageNet projector (3 layers, affine-free output BN), the predictor at a fixed lr
+    name: 'simsiam',
+    module: 'simsiam',
+    plugin: simsiamPlugin,
+    settings: (s) => ({
+      strategy: { name: 'simsiam', predictorHidden: s.predictorHidden },
+      model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headLayers: 3, headOutputBn: true },
+      loss: {},
+    }),
+  },
 ];
 
-/** The built-in strategy plugins (the methods whose parity is checked). */
+/** The plugins of the methods whose parity is checked, once each. */
 export function parityPlugins(): Plugin[] {
-  return [endToEndPlugin(), memoryBankPlugin(), momentumQueuePlugin(), mocoV3Plugin()] as Plugin[];
+  const byName = new Map(PARITY_METHODS.map((m) => [m.module, m.plugin]));
+  return [...byName.values()].map((plugin) => plugin());
 }

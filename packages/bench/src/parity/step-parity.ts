@@ -105,7 +105,9 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
     '',
     `${m.encoder} (width ${m.width}, ${m.stem ?? 'cifar'} stem, dim ${m.dim}), batch ${o.batchSize}, ` +
       `Fashion-MNIST views (first ${o.trainSubset} images), queue ${o.size.queue}, bank draws ` +
-      `${o.size.negatives}, SGD lr 0.03 cosine over the steps, momentum 0.9, wd 5e-4. Both sides start ` +
+      `${o.size.negatives}, predictor hidden ${o.size.predictorHidden}, BN projector hidden ` +
+      `${o.size.projectorHidden} (BYOL, SimSiam), SGD lr 0.03 cosine over the steps (SimSiam's ` +
+      'predictor: fixed), momentum 0.9, wd 5e-4. Both sides start ' +
       "from Contrast's weights and queue / bank and train on Contrast's augmented batches (and its " +
       'sampled negatives and shuffle permutations). PyTorch also runs the steps in float64: its distance ' +
       'from PyTorch float32 is the float32 noise floor of each step.',

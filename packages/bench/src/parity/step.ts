@@ -2,7 +2,13 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { ExperimentInput, Plugin, TrainingDataset } from '@contrast/core';
-import { nhwcToNchw, torchName, toTorchTensor } from '@contrast/models';
+import {
+  hasTorchEntry,
+  nhwcToNchw,
+  torchName,
+  toTorchTensor,
+  type HeadLayout,
+} from '@contrast/models';
 import {
   createCatalog,
   createStepHarness,
@@ -11,14 +17,14 @@ import {
 } from '@contrast/trainer';
 import { writeFileAtomic } from '@contrast/core';
 import { writeNpy } from './npy.js';
-import { contrastiveParts, type Drawn, type ParityMethod, type ParitySize } from './methods.js';
+import { parityParts, type Drawn, type ParityMethod, type ParitySize } from './methods.js';
 
 /** What one side records after each step. */
 export interface StepRecord {
   loss: number;
   /** L2 norm of the gradient per parameter group (torch module: stem, layer1..4, fc, predictor). */
   gradNorms: Record<string, number>;
-  /** The BN running statistics of the query (and key) encoder, concatenated in `bnOrder`. */
+  /** The BN running statistics of the query / online (and key / target) network, concatenated in `bnOrder`. */
   bn: Float32Array;
   /** The queue or bank after the step (when the method has one). */
   state?: Float32Array;
@@ -28,7 +34,7 @@ export interface StepRecord {
 export interface StepParityOptions {
   steps: number;
   seed: number;
-  /** The model, batch, data subset and the sizes of queue, bank draws and predictor. */
+  /** The model, batch, data subset and the sizes of queue, bank draws, predictor and projector. */
   model: NonNullable<ExperimentInput['model']>;
   batchSize: number;
   trainSubset: number;
@@ -42,7 +48,7 @@ export const DEFAULT_STEP_OPTIONS: StepParityOptions = {
   model: { encoder: 'resnet18', width: 0.25, stem: 'cifar', dim: 128, head: 'linear' },
   batchSize: 32,
   trainSubset: 1024,
-  size: { queue: 256, negatives: 256, predictorHidden: 64, bnSplits: 4 },
+  size: { queue: 256, negatives: 256, predictorHidden: 64, projectorHidden: 128, bnSplits: 4 },
 };
 
 /** The suite's tiny model: a ConvNet of 4-8-16 channels, dim 8, batch 8, 3 steps. */
@@ -52,7 +58,7 @@ export const TINY_STEP_OPTIONS: StepParityOptions = {
   model: { encoder: 'convnet', width: 0.125, dim: 8, head: 'linear' },
   batchSize: 8,
   trainSubset: 64,
-  size: { queue: 16, negatives: 16, predictorHidden: 8, bnSplits: 2 },
+  size: { queue: 16, negatives: 16, predictorHidden: 8, projectorHidden: 16, bnSplits: 2 },
 };
 
 /** The experiment a method runs in: the MoCo CIFAR demo's optimiser on Fashion-MNIST views. */
@@ -87,6 +93,8 @@ interface ContrastSide {
   /** [which, Contrast name, torch name] of each BN buffer reported. */
   bnOrder: [string, string, string][];
   resnet: boolean;
+  /** How the projection head maps to torch's Sequential indices (the model's head, headLayers). */
+  layout: HeadLayout;
 }
 
 function openSide(
@@ -102,14 +110,15 @@ function openSide(
   );
   h.clock.total = o.steps;
   const resnet = h.config.model.encoder !== 'convnet';
+  const layout = h.config.model;
   const byVariable = new Map([...onlineVariables(h)].map(([k, v]) => [v.name, k]));
-  const side: ContrastSide = { h, take: () => ({}), grads: {}, bnOrder: [], resnet };
+  const side: ContrastSide = { h, take: () => ({}), grads: {}, bnOrder: [], resnet, layout };
   const { optimizer } = h.session;
   const apply = optimizer.apply.bind(optimizer);
   optimizer.apply = (grads, lr) => {
     const sums: Record<string, number> = {};
     for (const [variable, g] of Object.entries(grads)) {
-      const group = parameterGroup(torchName(byVariable.get(variable)!), resnet);
+      const group = parameterGroup(torchName(byVariable.get(variable)!, layout), resnet);
       sums[group] = (sums[group] ?? 0) + tf.tidy(() => tf.sum(tf.square(g)).dataSync()[0]!);
     }
     side.grads = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, Math.sqrt(v)]));
@@ -119,22 +128,30 @@ function openSide(
   const buffers = (which: string, names: Iterable<string>) =>
     [...names]
       .filter((n) => /running_(mean|var)$/.test(n))
-      .map((n) => [which, n, torchName(n)] as [string, string, string]);
+      .map((n) => [which, n, torchName(n, layout)] as [string, string, string]);
   side.bnOrder = [
     ...buffers('query', onlineVariables(h).keys()),
-    ...buffers('key', Object.keys(contrastiveParts(h).keyEncoder.state().tensors)),
+    ...buffers('key', Object.keys(parityParts(h).key)),
   ];
   return side;
 }
 
-/** The online network's variables by Contrast name: the encoder's and its predictor's (MoCo v3). */
+/** The online network's variables by Contrast name: the encoder's and its predictor's (MoCo v3, BYOL, SimSiam). */
 function onlineVariables(h: StepHarness): Map<string, tf.Variable> {
-  const { predictor } = contrastiveParts(h);
-  return new Map([...h.encoder.namedVariables(), ...(predictor?.namedVariables() ?? [])]);
+  return new Map([...h.encoder.namedVariables(), ...parityParts(h).predictor]);
+}
+
+/** The torch names of the parameters trained at the unscheduled lr (SimSiam's predictor). */
+function fixedLrNames(side: ContrastSide): string[] {
+  const byVariable = new Map([...onlineVariables(side.h)].map(([k, v]) => [v.name, k]));
+  return side.h.method
+    .parameterGroups()
+    .filter((g) => g.fixedLr)
+    .flatMap((g) => g.params.map((p) => torchName(byVariable.get(p.name)!, side.layout)));
 }
 
 function bnValues(side: ContrastSide): Float32Array {
-  const key = contrastiveParts(side.h).keyEncoder.state().tensors;
+  const key = parityParts(side.h).key;
   const vars = onlineVariables(side.h);
   const parts = side.bnOrder.map(
     ([which, name]) =>
@@ -143,11 +160,19 @@ function bnValues(side: ContrastSide): Float32Array {
   return Float32Array.from(parts.flatMap((p) => Array.from(p)));
 }
 
-/** Writes a tensor map (Contrast names) as one `<torch name>.npy` per tensor. */
-export function exportWeights(dir: string, tensors: Iterable<[string, tf.Tensor]>): void {
+/**
+ * Writes a tensor map (Contrast names) as one `<torch name>.npy` per tensor, head
+ * names by `layout`; an affine-free BN's fixed scale and offset have no torch entry.
+ */
+export function exportWeights(
+  dir: string,
+  tensors: Iterable<[string, tf.Tensor]>,
+  layout?: HeadLayout,
+): void {
   mkdirSync(dir, { recursive: true });
   for (const [name, t] of tensors) {
-    const torch = toTorchTensor(name, t.shape, t.dataSync() as Float32Array);
+    if (!hasTorchEntry(name)) continue;
+    const torch = toTorchTensor(name, t.shape, t.dataSync() as Float32Array, layout);
     writeNpy(join(dir, `${torch.name}.npy`), {
       data: torch.data as Float32Array,
       shape: torch.shape,
@@ -164,7 +189,8 @@ function exportView(path: string, t: tf.Tensor4D): void {
  * Runs `o.steps` Contrast steps of `method` and writes everything PyTorch needs
  * to run the same steps to `dir` (see python/parity/step.py): initial weights,
  * the queue or bank, each step's batch (and draws), learning rates, parameter
- * groups and BN buffer order. Returns Contrast's per-step records.
+ * groups (and which keep the unscheduled lr) and BN buffer order. Returns
+ * Contrast's per-step records.
  */
 export function runContrastSide(
   method: ParityMethod,
@@ -176,13 +202,13 @@ export function runContrastSide(
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const side = openSide(method, o, plugins, dataset);
-  const { h } = side;
-  const { keyEncoder, source } = contrastiveParts(h);
+  const { h, layout } = side;
+  const strategyState = () => (method.state ? parityParts(h).strategy[method.state] : undefined);
   try {
-    exportWeights(join(dir, 'weights'), onlineVariables(h));
-    const key = Object.entries(keyEncoder.state().tensors);
-    if (key.length > 0) exportWeights(join(dir, 'key'), key);
-    const state = method.state ? source.state().tensors[method.state] : undefined;
+    exportWeights(join(dir, 'weights'), onlineVariables(h), layout);
+    const key = Object.entries(parityParts(h).key);
+    if (key.length > 0) exportWeights(join(dir, 'key'), key, layout);
+    const state = strategyState();
     if (state)
       writeNpy(join(dir, `${method.state}.npy`), {
         data: state.dataSync() as Float32Array,
@@ -205,7 +231,7 @@ export function runContrastSide(
       for (const [name, a] of Object.entries(side.take())) {
         writeNpy(`${prefix}-${name}.npy`, { data: a, shape: [a.length] });
       }
-      const st = method.state ? source.state().tensors[method.state] : undefined;
+      const st = strategyState();
       records.push({
         loss,
         gradNorms: side.grads,
@@ -214,10 +240,9 @@ export function runContrastSide(
       });
     }
     const groups = Object.fromEntries(
-      [...onlineVariables(h).keys()].map((n) => [
-        torchName(n),
-        parameterGroup(torchName(n), side.resnet),
-      ]),
+      [...onlineVariables(h).keys()]
+        .filter(hasTorchEntry)
+        .map((n) => [torchName(n, layout), parameterGroup(torchName(n, layout), side.resnet)]),
     );
     const manifest = {
       method: method.module,
@@ -231,6 +256,7 @@ export function runContrastSide(
       totalSteps: o.steps,
       datasetSize: h.config.data.trainSubset,
       groups,
+      fixedLr: fixedLrNames(side),
       bnOrder: side.bnOrder.map(([which, , torch]) => [which, torch]),
       state: method.state ?? null,
     };
