@@ -269,16 +269,20 @@ export function colorJitterBatch(x: tf.Tensor4D, p: JitterParams): tf.Tensor4D {
     const jittered = (i: number) =>
       factors.some((f, op) => f !== undefined && f[i] !== JITTER_NEUTRAL[op]);
     // rows: the original index of each row of `y`; the untouched images are set aside
-    let rows = Array.from({ length: n }, (_, i) => i).filter(jittered);
+    const all = Array.from({ length: n }, (_, i) => i);
+    let rows = all.filter(jittered);
     if (rows.length === 0) return x.clone();
-    const rest = Array.from({ length: n }, (_, i) => i).filter((i) => !jittered(i));
+    const rest = all.filter((i) => !jittered(i));
     let y = rows.length === n ? x : (tf.gather(x, rows) as tf.Tensor4D);
     // each image's adjustments in its order, leaving out those that do not apply (s, h on gray)
-    const active = [0, 1, 2, 3].filter((op) => factors[op] !== undefined);
-    const orderOf = (image: number) =>
-      Array.from(p.order.subarray(image * 4, image * 4 + 4)).filter((op) => factors[op]);
-    const orders = new Map(rows.map((image) => [image, orderOf(image)]));
-    for (let slot = 0; slot < active.length; slot++) {
+    const orders = new Map(
+      rows.map((image) => [
+        image,
+        Array.from(p.order.subarray(image * 4, image * 4 + 4)).filter((op) => factors[op]),
+      ]),
+    );
+    const slots = factors.filter((f) => f !== undefined).length;
+    for (let slot = 0; slot < slots; slot++) {
       const groups: number[][] = [[], [], [], []];
       rows.forEach((image, k) => groups[orders.get(image)![slot]!]!.push(k));
       const parts: tf.Tensor4D[] = [];
