@@ -6,6 +6,7 @@ import {
   type Keys,
   type KeysInput,
   type NegativeSource,
+  type StateTensors,
 } from './contracts.js';
 import { PluginError } from './errors.js';
 import { KeyQueue } from './queue.js';
@@ -124,5 +125,18 @@ export class BankSource extends StoreBackedSource<MemoryBank> implements Negativ
 
   afterStep({ query, indices }: Parameters<NegativeSource['afterStep']>[0]): void {
     this.bank.update(indices, query, this.options.momentum);
+  }
+
+  /** The bank, and where the negatives' random stream stands (a resumed run draws the same negatives). */
+  override state(): StateTensors {
+    const s = super.state();
+    return { tensors: s.tensors, values: { ...s.values, negatives_rng: this.rng.getState() } };
+  }
+
+  /** Restores the bank and, when the state has it (not in checkpoints before it was saved), the stream. */
+  override loadState(state: StateTensors): void {
+    super.loadState(state);
+    const rng = state.values.negatives_rng;
+    if (Array.isArray(rng)) this.rng.setState(rng);
   }
 }

@@ -91,6 +91,37 @@ describe('memory-bank plugin', () => {
     [a, b, c].forEach((h) => h.dispose());
   });
 
+  it('a state restored mid-run draws the same negatives as the run it was taken from', () => {
+    const a = createStepHarness(base, catalog());
+    const draws: Int32Array[] = [];
+    const source = sourceOf(a);
+    const gather = source.bank.gather.bind(source.bank);
+    source.bank.gather = (i) => {
+      if (i instanceof Int32Array) draws.push(Int32Array.from(i));
+      return gather(i);
+    };
+    const step = (b: ReturnType<typeof a.nextBatch>) => {
+      const out = a.stepOn(b, 0.05);
+      tf.dispose([out.loss, ...Object.values(out.metrics)]);
+    };
+    const [b1, b2] = [a.nextBatch(), a.nextBatch()];
+    step(b1);
+    const saved = source.state();
+    const snapshot = {
+      tensors: { bank: tf.clone(saved.tensors.bank!) },
+      values: structuredClone(saved.values),
+    };
+    step(b2); // draws the second step's negatives
+    source.loadState(snapshot);
+    step(b2); // the same batch after the restore: the same negatives again
+    expect(draws).toHaveLength(3);
+    expect(draws[2]).toEqual(draws[1]);
+    expect(draws[1]).not.toEqual(draws[0]);
+    tf.dispose([b1.x1, b1.x2, b1.indices, b2.x1, b2.x2, b2.indices]);
+    tf.dispose(snapshot.tensors.bank);
+    a.dispose();
+  });
+
   it('refuses K larger than the bank and in-batch losses before training', () => {
     expect(() =>
       createStepHarness({ ...base, strategy: { name: 'memory-bank', negatives: 600 } }, catalog()),
