@@ -1,6 +1,6 @@
 """Step parity, the PyTorch side: N training steps from Contrast's exported inputs.
 
-Usage: python step.py DIR [float32|float64]
+Usage: python step.py DIR [float32|float64] [synced]
 
 DIR holds what Contrast exported (see packages/bench/src/parity/step.ts):
 manifest.json (method, model, optimiser, temperature, per-step learning rates,
@@ -14,6 +14,18 @@ running statistics in the manifest's order; the queue or bank after the step).
 With float64 the same steps run in double precision from the same float32
 inputs and go to torch64/: the reference that shows how far float32 rounding
 alone moves a trajectory.
+
+With `synced`, every step starts from Contrast's own state before that step
+(DIR/state-NNN/: weights/, key/, opt/ (SGD momentum buffers), queue.npy or
+bank.npy, written by `runContrastSide` with `sync`), so each step is compared
+alone, without the drift a trajectory accumulates; the records go to
+torch-synced/ or torch64-synced/. They also hold `updates`: Contrast's optimizer
+step and EMA checked op by op. PyTorch's torch.optim.SGD applies Contrast's own
+gradient of the step (DIR/grad-NNN/) to Contrast's state, and the method's EMA
+(`follow`) moves Contrast's key / target towards Contrast's updated online
+network; each result is compared with Contrast's state after the step, as a
+relative difference of the update (state-(N+1) - state-N), and for float64 also
+with PyTorch float32's (torch-synced/update-NNN.npz).
 """
 
 import importlib
@@ -26,7 +38,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import exported_name, sgd  # noqa: E402
+from common import exported_name, load_weights, sgd  # noqa: E402
+from nets import PredictorEncoder, load_state  # noqa: E402
 
 
 class Inputs:
@@ -73,7 +86,89 @@ def to_double(st):
     st["opt"] = sgd(st["ctx"], st["query"])
 
 
-def main(directory, dtype="float32"):
+def load_module(module, directory):
+    """Contrast's exported weights (`<torch name>.npy`) into `module` in place, in its dtype."""
+    state = load_weights(directory)
+    if isinstance(module, PredictorEncoder):
+        pred = {k[len("predictor.") :]: v for k, v in state.items() if k.startswith("predictor.")}
+        load_state(module.base, {k: v for k, v in state.items() if not k.startswith("predictor.")})
+        load_state(module.predictor, pred)
+    else:
+        load_state(module, state)
+
+
+def load_synced(ctx, st, inputs, i):
+    """Contrast's whole state before step i: networks, momentum buffers, queue or bank."""
+    d = inputs.path(f"state-{i:03d}")
+    with torch.no_grad():
+        load_module(st["query"], os.path.join(d, "weights"))
+        if "key" in st:
+            load_module(st["key"], os.path.join(d, "key"))
+        if ctx["state"]:
+            st[ctx["state"]].copy_(torch.from_numpy(np.load(os.path.join(d, f"{ctx['state']}.npy"))))
+        buffers = load_weights(os.path.join(d, "opt"))
+        for name, p in st["query"].named_parameters():
+            st["opt"].state[p]["momentum_buffer"] = torch.from_numpy(buffers[exported_name(name)]).to(p.dtype)
+
+
+def parameters(module):
+    """A module's parameters by exported name (buffers excluded)."""
+    return {exported_name(n): p for n, p in module.named_parameters()}
+
+
+def flat(tensors):
+    return np.concatenate([np.asarray(tensors[k], dtype=np.float64).reshape(-1) for k in sorted(tensors)])
+
+
+def relative(a, b):
+    """max |a - b| / max |b|, as compare.ts's relativeDifference."""
+    scale = np.abs(b).max()
+    diff = np.abs(a - b).max()
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def isolated_updates(ctx, st, inputs, method, i, lr):
+    """PyTorch's optimizer step and EMA on Contrast's inputs: {part: update as a flat float64 array},
+    with Contrast's own updates of the same parameters (state-(i+1) - state-i) beside them."""
+    before = load_weights(inputs.path(f"state-{i:03d}/weights"))
+    after = load_weights(inputs.path(f"state-{i + 1:03d}/weights"))
+    grads = load_weights(inputs.path(f"grad-{i:03d}"))
+    load_synced(ctx, st, inputs, i)
+    params = parameters(st["query"])
+    for name, p in params.items():
+        p.grad = torch.from_numpy(grads[name]).to(p.dtype)
+    for group in st["opt"].param_groups:
+        group["lr"] = ctx["optim"]["lr"] if group["fix_lr"] else lr
+    st["opt"].step()
+    ours = {"online": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
+    theirs = {"online": {n: after[n].astype(np.float64) - before[n] for n in params}}
+    if hasattr(method, "follow"):  # the EMA of the key / target, towards Contrast's updated network
+        key_before = load_weights(inputs.path(f"state-{i:03d}/key"))
+        key_after = load_weights(inputs.path(f"state-{i + 1:03d}/key"))
+        with torch.no_grad():
+            load_module(st["query"], inputs.path(f"state-{i + 1:03d}/weights"))
+            method.follow(ctx, st, i)
+        key = parameters(st["key"])
+        ours["ema"] = {n: p.detach().double().numpy() - key_before[n] for n, p in key.items()}
+        theirs["ema"] = {n: key_after[n].astype(np.float64) - key_before[n] for n in key}
+    return {part: (flat(d), flat(theirs[part])) for part, d in ours.items()}
+
+
+def compare_updates(inputs, i, updates, dtype):
+    """Relative differences of the isolated updates from Contrast's and, in float64, from
+    PyTorch float32's (float32 keeps its own updates for that)."""
+    out = {part: {"contrast": relative(theirs, ours)} for part, (ours, theirs) in updates.items()}
+    path = os.path.join(inputs.path("torch-synced"), f"update-{i:03d}.npz")
+    if dtype == "float32":
+        np.savez(path, **{part: ours.astype(np.float32) for part, (ours, _) in updates.items()})
+    else:
+        with np.load(path) as f32:
+            for part, (ours, _) in updates.items():
+                out[part]["float32"] = relative(f32[part].astype(np.float64), ours)
+    return out
+
+
+def main(directory, dtype="float32", mode="free"):
     torch.set_num_threads(int(os.environ.get("CONTRAST_TORCH_THREADS", "2")))
     inputs = Inputs(directory)
     with open(inputs.path("manifest.json")) as f:
@@ -83,13 +178,16 @@ def main(directory, dtype="float32"):
     st["ctx"] = ctx
     if dtype == "float64":
         to_double(st)
-    out_dir = inputs.path("torch" if dtype == "float32" else "torch64")
+    synced = mode == "synced"
+    out_dir = inputs.path(("torch" if dtype == "float32" else "torch64") + ("-synced" if synced else ""))
     os.makedirs(out_dir, exist_ok=True)
     records = []
     for i, lr in enumerate(ctx["lrs"]):
         b = inputs.batch(i)
         if dtype == "float64":
             b = {k: v.double() if v.is_floating_point() else v for k, v in b.items()}
+        if synced:
+            load_synced(ctx, st, inputs, i)
         st["opt"].zero_grad(set_to_none=True)
         loss, after = method.step(ctx, st, b, i)
         loss.backward()
@@ -104,7 +202,11 @@ def main(directory, dtype="float32"):
             np.save(os.path.join(out_dir, f"bn-{i:03d}.npy"), torch.cat(bn).float().numpy())
             if ctx["state"]:
                 np.save(os.path.join(out_dir, f"state-{i:03d}.npy"), st[ctx["state"]].float().numpy())
-        records.append({"loss": loss.item(), "gradNorms": norms})
+        record = {"loss": loss.item(), "gradNorms": norms}
+        if synced:
+            updates = isolated_updates(ctx, st, inputs, method, i, lr)
+            record["updates"] = compare_updates(inputs, i, updates, dtype)
+        records.append(record)
     with open(os.path.join(out_dir, "steps.json"), "w") as f:
         json.dump({"framework": f"pytorch {torch.__version__}", "steps": records}, f)
 

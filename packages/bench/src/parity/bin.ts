@@ -26,7 +26,10 @@ documented semantics) in the cached torch venv. Reports go to runs/parity/
   step       identical inputs: Contrast's initial weights, augmented batches, queue
              or bank and draws handed to PyTorch; N steps of every built-in method;
              per step the loss, gradient norm per parameter group, BN running
-             statistics and the queue / bank; the first step beyond float32 tolerance
+             statistics and the queue / bank. Synced (each step from Contrast's
+             state before it, plus its optimizer step and EMA op by op): the first
+             step beyond float32 tolerance, which sets the exit code. Free-running
+             trajectories: the drift beside PyTorch float32's own
   augment    Contrast's augmentations against torchvision's on the same images:
              crop area and aspect, per-view mean and std, per transform, and the
              loss of one frozen encoder on both pipelines' views (two-sample tests)
@@ -83,15 +86,16 @@ async function step(values: {
   if (values.fixture) writeStepFixture(values.fixture, o, results);
   const base = writeReport(values.out, 'step', md, {
     options: o,
-    results: results.map(({ method, state, comparison, seconds }) => ({
+    results: results.map(({ method, state, synced, comparison, seconds }) => ({
       method,
       state,
-      comparison,
+      synced,
+      trajectory: comparison,
       seconds,
     })),
   });
   process.stdout.write(`${md}\n\nwritten: ${base}.md, ${base}.json\n`);
-  return results.every((r) => !r.comparison.firstDivergent);
+  return results.every((r) => !r.synced.firstDivergent);
 }
 
 /**

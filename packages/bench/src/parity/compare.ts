@@ -18,14 +18,34 @@ import type { StepRecord } from './step.js';
  * (PyTorch: 1e-6..1e-4), 30-300x PyTorch's own float32 error. Gradient norms get
  * a floor of 1e-2 for the same reason. So the comparison discriminates most in
  * the first steps, where the noise floor is smallest: a changed op shows there.
+ *
+ * A trajectory's tolerance grows with the drift; the synced comparison has none:
+ * every step starts both sides from Contrast's own state before it (weights,
+ * momentum buffers, BN buffers, queue or bank), so each of the N steps is held
+ * to that one step's float32 noise. It also checks the two state updates op by
+ * op on Contrast's own inputs: the optimizer step (`update`: torch.optim.SGD on
+ * Contrast's gradient) and the EMA of the key / target (`ema`). Their float32
+ * noise is the rounding of the float32 weights both sides store, which
+ * PyTorch float32 vs float64 measures directly, so they take UPDATE_NOISE_FACTOR.
  */
 export const FLOOR = {
   loss: 1e-5,
   gradNorm: 1e-2,
   bn: 1e-4,
   state: 1e-4,
+  update: 1e-4,
+  ema: 1e-4,
 } as const;
 export const NOISE_FACTOR = 1000;
+/**
+ * Synced steps also measure Contrast's own float32 noise: the same step from the
+ * same state on the batch in reverse order (the same mathematics, other summation
+ * orders in every reduction over the batch). A quantity is within tolerance when it
+ * is within SELF_FACTOR x that noise, even where it exceeds the floor.
+ */
+export const SELF_FACTOR = 10;
+/** The noise factor of the isolated updates (both sides round the same float32 weights). */
+export const UPDATE_NOISE_FACTOR = 10;
 export type Quantity = keyof typeof FLOOR;
 const QUANTITIES = Object.keys(FLOOR) as Quantity[];
 
@@ -42,6 +62,9 @@ export function relativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): 
   return scale === 0 ? diff : diff / scale;
 }
 
+/** The parameter-update quantities of the synced comparison, by step.py's part name. */
+const UPDATE_PARTS = { update: 'online', ema: 'ema' } as const;
+
 /** Per step, the relative difference of each compared quantity. */
 export interface StepComparison {
   step: number;
@@ -52,6 +75,8 @@ export interface StepComparison {
   noise: Record<Quantity, number>;
   /** Contrast vs PyTorch float64. */
   vsExact: Record<Quantity, number>;
+  /** Synced steps: Contrast vs Contrast on the batch in reverse order (0 where not measured). */
+  selfNoise: Record<Quantity, number>;
   /** The group with the largest gradient-norm difference. */
   worstGroup: string;
 }
@@ -64,6 +89,8 @@ export interface MethodComparison {
   largest: Record<Quantity, number>;
   /** The largest float32 noise floor of each quantity over all steps. */
   largestNoise: Record<Quantity, number>;
+  /** The largest of Contrast's own noise (synced steps). */
+  largestSelfNoise: Record<Quantity, number>;
 }
 
 /**
@@ -87,34 +114,71 @@ function differences(
       gradNorm: relativeDifference(ours, theirs),
       bn: relativeDifference(a.bn, b.bn),
       state: a.state && b.state ? relativeDifference(a.state, b.state) : 0,
+      update: 0,
+      ema: 0,
     },
     worst,
   };
 }
 
 /**
+ * The update differences PyTorch's synced records carry (step.py compares the
+ * updates itself, from Contrast's exported states): Contrast vs `torch`, PyTorch
+ * float32 vs float64, Contrast vs float64. 0 where a record has no such part.
+ */
+function updateDifferences(
+  torch: StepRecord,
+  exact: StepRecord,
+): Record<'diff' | 'noise' | 'vsExact', Record<'update' | 'ema', number>> {
+  const pick = (r: StepRecord, field: 'contrast' | 'float32') =>
+    Object.fromEntries(
+      Object.entries(UPDATE_PARTS).map(([q, part]) => [q, r.updates?.[part]?.[field] ?? 0]),
+    ) as Record<'update' | 'ema', number>;
+  return {
+    diff: pick(torch, 'contrast'),
+    noise: pick(exact, 'float32'),
+    vsExact: pick(exact, 'contrast'),
+  };
+}
+
+/**
  * Compares Contrast's records with PyTorch's step by step; `exact` (PyTorch in
- * float64) gives each step's float32 noise floor.
+ * float64) gives each step's float32 noise floor. Free-running trajectories
+ * (default): a step's tolerance follows the largest noise floor so far. With
+ * `synced` (PyTorch started every step from Contrast's state): each step's own
+ * noise floor, and the parameter updates are compared too.
  */
 export function compareSteps(
   ours: StepRecord[],
   torch: StepRecord[],
   exact: StepRecord[],
+  options: { synced?: boolean } = {},
 ): MethodComparison {
   if (ours.length !== torch.length || torch.length !== exact.length) {
     throw new Error(`step counts differ: ${ours.length}, ${torch.length}, ${exact.length}`);
   }
   const zero = () => Object.fromEntries(QUANTITIES.map((q) => [q, 0])) as Record<Quantity, number>;
-  const [largest, largestNoise] = [zero(), zero()];
+  const [largest, largestNoise, largestSelfNoise] = [zero(), zero(), zero()];
   let firstDivergent: MethodComparison['firstDivergent'];
   const steps = ours.map((a, step) => {
     const { diff, worst } = differences(a, torch[step]!);
     const noise = differences(torch[step]!, exact[step]!).diff;
+    const vsExact = differences(a, exact[step]!).diff;
+    if (options.synced) {
+      const u = updateDifferences(torch[step]!, exact[step]!);
+      Object.assign(diff, u.diff);
+      Object.assign(noise, u.noise);
+      Object.assign(vsExact, u.vsExact);
+    }
+    const selfNoise = { ...zero(), ...(options.synced ? a.selfNoise : {}) };
     for (const q of QUANTITIES) {
       largest[q] = Math.max(largest[q], diff[q]);
+      largestSelfNoise[q] = Math.max(largestSelfNoise[q], selfNoise[q]);
       // trajectories that have drifted apart stay apart: the floor is the largest noise so far
       largestNoise[q] = Math.max(largestNoise[q], noise[q]);
-      const tolerance = Math.max(FLOOR[q], NOISE_FACTOR * largestNoise[q]);
+      const floor = options.synced ? noise[q] : largestNoise[q];
+      const factor = q === 'update' || q === 'ema' ? UPDATE_NOISE_FACTOR : NOISE_FACTOR;
+      const tolerance = Math.max(FLOOR[q], factor * floor, SELF_FACTOR * selfNoise[q]);
       if (!firstDivergent && !(diff[q] <= tolerance)) {
         firstDivergent = { step, quantity: q, diff: diff[q], tolerance };
       }
@@ -124,9 +188,16 @@ export function compareSteps(
       loss: { ours: a.loss, torch: torch[step]!.loss },
       diff,
       noise,
-      vsExact: differences(a, exact[step]!).diff,
+      vsExact,
+      selfNoise,
       worstGroup: worst,
     };
   });
-  return { steps, largest, largestNoise, ...(firstDivergent ? { firstDivergent } : {}) };
+  return {
+    steps,
+    largest,
+    largestNoise,
+    largestSelfNoise,
+    ...(firstDivergent ? { firstDivergent } : {}),
+  };
 }

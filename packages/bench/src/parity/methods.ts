@@ -28,6 +28,12 @@ export interface ParityMethod {
   settings: (size: ParitySize) => Partial<ExperimentInput>;
   /** The strategy state compared after each step. */
   state?: 'queue' | 'bank';
+  /**
+   * false when reversing the batch changes the step's mathematics (shuffle BN:
+   * the shuffled sub-batches then hold other images), so the synced comparison
+   * cannot measure Contrast's own noise by it. Default true.
+   */
+  orderInvariant?: boolean;
   /** Installs recorders on the harness; `take()` returns and clears this step's draws. */
   record?: (h: StepHarness) => { take(): Drawn };
 }
@@ -176,6 +182,7 @@ export const PARITY_METHODS: ParityMethod[] = [
       model: { bnSplits: s.bnSplits },
     }),
     record: recordShuffles,
+    orderInvariant: false,
   },
   {
     name: 'end-to-end (NT-Xent)',

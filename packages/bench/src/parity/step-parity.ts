@@ -1,7 +1,15 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic, type Plugin } from '@contrast/core';
-import { compareSteps, FLOOR, NOISE_FACTOR, type MethodComparison } from './compare.js';
+import {
+  compareSteps,
+  FLOOR,
+  NOISE_FACTOR,
+  SELF_FACTOR,
+  UPDATE_NOISE_FACTOR,
+  type MethodComparison,
+  type Quantity,
+} from './compare.js';
 import type { ParityMethod } from './methods.js';
 import { readNpy } from './npy.js';
 import { runPython } from './python.js';
@@ -11,23 +19,30 @@ export interface MethodResult {
   method: string;
   /** The strategy state compared ('queue' / 'bank'), if any. */
   state?: string;
+  /** Free-running trajectories from the same initial state: the drift, for information. */
   comparison: MethodComparison;
+  /** Every step started from Contrast's state before it: the verdict. */
+  synced: MethodComparison;
   /** PyTorch's records in float32 and float64 (what a stored fixture keeps). */
   torch: StepRecord[];
   torch64: StepRecord[];
   seconds: { ours: number; torch: number };
 }
 
-/** The PyTorch side's records (python/parity/step.py's output in `dir`/torch). */
+/**
+ * The PyTorch side's records (python/parity/step.py's output in `dir`/torch,
+ * torch64, and with `synced` torch-synced, torch64-synced).
+ */
 export function readTorchRecords(
   dir: string,
   steps: number,
   withState: boolean,
   precision: 'torch' | 'torch64' = 'torch',
+  synced = false,
 ): StepRecord[] {
-  const out = join(dir, precision);
+  const out = join(dir, precision + (synced ? '-synced' : ''));
   const json = JSON.parse(readFileSync(join(out, 'steps.json'), 'utf8')) as {
-    steps: { loss: number; gradNorms: Record<string, number> }[];
+    steps: Pick<StepRecord, 'loss' | 'gradNorms' | 'updates'>[];
   };
   if (json.steps.length !== steps)
     throw new Error(`PyTorch ran ${json.steps.length} of ${steps} steps`);
@@ -64,30 +79,43 @@ export function runStepParity(
     const work = join(dir, slug(m.name));
     log(`step parity: ${m.name} (${o.steps} steps)`);
     const t0 = performance.now();
-    const ours = runContrastSide(m, o, work, plugins);
+    const ours = runContrastSide(m, o, work, plugins, { sync: true });
     const t1 = performance.now();
     runPython('step.py', [work], log);
     const t2 = performance.now();
     runPython('step.py', [work, 'float64'], log);
-    const torch = readTorchRecords(work, o.steps, m.state !== undefined);
-    const torch64 = readTorchRecords(work, o.steps, m.state !== undefined, 'torch64');
+    runPython('step.py', [work, 'float32', 'synced'], log);
+    runPython('step.py', [work, 'float64', 'synced'], log);
+    const withState = m.state !== undefined;
+    const torch = readTorchRecords(work, o.steps, withState);
+    const torch64 = readTorchRecords(work, o.steps, withState, 'torch64');
     const comparison = compareSteps(ours, torch, torch64);
+    const synced = compareSteps(
+      ours,
+      readTorchRecords(work, o.steps, withState, 'torch', true),
+      readTorchRecords(work, o.steps, withState, 'torch64', true),
+      { synced: true },
+    );
     if (options.keep) {
       const summary = ours.map((r) => ({ loss: r.loss, gradNorms: r.gradNorms }));
       writeFileAtomic(join(work, 'contrast-steps.json'), `${JSON.stringify(summary)}\n`);
     } else {
       rmSync(work, { recursive: true, force: true });
     }
-    const f = comparison.firstDivergent;
+    const f = synced.firstDivergent;
     log(
-      `  largest relative difference: loss ${comparison.largest.loss.toExponential(1)}, ` +
-        `grad norm ${comparison.largest.gradNorm.toExponential(1)}; ` +
-        (f ? `first divergent step ${f.step + 1} (${f.quantity})` : 'within float32 tolerance'),
+      `  synced steps, largest relative difference: loss ${synced.largest.loss.toExponential(1)}, ` +
+        `grad norm ${synced.largest.gradNorm.toExponential(1)} ` +
+        `(own noise ${synced.largestSelfNoise.gradNorm.toExponential(1)}); ` +
+        (f ? `first divergent step ${f.step + 1} (${f.quantity})` : 'within float32 tolerance') +
+        `; trajectory loss drift ${comparison.largest.loss.toExponential(1)} ` +
+        `(PyTorch float32 from float64: ${comparison.largestNoise.loss.toExponential(1)})`,
     );
     return {
       method: m.name,
       ...(m.state ? { state: m.state } : {}),
       comparison,
+      synced,
       torch,
       torch64,
       seconds: { ours: (t1 - t0) / 1000, torch: (t2 - t1) / 1000 },
@@ -100,6 +128,9 @@ const e = (x: number) => (x === 0 ? '0' : x.toExponential(1));
 /** The step-parity section of the report (markdown). */
 export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]): string {
   const m = o.model;
+  const pair = (c: MethodComparison, q: Quantity) => `${e(c.largest[q])} (${e(c.largestNoise[q])})`;
+  const triple = (c: MethodComparison, q: Quantity) =>
+    `${e(c.largest[q])} (${e(c.largestNoise[q])}; ${e(c.largestSelfNoise[q])})`;
   const lines = [
     `## Step parity: identical inputs, ${o.steps} steps`,
     '',
@@ -109,30 +140,61 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
       `${o.size.projectorHidden} (BYOL, SimSiam), SGD lr 0.03 cosine over the steps (SimSiam's ` +
       'predictor: fixed), momentum 0.9, wd 5e-4. Both sides start ' +
       "from Contrast's weights and queue / bank and train on Contrast's augmented batches (and its " +
-      'sampled negatives and shuffle permutations). PyTorch also runs the steps in float64: its distance ' +
-      'from PyTorch float32 is the float32 noise floor of each step.',
+      'sampled negatives and shuffle permutations). PyTorch also runs the steps in float64 from the same ' +
+      'float32 inputs: its distance from PyTorch float32 is the float32 noise floor.',
     '',
-    'Relative differences, max |a - b| / max |b|, the largest over all steps: Contrast vs PyTorch, and in ' +
-      'brackets the float32 noise floor (PyTorch float32 vs float64). A step diverges when a quantity ' +
-      `exceeds max(floor, ${NOISE_FACTOR} x the largest noise floor so far); gradient norms are compared as ` +
-      `one vector over the parameter groups; floors: loss ${FLOOR.loss}, gradient ` +
-      `norm per parameter group ${FLOOR.gradNorm}, BN running statistics ${FLOOR.bn}, queue / bank ${FLOOR.state}.`,
+    `### Synced steps: each of the ${o.steps} steps from Contrast's state before it`,
     '',
-    '| method | first divergent step | loss | grad norm | BN running stats | queue / bank | step 1: loss, grad norm vs float64 (ours / PyTorch) | loss at step 1 / last, ours (PyTorch) |',
+    "Before every step PyTorch loads Contrast's whole state (online and key / target networks with " +
+      'their BN buffers, SGD momentum buffers, queue or bank), so each step is compared alone, free of ' +
+      "the drift a trajectory accumulates. Compared per step: the loss, each parameter group's gradient " +
+      'norm, the BN running statistics and the queue / bank after the step; and, op by op on ' +
+      "Contrast's own inputs, the optimizer step (torch.optim.SGD applied to Contrast's gradient and " +
+      "state: 'update') and the EMA of the key / target (the PyTorch port's, towards Contrast's updated " +
+      "network: 'EMA update'), as relative differences of the update. Relative differences are max " +
+      '|a - b| / max |b|, the largest over all steps: Contrast vs PyTorch, and in brackets the float32 ' +
+      "noise floors: PyTorch float32 vs float64; then Contrast's own, the same step from the same state " +
+      'on the batch in reverse order (the same mathematics, other summation orders; not measured for ' +
+      'shuffle BN, whose shuffled sub-batches would then hold other images). A step diverges when a ' +
+      `quantity exceeds max(floor, ${NOISE_FACTOR} x PyTorch's noise (${UPDATE_NOISE_FACTOR} x for the ` +
+      `updates, whose noise is the rounding of float32 weights on both sides), ${SELF_FACTOR} x ` +
+      `Contrast's noise) at that step; floors: loss ${FLOOR.loss}, gradient norm ${FLOOR.gradNorm}, BN ` +
+      `${FLOOR.bn}, queue / bank ${FLOOR.state}, updates ${FLOOR.update}.`,
+    '',
+    '| method | first divergent step | loss | grad norm | BN running stats | queue / bank | update | EMA update |',
     '|---|---|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
-    const c = r.comparison;
+    const c = r.synced;
     const f = c.firstDivergent;
     const first = f ? `${f.step + 1} (${f.quantity} ${e(f.diff)} > ${e(f.tolerance)})` : 'none';
-    const pair = (q: 'loss' | 'gradNorm' | 'bn' | 'state') =>
-      `${e(c.largest[q])} (${e(c.largestNoise[q])})`;
+    const ema = c.steps.some((s) => s.diff.ema > 0) ? pair(c, 'ema') : '-';
+    lines.push(
+      `| ${r.method} | ${first} | ${triple(c, 'loss')} | ${triple(c, 'gradNorm')} | ${triple(c, 'bn')} | ` +
+        `${r.state ? pair(c, 'state') : '-'} | ${pair(c, 'update')} | ${ema} |`,
+    );
+  }
+  lines.push(
+    '',
+    `### Trajectories: ${o.steps} free-running steps from the same initial state`,
+    '',
+    'Each side follows its own trajectory. Training amplifies rounding step after step, so the ' +
+      "trajectories drift apart; the drift is set beside PyTorch float32's own drift from " +
+      'float64 (in brackets), the largest over all steps. TensorFlow accumulates BN and conv reductions ' +
+      "in float32 where PyTorch's CPU kernels use float64, so Contrast's per-step rounding, and with it " +
+      'its drift, is larger (step 1 against float64, last column).',
+    '',
+    '| method | loss | grad norm | BN running stats | queue / bank | loss at step 1 / last, ours (PyTorch) | step 1 vs float64: loss, grad norm (ours / PyTorch) |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+  );
+  for (const r of results) {
+    const c = r.comparison;
     const [s0, sl] = [c.steps[0]!, c.steps.at(-1)!];
     lines.push(
-      `| ${r.method} | ${first} | ${pair('loss')} | ${pair('gradNorm')} | ${pair('bn')} | ` +
-        `${r.state ? pair('state') : '-'} | ${e(s0.vsExact.loss)} / ${e(s0.noise.loss)}, ` +
-        `${e(s0.vsExact.gradNorm)} / ${e(s0.noise.gradNorm)} | ` +
-        `${s0.loss.ours.toFixed(5)} (${s0.loss.torch.toFixed(5)}) / ${sl.loss.ours.toFixed(4)} (${sl.loss.torch.toFixed(4)}) |`,
+      `| ${r.method} | ${pair(c, 'loss')} | ${pair(c, 'gradNorm')} | ${pair(c, 'bn')} | ` +
+        `${r.state ? pair(c, 'state') : '-'} | ` +
+        `${s0.loss.ours.toFixed(5)} (${s0.loss.torch.toFixed(5)}) / ${sl.loss.ours.toFixed(4)} (${sl.loss.torch.toFixed(4)}) | ` +
+        `${e(s0.vsExact.loss)} / ${e(s0.noise.loss)}, ${e(s0.vsExact.gradNorm)} / ${e(s0.noise.gradNorm)} |`,
     );
   }
   return lines.join('\n');

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { compareSteps, FLOOR, type Quantity } from './compare.js';
 import { readStepFixture } from './fixture.js';
 import { PARITY_METHODS, parityPlugins, type ParityMethod } from './methods.js';
+import { readNpy } from './npy.js';
 import { runContrastSide } from './step.js';
 
 // PyTorch's records of the tiny model, generated once with the tool:
@@ -76,6 +77,67 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
       const c = compareSteps(ours(perturbed), stored.torch, stored.torch64);
       expect(c.firstDivergent?.step).toBe(p.step);
       if (p.quantity) expect(c.firstDivergent?.quantity).toBe(p.quantity);
+    });
+  }
+});
+
+describe("the synced comparison's state export", () => {
+  // what python/parity/step.py loads before every step: weights, key encoder and SGD
+  // momentum buffers must be the same parameters in the same (torch) layout
+  it('state-(i+1) = state-i - lr_i * buffer-(i+1); key-(i+1) = m key-i + (1 - m) state-(i+1)', () => {
+    const m = PARITY_METHODS.find((x) => x.name === 'momentum-queue')!;
+    const dir = join(work, 'sync');
+    const o = { ...fixture.options, steps: 2 };
+    runContrastSide(m, o, dir, parityPlugins(), { sync: true });
+    const { lrs } = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as {
+      lrs: number[];
+    };
+    const read = (i: number, part: string, name: string) =>
+      readNpy(join(dir, `state-00${i}`, part, `${name}.npy`)).data as Float32Array;
+    const names = readdirSync(join(dir, 'state-000', 'opt')).map((f) => f.replace(/\.npy$/, ''));
+    expect(names).toContain('conv1.weight');
+    expect(names.some((n) => n.includes('running'))).toBe(false);
+    let worst = 0;
+    let moved = 0;
+    for (const name of names) {
+      expect(Math.max(...read(0, 'opt', name).map(Math.abs))).toBe(0);
+      for (const i of [0, 1]) {
+        const [w0, w1, buf] = [
+          read(i, 'weights', name),
+          read(i + 1, 'weights', name),
+          read(i + 1, 'opt', name),
+        ];
+        const [k0, k1] = [read(i, 'key', name), read(i + 1, 'key', name)];
+        for (let j = 0; j < w0.length; j++) {
+          worst = Math.max(worst, Math.abs(w1[j]! - (w0[j]! - lrs[i]! * buf[j]!)));
+          worst = Math.max(worst, Math.abs(k1[j]! - (0.99 * k0[j]! + 0.01 * w1[j]!)));
+          moved = Math.max(moved, Math.abs(w1[j]! - w0[j]!));
+        }
+      }
+    }
+    expect(moved).toBeGreaterThan(1e-4); // the steps did move the weights
+    expect(worst).toBeLessThan(1e-6);
+  });
+
+  // the synced comparison's probe runs each step on the reversed batch first and then
+  // restores the whole state: the run itself must not change (bank draws included)
+  for (const name of ['momentum-queue', 'memory-bank (InfoNCE)']) {
+    it(`${name}: the records are the same with and without the self-noise probe`, () => {
+      const m = PARITY_METHODS.find((x) => x.name === name)!;
+      const plain = runContrastSide(m, fixture.options, join(work, 'plain'), parityPlugins());
+      const probed = runContrastSide(m, fixture.options, join(work, 'probed'), parityPlugins(), {
+        sync: true,
+      });
+      probed.forEach((r, i) => {
+        const p = plain[i]!;
+        expect(r.loss).toBe(p.loss);
+        expect(r.gradNorms).toEqual(p.gradNorms);
+        expect(r.bn).toEqual(p.bn);
+        expect(r.state).toEqual(p.state);
+        expect(r.selfNoise!.loss).toBeLessThan(FLOOR.loss);
+        expect(r.selfNoise!.gradNorm).toBeLessThan(FLOOR.gradNorm);
+      });
+      expect(plain[0]!.selfNoise).toBeUndefined();
     });
   }
 });

@@ -1,7 +1,12 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { ExperimentInput, Plugin, TrainingDataset } from '@contrast/core';
+import {
+  methodParameters,
+  type ExperimentInput,
+  type Plugin,
+  type TrainingDataset,
+} from '@contrast/core';
 import {
   hasTorchEntry,
   nhwcToNchw,
@@ -16,6 +21,8 @@ import {
   type StepHarness,
 } from '@contrast/trainer';
 import { writeFileAtomic } from '@contrast/core';
+import type { TwoViewBatch } from '@contrast/data';
+import { relativeDifference } from './compare.js';
 import { writeNpy } from './npy.js';
 import { parityParts, type Drawn, type ParityMethod, type ParitySize } from './methods.js';
 
@@ -28,6 +35,20 @@ export interface StepRecord {
   bn: Float32Array;
   /** The queue or bank after the step (when the method has one). */
   state?: Float32Array;
+  /**
+   * PyTorch's synced records only (python/parity/step.py compares the updates
+   * itself): Contrast's optimizer step ('online': torch.optim.SGD applied to
+   * Contrast's gradient and state) and EMA ('ema': the method's EMA of Contrast's
+   * key / target towards Contrast's updated network), each as the relative
+   * difference of the update from Contrast's and, in float64, from PyTorch float32's.
+   */
+  updates?: Record<string, { contrast: number; float32?: number }>;
+  /**
+   * Contrast's synced records only: its own float32 noise at this step, the
+   * relative differences between this step and the same step from the same state
+   * on the batch in reverse order (the same mathematics, other summation orders).
+   */
+  selfNoise?: Record<'loss' | 'gradNorm' | 'bn', number>;
 }
 
 /** The sizes and settings of a step-parity run. */
@@ -90,6 +111,8 @@ interface ContrastSide {
   h: StepHarness;
   take: () => Drawn;
   grads: Record<string, number>;
+  /** The last step's gradients by Contrast name (kept for the synced comparison's export). */
+  gradients: [string, tf.Tensor][];
   /** [which, Contrast name, torch name] of each BN buffer reported. */
   bnOrder: [string, string, string][];
   resnet: boolean;
@@ -112,7 +135,15 @@ function openSide(
   const resnet = h.config.model.encoder !== 'convnet';
   const layout = h.config.model;
   const byVariable = new Map([...onlineVariables(h)].map(([k, v]) => [v.name, k]));
-  const side: ContrastSide = { h, take: () => ({}), grads: {}, bnOrder: [], resnet, layout };
+  const side: ContrastSide = {
+    h,
+    take: () => ({}),
+    grads: {},
+    gradients: [],
+    bnOrder: [],
+    resnet,
+    layout,
+  };
   const { optimizer } = h.session;
   const apply = optimizer.apply.bind(optimizer);
   optimizer.apply = (grads, lr) => {
@@ -122,6 +153,11 @@ function openSide(
       sums[group] = (sums[group] ?? 0) + tf.tidy(() => tf.sum(tf.square(g)).dataSync()[0]!);
     }
     side.grads = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, Math.sqrt(v)]));
+    tf.dispose(side.gradients.map(([, g]) => g));
+    side.gradients = Object.entries(grads).map(([v, g]) => [
+      byVariable.get(v)!,
+      tf.keep(tf.clone(g)),
+    ]);
     apply(grads, lr);
   };
   if (method.record) side.take = method.record(h).take;
@@ -185,35 +221,121 @@ function exportView(path: string, t: tf.Tensor4D): void {
   writeNpy(path, v);
 }
 
+/** The batch in reverse order (both views and the indices). */
+function reversedBatch(b: TwoViewBatch): TwoViewBatch {
+  const n = b.indexArray.length;
+  const perm = tf.tensor1d(
+    Array.from({ length: n }, (_, i) => n - 1 - i),
+    'int32',
+  );
+  const out = {
+    ...b,
+    x1: tf.gather(b.x1, perm),
+    x2: tf.gather(b.x2, perm),
+    indices: tf.gather(b.indices, perm),
+    indexArray: Int32Array.from(b.indexArray).reverse(),
+  };
+  perm.dispose();
+  return out;
+}
+
+/**
+ * Contrast's own float32 noise at a step: runs the step on the batch in reverse
+ * order (mathematically the same step for an order-invariant method), records
+ * it, and restores the whole training state (`stateBundle` / `loadState`, as an
+ * exact resume does). `finish` compares it with the real step, once that ran.
+ */
+function probeSelfNoise(
+  side: ContrastSide,
+  b: TwoViewBatch,
+  lr: number,
+): (real: StepRecord) => NonNullable<StepRecord['selfNoise']> {
+  const { h } = side;
+  const bundle = h.session.stateBundle();
+  const snapshot = {
+    tensors: Object.fromEntries(Object.entries(bundle.tensors).map(([k, t]) => [k, tf.clone(t)])),
+    values: JSON.parse(JSON.stringify(bundle.values)) as Record<string, unknown>,
+  };
+  const reversed = reversedBatch(b);
+  const out = h.stepOn(reversed, lr);
+  const probe: StepRecord = {
+    loss: out.loss.dataSync()[0]!,
+    gradNorms: side.grads,
+    bn: bnValues(side),
+  };
+  tf.dispose([out.loss, ...Object.values(out.metrics), reversed.x1, reversed.x2, reversed.indices]);
+  side.take(); // the draws are the real step's too (the restored stream draws them again)
+  h.session.loadState(snapshot);
+  return (real) => {
+    const groups = Object.keys(real.gradNorms);
+    const noise = {
+      loss: relativeDifference([probe.loss], [real.loss]),
+      gradNorm: relativeDifference(
+        groups.map((g) => probe.gradNorms[g] ?? Number.NaN),
+        groups.map((g) => real.gradNorms[g]!),
+      ),
+      bn: relativeDifference(probe.bn, real.bn),
+    };
+    return noise;
+  };
+}
+
+/**
+ * Writes the whole training state of a side to `dir` in torch names and layouts:
+ * weights/ (the online network with its BN buffers and predictor), key/ (the
+ * momentum key encoder or BYOL's target), opt/ (the SGD momentum buffers, one
+ * per trained parameter) and `<state>.npy` (the queue or bank).
+ */
+function exportState(side: ContrastSide, method: ParityMethod, dir: string): void {
+  const { h, layout } = side;
+  const online = onlineVariables(h);
+  exportWeights(join(dir, 'weights'), online, layout);
+  const key = Object.entries(parityParts(h).key);
+  if (key.length > 0) exportWeights(join(dir, 'key'), key, layout);
+  const state = method.state ? parityParts(h).strategy[method.state] : undefined;
+  if (state)
+    writeNpy(join(dir, `${method.state}.npy`), {
+      data: state.dataSync() as Float32Array,
+      shape: state.shape,
+    });
+  const byVariable = new Map([...online].map(([k, v]) => [v.name, k]));
+  const buffers = h.session.optimizer.state().tensors;
+  exportWeights(
+    join(dir, 'opt'),
+    methodParameters(h.method).map((p, i): [string, tf.Tensor] => {
+      const name = byVariable.get(p.name);
+      const buffer = buffers[`momentum_buffer/${i}`];
+      if (!name || !buffer) throw new Error(`parity: no momentum buffer for ${p.name}`);
+      return [name, buffer];
+    }),
+    layout,
+  );
+}
+
 /**
  * Runs `o.steps` Contrast steps of `method` and writes everything PyTorch needs
  * to run the same steps to `dir` (see python/parity/step.py): initial weights,
  * the queue or bank, each step's batch (and draws), learning rates, parameter
- * groups (and which keep the unscheduled lr) and BN buffer order. Returns
- * Contrast's per-step records.
+ * groups (and which keep the unscheduled lr) and BN buffer order. With `sync`,
+ * also the whole state before every step and after the last (state-NNN/, see
+ * `exportState`), for the synced comparison in which each step starts from
+ * Contrast's state. Returns Contrast's per-step records.
  */
 export function runContrastSide(
   method: ParityMethod,
   o: StepParityOptions,
   dir: string,
   plugins: Plugin[],
-  dataset?: TrainingDataset,
+  options: { sync?: boolean; dataset?: TrainingDataset } = {},
 ): StepRecord[] {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const side = openSide(method, o, plugins, dataset);
+  const side = openSide(method, o, plugins, options.dataset);
   const { h, layout } = side;
   const strategyState = () => (method.state ? parityParts(h).strategy[method.state] : undefined);
+  const stateDir = (i: number) => join(dir, `state-${String(i).padStart(3, '0')}`);
   try {
-    exportWeights(join(dir, 'weights'), onlineVariables(h), layout);
-    const key = Object.entries(parityParts(h).key);
-    if (key.length > 0) exportWeights(join(dir, 'key'), key, layout);
-    const state = strategyState();
-    if (state)
-      writeNpy(join(dir, `${method.state}.npy`), {
-        data: state.dataSync() as Float32Array,
-        shape: state.shape,
-      });
+    exportState(side, method, dir);
     const lrs = Array.from({ length: o.steps }, (_, i) =>
       learningRate('cosine', h.config.optim.lr, i, o.steps),
     );
@@ -224,7 +346,12 @@ export function runContrastSide(
       exportView(`${prefix}-query.npy`, b.x1);
       exportView(`${prefix}-key.npy`, b.x2);
       writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
+      if (options.sync) exportState(side, method, stateDir(i));
       h.clock.step = i; // as the trainer does: schedules see the steps completed
+      const probe =
+        options.sync && method.orderInvariant !== false
+          ? probeSelfNoise(side, b, lrs[i]!)
+          : undefined;
       const out = h.stepOn(b, lrs[i]!);
       const loss = out.loss.dataSync()[0]!;
       tf.dispose([out.loss, ...Object.values(out.metrics), b.x1, b.x2, b.indices]);
@@ -232,13 +359,18 @@ export function runContrastSide(
         writeNpy(`${prefix}-${name}.npy`, { data: a, shape: [a.length] });
       }
       const st = strategyState();
-      records.push({
+      const record: StepRecord = {
         loss,
         gradNorms: side.grads,
         bn: bnValues(side),
         ...(st ? { state: st.dataSync() as Float32Array } : {}),
-      });
+      };
+      if (probe) record.selfNoise = probe(record);
+      if (options.sync)
+        exportWeights(join(dir, `grad-${String(i).padStart(3, '0')}`), side.gradients, layout);
+      records.push(record);
     }
+    if (options.sync) exportState(side, method, stateDir(o.steps));
     const groups = Object.fromEntries(
       [...onlineVariables(h).keys()]
         .filter(hasTorchEntry)
@@ -263,6 +395,7 @@ export function runContrastSide(
     writeFileAtomic(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
     return records;
   } finally {
+    tf.dispose(side.gradients.map(([, g]) => g));
     h.dispose();
   }
 }

@@ -31,11 +31,13 @@ def step(ctx, st, b, i):
     p2 = online.predictor(online.project(b["key"]))
     loss = regression(p1, t2) + regression(p2, t1)
 
-    def after():
-        s = ctx["strategy"]
-        m = s["momentum"]
-        if s.get("momentumSchedule", "cosine") == "cosine":
-            m = cosine_momentum(m, i, ctx["totalSteps"])
-        ema(target, online.base, m)
+    return loss, lambda: follow(ctx, st, i)
 
-    return loss, after
+
+def follow(ctx, st, i):
+    """The target's EMA of the online base after step i, tau on BYOL's cosine schedule."""
+    s = ctx["strategy"]
+    m = s["momentum"]
+    if s.get("momentumSchedule", "cosine") == "cosine":
+        m = cosine_momentum(m, i, ctx["totalSteps"])
+    ema(st["key"], st["query"].base, m)

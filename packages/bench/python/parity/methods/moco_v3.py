@@ -25,7 +25,9 @@ def step(ctx, st, b, i):
     q1, q2 = q_net(b["query"]), q_net(b["key"])
     loss = contrastive(q1, k2, tau) + contrastive(q2, k1, tau)
 
-    def after():
-        ema(k_net, q_net.base, cosine_momentum(ctx["strategy"]["momentum"], i, ctx["totalSteps"]))
+    return loss, lambda: follow(ctx, st, i)
 
-    return loss, after
+
+def follow(ctx, st, i):
+    """The momentum encoder's EMA of the base encoder after step i, m on a cosine to 1."""
+    ema(st["key"], st["query"].base, cosine_momentum(ctx["strategy"]["momentum"], i, ctx["totalSteps"]))

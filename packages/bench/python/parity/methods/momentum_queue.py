@@ -27,13 +27,18 @@ def step(ctx, st, b, i):
 
     def after():
         enqueue(st, keys)
-        s = ctx["strategy"]
-        m = s["momentum"]
-        if s.get("momentumSchedule") == "cosine":
-            m = cosine_momentum(m, i, ctx["totalSteps"])
-        ema(k_net, q_net, m)
+        follow(ctx, st, i)
 
     return loss, after
+
+
+def follow(ctx, st, i):
+    """The key encoder's EMA after step i: theta_k <- m theta_k + (1 - m) theta_q (MoCo eq. 2)."""
+    s = ctx["strategy"]
+    m = s["momentum"]
+    if s.get("momentumSchedule") == "cosine":
+        m = cosine_momentum(m, i, ctx["totalSteps"])
+    ema(st["key"], st["query"], m)
 
 
 def enqueue(st, keys):
