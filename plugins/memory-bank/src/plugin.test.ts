@@ -112,8 +112,10 @@ describe('memory-bank plugin', () => {
       values: structuredClone(saved.values),
     };
     step(b2); // draws the second step's negatives
+    const tensors = tf.memory().numTensors;
     source.loadState(snapshot);
     step(b2); // the same batch after the restore: the same negatives again
+    expect(tf.memory().numTensors).toBe(tensors); // nothing leaked by the restore or the step
     expect(draws).toHaveLength(3);
     expect(draws[2]).toEqual(draws[1]);
     expect(draws[1]).not.toEqual(draws[0]);

@@ -116,14 +116,23 @@ def encoder(ctx, weights_dir, trainable=True):
     """An Encoder of the manifest's model with the exported weights, in training mode."""
     enc = use_split_bn(Encoder(ctx["model"], ctx["channels"]), ctx["model"].get("bnSplits", 1))
     state = load_weights(weights_dir)
-    predictor = {k[len("predictor.") :]: v for k, v in state.items() if k.startswith("predictor.")}
-    load_state(enc, {k: v for k, v in state.items() if not k.startswith("predictor.")})
-    if predictor:
+    if any(k.startswith("predictor.") for k in state):
         enc = PredictorEncoder(enc, ctx["strategy"]["predictorHidden"])
-        load_state(enc.predictor, predictor)
+    load_encoder_state(enc, state)
     enc.train()
     enc.requires_grad_(trainable)
     return enc
+
+
+def load_encoder_state(enc, state):
+    """Loads exported weights ({torch name: ndarray}) into an Encoder, or a PredictorEncoder
+    whose predictor's entries are named `predictor.*`, in place and in the module's dtype."""
+    if isinstance(enc, PredictorEncoder):
+        predictor = {k[len("predictor.") :]: v for k, v in state.items() if k.startswith("predictor.")}
+        load_state(enc.base, {k: v for k, v in state.items() if not k.startswith("predictor.")})
+        load_state(enc.predictor, predictor)
+    else:
+        load_state(enc, state)
 
 
 def key_forward(net, x, perm):

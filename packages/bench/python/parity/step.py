@@ -1,6 +1,6 @@
 """Step parity, the PyTorch side: N training steps from Contrast's exported inputs.
 
-Usage: python step.py DIR [float32|float64] [synced]
+Usage: python step.py DIR [float32|float64] [free|synced]
 
 DIR holds what Contrast exported (see packages/bench/src/parity/step.ts):
 manifest.json (method, model, optimiser, temperature, per-step learning rates,
@@ -38,8 +38,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import exported_name, load_weights, sgd  # noqa: E402
-from nets import PredictorEncoder, load_state  # noqa: E402
+from common import exported_name, load_encoder_state, load_weights, sgd  # noqa: E402
 
 
 class Inputs:
@@ -86,24 +85,18 @@ def to_double(st):
     st["opt"] = sgd(st["ctx"], st["query"])
 
 
-def load_module(module, directory):
-    """Contrast's exported weights (`<torch name>.npy`) into `module` in place, in its dtype."""
-    state = load_weights(directory)
-    if isinstance(module, PredictorEncoder):
-        pred = {k[len("predictor.") :]: v for k, v in state.items() if k.startswith("predictor.")}
-        load_state(module.base, {k: v for k, v in state.items() if not k.startswith("predictor.")})
-        load_state(module.predictor, pred)
-    else:
-        load_state(module, state)
+def load_encoder_state_from(module, directory):
+    """Contrast's exported weights (`<torch name>.npy` in `directory`) into `module`, in place."""
+    load_encoder_state(module, load_weights(directory))
 
 
 def load_synced(ctx, st, inputs, i):
     """Contrast's whole state before step i: networks, momentum buffers, queue or bank."""
     d = inputs.path(f"state-{i:03d}")
     with torch.no_grad():
-        load_module(st["query"], os.path.join(d, "weights"))
+        load_encoder_state_from(st["query"], os.path.join(d, "weights"))
         if "key" in st:
-            load_module(st["key"], os.path.join(d, "key"))
+            load_encoder_state_from(st["key"], os.path.join(d, "key"))
         if ctx["state"]:
             st[ctx["state"]].copy_(torch.from_numpy(np.load(os.path.join(d, f"{ctx['state']}.npy"))))
         buffers = load_weights(os.path.join(d, "opt"))
@@ -117,6 +110,7 @@ def parameters(module):
 
 
 def flat(tensors):
+    """The tensors of a {name: array} dict as one float64 vector, in name order."""
     return np.concatenate([np.asarray(tensors[k], dtype=np.float64).reshape(-1) for k in sorted(tensors)])
 
 
@@ -128,8 +122,9 @@ def relative(a, b):
 
 
 def isolated_updates(ctx, st, inputs, method, i, lr):
-    """PyTorch's optimizer step and EMA on Contrast's inputs: {part: update as a flat float64 array},
-    with Contrast's own updates of the same parameters (state-(i+1) - state-i) beside them."""
+    """PyTorch's optimizer step and EMA on Contrast's inputs, per part ('online', 'ema'):
+    (PyTorch's update, Contrast's update), each one flat float64 vector over the part's
+    parameters; Contrast's update is its state-(i+1) - state-i."""
     before = load_weights(inputs.path(f"state-{i:03d}/weights"))
     after = load_weights(inputs.path(f"state-{i + 1:03d}/weights"))
     grads = load_weights(inputs.path(f"grad-{i:03d}"))
@@ -140,35 +135,39 @@ def isolated_updates(ctx, st, inputs, method, i, lr):
     for group in st["opt"].param_groups:
         group["lr"] = ctx["optim"]["lr"] if group["fix_lr"] else lr
     st["opt"].step()
-    ours = {"online": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
-    theirs = {"online": {n: after[n].astype(np.float64) - before[n] for n in params}}
+    torch_update = {"online": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
+    contrast_update = {"online": {n: after[n].astype(np.float64) - before[n] for n in params}}
     if hasattr(method, "follow"):  # the EMA of the key / target, towards Contrast's updated network
         key_before = load_weights(inputs.path(f"state-{i:03d}/key"))
         key_after = load_weights(inputs.path(f"state-{i + 1:03d}/key"))
         with torch.no_grad():
-            load_module(st["query"], inputs.path(f"state-{i + 1:03d}/weights"))
+            load_encoder_state_from(st["query"], inputs.path(f"state-{i + 1:03d}/weights"))
             method.follow(ctx, st, i)
         key = parameters(st["key"])
-        ours["ema"] = {n: p.detach().double().numpy() - key_before[n] for n, p in key.items()}
-        theirs["ema"] = {n: key_after[n].astype(np.float64) - key_before[n] for n in key}
-    return {part: (flat(d), flat(theirs[part])) for part, d in ours.items()}
+        torch_update["ema"] = {n: p.detach().double().numpy() - key_before[n] for n, p in key.items()}
+        contrast_update["ema"] = {n: key_after[n].astype(np.float64) - key_before[n] for n in key}
+    return {part: (flat(u), flat(contrast_update[part])) for part, u in torch_update.items()}
 
 
 def compare_updates(inputs, i, updates, dtype):
-    """Relative differences of the isolated updates from Contrast's and, in float64, from
-    PyTorch float32's (float32 keeps its own updates for that)."""
-    out = {part: {"contrast": relative(theirs, ours)} for part, (ours, theirs) in updates.items()}
+    """Relative differences of the isolated updates: Contrast's from this side's and, in
+    float64, PyTorch float32's from float64's (float32 keeps its updates for that)."""
+    out = {part: {"contrast": relative(contrast, torch_u)} for part, (torch_u, contrast) in updates.items()}
     path = os.path.join(inputs.path("torch-synced"), f"update-{i:03d}.npz")
     if dtype == "float32":
-        np.savez(path, **{part: ours.astype(np.float32) for part, (ours, _) in updates.items()})
+        np.savez(path, **{part: torch_u.astype(np.float32) for part, (torch_u, _) in updates.items()})
     else:
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} is missing: run `step.py DIR float32 synced` before float64 synced")
         with np.load(path) as f32:
-            for part, (ours, _) in updates.items():
-                out[part]["float32"] = relative(f32[part].astype(np.float64), ours)
+            for part, (torch_u, _) in updates.items():
+                out[part]["float32"] = relative(f32[part].astype(np.float64), torch_u)
     return out
 
 
 def main(directory, dtype="float32", mode="free"):
+    if dtype not in ("float32", "float64") or mode not in ("free", "synced"):
+        raise SystemExit(f"usage: step.py DIR [float32|float64] [free|synced], got {dtype} {mode}")
     torch.set_num_threads(int(os.environ.get("CONTRAST_TORCH_THREADS", "2")))
     inputs = Inputs(directory)
     with open(inputs.path("manifest.json")) as f:

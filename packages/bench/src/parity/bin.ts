@@ -27,7 +27,7 @@ documented semantics) in the cached torch venv. Reports go to runs/parity/
              or bank and draws handed to PyTorch; N steps of every built-in method;
              per step the loss, gradient norm per parameter group, BN running
              statistics and the queue / bank. Synced (each step from Contrast's
-             state before it, plus its optimizer step and EMA op by op): the first
+             state before it, its optimizer step and EMA each in isolation): the first
              step beyond float32 tolerance, which sets the exit code. Free-running
              trajectories: the drift beside PyTorch float32's own
   augment    Contrast's augmentations against torchvision's on the same images:
@@ -86,11 +86,12 @@ async function step(values: {
   if (values.fixture) writeStepFixture(values.fixture, o, results);
   const base = writeReport(values.out, 'step', md, {
     options: o,
-    results: results.map(({ method, state, synced, comparison, seconds }) => ({
+    results: results.map(({ method, state, synced, trajectory, measured, seconds }) => ({
       method,
       state,
       synced,
-      trajectory: comparison,
+      trajectory,
+      measured,
       seconds,
     })),
   });

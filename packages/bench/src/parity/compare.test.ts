@@ -3,6 +3,7 @@ import {
   compareSteps,
   FLOOR,
   relativeDifference,
+  SELF_CAP,
   SELF_FACTOR,
   UPDATE_NOISE_FACTOR,
 } from './compare.js';
@@ -88,6 +89,20 @@ describe('compareSteps', () => {
       tolerance: FLOOR.gradNorm,
     });
     expect(c(0.001).firstDivergent!.diff).toBeCloseTo(0.03, 12);
+    expect(c(0.001).firstDivergent!.by).toBe('floor');
+    // however noisy Contrast's own step, its term stops at SELF_CAP: 0.06 > min(0.05, 10 x 0.02)
+    const far = compareSteps(
+      [record(1, { ...grads(1.12), selfNoise: selfNoise(0.02) })],
+      torch,
+      torch,
+      { synced: true },
+    );
+    expect(far.firstDivergent).toMatchObject({
+      quantity: 'gradNorm',
+      tolerance: SELF_CAP,
+      by: 'self',
+    });
+    expect(far.steps[0]!.tolerance.gradNorm).toBe(SELF_CAP);
     expect(SELF_FACTOR * 0.005).toBeGreaterThan(0.03);
     // a free-running comparison ignores it
     const free = compareSteps(

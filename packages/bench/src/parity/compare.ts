@@ -22,9 +22,10 @@ import type { StepRecord } from './step.js';
  * A trajectory's tolerance grows with the drift; the synced comparison has none:
  * every step starts both sides from Contrast's own state before it (weights,
  * momentum buffers, BN buffers, queue or bank), so each of the N steps is held
- * to that one step's float32 noise. It also checks the two state updates op by
- * op on Contrast's own inputs: the optimizer step (`update`: torch.optim.SGD on
- * Contrast's gradient) and the EMA of the key / target (`ema`). Their float32
+ * to that one step's float32 noise. It also checks the two state updates in
+ * isolation, on Contrast's own inputs: the optimizer step (`update`:
+ * torch.optim.SGD on Contrast's gradient and state) and the EMA of the key /
+ * target (`ema`), each as one relative difference of the whole update. Their float32
  * noise is the rounding of the float32 weights both sides store, which
  * PyTorch float32 vs float64 measures directly, so they take UPDATE_NOISE_FACTOR.
  */
@@ -41,9 +42,11 @@ export const NOISE_FACTOR = 1000;
  * Synced steps also measure Contrast's own float32 noise: the same step from the
  * same state on the batch in reverse order (the same mathematics, other summation
  * orders in every reduction over the batch). A quantity is within tolerance when it
- * is within SELF_FACTOR x that noise, even where it exceeds the floor.
+ * is within SELF_FACTOR x that noise, even where it exceeds the floor, but never
+ * by this term beyond SELF_CAP (a 5% change of a gradient norm is never noise).
  */
 export const SELF_FACTOR = 10;
+export const SELF_CAP = 0.05;
 /** The noise factor of the isolated updates (both sides round the same float32 weights). */
 export const UPDATE_NOISE_FACTOR = 10;
 export type Quantity = keyof typeof FLOOR;
@@ -62,6 +65,9 @@ export function relativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): 
   return scale === 0 ? diff : diff / scale;
 }
 
+/** The terms of a tolerance: max(floor, factor x PyTorch's noise, capped SELF_FACTOR x Contrast's). */
+export type ToleranceTerm = 'floor' | 'pytorch' | 'self';
+
 /** The parameter-update quantities of the synced comparison, by step.py's part name. */
 const UPDATE_PARTS = { update: 'online', ema: 'ema' } as const;
 
@@ -77,6 +83,8 @@ export interface StepComparison {
   vsExact: Record<Quantity, number>;
   /** Synced steps: Contrast vs Contrast on the batch in reverse order (0 where not measured). */
   selfNoise: Record<Quantity, number>;
+  /** The tolerance each quantity was held to at this step. */
+  tolerance: Record<Quantity, number>;
   /** The group with the largest gradient-norm difference. */
   worstGroup: string;
 }
@@ -84,7 +92,14 @@ export interface StepComparison {
 export interface MethodComparison {
   steps: StepComparison[];
   /** The first step where a quantity exceeds its tolerance, and which (undefined: none). */
-  firstDivergent?: { step: number; quantity: Quantity; diff: number; tolerance: number };
+  firstDivergent?: {
+    step: number;
+    quantity: Quantity;
+    diff: number;
+    tolerance: number;
+    /** Which term set the tolerance: the floor, PyTorch's noise or Contrast's own. */
+    by: ToleranceTerm;
+  };
   /** The largest relative difference of each quantity over all steps. */
   largest: Record<Quantity, number>;
   /** The largest float32 noise floor of each quantity over all steps. */
@@ -99,7 +114,7 @@ export interface MethodComparison {
  * difference, over the largest group norm), so a group whose gradient nearly
  * cancels does not dominate; the group with the largest difference is named.
  */
-function differences(
+export function differences(
   a: StepRecord,
   b: StepRecord,
 ): { diff: Record<Quantity, number>; worst: string } {
@@ -171,6 +186,7 @@ export function compareSteps(
       Object.assign(vsExact, u.vsExact);
     }
     const selfNoise = { ...zero(), ...(options.synced ? a.selfNoise : {}) };
+    const tolerance = zero();
     for (const q of QUANTITIES) {
       largest[q] = Math.max(largest[q], diff[q]);
       largestSelfNoise[q] = Math.max(largestSelfNoise[q], selfNoise[q]);
@@ -178,9 +194,17 @@ export function compareSteps(
       largestNoise[q] = Math.max(largestNoise[q], noise[q]);
       const floor = options.synced ? noise[q] : largestNoise[q];
       const factor = q === 'update' || q === 'ema' ? UPDATE_NOISE_FACTOR : NOISE_FACTOR;
-      const tolerance = Math.max(FLOOR[q], factor * floor, SELF_FACTOR * selfNoise[q]);
-      if (!firstDivergent && !(diff[q] <= tolerance)) {
-        firstDivergent = { step, quantity: q, diff: diff[q], tolerance };
+      const terms = {
+        floor: FLOOR[q],
+        pytorch: factor * floor,
+        self: Math.min(SELF_CAP, SELF_FACTOR * selfNoise[q]),
+      };
+      const by = (Object.keys(terms) as ToleranceTerm[]).reduce((x, y) =>
+        terms[y] > terms[x] ? y : x,
+      );
+      tolerance[q] = terms[by];
+      if (!firstDivergent && !(diff[q] <= tolerance[q])) {
+        firstDivergent = { step, quantity: q, diff: diff[q], tolerance: tolerance[q], by };
       }
     }
     return {
@@ -190,6 +214,7 @@ export function compareSteps(
       noise,
       vsExact,
       selfNoise,
+      tolerance,
       worstGroup: worst,
     };
   });

@@ -20,13 +20,16 @@ export interface MethodResult {
   /** The strategy state compared ('queue' / 'bank'), if any. */
   state?: string;
   /** Free-running trajectories from the same initial state: the drift, for information. */
-  comparison: MethodComparison;
+  trajectory: MethodComparison;
   /** Every step started from Contrast's state before it: the verdict. */
   synced: MethodComparison;
-  /** PyTorch's records in float32 and float64 (what a stored fixture keeps). */
+  /** What the synced comparison measured besides the common quantities. */
+  measured: { ema: boolean; selfNoise: boolean };
+  /** PyTorch's free-running records in float32 and float64 (what a stored fixture keeps). */
   torch: StepRecord[];
   torch64: StepRecord[];
-  seconds: { ours: number; torch: number };
+  /** Wall time: Contrast's side (steps, self-noise probes, exports); PyTorch's four runs. */
+  seconds: { contrast: number; pytorch: number };
 }
 
 /**
@@ -36,11 +39,12 @@ export interface MethodResult {
 export function readTorchRecords(
   dir: string,
   steps: number,
-  withState: boolean,
-  precision: 'torch' | 'torch64' = 'torch',
-  synced = false,
+  options: { withState: boolean; float64?: boolean; synced?: boolean },
 ): StepRecord[] {
-  const out = join(dir, precision + (synced ? '-synced' : ''));
+  const out = join(
+    dir,
+    (options.float64 ? 'torch64' : 'torch') + (options.synced ? '-synced' : ''),
+  );
   const json = JSON.parse(readFileSync(join(out, 'steps.json'), 'utf8')) as {
     steps: Pick<StepRecord, 'loss' | 'gradNorms' | 'updates'>[];
   };
@@ -51,7 +55,9 @@ export function readTorchRecords(
     return {
       ...s,
       bn: readNpy(join(out, `bn-${n}.npy`)).data as Float32Array,
-      ...(withState ? { state: readNpy(join(out, `state-${n}.npy`)).data as Float32Array } : {}),
+      ...(options.withState
+        ? { state: readNpy(join(out, `state-${n}.npy`)).data as Float32Array }
+        : {}),
     };
   });
 }
@@ -82,18 +88,19 @@ export function runStepParity(
     const ours = runContrastSide(m, o, work, plugins, { sync: true });
     const t1 = performance.now();
     runPython('step.py', [work], log);
-    const t2 = performance.now();
     runPython('step.py', [work, 'float64'], log);
     runPython('step.py', [work, 'float32', 'synced'], log);
     runPython('step.py', [work, 'float64', 'synced'], log);
+    const t2 = performance.now();
     const withState = m.state !== undefined;
-    const torch = readTorchRecords(work, o.steps, withState);
-    const torch64 = readTorchRecords(work, o.steps, withState, 'torch64');
-    const comparison = compareSteps(ours, torch, torch64);
+    const torch = readTorchRecords(work, o.steps, { withState });
+    const torch64 = readTorchRecords(work, o.steps, { withState, float64: true });
+    const trajectory = compareSteps(ours, torch, torch64);
+    const torchSynced = readTorchRecords(work, o.steps, { withState, synced: true });
     const synced = compareSteps(
       ours,
-      readTorchRecords(work, o.steps, withState, 'torch', true),
-      readTorchRecords(work, o.steps, withState, 'torch64', true),
+      torchSynced,
+      readTorchRecords(work, o.steps, { withState, float64: true, synced: true }),
       { synced: true },
     );
     if (options.keep) {
@@ -108,17 +115,21 @@ export function runStepParity(
         `grad norm ${synced.largest.gradNorm.toExponential(1)} ` +
         `(own noise ${synced.largestSelfNoise.gradNorm.toExponential(1)}); ` +
         (f ? `first divergent step ${f.step + 1} (${f.quantity})` : 'within float32 tolerance') +
-        `; trajectory loss drift ${comparison.largest.loss.toExponential(1)} ` +
-        `(PyTorch float32 from float64: ${comparison.largestNoise.loss.toExponential(1)})`,
+        `; trajectory loss drift ${trajectory.largest.loss.toExponential(1)} ` +
+        `(PyTorch float32 from float64: ${trajectory.largestNoise.loss.toExponential(1)})`,
     );
     return {
       method: m.name,
       ...(m.state ? { state: m.state } : {}),
-      comparison,
+      trajectory,
       synced,
+      measured: {
+        ema: torchSynced.some((r) => r.updates?.ema !== undefined),
+        selfNoise: ours.some((r) => r.selfNoise !== undefined),
+      },
       torch,
       torch64,
-      seconds: { ours: (t1 - t0) / 1000, torch: (t2 - t1) / 1000 },
+      seconds: { contrast: (t1 - t0) / 1000, pytorch: (t2 - t1) / 1000 },
     };
   });
 }
@@ -129,8 +140,9 @@ const e = (x: number) => (x === 0 ? '0' : x.toExponential(1));
 export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]): string {
   const m = o.model;
   const pair = (c: MethodComparison, q: Quantity) => `${e(c.largest[q])} (${e(c.largestNoise[q])})`;
-  const triple = (c: MethodComparison, q: Quantity) =>
-    `${e(c.largest[q])} (${e(c.largestNoise[q])}; ${e(c.largestSelfNoise[q])})`;
+  const triple = (r: MethodResult, q: Quantity) =>
+    `${e(r.synced.largest[q])} (${e(r.synced.largestNoise[q])}; ` +
+    `${r.measured.selfNoise ? e(r.synced.largestSelfNoise[q]) : '-'})`;
   const lines = [
     `## Step parity: identical inputs, ${o.steps} steps`,
     '',
@@ -148,7 +160,7 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
     "Before every step PyTorch loads Contrast's whole state (online and key / target networks with " +
       'their BN buffers, SGD momentum buffers, queue or bank), so each step is compared alone, free of ' +
       "the drift a trajectory accumulates. Compared per step: the loss, each parameter group's gradient " +
-      'norm, the BN running statistics and the queue / bank after the step; and, op by op on ' +
+      'norm, the BN running statistics and the queue / bank after the step; and, each in isolation on ' +
       "Contrast's own inputs, the optimizer step (torch.optim.SGD applied to Contrast's gradient and " +
       "state: 'update') and the EMA of the key / target (the PyTorch port's, towards Contrast's updated " +
       "network: 'EMA update'), as relative differences of the update. Relative differences are max " +
@@ -167,10 +179,12 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
   for (const r of results) {
     const c = r.synced;
     const f = c.firstDivergent;
-    const first = f ? `${f.step + 1} (${f.quantity} ${e(f.diff)} > ${e(f.tolerance)})` : 'none';
-    const ema = c.steps.some((s) => s.diff.ema > 0) ? pair(c, 'ema') : '-';
+    const first = f
+      ? `${f.step + 1} (${f.quantity} ${e(f.diff)} > ${e(f.tolerance)}, the ${f.by} term)`
+      : 'none';
+    const ema = r.measured.ema ? pair(c, 'ema') : '-';
     lines.push(
-      `| ${r.method} | ${first} | ${triple(c, 'loss')} | ${triple(c, 'gradNorm')} | ${triple(c, 'bn')} | ` +
+      `| ${r.method} | ${first} | ${triple(r, 'loss')} | ${triple(r, 'gradNorm')} | ${triple(r, 'bn')} | ` +
         `${r.state ? pair(c, 'state') : '-'} | ${pair(c, 'update')} | ${ema} |`,
     );
   }
@@ -188,7 +202,7 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
     '|---|---:|---:|---:|---:|---:|---:|',
   );
   for (const r of results) {
-    const c = r.comparison;
+    const c = r.trajectory;
     const [s0, sl] = [c.steps[0]!, c.steps.at(-1)!];
     lines.push(
       `| ${r.method} | ${pair(c, 'loss')} | ${pair(c, 'gradNorm')} | ${pair(c, 'bn')} | ` +

@@ -2,7 +2,10 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import {
+  ContractError,
   methodParameters,
+  shuffleRows,
+  writeFileAtomic,
   type ExperimentInput,
   type Plugin,
   type TrainingDataset,
@@ -20,9 +23,8 @@ import {
   learningRate,
   type StepHarness,
 } from '@contrast/trainer';
-import { writeFileAtomic } from '@contrast/core';
-import type { TwoViewBatch } from '@contrast/data';
-import { relativeDifference } from './compare.js';
+import { disposeBatch, type TwoViewBatch } from '@contrast/data';
+import { differences } from './compare.js';
 import { writeNpy } from './npy.js';
 import { parityParts, type Drawn, type ParityMethod, type ParitySize } from './methods.js';
 
@@ -111,8 +113,9 @@ interface ContrastSide {
   h: StepHarness;
   take: () => Drawn;
   grads: Record<string, number>;
-  /** The last step's gradients by Contrast name (kept for the synced comparison's export). */
+  /** The last step's gradients by Contrast name, kept when `keepGradients` (the synced export). */
   gradients: [string, tf.Tensor][];
+  keepGradients: boolean;
   /** [which, Contrast name, torch name] of each BN buffer reported. */
   bnOrder: [string, string, string][];
   resnet: boolean;
@@ -140,6 +143,7 @@ function openSide(
     take: () => ({}),
     grads: {},
     gradients: [],
+    keepGradients: false,
     bnOrder: [],
     resnet,
     layout,
@@ -153,11 +157,13 @@ function openSide(
       sums[group] = (sums[group] ?? 0) + tf.tidy(() => tf.sum(tf.square(g)).dataSync()[0]!);
     }
     side.grads = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, Math.sqrt(v)]));
-    tf.dispose(side.gradients.map(([, g]) => g));
-    side.gradients = Object.entries(grads).map(([v, g]) => [
-      byVariable.get(v)!,
-      tf.keep(tf.clone(g)),
-    ]);
+    if (side.keepGradients) {
+      tf.dispose(side.gradients.map(([, g]) => g));
+      side.gradients = Object.entries(grads).map(([v, g]) => [
+        byVariable.get(v)!,
+        tf.keep(tf.clone(g)),
+      ]);
+    }
     apply(grads, lr);
   };
   if (method.record) side.take = method.record(h).take;
@@ -221,29 +227,25 @@ function exportView(path: string, t: tf.Tensor4D): void {
   writeNpy(path, v);
 }
 
-/** The batch in reverse order (both views and the indices). */
+/** The batch in reverse order (both views and the indices), as new tensors. */
 function reversedBatch(b: TwoViewBatch): TwoViewBatch {
-  const n = b.indexArray.length;
-  const perm = tf.tensor1d(
-    Array.from({ length: n }, (_, i) => n - 1 - i),
-    'int32',
-  );
-  const out = {
+  const perm = Int32Array.from(b.indexArray, (_, i) => b.indexArray.length - 1 - i);
+  const reverse = <T extends tf.Tensor>(x: T) => shuffleRows(x, perm).shuffled;
+  return {
     ...b,
-    x1: tf.gather(b.x1, perm),
-    x2: tf.gather(b.x2, perm),
-    indices: tf.gather(b.indices, perm),
-    indexArray: Int32Array.from(b.indexArray).reverse(),
+    x1: reverse(b.x1),
+    x2: reverse(b.x2),
+    indices: reverse(b.indices),
+    indexArray: Int32Array.from(perm, (j) => b.indexArray[j]!),
   };
-  perm.dispose();
-  return out;
 }
 
 /**
  * Contrast's own float32 noise at a step: runs the step on the batch in reverse
  * order (mathematically the same step for an order-invariant method), records
  * it, and restores the whole training state (`stateBundle` / `loadState`, as an
- * exact resume does). `finish` compares it with the real step, once that ran.
+ * exact resume does). Returns the function that compares it with the real
+ * step's record, once that step ran.
  */
 function probeSelfNoise(
   side: ContrastSide,
@@ -254,7 +256,7 @@ function probeSelfNoise(
   const bundle = h.session.stateBundle();
   const snapshot = {
     tensors: Object.fromEntries(Object.entries(bundle.tensors).map(([k, t]) => [k, tf.clone(t)])),
-    values: JSON.parse(JSON.stringify(bundle.values)) as Record<string, unknown>,
+    values: structuredClone(bundle.values),
   };
   const reversed = reversedBatch(b);
   const out = h.stepOn(reversed, lr);
@@ -263,30 +265,31 @@ function probeSelfNoise(
     gradNorms: side.grads,
     bn: bnValues(side),
   };
-  tf.dispose([out.loss, ...Object.values(out.metrics), reversed.x1, reversed.x2, reversed.indices]);
+  tf.dispose([out.loss, ...Object.values(out.metrics)]);
+  disposeBatch(reversed);
   side.take(); // the draws are the real step's too (the restored stream draws them again)
   h.session.loadState(snapshot);
   return (real) => {
-    const groups = Object.keys(real.gradNorms);
-    const noise = {
-      loss: relativeDifference([probe.loss], [real.loss]),
-      gradNorm: relativeDifference(
-        groups.map((g) => probe.gradNorms[g] ?? Number.NaN),
-        groups.map((g) => real.gradNorms[g]!),
-      ),
-      bn: relativeDifference(probe.bn, real.bn),
-    };
-    return noise;
+    const { loss, gradNorm, bn } = differences(probe, real).diff;
+    return { loss, gradNorm, bn };
   };
 }
 
 /**
- * Writes the whole training state of a side to `dir` in torch names and layouts:
+ * Writes the training state of a side to `dir` in torch names and layouts:
  * weights/ (the online network with its BN buffers and predictor), key/ (the
  * momentum key encoder or BYOL's target), opt/ (the SGD momentum buffers, one
- * per trained parameter) and `<state>.npy` (the queue or bank).
+ * per trained parameter; not with `withOptimizer` false) and `<state>.npy` (the
+ * queue or bank). Not written: the queue pointer and NCE's normalising constant
+ * Z, which the PyTorch port keeps itself (the pointer advances by the batch size
+ * on both sides; Z is estimated once, from the first batch, on both sides).
  */
-function exportState(side: ContrastSide, method: ParityMethod, dir: string): void {
+function exportState(
+  side: ContrastSide,
+  method: ParityMethod,
+  dir: string,
+  withOptimizer = true,
+): void {
   const { h, layout } = side;
   const online = onlineVariables(h);
   exportWeights(join(dir, 'weights'), online, layout);
@@ -298,14 +301,24 @@ function exportState(side: ContrastSide, method: ParityMethod, dir: string): voi
       data: state.dataSync() as Float32Array,
       shape: state.shape,
     });
+  if (!withOptimizer) return;
   const byVariable = new Map([...online].map(([k, v]) => [v.name, k]));
   const buffers = h.session.optimizer.state().tensors;
   exportWeights(
     join(dir, 'opt'),
     methodParameters(h.method).map((p, i): [string, tf.Tensor] => {
       const name = byVariable.get(p.name);
+      if (!name) {
+        throw new ContractError(`parity: trained variable ${p.name} is not in the online network`, {
+          hint: "a method's parameterGroups() may only list the encoder's and the predictor's variables",
+        });
+      }
       const buffer = buffers[`momentum_buffer/${i}`];
-      if (!name || !buffer) throw new Error(`parity: no momentum buffer for ${p.name}`);
+      if (!buffer) {
+        throw new ContractError(`parity: the optimizer has no momentum_buffer/${i} for ${name}`, {
+          hint: 'the step parity exports SGD / LARS momentum buffers; use optim.optimizer sgd',
+        });
+      }
       return [name, buffer];
     }),
     layout,
@@ -317,9 +330,12 @@ function exportState(side: ContrastSide, method: ParityMethod, dir: string): voi
  * to run the same steps to `dir` (see python/parity/step.py): initial weights,
  * the queue or bank, each step's batch (and draws), learning rates, parameter
  * groups (and which keep the unscheduled lr) and BN buffer order. With `sync`,
- * also the whole state before every step and after the last (state-NNN/, see
- * `exportState`), for the synced comparison in which each step starts from
- * Contrast's state. Returns Contrast's per-step records.
+ * also the state before every step and after the last (state-NNN/, see
+ * `exportState`) and each step's gradients (grad-NNN/), for the synced
+ * comparison in which each step starts from Contrast's state, and measures
+ * Contrast's own float32 noise per step (`selfNoise`). Returns Contrast's
+ * per-step records.
+ * @throws ContractError when a trained variable or its momentum buffer cannot be exported.
  */
 export function runContrastSide(
   method: ParityMethod,
@@ -334,8 +350,9 @@ export function runContrastSide(
   const { h, layout } = side;
   const strategyState = () => (method.state ? parityParts(h).strategy[method.state] : undefined);
   const stateDir = (i: number) => join(dir, `state-${String(i).padStart(3, '0')}`);
+  side.keepGradients = options.sync ?? false;
   try {
-    exportState(side, method, dir);
+    exportState(side, method, dir, false);
     const lrs = Array.from({ length: o.steps }, (_, i) =>
       learningRate('cosine', h.config.optim.lr, i, o.steps),
     );
