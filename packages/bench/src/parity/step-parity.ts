@@ -5,6 +5,7 @@ import {
   compareSteps,
   FLOOR,
   NOISE_FACTOR,
+  SELF_CAP,
   SELF_FACTOR,
   UPDATE_NOISE_FACTOR,
   type MethodComparison,
@@ -157,8 +158,9 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
     '',
     `### Synced steps: each of the ${o.steps} steps from Contrast's state before it`,
     '',
-    "Before every step PyTorch loads Contrast's whole state (online and key / target networks with " +
-      'their BN buffers, SGD momentum buffers, queue or bank), so each step is compared alone, free of ' +
+    "Before every step PyTorch loads Contrast's state (online and key / target networks with " +
+      'their BN buffers, SGD momentum buffers, queue or bank; the port keeps its own queue pointer and ' +
+      'NCE constant, which advance and are estimated the same way), so each step is compared alone, free of ' +
       "the drift a trajectory accumulates. Compared per step: the loss, each parameter group's gradient " +
       'norm, the BN running statistics and the queue / bank after the step; and, each in isolation on ' +
       "Contrast's own inputs, the optimizer step (torch.optim.SGD applied to Contrast's gradient and " +
@@ -170,7 +172,7 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
       'shuffle BN, whose shuffled sub-batches would then hold other images). A step diverges when a ' +
       `quantity exceeds max(floor, ${NOISE_FACTOR} x PyTorch's noise (${UPDATE_NOISE_FACTOR} x for the ` +
       `updates, whose noise is the rounding of float32 weights on both sides), ${SELF_FACTOR} x ` +
-      `Contrast's noise) at that step; floors: loss ${FLOOR.loss}, gradient norm ${FLOOR.gradNorm}, BN ` +
+      `Contrast's noise capped at ${SELF_CAP}) at that step; floors: loss ${FLOOR.loss}, gradient norm ${FLOOR.gradNorm}, BN ` +
       `${FLOOR.bn}, queue / bank ${FLOOR.state}, updates ${FLOOR.update}.`,
     '',
     '| method | first divergent step | loss | grad norm | BN running stats | queue / bank | update | EMA update |',
