@@ -150,10 +150,16 @@ def exported_name(name):
     return name[len("base.") :] if name.startswith("base.") else name
 
 
+def set_lr(ctx, opt, lr):
+    """Step i's lr on every parameter group of `sgd`'s optimizer; a `fix_lr` group keeps the base lr."""
+    for group in opt.param_groups:
+        group["lr"] = ctx["optim"]["lr"] if group["fix_lr"] else lr
+
+
 def sgd(ctx, module):
     """torch.optim.SGD over `module`, the parameters Contrast keeps at the unscheduled lr
     (ctx["fixedLr"]: SimSiam's predictor) in a second group marked `fix_lr`, as SimSiam's
-    `--fix-pred-lr` does; step.py sets each group's lr per step."""
+    `--fix-pred-lr` does; `set_lr` sets each group's lr per step."""
     o = ctx["optim"]
     fixed = set(ctx.get("fixedLr", []))
     named = list(module.named_parameters())

@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import exported_name, load_encoder_state, load_weights, sgd  # noqa: E402
+from common import exported_name, load_encoder_state, load_weights, set_lr, sgd  # noqa: E402
 
 
 class Inputs:
@@ -122,7 +122,7 @@ def relative(a, b):
 
 
 def isolated_updates(ctx, st, inputs, method, i, lr):
-    """PyTorch's optimizer step and EMA on Contrast's inputs, per part ('online', 'ema'):
+    """PyTorch's optimizer step and EMA on Contrast's inputs, per part ('update': the online network's, 'ema'):
     (PyTorch's update, Contrast's update), each one flat float64 vector over the part's
     parameters; Contrast's update is its state-(i+1) - state-i."""
     before = load_weights(inputs.path(f"state-{i:03d}/weights"))
@@ -132,11 +132,10 @@ def isolated_updates(ctx, st, inputs, method, i, lr):
     params = parameters(st["query"])
     for name, p in params.items():
         p.grad = torch.from_numpy(grads[name]).to(p.dtype)
-    for group in st["opt"].param_groups:
-        group["lr"] = ctx["optim"]["lr"] if group["fix_lr"] else lr
+    set_lr(ctx, st["opt"], lr)
     st["opt"].step()
-    torch_update = {"online": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
-    contrast_update = {"online": {n: after[n].astype(np.float64) - before[n] for n in params}}
+    torch_update = {"update": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
+    contrast_update = {"update": {n: after[n].astype(np.float64) - before[n] for n in params}}
     if hasattr(method, "follow"):  # the EMA of the key / target, towards Contrast's updated network
         key_before = load_weights(inputs.path(f"state-{i:03d}/key"))
         key_after = load_weights(inputs.path(f"state-{i + 1:03d}/key"))
@@ -191,8 +190,7 @@ def main(directory, dtype="float32", mode="free"):
         loss, after = method.step(ctx, st, b, i)
         loss.backward()
         norms = grad_norms(st["query"], ctx["groups"])
-        for group in st["opt"].param_groups:  # SimSiam's fixed-lr predictor keeps the base lr
-            group["lr"] = ctx["optim"]["lr"] if group["fix_lr"] else lr
+        set_lr(ctx, st["opt"], lr)  # SimSiam's fixed-lr predictor keeps the base lr
         st["opt"].step()
         with torch.no_grad():
             if after is not None:

@@ -50,7 +50,7 @@ describe('compareSteps', () => {
   it("synced: the updates are PyTorch's own comparisons with Contrast's, held to their floor", () => {
     const noise = 2e-6;
     const updates = (contrast: number, float32?: number) => ({
-      online: { contrast, ...(float32 === undefined ? {} : { float32 }) },
+      update: { contrast, ...(float32 === undefined ? {} : { float32 }) },
       ema: { contrast: contrast / 2, ...(float32 === undefined ? {} : { float32 }) },
     });
     const t = [record(1, { updates: updates(5e-5) }), record(1, { updates: updates(0.05) })];

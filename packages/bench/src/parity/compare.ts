@@ -68,9 +68,6 @@ export function relativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): 
 /** The terms of a tolerance: max(floor, factor x PyTorch's noise, capped SELF_FACTOR x Contrast's). */
 export type ToleranceTerm = 'floor' | 'pytorch' | 'self';
 
-/** The parameter-update quantities of the synced comparison, by step.py's part name. */
-const UPDATE_PARTS = { update: 'online', ema: 'ema' } as const;
-
 /** Per step, the relative difference of each compared quantity. */
 export interface StepComparison {
   step: number;
@@ -147,7 +144,7 @@ function updateDifferences(
 ): Record<'diff' | 'noise' | 'vsExact', Record<'update' | 'ema', number>> {
   const pick = (r: StepRecord, field: 'contrast' | 'float32') =>
     Object.fromEntries(
-      Object.entries(UPDATE_PARTS).map(([q, part]) => [q, r.updates?.[part]?.[field] ?? 0]),
+      (['update', 'ema'] as const).map((q) => [q, r.updates?.[q]?.[field] ?? 0]),
     ) as Record<'update' | 'ema', number>;
   return {
     diff: pick(torch, 'contrast'),

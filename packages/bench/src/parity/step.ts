@@ -39,12 +39,12 @@ export interface StepRecord {
   state?: Float32Array;
   /**
    * PyTorch's synced records only (python/parity/step.py compares the updates
-   * itself): Contrast's optimizer step ('online': torch.optim.SGD applied to
+   * itself): Contrast's optimizer step ('update': torch.optim.SGD applied to
    * Contrast's gradient and state) and EMA ('ema': the method's EMA of Contrast's
    * key / target towards Contrast's updated network), each as the relative
    * difference of the update from Contrast's and, in float64, from PyTorch float32's.
    */
-  updates?: Record<string, { contrast: number; float32?: number }>;
+  updates?: Partial<Record<'update' | 'ema', { contrast: number; float32?: number }>>;
   /**
    * Contrast's synced records only: its own float32 noise at this step, the
    * relative differences between this step and the same step from the same state
@@ -121,6 +121,8 @@ interface ContrastSide {
   resnet: boolean;
   /** How the projection head maps to torch's Sequential indices (the model's head, headLayers). */
   layout: HeadLayout;
+  /** The Contrast name of each online variable, by tf variable name. */
+  nameOf: Map<string, string>;
 }
 
 function openSide(
@@ -137,7 +139,7 @@ function openSide(
   h.clock.total = o.steps;
   const resnet = h.config.model.encoder !== 'convnet';
   const layout = h.config.model;
-  const byVariable = new Map([...onlineVariables(h)].map(([k, v]) => [v.name, k]));
+  const nameOf = new Map([...onlineVariables(h)].map(([k, v]) => [v.name, k]));
   const side: ContrastSide = {
     h,
     take: () => ({}),
@@ -147,20 +149,21 @@ function openSide(
     bnOrder: [],
     resnet,
     layout,
+    nameOf,
   };
   const { optimizer } = h.session;
   const apply = optimizer.apply.bind(optimizer);
   optimizer.apply = (grads, lr) => {
     const sums: Record<string, number> = {};
     for (const [variable, g] of Object.entries(grads)) {
-      const group = parameterGroup(torchName(byVariable.get(variable)!, layout), resnet);
+      const group = parameterGroup(torchName(nameOf.get(variable)!, layout), resnet);
       sums[group] = (sums[group] ?? 0) + tf.tidy(() => tf.sum(tf.square(g)).dataSync()[0]!);
     }
     side.grads = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, Math.sqrt(v)]));
     if (side.keepGradients) {
       tf.dispose(side.gradients.map(([, g]) => g));
       side.gradients = Object.entries(grads).map(([v, g]) => [
-        byVariable.get(v)!,
+        nameOf.get(v)!,
         tf.keep(tf.clone(g)),
       ]);
     }
@@ -185,12 +188,19 @@ function onlineVariables(h: StepHarness): Map<string, tf.Variable> {
 
 /** The torch names of the parameters trained at the unscheduled lr (SimSiam's predictor). */
 function fixedLrNames(side: ContrastSide): string[] {
-  const byVariable = new Map([...onlineVariables(side.h)].map(([k, v]) => [v.name, k]));
   return side.h.method
     .parameterGroups()
     .filter((g) => g.fixedLr)
-    .flatMap((g) => g.params.map((p) => torchName(byVariable.get(p.name)!, side.layout)));
+    .flatMap((g) => g.params.map((p) => torchName(side.nameOf.get(p.name)!, side.layout)));
 }
+
+/** The method's queue or bank (the strategy state the harness compares), if it has one. */
+function strategyState(h: StepHarness, method: ParityMethod): tf.Tensor | undefined {
+  return method.state ? parityParts(h).strategy[method.state] : undefined;
+}
+
+/** A step's number in exchange file names: 7 -> '007'. */
+const nnn = (i: number) => String(i).padStart(3, '0');
 
 function bnValues(side: ContrastSide): Float32Array {
   const key = parityParts(side.h).key;
@@ -291,23 +301,21 @@ function exportState(
   withOptimizer = true,
 ): void {
   const { h, layout } = side;
-  const online = onlineVariables(h);
-  exportWeights(join(dir, 'weights'), online, layout);
+  exportWeights(join(dir, 'weights'), onlineVariables(h), layout);
   const key = Object.entries(parityParts(h).key);
   if (key.length > 0) exportWeights(join(dir, 'key'), key, layout);
-  const state = method.state ? parityParts(h).strategy[method.state] : undefined;
+  const state = strategyState(h, method);
   if (state)
     writeNpy(join(dir, `${method.state}.npy`), {
       data: state.dataSync() as Float32Array,
       shape: state.shape,
     });
   if (!withOptimizer) return;
-  const byVariable = new Map([...online].map(([k, v]) => [v.name, k]));
   const buffers = h.session.optimizer.state().tensors;
   exportWeights(
     join(dir, 'opt'),
     methodParameters(h.method).map((p, i): [string, tf.Tensor] => {
-      const name = byVariable.get(p.name);
+      const name = side.nameOf.get(p.name);
       if (!name) {
         throw new ContractError(`parity: trained variable ${p.name} is not in the online network`, {
           hint: "a method's parameterGroups() may only list the encoder's and the predictor's variables",
@@ -348,8 +356,7 @@ export function runContrastSide(
   mkdirSync(dir, { recursive: true });
   const side = openSide(method, o, plugins, options.dataset);
   const { h, layout } = side;
-  const strategyState = () => (method.state ? parityParts(h).strategy[method.state] : undefined);
-  const stateDir = (i: number) => join(dir, `state-${String(i).padStart(3, '0')}`);
+  const stateDir = (i: number) => join(dir, `state-${nnn(i)}`);
   side.keepGradients = options.sync ?? false;
   try {
     exportState(side, method, dir, false);
@@ -359,7 +366,7 @@ export function runContrastSide(
     const records: StepRecord[] = [];
     for (let i = 0; i < o.steps; i++) {
       const b = h.nextBatch();
-      const prefix = join(dir, `batch-${String(i).padStart(3, '0')}`);
+      const prefix = join(dir, `batch-${nnn(i)}`);
       exportView(`${prefix}-query.npy`, b.x1);
       exportView(`${prefix}-key.npy`, b.x2);
       writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
@@ -371,11 +378,12 @@ export function runContrastSide(
           : undefined;
       const out = h.stepOn(b, lrs[i]!);
       const loss = out.loss.dataSync()[0]!;
-      tf.dispose([out.loss, ...Object.values(out.metrics), b.x1, b.x2, b.indices]);
+      tf.dispose([out.loss, ...Object.values(out.metrics)]);
+      disposeBatch(b);
       for (const [name, a] of Object.entries(side.take())) {
         writeNpy(`${prefix}-${name}.npy`, { data: a, shape: [a.length] });
       }
-      const st = strategyState();
+      const st = strategyState(h, method);
       const record: StepRecord = {
         loss,
         gradNorms: side.grads,
@@ -383,8 +391,7 @@ export function runContrastSide(
         ...(st ? { state: st.dataSync() as Float32Array } : {}),
       };
       if (probe) record.selfNoise = probe(record);
-      if (options.sync)
-        exportWeights(join(dir, `grad-${String(i).padStart(3, '0')}`), side.gradients, layout);
+      if (options.sync) exportWeights(join(dir, `grad-${nnn(i)}`), side.gradients, layout);
       records.push(record);
     }
     if (options.sync) exportState(side, method, stateDir(o.steps));
