@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './contracts.js';
+export * from './collectives.js';
 export * from './datasets.js';
 export * from './method.js';
 export * from './tokens.js';

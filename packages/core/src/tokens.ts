@@ -1,4 +1,5 @@
 import type { InjectionToken } from 'tsyringe';
+import type { Collectives } from './collectives.js';
 import type { Augmentation, Encoder, Loss, TrainingClock, TrainingDataset } from './contracts.js';
 import type { Method } from './method.js';
 import type { Rng } from './rng.js';
@@ -23,4 +24,6 @@ export const Tokens = {
   Augmentation: Symbol('Augmentation') as InjectionToken<Augmentation>,
   Dataset: Symbol('Dataset') as InjectionToken<TrainingDataset>,
   Clock: Symbol('Clock') as InjectionToken<TrainingClock>,
+  /** What crosses workers (all-reduce, all-gather, broadcast); `singleProcess` on one process. */
+  Collectives: Symbol('Collectives') as InjectionToken<Collectives>,
 } as const;

@@ -1,0 +1,56 @@
+import * as tf from '@tensorflow/tfjs';
+
+/**
+ * What crosses workers in a data-parallel run (N workers, one process and one
+ * model replica each; DESIGN.md "data-parallel"). Every worker calls the same
+ * collectives in the same order with tensors of the same shapes (except along
+ * axis 0 for the gathers): a collective is matched across workers by its order.
+ * Methods say what crosses workers through this part; the trainer stays
+ * method-agnostic and only all-reduces the gradient.
+ *
+ * On one process (`worldSize` 1) every operation is the identity
+ * (`singleProcess`), so a method's code is the same in both cases.
+ *
+ * Implementations raise `DistributedError` (CONTRAST_DISTRIBUTED, in
+ * @contrast/distributed) when a peer is lost or a collective times out.
+ */
+export interface Collectives {
+  /** This worker's index, 0..worldSize-1; rank 0 writes the run folder. */
+  readonly rank: number;
+  /** N: the number of workers. */
+  readonly worldSize: number;
+  /**
+   * The element-wise mean over workers of each tensor (fused into as few
+   * all-reduces as the implementation chooses); same shapes out, new tensors.
+   * No gradient (it is applied to gradients, after the tape).
+   */
+  allReduceMean(tensors: tf.Tensor[]): tf.Tensor[];
+  /** The element-wise sum over workers of each tensor; as allReduceMean. */
+  allReduceSum(tensors: tf.Tensor[]): tf.Tensor[];
+  /**
+   * Every worker's `x` [n_r, ...] concatenated along axis 0 in rank order:
+   * [sum_r n_r, ...]. No gradient (MoCo's `concat_all_gather` for the queue).
+   */
+  allGather<T extends tf.Tensor>(x: T): T;
+  /**
+   * allGather whose gradient reaches the worker that produced each row: the
+   * backward pass all-reduces (sums) the upstream gradient [sum_r n_r, ...] and
+   * keeps this worker's rows (SimCLR's / MoCo v3's gather with gradient). With
+   * the gradient averaged over workers afterwards, N workers compute the
+   * gradient one process computes on the whole batch.
+   */
+  allGatherWithGradient<T extends tf.Tensor>(x: T): T;
+  /** Rank `root`'s `x` on every worker (same shape everywhere). No gradient. */
+  broadcast<T extends tf.Tensor>(x: T, root?: number): T;
+}
+
+/** The collectives of a single process: every operation is the identity (copies). */
+export const singleProcess: Collectives = {
+  rank: 0,
+  worldSize: 1,
+  allReduceMean: (tensors) => tensors.map((t) => tf.clone(t)),
+  allReduceSum: (tensors) => tensors.map((t) => tf.clone(t)),
+  allGather: (x) => tf.clone(x),
+  allGatherWithGradient: (x) => tf.identity(x),
+  broadcast: (x) => tf.clone(x),
+};
