@@ -28,7 +28,7 @@ import {
   type StudyResult,
 } from '@contrast/study';
 import { signalExitCode } from './exit-codes.js';
-import { STOP_SIGNALS } from './signals.js';
+import { STOP_SIGNALS, type StopMessage } from './signals.js';
 
 export { configRunPath } from '@contrast/study';
 
@@ -68,14 +68,7 @@ export async function runOneConfig(
   });
 }
 
-/** The IPC message a study parent sends its children to stop them cleanly. */
-export interface StopMessage {
-  cmd: 'contrast:stop';
-  signal: NodeJS.Signals;
-}
-
-export const isStopMessage = (m: unknown): m is StopMessage =>
-  typeof m === 'object' && m !== null && (m as { cmd?: unknown }).cmd === 'contrast:stop';
+export { isStopMessage, type StopMessage } from './signals.js';
 
 /**
  * The environment of a child when `parallel` of them share the machine: each

@@ -1,4 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
+import type { DependencyContainer } from 'tsyringe';
+import { ConfigError } from './errors.js';
+import { Tokens } from './tokens.js';
 
 /**
  * What crosses workers in a data-parallel run (N workers, one process and one
@@ -42,6 +45,12 @@ export interface Collectives {
   allGatherWithGradient<T extends tf.Tensor>(x: T): T;
   /** Rank `root`'s `x` on every worker (same shape everywhere). No gradient. */
   broadcast<T extends tf.Tensor>(x: T, root?: number): T;
+  /**
+   * Returns when every worker has called it, waiting at most `timeoutSeconds`
+   * (longer than a step's collectives: the others wait here while rank 0
+   * evaluates and writes).
+   */
+  barrier(timeoutSeconds?: number): void;
 }
 
 /** The collectives of a single process: every operation is the identity (copies). */
@@ -51,6 +60,41 @@ export const singleProcess: Collectives = {
   allReduceMean: (tensors) => tensors.map((t) => tf.clone(t)),
   allReduceSum: (tensors) => tensors.map((t) => tf.clone(t)),
   allGather: (x) => tf.clone(x),
-  allGatherWithGradient: (x) => tf.identity(x),
+  allGatherWithGradient: (x) => tf.clone(x),
   broadcast: (x) => tf.clone(x),
+  barrier: () => undefined,
 };
+
+/** The experiment's collectives: what composeExperiment registered, else `singleProcess`. */
+export function collectivesOf(container: DependencyContainer): Collectives {
+  return container.isRegistered(Tokens.Collectives, true)
+    ? container.resolve(Tokens.Collectives)
+    : singleProcess;
+}
+
+/**
+ * BatchNorm groups each worker normalises: `model.bnSplits` counts the groups
+ * of the global batch, so N workers split them (per-worker BN, as DDP: N
+ * workers with bnSplits 1 train what one process with bnSplits N trains, the
+ * recipe's value >= N keeps its meaning).
+ * @throws ConfigError (model.bnSplits) when the groups do not divide among the workers.
+ */
+export function workerBnSplits(bnSplits: number, worldSize: number): number {
+  if (worldSize === 1 || bnSplits === 1) return bnSplits;
+  if (bnSplits % worldSize !== 0) {
+    throw new ConfigError(
+      'model.bnSplits',
+      `${bnSplits} BatchNorm groups do not divide among ${worldSize} workers`,
+      {
+        hint: `use 1 (each worker normalises its own slice, as one process with bnSplits ${worldSize}) or a multiple of ${worldSize}`,
+      },
+    );
+  }
+  return bnSplits / worldSize;
+}
+
+/** The BatchNorm groups of this worker's heads and encoder (workerBnSplits of the experiment). */
+export function bnGroups(container: DependencyContainer): number {
+  const { bnSplits } = container.resolve(Tokens.Config).model;
+  return workerBnSplits(bnSplits, collectivesOf(container).worldSize);
+}

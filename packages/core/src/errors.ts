@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'CONTRAST_TRACKING'
   | 'CONTRAST_CONTRACT'
   | 'CONTRAST_USAGE'
-  | 'CONTRAST_DIVERGED';
+  | 'CONTRAST_DIVERGED'
+  | 'CONTRAST_DISTRIBUTED';
 
 export abstract class ContrastError extends Error {
   abstract readonly code: ErrorCode;
@@ -120,6 +121,22 @@ export class DivergedError extends ContrastError {
   ) {
     super(`training diverged: the loss became ${loss} at step ${step}`, options);
   }
+}
+
+/**
+ * A data-parallel run's group failed: a worker could not join (address in use,
+ * unreachable peer, another experiment's config), a peer was lost or a
+ * collective timed out, or the workers' states differ. `rank` names the worker
+ * at fault when it is known.
+ */
+export class DistributedError extends ContrastError {
+  readonly code = 'CONTRAST_DISTRIBUTED' as const;
+  constructor(message: string, options: { hint?: string; cause?: unknown; rank?: number } = {}) {
+    super(message, options);
+    this.rank = options.rank;
+  }
+  /** The worker at fault (lost, unreachable, different), when known. */
+  readonly rank: number | undefined;
 }
 
 export function isContrastError(e: unknown): e is ContrastError {

@@ -29,6 +29,12 @@ export interface Views {
   indices: tf.Tensor1D;
   /** The same indices on the host (for sampling without a device read). */
   indexArray: Int32Array;
+  /**
+   * Data-parallel: this worker's rows are `start` .. start + N of the global
+   * batch, whose sample indices (every worker's, in rank order) are
+   * `batchIndexArray`. Absent on one process (the views are the whole batch).
+   */
+  part?: { start: number; batchIndexArray: Int32Array };
 }
 
 /** What the trainer hands a method at every phase of a step. */

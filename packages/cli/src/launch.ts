@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+import { signalExitCode } from './exit-codes.js';
+import { childThreadEnv, compiledFile } from './parallel.js';
+import { StopSignals, againToAbort, type StopMessage } from './signals.js';
+
+/**
+ * `n` TCP ports free on 127.0.0.1 now (the OS's choice for port 0, released
+ * at once: another program may still take one before a worker binds it, which
+ * the worker then reports as an address in use).
+ */
+export async function freeLoopbackPorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import('node:net').Server>((res, rej) => {
+          const s = createServer();
+          s.once('error', rej);
+          s.listen(0, '127.0.0.1', () => res(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/** How a launched group ended: each rank's exit status, and the group's. */
+export interface GroupExit {
+  codes: number[];
+  code: number;
+}
+
+/**
+ * The group's exit status: rank 0's when it failed or was stopped (it writes
+ * the run and prints the coded error), else the first other rank's failure.
+ */
+export function groupExitCode(codes: readonly number[]): number {
+  if (codes[0] !== 0) return codes[0]!;
+  return codes.find((c) => c !== 0) ?? 0;
+}
+
+/**
+ * `contrast train ... --workers N`: one data-parallel run as N worker processes
+ * on this machine, on a loopback cluster (127.0.0.1, free ports: nothing
+ * listens beyond this machine... except that TensorFlow's gRPC server binds
+ * every interface, see the README's security note). Each worker gets
+ * cores / N TensorFlow threads (unless TF_NUM_INTRAOP_THREADS is set) and runs
+ * `contrast train <args> --cluster <list> --rank i`.
+ *
+ * One console: rank 0's output as it is (progress, result, --json); the other
+ * ranks run --quiet and their warnings and errors are prefixed `[rank i]`.
+ * Stop signals reach the group as one: the first is passed to every worker over
+ * IPC (each votes to stop; they stop together after the same step, rank 0
+ * checkpoints), a second one kills them. A worker whose launcher dies stops the
+ * same way (its IPC channel closes).
+ * @returns the group's exit status (groupExitCode)
+ */
+export async function launchWorkers(
+  args: readonly string[],
+  workers: number,
+  log: (line: string) => void,
+): Promise<GroupExit> {
+  const ports = await freeLoopbackPorts(workers);
+  const cluster = ports.map((p) => `127.0.0.1:${p}`).join(',');
+  const children: ChildProcess[] = [];
+  const stop = new StopSignals({
+    onStop: (s) => {
+      log(
+        `\n${s}: the workers finish the current step together, checkpoint and stop (${againToAbort(s)})`,
+      );
+      for (const c of children) {
+        if (c.connected) c.send({ cmd: 'contrast:stop', signal: s } satisfies StopMessage);
+      }
+    },
+    onAbort: () => children.forEach((c) => c.kill('SIGKILL')),
+  }).install();
+  try {
+    const exits = Array.from({ length: workers }, (_, rank) => {
+      const quiet =
+        rank > 0 && !args.includes('--quiet') && !args.includes('-q') ? ['--quiet'] : [];
+      const child = spawn(
+        process.execPath,
+        [
+          compiledFile('bin.js'),
+          'train',
+          ...args,
+          ...quiet,
+          '--cluster',
+          cluster,
+          '--rank',
+          String(rank),
+        ],
+        {
+          stdio:
+            rank === 0
+              ? ['ignore', 'inherit', 'inherit', 'ipc']
+              : ['ignore', 'ignore', 'pipe', 'ipc'],
+          env: childThreadEnv(workers),
+        },
+      );
+      children.push(child);
+      if (rank > 0) {
+        createInterface({ input: child.stderr! }).on('line', (l) => {
+          if (l.trim() !== '') process.stderr.write(`[rank ${rank}] ${l}\n`);
+        });
+      }
+      return new Promise<number>((res) =>
+        child.on('close', (c, signal) => res(c ?? (signal ? signalExitCode(signal) : 1))),
+      );
+    });
+    const codes = await Promise.all(exits);
+    return { codes, code: groupExitCode(codes) };
+  } finally {
+    stop.dispose();
+  }
+}
