@@ -5,7 +5,7 @@ import { Tokens } from './tokens.js';
 
 /**
  * What crosses workers in a data-parallel run (N workers, one process and one
- * model replica each; DESIGN.md "data-parallel"). Every worker calls the same
+ * model replica each; docs/design.md, "data-parallel runs"). Every worker calls the same
  * collectives in the same order with tensors of the same shapes (except along
  * axis 0 for the gathers): a collective is matched across workers by its order.
  * Methods say what crosses workers through this part; the trainer stays

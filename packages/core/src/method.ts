@@ -3,7 +3,7 @@ import type { Head, StateTensors, Stateful, TrainingClock } from './contracts.js
 import { StateError } from './errors.js';
 
 /**
- * The method contract (DESIGN.md, "one training step"): every self-supervised
+ * The method contract (docs/design.md, "one training step"): every self-supervised
  * family — contrastive with a queue, a bank or the batch; with a momentum, shared,
  * stop-gradient or no key encoder; predictor / stop-gradient methods without
  * negatives — is one `Method`. The trainer owns the tape, the optimizer over

@@ -44,7 +44,7 @@ export interface StepTensors {
 export { stepPhases };
 
 /**
- * The generic step (DESIGN.md), the same for every method:
+ * The generic step (docs/design.md), the same for every method:
  *   before = method.prepare(views)                       no gradient
  *   grads  = d objective(views, before).loss / d params  params = method.parameterGroups()
  *   optimizer.apply(grads, lr per group)                 'fixedLr' groups keep `baseLr`
