@@ -62,10 +62,25 @@ export async function launchWorkers(
   args: readonly string[],
   workers: number,
   log: (line: string) => void,
+  /**
+   * Seconds the others get to end by themselves once a worker has failed or
+   * been killed (a lost peer fails their next collective within its timeout);
+   * then they are killed, so no worker outlives its group.
+   */
+  graceSeconds = 90,
 ): Promise<GroupExit> {
   const ports = await freeLoopbackPorts(workers);
   const cluster = ports.map((p) => `127.0.0.1:${p}`).join(',');
   const children: ChildProcess[] = [];
+  let reaper: NodeJS.Timeout | undefined;
+  const killAll = () => {
+    for (const c of children) {
+      if (c.exitCode === null && c.signalCode === null) {
+        log(`[workers] rank ${children.indexOf(c)} did not end with its group: killed`);
+        c.kill('SIGKILL');
+      }
+    }
+  };
   const stop = new StopSignals({
     onStop: (s) => {
       log(
@@ -108,12 +123,18 @@ export async function launchWorkers(
         });
       }
       return new Promise<number>((res) =>
-        child.on('close', (c, signal) => res(c ?? (signal ? signalExitCode(signal) : 1))),
+        child.on('close', (c, signal) => {
+          const code = c ?? (signal ? signalExitCode(signal) : 1);
+          // a worker that failed or was killed: the others fail their next collective, or are ended
+          if (code !== 0 && !reaper) reaper = setTimeout(killAll, graceSeconds * 1000);
+          res(code);
+        }),
       );
     });
     const codes = await Promise.all(exits);
     return { codes, code: groupExitCode(codes) };
   } finally {
+    clearTimeout(reaper);
     stop.dispose();
   }
 }
