@@ -51,6 +51,13 @@ export interface Collectives {
    * evaluates and writes).
    */
   barrier(timeoutSeconds?: number): void;
+  /**
+   * Runs `work` on worker `root` (default 0) while the others wait for it
+   * (rank 0 evaluating, checkpointing), with a long timeout instead of a
+   * step's; a failure of `work` reaches every worker (root rethrows it, the
+   * others throw). Returns work's result on root, undefined elsewhere.
+   */
+  waitFor<R>(work: () => R | Promise<R>, root?: number): Promise<R | undefined>;
 }
 
 /** The collectives of a single process: every operation is the identity (copies). */
@@ -63,6 +70,7 @@ export const singleProcess: Collectives = {
   allGatherWithGradient: (x) => tf.clone(x),
   broadcast: (x) => tf.clone(x),
   barrier: () => undefined,
+  waitFor: async (work) => work(),
 };
 
 /** The experiment's collectives: what composeExperiment registered, else `singleProcess`. */

@@ -118,9 +118,10 @@ export class Trainer {
     // data-parallel: rank 0 evaluates, tracks and checkpoints; the others only train
     const hooks = !group || group.writes ? this.defaultHooks(options, run) : workerHooks();
     const emit = (f: (h: Hook) => void) => hooks.forEach(f);
-    group?.sync(); // the same initial (or resumed) state everywhere
-    emit((h) => h.onStart?.(run));
-    group?.waitForWriter();
+    // data-parallel: the same initial (or resumed) state everywhere; rank 0 writes while the others wait
+    const at = async (work: () => void) => (group ? group.around(work) : work());
+    group?.sync();
+    await at(() => emit((h) => h.onStart?.(run)));
     const start = state.last ? { epoch: state.last.epoch, step: state.last.step + 1 } : undefined;
     const ahead = session.batchStream(run.epochs, start, skipLogger(run.log));
     let tPrev = performance.now();
@@ -136,21 +137,26 @@ export class Trainer {
         stop: group ? (options.shouldStop?.() ?? false) : false,
       });
       const epochEnd = batch.step === run.stepsPerEpoch - 1 || state.step === run.total;
+      const stopping = stopAll && state.step < run.total;
+      const events = () => {
+        emit((h) => h.afterStep?.(run, record));
+        if (epochEnd) emit((h) => h.onEpochEnd?.(run, batch.epoch));
+        if (stopping) {
+          state.status = 'interrupted';
+          emit((h) => h.onStop?.(run));
+        }
+      };
       const every = session.config.checkpoint.every;
-      const writes = epochEnd || stopAll || (every > 0 && state.step % every === 0);
-      if (group && writes) group.sync();
-      emit((h) => h.afterStep?.(run, record));
-      if (epochEnd) emit((h) => h.onEpochEnd?.(run, batch.epoch));
-      if (stopAll && state.step < run.total) {
-        state.status = 'interrupted';
-        emit((h) => h.onStop?.(run));
+      if (group && (epochEnd || stopping || (every > 0 && state.step % every === 0))) {
+        group.sync(); // the running statistics rank 0 evaluates and checkpoints
+        await group.around(events);
+      } else {
+        events();
       }
-      if (group && writes) group.waitForWriter();
       tPrev = performance.now();
       if (stopAll || state.step >= run.total) break;
     }
-    emit((h) => h.onEnd?.(run));
-    group?.waitForWriter();
+    await at(() => emit((h) => h.onEnd?.(run)));
     return this.result(run, t0);
   }
 

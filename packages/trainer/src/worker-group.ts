@@ -19,8 +19,6 @@ export class WorkerGroup {
   constructor(
     private readonly session: TrainingSession,
     readonly collectives: Collectives,
-    /** Seconds a worker waits for rank 0's evaluation and writes (a barrier, not a step's collective). */
-    private readonly writerTimeoutSeconds = 3600,
   ) {}
 
   /** True on the worker that writes (rank 0). */
@@ -44,9 +42,18 @@ export class WorkerGroup {
     this.checkSameState();
   }
 
-  /** Waits for rank 0 to finish writing / evaluating (the others are idle meanwhile). */
-  waitForWriter(): void {
-    this.collectives.barrier(this.writerTimeoutSeconds);
+  /**
+   * Rank 0's writes and evaluation at this point (`work`: the hooks), while
+   * the others run their own hooks and wait for rank 0 (a long timeout, not a
+   * step's); a failure on rank 0 reaches every worker.
+   */
+  async around(work: () => void): Promise<void> {
+    if (this.writes) {
+      await this.collectives.waitFor(work);
+      return;
+    }
+    work();
+    await this.collectives.waitFor(() => undefined);
   }
 
   private runningStatistics(): tf.Variable[] {
