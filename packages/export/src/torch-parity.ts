@@ -118,9 +118,10 @@ export function runTorchParity(python: string, dirs: readonly string[]): TorchPa
  * values|). Both sides compute in float32, but TensorFlow's (oneDNN) and
  * PyTorch's CPU kernels sum convolutions and apply BN in different orders, so
  * the outputs differ by rounding, which grows with their magnitude: measured up
- * to 6.4e-7 of it (3.05e-5 on ResNet-50's features of magnitude 47.5, about 5
- * float32 ulps; 1.8e-7 on the ConvNet). 1e-5 leaves a 15x margin, and is 1e-5 to
- * 5e-4 absolute on these outputs (about the 1e-4 an absolute bound would give).
+ * to 7.7e-7 of it (3.8e-5 on ResNet-50's features of magnitude 50 over 256
+ * images, about 6 float32 ulps; 3.4e-7 on the ConvNet). 1e-5 leaves a 13x
+ * margin, and is 1e-5 to 5e-4 absolute on these outputs (around the 1e-4 an
+ * absolute bound would give).
  * Real mistakes sit far above it: a swapped running mean / variance, a wrong
  * padding or a missing layer change outputs by 1e-2 and more; even BN's epsilon
  * at 1e-3 instead of 1e-5 moved the ConvNet's features by 2.7e-3 (1.4e-3 of
