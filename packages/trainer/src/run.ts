@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { parse } from 'yaml';
 import * as tf from '@tensorflow/tfjs';
 import {
@@ -290,7 +290,8 @@ async function train(
     tracker.setSummary(summaryOf(result));
     const statePath = session.saveState(join(runPath, 'state'), result.steps, result.epochs);
     tracker.setSummary({ state: statePath });
-    tracker.attachFile?.('checkpoints/final.bin', statePath);
+    // the artifact has the run folder's layout: state/final.bin in both places
+    tracker.attachFile?.(relative(runPath, statePath), statePath);
     await tracker.close(result.status);
     return { runPath, result };
   } catch (e) {
