@@ -341,6 +341,7 @@ export function healthHook(): Hook {
         embeddings,
         losses: tail(losses),
         accuracies: tail(accuracies),
+        predictionsPerStep: batchSize,
         chanceLoss: run.session.method.chanceLoss?.(batchSize),
       });
       run.tracker.logMetrics({
