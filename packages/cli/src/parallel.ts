@@ -179,8 +179,7 @@ function runChild(
 ): Promise<{ code: number; stdout: string; stderr: string; stopped: boolean; logFile: string }> {
   mkdirSync(dirname(logFile), { recursive: true });
   const from = existsSync(logFile) ? statSync(logFile).size : 0; // a re-run appends
-  // stderr to a file opened for appending, not a pipe: the child can then hide TensorFlow's
-  // start-up lines (see withNativeStderrSilenced), and the log outlives the run
+  // stderr to a file opened for appending, not a pipe: the log outlives the run
   const logFd = openSync(logFile, 'a');
   return new Promise((res) => {
     const child: ChildProcess = spawn(process.execPath, [compiledFile('bin.js'), ...args], {
