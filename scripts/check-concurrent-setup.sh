@@ -12,7 +12,7 @@
 # pnpm first on PATH makes both set-ups install pnpm too. Then it breaks the caches
 # behind their markers (venv without pyvenv.cfg, a header missing, a truncated wheel)
 # and checks that one more set-up rebuilds each.
-# About 10-12 minutes on 2 cores (clone install and build, wheel, binding, each venv
+# About 8 minutes on 2 cores (clone install and build, wheel, binding, each venv
 # twice) and 12 GB of disk for a while (the PyTorch venv, twice).
 #
 #   bash scripts/check-concurrent-setup.sh [REF]    # REF: the commit to check (default HEAD)
