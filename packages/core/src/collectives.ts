@@ -51,6 +51,6 @@ export const singleProcess: Collectives = {
   allReduceMean: (tensors) => tensors.map((t) => tf.clone(t)),
   allReduceSum: (tensors) => tensors.map((t) => tf.clone(t)),
   allGather: (x) => tf.clone(x),
-  allGatherWithGradient: (x) => tf.identity(x),
+  allGatherWithGradient: (x) => tf.clone(x), // clone passes the gradient through (Identity)
   broadcast: (x) => tf.clone(x),
 };
