@@ -39,6 +39,10 @@ describe('backend', () => {
     const byName = Object.fromEntries(checks.map((c) => [c.name, c]));
     expect(byName['backend']!.ok).toBe(true);
     expect(byName['native binding']!.ok).toBe(true);
+    expect(byName['collective ops']).toMatchObject({
+      ok: true,
+      detail: expect.stringMatching(/^available/),
+    });
     expect(byName['dataset fashion-mnist']).toMatchObject({
       ok: false,
       fix: expect.stringContaining('dataset-fashion-mnist'),

@@ -1,7 +1,15 @@
 import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
-import { bindingLoads, defaultCacheDir, findBinding, tfjsNodeDir, TF_WHEEL } from './provision.js';
+import {
+  bindingLoads,
+  COLLECTIVE_EXPORTS,
+  COLLECTIVES_FIX,
+  defaultCacheDir,
+  findBinding,
+  tfjsNodeDir,
+  TF_WHEEL,
+} from './provision.js';
 import { initBackend } from './select.js';
 
 export interface DoctorCheck {
@@ -17,7 +25,7 @@ export async function runDoctor(options: {
   runDir: string;
 }): Promise<DoctorCheck[]> {
   return [
-    bindingCheck(),
+    ...bindingChecks(),
     await backendCheck(),
     threadsCheck(),
     ...Object.entries(options.datasetDirs).map(([name, dirs]) => datasetCheck(name, dirs)),
@@ -26,22 +34,33 @@ export async function runDoctor(options: {
   ];
 }
 
-function bindingCheck(): DoctorCheck {
+/** The binding loads; and it exports the collective ops data-parallel training runs on. */
+function bindingChecks(): DoctorCheck[] {
   const pkg = tfjsNodeDir();
   const binding = pkg ? findBinding(pkg) : undefined;
-  const loads = pkg && binding ? bindingLoads(pkg) : { ok: false, error: 'not built' };
-  return {
-    name: 'native binding',
-    ok: loads.ok,
-    detail: loads.ok
-      ? `${binding}`
-      : pkg
-        ? `@tensorflow/tfjs-node present, binding ${loads.error}`
-        : '@tensorflow/tfjs-node not installed',
-    ...(loads.ok
-      ? {}
-      : { fix: "run 'contrast setup' (builds against the PyPI TensorFlow wheel, offline)" }),
-  };
+  const loads =
+    pkg && binding ? bindingLoads(pkg) : { ok: false, collectiveOps: false, error: 'not built' };
+  const setupFix = "run 'contrast setup' (builds against the PyPI TensorFlow wheel, offline)";
+  return [
+    {
+      name: 'native binding',
+      ok: loads.ok,
+      detail: loads.ok
+        ? `${binding}`
+        : pkg
+          ? `@tensorflow/tfjs-node present, binding ${loads.error}`
+          : '@tensorflow/tfjs-node not installed',
+      ...(loads.ok ? {} : { fix: setupFix }),
+    },
+    {
+      name: 'collective ops',
+      ok: loads.collectiveOps,
+      detail: loads.collectiveOps
+        ? `available (${COLLECTIVE_EXPORTS.join(', ')}): data-parallel training across workers`
+        : `not available: ${loads.ok ? loads.error : 'the binding does not load'}; data-parallel training (--workers) cannot run`,
+      ...(loads.collectiveOps ? {} : { fix: loads.ok ? COLLECTIVES_FIX : setupFix }),
+    },
+  ];
 }
 
 async function backendCheck(): Promise<DoctorCheck> {

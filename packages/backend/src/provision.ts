@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import {
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -11,8 +12,8 @@ import {
   symlinkSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
 import { BackendError } from '@contrast/core';
 import { withFileLock } from './lock.js';
 
@@ -25,6 +26,10 @@ import { withFileLock } from './lock.js';
  *   wheel (cached) -> libtensorflow_cc.so.2, libtensorflow_framework.so.2, include/
  *   -> <tfjs-node>/deps/{lib,include} -> node-pre-gyp --build-from-source.
  * Everything downloaded or extracted lives in the cache directory, outside the repo.
+ * The binding's sources carry one patch (packages/backend/patches, applied by pnpm
+ * through `patchedDependencies`): TensorFlow's collective ops on the binding's own
+ * eager context. The patch changes the package's folder name (pnpm adds its hash),
+ * so a binding built from unpatched sources is never found there and gets rebuilt.
  */
 export const TF_WHEEL = { name: 'tensorflow-cpu', version: '2.21.0' } as const;
 /** The two libraries taken from the wheel (C API and framework). */
@@ -70,13 +75,38 @@ export function findBinding(packageDir: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The binding exports TensorFlow's collective ops (`enableCollectiveOps`,
+ * `collectiveOpsCheckPeerHealth`, `abortCollectiveOps`): added by
+ * packages/backend/patches/@tensorflow__tfjs-node@4.22.0.patch, which pnpm
+ * applies on install (`patchedDependencies` in pnpm-workspace.yaml).
+ */
+export const COLLECTIVE_EXPORTS = [
+  'enableCollectiveOps',
+  'collectiveOpsCheckPeerHealth',
+  'abortCollectiveOps',
+] as const;
+
+/** Exit code of the load check when the binding loads but lacks the collective ops. */
+const NO_COLLECTIVES = 4;
+
+export interface BindingCheck {
+  /** The binding loads and tfjs-node selects the native backend. */
+  ok: boolean;
+  /** It also exports the collective ops (COLLECTIVE_EXPORTS). */
+  collectiveOps: boolean;
+  error: string;
+}
+
 /** Loads tfjs-node in a child process: the only reliable test that the binding links. */
-export function bindingLoads(packageDir: string): { ok: boolean; error: string } {
+export function bindingLoads(packageDir: string): BindingCheck {
+  const wanted = JSON.stringify(COLLECTIVE_EXPORTS);
   const r = spawnSync(
     process.execPath,
     [
       '-e',
-      `const tf=require(${JSON.stringify(packageDir)}); if(tf.getBackend()!=='tensorflow') process.exit(3)`,
+      `const tf=require(${JSON.stringify(packageDir)}); if(tf.getBackend()!=='tensorflow') process.exit(3);
+const b=tf.backend().binding; if(!${wanted}.every((n)=>typeof b[n]==='function')) process.exit(${NO_COLLECTIVES})`,
     ],
     {
       encoding: 'utf8',
@@ -86,7 +116,30 @@ export function bindingLoads(packageDir: string): { ok: boolean; error: string }
       env: { ...process.env, NODE_OPTIONS: '', TF_CPP_MIN_LOG_LEVEL: '2' },
     },
   );
-  return { ok: r.status === 0, error: (r.stderr || '').trim().split('\n').slice(-3).join('\n') };
+  const loads = r.status === 0 || r.status === NO_COLLECTIVES;
+  return {
+    ok: loads,
+    collectiveOps: r.status === 0,
+    error:
+      r.status === NO_COLLECTIVES
+        ? `does not export ${COLLECTIVE_EXPORTS.join(', ')} (built from unpatched sources)`
+        : (r.stderr || '').trim().split('\n').slice(-3).join('\n'),
+  };
+}
+
+/** The fix for a binding without the collective ops. */
+export const COLLECTIVES_FIX =
+  "run 'pnpm install' (it applies packages/backend/patches/@tensorflow__tfjs-node@4.22.0.patch), then 'contrast setup'";
+
+/** True when the package's binding sources carry the collective-ops patch. */
+export function sourcesPatched(packageDir: string): boolean {
+  try {
+    return readFileSync(join(packageDir, 'binding', 'tfjs_binding.cc'), 'utf8').includes(
+      '"enableCollectiveOps"',
+    );
+  } catch {
+    return false;
+  }
 }
 
 function run(cmd: string, args: string[], cwd: string, log: (l: string) => void): void {
@@ -266,7 +319,9 @@ export function provisionNativeBackend(options: ProvisionOptions = {}): Provisio
   }
   const present = (): ProvisionResult | undefined => {
     const existing = findBinding(packageDir);
-    return existing && !options.force && bindingLoads(packageDir).ok
+    if (!existing || options.force) return undefined;
+    const check = bindingLoads(packageDir);
+    return check.ok && check.collectiveOps
       ? { packageDir, bindingPath: existing, action: 'present' }
       : undefined;
   };
@@ -280,24 +335,23 @@ export function provisionNativeBackend(options: ProvisionOptions = {}): Provisio
   );
 }
 
-/** Links the cached libtensorflow into the package and builds the binding. Caller holds the package lock. */
-function buildBinding(
-  packageDir: string,
-  cacheDir: string,
-  log: (l: string) => void,
-): ProvisionResult {
-  const tfDir = withFileLock(
-    join(cacheDir, 'tensorflow.lock'),
-    () => ensureExtracted(cacheDir, log),
-    log,
-  );
-  const depsLib = join(packageDir, 'deps', 'lib');
+/** Points `dir`/deps at the extracted libtensorflow (what binding.gyp links and the rpath loads). */
+function linkLibtensorflow(tfDir: string, dir: string): void {
+  const depsLib = join(dir, 'deps', 'lib');
   mkdirSync(depsLib, { recursive: true });
   for (const so of LIBS) forceSymlink(join(tfDir, 'lib', so), join(depsLib, so));
   forceSymlink(LIBS[0], join(depsLib, 'libtensorflow.so'));
   forceSymlink(LIBS[1], join(depsLib, 'libtensorflow_framework.so'));
-  forceSymlink(join(tfDir, 'include'), join(packageDir, 'deps', 'include'));
+  forceSymlink(join(tfDir, 'include'), join(dir, 'deps', 'include'));
+}
 
+/**
+ * Builds the binding in a scratch copy of its sources and copies the result into
+ * the package: pnpm names a patched package's folder `..._patch_hash=...`, and
+ * make cannot build under a path holding '='. The binding finds libtensorflow
+ * through its rpath ($ORIGIN/../../deps/lib), so it works from the package.
+ */
+function buildAside(packageDir: string, tfDir: string, log: (l: string) => void): void {
   const pkgRequire = createRequire(join(packageDir, 'package.json'));
   const preGyp = join(
     dirname(pkgRequire.resolve('@mapbox/node-pre-gyp/package.json')),
@@ -307,19 +361,61 @@ function buildBinding(
   const nodeDir = existsSync('/usr/include/node/node_api.h')
     ? '/usr'
     : join(dirname(process.execPath), '..');
-  log('building the tfjs-node binding against libtensorflow (about 15 s)');
-  run(
-    process.execPath,
-    [preGyp, 'install', '--build-from-source', `--nodedir=${nodeDir}`],
-    packageDir,
+  const scratch = mkdtempSync(join(tmpdir(), 'contrast-tfjs-binding-'));
+  try {
+    for (const part of ['package.json', 'binding.gyp', 'binding']) {
+      cpSync(join(packageDir, part), join(scratch, part), { recursive: true });
+    }
+    linkLibtensorflow(tfDir, scratch);
+    log('building the tfjs-node binding against libtensorflow (about 25 s)');
+    run(
+      process.execPath,
+      [preGyp, 'install', '--build-from-source', `--nodedir=${nodeDir}`],
+      scratch,
+      log,
+    );
+    const built = findBinding(scratch);
+    if (!built)
+      throw new BackendError(`node-pre-gyp reported success but built no binding in ${scratch}`);
+    const dest = join(packageDir, relative(scratch, built));
+    mkdirSync(dirname(dest), { recursive: true });
+    cpSync(built, `${dest}.tmp-${process.pid}`);
+    renameSync(`${dest}.tmp-${process.pid}`, dest); // a loaded binding is replaced, never overwritten
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Links the cached libtensorflow into the package and builds the binding. Caller holds the package lock. */
+function buildBinding(
+  packageDir: string,
+  cacheDir: string,
+  log: (l: string) => void,
+): ProvisionResult {
+  if (!sourcesPatched(packageDir)) {
+    throw new BackendError(
+      `the tfjs-node binding sources in ${packageDir} lack the collective-ops patch`,
+      { hint: COLLECTIVES_FIX },
+    );
+  }
+  const tfDir = withFileLock(
+    join(cacheDir, 'tensorflow.lock'),
+    () => ensureExtracted(cacheDir, log),
     log,
   );
+  linkLibtensorflow(tfDir, packageDir);
+  buildAside(packageDir, tfDir, log);
 
   const bindingPath = findBinding(packageDir);
   const check = bindingLoads(packageDir);
   if (!bindingPath || !check.ok) {
     throw new BackendError(`the tfjs-node binding was built but does not load: ${check.error}`, {
       hint: `delete ${tfDir} and run 'contrast setup' again`,
+    });
+  }
+  if (!check.collectiveOps) {
+    throw new BackendError(`the tfjs-node binding was built but ${check.error}`, {
+      hint: COLLECTIVES_FIX,
     });
   }
   return { packageDir, bindingPath, action: 'built' };
