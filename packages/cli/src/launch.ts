@@ -1,31 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { signalExitCode } from './exit-codes.js';
 import { childThreadEnv, compiledFile } from './parallel.js';
 import { StopSignals, againToAbort, type StopMessage } from './signals.js';
-
-/**
- * `n` TCP ports free on 127.0.0.1 now (the OS's choice for port 0, released
- * at once: another program may still take one before a worker binds it, which
- * the worker then reports as an address in use).
- */
-export async function freeLoopbackPorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<import('node:net').Server>((res, rej) => {
-          const s = createServer();
-          s.once('error', rej);
-          s.listen(0, '127.0.0.1', () => res(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 /** How a launched group ended: each rank's exit status, and the group's. */
 export interface GroupExit {
@@ -44,9 +21,8 @@ export function groupExitCode(codes: readonly number[]): number {
 
 /**
  * `contrast train ... --workers N`: one data-parallel run as N worker processes
- * on this machine, on a loopback cluster (127.0.0.1, free ports: nothing
- * listens beyond this machine... except that TensorFlow's gRPC server binds
- * every interface, see the README's security note). Each worker gets
+ * on this machine, on a loopback cluster (127.0.0.1 addresses; TensorFlow's
+ * gRPC server still binds every interface, see the README's security note). Each worker gets
  * cores / N TensorFlow threads (unless TF_NUM_INTRAOP_THREADS is set) and runs
  * `contrast train <args> --cluster <list> --rank i`.
  *
@@ -60,7 +36,8 @@ export function groupExitCode(codes: readonly number[]): number {
  */
 export async function launchWorkers(
   args: readonly string[],
-  workers: number,
+  /** Every worker's "127.0.0.1:port", in rank order (loopbackCluster). */
+  addresses: readonly string[],
   log: (line: string) => void,
   /**
    * Seconds the others get to end by themselves once a worker has failed or
@@ -69,8 +46,8 @@ export async function launchWorkers(
    */
   graceSeconds = 90,
 ): Promise<GroupExit> {
-  const ports = await freeLoopbackPorts(workers);
-  const cluster = ports.map((p) => `127.0.0.1:${p}`).join(',');
+  const workers = addresses.length;
+  const cluster = addresses.join(',');
   const children: ChildProcess[] = [];
   let reaper: NodeJS.Timeout | undefined;
   const killAll = () => {

@@ -124,19 +124,22 @@ export class DivergedError extends ContrastError {
 }
 
 /**
- * A data-parallel run's group failed: a worker could not join (address in use,
- * unreachable peer, another experiment's config), a peer was lost or a
- * collective timed out, or the workers' states differ. `rank` names the worker
- * at fault when it is known.
+ * A data-parallel run cannot go on: a bad cluster description, a port in use, a
+ * peer that is unreachable or lost, a collective that timed out, or workers
+ * started with different configs. `lostRanks` names the workers that did not
+ * answer (empty when every peer answered); the fix is in `hint`.
  */
 export class DistributedError extends ContrastError {
   readonly code = 'CONTRAST_DISTRIBUTED' as const;
-  constructor(message: string, options: { hint?: string; cause?: unknown; rank?: number } = {}) {
+  /** The workers found unreachable, in rank order (empty when none was). */
+  readonly lostRanks: readonly number[];
+  constructor(
+    message: string,
+    options: { hint?: string; cause?: unknown; lostRanks?: readonly number[] } = {},
+  ) {
     super(message, options);
-    this.rank = options.rank;
+    this.lostRanks = options.lostRanks ?? [];
   }
-  /** The worker at fault (lost, unreachable, different), when known. */
-  readonly rank: number | undefined;
 }
 
 export function isContrastError(e: unknown): e is ContrastError {

@@ -89,7 +89,6 @@ export class WorkerGroup {
       throw new DistributedError(
         `worker${differ.length > 1 ? 's' : ''} ${differ.join(', ')} hold${differ.length > 1 ? '' : 's'} other weights than rank 0`,
         {
-          rank: differ[0]!,
           hint: 'every worker must run the same Contrast version, experiment and thread-independent kernels; resume from the last checkpoint',
         },
       );
