@@ -346,6 +346,25 @@ describe('MLflow tracking against a real server', () => {
       'metrics.knn_subset_bank_size = 300 and metrics.knn_subset_test_size = 100',
     );
     expect(found.map((r) => r.info.run_id)).toEqual([runId]);
+
+    // a probe on 1,000 of 60,000 training images: a subset too, with its selected lr
+    const probe = await evaluateRun(runPath, 'linear', catalog, {
+      probe: { epochs: 2 },
+      trainSize: 1000,
+      log: () => {},
+    });
+    expect(probe.subset).toBe(true);
+    const lr = probe.results.linear_lr_subset!;
+    expect([0.1, 0.3, 1, 3, 10, 30]).toContain(lr);
+    const after = await client.getRun(runId);
+    const metric = (key: string) => after.data.metrics?.find((m) => m.key === key)?.value;
+    expect(metric('linear_top1')).toBeUndefined();
+    expect(metric('linear_top1_subset')).toBe(probe.results.linear_top1_subset);
+    expect(metric('linear_lr_subset')).toBe(lr);
+    expect(metric('linear_subset_train_size')).toBe(1000);
+    expect(tags(after)['contrast.eval.linear_subset_lr']).toMatch(
+      new RegExp(`^${lr}: lr selected from 0.1, 0.3, 1, 3, 10, 30 on 10% of the training images`),
+    );
   }, 120_000);
 
   it('a 400 answer names the key and is not retried forever; an over-long param is cut to fit', async () => {
