@@ -208,7 +208,8 @@ describe('training and its output', () => {
     expect(JSON.parse(ev.stdout())).toMatchObject({
       command: 'eval knn',
       ok: true,
-      results: { bank_size: 512, test_size: 200 },
+      subset: true,
+      results: { knn_subset_bank_size: 512, knn_subset_test_size: 200 },
     });
     writeFileSync(
       join(dir, 'study.yaml'),

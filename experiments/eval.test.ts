@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -41,14 +41,17 @@ tracking: { dir: ${join(root, 'runs')} }
       '500',
     ]);
     expect(code).toBe(0);
-    const doc = JSON.parse(readFileSync(join(run.runPath, 'eval', 'knn.json'), 'utf8'));
-    expect(doc.knn_accuracy).toBe(run.result.knn.trained);
+    // 2,048 of 60,000 bank images, 500 of 10,000 test images: a subset, kept apart
+    const doc = JSON.parse(readFileSync(join(run.runPath, 'eval', 'knn-subset.json'), 'utf8'));
+    expect(doc.knn_accuracy_subset).toBe(run.result.knn.trained);
+    expect(doc).toMatchObject({ knn_subset_bank_size: 2048, knn_subset_test_size: 500 });
     expect(doc.weights).toBe(join(run.runPath, 'state', 'final.bin'));
-    expect(stdout).toContain('knn_accuracy');
+    expect(stdout).toContain('knn_accuracy_subset');
+    expect(existsSync(join(run.runPath, 'eval', 'knn.json'))).toBe(false);
   });
 
   it('eval linear trains a probe on frozen features and records top-1 / top-5 in the run', async () => {
-    const { code, stderr } = await cli([
+    const { code, stderr, stdout } = await cli([
       'eval',
       'linear',
       run.runPath,
@@ -59,17 +62,29 @@ tracking: { dir: ${join(root, 'runs')} }
     ]);
     expect(code, stderr).toBe(0);
     const summary = JSON.parse(readFileSync(join(run.runPath, 'summary.json'), 'utf8'));
-    const linear = summary.eval_results.linear;
-    expect(linear.train_size).toBe(6000);
+    expect(summary.eval_results.linear).toBeUndefined(); // 6,000 of 60,000: a subset
+    const linear = summary.eval_results.linear_subset;
+    expect(linear.linear_subset_train_size).toBe(6000);
     expect(linear.epochs).toBe(3);
-    expect(linear.linear_top1).toBeGreaterThan(0.6); // chance is 0.1
-    expect(linear.linear_top5).toBeGreaterThan(linear.linear_top1);
-    expect(summary.eval_results.knn).toBeDefined(); // the earlier result is kept
+    expect(linear.linear_top1_subset).toBeGreaterThan(0.6); // chance is 0.1
+    expect(linear.linear_top5_subset).toBeGreaterThan(linear.linear_top1_subset);
+    // the lr was selected on 600 held-out training images among the six candidates
+    const { lr_selection: sel } = linear;
+    expect(sel).toMatchObject({ held_out: 600, fitted: 5400 });
+    expect(sel.candidates.map((c: { lr: number }) => c.lr)).toEqual([0.1, 0.3, 1, 3, 10, 30]);
+    const best = Math.max(...sel.candidates.map((c: { held_out_top1: number }) => c.held_out_top1));
+    expect(
+      sel.candidates.find((c: { lr: number }) => c.lr === linear.linear_lr_subset),
+    ).toMatchObject({ held_out_top1: best });
+    expect(stdout).toContain(`linear_lr_subset ${linear.linear_lr_subset}`);
+    expect(summary.eval_results.knn_subset).toBeDefined(); // the earlier result is kept
     expect(summary.status).toBe('finished');
     const last = readFileSync(join(run.runPath, 'metrics.jsonl'), 'utf8').trim().split('\n').pop()!;
     expect(JSON.parse(last)).toMatchObject({
       step: run.result.steps,
-      linear_top1: linear.linear_top1,
+      linear_top1_subset: linear.linear_top1_subset,
+      linear_lr_subset: linear.linear_lr_subset,
+      linear_subset_train_size: 6000,
     });
   });
 

@@ -327,23 +327,93 @@ describe('MLflow tracking against a real server', () => {
     expect(runs[0]!.info.status).toBe('FINISHED');
     await expectEveryStepOnce(client, runId, 11);
 
-    // contrast eval knn: the same quantity under the same name as in training
+    // contrast eval knn on a subset: recorded beside the headline, never over it
+    const trainedKnn = await client.getMetricHistory(runId, 'knn_accuracy');
     const lines: string[] = [];
-    const evaluated = await evaluateRun(runPath, 'knn', catalog, {
+    const subset = await evaluateRun(runPath, 'knn', catalog, {
       knn: { bankSize: 512, testSize: 200 },
       log: (l) => lines.push(l),
     });
-    const knn = await client.getMetricHistory(runId, 'knn_accuracy');
-    const last = knn.reduce((a, b) => (b.timestamp >= a.timestamp ? b : a));
-    expect(last.value).toBe(evaluated.results.knn_accuracy);
+    expect(await client.getMetricHistory(runId, 'knn_accuracy')).toEqual(trainedKnn);
+    const [point] = await client.getMetricHistory(runId, 'knn_accuracy_subset');
+    expect(point!.value).toBe(subset.results.knn_accuracy_subset);
     const run = await client.getRun(runId);
-    expect((run.data.metrics ?? []).map((m) => m.key).filter((k) => k.startsWith('knn_'))).toEqual([
-      'knn_accuracy',
-    ]);
     expect(lines).toContain(
       `[tracking] MLflow run ${server.uri}/#/experiments/${run.info.experiment_id}/runs/${runId}`,
     );
   });
+
+  it('eval knn on a subset is stored beside the full-split headline, never over it', async () => {
+    const config = tiny([
+      `tracking.dir=${join(root, 'runs')}`,
+      `tracking.uri=${server.uri}`,
+      'name=mlflow-subset',
+    ]);
+    const { runPath } = await runExperiment(config, catalog, { progress: false, log: () => {} });
+    const runId = JSON.parse(readFileSync(join(runPath, 'mlflow.json'), 'utf8')).runId as string;
+    // MLflow's latest value: the highest step, then the newest point
+    const latest = async (key: string) =>
+      (await client.getMetricHistory(runId, key)).reduce((a, b) =>
+        b.step > a.step || (b.step === a.step && b.timestamp >= a.timestamp) ? b : a,
+      ).value;
+    const full = await evaluateRun(runPath, 'knn', catalog, { log: () => {} });
+    expect(full.subset).toBe(false);
+    expect(full.file).toBe(join(runPath, 'eval', 'knn.json'));
+    expect(full.results).toMatchObject({ bank_size: 60000, test_size: 10000 });
+    expect(await latest('knn_accuracy')).toBe(full.results.knn_accuracy);
+    const subset = await evaluateRun(runPath, 'knn', catalog, {
+      knn: { bankSize: 300, testSize: 100 },
+      log: () => {},
+    });
+    expect(subset.subset).toBe(true);
+    expect(subset.file).toBe(join(runPath, 'eval', 'knn-subset.json'));
+    expect(subset.results.knn_accuracy_subset).not.toBe(full.results.knn_accuracy);
+    // the headline is untouched, in MLflow, eval/knn.json and summary.json
+    expect(await latest('knn_accuracy')).toBe(full.results.knn_accuracy);
+    expect(await latest('knn_accuracy_subset')).toBe(subset.results.knn_accuracy_subset);
+    const doc = JSON.parse(readFileSync(join(runPath, 'eval', 'knn.json'), 'utf8'));
+    expect(doc.knn_accuracy).toBe(full.results.knn_accuracy);
+    const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
+    expect(summary.eval_results.knn.knn_accuracy).toBe(full.results.knn_accuracy);
+    expect(summary.eval_results.knn_subset).toMatchObject({
+      knn_accuracy_subset: subset.results.knn_accuracy_subset,
+      knn_subset_bank_size: 300,
+      knn_subset_test_size: 100,
+    });
+    const run = await client.getRun(runId);
+    const knnKeys = (run.data.metrics ?? []).map((m) => m.key).filter((k) => k.startsWith('knn_'));
+    expect(knnKeys.sort()).toEqual([
+      'knn_accuracy',
+      'knn_accuracy_subset',
+      'knn_subset_bank_size',
+      'knn_subset_test_size',
+    ]);
+    // the subset's sizes are queryable
+    const found = await client.searchRuns(
+      [run.info.experiment_id],
+      'metrics.knn_subset_bank_size = 300 and metrics.knn_subset_test_size = 100',
+    );
+    expect(found.map((r) => r.info.run_id)).toEqual([runId]);
+
+    // a probe on 1,000 of 60,000 training images: a subset too, with its selected lr
+    const probe = await evaluateRun(runPath, 'linear', catalog, {
+      probe: { epochs: 2 },
+      trainSize: 1000,
+      log: () => {},
+    });
+    expect(probe.subset).toBe(true);
+    const lr = probe.results.linear_lr_subset!;
+    expect([0.1, 0.3, 1, 3, 10, 30]).toContain(lr);
+    const after = await client.getRun(runId);
+    const metric = (key: string) => after.data.metrics?.find((m) => m.key === key)?.value;
+    expect(metric('linear_top1')).toBeUndefined();
+    expect(metric('linear_top1_subset')).toBe(probe.results.linear_top1_subset);
+    expect(metric('linear_lr_subset')).toBe(lr);
+    expect(metric('linear_subset_train_size')).toBe(1000);
+    expect(tags(after)['contrast.eval.linear_subset_lr']).toMatch(
+      new RegExp(`^${lr}: lr selected from 0.1, 0.3, 1, 3, 10, 30 on 10% of the training images`),
+    );
+  }, 120_000);
 
   it('a 400 answer names the key and is not retried forever; an over-long param is cut to fit', async () => {
     expect(firstRun).toBeDefined();

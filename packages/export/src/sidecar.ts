@@ -95,9 +95,9 @@ function runResults(runPath: string, config: ExperimentConfig): EncoderSidecar['
   const { k, t, bankSize, testSize } = config.eval.knn;
   const knn = evals.knn;
   const trained = (summary.knn as { trained?: number } | undefined)?.trained;
-  if (knn?.knn_top1 !== undefined) {
+  if (knn?.knn_accuracy !== undefined) {
     out.knn_top1 = {
-      value: knn.knn_top1,
+      value: knn.knn_accuracy,
       protocol: {
         k,
         t,
@@ -123,6 +123,7 @@ function runResults(runPath: string, config: ExperimentConfig): EncoderSidecar['
     const protocol = {
       features,
       classifier: 'linear, SGD momentum 0.9, wd 0, lr x0.1 at 60% and 80% (MoCo)',
+      ...(lin.linear_lr !== undefined ? { lr: lin.linear_lr } : {}),
       epochs: lin.epochs,
       train_size: lin.train_size,
     };

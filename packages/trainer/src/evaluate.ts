@@ -20,7 +20,9 @@ import {
   inferenceBatchSize,
   knnOnEncoder,
   LINEAR_PROBE_DEFAULTS,
-  linearProbe,
+  linearEvaluation,
+  PROBE_LR_SWEEP,
+  type LinearEvaluation,
   type LinearProbeOptions,
 } from '@contrast/eval';
 import { hasMlflowState, MlflowUploader } from '@contrast/tracking';
@@ -29,7 +31,10 @@ import { requireRunFolder } from './run.js';
 import { createSession, type TrainingSession } from './session.js';
 
 export interface EvaluateOptions {
-  /** Linear probe settings (MoCo's protocol by default; epochs usually lowered on CPU). */
+  /**
+   * Linear probe settings (MoCo's schedule by default; epochs usually lowered on
+   * CPU). Without `lr`, the lr is selected on held-out training images.
+   */
   probe?: Partial<LinearProbeOptions>;
   /** kNN settings (default: the run's k and t, the whole train split as bank, the whole test split). */
   knn?: { k?: number; t?: number; bankSize?: number; testSize?: number };
@@ -40,6 +45,8 @@ export interface EvaluateOptions {
 
 export interface EvaluateOutcome {
   kind: 'knn' | 'linear';
+  /** Evaluated on fewer images than the full splits: recorded as `<kind>-subset`, not as the headline. */
+  subset: boolean;
   results: Record<string, number>;
   /** Which weights were evaluated. */
   weights: string;
@@ -93,9 +100,13 @@ export async function openRun(target: string, catalog: Catalog): Promise<OpenedR
 
 /**
  * `contrast eval knn|linear <run>`: rebuilds the run's encoder from its
- * config.yaml, loads its trained weights, evaluates on the full splits and
- * records the result in the run (eval/<kind>.json, summary.json, a metrics
- * record) and, when the run is tracked, in MLflow.
+ * config.yaml, loads its trained weights, evaluates and records the result in
+ * the run (eval/<name>.json, summary.json's eval_results, a metrics record) and,
+ * when the run is tracked, in MLflow. On the full splits the result is the
+ * run's headline (`knn_accuracy`, `linear_top1`); on fewer images (a kNN bank
+ * or test set, or probe training images, below the split's size) it is stored
+ * as a subset beside it (`knn-subset` / `linear-subset`, metrics suffixed
+ * `_subset`, its sizes as `<kind>_subset_*_size`) and never replaces it.
  */
 export async function evaluateRun(
   target: string,
@@ -111,16 +122,29 @@ export async function evaluateRun(
       const what = kind === 'knn' ? 'kNN' : 'the linear probe';
       const skipped = `${what} skipped: ${session.dataset.unlabelled}`;
       log(skipped);
-      return { kind, results: {}, weights, seconds: 0, skipped };
+      return { kind, subset: false, results: {}, weights, seconds: 0, skipped };
     }
-    const results =
+    const m =
       kind === 'knn' ? evaluateKnn(session, options, log) : evaluateLinear(session, options, log);
     const seconds = (performance.now() - t0) / 1000;
-    const file = await record(runPath, kind, { ...results, seconds }, weights, log);
-    return { kind, results, weights, file, seconds };
+    const name = m.subset ? (`${kind}-subset` as const) : kind;
+    const file = await record(runPath, name, m, seconds, weights, log);
+    return { kind, subset: m.subset, results: m.results, weights, file, seconds };
   } finally {
     session.dispose();
   }
+}
+
+/** One evaluation's outcome before it is recorded. */
+interface Measured {
+  /** Fewer images than the full splits: stored as a subset. */
+  subset: boolean;
+  /** Metrics (names starting knn_ / linear_ go to metrics.jsonl and MLflow) and sizes. */
+  results: Record<string, number>;
+  /** Written to eval/<name>.json and the summary only (e.g. the lr candidates). */
+  details?: Record<string, unknown>;
+  /** MLflow run tags to set. */
+  tags?: Record<string, string>;
 }
 
 const batchesOf = (session: TrainingSession) => (split: ImageSplit, s: number, e: number) =>
@@ -131,25 +155,48 @@ function evaluateKnn(
   session: TrainingSession,
   options: EvaluateOptions,
   log: (line: string) => void,
-): Record<string, number> {
+): Measured {
   const k = options.knn ?? {};
-  const { config } = session;
-  const r = knnOnEncoder(session.dataset, batchesOf(session), session.encoder, {
+  const { config, dataset } = session;
+  const r = knnOnEncoder(dataset, batchesOf(session), session.encoder, {
     k: k.k ?? config.eval.knn.k,
     t: k.t ?? config.eval.knn.t,
     bankSize: k.bankSize ?? 0,
     testSize: k.testSize ?? 0,
   });
-  log(`kNN top-1 ${(100 * r.accuracy).toFixed(2)}% (${r.bankSize} bank / ${r.testSize} test)`);
-  return { knn_accuracy: r.accuracy, bank_size: r.bankSize, test_size: r.testSize };
+  const { bank, test } = evaluationSplits(dataset);
+  const subset = r.bankSize < bank.n || r.testSize < test.n;
+  const sizes = `${r.bankSize} of ${bank.n} bank / ${r.testSize} of ${test.n} test`;
+  if (!subset) {
+    log(`kNN top-1 ${(100 * r.accuracy).toFixed(2)}% (${sizes})`);
+    return {
+      subset,
+      results: { knn_accuracy: r.accuracy, bank_size: r.bankSize, test_size: r.testSize },
+    };
+  }
+  log(
+    `kNN top-1 ${(100 * r.accuracy).toFixed(2)}% on a subset (${sizes}): recorded as knn_subset / knn_accuracy_subset; the full-split knn_accuracy is left as it was`,
+  );
+  return {
+    subset,
+    results: {
+      knn_accuracy_subset: r.accuracy,
+      knn_subset_bank_size: r.bankSize,
+      knn_subset_test_size: r.testSize,
+    },
+  };
 }
 
-/** MoCo's linear probe on frozen pooled features (BN in eval mode), computed once without augmentation. */
+/**
+ * The linear probe on frozen pooled features (BN in eval mode), computed once
+ * without augmentation: at `probe.lr` when given, else at the lr
+ * `linearEvaluation` selects on a held-out part of the training split.
+ */
 function evaluateLinear(
   session: TrainingSession,
   options: EvaluateOptions,
   log: (line: string) => void,
-): Record<string, number> {
+): Measured {
   const { dataset, encoder, config } = session;
   const probe = { ...LINEAR_PROBE_DEFAULTS, ...options.probe };
   const { bank: fitSplit, test } = evaluationSplits(dataset);
@@ -166,55 +213,111 @@ function evaluateLinear(
     );
   const trainF = feats(fitSplit, n);
   const testF = feats(test, test.n);
+  const fixedLr = options.probe?.lr;
+  const lrText =
+    fixedLr !== undefined
+      ? `lr ${fixedLr} (fixed)`
+      : `lr selected from ${PROBE_LR_SWEEP.lrs.join(', ')} on ${100 * PROBE_LR_SWEEP.heldOut}% of the training images held out`;
   log(
-    `linear probe: ${n} x ${trainF.shape[1]} features; ${probe.epochs} epochs, lr ${probe.lr}, momentum ${probe.momentum}, wd ${probe.weightDecay}`,
+    `linear probe: ${n} x ${trainF.shape[1]} features; ${probe.epochs} epochs, ${lrText}, momentum ${probe.momentum}, wd ${probe.weightDecay}`,
   );
   try {
-    const r = linearProbe(
+    const r = linearEvaluation(
       { features: trainF, labels: Int32Array.from(fitSplit.labels.subarray(0, n)) },
       { features: testF, labels: Int32Array.from(test.labels) },
       dataset.numClasses,
       new Rng(config.seed),
-      probe,
+      { ...options.probe, epochs: probe.epochs },
     );
-    log(
-      `linear top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}% (train top-1 ${(100 * r.trainTop1).toFixed(2)}%)`,
-    );
-    return {
-      linear_top1: r.top1,
-      linear_top5: r.top5,
-      linear_train_top1: r.trainTop1,
-      linear_final_loss: r.losses[r.losses.length - 1] ?? Number.NaN,
-      epochs: probe.epochs,
-      train_size: n,
-    };
+    return linearMeasured(r, { n, full: fitSplit.n, epochs: probe.epochs, lrText }, log);
   } finally {
     tf.dispose([trainF, testF]);
   }
 }
 
-/** Writes the result into the run folder and, when tracked, uploads it. */
+/** The probe's result as recorded: the full split's names, or `_subset` ones with the size. */
+function linearMeasured(
+  r: LinearEvaluation,
+  at: { n: number; full: number; epochs: number; lrText: string },
+  log: (line: string) => void,
+): Measured {
+  const subset = at.n < at.full;
+  const chosen = r.selection?.candidates.find((c) => c.lr === r.lr);
+  for (const c of r.selection?.candidates ?? []) {
+    log(
+      `  lr ${c.lr}: held-out top-1 ${(100 * c.heldOutTop1).toFixed(2)}%, final training loss ${c.finalLoss.toFixed(4)}${c === chosen ? '  <- selected' : ''}`,
+    );
+  }
+  log(
+    `linear top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}% at lr ${r.lr} (train top-1 ${(100 * r.trainTop1).toFixed(2)}%, final loss ${(r.losses.at(-1) ?? Number.NaN).toFixed(4)})` +
+      (subset
+        ? `; on a subset (${at.n} of ${at.full} training images): recorded as linear_subset / linear_*_subset, the full-split linear_top1 is left as it was`
+        : ''),
+  );
+  const suffix = subset ? '_subset' : '';
+  const results: Record<string, number> = {
+    [`linear_top1${suffix}`]: r.top1,
+    [`linear_top5${suffix}`]: r.top5,
+    [`linear_train_top1${suffix}`]: r.trainTop1,
+    [`linear_final_loss${suffix}`]: r.losses.at(-1) ?? Number.NaN,
+    [`linear_lr${suffix}`]: r.lr,
+    ...(chosen ? { [`linear_lr_heldout_top1${suffix}`]: chosen.heldOutTop1 } : {}),
+    epochs: at.epochs,
+    ...(subset ? { linear_subset_train_size: at.n } : { train_size: at.n }),
+  };
+  const details = r.selection
+    ? {
+        lr_selection: {
+          protocol: at.lrText,
+          held_out: r.selection.heldOut.length,
+          fitted: r.selection.fitted.length,
+          candidates: r.selection.candidates.map((c) => ({
+            lr: c.lr,
+            held_out_top1: c.heldOutTop1,
+            final_loss: c.finalLoss,
+          })),
+        },
+      }
+    : { lr_selection: { protocol: at.lrText } };
+  return {
+    subset,
+    results,
+    details,
+    tags: { [`contrast.eval.linear${suffix}_lr`]: `${r.lr}: ${at.lrText}` },
+  };
+}
+
+/** Writes the result into the run folder under `name` and, when tracked, uploads it. */
 async function record(
   runPath: string,
-  kind: string,
-  results: Record<string, number>,
+  name: 'knn' | 'knn-subset' | 'linear' | 'linear-subset',
+  m: Measured,
+  seconds: number,
   weights: string,
   log: (line: string) => void,
 ): Promise<string> {
   mkdirSync(join(runPath, 'eval'), { recursive: true });
-  const file = join(runPath, 'eval', `${kind}.json`);
-  const doc = { kind, weights, finished: new Date().toISOString(), ...results };
+  const file = join(runPath, 'eval', `${name}.json`);
+  const doc = {
+    kind: name,
+    weights,
+    finished: new Date().toISOString(),
+    ...m.results,
+    seconds,
+    ...m.details,
+  };
   writeFileAtomic(file, `${JSON.stringify(doc, null, 2)}\n`);
   const summaryPath = join(runPath, 'summary.json');
   const summary = existsSync(summaryPath)
     ? (JSON.parse(readFileSync(summaryPath, 'utf8')) as Record<string, unknown>)
     : {};
-  const evals = { ...((summary.eval_results as Record<string, unknown>) ?? {}), [kind]: doc };
+  const key = name.replace('-', '_'); // knn, knn_subset, linear, linear_subset
+  const evals = { ...((summary.eval_results as Record<string, unknown>) ?? {}), [key]: doc };
   writeFileAtomic(summaryPath, `${JSON.stringify({ ...summary, eval_results: evals }, null, 2)}\n`);
   const step = typeof summary.steps === 'number' ? summary.steps : 0;
   const epoch = typeof summary.epochs === 'number' ? summary.epochs : 0;
   const metrics = Object.fromEntries(
-    Object.entries(results).filter(([k]) => k.startsWith('knn_') || k.startsWith('linear_')),
+    Object.entries(m.results).filter(([k]) => k.startsWith('knn_') || k.startsWith('linear_')),
   );
   appendFileSync(
     join(runPath, 'metrics.jsonl'),
@@ -222,7 +325,8 @@ async function record(
   );
   if (hasMlflowState(runPath)) {
     const uploader = MlflowUploader.open(runPath, { warn: log });
-    uploader.addArtifact(`eval/${kind}.json`, `eval/${kind}.json`);
+    uploader.addArtifact(`eval/${name}.json`, `eval/${name}.json`);
+    if (m.tags) uploader.addTags(m.tags);
     try {
       await uploader.pump();
       log(`[tracking] MLflow run ${uploader.runUrl()}`);
