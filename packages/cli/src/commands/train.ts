@@ -68,7 +68,9 @@ async function train(
   }
   const out = new Output(flags);
   const { loadExperiment } = await import('@contrast/core');
-  const config = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set);
+  const config = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set, {
+    note: (line) => out.info(line),
+  });
   const [{ initBackend }, trainer, { catalogFor }] = await Promise.all([
     import('@contrast/backend'),
     import('@contrast/trainer'),
