@@ -266,6 +266,28 @@ describe('training and its output', () => {
     expect(await stderrOf(['--verbose', ...args])).toMatch(TF_BANNER);
   });
 
+  it("--set strategy.name switches the method: the old one's fields are dropped, in one info line", async () => {
+    const tiny = ['data.trainSubset=256', 'optim.batchSize=64', 'optim.epochs=1'];
+    const r = spawnCli([
+      'train',
+      join(import.meta.dirname, 'moco-fmnist.yaml'), // momentum-queue with queueSize and momentum
+      '--set=strategy.name=moco-v3',
+      ...[...tiny, 'eval.knn.every=0', 'eval.baselines=false', 'eval.health=0'].map(
+        (s) => `--set=${s}`,
+      ),
+      `--set=tracking.dir=${join(dir, 'switched')}`,
+      '--json',
+    ]);
+    expect(await r.done, r.stderr()).toBe(0);
+    expect(r.stderr()).toContain(
+      "strategy.name momentum-queue -> moco-v3: dropped momentum-queue's fields queueSize=4096, momentum=0.99 (set strategy.<field> to give moco-v3 one)\n",
+    );
+    const run = JSON.parse(r.stdout()).runPath as string;
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(
+      /^strategy:\n {2}name: moco-v3\nloss:/m,
+    );
+  });
+
   it('a diverged run exits 3 (not 2) with a coded error and its fix, and is marked failed', async () => {
     const r = await cli([
       'train',
@@ -282,6 +304,36 @@ describe('training and its output', () => {
     const run = join(dir, 'diverged', readdirSync(join(dir, 'diverged'))[0]!);
     expect(JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8')).status).toBe('failed');
   });
+});
+
+describe('a method from contrast new-method: each error before it trains has its fix', () => {
+  it('not built, then built but not loaded: the exact build command, then the exact --plugin', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'contrast-new-method-'));
+    writeFileSync(join(cwd, 'exp.yaml'), TINY.replace('momentum-queue', 'sg-x'));
+    const made = spawnCli(['new-method', 'sg-x'], { cwd });
+    expect(await made.done, made.stderr()).toBe(0);
+    const plugin = join(cwd, 'plugins', 'sg-x');
+    const build = `cd ${plugin} && npm install && npm run build`; // no pnpm workspace around it
+    expect(made.stdout()).toContain(`train with it: ${build}, then`);
+    expect(made.stdout()).toContain('contrast train <experiment> --plugin ./plugins/sg-x');
+    const train = async (...args: string[]) => {
+      const r = spawnCli(['train', 'exp.yaml', ...args], { cwd });
+      expect(await r.done, r.stderr()).toBe(2);
+      expect(r.stderr()).not.toMatch(NO_STACK);
+      return r.stderr();
+    };
+    expect(await train()).toMatch(
+      `unknown strategy 'sg-x'. Known: byol, end-to-end, memory-bank, moco-v3, momentum-queue, simsiam\n  fix: build the plugin (${build}), then add --plugin ./plugins/sg-x\n`,
+    );
+    expect(await train('--plugin', './plugins/sg-x')).toContain(
+      `[plugin ./plugins/sg-x] ${plugin} is not built: its entry ${join(plugin, 'dist', 'index.js')} does not exist\n  fix: build it (${build}), then run the command again\n`,
+    );
+    mkdirSync(join(plugin, 'dist'));
+    writeFileSync(join(plugin, 'dist', 'index.js'), 'export default null;\n'); // as if built
+    expect(await train()).toContain(
+      "unknown strategy 'sg-x'. Known: byol, end-to-end, memory-bank, moco-v3, momentum-queue, simsiam\n  fix: add --plugin ./plugins/sg-x (or list it under plugins: in the experiment)\n",
+    );
+  }, 60_000);
 });
 
 describe('a stderr shared with other writers loses no line', () => {

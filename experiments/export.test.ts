@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -190,6 +190,29 @@ describe('export and embed a trained encoder', () => {
     expect(readFileSync(join(root, 'emb', 'export.csv'), 'utf8').split('\n')[1]).toBe(
       `0,fashion-mnist:test:0,${FASHION_MNIST_CLASSES[test.labels[0]!]}`,
     );
+  });
+
+  it('embed refuses with exit 2 and a fix: --strict on a corrupt file, a folder of only unreadable files, an empty folder', async () => {
+    const folder = join(root, 'unreadable');
+    mkdirSync(join(root, 'empty'), { recursive: true });
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(join(folder, 'a.jpg'), 'not a jpeg');
+    writeFileSync(join(folder, 'b.png'), 'not a png');
+    const out = join(root, 'emb', 'unreadable.npy');
+    const strict = await cli(['embed', run.runPath, folder, '--out', out, '--strict']);
+    expect(strict.code).toBe(2);
+    expect(strict.stderr).toMatch(
+      /CONTRAST_DATASET.*a\.jpg: unreadable image.*\n {2}fix: remove or replace the file, or run without --strict to skip unreadable files/s,
+    );
+    const all = await cli(['embed', run.runPath, folder, '--out', out, '--quiet']);
+    expect(all.code).toBe(2);
+    expect(all.stderr).toMatch(
+      /CONTRAST_DATASET.*none of its 2 image files can be read \(the first: .*a\.jpg: .*\); nothing was written\n {2}fix: /s,
+    );
+    expect(existsSync(out) || existsSync(join(root, 'emb', 'unreadable.csv'))).toBe(false);
+    const empty = await cli(['embed', run.runPath, join(root, 'empty'), '--out', out]);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toMatch(/no image files in .*empty\n {2}fix: put \.jpg, \.jpeg, \.png/);
   });
 
   it('refuses a folder that is neither a run nor an export, and an unknown format', async () => {

@@ -84,6 +84,31 @@ describe('image folders', () => {
     );
   });
 
+  it('a folder whose every image is unreadable is refused as such, not blamed on data.holdout', async () => {
+    const dir = join(root, 'all-broken');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'a.jpg'), 'not a jpeg');
+    writeFileSync(join(dir, 'b.png'), 'not a png');
+    // the default holdout (1000) and none: both are the same unreadable folder
+    for (const holdout of [undefined, 0]) {
+      const e = await openImageFolder({
+        root: dir,
+        size: 8,
+        ...(holdout === undefined ? {} : { holdout }),
+      }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(DatasetError);
+      expect((e as Error).message).toMatch(
+        /all-broken: none of its 2 image files can be read \(the first: .*all-broken\/a\.jpg: .+\)\n {2}fix: replace or convert them/,
+      );
+    }
+    // two readable images still meet the holdout's own error
+    const fine = join(root, 'two-fine');
+    await writeSyntheticFolder(fine, { count: 2, size: 16 });
+    await expect(openImageFolder({ root: fine, size: 8 })).rejects.toThrow(
+      /data.holdout.*holds out all 2 images/,
+    );
+  });
+
   const experiment = (data: Record<string, unknown>, extra: Partial<ExperimentInput> = {}) =>
     parseExperiment({
       name: 'folder-tiny',

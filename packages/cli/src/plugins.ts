@@ -1,11 +1,20 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as core from '@contrast/core';
-import { PluginError, readExperimentFile, type Catalog, type Plugin } from '@contrast/core';
+import {
+  nearest,
+  PluginError,
+  readExperimentFile,
+  UnknownNameError,
+  type Catalog,
+  type Plugin,
+} from '@contrast/core';
 import { loadStudy } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
+import { shellLine } from './format.js';
+import { buildCommand, packageEntry } from './plugin-build.js';
 import * as models from '@contrast/models';
 import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
@@ -58,13 +67,13 @@ function resolveSpec(spec: string, baseDir: string): string {
     });
   }
   if (!statSync(path).isDirectory()) return path;
-  const pkgFile = join(path, 'package.json');
-  if (existsSync(pkgFile)) {
-    const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { main?: string; exports?: unknown };
-    const entry = typeof pkg.exports === 'string' ? pkg.exports : pkg.main;
-    if (entry) return resolve(path, entry);
+  const entry = packageEntry(path);
+  if (entry && !existsSync(entry.file)) {
+    throw new PluginError(spec, `${path} is not built: its entry ${entry.file} does not exist`, {
+      hint: `build it (${buildCommand(path, entry.name)}), then run the command again`,
+    });
   }
-  return join(path, 'index.js');
+  return entry?.file ?? join(path, 'index.js');
 }
 
 function isPlugin(x: unknown): x is Plugin {
@@ -121,15 +130,49 @@ export async function loadPlugins(
   return out;
 }
 
-/** The catalog of an experiment: the built-in plugins plus the ones it names (and `extra`). */
+/**
+ * The catalog of an experiment: the built-in plugins plus the ones it names (and
+ * `extra`, the `--plugin` flags).
+ * @throws UnknownNameError when no plugin defines the experiment's method, with the `--plugin` to add.
+ */
 export async function catalogFor(
-  config: { plugins: readonly string[] },
+  config: { plugins: readonly string[]; strategy?: { name: string } },
   extra: readonly string[] = [],
 ): Promise<Catalog> {
-  return createCatalog([
+  const catalog = createCatalog([
     ...builtinPlugins(),
     ...(await loadPlugins([...config.plugins, ...extra])),
   ]);
+  const name = config.strategy?.name;
+  if (name !== undefined && !catalog.plugins.has(name)) throw unknownMethod(name, catalog);
+  return catalog;
+}
+
+/**
+ * A method that no loaded plugin defines. Its fix names the plugin folder that
+ * `contrast new-method` writes (plugins/<name>, looked for from the working
+ * directory up) when there is one, with the build command first if it is not built.
+ */
+function unknownMethod(name: string, catalog: Catalog): UnknownNameError {
+  const known = catalog.plugins.names();
+  const near = nearest(name, known);
+  let dir: string | undefined;
+  for (let d = process.cwd(); dirname(d) !== d && !dir; d = dirname(d)) {
+    if (existsSync(join(d, 'plugins', name, 'package.json'))) dir = join(d, 'plugins', name);
+  }
+  let hint: string;
+  if (dir) {
+    const rel = relative(process.cwd(), dir);
+    const flag = shellLine(['--plugin', rel.startsWith('..') ? rel : `./${rel}`]);
+    const entry = packageEntry(dir);
+    hint =
+      entry && !existsSync(entry.file)
+        ? `build the plugin (${buildCommand(dir, entry.name)}), then add ${flag}`
+        : `add ${flag} (or list it under plugins: in the experiment)`;
+  } else {
+    hint = `${near ? `did you mean '${near}'? ` : ''}A plugin's method needs the plugin loaded: add --plugin <package-or-path> (or plugins: in the experiment)`;
+  }
+  return new UnknownNameError('strategy', name, known, near, hint);
 }
 
 /** The catalog of a study: the built-in plugins plus the ones its base experiment names. */

@@ -72,6 +72,34 @@ describe('experiment config', () => {
     expect(minimal).toEqual({ name: 'x', strategy: { name: 'momentum-queue' } }); // input untouched
   });
 
+  it("switching the method by name drops the previous method's fields, saying which", () => {
+    const base = {
+      name: 'x',
+      strategy: { name: 'momentum-queue', queueSize: 4096, momentum: 0.99 },
+    };
+    const notes: string[] = [];
+    const note = (line: string) => notes.push(line);
+    expect(applyOverrides(base, ['strategy.name=moco-v3'], { note }).strategy).toEqual({
+      name: 'moco-v3',
+    });
+    expect(notes).toEqual([
+      "strategy.name momentum-queue -> moco-v3: dropped momentum-queue's fields queueSize=4096, momentum=0.99 (set strategy.<field> to give moco-v3 one)",
+    ]);
+    // a field given with the switch is kept, before or after the name
+    expect(
+      applyOverrides(base, ['strategy.momentum=0.5', 'strategy.name=memory-bank'], { note })
+        .strategy,
+    ).toEqual({ name: 'memory-bank', momentum: 0.5 });
+    expect(notes[1]).toContain("dropped momentum-queue's fields queueSize=4096 (");
+    // the same name is no switch: every field stays, nothing is said
+    expect(
+      applyOverrides(base, ['strategy.name=momentum-queue', 'strategy.queueSize=64'], { note })
+        .strategy,
+    ).toEqual({ name: 'momentum-queue', queueSize: 64, momentum: 0.99 });
+    expect(notes).toHaveLength(2);
+    expect(base.strategy).toEqual({ name: 'momentum-queue', queueSize: 4096, momentum: 0.99 });
+  });
+
   it('rejects a malformed override', () => {
     expect(configError(() => applyOverrides(minimal, ['optim.lr'])).message).toContain('key=value');
     expect(configError(() => applyOverrides(minimal, ['name.x=1'])).field).toBe('name.x');

@@ -73,13 +73,20 @@ export function parseWith<S extends z.ZodTypeAny>(
   return r.data;
 }
 
+/** What applying settings may say: one line per notable change (a method switched by name). */
+export interface SettingsOptions {
+  note?: (line: string) => void;
+}
+
 /**
  * Applies `key.path=value` overrides. Values are parsed as YAML, so numbers,
  * booleans and lists (`--set data.augmentation.crop.scale=[0.08,1]`) keep their type.
+ * A different `strategy.name` switches the method (see applySettings).
  */
 export function applyOverrides(
   raw: Record<string, unknown>,
   overrides: readonly string[],
+  options: SettingsOptions = {},
 ): Record<string, unknown> {
   const values: Record<string, unknown> = {};
   for (const o of overrides) {
@@ -97,19 +104,27 @@ export function applyOverrides(
     }
     values[o.slice(0, eq).trim()] = value;
   }
-  return applySettings(raw, values);
+  return applySettings(raw, values, options);
 }
 
 /**
  * Sets `dotted.path: value` pairs on a copy of `raw`, in order. A value that is a
  * mapping replaces the whole section (`strategy: { name: end-to-end }` drops the
- * previous strategy's fields).
+ * previous strategy's fields). Switching the method by name (`strategy.name` to
+ * another method) drops the previous method's fields too, as `extends` does: they
+ * belong to its plugin, and a field of the same name may mean something else in
+ * the new one (momentum-queue's `momentum` is the key encoder's EMA rate,
+ * m = 0.99; memory-bank's is the bank's update rate, 0.5 in Wu et al. 2018).
+ * Strategy fields given in the same settings are kept; `options.note` receives
+ * one line naming the dropped fields.
  */
 export function applySettings(
   raw: Record<string, unknown>,
   settings: Readonly<Record<string, unknown>>,
+  options: SettingsOptions = {},
 ): Record<string, unknown> {
   const out = structuredClone(raw);
+  switchStrategy(out, settings, options);
   for (const [dotted, value] of Object.entries(settings)) {
     const path = dotted.split('.');
     let node: Record<string, unknown> = out;
@@ -130,6 +145,30 @@ export function applySettings(
 
 const isMap = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** The method switch of applySettings: `out.strategy` keeps only its name until the settings apply. */
+function switchStrategy(
+  out: Record<string, unknown>,
+  settings: Readonly<Record<string, unknown>>,
+  options: SettingsOptions,
+): void {
+  const to = settings['strategy.name'];
+  const current = out.strategy;
+  if (!isMap(current) || to === undefined || to === current.name) return;
+  const given = new Set(
+    Object.keys(settings)
+      .filter((k) => k.startsWith('strategy.'))
+      .map((k) => k.split('.')[1]!),
+  );
+  const dropped = Object.entries(current).filter(([k]) => k !== 'name' && !given.has(k));
+  out.strategy = { name: current.name };
+  if (dropped.length === 0) return;
+  const from = String(current.name);
+  const fields = dropped.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ');
+  options.note?.(
+    `strategy.name ${from} -> ${String(to)}: dropped ${from}'s fields ${fields} (set strategy.<field> to give ${String(to)} one)`,
+  );
+}
 
 /**
  * `extends` inheritance: mappings merge key by key, the child winning; lists and
@@ -225,8 +264,12 @@ function readYamlMapping(path: string): Record<string, unknown> {
 }
 
 /** File + overrides -> validated experiment config. */
-export function loadExperiment(path: string, overrides: readonly string[] = []): ExperimentConfig {
-  return parseExperiment(applyOverrides(readExperimentFile(path), overrides));
+export function loadExperiment(
+  path: string,
+  overrides: readonly string[] = [],
+  options: SettingsOptions = {},
+): ExperimentConfig {
+  return parseExperiment(applyOverrides(readExperimentFile(path), overrides, options));
 }
 
 export function parseExperiment(raw: unknown): ExperimentConfig {

@@ -48,10 +48,14 @@ export class UnknownNameError extends ContrastError {
     readonly requested: string,
     readonly known: readonly string[],
     readonly nearest: string | undefined,
+    /** The fix, when it is more than the nearest or the known names. */
+    hint?: string,
   ) {
     super(
       `unknown ${kind} '${requested}'. Known: ${known.length ? known.join(', ') : '(none registered)'}`,
-      { hint: nearest ? `did you mean '${nearest}'?` : `use one of: ${known.join(', ')}` },
+      {
+        hint: hint ?? (nearest ? `did you mean '${nearest}'?` : `use one of: ${known.join(', ')}`),
+      },
     );
   }
 }

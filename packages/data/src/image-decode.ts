@@ -99,10 +99,17 @@ export async function decodeSplit(
   };
 }
 
-/** The error for an unreadable image (data.strict, or no readable image left). */
-export function unreadable(file: string, cause: unknown): DatasetError {
+/**
+ * The error for an unreadable image (data.strict, or no readable image left);
+ * `lenient` says how the user skips unreadable files instead.
+ */
+export function unreadable(
+  file: string,
+  cause: unknown,
+  lenient = 'set data.strict: false',
+): DatasetError {
   return new DatasetError(file, `unreadable image (${firstLine(cause)})`, {
-    hint: 'remove or replace the file, or set data.strict: false to skip unreadable files',
+    hint: `remove or replace the file, or ${lenient} to skip unreadable files`,
     cause,
   });
 }

@@ -3,11 +3,12 @@ import { extname, join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import {
   ConfigError,
+  DatasetError,
   type ImageSplit,
   type StreamedSplit,
   type TrainingDataset,
 } from '@contrast/core';
-import { decodeImage, decodeSplit, unreadable } from './image-decode.js';
+import { decodeImage, decodeSplit, firstLine, unreadable } from './image-decode.js';
 import {
   indexDigest,
   indexLabels,
@@ -61,6 +62,8 @@ export interface ImageFileOptions {
   size: number;
   /** Fail on the first unreadable file instead of skipping it (default false). */
   strict?: boolean;
+  /** How the user turns `strict` off, for its error's fix (default 'set data.strict: false'). */
+  lenient?: string;
 }
 
 const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.bmp', '.gif']);
@@ -80,19 +83,20 @@ export function listImageFiles(dir: string): string[] {
  * (`resizeAsTraining` in @contrast/export). Streamed training decodes with
  * libvips instead (`decodeImage`: EXIF orientation, Lanczos-3 reduce).
  * `images` holds the readable ones in order ([n, size, size, 3] NHWC), `kept`
- * their positions in `paths`; unreadable files are skipped and listed, or
- * refused when strict.
+ * their positions in `paths`; unreadable files are skipped and listed (`reasons`:
+ * the first line of each one's error), or refused when strict.
  * @throws DatasetError on the first unreadable file when `options.strict`.
  */
 export function readImageFiles(
   paths: readonly string[],
   options: ImageFileOptions,
-): { images: Uint8Array; n: number; kept: number[]; skipped: string[] } {
+): { images: Uint8Array; n: number; kept: number[]; skipped: string[]; reasons: string[] } {
   const s = options.size;
   const per = s * s * 3;
   const images = new Uint8Array(paths.length * per);
   const kept: number[] = [];
   const skipped: string[] = [];
+  const reasons: string[] = [];
   for (const [i, path] of paths.entries()) {
     let pixels: ArrayLike<number>;
     try {
@@ -104,15 +108,16 @@ export function readImageFiles(
       pixels = t.dataSync();
       t.dispose();
     } catch (e) {
-      if (options.strict) throw unreadable(path, e);
+      if (options.strict) throw unreadable(path, e, options.lenient);
       skipped.push(path);
+      reasons.push(firstLine(e));
       continue;
     }
     images.set(pixels, kept.length * per);
     kept.push(i);
   }
   const n = kept.length;
-  return { images: images.subarray(0, n * per), n, kept, skipped };
+  return { images: images.subarray(0, n * per), n, kept, skipped, reasons };
 }
 
 /** Where the training images and a test folder are: a classic train/ + test/ (or val/) layout, or not. */
@@ -204,11 +209,19 @@ export async function openImageFolder(options: ImageFolderOptions): Promise<Imag
     });
   }
   const holdout = testPath ? 0 : (options.holdout ?? 1000);
-  const split = splitIndex(index, {
-    holdout,
-    ...(options.shard ? { shard: options.shard } : {}),
-    subset: options.subset ?? 0,
-  });
+  let split: ReturnType<typeof splitIndex>;
+  try {
+    split = splitIndex(index, {
+      holdout,
+      ...(options.shard ? { shard: options.shard } : {}),
+      subset: options.subset ?? 0,
+    });
+  } catch (e) {
+    // a few unreadable files fall foul of the default holdout: blame them, not data.holdout
+    const all = index.paths.map((_, i) => i);
+    await readableSample(absolute(index, spaced(all)), options.size, index.source, all.length);
+    throw e;
+  }
   if (split.train.length === 0) {
     throw new ConfigError('data.root', `${index.source} has no images to train on`, {
       hint: 'point data.root (or data.files) at your images (.jpg, .png, .webp, .gif, .tif, .avif)',
@@ -220,7 +233,7 @@ export async function openImageFolder(options: ImageFolderOptions): Promise<Imag
       : indexLabels(index, split.train, from);
   const evalSplits = await evaluationImages(options, { index, split, from, trainLabels, testPath });
   const train = streamedSplit(index, split.train, trainLabels.labels, options.size, strict);
-  const stats = evalSplits.stats ?? (await sampleStats(train, options.size));
+  const stats = evalSplits.stats ?? (await sampleStats(train, options.size, index.source));
   return {
     name: 'image-folder',
     height: options.size,
@@ -367,14 +380,40 @@ function streamedSplit(
   };
 }
 
+/** Up to `k` of `positions`, evenly spaced (all of them when there are at most `k`). */
+function spaced<T>(positions: readonly T[], k = 1000): T[] {
+  const step = Math.max(1, Math.floor(positions.length / k));
+  return Array.from({ length: Math.min(k, positions.length) }, (_, i) => positions[i * step]!);
+}
+
+/**
+ * Decodes `files`, a sample of the `total` training images of `source`; none
+ * readable means the folder cannot be trained on, whatever the other settings.
+ * @throws DatasetError saying how many could not be read, the first and why, and the fix.
+ */
+async function readableSample(
+  files: string[],
+  size: number,
+  source: string,
+  total: number,
+): Promise<ImageSplit> {
+  const { split, skipped } = await decodeSplit(files, new Uint8Array(files.length), size, false);
+  if (split.n > 0 || files.length === 0) return split;
+  const first = skipped[0]!;
+  const why = await decodeImage(first, size).then(() => 'read on a second try', firstLine);
+  const none =
+    files.length === total
+      ? `none of its ${total} image files can be read`
+      : `none of ${files.length} image files sampled from its ${total} can be read`;
+  throw new DatasetError(source, `${none} (the first: ${first}: ${why})`, {
+    hint: 'replace or convert them to JPEG, PNG, WebP, GIF, TIFF or AVIF, or point data.root (or data.files) at readable images',
+  });
+}
+
 /** Mean and std of a fixed sample of up to 1000 training images (unreadable ones left out). */
-async function sampleStats(train: StreamedSplit, size: number) {
-  const step = Math.max(1, Math.floor(train.n / 1000));
-  const files = Array.from({ length: Math.min(1000, train.n) }, (_, k) => train.file(k * step));
-  const { split } = await decodeSplit(files, new Uint8Array(files.length), size, false);
-  return split.n > 0
-    ? channelStats(split.images, 3)
-    : { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+async function sampleStats(train: StreamedSplit, size: number, source: string) {
+  const files = spaced(Array.from({ length: train.n }, (_, i) => i)).map((i) => train.file(i));
+  return channelStats((await readableSample(files, size, source, train.n)).images, 3);
 }
 
 /** Per-channel mean and std of uint8 NHWC pixels, on [0, 1]. */

@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { SingleBar } from 'cli-progress';
 import {
   ConfigError,
+  DatasetError,
   ExperimentSchema,
   isStreamed,
   writeFileAtomic,
@@ -87,8 +88,11 @@ interface Item {
 /** Rows of a target, batch by batch: normalised inputs for `items.slice(start, end)`. */
 interface Target {
   items: Item[];
-  /** The batch's model input and which of its items it holds (unreadable files drop out). */
-  batch(start: number, end: number): { x: tf.Tensor4D; kept: number[]; skipped: string[] };
+  /** The batch's model input and which of its items it holds (unreadable files drop out, with why). */
+  batch(
+    start: number,
+    end: number,
+  ): { x: tf.Tensor4D; kept: number[]; skipped: string[]; reasons: string[] };
 }
 
 /** Image files at the top of `dir` (no label) and in its sub-folders (label = folder name). */
@@ -115,11 +119,16 @@ function folderTarget(dir: string, input: InputSpec, strict: boolean): Target {
     items,
     batch: (start, end) => {
       const paths = items.slice(start, end).map((it) => join(dir, it.id));
-      const r = readImageFiles(paths, { decode, size: input.height, strict });
+      const r = readImageFiles(paths, {
+        decode,
+        size: input.height,
+        strict,
+        lenient: 'run without --strict',
+      });
       const rgb = tf.tensor4d(r.images, [r.n, input.height, input.width, 3], 'int32');
       const x = toModelInput(rgb, input);
       rgb.dispose();
-      return { x, kept: r.kept.map((k) => start + k), skipped: r.skipped };
+      return { x, kept: r.kept.map((k) => start + k), skipped: r.skipped, reasons: r.reasons };
     },
   };
 }
@@ -166,7 +175,7 @@ async function datasetTarget(
     batch: (start, end) => {
       const idx = Array.from({ length: end - start }, (_, i) => start + i);
       const x = tf.tidy(() => normalize(gatherPixels(split, idx, ds), inp.mean, inp.std));
-      return { x, kept: idx, skipped: [] };
+      return { x, kept: idx, skipped: [], reasons: [] };
     },
   };
 }
@@ -202,7 +211,8 @@ const csvField = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"`
  * paths relative to the folder, or `dataset:split:index`). Image files are
  * decoded as the web page decodes them (readImageFiles); unreadable ones are skipped and
  * listed (refused with `strict`).
- * @throws ConfigError for a bad target; DatasetError for an unreadable file with `strict`.
+ * @throws ConfigError for a bad target or a folder without image files;
+ * DatasetError for an unreadable file with `strict`, or a folder none of whose image files can be read (nothing is written then).
  */
 export async function embed(
   source: FeatureSource,
@@ -215,7 +225,11 @@ export async function embed(
   const t = isFolder
     ? folderTarget(resolve(target), source.sidecar.input, options.strict ?? false)
     : await datasetTarget(target, catalog, source);
-  if (t.items.length === 0) throw new ConfigError('target', `no images in ${target}`);
+  if (t.items.length === 0) {
+    throw new ConfigError('target', `no image files in ${target}`, {
+      hint: `put .jpg, .jpeg, .png, .bmp or .gif files in it (at its top or in class sub-folders), or embed a dataset split, e.g. fashion-mnist:test`,
+    });
+  }
   const bs = options.batchSize ?? 256;
   const bar = options.progress
     ? new SingleBar({
@@ -230,6 +244,7 @@ export async function embed(
   const chunks: Float32Array[] = [];
   const kept: number[] = [];
   const skipped: string[] = [];
+  let firstReason = '';
   let dim = 0;
   for (let s = 0; s < t.items.length; s += bs) {
     const e = Math.min(t.items.length, s + bs);
@@ -243,9 +258,19 @@ export async function embed(
     b.x.dispose();
     kept.push(...b.kept);
     skipped.push(...b.skipped);
+    firstReason ||= b.reasons[0] ?? '';
     bar?.update(e, { speed: (e / ((performance.now() - t0) / 1000)).toFixed(0) });
   }
   bar?.stop();
+  if (kept.length === 0) {
+    throw new DatasetError(
+      target,
+      `none of its ${skipped.length} image files can be read (the first: ${skipped[0]}: ${firstReason}); nothing was written`,
+      {
+        hint: 'replace or convert them to JPEG, PNG, BMP or GIF, or give the folder of your images',
+      },
+    );
+  }
   const rows = new Float32Array(kept.length * dim);
   let at = 0;
   for (const c of chunks) {

@@ -41,9 +41,10 @@ async function doctor(file: string | undefined, flags: DoctorFlags): Promise<num
   const out = new Output(flags);
   const { applyOverrides, loadExperiment, parseExperiment } = await import('@contrast/core');
   const defaults = { name: 'doctor', strategy: { name: 'momentum-queue' } }; // the default experiment's parts
+  const note = { note: (line: string) => out.info(line) };
   const config = file
-    ? loadExperiment(file, flags.set)
-    : parseExperiment(applyOverrides(defaults, flags.set));
+    ? loadExperiment(file, flags.set, note)
+    : parseExperiment(applyOverrides(defaults, flags.set, note));
   const { runDoctor } = await import('@contrast/backend');
   const checks = await runDoctor({ datasetDirs: {}, runDir: config.tracking.dir });
   checks.splice(3, 0, await datasetCheck(config));

@@ -98,7 +98,9 @@ async function train(
   }
   const out = new Output(flags);
   const { loadExperiment } = await import('@contrast/core');
-  const config = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set);
+  const config = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set, {
+    note: (line) => out.info(line),
+  });
   if (flags.workers !== undefined && flags.workers > 1) return launch(argv, flags, out);
   const [{ initBackend }, trainer, { catalogFor }, distributed] = await Promise.all([
     import('@contrast/backend'),
