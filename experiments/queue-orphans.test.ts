@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,8 +111,9 @@ describe('a killed worker on BullMQ (real Redis): its job process ends with it, 
     );
   }, 60_000);
 
-  afterAll(() => {
-    for (const w of workers) {
+  /** Ends every worker started so far, with its job process (their process groups). */
+  const killWorkers = () => {
+    for (const w of workers.splice(0)) {
       try {
         process.kill(-w.pid!, 'SIGCONT');
         process.kill(-w.pid!, 'SIGKILL');
@@ -120,6 +121,10 @@ describe('a killed worker on BullMQ (real Redis): its job process ends with it, 
         /* gone */
       }
     }
+  };
+
+  afterAll(() => {
+    killWorkers();
     redis?.kill('SIGKILL');
   });
 
@@ -210,6 +215,41 @@ describe('a killed worker on BullMQ (real Redis): its job process ends with it, 
     console.log(
       `[orphans test] job processes ended ${aGone.toFixed(1)} s / ${bGone.toFixed(1)} s after their worker's SIGKILL`,
     );
+  });
+
+  it('a worker that loses the job lock stops its job process; the job resumes from the checkpoint', async () => {
+    writeFileSync(
+      join(root, 'lost.yaml'),
+      'name: lost\nbase: base.yaml\naxis: strategy.queueSize\ngrid:\n  strategy.queueSize: [256]\n',
+    );
+    const out = join(root, 'lost-out');
+    killWorkers(); // this worker alone takes the job
+    const w = startWorker(queue);
+    workers.push(w.proc);
+    const submitted = runStudyOnQueue(join(root, 'lost.yaml'), createCatalog(builtinPlugins()), {
+      queue,
+      out,
+      log: () => {},
+    });
+    const run = await until('the job mid-run', () => {
+      const dir = join(out, 'runs');
+      const name = existsSync(dir) ? readdirSync(dir)[0] : undefined;
+      const ckpts = name ? join(dir, name, 'checkpoints') : '';
+      return name && existsSync(ckpts) && readdirSync(ckpts).some((f) => /0000000[48]\./.test(f))
+        ? join(dir, name)
+        : undefined;
+    });
+    const id = [...w.log().matchAll(/active (cfg-\w+)/g)].pop()![1]!;
+    // the lock expires or another worker takes it over: here, the key is deleted
+    const del = spawnSync('redis-cli', ['-u', queue, 'DEL', `bull:contrast-studies:${id}:lock`]);
+    expect(String(del.stdout).trim()).toBe('1');
+    const result = await submitted;
+    expect(result.failed).toEqual([]);
+    expect(result.results).toHaveLength(1);
+    expect(w.log()).toContain(`Redis refused to renew the job lock: stopping ${id}`);
+    expect(w.log()).toContain("this worker lost the job's lock");
+    // stopped (checkpointed, interrupted), then taken again from the queue and resumed
+    expect(JSON.parse(summaryOf(run)).resumed_from).toMatch(/step-\d+\.ckpt$/);
   });
 
   it('`train --resume` on a run folder another process writes is refused (CONTRAST_RUN_LOCKED, exit 2)', async () => {

@@ -61,6 +61,10 @@ const signals = new StopSignals({
  * is signalled), the run checkpoints and is marked interrupted, then the job is
  * moved back to the waiting list (BullMQ's moveToWait + WaitingError pattern):
  * not a failed attempt, and another worker resumes it from the checkpoint.
+ * Cancelled because the worker lost the job's Redis lock, it stops the same way
+ * but leaves the job alone (it may be another worker's now). A run folder that
+ * another live process writes (RunLockedError) delays the job by
+ * LOCKED_RETRY_MS, without using up an attempt.
  */
 export default async function processStudyJob(
   job: SandboxedJob<StudyJobData>,
@@ -89,7 +93,9 @@ export default async function processStudyJob(
     if (!(e instanceof StudyRunStopped)) throw e;
     if (cancel?.reason === JOB_LOCK_LOST) {
       // another worker may own the job now: leave it alone (its retry resumes the checkpoint)
-      throw new Error(`stopped after step ${e.steps}: this worker lost the job's lock`);
+      const why = `stopped after step ${e.steps}, checkpointed: this worker lost the job's lock`;
+      log(`${why}; the job is left to the worker that holds it, or to the stalled-job check`);
+      throw new Error(why);
     }
     const why = signals.requested ? String(signals.signal.reason) : String(cancel?.reason);
     log(`stopped (${why}) after step ${e.steps}, checkpointed; back to the queue`);

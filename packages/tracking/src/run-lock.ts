@@ -162,8 +162,15 @@ function processAlive(held: RunLockHolder): boolean {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false; // EPERM: alive, not ours
   }
-  const start = procStart(held.pid);
-  return !(held.procStart && start && start !== held.procStart); // the pid was reused
+  const stat = procStat(held.pid);
+  if (!stat) return true; // no /proc: the pid answered, take it as the holder
+  // a zombie (killed, not yet reaped by its parent) writes nothing more; a later start time
+  // means the pid was reused
+  return !(
+    stat.state === 'Z' ||
+    stat.state === 'X' ||
+    (held.procStart && stat.start !== held.procStart)
+  );
 }
 
 function lockedError(runPath: string, held: RunLockHolder): RunLockedError {
@@ -182,7 +189,7 @@ function lockedError(runPath: string, held: RunLockHolder): RunLockedError {
 
 function selfHolder(): RunLockHolder {
   const boot = bootId();
-  const start = procStart(process.pid);
+  const start = procStat(process.pid)?.start;
   return {
     pid: process.pid,
     host: hostname(),
@@ -200,11 +207,12 @@ function bootId(): string | undefined {
   }
 }
 
-/** Field 22 of /proc/<pid>/stat (start time after boot, clock ticks); after the `(comm)` field. */
-function procStart(pid: number): string | undefined {
+/** /proc/<pid>/stat's state (field 3) and start time after boot (field 22, clock ticks). */
+function procStat(pid: number): { state: string; start: string } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // after `(comm)`, which may hold spaces
+    return { state: fields[0]!, start: fields[19]! };
   } catch {
     return undefined;
   }

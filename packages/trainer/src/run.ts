@@ -58,8 +58,9 @@ export interface RunOptions extends TrainOptions {
   /** Continue this run folder from its newest usable checkpoint. */
   resumeFrom?: { runPath: string; fallback?: boolean };
   /**
-   * A fixed run folder (distributed studies): created when absent, resumed
-   * from its last checkpoint when a previous attempt left one.
+   * A fixed run folder (studies, queue workers): locked, created when absent,
+   * resumed from its last checkpoint when a previous attempt left one, and
+   * returned as it is when a previous attempt finished it (see runInFixedFolder).
    */
   runPath?: string;
 }
