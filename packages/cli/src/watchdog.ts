@@ -7,8 +7,8 @@ import { Worker } from 'node:worker_threads';
  * thread is stuck in a synchronous step or a loop of microtasks, where neither
  * an IPC 'disconnect' event nor a SIGTERM handler can run. `graceMs` lets the
  * main thread exit cleanly first (see processor.ts); then SIGKILL. Defaults:
- * poll every 250 ms, 1 s of grace: the child is gone 1.25 s after its parent at most. The thread
- * is unref'd: it never keeps the process alive.
+ * poll every 250 ms, 1 s of grace: the process is gone at most 1.25 s after
+ * its parent. The thread is unref'd: it never keeps the process alive.
  */
 export function dieWithParent(options: { pollMs?: number; graceMs?: number } = {}): Worker {
   const code = `
