@@ -32,6 +32,9 @@ export interface StudyJobData {
 
 export const jobId = (runId: string) => `cfg-${runId}`;
 
+/** The reason a worker cancels a job whose Redis lock it lost (the processor then leaves the job alone). */
+export const JOB_LOCK_LOST = 'job lock lost';
+
 /** redis://[:password@]host:port[/db] -> ioredis options. */
 export function redisConnection(url: string): RedisOptions & { host: string; port: number } {
   let u: URL;
@@ -310,5 +313,46 @@ export async function startWorker(options: {
     log(`[worker ${process.pid}] failed ${job?.id}: ${err.message}`),
   );
   worker.on('error', (err: Error) => log(`[worker ${process.pid}] error: ${err.message}`));
+  stopOnLostLocks(worker, lockDuration, log);
   return worker;
+}
+
+/**
+ * A job whose Redis lock this worker lost may already run on another worker:
+ * its child is told to stop (checkpoint, then leave the job alone; the run
+ * folder's lock keeps the two apart meanwhile). The lock is lost when Redis
+ * refuses a renewal ('lockRenewalFailed'), or when no renewal was confirmed for
+ * a whole lock duration (Redis unreachable: BullMQ's renewal then waits for the
+ * connection and reports nothing, while the lock expires on the server).
+ */
+function stopOnLostLocks(
+  worker: Worker<StudyJobData, StudyResult>,
+  lockDuration: number,
+  log: (l: string) => void,
+): void {
+  const renewed = new Map<string, number>(); // job id -> last confirmed lock time (ms)
+  const lost = (id: string, why: string) => {
+    // a job that left this worker without completing or failing (moved to delayed) is not cancelled
+    if (!renewed.delete(id) || !worker.cancelJob(id, JOB_LOCK_LOST)) return;
+    log(`[worker ${process.pid}] ${why}: stopping ${id}, another worker may have it`);
+  };
+  worker.on('active', (job: Job) => renewed.set(job.id!, Date.now()));
+  for (const done of ['completed', 'failed'] as const) {
+    worker.on(done, (job: Job | undefined) => {
+      if (job?.id) renewed.delete(job.id);
+    });
+  }
+  worker.on('locksRenewed', ({ jobIds }: { jobIds: string[] }) => {
+    for (const id of jobIds) if (renewed.has(id)) renewed.set(id, Date.now());
+  });
+  worker.on('lockRenewalFailed', (ids: string[]) => {
+    for (const id of ids) lost(id, 'Redis refused to renew the job lock');
+  });
+  const check = setInterval(() => {
+    for (const [id, at] of renewed) {
+      if (Date.now() - at > lockDuration)
+        lost(id, `job lock not renewed for ${lockDuration / 1000} s`);
+    }
+  }, lockDuration / 4).unref();
+  worker.on('closed', () => clearInterval(check));
 }

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'CONTRAST_DATASET'
   | 'CONTRAST_BACKEND'
   | 'CONTRAST_RUN_DIR'
+  | 'CONTRAST_RUN_LOCKED'
   | 'CONTRAST_PLUGIN'
   | 'CONTRAST_STATE'
   | 'CONTRAST_TRACKING'
@@ -78,6 +79,23 @@ export class BackendError extends ContrastError {
 
 export class RunDirError extends ContrastError {
   readonly code = 'CONTRAST_RUN_DIR' as const;
+}
+
+/**
+ * A run folder is being written by another live process (its lock file names
+ * it): a second writer would interleave checkpoints and metrics, so it is refused.
+ */
+export class RunLockedError extends ContrastError {
+  readonly code = 'CONTRAST_RUN_LOCKED' as const;
+  constructor(
+    readonly runPath: string,
+    /** The lock's holder, as recorded in its lock file. */
+    readonly holder: { pid: number; host: string; acquired: string },
+    message: string,
+    options: { hint?: string; cause?: unknown } = {},
+  ) {
+    super(message, options);
+  }
 }
 
 /** Raised by or about a plugin; the plugin's name is stamped on it. */

@@ -6,3 +6,4 @@ export * from './mlflow/server.js';
 export * from './mlflow/sync.js';
 export * from './mlflow/choice.js';
 export * from './system.js';
+export * from './run-lock.js';

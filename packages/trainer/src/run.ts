@@ -1,5 +1,13 @@
-import { existsSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
-import { basename, join, relative, resolve } from 'node:path';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+} from 'node:fs';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parse } from 'yaml';
 import * as tf from '@tensorflow/tfjs';
 import {
@@ -23,13 +31,15 @@ import {
   checkRunRoot,
   chooseTrackingUri,
   createRunDirectory,
-  createRunDirectoryAt,
   hasMlflowState,
   LocalRunTracker,
+  lockRun,
   MlflowTracker,
   MlflowUploader,
   probeTrackingServer,
   recordedTracking,
+  RUN_LOCK_FILE,
+  type RunLock,
   type MlflowTrackerOptions,
   type RunDirectory,
 } from '@contrast/tracking';
@@ -49,8 +59,9 @@ export interface RunOptions extends TrainOptions {
   /** Continue this run folder from its newest usable checkpoint. */
   resumeFrom?: { runPath: string; fallback?: boolean };
   /**
-   * A fixed run folder (distributed studies): created when absent, resumed
-   * from its last checkpoint when a previous attempt left one.
+   * A fixed run folder (studies, queue workers): locked, created when absent,
+   * resumed from its last checkpoint when a previous attempt left one, and
+   * returned as it is when a previous attempt finished it (see runInFixedFolder).
    */
   runPath?: string;
   /**
@@ -64,7 +75,9 @@ export interface RunOptions extends TrainOptions {
  * Validate -> compose -> create the run -> train -> summarise. Everything that
  * can be refused (names, plugin config, dataset files, run folder, a checkpoint
  * to resume) is checked before the run directory exists, so bad input leaves no
- * half-written run.
+ * half-written run. The run folder is locked (`<run>/run.lock`, see lockRun)
+ * before anything is written into it and released when the run ends: a second
+ * writer is refused with RunLockedError (CONTRAST_RUN_LOCKED).
  */
 export async function runExperiment(
   config: ExperimentConfig,
@@ -73,19 +86,118 @@ export async function runExperiment(
 ): Promise<RunOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
   if (options.runPath && !options.resumeFrom) {
-    if (listCheckpoints(checkpointDir(options.runPath)).length > 0) {
-      log(`${options.runPath} has checkpoints from an earlier attempt: resuming`);
-      return runExperiment(config, catalog, {
-        ...options,
-        resumeFrom: { runPath: options.runPath, fallback: true },
-      });
-    }
-    // an attempt that died before its first checkpoint: start that folder again
-    if (existsSync(options.runPath)) rmSync(options.runPath, { recursive: true, force: true });
+    return runInFixedFolder(config, catalog, { ...options, runPath: options.runPath }, log);
   }
   checkNames(config, catalog);
-  if (options.resumeFrom) checkResumable(options.resumeFrom.runPath, config, catalog);
-  else checkRunRoot(config.tracking.dir);
+  if (!options.resumeFrom) return startRun(config, catalog, options, log, undefined);
+  requireRunFolder(options.resumeFrom.runPath); // a folder that is not a run is refused unlocked
+  const lock = lockRun(resolve(options.resumeFrom.runPath));
+  try {
+    checkResumable(options.resumeFrom.runPath, config, catalog);
+    return await startRun(config, catalog, options, log, lock);
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * A fixed run folder (a study's or a queued configuration), delivered at least
+ * once: locked first; a finished run (summary.json `finished`, its final state
+ * on disk) is returned as it is, not trained again; one with checkpoints is
+ * resumed; one that died before its first checkpoint starts again.
+ */
+async function runInFixedFolder(
+  config: ExperimentConfig,
+  catalog: Catalog,
+  options: RunOptions & { runPath: string },
+  log: (l: string) => void,
+): Promise<RunOutcome> {
+  checkNames(config, catalog);
+  const runPath = resolve(options.runPath);
+  checkRunRoot(dirname(runPath));
+  mkdirSync(runPath, { recursive: true });
+  const lock = lockRun(runPath);
+  try {
+    const finished = finishedResult(runPath);
+    if (finished) {
+      log(`${runPath} already finished its ${finished.steps} steps: its result stands`);
+      return { runPath, result: finished };
+    }
+    if (listCheckpoints(checkpointDir(runPath)).length > 0) {
+      log(`${runPath} has checkpoints from an earlier attempt: resuming`);
+      checkResumable(runPath, config, catalog);
+      const resumeFrom = { runPath, fallback: true };
+      return await startRun(config, catalog, { ...options, resumeFrom }, log, lock);
+    }
+    for (const f of readdirSync(runPath)) {
+      if (f !== RUN_LOCK_FILE) rmSync(join(runPath, f), { recursive: true, force: true });
+    }
+    return await startRun(config, catalog, options, log, lock);
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * The result a finished run recorded in its summary.json (status `finished`
+ * and its final state written), or undefined when the run is not finished.
+ */
+export function finishedResult(runPath: string): TrainResult | undefined {
+  const file = join(runPath, 'summary.json');
+  if (!existsSync(file)) return undefined;
+  const s = JSON.parse(readFileSync(file, 'utf8')) as SummaryJson;
+  if (s.status !== 'finished' || !s.state || !existsSync(s.state)) return undefined;
+  return {
+    status: 'finished',
+    steps: s.steps,
+    epochs: s.epochs,
+    finalLoss: s.final_loss,
+    knn: {
+      trained: s.knn.trained,
+      ...(s.knn.raw_pixels !== undefined ? { rawPixels: s.knn.raw_pixels } : {}),
+      ...(s.knn.random_init !== undefined ? { randomInit: s.knn.random_init } : {}),
+    },
+    knnPerEpoch: s.knn_per_epoch ?? [],
+    imgPerSec: s.img_per_sec,
+    wallSeconds: s.wall_seconds,
+    peakRssMb: s.peak_rss_mb,
+    tensorsAfterStep: [],
+    ...(s.alignment !== undefined
+      ? { alignment: s.alignment, uniformity: s.uniformity, embeddingStd: s.embedding_std }
+      : {}),
+  };
+}
+
+/** The fields of summary.json (see summaryOf) that finishedResult reads back. */
+interface SummaryJson {
+  status: string;
+  state?: string;
+  steps: number;
+  epochs: number;
+  final_loss: number;
+  knn: { trained: number; raw_pixels?: number; random_init?: number };
+  knn_per_epoch?: { epoch: number; accuracy: number }[];
+  img_per_sec: number;
+  wall_seconds: number;
+  peak_rss_mb: number;
+  alignment?: number;
+  uniformity?: number;
+  embedding_std?: number;
+}
+
+/**
+ * Tracking, dataset, session, run folder, then training. `lock` is the run
+ * folder's lock when the folder exists already (resumed, fixed); a new folder
+ * is locked here, as soon as it is created.
+ */
+async function startRun(
+  config: ExperimentConfig,
+  catalog: Catalog,
+  options: RunOptions,
+  log: (l: string) => void,
+  lock: RunLock | undefined,
+): Promise<RunOutcome> {
+  if (!options.resumeFrom) checkRunRoot(config.tracking.dir);
   // a resumed run keeps the tracking its folder records; tracking.uri overrides, 'off' stops it
   const tracking = chooseTrackingUri({
     configUri: config.tracking.uri,
@@ -104,11 +216,13 @@ export async function runExperiment(
     dataset,
     ...(options.collectives ? { collectives: options.collectives } : {}),
   });
+  let newLock: RunLock | undefined;
   try {
     const resume = options.resumeFrom
       ? openCheckpoint(session, options.resumeFrom, log)
       : undefined;
     const run = openRunFolder(session.config, options);
+    if (!lock) newLock = lockRun(run.path);
     warnSkipped(session.dataset, log);
     const local = new LocalRunTracker(run);
     const tracker = uri
@@ -122,6 +236,7 @@ export async function runExperiment(
     tracker.setSummary({ workers });
     return await train(session, { tracker, local, runPath: run.path }, options, resume?.bundle);
   } finally {
+    newLock?.release();
     session.dispose();
   }
 }
@@ -212,9 +327,13 @@ function openRunFolder(config: ExperimentConfig, options: RunOptions): RunDirect
     const path = resolve(options.resumeFrom.runPath);
     return { path, id: basename(path) };
   }
-  return options.runPath
-    ? createRunDirectoryAt(options.runPath)
-    : createRunDirectory(config.tracking.dir, config.name);
+  if (options.runPath) {
+    // the fixed folder exists (locked by runInFixedFolder), emptied when not resumed
+    const path = resolve(options.runPath);
+    mkdirSync(join(path, 'artifacts'), { recursive: true });
+    return { path, id: basename(path) };
+  }
+  return createRunDirectory(config.tracking.dir, config.name);
 }
 
 /** Says how a streamed dataset was indexed, and which files loading it skipped. */
