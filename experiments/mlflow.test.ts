@@ -1,7 +1,16 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DivergedError,
@@ -14,12 +23,15 @@ import { builtinPlugins, runStudyParallel } from '@contrast/cli';
 import { runStudy } from '@contrast/study';
 import { createCatalog, evaluateRun, runExperiment } from '@contrast/trainer';
 import {
+  EXPERIMENT_KIND_TAG,
   fitParams,
   freePort,
   LocalRunTracker,
   MlflowTracker,
   MlflowClient,
   MlflowServer,
+  MlflowUploader,
+  mlflowUiUrl,
   splitParams,
   syncRuns,
   SYSTEM_METRICS,
@@ -41,6 +53,10 @@ strategy: { name: momentum-queue, queueSize: 64, momentum: 0.99 }
 optim: { batchSize: 32, epochs: 1, maxSteps: 10 }
 eval: { knn: { every: 1, testSize: 200, bankSize: 512 }, baselines: false }
 `;
+
+/** Debian's chromium (set-up installs it), driven by playwright-core. */
+const CHROMIUM = process.env.CONTRAST_CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-sync'];
 
 const tags = (run: Run) => Object.fromEntries((run.data.tags ?? []).map((t) => [t.key, t.value]));
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -107,7 +123,7 @@ describe('MLflow tracking against a real server', () => {
     const run = runs[0]!;
     expect(run.info.status).toBe('FINISHED');
     expect(lines).toContain(
-      `[tracking] MLflow run ${server.uri}/#/experiments/${exp!.experiment_id}/runs/${run.info.run_id}`,
+      `[tracking] MLflow run ${server.uri}/#/experiments/${exp!.experiment_id}/runs/${run.info.run_id}?workflowType=machine_learning`,
     );
     expect(run.info.run_name).toBe(basename(runPath));
     const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
@@ -199,6 +215,62 @@ describe('MLflow tracking against a real server', () => {
     const yaml = await client.downloadArtifact(run.info.artifact_uri, 'config.yaml');
     expect(Buffer.from(yaml).toString()).toBe(readFileSync(join(runPath, 'config.yaml'), 'utf8'));
   });
+
+  it("the UI links open the model-training view in a fresh browser (MLflow's GenAI view without the workflow parameter)", async () => {
+    const dir = mkdtempSync(join(root, 'ui-run-'));
+    const u = MlflowUploader.create(
+      dir,
+      { uri: server.uri, experimentName: 'mlflow-ui', runName: 'ui-run', tags: [] },
+      { warn: () => {} },
+    );
+    await u.pump();
+    const experimentId = u.state.experimentId!;
+    const exp = await client.getExperimentByName('mlflow-ui');
+    expect(exp!.tags).toContainEqual(EXPERIMENT_KIND_TAG);
+    const runUrl = u.runUrl()!;
+    expect(runUrl).toBe(
+      `${server.uri}/#/experiments/${experimentId}/runs/${u.state.runId}?workflowType=machine_learning`,
+    );
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+    });
+    /** Opens a page in a fresh context (empty localStorage); the final route and the side navigation. */
+    const open = async (url: string, ready: RegExp) => {
+      const context = await browser.newContext();
+      try {
+        const tab = await context.newPage();
+        await tab.goto(url);
+        await tab.waitForURL(ready, { timeout: 60_000 });
+        await tab.getByRole('link', { name: 'Traces' }).first().waitFor({ timeout: 60_000 });
+        const nav = await tab.$$eval('aside a, nav a', (as) => as.map((a) => a.textContent));
+        return { route: new URL(tab.url()).hash, nav };
+      } finally {
+        await context.close();
+      }
+    };
+    try {
+      // the run page: the model-training sidebar (Runs, Models, Traces), not GenAI's evaluations
+      const run = await open(runUrl, /\/runs\//);
+      expect(run.route).toBe(new URL(runUrl).hash);
+      expect(run.nav).toContain('Runs');
+      expect(run.nav).not.toContain('Evaluation runs');
+      // the experiment page redirects to its runs table, keeping the parameter
+      const experiment = await open(mlflowUiUrl(server.uri, experimentId), /\/runs\?/);
+      expect(experiment.route).toMatch(
+        new RegExp(`^#/experiments/${experimentId}/runs\\?workflowType=machine_learning(&|$)`),
+      );
+      expect(experiment.nav).toContain('Runs');
+      // without the parameter the experiment tag alone does not choose the view: GenAI's
+      // overview (or its traces, when the redirect comes before the UI knows the runs)
+      const bare = await open(`${server.uri}/#/experiments/${experimentId}`, /\/(overview|traces)/);
+      expect(bare.route).toContain('workflowType=genai');
+      expect(bare.nav).toContain('Evaluation runs');
+    } finally {
+      await browser.close();
+    }
+  }, 120_000);
 
   it('a failed run is FAILED with its coded reason as tags', async () => {
     const config = tiny([
@@ -293,7 +365,7 @@ describe('MLflow tracking against a real server', () => {
       'knn_accuracy',
     ]);
     expect(lines).toContain(
-      `[tracking] MLflow run ${server.uri}/#/experiments/${run.info.experiment_id}/runs/${runId}`,
+      `[tracking] MLflow run ${server.uri}/#/experiments/${run.info.experiment_id}/runs/${runId}?workflowType=machine_learning`,
     );
   });
 

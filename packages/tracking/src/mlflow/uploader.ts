@@ -6,6 +6,7 @@ import {
   LOG_BATCH_LIMITS,
   MLFLOW_LIMITS,
   MlflowClient,
+  mlflowUiUrl,
   type ClientOptions,
   type DatasetInput,
   type KeyValue,
@@ -291,12 +292,10 @@ export class MlflowUploader {
     this.save();
   }
 
-  /** The run's page in the MLflow UI (`<uri>/#/experiments/<id>/runs/<runId>`); undefined before it exists. */
+  /** The run's page in the MLflow UI's model-training view ({@link mlflowUiUrl}); undefined before it exists. */
   runUrl(): string | undefined {
     const s = this.state;
-    return s.runId && s.experimentId
-      ? `${s.uri}/#/experiments/${s.experimentId}/runs/${s.runId}`
-      : undefined;
+    return s.runId && s.experimentId ? mlflowUiUrl(s.uri, s.experimentId, s.runId) : undefined;
   }
 
   /**
