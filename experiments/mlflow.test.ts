@@ -524,6 +524,101 @@ series:
     }
   });
 
+  it('contrast sync: a recorded server that is down is a coded error with the fix; --tracking-uri moves a run and a study', async () => {
+    const other = await MlflowServer.start({ dir: join(root, 'moved-from-server') });
+    const { runPath, result } = await runExperiment(
+      tiny([
+        `tracking.dir=${join(root, 'moved-runs')}`,
+        `tracking.uri=${other.uri}`,
+        'name=mlflow-moved',
+      ]),
+      catalog,
+      { progress: false, log: () => {} },
+    );
+    // a study folder: a parent run and a child linked to it, both on the other server
+    const study = join(root, 'moved-study');
+    const child = join(study, 'runs', 'child');
+    mkdirSync(child, { recursive: true });
+    const uploaders = [
+      MlflowUploader.create(study, {
+        uri: other.uri,
+        experimentName: 'mlflow-moved-study',
+        runName: 'parent',
+        tags: [],
+      }),
+      MlflowUploader.create(child, {
+        uri: other.uri,
+        experimentName: 'mlflow-moved-study',
+        runName: 'child',
+        tags: [],
+        parentDir: study,
+      }),
+    ];
+    for (const u of uploaders) {
+      u.setStatus('FINISHED', 1_700_000_000_000);
+      await u.pump();
+    }
+    const oldRunId = JSON.parse(readFileSync(join(runPath, 'mlflow.json'), 'utf8')).runId;
+    await other.stop();
+
+    // the server the folder records does not answer: the address, the cause and both fixes
+    const down = await cli(['sync', runPath]);
+    expect(down.code).toBe(2);
+    expect(down.stderr).toContain(
+      `error [CONTRAST_TRACKING]: ${runPath}: MLflow server at ${other.uri} unreachable (`,
+    );
+    expect(down.stderr).toContain(
+      `ECONNREFUSED: nothing listens on 127.0.0.1:${other.port}); the address is the one the run folder's mlflow.json records`,
+    );
+    expect(down.stderr).toContain(
+      `fix: start the server (mlflow server --host 127.0.0.1 --port ${other.port} ...), or correct the address; then run contrast sync again, or move the run to a server that answers: contrast sync --tracking-uri http://HOST:PORT ${runPath}`,
+    );
+    expect(down.stderr).not.toContain('TypeError');
+
+    // --tracking-uri: a new run on this server gets the whole folder
+    const moved = await cli(['sync', '--tracking-uri', server.uri, runPath]);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stdout).toContain(`on ${server.uri} complete, status FINISHED`);
+    expect(moved.stdout).toContain('created the MLflow run');
+    const exp = await client.getExperimentByName('mlflow-moved');
+    const [run, ...more] = await client.searchRuns([exp!.experiment_id]);
+    expect(more).toEqual([]);
+    expect(run!.info.run_id).not.toBe(oldRunId);
+    expect(run!.info.status).toBe('FINISHED');
+    await expectEveryStepOnce(client, run!.info.run_id, result.steps);
+    const params = Object.fromEntries((run!.data.params ?? []).map((p) => [p.key, p.value]));
+    expect(params['strategy.name']).toBe('momentum-queue');
+    const files = (await client.listArtifacts(run!.info.artifact_uri)).map((f) => f.path);
+    expect(files).toEqual(expect.arrayContaining(['config.yaml', 'summary.json', 'checkpoints']));
+    expect(JSON.parse(readFileSync(join(runPath, 'mlflow.json'), 'utf8')).uri).toBe(server.uri);
+    expect(JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8')).mlflow).toEqual({
+      uri: server.uri,
+      experimentId: exp!.experiment_id,
+      runId: run!.info.run_id,
+    });
+    // now on this server: a plain sync finds it complete; MLFLOW_TRACKING_URI elsewhere is pointed out
+    process.env.MLFLOW_TRACKING_URI = other.uri;
+    try {
+      const again = await cli(['sync', runPath]);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toContain('nothing to change');
+      expect(again.stderr).toContain(
+        `MLFLOW_TRACKING_URI=${other.uri} is not used: a run stays on the server its mlflow.json records (${server.uri}); to move it there: contrast sync --tracking-uri ${other.uri} ${runPath}`,
+      );
+    } finally {
+      delete process.env.MLFLOW_TRACKING_URI;
+    }
+
+    // a study moves whole: the child links to the parent's new run
+    const synced = await syncRuns(study, { trackingUri: server.uri, warn: () => {} });
+    expect(synced.map((r) => [r.dir, r.uri, r.complete])).toEqual([
+      [study, server.uri, true],
+      [child, server.uri, true],
+    ]);
+    const childRun = await client.getRun(synced[1]!.runId);
+    expect(tags(childRun)['mlflow.parentRunId']).toBe(synced[0]!.runId);
+  }, 120_000);
+
   it('bad credentials are refused before the run starts, with no secret in the message', async () => {
     const password = 'admin-pw-5d1c';
     const secured = await MlflowServer.start({

@@ -34,6 +34,7 @@ export {
   type FetchLike,
   type Metric,
   type MlflowAuth,
+  type MlflowErrorCode,
   type Run,
   type RunInfo,
 } from 'mlflow-ts-client';
@@ -113,6 +114,11 @@ export function toTrackingError(e: unknown): unknown {
     ...(e.errorCode ? { mlflowCode: e.errorCode } : {}),
     retryable: e.retryable,
   });
+}
+
+/** The mlflow-ts-client code (e.g. `MLFLOW_UNREACHABLE`) of a TrackingError made by {@link toTrackingError}. */
+export function clientErrorCode(e: unknown): MlflowErrorCode | undefined {
+  return e instanceof TrackingError && e.cause instanceof MlflowError ? e.cause.code : undefined;
 }
 
 function contrast<T>(f: () => T): T {

@@ -350,19 +350,19 @@ export class MlflowUploader {
   /**
    * Moves tracking to another server: a new MLflow run there receives the whole
    * run folder (params, input, every metric record, artifacts); the old run is
-   * left as it is. The parent link is dropped (the parent lives on the old server).
+   * left as it is. The parent link is kept when the parent run folder was moved
+   * to the same server first (a study moved whole: the child links to the
+   * parent's new run), else dropped (the parent lives on the old server).
    */
   retarget(uri: string): void {
     const s = this.state;
     s.uri = new MlflowClient(uri, { auth: {} }).base;
-    for (const key of [
-      'experimentId',
-      'runId',
-      'artifactUri',
-      'parentRunId',
-      'parentDir',
-      'skip',
-    ] as const) {
+    const parentMoved =
+      s.parentDir !== undefined &&
+      hasMlflowState(s.parentDir) &&
+      MlflowUploader.open(s.parentDir).state.uri === s.uri;
+    const forget = ['experimentId', 'runId', 'artifactUri', 'parentRunId', 'skip'] as const;
+    for (const key of parentMoved ? forget : [...forget, 'parentDir' as const]) {
       delete s[key];
     }
     Object.assign(s, nothingUploaded(s));
