@@ -3,6 +3,7 @@ import { createServer } from 'node:http';
 import {
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -12,6 +13,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DivergedError,
@@ -25,12 +27,15 @@ import { runStudy } from '@contrast/study';
 import { createCatalog, evaluateRun, runExperiment } from '@contrast/trainer';
 import {
   artifactProxyPath,
+  EXPERIMENT_KIND_TAG,
   fitParams,
   freePort,
   LocalRunTracker,
   MlflowTracker,
   MlflowClient,
   MlflowServer,
+  MlflowUploader,
+  mlflowUiUrl,
   splitParams,
   syncRuns,
   SYSTEM_METRICS,
@@ -52,6 +57,10 @@ strategy: { name: momentum-queue, queueSize: 64, momentum: 0.99 }
 optim: { batchSize: 32, epochs: 1, maxSteps: 10 }
 eval: { knn: { every: 1, testSize: 200, bankSize: 512 }, baselines: false }
 `;
+
+/** Debian's chromium (set-up installs it), driven by playwright-core. */
+const CHROMIUM = process.env.CONTRAST_CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-sync'];
 
 const tags = (run: Run) => Object.fromEntries((run.data.tags ?? []).map((t) => [t.key, t.value]));
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -118,7 +127,7 @@ describe('MLflow tracking against a real server', () => {
     const run = runs[0]!;
     expect(run.info.status).toBe('FINISHED');
     expect(lines).toContain(
-      `[tracking] MLflow run ${server.uri}/#/experiments/${exp!.experiment_id}/runs/${run.info.run_id}`,
+      `[tracking] MLflow run ${server.uri}/#/experiments/${exp!.experiment_id}/runs/${run.info.run_id}?workflowType=machine_learning`,
     );
     expect(run.info.run_name).toBe(basename(runPath));
     const summary = JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8'));
@@ -248,6 +257,62 @@ describe('MLflow tracking against a real server', () => {
     expect(names.filter((n) => n.endsWith('final.bin'))).toEqual(['checkpoints/final.bin']);
   });
 
+  it("the UI links open the model-training view in a fresh browser (MLflow's GenAI view without the workflow parameter)", async () => {
+    const dir = mkdtempSync(join(root, 'ui-run-'));
+    const u = MlflowUploader.create(
+      dir,
+      { uri: server.uri, experimentName: 'mlflow-ui', runName: 'ui-run', tags: [] },
+      { warn: () => {} },
+    );
+    await u.pump();
+    const experimentId = u.state.experimentId!;
+    const exp = await client.getExperimentByName('mlflow-ui');
+    expect(exp!.tags).toContainEqual(EXPERIMENT_KIND_TAG);
+    const runUrl = u.runUrl()!;
+    expect(runUrl).toBe(
+      `${server.uri}/#/experiments/${experimentId}/runs/${u.state.runId}?workflowType=machine_learning`,
+    );
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+    });
+    /** Opens a page in a fresh context (empty localStorage); the final route and the side navigation. */
+    const open = async (url: string, ready: RegExp) => {
+      const context = await browser.newContext();
+      try {
+        const tab = await context.newPage();
+        await tab.goto(url);
+        await tab.waitForURL(ready, { timeout: 60_000 });
+        await tab.getByRole('link', { name: 'Traces' }).first().waitFor({ timeout: 60_000 });
+        const nav = await tab.$$eval('aside a, nav a', (as) => as.map((a) => a.textContent));
+        return { route: new URL(tab.url()).hash, nav };
+      } finally {
+        await context.close();
+      }
+    };
+    try {
+      // the run page: the model-training sidebar (Runs, Models, Traces), not GenAI's evaluations
+      const run = await open(runUrl, /\/runs\//);
+      expect(run.route).toBe(new URL(runUrl).hash);
+      expect(run.nav).toContain('Runs');
+      expect(run.nav).not.toContain('Evaluation runs');
+      // the experiment page redirects to its runs table, keeping the parameter
+      const experiment = await open(mlflowUiUrl(server.uri, experimentId), /\/runs\?/);
+      expect(experiment.route).toMatch(
+        new RegExp(`^#/experiments/${experimentId}/runs\\?workflowType=machine_learning(&|$)`),
+      );
+      expect(experiment.nav).toContain('Runs');
+      // without the parameter the experiment tag alone does not choose the view: GenAI's
+      // overview (or its traces, when the redirect comes before the UI knows the runs)
+      const bare = await open(`${server.uri}/#/experiments/${experimentId}`, /\/(overview|traces)/);
+      expect(bare.route).toContain('workflowType=genai');
+      expect(bare.nav).toContain('Evaluation runs');
+    } finally {
+      await browser.close();
+    }
+  }, 120_000);
+
   it('a failed run is FAILED with its coded reason as tags', async () => {
     const config = tiny([
       `tracking.dir=${join(root, 'failed-runs')}`,
@@ -339,7 +404,7 @@ describe('MLflow tracking against a real server', () => {
     expect(point!.value).toBe(subset.results.knn_accuracy_subset);
     const run = await client.getRun(runId);
     expect(lines).toContain(
-      `[tracking] MLflow run ${server.uri}/#/experiments/${run.info.experiment_id}/runs/${runId}`,
+      `[tracking] MLflow run ${server.uri}/#/experiments/${run.info.experiment_id}/runs/${runId}?workflowType=machine_learning`,
     );
   });
 
@@ -569,6 +634,101 @@ series:
       await late.stop();
     }
   });
+
+  it('contrast sync: a recorded server that is down is a coded error with the fix; --tracking-uri moves a run and a study', async () => {
+    const other = await MlflowServer.start({ dir: join(root, 'moved-from-server') });
+    const { runPath, result } = await runExperiment(
+      tiny([
+        `tracking.dir=${join(root, 'moved-runs')}`,
+        `tracking.uri=${other.uri}`,
+        'name=mlflow-moved',
+      ]),
+      catalog,
+      { progress: false, log: () => {} },
+    );
+    // a study folder: a parent run and a child linked to it, both on the other server
+    const study = join(root, 'moved-study');
+    const child = join(study, 'runs', 'child');
+    mkdirSync(child, { recursive: true });
+    const uploaders = [
+      MlflowUploader.create(study, {
+        uri: other.uri,
+        experimentName: 'mlflow-moved-study',
+        runName: 'parent',
+        tags: [],
+      }),
+      MlflowUploader.create(child, {
+        uri: other.uri,
+        experimentName: 'mlflow-moved-study',
+        runName: 'child',
+        tags: [],
+        parentDir: study,
+      }),
+    ];
+    for (const u of uploaders) {
+      u.setStatus('FINISHED', 1_700_000_000_000);
+      await u.pump();
+    }
+    const oldRunId = JSON.parse(readFileSync(join(runPath, 'mlflow.json'), 'utf8')).runId;
+    await other.stop();
+
+    // the server the folder records does not answer: the address, the cause and both fixes
+    const down = await cli(['sync', runPath]);
+    expect(down.code).toBe(2);
+    expect(down.stderr).toContain(
+      `error [CONTRAST_TRACKING]: ${runPath}: MLflow server at ${other.uri} unreachable (`,
+    );
+    expect(down.stderr).toContain(
+      `ECONNREFUSED: nothing listens on 127.0.0.1:${other.port}); the address is the one the run folder's mlflow.json records`,
+    );
+    expect(down.stderr).toContain(
+      `fix: start the server (mlflow server --host 127.0.0.1 --port ${other.port} ...), or correct the address; then run contrast sync again, or move the run to a server that answers: contrast sync --tracking-uri http://HOST:PORT ${runPath}`,
+    );
+    expect(down.stderr).not.toContain('TypeError');
+
+    // --tracking-uri: a new run on this server gets the whole folder
+    const moved = await cli(['sync', '--tracking-uri', server.uri, runPath]);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stdout).toContain(`on ${server.uri} complete, status FINISHED`);
+    expect(moved.stdout).toContain('created the MLflow run');
+    const exp = await client.getExperimentByName('mlflow-moved');
+    const [run, ...more] = await client.searchRuns([exp!.experiment_id]);
+    expect(more).toEqual([]);
+    expect(run!.info.run_id).not.toBe(oldRunId);
+    expect(run!.info.status).toBe('FINISHED');
+    await expectEveryStepOnce(client, run!.info.run_id, result.steps);
+    const params = Object.fromEntries((run!.data.params ?? []).map((p) => [p.key, p.value]));
+    expect(params['strategy.name']).toBe('momentum-queue');
+    const files = (await client.listArtifacts(run!.info.artifact_uri)).map((f) => f.path);
+    expect(files).toEqual(expect.arrayContaining(['config.yaml', 'summary.json', 'checkpoints']));
+    expect(JSON.parse(readFileSync(join(runPath, 'mlflow.json'), 'utf8')).uri).toBe(server.uri);
+    expect(JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8')).mlflow).toEqual({
+      uri: server.uri,
+      experimentId: exp!.experiment_id,
+      runId: run!.info.run_id,
+    });
+    // now on this server: a plain sync finds it complete; MLFLOW_TRACKING_URI elsewhere is pointed out
+    process.env.MLFLOW_TRACKING_URI = other.uri;
+    try {
+      const again = await cli(['sync', runPath]);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toContain('nothing to change');
+      expect(again.stderr).toContain(
+        `MLFLOW_TRACKING_URI=${other.uri} is not used: a run stays on the server its mlflow.json records (${server.uri}); to move it there: contrast sync --tracking-uri ${other.uri} ${runPath}`,
+      );
+    } finally {
+      delete process.env.MLFLOW_TRACKING_URI;
+    }
+
+    // a study moves whole: the child links to the parent's new run
+    const synced = await syncRuns(study, { trackingUri: server.uri, warn: () => {} });
+    expect(synced.map((r) => [r.dir, r.uri, r.complete])).toEqual([
+      [study, server.uri, true],
+      [child, server.uri, true],
+    ]);
+    const childRun = await client.getRun(synced[1]!.runId);
+    expect(tags(childRun)['mlflow.parentRunId']).toBe(synced[0]!.runId);
+  }, 120_000);
 
   it('bad credentials are refused before the run starts, with no secret in the message', async () => {
     const password = 'admin-pw-5d1c';

@@ -135,10 +135,23 @@ describe('HTTP behaviour against a scripted server', () => {
       .searchRuns({ experiment_ids: ['0'] })
       .catch((x: unknown) => x)) as MlflowError;
     expect(e.code).toBe('MLFLOW_UNREACHABLE');
-    expect(e.message).toBe(
-      `MLflow server at http://127.0.0.1:${port} unreachable (POST /api/2.0/mlflow/runs/search: ECONNREFUSED)`,
+    expect(e.detail).toBe(
+      `MLflow server at http://127.0.0.1:${port} unreachable (POST /api/2.0/mlflow/runs/search: ECONNREFUSED: nothing listens on 127.0.0.1:${port})`,
+    );
+    expect(e.hint).toBe(
+      `start the server (mlflow server --host 127.0.0.1 --port ${port} ...), or correct the address`,
     );
     expect(slept).toHaveLength(2);
+  });
+
+  it("a port fetch blocks (6000, X11's) is named as such with the fix, not as a bare TypeError", async () => {
+    const c = new MlflowClient('http://127.0.0.1:6000', { ...fast(), attempts: 1 });
+    const e = (await c.getRun({ run_id: 'r' }).catch((x: unknown) => x)) as MlflowError;
+    expect(e.code).toBe('MLFLOW_UNREACHABLE');
+    expect(e.detail).toBe(
+      'MLflow server at http://127.0.0.1:6000 unreachable (GET /api/2.0/mlflow/runs/get: port 6000 is one the Fetch standard blocks (fetch refuses it: "bad port"))',
+    );
+    expect(e.hint).toBe('serve MLflow on another port (e.g. 5000) and use that address');
   });
 
   it('a 2xx answer that is not JSON is MLFLOW_BAD_RESPONSE, not a crash', async () => {

@@ -44,6 +44,63 @@ const PERMISSION_HINT =
   "use credentials allowed to do this (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), or ask the server's admin for the permission";
 
 /**
+ * Why a request got no answer, and the fix, from what `fetch` threw: Node's
+ * fetch (undici) throws `TypeError('fetch failed')` with the socket's error as
+ * `cause` (its `code`: ECONNREFUSED, ENOTFOUND...; no code for a port the Fetch
+ * standard blocks, "bad port"); `AbortSignal.timeout` throws a `TimeoutError`.
+ */
+export function networkFailure(
+  e: unknown,
+  base: string,
+  timeoutMs: number,
+): { reason: string; hint: string } {
+  const err = e as Error & { cause?: { code?: string; message?: string } };
+  const url = new URL(base);
+  const host = url.hostname;
+  const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+  const reachable = `check that ${base} is reachable from this machine (a firewall, VPN or ssh tunnel in between?)`;
+  if (err?.name === 'TimeoutError') {
+    return { reason: `TimeoutError: no answer within ${timeoutMs / 1000} s`, hint: reachable };
+  }
+  const code = err?.cause?.code;
+  const detail = err?.cause?.message;
+  switch (code) {
+    case 'ECONNREFUSED':
+      return {
+        reason: `ECONNREFUSED: nothing listens on ${host}:${port}`,
+        hint: `start the server (mlflow server --host ${host} --port ${port} ...), or correct the address`,
+      };
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return {
+        reason: `${code}: the host name ${host} does not resolve`,
+        hint: 'correct the host name in the address',
+      };
+    case 'ECONNRESET':
+    case 'UND_ERR_SOCKET':
+      return {
+        reason: `${code}: the connection was closed without an answer`,
+        hint: `check that ${base} is an MLflow server and its scheme (http or https) is the one it serves`,
+      };
+    case undefined:
+      break;
+    default:
+      return { reason: detail ? `${code}: ${detail}` : code, hint: reachable };
+  }
+  if (detail === 'bad port') {
+    return {
+      reason: `port ${port} is one the Fetch standard blocks (fetch refuses it: "bad port")`,
+      hint: 'serve MLflow on another port (e.g. 5000) and use that address',
+    };
+  }
+  const why = detail ?? err?.message;
+  return {
+    reason: why ? `${err?.name ?? 'Error'}: ${why}` : String(e),
+    hint: reachable,
+  };
+}
+
+/**
  * HTTP on `fetch` for the MLflow REST API: auth headers, per-attempt timeouts,
  * retries of network errors, 429 and 5xx with exponential backoff (a server's
  * `Retry-After`, seconds or HTTP date, is waited out instead), and coded
@@ -164,12 +221,11 @@ export class HttpTransport {
   }
 
   private unreachable(what: string, e: unknown): MlflowError {
-    const err = e as Error & { cause?: { code?: string } };
-    const reason = err.cause?.code ?? err.name ?? 'network error';
+    const { reason, hint } = networkFailure(e, this.base, this.timeoutMs);
     return new MlflowError(
       'MLFLOW_UNREACHABLE',
       this.redact(`MLflow server at ${this.base} unreachable (${what}: ${reason})`),
-      { retryable: true, cause: e },
+      { retryable: true, cause: e, hint: this.redact(hint) },
     );
   }
 

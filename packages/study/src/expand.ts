@@ -78,6 +78,22 @@ export function configHash(config: ExperimentConfig): string {
 }
 
 /**
+ * A point's part of a child run's name, after the swept field: `strategy.momentum=0.99`
+ * for an axes study (strings unquoted), `k256` for a series study (x is K).
+ */
+export function xTag(study: Pick<Study, 'axis'>, point: Point): string {
+  if (!study.axis) return `k${point.k}`;
+  let value = point.label ?? String(point.k);
+  try {
+    const v: unknown = JSON.parse(value);
+    if (typeof v === 'string') value = v;
+  } catch {
+    // written as is
+  }
+  return `${study.axis}=${value}`;
+}
+
+/**
  * Base experiment <- study settings <- series settings <- point settings, then
  * `scale` multiplies the epochs and the training subset (capped at the full split).
  */
@@ -112,9 +128,14 @@ export function expandStudy(
           );
         }
         const seedTag = study.seeds.length > 1 ? `-s${seed}` : '';
+        const runName = (x: string) =>
+          `${study.name}-${series.label}-${x}${seedTag}`.replace(/[^\w.-]/g, '_');
+        // ids hash the config under the name earlier versions gave (k<x> for any x),
+        // so the finished runs of an existing study folder are still found
+        const legacyName = runName(`k${point.k}`);
         config = {
           ...config,
-          name: `${study.name}-${series.label}-k${point.k}${seedTag}`.replace(/[^\w.-]/g, '_'),
+          name: runName(xTag(study, point)),
           optim: { ...config.optim, epochs: Math.max(1, Math.round(config.optim.epochs * scale)) },
           data: {
             ...config.data,
@@ -126,7 +147,7 @@ export function expandStudy(
           tracking: { ...config.tracking, dir: options.runsDir },
         };
         runs.push({
-          id: configHash(config),
+          id: configHash({ ...config, name: legacyName }),
           series: series.label,
           k: point.k,
           ...(point.label !== undefined ? { xLabel: point.label } : {}),

@@ -155,6 +155,8 @@ function xEncoding(x: XAxis): Channel {
     };
   }
   const labels = Object.fromEntries(x.ks.map((k) => [String(k), x.label(k)]));
+  const label = `(${JSON.stringify(labels)}[toString(datum.value)] || datum.label)`;
+  const lowered = loweredLabels(x, lo, hi);
   return {
     field: 'k',
     type: 'quantitative',
@@ -163,19 +165,47 @@ function xEncoding(x: XAxis): Channel {
       type: x.scale,
       domain: [lo, hi],
       nice: false,
-      padding: 16,
+      padding: X_PADDING,
       ...(x.scale === 'linear' ? { zero: false } : {}),
     },
     axis: {
       values: x.ks,
-      labelExpr: `${JSON.stringify(labels)}[toString(datum.value)] || datum.label`,
-      // every tested value is labelled unless its label would print over a neighbour's
-      // (K = 254 beside 256 on a log axis): that one keeps its tick and loses the label
-      labelOverlap: 'greedy',
+      // every tested value is labelled: a label that would print over its neighbour's
+      // (K = 254 beside 256 on a log axis) goes one row lower (a two-line label, the first empty)
+      labelExpr: lowered.length
+        ? `indexof(${JSON.stringify(lowered)}, datum.value) >= 0 ? ['', ${label}] : ${label}`
+        : label,
+      labelOverlap: false,
       labelFlush: false,
       grid: true,
     },
   };
+}
+
+/** Plot width of the study figure and the x scale's padding, in px. */
+const PLOT_WIDTH = 460;
+const X_PADDING = 16;
+
+/**
+ * The tested x values whose labels go one row lower: walking left to right, a label
+ * that would come within 6 px of the previous one on the first row. Label widths
+ * are estimated at 6.5 px per character (11 px sans-serif digits are ~6.1 px).
+ */
+export function loweredLabels(x: XAxis, lo: number, hi: number): number[] {
+  const f = x.scale === 'log' ? Math.log : (v: number) => v;
+  const span = PLOT_WIDTH - 2 * X_PADDING;
+  const at = (k: number) => X_PADDING + ((f(k) - f(lo)) / (f(hi) - f(lo))) * span;
+  const half = (k: number) => (x.label(k).length * 6.5) / 2;
+  const lowered: number[] = [];
+  let previous: number | undefined; // the last label on the first row
+  for (const k of [...x.ks].sort((a, b) => a - b)) {
+    if (previous !== undefined && at(k) - half(k) < at(previous) + half(previous) + 6) {
+      lowered.push(k);
+    } else {
+      previous = k;
+    }
+  }
+  return lowered;
 }
 
 /** Shared look: the figure font, whole legend labels and titles, line + marker legend symbols. */
@@ -216,46 +246,90 @@ export interface StudyPoint {
   n: number;
 }
 
+/** A horizontal reference line of the study figure (e.g. a random-init encoder's kNN), in %. */
+export interface Reference {
+  value: number;
+  /** Its label, drawn above the line at the left: e.g. 'random-init encoder 65.20%'. */
+  text: string;
+}
+
 /**
  * kNN accuracy against the swept value, one line per series: markers and dashes
  * per series, error bars (mean ± std) where a point has several seeds, ticks at
- * the tested values, the protocol as subtitle.
+ * the tested values (labels that would collide drop a row), the protocol as
+ * subtitle, and labelled dashed lines at the `references` (same protocol).
  */
 export function studyPlotSpec(
   points: readonly StudyPoint[],
   x: XAxis,
   key: StyleKey | undefined,
   title: { text: string; subtitle: string[] },
+  references: readonly Reference[] = [],
 ): TopLevelSpec {
   const s = styles(key);
   const y = { type: 'quantitative', title: 'kNN top-1 accuracy (%)' };
+  const xe = xEncoding(x);
+  const data = { values: points as unknown as Record<string, unknown>[] };
+  const ref = { values: references as unknown as Record<string, unknown>[] };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { ...title, frame: 'group' },
-    width: 460,
+    width: PLOT_WIDTH,
     height: 300,
     background: 'white',
-    data: { values: points as unknown as Record<string, unknown>[] },
-    encoding: { x: xEncoding(x) },
     layer: [
+      ...(references.length
+        ? [
+            {
+              data: ref,
+              mark: { type: 'rule', strokeDash: [2, 3], strokeWidth: 1.5, color: '#555' },
+              encoding: { y: { ...y, field: 'value' } },
+            },
+            {
+              data: ref,
+              mark: {
+                type: 'text',
+                align: 'left',
+                baseline: 'bottom',
+                dx: 3,
+                dy: -2,
+                fontSize: 10,
+              },
+              encoding: {
+                y: { ...y, field: 'value' },
+                x: { value: 0 },
+                text: { field: 'text' },
+                color: { value: '#333' },
+              },
+            },
+          ]
+        : []),
       {
+        data,
         mark: { type: 'line', strokeWidth: 2 },
         encoding: {
+          x: xe,
           y: { ...y, field: 'mean', scale: { zero: false, nice: false, padding: 8 } },
           color: s.color,
           strokeDash: s.strokeDash,
         },
       },
       {
+        data,
         transform: [{ filter: 'datum.n > 1' }],
         mark: { type: 'errorbar', ticks: true, thickness: 1.5 },
-        encoding: { y: { ...y, field: 'lo' }, y2: { field: 'hi' }, color: s.color },
+        encoding: { x: xe, y: { ...y, field: 'lo' }, y2: { field: 'hi' }, color: s.color },
       },
       {
+        data,
         mark: { type: 'point', filled: true, size: MARKER_SIZE, opacity: 1 },
-        encoding: { y: { ...y, field: 'mean' }, color: s.color, shape: s.shape },
+        encoding: { x: xe, y: { ...y, field: 'mean' }, color: s.color, shape: s.shape },
       },
-      ...legendLayer(key, { ...y, field: 'mean' }),
+      ...legendLayer(key, { ...y, field: 'mean' }).map((l) => ({
+        ...l,
+        data,
+        encoding: { ...(l.encoding as Channel), x: xe },
+      })),
     ],
     resolve: { scale: { shape: 'independent' } },
     config: CONFIG,
@@ -333,29 +407,52 @@ function curvePanel(
   };
 }
 
+/** One training-loss panel of the curves figure: the runs of one objective. */
+export interface LossPanel {
+  /** Panel title and subtitle (what the loss is, what x is). */
+  title: { text: string; subtitle: string[] };
+  /** x axis title: 'step', or the share of each run's steps. */
+  x: string;
+  points: readonly CurvePoint[];
+}
+
 /**
- * Training loss per step and kNN per epoch, one line per configuration; seeds as
- * a band (loss) and error bars (kNN), mean ± std. The kNN panel is left out when
- * the runs evaluated kNN at one epoch only (`eval.knn.every: 0`).
+ * Training loss and kNN per epoch, one line per configuration; seeds as a band
+ * (loss) and error bars (kNN), mean ± std. One loss panel per objective (losses
+ * of different objectives share no axis), each with its own title; the kNN panel
+ * carries the kNN protocol as its subtitle. The kNN panel is left out when the
+ * runs evaluated kNN at one epoch only (`eval.knn.every: 0`).
  */
 export function curvesSpec(
-  loss: readonly CurvePoint[],
-  knn: readonly CurvePoint[],
+  loss: readonly LossPanel[],
+  knn: { points: readonly CurvePoint[]; subtitle: string[] },
   key: StyleKey | undefined,
   title: { text: string; subtitle: string[] },
 ): TopLevelSpec {
-  const epochs = [...new Set(knn.map((p) => p.at))].sort((a, b) => a - b);
+  const epochs = [...new Set(knn.points.map((p) => p.at))].sort((a, b) => a - b);
   const perEpoch = epochs.length > 1; // one evaluation (at the end) is the study figure's point
+  const titled = (panel: Channel, t: { text: string; subtitle: string[] }) => ({
+    ...panel,
+    title: { ...t, anchor: 'start', frame: 'group' },
+  });
   const panels = [
-    curvePanel(loss, { x: 'step', y: 'training loss' }, key, 'band', !perEpoch),
+    ...loss.map((p, i) =>
+      titled(
+        curvePanel(p.points, { x: p.x, y: 'training loss' }, key, 'band', !perEpoch && i === 0),
+        p.title,
+      ),
+    ),
     ...(perEpoch
       ? [
-          curvePanel(
-            knn,
-            { x: 'epoch', y: 'kNN top-1 accuracy (%)', xValues: epochs },
-            key,
-            'errorbar',
-            true,
+          titled(
+            curvePanel(
+              knn.points,
+              { x: 'epoch', y: 'kNN top-1 accuracy (%)', xValues: epochs },
+              key,
+              'errorbar',
+              true,
+            ),
+            { text: 'kNN top-1 accuracy per epoch', subtitle: knn.subtitle },
           ),
         ]
       : []),

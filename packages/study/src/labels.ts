@@ -141,3 +141,39 @@ export function seedsText(results: readonly StudyResult[]): string | undefined {
   const most = Math.max(0, ...series.flatMap((s) => ks.map((k) => at(s, k).length)));
   return most > 1 ? `mean ± std over ${most} seeds` : undefined;
 }
+
+/** 20000 -> '20k', 1500 -> '1,500': the short count a title carries. */
+function shortCount(n: number): string {
+  return n % 1000 === 0 ? `${n / 1000}k` : n.toLocaleString('en-US');
+}
+
+/**
+ * What the runs trained on, as run (after `--scale`): '60k images, 6 epochs'
+ * ('full training split' for `data.trainSubset: 0`); values that differ between
+ * runs are listed ('2 / 4 epochs'). Images from the runs' config.yaml, epochs
+ * from the results. Undefined when no run recorded a config.
+ */
+export function budgetText(outDir: string, results: readonly StudyResult[]): string | undefined {
+  const subsets = results
+    .map((r) => runConfig(runFolder(outDir, r))?.data.trainSubset)
+    .filter((n): n is number => n !== undefined);
+  if (subsets.length === 0) return undefined;
+  const distinct = <T>(xs: T[]) => [...new Set(xs)];
+  const images = distinct(subsets.map((n) => (n > 0 ? shortCount(n) : 'full training split')));
+  const epochs = distinct(results.map((r) => r.epochs));
+  const imagesText = images.every((i) => i !== 'full training split')
+    ? `${images.join(' / ')} images`
+    : images.join(' / ');
+  return `${imagesText}, ${epochs.join(' / ')} epoch${epochs.length === 1 && epochs[0] === 1 ? '' : 's'}`;
+}
+
+/**
+ * A study's title with its training budget as run: a description that states one
+ * ('..., 20k images, 2 epochs') has it replaced (a `--scale` run trained on more),
+ * any other gets it after a colon.
+ */
+export function titleWithBudget(title: string, budget: string | undefined): string {
+  if (!budget) return title;
+  const stated = /(?:\d[\d,.]*k? images|full training split), \d+ epochs?/;
+  return stated.test(title) ? title.replace(stated, budget) : `${title}: ${budget}`;
+}

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PDFDocument } from 'pdf-lib';
 import { describe, expect, it } from 'vitest';
-import { figureStem, reportMeta, xTitle } from './labels.js';
+import { figureStem, reportMeta, titleWithBudget, xTitle } from './labels.js';
+import { loweredLabels } from './figures.js';
 import { PNG_ZOOM, svgSize, type RenderedFigure } from './render.js';
 import { curvesFigure, reportStudyFolder, studyFigure, writeReport } from './report.js';
 import type { StudyResult } from './results.js';
@@ -181,7 +182,120 @@ describe('study figure on the real renderer (vega-lite -> SVG, resvg PNG, pdfkit
   });
 });
 
+describe('study figure: colliding ticks, reference lines, title as run', () => {
+  it('labels K = 254 and 256 both, the second a row lower, and draws the baselines, labelled', async () => {
+    const base = gridStudy(mkdtempSync(join(tmpdir(), 'contrast-figure-')), [0])[0]!;
+    const at = (series: string, k: number): StudyResult => ({
+      ...base,
+      id: `${series}${k}`,
+      series,
+      k,
+      xLabel: undefined,
+      knnRandomInit: 0.652,
+      knnRawPixels: 0.795,
+    });
+    const results = [
+      ...[126, 254, 510].map((k) => at('end-to-end', k)),
+      ...[256, 1024].map((k) => at('momentum-queue', k)),
+    ];
+    const meta = reportMeta({ legend: 'strategy.name' }, 'Mechanisms');
+    const f = await studyFigure(results, meta, []);
+    // every tested K labelled; 256, beside 254, as a two-line label whose first line is empty
+    expect(xTickLabels(f.svg)).toEqual(['126', '254', '510', '1024']);
+    expect(f.svg).toContain('<tspan/><tspan x="0" dy="13">256</tspan>');
+    expect(texts(f.svg, 'mark layer_1_marks')).toEqual([
+      'random-init encoder 65.20%',
+      'raw pixels 79.50%',
+    ]);
+    expect(f.svg.match(/aria-roledescription="rule mark"/g) ?? []).toHaveLength(2);
+  });
+
+  it('lowers exactly the labels that would come within 6 px of the previous one', () => {
+    const axis = (ks: number[]) => ({
+      title: 'K',
+      ks,
+      label: String,
+      numeric: true,
+      scale: 'log' as const,
+    });
+    expect(loweredLabels(axis([126, 254, 256, 510]), 126, 510)).toEqual([256]);
+    expect(loweredLabels(axis([256, 1024, 4096, 16384]), 256, 16384)).toEqual([]);
+    // linear, 0 to 0.999 over 428 px: 0.99 sits 38 px right of 0.9 (clear), 0.999 4 px from 0.99
+    const linear = { ...axis([0, 0.9, 0.99, 0.999]), scale: 'linear' as const };
+    expect(loweredLabels(linear, 0, 0.999)).toEqual([0.999]);
+  });
+
+  it('titles the report with the images and epochs as run (--scale), not as the description wrote them', async () => {
+    expect(titleWithBudget('Queue size K', '20k images, 2 epochs')).toBe(
+      'Queue size K: 20k images, 2 epochs',
+    );
+    const root = mkdtempSync(join(tmpdir(), 'contrast-report-'));
+    // --scale 3: 20k images x 3 is the whole split (trainSubset 0), 2 epochs x 3 = 6
+    const results = gridStudy(root, [0]).map((r) => ({ ...r, epochs: 6 }));
+    for (const r of results) {
+      const file = join(r.runPath, 'config.yaml');
+      writeFileSync(
+        file,
+        readFileSync(file, 'utf8').replace('trainSubset: 20000', 'trainSubset: 0'),
+      );
+    }
+    const meta = reportMeta(
+      {
+        description: 'Queue size K (Fashion-MNIST, ConvNet, 20k images, 2 epochs)',
+        axis: 'strategy.queueSize',
+        scale: 3,
+      },
+      'x',
+    );
+    await writeReport(root, results, meta);
+    const title = 'Queue size K (Fashion-MNIST, ConvNet, full training split, 6 epochs)';
+    for (const stem of ['knn-vs-strategy.queueSize', 'curves']) {
+      expect(texts(readFileSync(join(root, `${stem}.svg`), 'utf8'), 'title-text')).toContain(title);
+    }
+    expect(readFileSync(join(root, 'table.md'), 'utf8')).toMatch(
+      new RegExp(`^## ${title.replace(/[()]/g, '\\$&')}\n`),
+    );
+    expect(readFileSync(join(root, 'results.csv'), 'utf8')).toMatch(
+      /^series,strategy\.queueSize,xLabel,/,
+    );
+  });
+});
+
 describe('curves figure on the real renderer', () => {
+  it('one loss panel per objective, x as the share of each run when lengths differ; the kNN protocol over the kNN panel only', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'contrast-figure-'));
+    const results = gridStudy(root, [0]).filter((r) => r.k === 256);
+    // the momentum-0.99 run trained on another objective; the momentum-0.9 run twice as long
+    const other = results.find((r) => r.series === 'strategy.momentum=0.99')!;
+    const config = join(other.runPath, 'config.yaml');
+    writeFileSync(
+      config,
+      readFileSync(config, 'utf8').replace('name: r\n', 'name: r\nloss: { name: nt-xent }\n'),
+    );
+    const long = results.find((r) => r.series === 'strategy.momentum=0.9')!;
+    const f = (await curvesFigure(
+      root,
+      results.map((r) => (r === long ? { ...r, steps: 16 } : r)),
+      queueMeta,
+      ['k = 200, t = 0.1'],
+    ))!;
+    expect(new Set(texts(f.svg, 'title-text'))).toEqual(
+      new Set([
+        'Queue size K',
+        "Training loss: momentum-queue's loss",
+        'Training loss: nt-xent',
+        'kNN top-1 accuracy per epoch',
+      ]),
+    );
+    const subtitles = texts(f.svg, 'title-subtitle');
+    expect(subtitles).toContain("x: share of each run's steps (runs of 8 / 16 steps)");
+    expect(subtitles).toContain('per step (8 steps per run)');
+    expect(subtitles.filter((t) => t.includes('k = 200'))).toEqual(['k = 200, t = 0.1']);
+    expect(texts(f.svg, 'axis-title')).toEqual(
+      expect.arrayContaining(["training progress (% of the run's steps)", 'step', 'epoch']),
+    );
+  });
+
   it('one whole-labelled line per configuration, seeds as bands and error bars', async () => {
     const root = mkdtempSync(join(tmpdir(), 'contrast-figure-'));
     const results = gridStudy(root, [0, 1]).filter((r) => r.k === 256);

@@ -5,6 +5,8 @@ import { parse as parseYaml } from 'yaml';
 import {
   curvesSpec,
   lineLegends,
+  type LossPanel,
+  type Reference,
   studyPlotSpec,
   type CurvePoint,
   type StudyPoint,
@@ -12,6 +14,7 @@ import {
   type XAxis,
 } from './figures.js';
 import {
+  budgetText,
   figureStem,
   protocolText,
   reportMeta,
@@ -19,11 +22,12 @@ import {
   seriesLegend,
   studyProtocols,
   testedX,
+  titleWithBudget,
   xTitle,
   type ReportMeta,
 } from './labels.js';
 import { renderFigure, type RenderedFigure } from './render.js';
-import { groups, meanStd, readResults, runFolder, type StudyResult } from './results.js';
+import { groups, meanStd, readResults, runConfig, runFolder, type StudyResult } from './results.js';
 
 const pct = (x: number | undefined) =>
   x === undefined || Number.isNaN(x) ? '' : (100 * x).toFixed(2);
@@ -111,8 +115,12 @@ export function markdownTable(
   return lines.join('\n');
 }
 
-/** results.csv: one row per run (every seed), RFC 4180 quoting where a value needs it. */
-export function csv(results: readonly StudyResult[]): string {
+/**
+ * results.csv: one row per run (every seed), RFC 4180 quoting where a value needs
+ * it. The x position's column is named after the swept field (`xColumn`, e.g.
+ * `strategy.momentum`; `k` for a series study, whose x is K).
+ */
+export function csv(results: readonly StudyResult[], xColumn = 'k'): string {
   const cols = [
     'series',
     'k',
@@ -137,8 +145,11 @@ export function csv(results: readonly StudyResult[]): string {
       : /[",\n]/.test(String(v))
         ? `"${String(v).replace(/"/g, '""')}"`
         : String(v);
+  const header = cols.map((c) => (c === 'k' ? xColumn : c));
   return (
-    [cols.join(','), ...results.map((r) => cols.map((c) => esc(r[c])).join(','))].join('\n') + '\n'
+    [header.map(esc).join(','), ...results.map((r) => cols.map((c) => esc(r[c])).join(','))].join(
+      '\n',
+    ) + '\n'
   );
 }
 
@@ -202,7 +213,24 @@ export function studyPoints(
   );
 }
 
-/** The study figure: kNN accuracy against the swept value. */
+/**
+ * The reference lines of the study figure, as the table gives them (the first
+ * run's values, same protocol): the random-init encoder's and raw pixels' kNN, in %.
+ */
+export function references(results: readonly StudyResult[]): Reference[] {
+  const first = (f: (r: StudyResult) => number | undefined) =>
+    results.map(f).find((v) => v !== undefined && !Number.isNaN(v));
+  const init = first((r) => r.knnRandomInit);
+  const pixels = first((r) => r.knnRawPixels);
+  return [
+    ...(init !== undefined
+      ? [{ value: 100 * init, text: `random-init encoder ${pct(init)}%` }]
+      : []),
+    ...(pixels !== undefined ? [{ value: 100 * pixels, text: `raw pixels ${pct(pixels)}%` }] : []),
+  ];
+}
+
+/** The study figure: kNN accuracy against the swept value, the baselines as reference lines. */
 export async function studyFigure(
   results: readonly StudyResult[],
   meta: ReportMeta,
@@ -214,22 +242,74 @@ export async function studyFigure(
   const key: StyleKey = { field: 'series', title: legend.title, domain: legend.names };
   const points = studyPoints(results, legend.label, tested.label);
   return renderFigure(
-    studyPlotSpec(points, x, key, { text: meta.title, subtitle }),
+    studyPlotSpec(points, x, key, { text: meta.title, subtitle }, references(results)),
     meta.title,
     lineLegends,
   );
 }
 
+/** A run's objective: its loss as trained (config.yaml's loss.name, else its method's own loss). */
+function objectiveOf(outDir: string, r: StudyResult): string {
+  const config = runConfig(runFolder(outDir, r));
+  if (!config) return 'loss';
+  return config.loss.name ?? `${config.strategy.name}'s loss`;
+}
+
 /**
- * The curves figure: loss per step and kNN per epoch, one line per configuration
- * (series x value), seeds as bands / error bars. Undefined when no run folder
- * has a metrics.jsonl.
+ * The loss panels of the curves figure: one per objective (a loss of another
+ * objective, or over another K, is another quantity: no shared axis across
+ * objectives). Within a panel x is the step when its runs have the same number
+ * of steps, else the share of each run's steps (%), so runs of different lengths
+ * (e.g. end-to-end's batch sizes) line up by training progress; the subtitle says which.
+ */
+export function lossPanels(
+  outDir: string,
+  results: readonly StudyResult[],
+  loss: ReturnType<typeof runCurves>['loss'],
+  line: (p: { series: string; k: number }) => string,
+  domain: readonly string[],
+  seeds: string | undefined,
+): LossPanel[] {
+  const byRun = new Map(results.map((r) => [r.id, r]));
+  const objective = new Map(results.map((r) => [r.id, objectiveOf(outDir, r)]));
+  const objectives = [...new Set(results.map((r) => objective.get(r.id)!))];
+  return objectives.flatMap((o) => {
+    const points = loss.filter((p) => objective.get(p.run) === o);
+    if (points.length === 0) return [];
+    const steps = [...new Set(points.map((p) => byRun.get(p.run)!.steps))].sort((a, b) => a - b);
+    const same = steps.length === 1;
+    const at = (p: (typeof points)[number]) =>
+      same ? p.step : (100 * p.step) / byRun.get(p.run)!.steps;
+    const x = same ? 'step' : "training progress (% of the run's steps)";
+    const lines = overSeeds(points.map((p) => ({ line: line(p), at: at(p), value: p.loss })));
+    return [
+      {
+        title: {
+          text: `Training loss: ${o}`,
+          subtitle: [
+            same
+              ? `per step (${steps[0]!.toLocaleString('en-US')} steps per run)`
+              : `x: share of each run's steps (runs of ${steps.map((n) => n.toLocaleString('en-US')).join(' / ')} steps)`,
+            ...(seeds ? [`${seeds}: bands`] : []),
+          ],
+        },
+        x,
+        points: withMarkers(lines, domain),
+      },
+    ];
+  });
+}
+
+/**
+ * The curves figure: training loss (one panel per objective) and kNN per epoch,
+ * one line per configuration (series x value), seeds as bands / error bars.
+ * Undefined when no run folder has a metrics.jsonl.
  */
 export async function curvesFigure(
   outDir: string,
   results: readonly StudyResult[],
   meta: ReportMeta,
-  subtitle: string[],
+  knnSubtitle: string[],
 ): Promise<RenderedFigure | undefined> {
   const { loss, knn } = runCurves(results, outDir);
   if (loss.length === 0) return undefined;
@@ -252,47 +332,51 @@ export async function curvesFigure(
       : many
         ? legend.title
         : xTitle(meta);
-  const lossPoints = withMarkers(
-    overSeeds(loss.map((p) => ({ line: line(p), at: p.step, value: p.loss }))),
-    domain,
-  );
+  const seeds = seedsText(results);
   const knnPoints = overSeeds(knn.map((p) => ({ line: line(p), at: p.epoch, value: p.knn })));
   return renderFigure(
     curvesSpec(
-      lossPoints,
-      knnPoints,
+      lossPanels(outDir, results, loss, line, domain, seeds),
+      { points: knnPoints, subtitle: knnSubtitle },
       { field: 'line', title, domain },
-      {
-        text: meta.title,
-        subtitle,
-      },
+      { text: meta.title, subtitle: [] },
     ),
     meta.title,
     lineLegends,
   );
 }
 
-/** Marks about 8 steps per line for markers, staggered between lines so they do not pile up. */
+/** Marks about 8 points per line for markers, staggered between lines so they do not pile up. */
 function withMarkers(points: CurvePoint[], lines: readonly string[]): CurvePoint[] {
-  const last = new Map<string, number>();
-  for (const p of points) last.set(p.line, Math.max(last.get(p.line) ?? 0, p.at));
+  const byLine = new Map<string, number[]>();
+  for (const p of points) byLine.set(p.line, [...(byLine.get(p.line) ?? []), p.at]);
+  const rank = new Map<string, Map<number, number>>();
+  for (const [line, ats] of byLine) {
+    rank.set(line, new Map([...ats].sort((a, b) => a - b).map((at, i) => [at, i])));
+  }
   return points.map((p) => {
-    const every = Math.max(1, Math.round((last.get(p.line) ?? 1) / 8));
+    const n = byLine.get(p.line)!.length;
+    const every = Math.max(1, Math.round(n / 8));
     const offset = Math.round((lines.indexOf(p.line) * every) / Math.max(1, lines.length));
-    return { ...p, marker: (p.at + offset) % every === 0 };
+    return { ...p, marker: (rank.get(p.line)!.get(p.at)! + offset) % every === 0 };
   });
 }
 
 /**
- * Writes the study report into its folder: table.md, results.csv, the study
+ * Writes the study report into its folder (titled with the training budget as
+ * run, {@link titleWithBudget}): table.md, results.csv, the study
  * figure `knn-vs-<axis>.{png,svg,pdf}` (`knn-vs-k.*` for series studies, whose x
  * is K) and `curves.{png,svg,pdf}`. Returns the paths written, table.md first.
  */
 export async function writeReport(
   outDir: string,
   results: readonly StudyResult[],
-  meta: ReportMeta,
+  studyMeta: ReportMeta,
 ): Promise<string[]> {
+  const meta = {
+    ...studyMeta,
+    title: titleWithBudget(studyMeta.title, budgetText(outDir, results)),
+  };
   const protocol = protocolText(studyProtocols(outDir, results));
   const seeds = seedsText(results);
   const subtitle = [
@@ -305,14 +389,18 @@ export async function writeReport(
     files.push(join(outDir, name));
   };
   write('table.md', markdownTable(results, meta, protocol));
-  write('results.csv', csv(results));
+  write('results.csv', csv(results, meta.axis ?? 'k'));
   const writeFigure = (stem: string, f: RenderedFigure) => {
     write(`${stem}.png`, f.png);
     write(`${stem}.svg`, f.svg);
     write(`${stem}.pdf`, f.pdf);
   };
   writeFigure(figureStem(meta), await studyFigure(results, meta, subtitle));
-  const curves = await curvesFigure(outDir, results, meta, subtitle);
+  const knnSubtitle = [
+    ...(protocol ? [protocol.knn.replace(/^at the final epoch: /, ''), protocol.data] : []),
+    ...(seeds ? [`${seeds}: error bars`] : []),
+  ];
+  const curves = await curvesFigure(outDir, results, meta, knnSubtitle);
   if (curves) writeFigure('curves', curves);
   return files;
 }

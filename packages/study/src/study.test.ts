@@ -127,6 +127,10 @@ describe('study report', () => {
     expect(lines).toHaveLength(4);
     expect(lines[0]).toMatch(/^series,k,xLabel,seed,knn,/);
     expect(lines[3]).toContain('"/r,c"');
+    // an axes study's x column is its swept field
+    expect(csv(results, 'strategy.momentum').split('\n')[0]).toMatch(
+      /^series,strategy\.momentum,xLabel,seed,knn,/,
+    );
   });
 });
 
@@ -151,6 +155,14 @@ describe('axes studies: grid, zip, seeds', () => {
     expect(first[0]!.config.loss.temperature).toBe(0.2);
     expect(first[0]!.xLabel).toBe('0.99');
     expect(new Set(runs.map((r) => r.id)).size).toBe(8);
+    // child runs are named after the swept field, not 'k'; ids stay those of the 'k' names
+    expect(first.map((r) => r.config.name)).toEqual([
+      'ax-loss.temperature_0.2-strategy.momentum_0.99-s0',
+      'ax-loss.temperature_0.2-strategy.momentum_0.99-s1',
+    ]);
+    expect(first[0]!.id).toBe(
+      configHash({ ...first[0]!.config, name: 'ax-loss.temperature_0.2-k0.99-s0' }),
+    );
   });
 
   it('zip varies fields together, one run per row', () => {

@@ -9,6 +9,7 @@ import {
   chunkLogBatch,
   LOG_BATCH_LIMITS,
   MlflowClient,
+  mlflowUiUrl,
   parseTrackingUri,
   type Metric,
 } from './client.js';
@@ -150,6 +151,15 @@ describe('tracking URIs and credentials', () => {
       '3/abc/artifacts',
     );
     expect(() => artifactProxyPath('/var/mlruns/3/abc/artifacts')).toThrow(/does not proxy/);
+  });
+
+  it("UI links choose the model-training view (MLflow 3.17's UI ignores the experiment's kind tag)", () => {
+    expect(mlflowUiUrl('http://127.0.0.1:5000', '3')).toBe(
+      'http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning',
+    );
+    expect(mlflowUiUrl('http://h:5000/mlflow', '3', 'abc')).toBe(
+      'http://h:5000/mlflow/#/experiments/3/runs/abc?workflowType=machine_learning',
+    );
   });
 
   it('the set-up script installs the MLflow version the code names', () => {

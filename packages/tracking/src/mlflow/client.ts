@@ -34,6 +34,7 @@ export {
   type FetchLike,
   type Metric,
   type MlflowAuth,
+  type MlflowErrorCode,
   type Run,
   type RunInfo,
 } from 'mlflow-ts-client';
@@ -55,13 +56,35 @@ export interface DatasetInput {
 
 /**
  * MLflow 3's experiment-kind tag and the value for model training (the UI's
- * `ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`); without it the UI may open an
- * experiment in its GenAI view ("Evaluations", traces) instead of runs.
+ * `ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`). UIs before the workflow selector
+ * choose an experiment's view (runs, or GenAI's traces and evaluations) from it;
+ * the UI of 3.17 only writes it (see {@link UI_WORKFLOW}).
  */
 export const EXPERIMENT_KIND_TAG = {
   key: 'mlflow.experimentKind',
   value: 'custom_model_development',
 };
+
+/**
+ * What chooses the MLflow UI's view in MLflow 3.17 (pinned in scripts/setup.sh):
+ * the browser's workflow type, the `workflowType` query parameter of the page's
+ * route, else the `mlflow.workflowType` key of the browser's localStorage, else
+ * `genai`. The experiment's kind is read from it, not from {@link EXPERIMENT_KIND_TAG}
+ * (mlflow/mlflow#20161), so a fresh browser opens any experiment on its GenAI
+ * overview and a run under "Evaluation runs". Links carry `machine_learning`.
+ */
+export const UI_WORKFLOW = { param: 'workflowType', value: 'machine_learning' } as const;
+
+/**
+ * The MLflow UI page of an experiment, or of one of its runs, in the
+ * model-training view: `<base>/#/experiments/<id>[/runs/<run id>]?workflowType=machine_learning`
+ * (the UI routes in the fragment; {@link UI_WORKFLOW} says why the parameter).
+ * `base` is the server address without credentials.
+ */
+export function mlflowUiUrl(base: string, experimentId: string, runId?: string): string {
+  const route = `/experiments/${experimentId}${runId ? `/runs/${runId}` : ''}`;
+  return `${base}/#${route}?${UI_WORKFLOW.param}=${UI_WORKFLOW.value}`;
+}
 
 /** Contrast's wording where the client's is generic. */
 const CONTRAST_WORDING: Partial<Record<MlflowErrorCode, (e: MlflowError) => [string, string?]>> = {
@@ -91,6 +114,11 @@ export function toTrackingError(e: unknown): unknown {
     ...(e.errorCode ? { mlflowCode: e.errorCode } : {}),
     retryable: e.retryable,
   });
+}
+
+/** The mlflow-ts-client code (e.g. `MLFLOW_UNREACHABLE`) of a TrackingError made by {@link toTrackingError}. */
+export function clientErrorCode(e: unknown): MlflowErrorCode | undefined {
+  return e instanceof TrackingError && e.cause instanceof MlflowError ? e.cause.code : undefined;
 }
 
 function contrast<T>(f: () => T): T {

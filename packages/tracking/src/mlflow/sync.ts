@@ -1,8 +1,14 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { TrackingError } from '@contrast/core';
-import type { ClientOptions, Run } from './client.js';
+import { TrackingError, writeFileAtomic } from '@contrast/core';
+import {
+  clientErrorCode,
+  parseTrackingUri,
+  type ClientOptions,
+  type MlflowAuth,
+  type Run,
+} from './client.js';
 import {
   fitParams,
   hasMlflowState,
@@ -202,6 +208,75 @@ function describeChanges(
   ].filter(Boolean);
 }
 
+export interface SyncOptions extends ClientOptions {
+  warn?: (line: string) => void;
+  /**
+   * Move the run to this MLflow server (`contrast sync --tracking-uri`): a new
+   * run there receives the whole run folder, as `train --resume --set
+   * tracking.uri=URL` does; the run on the old server is left as it is.
+   * Credentials in the URI are used for this sync (not stored).
+   */
+  trackingUri?: string;
+}
+
+/** The options a run folder's client gets: credentials written into `--tracking-uri` added. */
+function clientOptions(options: SyncOptions): SyncOptions {
+  if (!options.trackingUri) return options;
+  const { auth } = parseTrackingUri(options.trackingUri);
+  const given: MlflowAuth | undefined = auth.username !== undefined ? auth : undefined;
+  return given ? { ...options, auth: given } : options;
+}
+
+/**
+ * Moves an uploader to `uri` unless it is there already; true when it moved.
+ * A folder whose summary says it is running is refused (its process, if alive,
+ * uploads to the old server and writes the same mlflow.json).
+ */
+function moveRun(u: MlflowUploader, uri: string): boolean {
+  const base = parseTrackingUri(uri).base;
+  if (u.state.uri === base) return false;
+  const truth = folderTruth(u);
+  if (existsSync(join(u.dir, 'summary.json')) && truth.status === undefined) {
+    throw new TrackingError(
+      `${u.dir}: the run folder says '${truth.localStatus || 'running'}', so it is not moved to ${base} (a live run keeps uploading to ${u.state.uri})`,
+      {
+        hint: `once its process is gone, continue it on the new server: contrast train --resume ${u.dir} --set tracking.uri=${base}`,
+      },
+    );
+  }
+  u.retarget(base);
+  return true;
+}
+
+/** summary.json's `mlflow` entry names the run the folder was moved to (kept when there is none). */
+async function recordMove(u: MlflowUploader): Promise<void> {
+  const file = join(u.dir, 'summary.json');
+  if (!existsSync(file)) return;
+  const summary = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  if (summary.mlflow === undefined) return;
+  await u.ensureRun();
+  const s = u.state;
+  summary.mlflow = { uri: s.uri, experimentId: s.experimentId, runId: s.runId };
+  writeFileAtomic(file, `${JSON.stringify(summary, null, 2)}\n`);
+}
+
+/**
+ * A server that does not answer, as sync's error: the folder, the address and
+ * where it comes from, the cause, and both fixes (start it, or move the run).
+ */
+function unreachable(e: unknown, u: MlflowUploader, moved: boolean): unknown {
+  if (clientErrorCode(e) !== 'MLFLOW_UNREACHABLE') return e;
+  const t = e as TrackingError;
+  const what = t.message.split('\n  fix: ')[0];
+  const fix = t.hint;
+  const from = moved ? '--tracking-uri gave' : "the run folder's mlflow.json records";
+  return new TrackingError(`${u.dir}: ${what}; the address is the one ${from}`, {
+    cause: e,
+    retryable: true,
+    hint: `${fix ?? `check that ${u.state.uri} is up`}; then run contrast sync again, or move the run to a server that answers: contrast sync --tracking-uri http://HOST:PORT ${u.dir}`,
+  });
+}
+
 /**
  * Brings the server to one run folder's truth: uploads what is spooled, the
  * final artifacts (config.yaml, summary.json, the final state, eval results;
@@ -209,12 +284,24 @@ function describeChanges(
  * reads the run back and compares. A folder that says "running" is uploaded but
  * its status is left alone: the process may still be training (or was killed;
  * resuming it finishes the MLflow run), so nothing is claimed complete.
+ * `trackingUri` moves the run to that server first ({@link SyncOptions}).
+ * @throws TrackingError (an unreachable server: the address, the cause and the fix)
  */
-export async function syncRun(
-  dir: string,
-  options: ClientOptions & { warn?: (line: string) => void } = {},
-): Promise<SyncedRun> {
-  const u = MlflowUploader.open(dir, options);
+export async function syncRun(dir: string, options: SyncOptions = {}): Promise<SyncedRun> {
+  const u = MlflowUploader.open(dir, clientOptions(options));
+  const moved = options.trackingUri ? moveRun(u, options.trackingUri) : false;
+  const existed = u.state.runId !== undefined;
+  try {
+    if (moved) await recordMove(u);
+    return await bringToFolder(u, existed);
+  } catch (e) {
+    throw unreachable(e, u, moved);
+  }
+}
+
+/** syncRun's upload, read-back and comparison; `existed`: the MLflow run was there before this sync. */
+async function bringToFolder(u: MlflowUploader, existed: boolean): Promise<SyncedRun> {
+  const dir = u.dir;
   const truth = folderTruth(u);
   const server = u.state.runId ? await u.client.getRun(u.state.runId) : undefined;
   for (const [name, file] of truth.artifacts) u.refreshArtifact(name, file);
@@ -228,7 +315,7 @@ export async function syncRun(
         (server.info.status !== truth.status || Number(server.info.end_time) !== truth.endTime));
     if (differs || !s.statusDone) u.setStatus(truth.status, truth.endTime);
   }
-  const pending = u.pending();
+  const pending = { ...u.pending(), runCreated: existed };
   const recordsBefore = u.state.metricRecordsSent;
   await u.pump();
   if (!u.isComplete()) {
@@ -304,16 +391,14 @@ function syncTargets(target: string): string[] {
 
 /**
  * `contrast sync`: brings the server to each run folder's truth (`syncRun`). A
- * study folder syncs its own (parent) run first, then every run under `runs/`.
+ * study folder syncs its own (parent) run first, then every run under `runs/`
+ * (moved with `trackingUri`, the children link to the parent's new run).
  * Safe to repeat: already-accepted records are never sent twice. `onRun` sees
  * each run as it is done.
  */
 export async function syncRuns(
   target: string,
-  options: ClientOptions & {
-    warn?: (line: string) => void;
-    onRun?: (run: SyncedRun) => void;
-  } = {},
+  options: SyncOptions & { onRun?: (run: SyncedRun) => void } = {},
 ): Promise<SyncedRun[]> {
   const out: SyncedRun[] = [];
   for (const d of syncTargets(target)) {

@@ -6,6 +6,7 @@ import {
   LOG_BATCH_LIMITS,
   MLFLOW_LIMITS,
   MlflowClient,
+  mlflowUiUrl,
   type ClientOptions,
   type DatasetInput,
   type KeyValue,
@@ -298,12 +299,10 @@ export class MlflowUploader {
     this.save();
   }
 
-  /** The run's page in the MLflow UI (`<uri>/#/experiments/<id>/runs/<runId>`); undefined before it exists. */
+  /** The run's page in the MLflow UI's model-training view ({@link mlflowUiUrl}); undefined before it exists. */
   runUrl(): string | undefined {
     const s = this.state;
-    return s.runId && s.experimentId
-      ? `${s.uri}/#/experiments/${s.experimentId}/runs/${s.runId}`
-      : undefined;
+    return s.runId && s.experimentId ? mlflowUiUrl(s.uri, s.experimentId, s.runId) : undefined;
   }
 
   /**
@@ -364,19 +363,19 @@ export class MlflowUploader {
   /**
    * Moves tracking to another server: a new MLflow run there receives the whole
    * run folder (params, input, every metric record, artifacts); the old run is
-   * left as it is. The parent link is dropped (the parent lives on the old server).
+   * left as it is. The parent link is kept when the parent run folder was moved
+   * to the same server first (a study moved whole: the child links to the
+   * parent's new run), else dropped (the parent lives on the old server).
    */
   retarget(uri: string): void {
     const s = this.state;
     s.uri = new MlflowClient(uri, { auth: {} }).base;
-    for (const key of [
-      'experimentId',
-      'runId',
-      'artifactUri',
-      'parentRunId',
-      'parentDir',
-      'skip',
-    ] as const) {
+    const parentMoved =
+      s.parentDir !== undefined &&
+      hasMlflowState(s.parentDir) &&
+      MlflowUploader.open(s.parentDir).state.uri === s.uri;
+    const forget = ['experimentId', 'runId', 'artifactUri', 'parentRunId', 'skip'] as const;
+    for (const key of parentMoved ? forget : [...forget, 'parentDir' as const]) {
       delete s[key];
     }
     Object.assign(s, nothingUploaded(s));
