@@ -249,3 +249,43 @@ describe('README "The command line" lists the CLI as registered', () => {
     expect(wrong).toEqual([]);
   });
 });
+
+/** The minutes a text gives ("4.3 min", "~13 min"), as written. */
+const minutes = (text: string): string[] =>
+  [...text.matchAll(/(\d+(?:\.\d+)?) min\b/g)].map((m) => m[1]!);
+
+describe('experiment times: each YAML comment and the README agree', () => {
+  const readme = readFileSync(join(repo, 'README.md'), 'utf8').split('\n');
+  const yamls = execFileSync('git', ['ls-files', 'experiments/*.yaml', 'experiments/**/*.yaml'], {
+    cwd: repo,
+    encoding: 'utf8',
+  })
+    .split('\n')
+    .filter(Boolean);
+
+  it('finds the recipes and studies', () => {
+    expect(yamls).toEqual(
+      expect.arrayContaining(['experiments/moco-fmnist.yaml', 'experiments/studies/momentum.yaml']),
+    );
+  });
+
+  it('every time the README gives for a file is one its comment gives, and its measured or estimated time is in the README', () => {
+    const wrong: string[] = [];
+    for (const file of yamls) {
+      const comment = readFileSync(join(repo, file), 'utf8')
+        .split('\n')
+        .filter((l) => l.trimStart().startsWith('#'))
+        .join('\n');
+      const stated = new Set(minutes(comment));
+      // top-level recipes are also named by their file name in the tables
+      const names = [file, ...(dirname(file) === 'experiments' ? [`\`${file.slice(12)}\``] : [])];
+      const lines = readme.filter((l) => names.some((n) => l.includes(n)));
+      const given = new Set(lines.flatMap(minutes));
+      for (const m of given) if (!stated.has(m)) wrong.push(`${file}: README says ${m} min`);
+      for (const m of comment.matchAll(/(?:measured|estimated): ~?(\d+(?:\.\d+)?) min/g)) {
+        if (!given.has(m[1]!)) wrong.push(`${file}: ${m[0]} is not in the README`);
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+});
