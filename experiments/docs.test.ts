@@ -1,11 +1,13 @@
 import { spawnSync, execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import GithubSlugger from 'github-slugger';
+import MarkdownIt, { type Token } from 'markdown-it';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import type { Plugin } from '@contrast/core';
-import { methodTemplate, newMethod } from '@contrast/cli';
+import { createProgram, methodTemplate, newMethod } from '@contrast/cli';
 import { createCatalog, createStepHarness } from '@contrast/trainer';
 
 const repo = resolve(import.meta.dirname, '..');
@@ -98,5 +100,192 @@ describe('docs/adding-a-method.md runs as written', () => {
     expect(execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' })).toBe(
       before,
     );
+  });
+});
+
+/** Every Markdown file of the checkout, tracked or new (ignored files excepted). */
+function markdownFiles(): string[] {
+  const out = execFileSync(
+    'git',
+    ['ls-files', '--cached', '--others', '--exclude-standard', '--', '*.md'],
+    { cwd: repo, encoding: 'utf8' },
+  );
+  return [...new Set(out.split('\n').filter(Boolean))].filter((f) => existsSync(join(repo, f)));
+}
+
+const markdown = new MarkdownIt();
+
+/** A file's tokens, inline children flattened in, as markdown-it parses it (code blocks are not links). */
+function tokens(text: string): Token[] {
+  return markdown.parse(text, {}).flatMap((t) => [t, ...(t.children ?? [])]);
+}
+
+/** The anchors GitHub gives a Markdown file's headings (its slugger: lower case, duplicates numbered). */
+function anchors(text: string): Set<string> {
+  const slugger = new GithubSlugger();
+  const all = markdown.parse(text, {});
+  const out = new Set<string>();
+  all.forEach((t, i) => {
+    if (t.type !== 'heading_open') return;
+    const words = (all[i + 1]!.children ?? [])
+      .filter((c) => c.type === 'text' || c.type === 'code_inline')
+      .map((c) => c.content);
+    out.add(slugger.slug(words.join('')));
+  });
+  return out;
+}
+
+/**
+ * Relative links and images of one Markdown file that do not resolve: a target
+ * missing from the checkout, one outside the repository, an absolute path, or a
+ * `#anchor` no heading of the target Markdown file has. URLs with a scheme are
+ * not followed.
+ */
+function brokenLinks(file: string): string[] {
+  const text = readFileSync(join(repo, file), 'utf8');
+  const broken: string[] = [];
+  for (const t of tokens(text)) {
+    const attr = t.type === 'link_open' ? 'href' : t.type === 'image' ? 'src' : null;
+    const target = attr === null ? null : String(t.attrGet(attr) ?? '');
+    if (target === null || /^[a-z][a-z\d+.-]*:/i.test(target) || target.startsWith('//')) continue;
+    const [path = '', anchor] = decodeURI(target).split('#');
+    const full = path === '' ? join(repo, file) : resolve(repo, dirname(file), path);
+    const inside = relative(repo, full);
+    if (isAbsolute(path) || inside.startsWith('..') || isAbsolute(inside)) {
+      broken.push(`${file}: ${target} (outside the repository)`);
+    } else if (!existsSync(full)) {
+      broken.push(`${file}: ${target} (no such file)`);
+    } else if (anchor && full.endsWith('.md') && !anchors(readFileSync(full, 'utf8')).has(anchor)) {
+      broken.push(`${file}: ${target} (no such heading)`);
+    }
+  }
+  return broken;
+}
+
+describe('the Markdown speaks only of the repository', () => {
+  const mdFiles = markdownFiles();
+
+  it('finds the READMEs and docs/', () => {
+    expect(mdFiles).toEqual(expect.arrayContaining(['README.md', 'docs/design.md']));
+    expect(mdFiles.length).toBeGreaterThan(10);
+  });
+
+  it('every relative link and image resolves to a file (and heading) of the repository', () => {
+    expect(mdFiles.flatMap(brokenLinks)).toEqual([]);
+  });
+
+  it('no file names design or recipe notes kept outside the repository', () => {
+    // the pattern is built so that this file does not match it
+    const outside = ['DESIGN', 'RECIPES'].map((n) => `${n}\\.md`).concat('\\.\\./shared\\b');
+    const r = spawnSync('git', ['grep', '-n', '-I', '-E', outside.join('|')], {
+      cwd: repo,
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(1); // git grep: 1 = no line matched
+    expect(r.stdout).toBe('');
+  });
+});
+
+/** The README's "The command line" block: one usage line per command form. */
+function readmeUsage(): string[] {
+  const readme = readFileSync(join(repo, 'README.md'), 'utf8');
+  const section = /^## The command line\n([\s\S]*?)^## /m.exec(readme)?.[1] ?? '';
+  const block = /^```\n([\s\S]*?)^```/m.exec(section)?.[1] ?? '';
+  return block.split('\n').filter((l) => l.trim() !== '');
+}
+
+/** Every command users can run ("eval knn", ...; hidden and commander's help excluded), with its long flags. */
+function registeredCommands(): Map<string, Set<string>> {
+  const program = createProgram({ argv: [], exitCode: 0 });
+  const help = program.createHelp();
+  const out = new Map<string, Set<string>>();
+  const walk = (cmd: typeof program, words: string[]): void => {
+    const subs = help.visibleCommands(cmd).filter((c) => cmd.commands.includes(c));
+    if (subs.length === 0) {
+      const flags = help
+        .visibleOptions(cmd)
+        .map((o) => o.long)
+        .filter((f): f is string => f !== undefined && f !== '--help');
+      out.set(words.join(' '), new Set(flags));
+    }
+    for (const c of subs) walk(c, [...words, c.name()]);
+  };
+  for (const c of help.visibleCommands(program).filter((c) => program.commands.includes(c))) {
+    walk(c, [c.name()]);
+  }
+  return out;
+}
+
+describe('README "The command line" lists the CLI as registered', () => {
+  const usage = readmeUsage();
+  const commands = registeredCommands();
+  /** The registered command a usage line is about: the longest whose words start it. */
+  const commandOf = (line: string): string | undefined =>
+    [...commands.keys()]
+      .filter((c) => line === `contrast ${c}` || line.startsWith(`contrast ${c} `))
+      .sort((a, b) => b.length - a.length)[0];
+
+  it('reads the block and the program', () => {
+    expect(usage.length).toBeGreaterThan(5);
+    expect([...commands.keys()]).toEqual(
+      expect.arrayContaining(['train', 'eval knn', 'export', 'embed', 'study run', 'new-method']),
+    );
+  });
+
+  it('every line is a registered command, and every registered command has a line', () => {
+    expect(usage.filter((l) => commandOf(l) === undefined)).toEqual([]);
+    const listed = new Set(usage.map(commandOf));
+    expect([...commands.keys()].filter((c) => !listed.has(c))).toEqual([]);
+  });
+
+  it("each command's lines name exactly its long flags", () => {
+    const wrong: string[] = [];
+    for (const [command, flags] of commands) {
+      const lines = usage.filter((l) => commandOf(l) === command);
+      const named = new Set(lines.flatMap((l) => l.match(/--[a-z][a-z-]*/g) ?? []));
+      for (const f of flags) if (!named.has(f)) wrong.push(`contrast ${command}: ${f} missing`);
+      for (const f of named) if (!flags.has(f)) wrong.push(`contrast ${command}: no ${f}`);
+    }
+    expect(wrong).toEqual([]);
+  });
+});
+
+/** The minutes a text gives ("4.3 min", "~13 min"), as written. */
+const minutes = (text: string): string[] =>
+  [...text.matchAll(/(\d+(?:\.\d+)?) min\b/g)].map((m) => m[1]!);
+
+describe('experiment times: each YAML comment and the README agree', () => {
+  const readme = readFileSync(join(repo, 'README.md'), 'utf8').split('\n');
+  const yamls = execFileSync('git', ['ls-files', 'experiments/*.yaml', 'experiments/**/*.yaml'], {
+    cwd: repo,
+    encoding: 'utf8',
+  })
+    .split('\n')
+    .filter(Boolean);
+
+  it('finds the recipes and studies', () => {
+    expect(yamls).toEqual(
+      expect.arrayContaining(['experiments/moco-fmnist.yaml', 'experiments/studies/momentum.yaml']),
+    );
+  });
+
+  it('every time the README gives for a file is one its comment gives, and its measured or estimated time is in the README', () => {
+    const wrong: string[] = [];
+    for (const file of yamls) {
+      const comment = readFileSync(join(repo, file), 'utf8')
+        .split('\n')
+        .filter((l) => l.trimStart().startsWith('#'))
+        .join('\n');
+      const stated = new Set(minutes(comment));
+      // top-level recipes are also named by their file name in the tables
+      const names = [file, ...(dirname(file) === 'experiments' ? [`\`${file.slice(12)}\``] : [])];
+      const lines = readme.filter((l) => names.some((n) => l.includes(n)));
+      const given = new Set(lines.flatMap(minutes));
+      for (const m of given) if (!stated.has(m)) wrong.push(`${file}: README says ${m} min`);
+      for (const m of comment.matchAll(/(?:measured|estimated): ~?(\d+(?:\.\d+)?) min/g)) {
+        if (!given.has(m[1]!)) wrong.push(`${file}: ${m[0]} is not in the README`);
+      }
+    }
+    expect(wrong).toEqual([]);
   });
 });

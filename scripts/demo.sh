@@ -16,7 +16,7 @@ cat <<'EOF'
 
 How to read these numbers. Raw pixels are a strong kNN baseline on Fashion-MNIST:
 the images are centred, aligned and on a blank background, so pixel distance
-already finds the right neighbours (81.8%). Five minutes of contrastive training
+already finds the right neighbours (81.8%). Four epochs of contrastive training
 lift the encoder well above its random initialisation (75.4%) but not yet past
 raw pixels on kNN: the network is still learning invariances to crops, flips and
 jitter that kNN on its pooled features rewards only after longer training (a
