@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'CONTRAST_TRACKING'
   | 'CONTRAST_CONTRACT'
   | 'CONTRAST_USAGE'
-  | 'CONTRAST_DIVERGED';
+  | 'CONTRAST_DIVERGED'
+  | 'CONTRAST_DISTRIBUTED';
 
 export abstract class ContrastError extends Error {
   abstract readonly code: ErrorCode;
@@ -119,6 +120,25 @@ export class DivergedError extends ContrastError {
     options: { hint?: string; cause?: unknown } = {},
   ) {
     super(`training diverged: the loss became ${loss} at step ${step}`, options);
+  }
+}
+
+/**
+ * A data-parallel run cannot go on: a bad cluster description, a port in use, a
+ * peer that is unreachable or lost, a collective that timed out, or workers
+ * started with different configs. `lostRanks` names the workers that did not
+ * answer (empty when every peer answered); the fix is in `hint`.
+ */
+export class DistributedError extends ContrastError {
+  readonly code = 'CONTRAST_DISTRIBUTED' as const;
+  /** The workers found unreachable, in rank order (empty when none was). */
+  readonly lostRanks: readonly number[];
+  constructor(
+    message: string,
+    options: { hint?: string; cause?: unknown; lostRanks?: readonly number[] } = {},
+  ) {
+    super(message, options);
+    this.lostRanks = options.lostRanks ?? [];
   }
 }
 

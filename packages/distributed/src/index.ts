@@ -1,0 +1,5 @@
+export { DistributedError } from '@contrast/core';
+export * from './cluster.js';
+export * from './collectives.js';
+export * from './join.js';
+export { encodeServerDef, taskName, JOB_NAME } from './server-def.js';
