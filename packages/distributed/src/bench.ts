@@ -5,6 +5,7 @@
  * 2.8 M one, as one tensor and as 62 fused tensors, and all-gathers a 128x128
  * batch of keys; it prints the median of 10 (50 for the gather) after 2 warm-ups.
  */
+import 'reflect-metadata';
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
