@@ -35,6 +35,12 @@ const mlflowVenv =
 const MLFLOW_BIN =
   process.env.MLFLOW_BIN || process.env.CONTRAST_MLFLOW_BIN || join(mlflowVenv, 'bin', 'mlflow');
 
+// The torch export test runs PyTorch from the venv scripts/setup.sh builds (scripts/torch-requirements.txt).
+const torchVenv =
+  process.env.CONTRAST_TORCH_VENV ??
+  join(process.env.CONTRAST_CACHE ?? join(homedir(), '.cache', 'contrast'), 'torch-venv');
+const CONTRAST_TORCH_PYTHON = join(torchVenv, 'bin', 'python');
+
 export default defineConfig({
   resolve: { alias },
   test: {
@@ -42,7 +48,7 @@ export default defineConfig({
     // `pnpm --filter <package> test` (its script passes --dir .)
     include: ['**/*.test.ts'],
     exclude: ['**/node_modules/**', '**/.git/**', '**/dist/**', '**/.turbo/**', 'runs/**'],
-    env: { MLFLOW_BIN },
+    env: { MLFLOW_BIN, CONTRAST_TORCH_PYTHON },
     setupFiles: [join(root, 'vitest.setup.ts')],
     testTimeout: 120_000,
     hookTimeout: 300_000,

@@ -196,13 +196,8 @@ describe('training and its output', () => {
       '--quiet',
     ]);
     expect(await r.done).toBe(0);
-    // a Node parent's 'pipe' is a socket, which cannot be re-opened to hide TensorFlow's
-    // start-up lines (see withNativeStderrSilenced); terminals, files and shell pipes hide them
-    const lines = r
-      .stderr()
-      .split('\n')
-      .filter((l) => l && !TF_BANNER.test(l));
-    expect(lines).toEqual([]);
+    // a Node parent's 'pipe' is a socket: TensorFlow's start-up lines are hidden there too
+    expect(r.stderr()).toBe('');
     expect(r.stdout()).toContain('first 200 of 10000 test images');
     expect(r.stdout()).toContain('run stored in ');
   });
@@ -286,6 +281,66 @@ describe('training and its output', () => {
     const run = join(dir, 'diverged', readdirSync(join(dir, 'diverged'))[0]!);
     expect(JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8')).status).toBe('failed');
   });
+});
+
+describe('a stderr shared with other writers loses no line', () => {
+  /**
+   * `{ echo BEFORE >&2; contrast doctor --json; echo AFTER >&2; } <redirect>`: the shell
+   * writes before and after Contrast through the same stderr, as batch scripts, SLURM's
+   * --error and `/usr/bin/time -v` do. doctor loads the native backend (TensorFlow's
+   * start-up lines are hidden meanwhile) and, with --json, writes its checks to stderr.
+   * Returns the lines the log ended with (the temporary folder written <dir>).
+   */
+  async function sharedStderr(redirect: string): Promise<string[]> {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-stderr-'));
+    const log = join(dir, 'log');
+    const script = `{ echo BEFORE >&2; "$0" "$@" >/dev/null; echo AFTER >&2; } ${redirect}`.replace(
+      'LOG',
+      '"$LOG"',
+    );
+    const sh = spawn(
+      'sh',
+      ['-c', script, process.execPath, BIN, 'doctor', '--json', `--set=tracking.dir=${dir}/runs`],
+      { env: { ...process.env, LOG: log, MLFLOW_TRACKING_URI: '' }, stdio: 'pipe' },
+    );
+    let piped = '';
+    sh.stdout.on('data', (d: Buffer) => (piped += d.toString()));
+    expect(await new Promise((r) => sh.on('close', r))).toBe(0);
+    const text = redirect.includes('LOG') ? readFileSync(log, 'utf8') : piped;
+    return text
+      .replaceAll(dir, '<dir>')
+      .split('\n')
+      .filter((l) => l !== '');
+  }
+
+  it('2> file, 2>> file and a pipe all hold BEFORE, every line of Contrast, AFTER, in order', async () => {
+    const [truncated, appended, piped] = await Promise.all([
+      sharedStderr('2> LOG'), // the shell's O_TRUNC description, without O_APPEND
+      sharedStderr('2>> LOG'), // SLURM-like appending
+      sharedStderr('2>&1 | cat'),
+    ]);
+    const checks = [
+      'native binding',
+      'backend',
+      'threads',
+      'dataset fashion-mnist',
+      'cache',
+      'run directory',
+      'mlflow',
+      'redis',
+    ];
+    for (const lines of [truncated, appended, piped]) {
+      expect(lines[0]).toBe('BEFORE');
+      expect(lines.at(-1)).toBe('AFTER');
+      const names = lines
+        .slice(1, -1)
+        .filter((l) => !l.startsWith(' '))
+        .map((l) => /^(?:ok {2}|FAIL) (.+?)\s{2,}/.exec(l)?.[1] ?? `unexpected: ${l}`);
+      expect(names).toEqual(checks);
+    }
+    expect(appended).toEqual(truncated);
+    expect(piped).toEqual(truncated);
+  }, 60_000);
 });
 
 describe('doctor: dataset integrity, servers, each failure with its fix', () => {

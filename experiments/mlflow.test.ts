@@ -1,6 +1,16 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -14,6 +24,7 @@ import { builtinPlugins, runStudyParallel } from '@contrast/cli';
 import { runStudy } from '@contrast/study';
 import { createCatalog, evaluateRun, runExperiment } from '@contrast/trainer';
 import {
+  artifactProxyPath,
   fitParams,
   freePort,
   LocalRunTracker,
@@ -185,11 +196,11 @@ describe('MLflow tracking against a real server', () => {
     expect(JSON.parse(input!.dataset.source)).toMatchObject({ split: 'train', n: 512 });
     expect(input?.tags).toContainEqual({ key: 'mlflow.data.context', value: 'train' });
 
-    // artifacts: resolved YAML, summary, final checkpoint (byte for byte)
+    // artifacts: resolved YAML, summary, final state (byte for byte), at the run folder's paths
     const top = await client.listArtifacts(run.info.artifact_uri);
-    expect(top.map((f) => f.path).sort()).toEqual(['checkpoints', 'config.yaml', 'summary.json']);
-    const ckpt = await client.listArtifacts(run.info.artifact_uri, 'checkpoints');
-    expect(ckpt).toEqual([
+    expect(top.map((f) => f.path).sort()).toEqual(['config.yaml', 'state', 'summary.json']);
+    const state = await client.listArtifacts(run.info.artifact_uri, 'state');
+    expect(state).toEqual([
       {
         path: 'final.bin',
         is_dir: false,
@@ -198,6 +209,43 @@ describe('MLflow tracking against a real server', () => {
     ]);
     const yaml = await client.downloadArtifact(run.info.artifact_uri, 'config.yaml');
     expect(Buffer.from(yaml).toString()).toBe(readFileSync(join(runPath, 'config.yaml'), 'utf8'));
+  });
+
+  it('a run uploaded with its final state as checkpoints/final.bin keeps that artifact through contrast sync', async () => {
+    const { runPath } = firstRun!;
+    const runId = (
+      JSON.parse(readFileSync(join(runPath, 'summary.json'), 'utf8')) as {
+        mlflow: { runId: string };
+      }
+    ).mlflow.runId;
+    const uri = (await client.getRun(runId)).info.artifact_uri;
+    // what an earlier version left: the server's copy and mlflow.json's entry under the old name
+    const stored = join(root, 'server', 'artifacts', artifactProxyPath(uri));
+    mkdirSync(join(stored, 'checkpoints'));
+    renameSync(join(stored, 'state', 'final.bin'), join(stored, 'checkpoints', 'final.bin'));
+    rmSync(join(stored, 'state'), { recursive: true });
+    const statePath = join(runPath, 'mlflow.json');
+    const saved = JSON.parse(readFileSync(statePath, 'utf8')) as { artifacts: { name: string }[] };
+    saved.artifacts.find((a) => a.name === 'state/final.bin')!.name = 'checkpoints/final.bin';
+    writeFileSync(statePath, JSON.stringify(saved));
+    const listing = async () => (await client.listArtifacts(uri)).map((f) => f.path).sort();
+
+    const first = await cli(['sync', runPath]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain('complete, status FINISHED');
+    expect(first.stdout).not.toContain('final.bin'); // not uploaded again, under neither name
+    expect(await listing()).toEqual(['checkpoints', 'config.yaml', 'summary.json']); // no second copy
+    // a rewritten final state goes up again under the run's own (old) name
+    const later = new Date(Date.now() + 5_000);
+    utimesSync(join(runPath, 'state/final.bin'), later, later);
+    const second = await cli(['sync', runPath]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain('changed: artifacts checkpoints/final.bin');
+    expect(await listing()).toEqual(['checkpoints', 'config.yaml', 'summary.json']);
+    const names = (
+      JSON.parse(readFileSync(statePath, 'utf8')) as { artifacts: { name: string }[] }
+    ).artifacts.map((a) => a.name);
+    expect(names.filter((n) => n.endsWith('final.bin'))).toEqual(['checkpoints/final.bin']);
   });
 
   it('a failed run is FAILED with its coded reason as tags', async () => {

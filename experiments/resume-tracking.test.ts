@@ -189,7 +189,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     expect(first.stdout).toContain(`MLflow run ${runId}`);
     expect(first.stdout).toContain('complete, status FINISHED');
     expect(first.stdout).toMatch(/changed: .*\d+ metric records/);
-    expect(first.stdout).toContain('artifacts summary.json, checkpoints/final.bin');
+    expect(first.stdout).toContain('artifacts summary.json, state/final.bin');
     expect(first.stdout).toContain('status RUNNING -> FINISHED, end time');
     const run = await client.getRun(runId);
     expectEnded(run, runPath, 'FINISHED');
@@ -198,7 +198,7 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
     expect(Buffer.from(summary).toString()).toBe(
       readFileSync(join(runPath, 'summary.json'), 'utf8'),
     );
-    const ckpt = await client.listArtifacts(run.info.artifact_uri, 'checkpoints');
+    const ckpt = await client.listArtifacts(run.info.artifact_uri, 'state');
     expect(ckpt.map((f) => [f.path, Number(f.file_size)])).toEqual([
       ['final.bin', statSync(join(runPath, 'state/final.bin')).size],
     ]);

@@ -8,7 +8,7 @@ import { readBundle } from '@contrast/core';
 import { builtinPlugins, checkRedis, jobId, queuedJob, runStudyOnQueue } from '@contrast/cli';
 import { checkpointDir, createCatalog, listCheckpoints } from '@contrast/trainer';
 import { freePort, MlflowClient, MlflowServer } from '@contrast/tracking';
-import { cli, spawnCli, waitFor, type CliProcess } from './cli.js';
+import { BIN, cli, spawnCli, waitFor, type CliProcess } from './cli.js';
 
 /**
  * Stop signals on real processes, the way a process manager sends them (to the
@@ -114,7 +114,8 @@ describe('stop signals on real processes', () => {
     b.proc.kill('SIGTERM');
     expect(await b.done, b.stderr()).toBe(143);
     const runB = only(bDir);
-    expect(b.stderr()).toContain(`resume with:\n  contrast train --resume ${runB}\n`);
+    // spawned as `node bin.js`, with no contrast on PATH: it prints the command that works here
+    expect(b.stderr()).toContain(`resume with:\n  node ${BIN} train --resume ${runB}\n`);
     const summary = json(join(runB, 'summary.json'));
     expect(summary.status).toBe('interrupted');
     const stopped = summary.steps as number;

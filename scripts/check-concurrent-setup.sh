@@ -2,15 +2,18 @@
 # Checks that set-up is safe to run twice at once: two `scripts/setup.sh` started
 # together in one fresh clone of this repository, on a "machine" without the caches,
 # must both succeed and leave a working MLflow venv (a real `mlflow server` answers),
-# a native TensorFlow binding that loads, and pnpm at the pinned version.
+# a working PyTorch venv, a native TensorFlow binding that loads, and pnpm at the
+# pinned version.
 #
 # The real caches are never touched: the TensorFlow wheel and libtensorflow
-# (CONTRAST_CACHE), the MLflow venv (CONTRAST_MLFLOW_VENV) and pnpm
-# (CONTRAST_PNPM_PREFIX) go to a temporary folder, removed at the end. A fake older
+# (CONTRAST_CACHE), the MLflow and PyTorch venvs (CONTRAST_MLFLOW_VENV,
+# CONTRAST_TORCH_VENV) and pnpm (CONTRAST_PNPM_PREFIX) go to a temporary folder,
+# removed at the end. A fake older
 # pnpm first on PATH makes both set-ups install pnpm too. Then it breaks the caches
 # behind their markers (venv without pyvenv.cfg, a header missing, a truncated wheel)
 # and checks that one more set-up rebuilds each.
-# About 5-7 minutes on 2 cores (clone install and build, wheel, binding, venv twice).
+# About 8 minutes on 2 cores (clone install and build, wheel, binding, each venv
+# twice) and 12 GB of disk for a while (the PyTorch venv, twice).
 #
 #   bash scripts/check-concurrent-setup.sh [REF]    # REF: the commit to check (default HEAD)
 set -euo pipefail
@@ -29,6 +32,9 @@ git clone -q --no-checkout "$repo" "$tmp/clone"
 git -C "$tmp/clone" checkout -q "$ref"
 say "clone of $(git -C "$tmp/clone" log -1 --format='%h %s') in $tmp/clone"
 export CONTRAST_CACHE="$tmp/cache" CONTRAST_MLFLOW_VENV="$tmp/cache/mlflow-venv"
+export CONTRAST_TORCH_VENV="$tmp/cache/torch-venv"
+torch_venv_checks=""
+grep -q torch_venv_works "$tmp/clone/scripts/setup.sh" && torch_venv_checks=1
 if grep -q CONTRAST_PNPM_PREFIX "$tmp/clone/scripts/setup.sh"; then
   export CONTRAST_PNPM_PREFIX="$tmp/pnpm"
   mkdir -p "$tmp/fake-pnpm"
@@ -91,6 +97,14 @@ wait "$server_pid" 2>/dev/null || true
 server_pid=""
 check "the native TensorFlow binding loads in the clone" \
   bash -c "cd '$tmp/clone' && node packages/cli/dist/bin.js setup | grep -q 'already present'"
+torch_imports() {
+  "$CONTRAST_TORCH_VENV/bin/python" -c 'import safetensors.torch, scipy.stats, torch, torchvision; print(torch.__version__)'
+}
+if [ -n "$torch_venv_checks" ]; then
+  check "the PyTorch venv's marker is scripts/torch-requirements.txt" \
+    cmp "$tmp/clone/scripts/torch-requirements.txt" "$CONTRAST_TORCH_VENV/.contrast-requirements.txt"
+  check "torch, torchvision, scipy and safetensors import in the PyTorch venv" torch_imports
+fi
 if [ -n "${CONTRAST_PNPM_PREFIX:-}" ]; then
   check "pnpm in $CONTRAST_PNPM_PREFIX runs as the pinned version" \
     bash -c "[ \"\$('$CONTRAST_PNPM_PREFIX/bin/pnpm' --version)\" = \"\$(sed -n 's/^PNPM_VERSION=//p' '$tmp/clone/scripts/setup.sh')\" ]"
@@ -102,6 +116,7 @@ say "cache after both: $(cd "$CONTRAST_CACHE" && ls -A | tr '\n' ' ')"
 # cache is needed). One more set-up must notice each and rebuild it.
 if [ "$failed" = 0 ] && grep -q mlflow_venv_works "$tmp/clone/scripts/setup.sh"; then
   rm "$venv/pyvenv.cfg"
+  [ -z "$torch_venv_checks" ] || rm "$CONTRAST_TORCH_VENV/pyvenv.cfg"
   header="$(cd "$CONTRAST_CACHE/libtensorflow-2.21.0" && find include -name c_api.h | head -1)"
   rm "$CONTRAST_CACHE/libtensorflow-2.21.0/$header"
   wheel="$(ls "$CONTRAST_CACHE"/wheels/*.whl)"
@@ -111,6 +126,10 @@ if [ "$failed" = 0 ] && grep -q mlflow_venv_works "$tmp/clone/scripts/setup.sh";
   grep -vE '^ *[0-9]+s *(•|Tasks:|Cached:|Time:|$)' "$tmp/setup-3.log" | sed "s/^/    3| /"
   check "the broken venv was rebuilt: pyvenv.cfg and the imports" \
     bash -c "test -f '$venv/pyvenv.cfg' && '$venv/bin/python' -c 'import mlflow, mlflow.server'"
+  if [ -n "$torch_venv_checks" ]; then
+    check "the broken PyTorch venv was rebuilt: pyvenv.cfg" test -f "$CONTRAST_TORCH_VENV/pyvenv.cfg"
+    check "the rebuilt PyTorch venv imports torch, torchvision, scipy, safetensors" torch_imports
+  fi
   check "the missing header is back" test -f "$CONTRAST_CACHE/libtensorflow-2.21.0/$header"
   check "the wheel was downloaded again (readable)" python3 -c "import zipfile, sys; zipfile.ZipFile(sys.argv[1])" "$wheel"
   check "the binding was rebuilt and loads" \

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up everything Contrast needs on a fresh machine, idempotently:
 # pnpm, dependencies, Fashion-MNIST, the build, the native TensorFlow binding
-# (built offline against the TensorFlow wheel from PyPI; cached in ~/.cache/contrast)
-# and MLflow in a cached venv. A second run only checks, in a few seconds.
+# (built offline against the TensorFlow wheel from PyPI; cached in ~/.cache/contrast),
+# MLflow in a cached venv and PyTorch in another (scripts/torch-requirements.txt; the
+# export and parity checks). A second run only checks, in a few seconds.
+# `bash scripts/setup.sh --torch-venv` builds (or checks) the PyTorch venv alone.
 #
 # Safe to run twice at once (two clones, CI beside a developer): every step that
 # builds something shared holds a lock (flock(1), released even if the holder is
@@ -11,6 +13,7 @@
 # rebuilt, never trusted because of a marker.
 #   CONTRAST_CACHE        the cache folder (default ~/.cache/contrast)
 #   CONTRAST_MLFLOW_VENV  the MLflow venv (default $CONTRAST_CACHE/mlflow-venv)
+#   CONTRAST_TORCH_VENV   the PyTorch venv (default $CONTRAST_CACHE/torch-venv)
 #   CONTRAST_PNPM_PREFIX  where pnpm is installed when missing (default: npm's global
 #                         prefix as root, else ~/.local)
 set -euo pipefail
@@ -22,6 +25,8 @@ MLFLOW_VERSION=3.17.2
 export TURBO_TELEMETRY_DISABLED=1 TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export CONTRAST_CACHE="${CONTRAST_CACHE:-$HOME/.cache/contrast}"
 MLFLOW_VENV="${CONTRAST_MLFLOW_VENV:-$CONTRAST_CACHE/mlflow-venv}"
+TORCH_VENV="${CONTRAST_TORCH_VENV:-$CONTRAST_CACHE/torch-venv}"
+TORCH_REQUIREMENTS="$PWD/scripts/torch-requirements.txt"
 if [ -z "${CONTRAST_PNPM_PREFIX:-}" ]; then
   if [ "$(id -u)" = 0 ]; then
     CONTRAST_PNPM_PREFIX="$(npm config get prefix 2>/dev/null)"
@@ -102,28 +107,100 @@ sys.exit(mlflow.__version__ != '$MLFLOW_VERSION')" >/dev/null 2>&1 || return 1
 }
 mlflow_venv_ok() { [ -f "$1/.installed-$MLFLOW_VERSION-auth" ] && mlflow_venv_works "$1"; }
 
-# MLflow in a venv built beside MLFLOW_VENV, which becomes a symlink to it, swapped in
-# one rename. (A venv cannot be moved once built: its scripts name their interpreter
-# by absolute path; so the build stays where it was made.)
-build_mlflow_venv() {
-  mlflow_venv_ok "$MLFLOW_VENV" && return 0 # another set-up built it while this one waited
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      apt_install python3-venv
-    else
-      say "python3 venv support is missing: install python3-venv"
-      exit 1
-    fi
+# python3 with venv and ensurepip (Debian splits them into python3-venv).
+need_python_venv() {
+  python3 -c 'import venv, ensurepip' 2>/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt_install python3-venv
+  else
+    say "python3 venv support is missing: install python3-venv"
+    exit 1
   fi
-  local parent name current="" build d
-  parent="$(dirname "$MLFLOW_VENV")"
-  name="$(basename "$MLFLOW_VENV")"
+}
+
+# swap_venv_in LINK BUILD: LINK (a venv path) becomes a symlink to BUILD (a folder
+# beside it), swapped in one rename; the build LINK pointed to before is deleted.
+# (A venv cannot be moved once built: its scripts name their interpreter by absolute
+# path; so the build stays where it was made.)
+swap_venv_in() {
+  local link="$1" build="$2" parent name current="" d
+  parent="$(dirname "$link")"
+  name="$(basename "$link")"
+  [ ! -L "$link" ] || current="$(readlink "$link")"
+  if [ -e "$link" ] && [ ! -L "$link" ]; then
+    d="$link.broken-$(date -u +%Y%m%d-%H%M%S)-$$"
+    mv -T "$link" "$d" # a folder cannot be renamed over; kept, never deleted unseen
+    say "$link did not work: moved aside to $d (delete it when nothing uses it)"
+  fi
+  ln -sfn "$(basename "$build")" "$parent/.$name.link-$$"
+  mv -T "$parent/.$name.link-$$" "$link"
+  case "$current" in "$name".build-*) rm -rf "${parent:?}/$current" ;; esac
+}
+
+# new_venv_build LINK: removes builds killed half-way (the caller's lock guards them),
+# then prints a fresh build folder beside LINK.
+new_venv_build() {
+  local link="$1" parent name current="" d
+  parent="$(dirname "$link")"
+  name="$(basename "$link")"
   mkdir -p "$parent"
-  [ ! -L "$MLFLOW_VENV" ] || current="$(readlink "$MLFLOW_VENV")"
-  for d in "$parent/$name".build-*; do # builds killed half-way (this lock guards them)
+  [ ! -L "$link" ] || current="$(readlink "$link")"
+  for d in "$parent/$name".build-*; do
     [ ! -e "$d" ] || [ "$(basename "$d")" = "$current" ] || rm -rf "$d"
   done
-  build="$(mktemp -d "$parent/$name.build-XXXXXX")"
+  mktemp -d "$parent/$name.build-XXXXXX"
+}
+
+# The PyTorch venv works when every pin of scripts/torch-requirements.txt is the
+# installed version and torch, torchvision, scipy.stats and safetensors.torch import
+# (and compute); its marker is a copy of the requirements it was built from.
+torch_venv_works() {
+  local v="$1"
+  [ -f "$v/pyvenv.cfg" ] || return 1
+  "$v/bin/python" - "$TORCH_REQUIREMENTS" >/dev/null 2>&1 <<'PY' || return 1
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, pin = line.split("==")
+        if version(name) != pin:
+            sys.exit(f"{name} {version(name)} installed, {pin} pinned")
+import safetensors.torch, scipy.stats, torch, torchvision
+torch.randn(2, 2) @ torch.randn(2, 2)
+torchvision.transforms.ColorJitter(0.4)
+PY
+}
+torch_venv_ok() {
+  cmp -s "$TORCH_REQUIREMENTS" "$1/.contrast-requirements.txt" && torch_venv_works "$1"
+}
+
+# PyTorch (scripts/torch-requirements.txt) in a venv built beside TORCH_VENV, which
+# becomes a symlink to it.
+build_torch_venv() {
+  torch_venv_ok "$TORCH_VENV" && return 0 # another set-up built it while this one waited
+  need_python_venv
+  local build start
+  build="$(new_venv_build "$TORCH_VENV")"
+  start=$SECONDS
+  say "installing PyTorch (scripts/torch-requirements.txt) into $build (once; about 5 GB with the default wheel's unused CUDA libraries)"
+  python3 -m venv "$build"
+  "$build/bin/pip" install -q --disable-pip-version-check -r "$TORCH_REQUIREMENTS"
+  if ! torch_venv_works "$build"; then
+    say "scripts/torch-requirements.txt was installed into $build but does not import at its pins"
+    exit 1
+  fi
+  cp "$TORCH_REQUIREMENTS" "$build/.contrast-requirements.txt"
+  swap_venv_in "$TORCH_VENV" "$build"
+  say "PyTorch venv ready in $((SECONDS - start)) s: $TORCH_VENV -> $(basename "$build")"
+}
+
+# MLflow in a venv built beside MLFLOW_VENV, which becomes a symlink to it.
+build_mlflow_venv() {
+  mlflow_venv_ok "$MLFLOW_VENV" && return 0 # another set-up built it while this one waited
+  need_python_venv
+  local build
+  build="$(new_venv_build "$MLFLOW_VENV")"
   say "installing mlflow==$MLFLOW_VERSION into $build (once; about a minute)"
   python3 -m venv "$build"
   "$build/bin/pip" install -q --disable-pip-version-check "mlflow[auth]==$MLFLOW_VERSION"
@@ -132,20 +209,17 @@ build_mlflow_venv() {
     exit 1
   fi
   touch "$build/.installed-$MLFLOW_VERSION-auth"
-  if [ -e "$MLFLOW_VENV" ] && [ ! -L "$MLFLOW_VENV" ]; then
-    d="$MLFLOW_VENV.broken-$(date -u +%Y%m%d-%H%M%S)-$$"
-    mv -T "$MLFLOW_VENV" "$d" # a folder cannot be renamed over; kept, never deleted unseen
-    say "$MLFLOW_VENV did not work: moved aside to $d (delete it when nothing uses it)"
-  fi
-  ln -sfn "$(basename "$build")" "$parent/.$name.link-$$"
-  mv -T "$parent/.$name.link-$$" "$MLFLOW_VENV"
-  case "$current" in "$name".build-*) rm -rf "${parent:?}/$current" ;; esac # the build it replaced
+  swap_venv_in "$MLFLOW_VENV" "$build"
   say "MLflow venv ready: $MLFLOW_VENV -> $(basename "$build")"
 }
 
 if [ "${1:-}" = --step ]; then # a locked step, run by `locked`
   shift
   "$@"
+  exit
+fi
+if [ "${1:-}" = --torch-venv ]; then # the PyTorch venv alone (what ensureTorchVenv runs)
+  torch_venv_ok "$TORCH_VENV" || locked "$TORCH_VENV.lock" build_torch_venv
   exit
 fi
 
@@ -197,3 +271,6 @@ locked .contrast/setup.lock checkout_steps
 
 # 5. MLflow (server for the tracking integration tests and a local UI) in a cached venv.
 mlflow_venv_ok "$MLFLOW_VENV" || locked "$MLFLOW_VENV.lock" build_mlflow_venv
+
+# 6. PyTorch (the export check in the suite, pnpm export-parity / parity / bench --vs-pytorch).
+torch_venv_ok "$TORCH_VENV" || locked "$TORCH_VENV.lock" build_torch_venv

@@ -1,7 +1,7 @@
-import { closeSync, openSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
 
-/** O_APPEND on Linux (asm-generic/fcntl.h), as /proc/self/fdinfo prints the flags: octal. */
-const O_APPEND = 0o2000;
+const require = createRequire(import.meta.url);
 
 /**
  * Whether TensorFlow's start-up lines should be shown: only when the user asked
@@ -11,60 +11,74 @@ export function tensorflowBannerWanted(env: NodeJS.ProcessEnv = process.env): bo
   return env.TF_CPP_MIN_LOG_LEVEL === '0';
 }
 
+/** dup(2) and dup2(2) of the C library: they return the new descriptor, or -1. */
+interface Dup {
+  dup(fd: number): number;
+  dup2(fd: number, to: number): number;
+}
+
+let dupCalls: Dup | null | undefined;
+
 /**
- * Whether file descriptor 2 can be swapped out and back without changing where
- * later writes land: a terminal, pipe or device always; a regular file
- * when stdout does not write to it too, or when it was opened for appending. A
- * file shared with stdout by `>log 2>&1` has one offset that a re-opened copy
- * would not share, so it is left alone (TensorFlow's lines then stay in it).
+ * dup and dup2 through koffi (an FFI with prebuilt binaries), looked up in the
+ * process's own symbols (dlopen(NULL): the C library Node runs on, glibc, musl or
+ * macOS's); null on Windows or where koffi cannot load.
  */
-function stderrSwappable(): boolean {
-  // readlink, not fstat: on Node 20 an fstat of a pipe just before require() makes
-  // the module loader skip resolving symlinks (pnpm's layout then fails to resolve)
+function dupFunctions(): Dup | null {
+  if (dupCalls !== undefined) return dupCalls;
+  dupCalls = null;
+  if (process.platform === 'win32') return null;
   try {
-    readlinkSync('/proc/self/fd/0'); // 0 and 1 open: closing 2 makes 2 the lowest free descriptor
-    const stdout = readlinkSync('/proc/self/fd/1');
-    const target = readlinkSync('/proc/self/fd/2');
-    if (!target.startsWith('/') || target.startsWith('/dev/')) return true; // pipe, tty, device
-    if (target !== stdout) return true; // a file of its own: appending continues where it was
-    const flags = /^flags:\s*([0-7]+)/m.exec(readFileSync('/proc/self/fdinfo/2', 'utf8'));
-    return flags !== null && (parseInt(flags[1]!, 8) & O_APPEND) !== 0;
+    const koffi = require('koffi') as typeof import('koffi');
+    const lib = koffi.load(null);
+    dupCalls = {
+      dup: lib.func('int dup(int fd)') as Dup['dup'],
+      dup2: lib.func('int dup2(int fd, int to)') as Dup['dup2'],
+    };
   } catch {
-    return false; // no /proc (not Linux): leave stderr as it is
+    // no FFI here: stderr is left alone
   }
+  return dupCalls;
 }
 
 /**
  * Runs `load` with the process's file descriptor 2 pointed at /dev/null, then
- * restores it. For loading the native TensorFlow library: its oneDNN notice and
- * absl's "All log messages before absl::InitializeLog() ..." are written to fd 2
- * by C++ static initialisers, before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so
- * that variable cannot hide them (TF 2.21, measured). Node has no dup2; this
- * uses POSIX's lowest-free-descriptor rule: after closing 2, the next open()
- * returns 2. The original stderr is re-opened through /proc/self/fd, which a
- * socket refuses (systemd's journal, a Node parent's 'pipe'): there, and where
- * it is not safe (see stderrSwappable), `load` runs unchanged and the lines show.
- * JavaScript errors thrown by `load` are rethrown after stderr is restored.
+ * points it back at the very same open file description. For loading the native
+ * TensorFlow library: its oneDNN notice and absl's "All log messages before
+ * absl::InitializeLog() ..." are written to fd 2 by C++ static initialisers,
+ * before TensorFlow reads TF_CPP_MIN_LOG_LEVEL, so that variable cannot hide
+ * them (TF 2.21, measured).
+ *
+ * The swap is dup(2) + dup2(2) (Node has neither; koffi calls the C library's):
+ * the saved descriptor shares the caller's file offset and flags, so a log that
+ * others write too (`{ ...; contrast ...; echo done; } 2> log`, SLURM's
+ * `--error`, `2>&1`) continues exactly after Contrast's last line. Re-opening
+ * /proc/self/fd/2 instead would make a second description whose appends the
+ * shell's offset never sees: the next writer would overwrite Contrast's lines.
+ * Where dup/dup2 are unavailable (Windows, or koffi failing to load), `load` runs
+ * unchanged and TensorFlow's lines show. Errors thrown by `load` are rethrown
+ * after stderr is restored.
  */
 export function withNativeStderrSilenced<T>(load: () => T): T {
-  if (!stderrSwappable()) return load();
-  let saved: number;
+  const calls = dupFunctions();
+  if (!calls) return load();
+  const saved = calls.dup(2);
+  if (saved < 0) return load(); // no fd 2 (closed by the parent): nothing to hide from
+  let sink: number;
   try {
-    saved = openSync('/proc/self/fd/2', 'a');
+    sink = openSync('/dev/null', 'w');
   } catch {
+    closeSync(saved);
     return load();
   }
-  closeSync(2);
-  const sink = openSync('/dev/null', 'a');
+  const swapped = calls.dup2(sink, 2) === 2;
+  closeSync(sink);
   try {
     return load();
   } finally {
-    closeSync(sink);
-    const restored = openSync(`/proc/self/fd/${saved}`, 'a');
-    closeSync(saved);
-    if (sink !== 2 || restored !== 2) {
-      // another thread opened a file in between; say so rather than lose stderr silently
-      process.emitWarning(`restoring stderr used descriptors ${sink}/${restored}, not 2`);
-    }
+    if (swapped && calls.dup2(saved, 2) !== 2) {
+      // cannot happen with two open descriptors; say so where stderr was rather than go silent
+      writeSync(saved, '[contrast] WARNING: could not restore stderr after loading TensorFlow\n');
+    } else closeSync(saved);
   }
 }

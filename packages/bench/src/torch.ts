@@ -1,97 +1,49 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BackendError } from '@contrast/core';
 
-/** The PyTorch the comparison runs against (the default PyPI wheel; CPU threads only are used). */
-export const TORCH_VERSION = '2.15.0';
-/** torchvision built for that torch (the parity harness's transforms and ResNet conventions). */
-export const TORCHVISION_VERSION = '0.29.2';
-/** scipy for the parity reports' two-sample tests. */
-export const SCIPY_VERSION = '1.17.1';
+/** The PyTorch venv's pins (torch, torchvision, scipy, safetensors, numpy): their only copy. */
+const REQUIREMENTS = fileURLToPath(
+  new URL('../../../scripts/torch-requirements.txt', import.meta.url),
+);
+const SETUP = fileURLToPath(new URL('../../../scripts/setup.sh', import.meta.url));
 
+/** The venv scripts/setup.sh builds: CONTRAST_TORCH_VENV, else $CONTRAST_CACHE/torch-venv. */
 export function torchVenvDir(): string {
-  return process.env.CONTRAST_TORCH_VENV ?? join(homedir(), '.cache', 'contrast', 'torch-venv');
-}
-
-function run(cmd: string, args: string[], log: (line: string) => void): void {
-  log(`$ ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) {
-    throw new Error(
-      `'${cmd} ${args.join(' ')}' failed (${r.error?.message ?? `exit ${r.status}`}); ` +
-        `remove ${torchVenvDir()} and retry, or point CONTRAST_TORCH_VENV at a venv with torch installed`,
-    );
-  }
+  const cache = process.env.CONTRAST_CACHE ?? join(homedir(), '.cache', 'contrast');
+  return process.env.CONTRAST_TORCH_VENV ?? join(cache, 'torch-venv');
 }
 
 /**
- * A cached venv with torch, torchvision, numpy and scipy, created on first use
- * (about 1 minute and 5 GB with the default wheel's CUDA libraries, which stay
- * unused here). Idempotent: a marker file records the installed versions; a venv
- * made by an earlier version of this function gets the missing packages added.
+ * The Python of the PyTorch venv every comparison with PyTorch runs in (the
+ * suite's torch export test, `pnpm export-parity`, `pnpm parity`, `pnpm bench
+ * --vs-pytorch`). `bash scripts/setup.sh` builds it; when its marker (a copy of
+ * scripts/torch-requirements.txt) is missing or differs from the pins, this runs
+ * `bash scripts/setup.sh --torch-venv`, which builds it under a lock (two callers
+ * at once are safe) and checks every pin imports; about 5 GB with the default
+ * wheel's CUDA libraries, which stay unused here.
+ * @throws BackendError when the build fails.
  */
 export function ensureTorchVenv(log: (line: string) => void = console.error): string {
   const dir = torchVenvDir();
   const python = join(dir, 'bin', 'python');
-  const marker = join(
-    dir,
-    `.installed-torch-${TORCH_VERSION}-torchvision-${TORCHVISION_VERSION}-scipy-${SCIPY_VERSION}`,
-  );
-  if (existsSync(marker) && existsSync(python)) return python;
-  mkdirSync(dir, { recursive: true });
-  log(
-    `installing torch ${TORCH_VERSION}, torchvision ${TORCHVISION_VERSION} and scipy into ${dir} (once)`,
-  );
-  if (!existsSync(python)) run('python3', ['-m', 'venv', dir], log);
-  run(python, ['-m', 'pip', 'install', '--quiet', '--upgrade', 'pip'], log);
-  run(
-    python,
-    [
-      '-m',
-      'pip',
-      'install',
-      '--quiet',
-      `torch==${TORCH_VERSION}`,
-      `torchvision==${TORCHVISION_VERSION}`,
-      `scipy==${SCIPY_VERSION}`,
-      'numpy',
-    ],
-    log,
-  );
-  run(
-    python,
-    [
-      '-c',
-      'import torch, torchvision, scipy.stats; torch.randn(2, 2) @ torch.randn(2, 2); torchvision.transforms.ColorJitter(0.4)',
-    ],
-    log,
-  );
-  writeFileSync(marker, `${new Date().toISOString()}\n`);
-  return python;
-}
-
-/** safetensors for the export checks (reading Contrast's torch export the way users do). */
-export const SAFETENSORS_VERSION = '0.8.0';
-
-/**
- * The cached torch venv plus safetensors, installed once into the same venv
- * (torch and torchvision pinned in the same pip call so nothing moves).
- */
-export function ensureTorchVenvWithSafetensors(
-  log: (line: string) => void = console.error,
-): string {
-  const python = ensureTorchVenv(log);
-  const marker = join(torchVenvDir(), `.installed-safetensors-${SAFETENSORS_VERSION}`);
-  if (existsSync(marker)) return python;
-  log(`installing safetensors ${SAFETENSORS_VERSION} into ${torchVenvDir()} (once)`);
-  const pins = [`torch==${TORCH_VERSION}`, `torchvision==${TORCHVISION_VERSION}`];
-  run(
-    python,
-    ['-m', 'pip', 'install', '--quiet', ...pins, `safetensors==${SAFETENSORS_VERSION}`],
-    log,
-  );
-  run(python, ['-c', 'import safetensors.torch'], log);
-  writeFileSync(marker, `${new Date().toISOString()}\n`);
+  const marker = join(dir, '.contrast-requirements.txt');
+  const pins = readFileSync(REQUIREMENTS, 'utf8');
+  if (existsSync(python) && existsSync(marker) && readFileSync(marker, 'utf8') === pins) {
+    return python;
+  }
+  log(`building the PyTorch venv ${dir} (once): bash scripts/setup.sh --torch-venv`);
+  const r = spawnSync('bash', [SETUP, '--torch-venv'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) {
+    throw new BackendError(
+      `bash ${SETUP} --torch-venv failed (${r.error?.message ?? `exit ${r.status}`})`,
+      {
+        hint: `see its output above; CONTRAST_TORCH_VENV points at another venv built from scripts/torch-requirements.txt`,
+      },
+    );
+  }
   return python;
 }

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import type { KnnMeasurement, TrainResult } from '@contrast/trainer';
 
 const pct = (x: number | undefined) =>
@@ -44,6 +46,20 @@ export function resultData(r: TrainResult): Record<string, unknown> {
 }
 
 /** A command line a user can paste into a POSIX shell: words with special characters are quoted. */
+/**
+ * How this shell runs the command, for the lines Contrast prints for the user
+ * to paste (the resume command): `pnpm contrast` when started through the
+ * workspace script, `contrast` when that is on PATH (a global or linked
+ * install), else node with this file's path.
+ */
+export function invocation(env: NodeJS.ProcessEnv = process.env): string[] {
+  if (env.npm_lifecycle_event === 'contrast') return ['pnpm', 'contrast'];
+  const onPath = (env.PATH ?? '')
+    .split(delimiter)
+    .some((d) => d !== '' && existsSync(join(d, 'contrast')));
+  return onPath ? ['contrast'] : ['node', process.argv[1] ?? 'contrast'];
+}
+
 export function shellLine(words: readonly string[]): string {
   return words
     .map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", `'\\''`)}'`))

@@ -28,7 +28,7 @@ import {
   type StudyResult,
 } from '@contrast/study';
 import { signalExitCode } from './exit-codes.js';
-import { STOP_SIGNALS } from './signals.js';
+import { STOP_SIGNALS, type StopMessage } from './signals.js';
 
 export { configRunPath } from '@contrast/study';
 
@@ -68,14 +68,7 @@ export async function runOneConfig(
   });
 }
 
-/** The IPC message a study parent sends its children to stop them cleanly. */
-export interface StopMessage {
-  cmd: 'contrast:stop';
-  signal: NodeJS.Signals;
-}
-
-export const isStopMessage = (m: unknown): m is StopMessage =>
-  typeof m === 'object' && m !== null && (m as { cmd?: unknown }).cmd === 'contrast:stop';
+export { isStopMessage, type StopMessage } from './signals.js';
 
 /**
  * The environment of a child when `parallel` of them share the machine: each
@@ -186,8 +179,7 @@ function runChild(
 ): Promise<{ code: number; stdout: string; stderr: string; stopped: boolean; logFile: string }> {
   mkdirSync(dirname(logFile), { recursive: true });
   const from = existsSync(logFile) ? statSync(logFile).size : 0; // a re-run appends
-  // stderr to a file opened for appending, not a pipe: the child can then hide TensorFlow's
-  // start-up lines (see withNativeStderrSilenced), and the log outlives the run
+  // stderr to a file opened for appending, not a pipe: the log outlives the run
   const logFd = openSync(logFile, 'a');
   return new Promise((res) => {
     const child: ChildProcess = spawn(process.execPath, [compiledFile('bin.js'), ...args], {

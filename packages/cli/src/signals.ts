@@ -84,3 +84,12 @@ export class StopSignals {
 /** "Ctrl-C" for SIGINT, the signal's name otherwise: what to do again to abort. */
 export const againToAbort = (signal: NodeJS.Signals) =>
   signal === 'SIGINT' ? 'Ctrl-C again to abort' : `${signal} again to abort`;
+
+/** The IPC message a parent (a study's, `--workers`' launcher) sends its children to stop them cleanly. */
+export interface StopMessage {
+  cmd: 'contrast:stop';
+  signal: NodeJS.Signals;
+}
+
+export const isStopMessage = (m: unknown): m is StopMessage =>
+  typeof m === 'object' && m !== null && (m as { cmd?: unknown }).cmd === 'contrast:stop';

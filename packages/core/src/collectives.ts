@@ -1,8 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
+import type { DependencyContainer } from 'tsyringe';
+import { ConfigError } from './errors.js';
+import { Tokens } from './tokens.js';
 
 /**
  * What crosses workers in a data-parallel run (N workers, one process and one
- * model replica each; DESIGN.md "data-parallel"). Every worker calls the same
+ * model replica each; docs/design.md, "data-parallel runs"). Every worker calls the same
  * collectives in the same order with tensors of the same shapes (except along
  * axis 0 for the gathers): a collective is matched across workers by its order.
  * Methods say what crosses workers through this part; the trainer stays
@@ -42,6 +45,19 @@ export interface Collectives {
   allGatherWithGradient<T extends tf.Tensor>(x: T): T;
   /** Rank `root`'s `x` on every worker (same shape everywhere). No gradient. */
   broadcast<T extends tf.Tensor>(x: T, root?: number): T;
+  /**
+   * Returns when every worker has called it, waiting at most `timeoutSeconds`
+   * (longer than a step's collectives: the others wait here while rank 0
+   * evaluates and writes).
+   */
+  barrier(timeoutSeconds?: number): void;
+  /**
+   * Runs `work` on worker `root` (default 0) while the others wait for it
+   * (rank 0 evaluating, checkpointing), with a long timeout instead of a
+   * step's; a failure of `work` reaches every worker (root rethrows it, the
+   * others throw). Returns work's result on root, undefined elsewhere.
+   */
+  waitFor<R>(work: () => R | Promise<R>, root?: number): Promise<R | undefined>;
 }
 
 /** The collectives of a single process: every operation is the identity (copies). */
@@ -51,6 +67,42 @@ export const singleProcess: Collectives = {
   allReduceMean: (tensors) => tensors.map((t) => tf.clone(t)),
   allReduceSum: (tensors) => tensors.map((t) => tf.clone(t)),
   allGather: (x) => tf.clone(x),
-  allGatherWithGradient: (x) => tf.clone(x), // clone passes the gradient through (Identity)
+  allGatherWithGradient: (x) => tf.clone(x),
   broadcast: (x) => tf.clone(x),
+  barrier: () => undefined,
+  waitFor: async (work) => work(),
 };
+
+/** The experiment's collectives: what composeExperiment registered, else `singleProcess`. */
+export function collectivesOf(container: DependencyContainer): Collectives {
+  return container.isRegistered(Tokens.Collectives, true)
+    ? container.resolve(Tokens.Collectives)
+    : singleProcess;
+}
+
+/**
+ * BatchNorm groups each worker normalises: `model.bnSplits` counts the groups
+ * of the global batch, so N workers split them (per-worker BN, as DDP: N
+ * workers with bnSplits 1 train what one process with bnSplits N trains, the
+ * recipe's value >= N keeps its meaning).
+ * @throws ConfigError (model.bnSplits) when the groups do not divide among the workers.
+ */
+export function workerBnSplits(bnSplits: number, worldSize: number): number {
+  if (worldSize === 1 || bnSplits === 1) return bnSplits;
+  if (bnSplits % worldSize !== 0) {
+    throw new ConfigError(
+      'model.bnSplits',
+      `${bnSplits} BatchNorm groups do not divide among ${worldSize} workers`,
+      {
+        hint: `use 1 (each worker normalises its own slice, as one process with bnSplits ${worldSize}) or a multiple of ${worldSize}`,
+      },
+    );
+  }
+  return bnSplits / worldSize;
+}
+
+/** The BatchNorm groups of this worker's heads and encoder (workerBnSplits of the experiment). */
+export function bnGroups(container: DependencyContainer): number {
+  const { bnSplits } = container.resolve(Tokens.Config).model;
+  return workerBnSplits(bnSplits, collectivesOf(container).worldSize);
+}

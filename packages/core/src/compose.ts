@@ -9,6 +9,7 @@ import {
   type LossKind,
   type TrainingDataset,
 } from './contracts.js';
+import { singleProcess, workerBnSplits, type Collectives } from './collectives.js';
 import { parseWith } from './config.js';
 import { ConfigError, ContrastError, PluginError } from './errors.js';
 import type { Method } from './method.js';
@@ -149,6 +150,8 @@ export function composeExperiment(
     dataset?: TrainingDataset;
     parent?: DependencyContainer;
     augmentation?: AugmentationFactory;
+    /** What crosses workers in a data-parallel run (default: one process). */
+    collectives?: Collectives;
   } = {},
 ): Composition {
   const plugin = checkNames(input, catalog);
@@ -163,9 +166,13 @@ export function composeExperiment(
   child.register(Tokens.Rng, { useValue: rng });
   child.register(Tokens.Dataset, { useValue: dataset });
   child.register(Tokens.Clock, { useValue: new TrainingClock() });
+  const collectives = options.collectives ?? singleProcess;
+  child.register(Tokens.Collectives, { useValue: collectives });
   const { height, width, channels } = dataset;
+  // per-worker BN: this worker's share of the global batch's BatchNorm groups
+  const bnSplits = workerBnSplits(config.model.bnSplits, collectives.worldSize);
   const encoder = catalog.encoders.get(config.model.encoder)(
-    { model: config.model, input: { height, width, channels } },
+    { model: { ...config.model, bnSplits }, input: { height, width, channels } },
     rng.fork(),
   );
   child.register(Tokens.Encoder, { useValue: encoder });

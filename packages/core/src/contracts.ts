@@ -63,6 +63,13 @@ export interface KeysInput {
   indices: tf.Tensor1D;
   /** The same indices on the host (for sampling without a device read). */
   indexArray: Int32Array;
+  /**
+   * Data-parallel: the indices of the whole global batch (every worker's rows,
+   * in rank order), so a part that must act on the batch (a bank excluding the
+   * batch's own rows from its negatives) acts as one process would. Absent on
+   * one process, where it equals `indexArray`.
+   */
+  batchIndexArray?: Int32Array;
 }
 
 export interface Keys {
@@ -80,6 +87,12 @@ export interface NegativeSource {
   readonly negativesPerQuery?: number;
   /** Inside the gradient tape. Must not mutate state: updates happen in afterStep. */
   keys(input: KeysInput): Keys;
+  /**
+   * What afterStep reads of its input; data-parallel runs gather only these
+   * from every worker (absent: all three). MoCo's queue reads the keys, a bank
+   * the queries and their indices, in-batch negatives nothing.
+   */
+  readonly afterStepReads?: readonly ('query' | 'key' | 'indices')[];
   /**
    * After the optimizer step: enqueue, bank write. `query` and `key` are the
    * batch's embeddings [M, D] as values (M = N, or 2N with a symmetric loss);
@@ -111,6 +124,14 @@ export interface ContrastiveLossInput {
   negatives: Negatives;
   /** tau: logits are similarities / tau. */
   temperature: number;
+  /**
+   * Data-parallel, in-batch losses only: every worker's queries and positives
+   * [B, D] (B = the global batch, rank order, gathered with gradient), of which
+   * `query` / `positive` are rows start .. start + N. An in-batch loss takes
+   * its negatives from these, so N workers compute what one process computes
+   * on the whole batch. Absent on one process.
+   */
+  batch?: { query: tf.Tensor2D; positive: tf.Tensor2D; start: number };
 }
 
 export interface ContrastiveLossOutput {
@@ -282,10 +303,22 @@ export type InMemoryDataset = TrainingDataset & { readonly train: ImageSplit };
  */
 export interface Augmentation {
   readonly outSize: readonly [number, number];
-  /** View `index` of a batch: [N, H, W, C] in [0, 1] -> [N, H', W', C] normalised. */
-  view(x: tf.Tensor4D, index: 0 | 1): tf.Tensor4D;
+  /**
+   * View `index` of a batch: [N, H, W, C] in [0, 1] -> [N, H', W', C] normalised.
+   * `part` (data-parallel): x holds rows part.start .. part.start + N of a
+   * batch of part.total images; the random draws are those of the whole batch
+   * (the same on every worker) and only x's rows are augmented, so N workers
+   * see the views one process would make.
+   */
+  view(x: tf.Tensor4D, index: 0 | 1, part?: BatchPart): tf.Tensor4D;
   rngState(): number[];
   setRngState(state: readonly number[]): void;
+}
+
+/** Where a worker's rows sit in the global batch: rows start .. start + n of `total`. */
+export interface BatchPart {
+  total: number;
+  start: number;
 }
 
 export type MetricRecord = { step: number; epoch: number } & Record<string, number>;

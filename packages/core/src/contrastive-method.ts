@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DependencyContainer } from 'tsyringe';
+import { collectivesOf, type Collectives } from './collectives.js';
 import type {
   ContrastiveLoss,
   Encoder,
@@ -40,6 +41,13 @@ export interface ContrastiveParts {
   symmetric: boolean;
   /** A predictor on the query side only (MoCo v3): q = normalise(predictor(project(x))). */
   predictor?: Head;
+  /**
+   * What crosses workers (absent: one process). In-batch negatives are every
+   * worker's embeddings, gathered with gradient; the source's afterStep sees
+   * every worker's keys / queries (MoCo's concat_all_gather), in the order one
+   * process would have them.
+   */
+  collectives?: Collectives;
 }
 
 interface PreparedKeys {
@@ -148,23 +156,42 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
     ctx: StepContext,
   ): void {
     const { source, keyEncoder } = this.parts;
-    const query = carry.query as tf.Tensor2D;
-    const twice = query.shape[0] !== views.indices.shape[0];
-    tf.tidy(() => {
-      source.afterStep({
-        query,
-        key: carry.key as tf.Tensor2D | undefined,
-        indices: twice
-          ? (tf.concat([views.indices, views.indices], 0) as tf.Tensor1D)
-          : views.indices,
-        indexArray: twice
-          ? Int32Array.from([...views.indexArray, ...views.indexArray])
-          : views.indexArray,
-      });
-    });
+    tf.tidy(() => source.afterStep(this.sourceUpdate(views, carry)));
     if (source.updatePhase) ctx.mark(source.updatePhase);
     keyEncoder.afterStep();
     if (keyEncoder.updatePhase) ctx.mark(keyEncoder.updatePhase);
+  }
+
+  /**
+   * What the source's afterStep sees: the batch's queries, keys and indices
+   * ([q1; q2] etc. with a symmetric loss). Data-parallel, each is gathered
+   * from every worker per view, so the rows come in one process's order
+   * ([q1 of all workers; q2 of all workers]); only what the source reads.
+   */
+  private sourceUpdate(views: Views, carry: Record<string, tf.Tensor>) {
+    const query = carry.query as tf.Tensor2D;
+    const key = carry.key as tf.Tensor2D | undefined;
+    const twice = query.shape[0] !== views.indices.shape[0];
+    const both = <T extends tf.Tensor>(t: T): T => (twice ? (tf.concat([t, t], 0) as T) : t);
+    const bothArray = (a: Int32Array) => (twice ? Int32Array.from([...a, ...a]) : a);
+    const c = this.parts.collectives;
+    if (!c || c.worldSize === 1) {
+      return { query, key, indices: both(views.indices), indexArray: bothArray(views.indexArray) };
+    }
+    const reads = this.parts.source.afterStepReads ?? ['query', 'key', 'indices'];
+    const gather = <T extends tf.Tensor>(t: T): T =>
+      twice
+        ? (tf.concat(
+            (tf.split(t, 2, 0) as T[]).map((h) => c.allGather(h)),
+            0,
+          ) as T)
+        : c.allGather(t);
+    return {
+      query: reads.includes('query') ? gather(query) : query,
+      key: key && reads.includes('key') ? gather(key) : key,
+      indices: reads.includes('indices') ? gather(both(views.indices)) : views.indices,
+      indexArray: bothArray(views.part?.batchIndexArray ?? views.indexArray),
+    };
   }
 
   /** [N, D] L2-normalised queries: the encoder's embedding, or the predictor's output. */
@@ -181,14 +208,29 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
     positiveKey: tf.Tensor2D | undefined,
     ownKey: tf.Tensor2D | undefined,
   ): Objective {
-    const { source, loss, temperature } = this.parts;
+    const { source, loss, temperature, collectives: c } = this.parts;
     const keys = source.keys({
       query,
       key: positiveKey,
       indices: views.indices,
       indexArray: views.indexArray,
+      ...(views.part ? { batchIndexArray: views.part.batchIndexArray } : {}),
     });
-    const { loss: value, accuracy } = loss.compute({ query, ...keys, temperature });
+    // data-parallel in-batch negatives: every worker's embeddings, the gradient flowing back to their worker
+    const batch =
+      keys.negatives === 'in-batch' && c && c.worldSize > 1
+        ? {
+            query: c.allGatherWithGradient(query),
+            positive: c.allGatherWithGradient(keys.positive),
+            start: views.part?.start ?? c.rank * query.shape[0],
+          }
+        : undefined;
+    const { loss: value, accuracy } = loss.compute({
+      query,
+      ...keys,
+      temperature,
+      ...(batch ? { batch } : {}),
+    });
     return {
       loss: value,
       metrics: { pretext_accuracy: accuracy },
@@ -214,8 +256,10 @@ export function composeContrastive(
       hint: 'give the plugin a default (loss: { temperature: 0.1, ... }) or set loss.temperature',
     });
   }
+  const collectives = collectivesOf(container);
   return new ContrastiveMethod({
     ...parts,
+    ...(collectives.worldSize > 1 ? { collectives } : {}),
     encoder: container.resolve(Tokens.Encoder),
     loss,
     temperature,

@@ -6,6 +6,7 @@ import {
   type StateTensors,
   type TrainingClock,
 } from './contracts.js';
+import { singleProcess, type Collectives } from './collectives.js';
 import { ConfigError, StateError } from './errors.js';
 import { cosineMomentum, emaUpdateVariables } from './math.js';
 import type { Rng } from './rng.js';
@@ -42,6 +43,13 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
      * statistics of different sub-batches, as MoCo's shuffling BN across GPUs.
      */
     private readonly shuffle?: Rng,
+    /**
+     * Data-parallel shuffle BN (MoCo's official code): the key images of every
+     * worker are gathered, permuted by a permutation every worker draws alike
+     * (the same stream), each worker encodes its slice of the permuted batch,
+     * the keys are gathered and un-permuted, and each keeps its own rows.
+     */
+    private readonly collectives: Collectives = singleProcess,
   ) {
     const m = typeof momentum === 'number' ? momentum : momentum();
     if (!(m >= 0 && m <= 1)) {
@@ -59,9 +67,21 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
   /** Keys [N, D] in training mode (batch statistics), like the official implementation. */
   encode(xKey: tf.Tensor4D): tf.Tensor2D {
     if (!this.shuffle) return this.keyEncoder.embed(xKey, true);
+    const c = this.collectives;
+    if (c.worldSize === 1) {
+      return tf.tidy(() => {
+        const { shuffled, inverse } = shuffleRows(xKey, this.shuffle!.permutation(xKey.shape[0]));
+        return tf.gather(this.keyEncoder.embed(shuffled, true), Array.from(inverse)) as tf.Tensor2D;
+      });
+    }
     return tf.tidy(() => {
-      const { shuffled, inverse } = shuffleRows(xKey, this.shuffle!.permutation(xKey.shape[0]));
-      return tf.gather(this.keyEncoder.embed(shuffled, true), Array.from(inverse)) as tf.Tensor2D;
+      const all = c.allGather(xKey); // [B, H, W, C], rank order
+      const n = xKey.shape[0];
+      const start = c.rank * n;
+      const { shuffled, inverse } = shuffleRows(all, this.shuffle!.permutation(all.shape[0]));
+      const mine = tf.slice(shuffled, [start], [n]) as tf.Tensor4D;
+      const keys = c.allGather(this.keyEncoder.embed(mine, true)); // [B, D], permuted order
+      return tf.gather(keys, Array.from(inverse.subarray(start, start + n))) as tf.Tensor2D;
     });
   }
 

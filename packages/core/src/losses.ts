@@ -18,6 +18,7 @@ import {
   negativeCosine,
   normalizedMse,
   ntXent,
+  ntXentRows,
   topOneAccuracy,
 } from './math.js';
 
@@ -54,14 +55,16 @@ export class NtXentLoss implements ContrastiveLoss {
   chance({ batchSize }: { batchSize: number }): number {
     return Math.log(2 * batchSize - 1);
   }
-  compute({ query, positive, negatives, temperature }: LossInput): LossOutput {
+  compute({ query, positive, negatives, temperature, batch }: LossInput): LossOutput {
     if (negatives !== 'in-batch') {
       throw new ConfigError('loss.name', "'nt-xent' takes its negatives from the batch", {
         hint: "use 'infonce' or 'nce' with a queue or a bank",
       });
     }
     return tf.tidy(() => {
-      const { loss, logits, targets } = ntXent(query, positive, temperature);
+      const { loss, logits, targets } = batch
+        ? ntXentRows(batch.query, batch.positive, query, positive, batch.start, temperature)
+        : ntXent(query, positive, temperature);
       return { loss, accuracy: topOneAccuracy(logits, targets) };
     });
   }
@@ -79,10 +82,13 @@ export class KeyBatchInfoNceLoss implements ContrastiveLoss {
   chance({ batchSize, temperature }: { batchSize: number; temperature: number }): number {
     return 2 * temperature * Math.log(batchSize);
   }
-  compute({ query, positive, temperature }: LossInput): LossOutput {
+  compute({ query, positive, temperature, batch }: LossInput): LossOutput {
     return tf.tidy(() => {
-      const logits = tf.div(tf.matMul(query, positive, false, true), temperature) as tf.Tensor2D;
-      const targets = tf.range(0, query.shape[0], 1, 'int32') as tf.Tensor1D;
+      // data-parallel: against every worker's keys, this worker's own on the shifted diagonal
+      const keys = batch?.positive ?? positive;
+      const start = batch?.start ?? 0;
+      const logits = tf.div(tf.matMul(query, keys, false, true), temperature) as tf.Tensor2D;
+      const targets = tf.range(start, start + query.shape[0], 1, 'int32') as tf.Tensor1D;
       const loss = tf.mul(crossEntropyAt(logits, targets), 2 * temperature) as tf.Scalar;
       return { loss, accuracy: topOneAccuracy(logits, targets) };
     });

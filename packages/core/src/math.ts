@@ -176,6 +176,41 @@ export function ntXent(
 }
 
 /**
+ * NT-Xent for one worker's rows of a global batch (data-parallel SimCLR, as its
+ * official multi-device code): the anchors are this worker's views
+ * q = z1[start .. start+n], p = z2[start .. start+n] (with gradient), the
+ * candidates are all 2B views of every worker, each anchor's own column masked.
+ * The mean over workers of this loss is ntXent over the whole batch.
+ *   z1All, z2All [B, D], q, p [n, D]  ->  logits [2n, 2B], targets [2n]
+ */
+export function ntXentRows(
+  z1All: tf.Tensor2D,
+  z2All: tf.Tensor2D,
+  q: tf.Tensor2D,
+  p: tf.Tensor2D,
+  start: number,
+  temperature: number,
+): { loss: tf.Scalar; logits: tf.Tensor2D; targets: tf.Tensor1D } {
+  return tf.tidy(() => {
+    const b = z1All.shape[0];
+    const n = q.shape[0];
+    const anchors = tf.concat([q, p], 0); // [2n, D]
+    const candidates = tf.concat([z1All, z2All], 0); // [2B, D]
+    const sim = tf.div(tf.matMul(anchors, candidates, false, true), temperature); // [2n, 2B]
+    const self = tf.concat([
+      tf.range(start, start + n, 1, 'int32'),
+      tf.range(b + start, b + start + n, 1, 'int32'),
+    ]);
+    const logits = tf.sub(sim, tf.mul(tf.oneHot(self as tf.Tensor1D, 2 * b), 1e9)) as tf.Tensor2D;
+    const targets = tf.concat([
+      tf.range(b + start, b + start + n, 1, 'int32'),
+      tf.range(start, start + n, 1, 'int32'),
+    ]) as tf.Tensor1D;
+    return { loss: crossEntropyAt(logits, targets), logits, targets };
+  });
+}
+
+/**
  * NCE as in InstDisc (Wu et al. 2018), over logits s whose column 0 is the positive:
  *   P = exp(s) / Z,  Pn = 1 / datasetSize,  h(P) = P / (P + K Pn)
  *   L = -mean_i [ log h(P_i0) + sum_k log(1 - h(P_ik)) ]

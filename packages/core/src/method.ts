@@ -3,7 +3,7 @@ import type { Head, StateTensors, Stateful, TrainingClock } from './contracts.js
 import { StateError } from './errors.js';
 
 /**
- * The method contract (DESIGN.md, "one training step"): every self-supervised
+ * The method contract (docs/design.md, "one training step"): every self-supervised
  * family — contrastive with a queue, a bank or the batch; with a momentum, shared,
  * stop-gradient or no key encoder; predictor / stop-gradient methods without
  * negatives — is one `Method`. The trainer owns the tape, the optimizer over
@@ -29,6 +29,12 @@ export interface Views {
   indices: tf.Tensor1D;
   /** The same indices on the host (for sampling without a device read). */
   indexArray: Int32Array;
+  /**
+   * Data-parallel: this worker's rows are `start` .. start + N of the global
+   * batch, whose sample indices (every worker's, in rank order) are
+   * `batchIndexArray`. Absent on one process (the views are the whole batch).
+   */
+  part?: { start: number; batchIndexArray: Int32Array };
 }
 
 /** What the trainer hands a method at every phase of a step. */

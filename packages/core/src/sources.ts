@@ -31,6 +31,8 @@ function requireKey(name: string, key: tf.Tensor2D | undefined, what: string): t
  * the loss takes the rest of the batch as negatives (SimCLR, MoCo v3). No state.
  */
 export class BatchKeysSource extends Stateless implements NegativeSource {
+  readonly afterStepReads = [] as const;
+
   constructor(readonly name: string) {
     super();
   }
@@ -47,6 +49,7 @@ export class BatchKeysSource extends Stateless implements NegativeSource {
  */
 export class QueueSource extends StoreBackedSource<KeyQueue> implements NegativeSource {
   readonly updatePhase = 'enqueue';
+  readonly afterStepReads = ['key'] as const;
 
   /** K = `size` keys of width `dim`, initialised from `rng` (random unit rows). */
   constructor(
@@ -95,6 +98,7 @@ export interface BankOptions {
  */
 export class BankSource extends StoreBackedSource<MemoryBank> implements NegativeSource {
   readonly updatePhase = 'bank_write';
+  readonly afterStepReads = ['query', 'indices'] as const;
   private readonly rng: Rng;
 
   /** A bank of `size` rows of width `dim`; `rng` initialises it, then a fork of it draws negatives. */
@@ -117,8 +121,9 @@ export class BankSource extends StoreBackedSource<MemoryBank> implements Negativ
     return this.options.negatives;
   }
 
-  keys({ indices, indexArray }: KeysInput): Keys {
-    const exclude = this.options.excludePositives ? indexArray : undefined;
+  keys({ indices, indexArray, batchIndexArray }: KeysInput): Keys {
+    // the whole batch's rows are excluded, on one process and across workers alike
+    const exclude = this.options.excludePositives ? (batchIndexArray ?? indexArray) : undefined;
     const drawn = sampleIndices(this.rng, this.bank.size, this.options.negatives, exclude);
     return { positive: this.bank.gather(indices), negatives: this.bank.gather(drawn) }; // [N, D], [K, D]
   }

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { AugmentationConfig, Augmentation, Rng } from '@contrast/core';
+import type { AugmentationConfig, Augmentation, BatchPart, Rng } from '@contrast/core';
 import {
   blurBatch,
   colorJitterBatch,
@@ -82,6 +82,23 @@ export interface ViewParams {
 }
 
 const IDENTITY_ORDER = [0, 1, 2, 3];
+
+/** Rows start .. start + n of a batch's draws (crops and orders hold 4 values a row). */
+export function sliceParams(p: ViewParams, start: number, n: number): ViewParams {
+  const rows = <A extends Int32Array | Uint8Array | Float32Array>(a: A, per = 1): A =>
+    a.slice(start * per, (start + n) * per) as A;
+  return {
+    crops: rows(p.crops, 4),
+    flips: rows(p.flips),
+    brightness: rows(p.brightness),
+    contrast: rows(p.contrast),
+    ...(p.saturation ? { saturation: rows(p.saturation) } : {}),
+    ...(p.hue ? { hue: rows(p.hue) } : {}),
+    ...(p.order ? { order: rows(p.order, 4) } : {}),
+    ...(p.grayscale ? { grayscale: rows(p.grayscale) } : {}),
+    ...(p.sigma ? { sigma: rows(p.sigma) } : {}),
+  };
+}
 
 /**
  * MoCo's augmentation as batched tensor ops with torchvision's semantics (by
@@ -169,10 +186,16 @@ export class BatchAugmentation implements Augmentation {
     };
   }
 
-  /** x: [N, H, W, C] in [0, 1] -> [N, h, w, C], augmented and normalised. */
-  /** One view; the same pipeline for both views (MoCo, SimCLR). */
-  view(x: tf.Tensor4D): tf.Tensor4D {
-    return this.apply(x);
+  /**
+   * One view; the same pipeline for both views (MoCo, SimCLR).
+   * x: [N, H, W, C] in [0, 1] -> [N, h, w, C], augmented and normalised.
+   * With `part`, x is rows part.start .. part.start + N of a batch of
+   * part.total: the whole batch's draws are made (the stream moves as on one
+   * process) and x's rows of them applied.
+   */
+  view(x: tf.Tensor4D, _index?: 0 | 1, part?: BatchPart): tf.Tensor4D {
+    if (!part) return this.apply(x);
+    return this.apply(x, sliceParams(this.drawParams(part.total), part.start, x.shape[0]));
   }
 
   apply(x: tf.Tensor4D, params: ViewParams = this.drawParams(x.shape[0])): tf.Tensor4D {

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import {
+  ConfigError,
   ContractError,
   isStreamed,
   type Augmentation,
@@ -73,6 +74,12 @@ export interface BatchStreamOptions {
   rng: Rng;
   batchSize: number;
   dropLast: boolean;
+  /**
+   * Data-parallel: this worker's slice of every global batch (equal slices, rank
+   * order). Every worker draws the same order and augmentation draws; each
+   * reads, decodes and augments only its rows.
+   */
+  worker?: { rank: number; worldSize: number };
   /** Resume: start at this epoch (its permutation is drawn from `rng` as it stands)... */
   startEpoch?: number;
   /** ...and at this step within it (earlier steps are skipped, not computed). */
@@ -110,24 +117,57 @@ export function twoViews(
   plan: BatchPlan,
   images: ImageSplit,
   rows: ArrayLike<number>,
-  options: { dataset: TrainingDataset; augmentation: Augmentation },
+  options: { dataset: TrainingDataset; augmentation: Augmentation; part?: WorkerPart },
 ): TwoViewBatch {
-  const { dataset, augmentation } = options;
+  const { dataset, augmentation, part } = options;
+  const own = part ? plan.indices.slice(part.start, part.start + part.size) : plan.indices;
   const batch = tf.tidy(() => {
     const x = gatherPixels(images, rows, dataset);
+    const within = part ? { total: plan.indices.length, start: part.start } : undefined;
     return {
-      x1: augmentation.view(x, 0),
-      x2: augmentation.view(x, 1),
-      indices: tf.tensor1d(plan.indices, 'int32'),
+      x1: augmentation.view(x, 0, within),
+      x2: augmentation.view(x, 1, within),
+      indices: tf.tensor1d(own, 'int32'),
     };
   });
   return {
     ...batch,
-    indexArray: Int32Array.from(plan.indices),
+    indexArray: Int32Array.from(own),
+    ...(part
+      ? { part: { start: part.start, batchIndexArray: Int32Array.from(plan.indices) } }
+      : {}),
     epoch: plan.epoch,
     step: plan.step,
     position: { dataRng: plan.dataRng, augRng: augmentation.rngState() },
   };
+}
+
+/** A worker's rows of a global batch: start .. start + size. */
+export interface WorkerPart {
+  start: number;
+  size: number;
+}
+
+/**
+ * Worker `rank`'s equal slice of a batch of `batchSize` among `worldSize` workers.
+ * @throws ConfigError (optim.batchSize) when the batch does not divide among them.
+ */
+export function workerPart(
+  batchSize: number,
+  worker: { rank: number; worldSize: number },
+): WorkerPart {
+  const { rank, worldSize } = worker;
+  if (batchSize % worldSize !== 0) {
+    throw new ConfigError(
+      'optim.batchSize',
+      `a batch of ${batchSize} does not divide among ${worldSize} workers`,
+      {
+        hint: `use a global batch divisible by ${worldSize} (optim.batchSize is the global batch; each worker takes batchSize / ${worldSize}); with data.dropLast: false the epoch's last, smaller batch must divide too`,
+      },
+    );
+  }
+  const size = batchSize / worldSize;
+  return { start: rank * size, size };
 }
 
 /**
@@ -145,7 +185,13 @@ export function* twoViewBatches(options: BatchStreamOptions): Generator<TwoViewB
     });
   }
   for (const plan of batchPlans(train.n, options)) {
-    yield twoViews(plan, train, plan.indices, options);
+    if (!options.worker) {
+      yield twoViews(plan, train, plan.indices, options);
+      continue;
+    }
+    const part = workerPart(plan.indices.length, options.worker);
+    const rows = plan.indices.subarray(part.start, part.start + part.size);
+    yield twoViews(plan, train, rows, { ...options, part });
   }
 }
 

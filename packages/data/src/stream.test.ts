@@ -93,6 +93,42 @@ describe('streamed two-view batches', () => {
     }
   });
 
+  it("data-parallel: each worker's batches are its rows of one process's batches (in memory and streamed)", async () => {
+    const files = Array.from({ length: ds.train.n }, (_, i) => ds.train.file(i));
+    const { split } = await decodeSplit(files, ds.train.labels, SIZE, true);
+    const inMemory: TrainingDataset = { ...ds, train: split };
+    const whole = await collect(twoViewBatches(streamOf(inMemory, { data: 4, aug: 7 })));
+    const px = SIZE * SIZE * 3;
+    for (const worldSize of [2, 3]) {
+      for (let rank = 0; rank < worldSize; rank++) {
+        const worker = { rank, worldSize };
+        const held = await collect(
+          twoViewBatches(streamOf(inMemory, { data: 4, aug: 7 }, { worker })),
+        );
+        const streamed = await collect(
+          streamedTwoViewBatches(streamOf(ds, { data: 4, aug: 7 }, { worker })),
+        );
+        expect(streamed).toEqual(held);
+        const n = 12 / worldSize;
+        held.forEach((b, i) => {
+          const w = whole[i]!;
+          const rows = (x: number[]) => x.slice(rank * n * px, (rank + 1) * n * px);
+          expect(b.indices).toEqual(w.indices.slice(rank * n, (rank + 1) * n));
+          expect(b.x1).toEqual(rows(w.x1)); // the whole batch's draws, this worker's rows
+          expect(b.x2).toEqual(rows(w.x2));
+          expect(b.position).toEqual(w.position); // the streams move as on one process
+        });
+      }
+    }
+    const odd = () =>
+      collect(
+        twoViewBatches(
+          streamOf(inMemory, { data: 4, aug: 7 }, { worker: { rank: 0, worldSize: 5 } }),
+        ),
+      );
+    await expect(odd()).rejects.toThrow(/does not divide among 5 workers/);
+  });
+
   it('decodes JPEG, grey PNG and RGBA PNG to RGB of the asked size', async () => {
     const grey = join(root, 'grey.png');
     await sharp(Buffer.alloc(10 * 6, 77), { raw: { width: 10, height: 6, channels: 1 } })

@@ -5,6 +5,8 @@ import {
   type BatchPlan,
   type BatchStreamOptions,
   type TwoViewBatch,
+  type WorkerPart,
+  workerPart,
 } from './batches.js';
 import { firstLine, unreadable } from './image-decode.js';
 
@@ -101,27 +103,40 @@ export async function* streamedTwoViewBatches(
   const { height, width, channels } = options.dataset;
   const px = height * width * channels;
   const plans = batchPlans(split.n, options);
-  const queue: { plan: BatchPlan; decoded: Promise<Decoded> }[] = [];
+  const queue: { plan: BatchPlan; part?: WorkerPart; decoded: Promise<Decoded> }[] = [];
   const fill = () => {
     while (queue.length <= Math.max(0, options.depth)) {
       const next = plans.next();
       if (next.done) return;
-      queue.push({ plan: next.value, decoded: readBatch(split, next.value, px, options.onSkip) });
+      const plan = next.value;
+      // data-parallel: each worker decodes only its own rows of the batch
+      const part = options.worker ? workerPart(plan.indices.length, options.worker) : undefined;
+      const own = part
+        ? { ...plan, indices: plan.indices.subarray(part.start, part.start + part.size) }
+        : plan;
+      queue.push({
+        plan,
+        ...(part ? { part } : {}),
+        decoded: readBatch(split, own, px, options.onSkip),
+      });
     }
   };
   fill();
   while (queue.length > 0) {
-    const { plan, decoded } = queue.shift()!;
+    const { plan, part, decoded } = queue.shift()!;
     fill(); // the next batches decode while this one is waited for and trained on
     const d = await decoded;
     if ('error' in d) throw d.error;
     const rows = Array.from({ length: d.indices.length }, (_, i) => i);
-    yield twoViews(
-      { ...plan, indices: d.indices },
-      { images: d.images, labels: new Uint8Array(0), n: d.indices.length },
-      rows,
-      options,
-    );
+    const images = { images: d.images, labels: new Uint8Array(0), n: d.indices.length };
+    if (!part) {
+      yield twoViews({ ...plan, indices: d.indices }, images, rows, options);
+      continue;
+    }
+    // the batch's indices with this worker's rows as read (an unreadable file replaced)
+    const indices = Int32Array.from(plan.indices);
+    indices.set(d.indices, part.start);
+    yield twoViews({ ...plan, indices }, images, rows, { ...options, part });
   }
 }
 

@@ -47,7 +47,14 @@ describe('embedding health', () => {
 
   it('warns with a code for collapse, an early shortcut and a loss at chance; a healthy epoch is silent', () => {
     const healthy = { std: 0.08, stdRatio: 0.9, effectiveRank: 30, uniformity: -3 };
-    const base = { epoch: 2, epochs: 4, embeddings: healthy, losses: [5], accuracies: [0.8] };
+    const base = {
+      epoch: 2,
+      epochs: 4,
+      embeddings: healthy,
+      losses: [5],
+      accuracies: [0.8],
+      predictionsPerStep: 1024,
+    };
     expect(checkHealth({ ...base, chanceLoss: Math.log(4097) })).toEqual([]);
     const codes = (e: Parameters<typeof checkHealth>[0]) => checkHealth(e).map((w) => w.code);
     expect(codes({ ...base, embeddings: { ...healthy, stdRatio: 0.05 } })).toEqual([
@@ -64,5 +71,35 @@ describe('embedding health', () => {
     ]);
     expect(codes({ ...base, epoch: 1, losses: [chance], chanceLoss: chance })).toEqual([]);
     expect(HEALTH_THRESHOLDS.chance).toBeLessThan(1);
+  });
+
+  it('needs 2,560 pretext predictions before an accuracy at 100% counts as a shortcut', () => {
+    const healthy = { std: 0.08, stdRatio: 0.9, effectiveRank: 30, uniformity: -3 };
+    const at = (steps: number, accuracy: number, predictionsPerStep = 256) =>
+      checkHealth({
+        epoch: 1,
+        epochs: 1,
+        embeddings: healthy,
+        losses: [1],
+        accuracies: Array<number>(steps).fill(accuracy),
+        predictionsPerStep,
+      }).map((w) => w.code);
+    expect(HEALTH_THRESHOLDS.shortcutMinPredictions).toBe(2560);
+    // a 1-step run: one batch solved is noise (and the queue still holds its random init)
+    expect(at(1, 1)).toEqual([]);
+    expect(at(9, 1)).toEqual([]); // 2,304 predictions: not enough yet
+    expect(at(10, 1)).toEqual(['CONTRAST_HEALTH_SHORTCUT']); // 2,560: a real shortcut is caught
+    expect(at(3, 1, 1024)).toEqual(['CONTRAST_HEALTH_SHORTCUT']); // evidence counts predictions
+    expect(at(200, 0.999)).toEqual(['CONTRAST_HEALTH_SHORTCUT']);
+    expect(at(200, 0.98)).toEqual([]); // plenty of evidence, an ordinary accuracy
+    const [warning] = checkHealth({
+      epoch: 1,
+      epochs: 2,
+      embeddings: healthy,
+      losses: [1],
+      accuracies: Array<number>(10).fill(1),
+      predictionsPerStep: 256,
+    });
+    expect(warning!.message).toContain('accuracy 100.0% over 2560 predictions');
   });
 });

@@ -78,6 +78,19 @@ export const HEALTH_THRESHOLDS = {
   uniformity: -0.3,
   /** Shortcut: mean pretext accuracy at or above this, in the first half of training. */
   accuracy: 0.995,
+  /**
+   * Shortcut: the fewest pretext predictions (steps x queries per step) the
+   * accuracy must be measured on before it counts. One batch is noise: a run
+   * whose true pretext accuracy is 0.99 (healthy, an easy task) reads >= 0.995
+   * on one batch of 256 with probability 0.27, and at 0.98 with 0.035
+   * (binomial, at most 1 miss in 256); on 2,560 predictions (10 steps of 256)
+   * those fall to 0.002 and 4e-11, while a shortcut (accuracy ~1) still
+   * crosses the line. The first steps are also not evidence: the queue or bank
+   * still holds its random init, which the positive beats on nearly every
+   * query. A 1-step run (or an epoch's last quarter of fewer than 10 steps of
+   * 256) therefore raises no shortcut warning.
+   */
+  shortcutMinPredictions: 2560,
   /** Stalled: mean loss at or above this fraction of the chance loss, from the second epoch on. */
   chance: 0.97,
 } as const;
@@ -92,6 +105,8 @@ export interface EpochHealth {
   /** The epoch's last steps' losses and (contrastive methods) pretext accuracies. */
   losses: readonly number[];
   accuracies?: readonly number[];
+  /** Pretext predictions behind each of `accuracies` (queries per step: the batch size). */
+  predictionsPerStep: number;
   /** The loss of a model that has learnt nothing (e.g. log(K + 1) for InfoNCE), when known. */
   chanceLoss?: number | undefined;
 }
@@ -113,12 +128,18 @@ export function checkHealth(e: EpochHealth, t = HEALTH_THRESHOLDS): HealthWarnin
     });
   }
   const acc = e.accuracies && e.accuracies.length > 0 ? mean(e.accuracies) : undefined;
-  if (acc !== undefined && acc >= t.accuracy && e.epoch <= Math.ceil(e.epochs / 2)) {
+  const evidence = (e.accuracies?.length ?? 0) * e.predictionsPerStep;
+  if (
+    acc !== undefined &&
+    acc >= t.accuracy &&
+    evidence >= t.shortcutMinPredictions &&
+    e.epoch <= Math.ceil(e.epochs / 2)
+  ) {
     out.push({
       code: 'CONTRAST_HEALTH_SHORTCUT',
       epoch: e.epoch,
       message:
-        `the pretext task is solved (accuracy ${(100 * acc).toFixed(1)}%) in the first half of ` +
+        `the pretext task is solved (accuracy ${(100 * acc).toFixed(1)}% over ${evidence} predictions) in the first half of ` +
         'training: a shortcut such as BN statistics leaking between query and key; use shuffle BN ' +
         '(model.bnSplits with strategy.shuffleBn) or harder augmentation',
     });

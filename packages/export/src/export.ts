@@ -62,7 +62,7 @@ export function parseFormats(text: string): ExportFormat[] {
 }
 
 /** The variables to export: the backbone's, plus the head's when asked. */
-function exportedVariables(encoder: ContrastEncoder, head: boolean): Map<string, tf.Tensor> {
+export function exportedVariables(encoder: ContrastEncoder, head: boolean): Map<string, tf.Tensor> {
   return new Map([...encoder.namedVariables()].filter(([k]) => head || !k.startsWith('head/')));
 }
 

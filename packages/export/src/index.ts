@@ -9,3 +9,4 @@ export * from './export.js';
 export * from './embed.js';
 export * from './parity.js';
 export * from './mlflow-model.js';
+export * from './torch-parity.js';

@@ -7,13 +7,18 @@ import { describe, expect, it } from 'vitest';
 import { ExperimentSchema, l2Normalize, Rng } from '@contrast/core';
 import { ContrastEncoder } from '@contrast/models';
 import { buildLayersModel, saveLayersModel } from './layers-model.js';
-import { maxAbsDiff, PARITY_ENCODERS, parityImages, randomizeBatchNorm } from './parity.js';
+import {
+  maxAbsDiff,
+  PARITY_ENCODERS,
+  parityImages,
+  parityLabel,
+  randomizeBatchNorm,
+} from './parity.js';
 
 describe('tfjs export (tf.layers model, loaded back with tf.loadLayersModel)', () => {
-  for (const { channels, ...model } of PARITY_ENCODERS) {
-    const label =
-      `${model.encoder}${'stem' in model ? ` ${model.stem} stem` : ''}` +
-      `${'head' in model ? `, ${model.head} head` : ''}`;
+  for (const entry of PARITY_ENCODERS) {
+    const { channels, ...model } = entry;
+    const label = parityLabel(entry);
     it(`${label}: features of 256 test images equal Contrast's eval-mode features (< 1e-5), and the projection head`, async () => {
       const x = parityImages(channels);
       const [, h, w] = x.shape;

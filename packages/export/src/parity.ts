@@ -30,16 +30,21 @@ export function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
 }
 
 /**
- * The encoders export parity is checked on (tfjs in the test suite, torch with
- * `pnpm export-parity`): the ConvNet, ResNet-18 with the CIFAR stem (1 channel)
- * and the ImageNet stem at full width (torchvision's resnet18 unchanged),
- * ResNet-50 (bottlenecks) with an MLP head, and the ConvNet with SimSiam's
- * projector (3 layers of Linear-BN-ReLU ... Linear, an affine-free output BN).
+ * The encoders export parity is checked on (tfjs in `layers-model.test.ts`, torch
+ * in `torch-export.test.ts` and `pnpm export-parity`): every built-in backbone
+ * (models' ENCODER_NAMES), both ResNet stems, every head. The ConvNet with MoCo
+ * v1's linear head (the default experiment's encoder); ResNet-18 with the CIFAR
+ * stem (1 channel) and with the ImageNet stem at full width (torchvision's
+ * resnet18 unchanged); ResNet-34 with the CIFAR stem on 3 channels and BYOL's
+ * projector (`mlp-bn`); ResNet-50 (bottlenecks) with MoCo v2's MLP head; the
+ * ConvNet with SimSiam's projector (3 layers of Linear-BN-ReLU ... Linear, an
+ * affine-free output BN).
  */
 export const PARITY_ENCODERS = [
   { encoder: 'convnet', width: 0.5, channels: 1 },
   { encoder: 'resnet18', stem: 'cifar', width: 0.25, channels: 1 },
   { encoder: 'resnet18', stem: 'imagenet', width: 1, channels: 3 },
+  { encoder: 'resnet34', stem: 'cifar', width: 0.125, channels: 3, head: 'mlp-bn', hiddenDim: 24 },
   { encoder: 'resnet50', stem: 'imagenet', width: 0.25, channels: 3, head: 'mlp' },
   {
     encoder: 'convnet',
@@ -52,15 +57,23 @@ export const PARITY_ENCODERS = [
   },
 ] as const;
 
+/** A name for a PARITY_ENCODERS entry: encoder, stem, head. */
+export function parityLabel(entry: (typeof PARITY_ENCODERS)[number]): string {
+  return (
+    `${entry.encoder}${'stem' in entry ? ` ${entry.stem} stem` : ''}` +
+    `${'head' in entry ? `, ${entry.head} head` : ''}`
+  );
+}
+
 /**
- * 256 normalised Fashion-MNIST test images [256, 28, 28, 1]; for 3-channel
- * encoders resized to 56x56 with a different tint per channel (so a channel
- * mix-up shows).
+ * The first `count` (default 256) normalised Fashion-MNIST test images
+ * [count, 28, 28, 1]; for 3-channel encoders resized to 56x56 with a different
+ * tint per channel (so a channel mix-up shows).
  */
-export function parityImages(channels: 1 | 3): tf.Tensor4D {
+export function parityImages(channels: 1 | 3, count = 256): tf.Tensor4D {
   const ds = loadFashionMnist();
   return tf.tidy(() => {
-    const x = splitBatch(ds, ds.test, 0, 256);
+    const x = splitBatch(ds, ds.test, 0, count);
     if (channels === 1) return x;
     const big = tf.image.resizeBilinear(x, [56, 56], false, true);
     return tf.concat([big, tf.mul(big, 0.5), tf.sub(0.2, big)], 3) as tf.Tensor4D;

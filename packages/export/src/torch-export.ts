@@ -1,43 +1,76 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '@contrast/core';
-import { torchStateDict, type TorchTensor } from '@contrast/models';
+import { ConfigError, ContractError, writeFileAtomic } from '@contrast/core';
+import { ENCODER_NAMES, RESNETS, torchStateDict, type TorchTensor } from '@contrast/models';
 import { encodeSafetensors } from './safetensors.js';
 import type { EncoderSidecar } from './sidecar.js';
 
+/**
+ * One line of generated Python: a complete statement and, optionally, a comment
+ * after it. The statement may hold no `#` and no line break, and the comment no
+ * line break, so no comment can run over code and no text can start a line of
+ * its own; `pyLines` refuses anything else. Expressions spliced into statements
+ * (the `fc` module) are plain code for the same reason.
+ */
+interface PyLine {
+  code: string;
+  comment?: string;
+}
+
+/** PyLines as the indented body of a function; throws ContractError on a line that breaks the rule. */
+function pyLines(lines: readonly PyLine[], indent = '    '): string {
+  return lines
+    .map(({ code, comment }) => {
+      if (/[#\r\n]/.test(code) || (comment !== undefined && /[\r\n]/.test(comment))) {
+        throw new ContractError(
+          `torch export: generated line ${JSON.stringify(code)} (comment ${JSON.stringify(comment)}) would not parse as one statement`,
+          { hint: 'keep comments in PyLine.comment, never inside code (torch-export.ts)' },
+        );
+      }
+      return comment === undefined ? `${indent}${code}` : `${indent}${code}  # ${comment}`;
+    })
+    .join('\n');
+}
+
 /** Python that builds the torchvision ResNet of `s` (stem, width, channels) with `fc` set. */
-function resnetBuild(s: EncoderSidecar, fc: string): string[] {
+function resnetBuild(s: EncoderSidecar, fc: PyLine): PyLine[] {
   const { encoder, stem, width, block } = s.architecture;
-  const c = s.input.channels;
-  const w0 = Math.max(1, Math.round(64 * width));
-  const depths = { resnet18: [2, 2, 2, 2], resnet34: [3, 4, 6, 3], resnet50: [3, 4, 6, 3] }[
-    encoder as 'resnet18'
-  ];
-  const lines = [`    model = torchvision.models.${encoder}()`];
-  const custom = width !== 1 || c !== 3;
-  if (custom) {
-    lines.push(
-      `    # width ${width}, ${c} channel(s): torchvision's own layers at ${w0} * [1, 2, 4, 8]`,
-    );
-    lines.push(`    model.inplanes = ${w0}`);
-  }
-  if (stem === 'cifar') {
-    lines.push(`    model.conv1 = nn.Conv2d(${c}, ${w0}, 3, 1, 1, bias=False)  # CIFAR stem`);
-    lines.push('    model.maxpool = nn.Identity()');
-  } else if (custom) {
-    lines.push(`    model.conv1 = nn.Conv2d(${c}, ${w0}, 7, 2, 3, bias=False)`);
-  }
-  if (custom) {
-    const blk = block === 'bottleneck' ? 'Bottleneck' : 'BasicBlock';
-    lines.push(`    model.bn1 = nn.BatchNorm2d(${w0})`);
-    depths!.forEach((d, i) => {
-      const stride = i === 0 ? '' : ', stride=2';
-      lines.push(
-        `    model.layer${i + 1} = model._make_layer(resnet.${blk}, ${w0 * 2 ** i}, ${d}${stride})`,
-      );
+  const net = RESNETS[encoder as keyof typeof RESNETS];
+  if (!net) {
+    throw new ConfigError('architecture.encoder', `no torch export for '${encoder}'`, {
+      hint: `export one of ${ENCODER_NAMES.join(', ')}`,
     });
   }
-  lines.push(`    model.fc = ${fc}`);
+  const c = s.input.channels;
+  const w0 = Math.max(1, Math.round(64 * width));
+  const lines: PyLine[] = [{ code: `model = torchvision.models.${encoder}()` }];
+  const custom = width !== 1 || c !== 3;
+  if (custom) {
+    lines.push({
+      code: `model.inplanes = ${w0}`,
+      comment: `width ${width}, ${c} channel(s): torchvision's own layers at ${w0} * [1, 2, 4, 8]`,
+    });
+  }
+  if (stem === 'cifar') {
+    lines.push({
+      code: `model.conv1 = nn.Conv2d(${c}, ${w0}, 3, 1, 1, bias=False)`,
+      comment: 'CIFAR stem',
+    });
+    lines.push({ code: 'model.maxpool = nn.Identity()' });
+  } else if (custom) {
+    lines.push({ code: `model.conv1 = nn.Conv2d(${c}, ${w0}, 7, 2, 3, bias=False)` });
+  }
+  if (custom) {
+    const blk = (block ?? net.block) === 'bottleneck' ? 'Bottleneck' : 'BasicBlock';
+    lines.push({ code: `model.bn1 = nn.BatchNorm2d(${w0})` });
+    net.depths.forEach((d, i) => {
+      const stride = i === 0 ? '' : ', stride=2';
+      lines.push({
+        code: `model.layer${i + 1} = model._make_layer(resnet.${blk}, ${w0 * 2 ** i}, ${d}${stride})`,
+      });
+    });
+  }
+  lines.push({ code: `model.fc = ${fc.code}`, ...(fc.comment ? { comment: fc.comment } : {}) });
   return lines;
 }
 
@@ -67,11 +100,12 @@ class ConvNet(nn.Module):
  * (Linear-ReLU per hidden layer, then Linear) or an MLP with BN (BYOL / SimSiam:
  * Linear-BatchNorm1d-ReLU per hidden layer, then Linear, then SimSiam's
  * affine-free BatchNorm1d when the head has one), as torch-names.ts indexes it.
+ * The expression is `code`; what to say about it goes in `comment`.
  */
-function fcModule(s: EncoderSidecar): string {
+function fcModule(s: EncoderSidecar): PyLine {
   const p = s.projection;
-  if (!p.included) return 'nn.Identity()  # outputs the pooled features';
-  if (p.head === 'linear') return `nn.Linear(${s.features.dim}, ${p.dim})`;
+  if (!p.included) return { code: 'nn.Identity()', comment: 'fc: outputs the pooled features' };
+  if (p.head === 'linear') return { code: `nn.Linear(${s.features.dim}, ${p.dim})` };
   const hidden = p.hiddenDim!;
   const layers: string[] = [];
   let width = s.features.dim;
@@ -83,7 +117,7 @@ function fcModule(s: EncoderSidecar): string {
   }
   layers.push(`nn.Linear(${width}, ${p.dim})`);
   if (p.outputBn) layers.push(`nn.BatchNorm1d(${p.dim}, affine=False)`);
-  return `nn.Sequential(${layers.join(', ')})`;
+  return { code: `nn.Sequential(${layers.join(', ')})` };
 }
 
 /**
@@ -97,8 +131,13 @@ export function torchLoader(s: EncoderSidecar): string {
   const fc = fcModule(s);
   const convnet = s.architecture.encoder === 'convnet';
   const w = Math.max(1, Math.round(32 * s.architecture.width));
-  const build = convnet
-    ? [`    model = ConvNet(${s.input.channels}, [${w}, ${2 * w}, ${4 * w}], ${fc})`]
+  const build: PyLine[] = convnet
+    ? [
+        {
+          code: `model = ConvNet(${s.input.channels}, [${w}, ${2 * w}, ${4 * w}], ${fc.code})`,
+          ...(fc.comment ? { comment: fc.comment } : {}),
+        },
+      ]
     : resnetBuild(s, fc);
   const { mean, std, height, width, channels } = s.input;
   return `"""Loads Contrast's export into PyTorch (generated by contrast export).
@@ -119,8 +158,7 @@ from torchvision.models import resnet
 ${convnet ? CONVNET_CLASS : ''}
 
 def build():
-${build.join('\n')}
-    return model
+${pyLines([...build, { code: 'return model' }])}
 
 
 def load(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.safetensors")):

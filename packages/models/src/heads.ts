@@ -87,11 +87,18 @@ export class MlpHead implements Head {
   constructor(
     readonly name: string,
     readonly options: MlpOptions,
-    init: { rng?: Rng; source?: ReadonlyMap<string, tf.Tensor>; trainable?: boolean },
+    init: {
+      rng?: Rng;
+      source?: ReadonlyMap<string, tf.Tensor>;
+      trainable?: boolean;
+      /** BatchNorm groups in training mode (SplitBatchNorm; per-worker BN in data-parallel runs). */
+      bnSplits?: number;
+    },
   ) {
     this.inDim = options.dims[0]!;
     this.outDim = options.dims[options.dims.length - 1]!;
     this.store = new ParamStore(init.trainable ?? true, init.rng, init.source);
+    this.store.bnSplits = init.bnSplits ?? 1;
     this.layers = new MlpLayers(this.store, name, options);
   }
 
@@ -115,7 +122,9 @@ export class MlpHead implements Head {
 /**
  * The predictor of BYOL / SimSiam / MoCo v3: Linear(dim, hidden)-BN-ReLU-Linear(hidden, dim)
  * (BYOL: hidden 4096, dim 256; SimSiam: 512 and 2048; MoCo v3: 4096 and 256).
+ * `bnSplits`: its BN's training-mode groups, as the encoder's (core's `bnGroups`), so
+ * one process with SplitBatchNorm and N workers with per-worker BN normalise alike.
  */
-export function createPredictor(dim: number, hidden: number, rng: Rng): MlpHead {
-  return new MlpHead('predictor', { dims: [dim, hidden, dim], bn: true }, { rng });
+export function createPredictor(dim: number, hidden: number, rng: Rng, bnSplits = 1): MlpHead {
+  return new MlpHead('predictor', { dims: [dim, hidden, dim], bn: true }, { rng, bnSplits });
 }

@@ -74,7 +74,7 @@ export interface RunContext {
 }
 
 /**
- * Something that runs beside the training loop (DESIGN.md): evaluation,
+ * Something that runs beside the training loop (docs/design.md): evaluation,
  * progress, tracking, checkpoints, health checks. Hooks run in list order at
  * each event; the loop itself knows none of them.
  */
@@ -341,6 +341,7 @@ export function healthHook(): Hook {
         embeddings,
         losses: tail(losses),
         accuracies: tail(accuracies),
+        predictionsPerStep: batchSize,
         chanceLoss: run.session.method.chanceLoss?.(batchSize),
       });
       run.tracker.logMetrics({

@@ -11,3 +11,4 @@ export * from './harness.js';
 export * from './checkpoint.js';
 export * from './evaluate.js';
 export * from './testing.js';
+export * from './worker-group.js';

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { parse } from 'yaml';
 import * as tf from '@tensorflow/tfjs';
 import {
@@ -13,6 +13,7 @@ import {
   RUN_SETTINGS,
   StateError,
   type Catalog,
+  type Collectives,
   type DecodedBundle,
   type ExperimentConfig,
   type Tracker,
@@ -52,6 +53,11 @@ export interface RunOptions extends TrainOptions {
    * from its last checkpoint when a previous attempt left one.
    */
   runPath?: string;
+  /**
+   * Data-parallel: this worker's collectives. Rank 0 runs this function (it
+   * writes the run); the other ranks run `runWorker`.
+   */
+  collectives?: Collectives;
 }
 
 /**
@@ -94,7 +100,10 @@ export async function runExperiment(
     options.mlflow?.experimentName ?? (config.tracking.experiment || config.name);
   if (uri) await probe(uri, experimentName, log);
   const dataset = options.dataset ?? (await loadDataset(config, catalog));
-  const session = createSession(config, catalog, { dataset });
+  const session = createSession(config, catalog, {
+    dataset,
+    ...(options.collectives ? { collectives: options.collectives } : {}),
+  });
   try {
     const resume = options.resumeFrom
       ? openCheckpoint(session, options.resumeFrom, log)
@@ -107,10 +116,63 @@ export async function runExperiment(
       : local;
     if (resume) tracker.setSummary({ resumed_from: resume.path });
     else tracker.logParams(session.config); // a resumed run keeps the config.yaml it started with
+    // where it trained, not what it learned: a tag (N workers train what one process with bnSplits N does)
+    const workers = session.collectives.worldSize;
+    tracker.setTags?.({ 'contrast.workers': String(workers) });
+    tracker.setSummary({ workers });
     return await train(session, { tracker, local, runPath: run.path }, options, resume?.bundle);
   } finally {
     session.dispose();
   }
+}
+
+/**
+ * A data-parallel worker other than rank 0: trains its slice of every batch in
+ * step with the group and writes nothing (rank 0 writes the run folder,
+ * checkpoints, tracking and evaluation). Resuming, it reads the checkpoint
+ * rank 0 wrote (the run folder must be on a file system every worker reads:
+ * the same machine, or a shared one), so every worker starts from the same state.
+ * @throws StateError when the checkpoint cannot be read; DistributedError when the group fails.
+ */
+export async function runWorker(
+  config: ExperimentConfig,
+  catalog: Catalog,
+  options: TrainOptions & {
+    collectives: Collectives;
+    dataset?: TrainingDataset;
+    resumeFrom?: { runPath: string; fallback?: boolean };
+  },
+): Promise<TrainResult> {
+  const log = options.log ?? ((l: string) => console.error(l));
+  checkNames(config, catalog);
+  const dataset = options.dataset ?? (await loadDataset(config, catalog));
+  const session = createSession(config, catalog, { dataset, collectives: options.collectives });
+  try {
+    const resume = options.resumeFrom
+      ? loadCheckpoint(checkpointDir(resolve(options.resumeFrom.runPath)), {
+          fallback: options.resumeFrom.fallback ?? false,
+          warn: log,
+        })
+      : undefined;
+    const trainer = new Trainer(session, new NullTracker());
+    return await trainer.run({
+      ...options,
+      progress: false,
+      ...(resume ? { resume: resume.bundle } : {}),
+    });
+  } finally {
+    session.dispose();
+  }
+}
+
+/** The tracker of a worker that writes nothing. */
+class NullTracker implements Tracker {
+  readonly name = 'none';
+  logParams(): void {}
+  logMetrics(): void {}
+  setSummary(): void {}
+  saveArtifact(): void {}
+  async close(): Promise<void> {}
 }
 
 /** Refuses bad URIs and credentials before anything exists; an unreachable server only warns. */
@@ -228,7 +290,8 @@ async function train(
     tracker.setSummary(summaryOf(result));
     const statePath = session.saveState(join(runPath, 'state'), result.steps, result.epochs);
     tracker.setSummary({ state: statePath });
-    tracker.attachFile?.('checkpoints/final.bin', statePath);
+    // the artifact has the run folder's layout: state/final.bin in both places
+    tracker.attachFile?.(relative(runPath, statePath), statePath);
     await tracker.close(result.status);
     return { runPath, result };
   } catch (e) {

@@ -3,16 +3,19 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { DependencyContainer } from 'tsyringe';
 import {
+  collectivesOf,
   composeExperiment,
   encodeBundle,
   isStreamed,
   methodParameters,
   resolveMethod,
+  ConfigError,
   StateError,
   Tokens,
   writeFileAtomic,
   type Augmentation,
   type Catalog,
+  type Collectives,
   type DecodedBundle,
   type Encoder,
   type ExperimentConfig,
@@ -71,6 +74,7 @@ export class TrainingSession {
     readonly config: ExperimentConfig,
     readonly dataset: TrainingDataset,
   ) {
+    checkDataParallel(config, dataset.train.n, collectivesOf(container).worldSize);
     this.method = resolveMethod(container, plugin);
     this.optimizer = createOptimizer(methodParameters(this.method), config.optim);
     this.augmentation = container.resolve(Tokens.Augmentation);
@@ -102,9 +106,20 @@ export class TrainingSession {
    * One training step on `views` at `lr` (the clock must already say which step
    * this is). Returns the loss and the method's metrics as tensors to read and dispose.
    */
-  step(views: Views, lr: number, mark?: (phase: string) => void): StepTensors {
-    const parts = { method: this.method, optimizer: this.optimizer, clock: this.clock };
+  step(views: Views, lr: number, mark?: (phase: string) => void, stop = false): StepTensors {
+    const parts = {
+      method: this.method,
+      optimizer: this.optimizer,
+      clock: this.clock,
+      collectives: this.collectives,
+      stop,
+    };
     return trainStep(mark ? { ...parts, mark } : parts, views, lr, this.config.optim.lr);
+  }
+
+  /** What crosses workers (`singleProcess` unless the run is data-parallel). */
+  get collectives(): Collectives {
+    return collectivesOf(this.container);
   }
 
   /**
@@ -146,6 +161,7 @@ export class TrainingSession {
       batchSize: this.config.optim.batchSize,
       dropLast: this.config.data.dropLast,
       epochs,
+      ...(this.collectives.worldSize > 1 ? { worker: this.collectives } : {}),
       ...(start ? { startEpoch: start.epoch, startStep: start.step } : {}),
     };
   }
@@ -221,6 +237,38 @@ export class TrainingSession {
 }
 
 /**
+ * A data-parallel run's batches must split evenly: the global batch, and with
+ * data.dropLast false the epoch's last, smaller batch too.
+ * @throws ConfigError (optim.batchSize) naming the batch that does not divide, and the fix.
+ */
+export function checkDataParallel(
+  config: ExperimentConfig,
+  trainSize: number,
+  worldSize: number,
+): void {
+  if (worldSize === 1) return;
+  const { batchSize } = config.optim;
+  const last = trainSize % batchSize;
+  const bad =
+    batchSize % worldSize !== 0
+      ? batchSize
+      : !config.data.dropLast && last % worldSize !== 0
+        ? last
+        : 0;
+  if (bad === 0) return;
+  throw new ConfigError(
+    'optim.batchSize',
+    `${bad === batchSize ? 'the global batch' : "the epoch's last batch"} of ${bad} does not divide among ${worldSize} workers`,
+    {
+      hint:
+        bad === batchSize
+          ? `optim.batchSize is the global batch: use a multiple of ${worldSize} (each worker takes batchSize / ${worldSize})`
+          : `set data.dropLast: true, or a data.trainSubset / batch size whose remainder divides by ${worldSize}`,
+    },
+  );
+}
+
+/**
  * Validates and composes an experiment into a session: names, the plugin's
  * config, the loss, the plugin's checks and the dataset files are all checked
  * before any weights exist.
@@ -228,7 +276,12 @@ export class TrainingSession {
 export function createSession(
   config: ExperimentConfig,
   catalog: Catalog,
-  options: { dataset?: TrainingDataset; parent?: DependencyContainer } = {},
+  options: {
+    dataset?: TrainingDataset;
+    parent?: DependencyContainer;
+    /** Data-parallel: this worker's collectives (default: one process). */
+    collectives?: Collectives;
+  } = {},
 ): TrainingSession {
   const composition = composeExperiment(config, catalog, {
     ...options,

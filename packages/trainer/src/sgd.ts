@@ -107,7 +107,7 @@ export class Lars extends Sgd {
 }
 
 /** The gradient of p; a parameter the loss never reached is an error, not a silent skip. */
-function gradientOf(grads: tf.NamedTensorMap, p: tf.Variable): tf.Tensor {
+export function gradientOf(grads: tf.NamedTensorMap, p: tf.Variable): tf.Tensor {
   const grad = grads[p.name];
   if (!grad) {
     throw new ContractError(`parameter ${p.name} received no gradient`, {

@@ -1,13 +1,14 @@
 import * as tf from '@tensorflow/tfjs';
 import {
   methodParameters,
+  type Collectives,
   stepPhases,
   type Method,
   type StepContext,
   type TrainingClock,
   type Views,
 } from '@contrast/core';
-import type { Optimizer } from './sgd.js';
+import { gradientOf, type Optimizer } from './sgd.js';
 
 /** What one step needs: the method, its optimizer, the clock schedules read. */
 export interface StepParts {
@@ -20,19 +21,30 @@ export interface StepParts {
    * The phases are the method's (`stepPhases(method)`), plus 'backward' and 'optimizer'.
    */
   mark?: (phase: string) => void;
+  /**
+   * Data-parallel (N > 1 workers): the gradients are averaged over workers
+   * before the optimizer (one fused all-reduce that also averages the loss and
+   * metrics, so every worker logs the global batch's), and `stop` votes travel
+   * with them. Absent or N = 1: one process.
+   */
+  collectives?: Collectives;
+  /** This worker asks the group to stop after this step (a stop signal arrived). */
+  stop?: boolean;
 }
 
 /** A step's loss and the method's named metrics, as scalars the caller reads and disposes. */
 export interface StepTensors {
   loss: tf.Scalar;
   metrics: Record<string, tf.Scalar>;
+  /** Data-parallel: > 0 when any worker asked to stop after this step (the group stops together). */
+  stopVotes?: tf.Scalar;
 }
 
 /** The phases of a step of `method`, in order (re-exported for the benchmarks). */
 export { stepPhases };
 
 /**
- * The generic step (DESIGN.md), the same for every method:
+ * The generic step (docs/design.md), the same for every method:
  *   before = method.prepare(views)                       no gradient
  *   grads  = d objective(views, before).loss / d params  params = method.parameterGroups()
  *   optimizer.apply(grads, lr per group)                 'fixedLr' groups keep `baseLr`
@@ -48,8 +60,10 @@ export function trainStep(parts: StepParts, views: Views, lr: number, baseLr = l
   const groups = method.parameterGroups();
   const params = groups.flatMap((g) => g.params);
   const lrs = groups.flatMap((g) => g.params.map(() => (g.fixedLr ? baseLr : lr)));
+  const c = parts.collectives && parts.collectives.worldSize > 1 ? parts.collectives : undefined;
   let metrics: Record<string, tf.Scalar> = {};
   let carry: Record<string, tf.Tensor> = {};
+  let stopVotes: tf.Scalar | undefined;
   const loss = tf.tidy(() => {
     const prepared = method.prepare(views, ctx);
     const { value, grads } = tf.variableGrads(() => {
@@ -59,13 +73,55 @@ export function trainStep(parts: StepParts, views: Views, lr: number, baseLr = l
       return out.loss;
     }, params);
     ctx.mark('backward');
-    optimizer.apply(grads, lrs);
+    if (!c) {
+      optimizer.apply(grads, lrs);
+      ctx.mark('optimizer');
+      method.afterStep({ views, prepared, carry }, ctx);
+      return value;
+    }
+    const reduced = allReduceStep(c, params, grads, value, metrics, parts.stop ?? false);
+    ctx.mark('all_reduce');
+    optimizer.apply(reduced.grads, lrs);
     ctx.mark('optimizer');
     method.afterStep({ views, prepared, carry }, ctx);
-    return value;
+    tf.dispose(Object.values(metrics));
+    metrics = keepAll(reduced.metrics);
+    stopVotes = tf.keep(reduced.stopVotes);
+    return reduced.loss;
   });
   tf.dispose(Object.values(carry));
-  return { loss, metrics };
+  return { loss, metrics, ...(stopVotes ? { stopVotes } : {}) };
+}
+
+/**
+ * One fused all-reduce (mean over workers) of a data-parallel step: every
+ * gradient, then the loss, the metrics and this worker's stop vote. The mean
+ * of the workers' gradients of their slices' mean losses is the gradient of
+ * the global batch's mean loss (equal slices), as one process computes it.
+ */
+function allReduceStep(
+  c: Collectives,
+  params: tf.Variable[],
+  grads: tf.NamedTensorMap,
+  loss: tf.Scalar,
+  metrics: Record<string, tf.Scalar>,
+  stop: boolean,
+) {
+  const names = Object.keys(metrics);
+  const list = [
+    ...params.map((p) => gradientOf(grads, p)),
+    loss,
+    ...names.map((k) => metrics[k]!),
+    tf.scalar(stop ? 1 : 0),
+  ];
+  const out = c.allReduceMean(list);
+  const n = params.length;
+  return {
+    grads: Object.fromEntries(params.map((p, i) => [p.name, out[i]!])) as tf.NamedTensorMap,
+    loss: out[n] as tf.Scalar,
+    metrics: Object.fromEntries(names.map((k, i) => [k, out[n + 1 + i] as tf.Scalar])),
+    stopVotes: out[n + 1 + names.length] as tf.Scalar,
+  };
 }
 
 function keepAll<T extends tf.Tensor>(tensors: Record<string, T>): Record<string, T> {

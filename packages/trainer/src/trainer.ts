@@ -26,6 +26,7 @@ import {
   type StepRecord,
 } from './hooks.js';
 import { Progress } from './progress.js';
+import { WorkerGroup } from './worker-group.js';
 import { scheduledLr } from './sgd.js';
 import type { KnnMeasurement } from './monitor.js';
 import type { TrainingSession } from './session.js';
@@ -111,46 +112,79 @@ export class Trainer {
   async run(options: TrainOptions = {}): Promise<TrainResult> {
     const t0 = performance.now();
     const run = this.begin(options);
-    const hooks = this.defaultHooks(options, run);
-    const emit = (f: (h: Hook) => void) => hooks.forEach(f);
-    emit((h) => h.onStart?.(run));
     const { state, session } = run;
+    const group =
+      session.collectives.worldSize > 1 ? new WorkerGroup(session, session.collectives) : undefined;
+    // data-parallel: rank 0 evaluates, tracks and checkpoints; the others only train
+    const hooks = !group || group.writes ? this.defaultHooks(options, run) : workerHooks();
+    const emit = (f: (h: Hook) => void) => hooks.forEach(f);
+    // data-parallel: the same initial (or resumed) state everywhere; rank 0 writes while the others wait
+    const at = async (work: () => void) => (group ? group.around(work) : work());
+    group?.sync();
+    await at(() => emit((h) => h.onStart?.(run)));
     const start = state.last ? { epoch: state.last.epoch, step: state.last.step + 1 } : undefined;
     const ahead = session.batchStream(run.epochs, start, skipLogger(run.log));
     let tPrev = performance.now();
     for await (const batch of ahead) {
-      if (options.shouldStop?.()) {
+      if (!group && options.shouldStop?.()) {
         disposeBatch(batch);
         state.status = 'interrupted';
         emit((h) => h.onStop?.(run));
         break;
       }
-      const record = this.trainOn(run, batch, tPrev, ahead.buffered);
-      emit((h) => h.afterStep?.(run, record));
-      if (batch.step === run.stepsPerEpoch - 1 || state.step === run.total) {
-        emit((h) => h.onEpochEnd?.(run, batch.epoch));
+      // a worker's stop vote travels with the step's all-reduce: the group stops after it, together
+      const { record, stopAll } = this.trainOn(run, batch, tPrev, ahead.buffered, {
+        stop: group ? (options.shouldStop?.() ?? false) : false,
+      });
+      const epochEnd = batch.step === run.stepsPerEpoch - 1 || state.step === run.total;
+      const stopping = stopAll && state.step < run.total;
+      const events = () => {
+        emit((h) => h.afterStep?.(run, record));
+        if (epochEnd) emit((h) => h.onEpochEnd?.(run, batch.epoch));
+        if (stopping) {
+          state.status = 'interrupted';
+          emit((h) => h.onStop?.(run));
+        }
+      };
+      const every = session.config.checkpoint.every;
+      if (group && (epochEnd || stopping || (every > 0 && state.step % every === 0))) {
+        group.sync(); // the running statistics rank 0 evaluates and checkpoints
+        await group.around(events);
+      } else {
+        events();
       }
       tPrev = performance.now();
-      if (state.step >= run.total) break;
+      if (stopAll || state.step >= run.total) break;
     }
-    emit((h) => h.onEnd?.(run));
+    await at(() => emit((h) => h.onEnd?.(run)));
     return this.result(run, t0);
   }
 
   /** One step on a batch: schedule, clock, the step, the logged scalars; the run state advances. */
-  private trainOn(run: RunContext, batch: TwoViewBatch, tPrev: number, held: number): StepRecord {
+  private trainOn(
+    run: RunContext,
+    batch: TwoViewBatch,
+    tPrev: number,
+    held: number,
+    vote: { stop: boolean },
+  ): { record: StepRecord; stopAll: boolean } {
     const { session, state } = run;
     const step = state.step;
     const lr = scheduledLr(session.config.optim, step, run.total, run.stepsPerEpoch);
     session.clock.step = step;
     session.clock.total = run.total;
     const values = session.method.stepValues?.() ?? {}; // before the step's EMA update uses them
-    const out = session.step(batch, lr);
+    const out = session.step(batch, lr, undefined, vote.stop);
     const loss = out.loss.dataSync()[0]!; // the logged scalars: one host read each
     const metrics: Record<string, number> = { ...values };
     for (const [k, t] of Object.entries(out.metrics)) metrics[k] = t.dataSync()[0]!;
-    tf.dispose([out.loss, ...Object.values(out.metrics)]);
-    const images = batch.indices.shape[0];
+    const stopAll = out.stopVotes ? out.stopVotes.dataSync()[0]! > 0 : false;
+    tf.dispose([
+      out.loss,
+      ...Object.values(out.metrics),
+      ...(out.stopVotes ? [out.stopVotes] : []),
+    ]);
+    const images = batch.part ? batch.part.batchIndexArray.length : batch.indices.shape[0];
     disposeBatch(batch);
     if (!Number.isFinite(loss)) {
       throw new DivergedError(step, loss, {
@@ -163,15 +197,18 @@ export class Trainer {
     const seconds = (performance.now() - tPrev) / 1000;
     const tensors = tf.memory().numTensors - TENSORS_PER_BATCH * held; // batches held ahead are not leaks
     return {
-      step,
-      epoch: batch.epoch,
-      stepInEpoch: batch.step,
-      loss,
-      lr,
-      metrics,
-      images,
-      seconds,
-      tensors,
+      record: {
+        step,
+        epoch: batch.epoch,
+        stepInEpoch: batch.step,
+        loss,
+        lr,
+        metrics,
+        images,
+        seconds,
+        tensors,
+      },
+      stopAll,
     };
   }
 
@@ -254,6 +291,11 @@ export class Trainer {
       ...(isStreamed(train) ? { skippedFiles: train.skipped.size } : {}),
     };
   }
+}
+
+/** The hooks of a worker that does not write (rank > 0): its throughput for its own result. */
+function workerHooks(): Hook[] {
+  return [new ThroughputHook()];
 }
 
 /** Logs the first unreadable files a stream skips, then only counts them (summary.json has the total). */

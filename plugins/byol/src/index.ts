@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
+  bnGroups,
   bindMethod,
   definePlugin,
   MethodParts,
@@ -119,6 +120,7 @@ export function byolPlugin(): Plugin<ByolConfig> {
           encoder.embedDim,
           config.predictorHidden,
           c.resolve(Tokens.Rng).fork(),
+          bnGroups(c),
         );
         const { momentum, momentumSchedule } = config;
         const target = new MomentumKeyEncoder(

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  bnGroups,
   BatchKeysSource,
   bindMethod,
   composeContrastive,
@@ -66,6 +67,7 @@ export function mocoV3Plugin(): Plugin<MocoV3Config> {
           encoder.embedDim,
           config.predictorHidden,
           c.resolve(Tokens.Rng).fork(),
+          bnGroups(c),
         );
         const keyEncoder = new MomentumKeyEncoder(
           encoder,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import {
   bindMethod,
+  collectivesOf,
   composeContrastive,
   definePlugin,
   MomentumKeyEncoder,
@@ -59,12 +60,15 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
       bindMethod(container, (c) => {
         const encoder = c.resolve(Tokens.Encoder);
         const rng = c.resolve(Tokens.Rng);
-        const split = c.resolve(Tokens.Config).model.bnSplits > 1;
+        // BN is split when SplitBatchNorm is on or when each worker normalises its own slice
+        const collectives = collectivesOf(c);
+        const split = c.resolve(Tokens.Config).model.bnSplits > 1 || collectives.worldSize > 1;
         const { momentum, momentumSchedule } = config;
         const keyEncoder = new MomentumKeyEncoder(
           encoder,
           scheduledMomentum(momentum, momentumSchedule, c.resolve(Tokens.Clock)),
           config.shuffleBn && split ? rng.fork() : undefined,
+          collectives,
         );
         const source = new QueueSource(PLUGIN_NAME, config.queueSize, encoder.embedDim, rng.fork());
         return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source });

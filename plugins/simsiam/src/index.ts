@@ -1,6 +1,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
+  bnGroups,
   bindMethod,
   definePlugin,
   MethodParts,
@@ -117,6 +118,7 @@ export function simsiamPlugin(): Plugin<SimSiamConfig> {
           encoder.embedDim,
           config.predictorHidden,
           c.resolve(Tokens.Rng).fork(),
+          bnGroups(c),
         );
         return new SimSiam(encoder, predictor, regressionLoss(c, PLUGIN_NAME), {
           symmetric: c.resolve(Tokens.Config).loss.symmetric ?? true,

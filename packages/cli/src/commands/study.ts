@@ -3,7 +3,7 @@ import { StateError, UsageError } from '@contrast/core';
 import type { Command } from 'commander';
 import { commandPath, type CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { shellLine } from '../format.js';
+import { invocation, shellLine } from '../format.js';
 import { jsonOption, numberArg, QUEUE_ENV, queueOption, quietOption } from '../options.js';
 import { Output } from '../output.js';
 import { againToAbort, StopSignals } from '../signals.js';
@@ -107,7 +107,7 @@ async function studyRun(file: string, flags: RunFlags, argv: readonly string[]):
     return exitCode;
   } catch (e) {
     if (!(e instanceof StudyRunStopped)) throw e;
-    const next = shellLine(['contrast', ...argv]);
+    const next = shellLine([...invocation(), ...argv]);
     out.warn(
       flags.queue
         ? `stopped waiting; the jobs stay queued and workers keep running them. Collect the report with:\n  ${next}`

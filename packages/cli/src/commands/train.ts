@@ -1,12 +1,13 @@
+import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { UsageError } from '@contrast/core';
+import { UsageError, type Catalog, type Collectives, type ExperimentConfig } from '@contrast/core';
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
-import { formatResult, resultData, shellLine } from '../format.js';
-import { collect, jsonOption, quietOption, setOption } from '../options.js';
+import { formatResult, invocation, resultData, shellLine } from '../format.js';
+import { collect, jsonOption, numberArg, quietOption, setOption } from '../options.js';
 import { Output } from '../output.js';
-import { againToAbort, StopSignals } from '../signals.js';
+import { againToAbort, isStopMessage, StopSignals } from '../signals.js';
 
 interface TrainFlags {
   set: string[];
@@ -15,6 +16,10 @@ interface TrainFlags {
   fallback?: boolean;
   quiet?: boolean;
   json?: boolean;
+  workers?: number;
+  cluster?: string;
+  rank?: number;
+  collectiveTimeout: number;
 }
 
 const EXAMPLES = `
@@ -24,9 +29,18 @@ Examples:
   contrast train experiments/moco-fmnist.yaml --json > result.json
   contrast train my-method.yaml --plugin ./plugins/my-method
 
+  contrast train experiments/moco-fmnist.yaml --workers 2           # data-parallel, this machine
+  contrast train exp.yaml --cluster hostA:7070,hostB:7070 --rank 0  # on hostA (rank 1 on hostB)
+
 Stopping: SIGINT (Ctrl-C), SIGTERM or SIGHUP finish the current step, checkpoint,
 mark the run interrupted (MLflow: KILLED) and exit 130 / 143 / 129 with the
-command that resumes it; a second signal aborts at once.`;
+command that resumes it; a second signal aborts at once.
+
+Data-parallel: optim.batchSize is the global batch; each of N workers trains
+its slice, gradients are averaged (TensorFlow's collective ops), rank 0 writes
+the run. --workers N starts N processes on loopback addresses; across machines
+each runs the same command with --cluster/--rank or TF_CONFIG, on a trusted
+network (TensorFlow's gRPC server listens on every interface, unauthenticated).`;
 
 /** `contrast train`: train and evaluate an experiment, or continue a stopped run. */
 export function registerTrain(program: Command, ctx: CliContext): void {
@@ -43,6 +57,22 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     )
     .option('--resume <run-dir>', 'continue a run from its newest checkpoint')
     .option('--fallback', 'with --resume: if the newest checkpoint is corrupt, use an older one')
+    .option(
+      '--workers <n>',
+      'data-parallel on this machine: N worker processes, cores / N threads each',
+      numberArg({ min: 1, integer: true }, '--workers 2'),
+    )
+    .option(
+      '--cluster <host:port,...>',
+      'data-parallel across machines: every worker, in rank order (else TF_CONFIG)',
+    )
+    .option('--rank <i>', "this worker's index in --cluster", numberArg({ min: 0, integer: true }, '--rank 0'))
+    .option(
+      '--collective-timeout <s>',
+      'seconds a step waits for the other workers before the run fails as a lost peer',
+      numberArg({ min: 1 }, '--collective-timeout 60'),
+      60,
+    )
     .addOption(quietOption())
     .addOption(jsonOption())
     .addHelpText('after', EXAMPLES)
@@ -69,19 +99,36 @@ async function train(
   const out = new Output(flags);
   const { loadExperiment } = await import('@contrast/core');
   const config = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set);
-  const [{ initBackend }, trainer, { catalogFor }] = await Promise.all([
+  if (flags.workers !== undefined && flags.workers > 1) return launch(argv, flags, out);
+  const [{ initBackend }, trainer, { catalogFor }, distributed] = await Promise.all([
     import('@contrast/backend'),
     import('@contrast/trainer'),
     import('../plugins.js'),
+    import('@contrast/distributed'),
   ]);
+  const member = distributed.resolveCluster(
+    {
+      ...(flags.cluster !== undefined ? { cluster: flags.cluster } : {}),
+      ...(flags.rank !== undefined ? { rank: flags.rank } : {}),
+    },
+    process.env,
+  );
   await initBackend();
   const catalog = await catalogFor(config, flags.plugin);
-  const stop = new StopSignals({
-    onStop: (s) =>
-      out.warn(
-        `\n${s}: finishing the current step, checkpointing and writing the run (${againToAbort(s)})`,
-      ),
-  }).install();
+  const collectives = member
+    ? await distributed.joinCluster({
+        cluster: member.workers,
+        rank: member.rank,
+        configHash: joinHash(config),
+        timeoutSeconds: flags.collectiveTimeout,
+      })
+    : undefined;
+  if (collectives && collectives.rank > 0) return trainWorker(config, catalog, collectives, flags, out);
+  const stop = listenForStop((s) =>
+    out.warn(
+      `\n${s}: finishing the current step, checkpointing and writing the run (${againToAbort(s)})`,
+    ),
+  );
   let outcome: Awaited<ReturnType<typeof trainer.runExperiment>>;
   try {
     outcome = await trainer.runExperiment(config, catalog, {
@@ -89,6 +136,7 @@ async function train(
       log: out.log,
       shouldStop: () => stop.requested,
       mlflow: { source: shellLine(['contrast', ...argv]) },
+      ...(collectives ? { collectives } : {}),
       ...(flags.resume
         ? { resumeFrom: { runPath: flags.resume, fallback: !!flags.fallback } }
         : {}),
@@ -101,7 +149,9 @@ async function train(
   const stopped = result.status !== 'finished';
   const resumable = stopped && trainer.listCheckpoints(trainer.checkpointDir(runPath)).length > 0;
   const next = shellLine(
-    resumable ? ['contrast', 'train', '--resume', resolve(runPath)] : ['contrast', ...argv],
+    resumable
+      ? [...invocation(), 'train', '--resume', resolve(runPath), ...groupFlags(argv)]
+      : [...invocation(), ...argv],
   );
   if (stopped) {
     out.warn(
@@ -120,4 +170,105 @@ async function train(
     result: resultData(result),
   });
   return exitCode;
+}
+
+/** The flags that place a data-parallel worker, kept in the command that resumes its run. */
+function groupFlags(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (['--workers', '--cluster', '--rank', '--collective-timeout'].includes(a)) out.push(a, argv[++i] ?? '');
+    else if (/^--(workers|cluster|rank|collective-timeout)=/.test(a)) out.push(a);
+  }
+  return out;
+}
+
+/**
+ * What the workers of one run must share, hashed (they compare it when they
+ * join): the config without where rank 0 tracks it and where each machine
+ * keeps its data (tracking.*, data.root).
+ */
+export function joinHash(config: ExperimentConfig): string {
+  const { tracking: _tracking, ...rest } = config;
+  const data: Record<string, unknown> = { ...rest.data };
+  delete data.root;
+  return createHash('sha256').update(JSON.stringify({ ...rest, data })).digest('hex');
+}
+
+/** `--workers N`: the launcher (no TensorFlow here); the workers are `train --cluster --rank`. */
+async function launch(argv: readonly string[], flags: TrainFlags, out: Output): Promise<number> {
+  if (flags.cluster !== undefined || flags.rank !== undefined || process.env.TF_CONFIG) {
+    throw new UsageError('--workers starts its own loopback cluster: it cannot join another', {
+      hint: 'drop --workers (and use --cluster/--rank or TF_CONFIG on each machine), or drop --cluster, --rank and TF_CONFIG',
+    });
+  }
+  const [{ launchWorkers }, { loopbackCluster }] = await Promise.all([
+    import('../launch.js'),
+    import('@contrast/distributed'),
+  ]);
+  const rest = withoutFlag(argv.slice(argv[0] === 'train' ? 1 : 0), '--workers');
+  const cluster = await loopbackCluster(flags.workers!);
+  out.info(`[workers] ${flags.workers} workers on this machine: ${cluster.join(', ')}`);
+  const { code } = await launchWorkers(rest, cluster, out.warn, flags.collectiveTimeout + 30);
+  return code;
+}
+
+/** argv without `flag` and its value. */
+function withoutFlag(argv: readonly string[], flag: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === flag) i++;
+    else if (!argv[i]!.startsWith(`${flag}=`)) out.push(argv[i]!);
+  }
+  return out;
+}
+
+/** A worker of rank > 0: trains its slices in step with the group, writes nothing. */
+async function trainWorker(
+  config: ExperimentConfig,
+  catalog: Catalog,
+  collectives: Collectives,
+  flags: TrainFlags,
+  out: Output,
+): Promise<number> {
+  const { runWorker } = await import('@contrast/trainer');
+  const stop = listenForStop();
+  try {
+    const result = await runWorker(config, catalog, {
+      collectives,
+      log: out.log,
+      shouldStop: () => stop.requested,
+      ...(flags.resume ? { resumeFrom: { runPath: flags.resume, fallback: !!flags.fallback } } : {}),
+    });
+    return result.status === 'finished' ? ExitCode.ok : stop.exitCode;
+  } finally {
+    stop.dispose();
+  }
+}
+
+/**
+ * Stop signals, and a launcher's stop over IPC (`--workers`): its message, or
+ * its IPC channel closing (the launcher is gone), stops the run as a first
+ * signal does; a later OS signal then aborts.
+ */
+function listenForStop(onStop?: (s: NodeJS.Signals) => void): { requested: boolean; exitCode: number; dispose(): void } {
+  const stop = new StopSignals(onStop ? { onStop } : {}).install();
+  const onMessage = (m: unknown) => {
+    if (isStopMessage(m)) stop.request(m.signal);
+  };
+  const orphaned = () => stop.request('SIGHUP');
+  if (process.channel) process.on('message', onMessage).on('disconnect', orphaned);
+  return {
+    get requested() {
+      return stop.requested;
+    },
+    get exitCode() {
+      return stop.exitCode;
+    },
+    dispose() {
+      stop.dispose();
+      process.off('message', onMessage).off('disconnect', orphaned);
+      process.channel?.unref();
+    },
+  };
 }

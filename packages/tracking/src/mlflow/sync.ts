@@ -72,7 +72,8 @@ function folderTruth(u: MlflowUploader): FolderTruth {
   if (u.state.paramsFile === 'config.yaml') artifacts.push(['config.yaml', 'config.yaml']);
   artifacts.push(['summary.json', 'summary.json']);
   if (existsSync(join(dir, 'state', 'final.bin'))) {
-    artifacts.push(['checkpoints/final.bin', join('state', 'final.bin')]);
+    // a run uploaded before keeps its `checkpoints/final.bin` (MlflowUploader.addArtifact)
+    artifacts.push(['state/final.bin', 'state/final.bin']);
   }
   const evalDir = join(dir, 'eval');
   if (existsSync(evalDir)) {

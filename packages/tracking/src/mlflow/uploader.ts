@@ -244,8 +244,15 @@ export class MlflowUploader {
     writeFileAtomic(join(this.dir, STATE_FILE), `${JSON.stringify(this.state, null, 2)}\n`);
   }
 
+  /**
+   * Lists an artifact (`name` on the server, `file` relative to the run folder)
+   * and marks it for upload. One file is one artifact: a file already listed
+   * under another name keeps that name. (Runs uploaded before the final state was
+   * named after its file list `state/final.bin` as `checkpoints/final.bin`; they
+   * keep it, so the server holds one copy and nothing there moves.)
+   */
   addArtifact(name: string, file: string): void {
-    const existing = this.state.artifacts.find((a) => a.name === name);
+    const existing = this.entryFor(name, file);
     if (existing) {
       existing.file = file;
       existing.done = false; // rewritten: upload again (PUT overwrites)
@@ -327,13 +334,19 @@ export class MlflowUploader {
     this.save();
   }
 
+  /** The entry named `name`, else the one listing `file` under an older name. */
+  private entryFor(name: string, file: string): ArtifactEntry | undefined {
+    const { artifacts } = this.state;
+    return artifacts.find((a) => a.name === name) ?? artifacts.find((a) => a.file === file);
+  }
+
   /**
    * Makes sure an artifact is listed and marks it for upload when its file
    * changed since it went up (size or mtime), or when `force` says the server
    * lacks it. Returns true when it will be uploaded.
    */
   refreshArtifact(name: string, file: string, force = false): boolean {
-    const entry = this.state.artifacts.find((a) => a.name === name);
+    const entry = this.entryFor(name, file);
     if (!entry) {
       this.addArtifact(name, file);
       return true;
