@@ -175,8 +175,8 @@ export async function loopbackCluster(n: number): Promise<string[]> {
 
 /**
  * Resolves when `port` can be bound on every interface (TensorFlow's gRPC server
- * binds all of them); checked before starting it, because a port in use makes
- * TensorFlow abort the whole process instead of returning an error.
+ * binds 0.0.0.0:port); checked before starting it, because TensorFlow then says
+ * only "Could not start gRPC server" (and logs the port to stderr).
  * @throws DistributedError naming the port and what to do.
  */
 export function assertPortFree(port: number, rank: number): Promise<void> {

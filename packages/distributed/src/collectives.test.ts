@@ -52,6 +52,8 @@ function expectedOps(n: number, r: number) {
     broadcast: [3.5, -2.5, 7],
     broadcastInt: [(n - 1) * 100, n - 1],
     waitFor: r === 0 ? 42 : null,
+    // rank 0's work threw: rank 0 rethrows its error, the others get a coded one
+    waitForFailure: r === 0 ? 'evaluation failed' : 'CONTRAST_DISTRIBUTED',
     leaked: 0,
   };
 }

@@ -70,7 +70,10 @@ export async function joinCluster(options: JoinOptions): Promise<TfCollectives> 
   } catch (e) {
     throw new DistributedError(
       `worker ${spec.rank} could not start TensorFlow's server on ${spec.workers[spec.rank]}: ${(e as Error).message}`,
-      { hint: 'check that the address belongs to this machine and its port is free', cause: e },
+      {
+        hint: 'check that the address belongs to this machine and that nothing took its port since the check',
+        cause: e,
+      },
     );
   }
   joined = spec;

@@ -69,6 +69,14 @@ async function ops(c: TfCollectives, spec: WorkerSpec): Promise<void> {
     return 42;
   });
   say({ waitFor: answer ?? null, waitedMs: Date.now() - t0 });
+  try {
+    await c.waitFor(() => {
+      throw new Error('evaluation failed');
+    });
+    say({ waitForFailure: null });
+  } catch (e) {
+    say({ waitForFailure: (e as { code?: string }).code ?? (e as Error).message });
+  }
 
   tf.dispose([a, b, x, gathered, rowsOfR, ragged, w, mine, grad, forward]);
   tf.dispose([toSend, toSendInt, sent, sentInt, ...mean, ...sum]);
