@@ -194,8 +194,11 @@ out['devices'] = devices
 print(json.dumps(out))
 `;
 
-/** The driver facts of this machine (device nodes, /proc, the CUDA driver API through python3). */
-export function probeDriver(): DriverFacts {
+/**
+ * The driver facts of this machine (device nodes, /proc, the CUDA driver API
+ * through python3, which sees the GPUs `env`'s CUDA_VISIBLE_DEVICES leaves).
+ */
+export function probeDriver(env: NodeJS.ProcessEnv = process.env): DriverFacts {
   const deviceNodes = existsSync('/dev')
     ? readdirSync('/dev')
         .filter((n) => /^nvidia(\d+|ctl|-uvm)$/.test(n) || n === 'dxg')
@@ -211,7 +214,7 @@ export function probeDriver(): DriverFacts {
     });
     if (smi.status === 0) driverVersion = smi.stdout.trim().split('\n')[0] || undefined;
   }
-  const r = spawnSync('python3', ['-c', CUDA_PROBE_PY], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync('python3', ['-c', CUDA_PROBE_PY], { encoding: 'utf8', timeout: 60_000, env });
   let probe: { loadable?: boolean; error?: string; cudaVersion?: number; devices?: GpuDevice[] } =
     {};
   try {
@@ -235,7 +238,7 @@ export function probeDriver(): DriverFacts {
 /** Every fact diagnoseGpu needs, gathered on this machine. */
 export function probeGpu(env: NodeJS.ProcessEnv = process.env): GpuFacts {
   return {
-    driver: probeDriver(),
+    driver: probeDriver(env),
     build: gpuBuildFacts(),
     ...(env.CUDA_VISIBLE_DEVICES !== undefined
       ? { cudaVisibleDevices: env.CUDA_VISIBLE_DEVICES }

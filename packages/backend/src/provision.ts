@@ -143,7 +143,10 @@ export function sourcesPatched(packageDir: string): boolean {
 }
 
 function run(cmd: string, args: string[], cwd: string, log: (l: string) => void): void {
-  const shown = args.map((a) => (a.includes('\n') ? '<script>' : a)).join(' '); // python -c '...'
+  // python -c '<script>' and its JSON plan of wheels are left out of the log
+  const shown = args
+    .map((a) => (a.includes('\n') ? '<script>' : a.length > 300 ? '<plan>' : a))
+    .join(' ');
   log(`$ ${cmd} ${shown}`);
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) {
