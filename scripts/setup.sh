@@ -16,6 +16,8 @@
 #   CONTRAST_TORCH_VENV   the PyTorch venv (default $CONTRAST_CACHE/torch-venv)
 #   CONTRAST_PNPM_PREFIX  where pnpm is installed when missing (default: npm's global
 #                         prefix as root, else ~/.local)
+# --gpu also builds the GPU backend (tensorflow-gpu; `contrast setup --gpu`): about
+# 3.4 GB of wheels downloaded once into the cache. Never part of the default set-up.
 set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -92,7 +94,11 @@ checkout_steps() {
   say "building"
   pnpm exec turbo run build --output-logs=errors-only
   # the wheel and libtensorflow in the cache take their own lock (packages/backend)
-  node packages/cli/dist/bin.js setup
+  if [ "${CONTRAST_SETUP_GPU:-0}" = 1 ]; then
+    node packages/cli/dist/bin.js setup --gpu
+  else
+    node packages/cli/dist/bin.js setup
+  fi
 }
 
 # A venv works when pyvenv.cfg is there, mlflow (server and auth app) imports at
@@ -218,10 +224,18 @@ if [ "${1:-}" = --step ]; then # a locked step, run by `locked`
   "$@"
   exit
 fi
-if [ "${1:-}" = --torch-venv ]; then # the PyTorch venv alone (what ensureTorchVenv runs)
-  torch_venv_ok "$TORCH_VENV" || locked "$TORCH_VENV.lock" build_torch_venv
-  exit
-fi
+case "${1:-}" in
+  --torch-venv) # the PyTorch venv alone (what ensureTorchVenv runs)
+    torch_venv_ok "$TORCH_VENV" || locked "$TORCH_VENV.lock" build_torch_venv
+    exit
+    ;;
+  --gpu) export CONTRAST_SETUP_GPU=1 ;;
+  '') ;;
+  *)
+    say "unknown option '$1' (options: --gpu, --torch-venv)"
+    exit 2
+    ;;
+esac
 
 # 1. pnpm, pinned, without corepack (its signature check fails on offline-ish machines).
 if [ "$(pnpm --version 2>/dev/null)" != "$PNPM_VERSION" ]; then

@@ -10,6 +10,7 @@ import {
   tfjsNodeDir,
   TF_WHEEL,
 } from './provision.js';
+import { gpuChecks } from './gpu-doctor.js';
 import { initBackend } from './select.js';
 
 export interface DoctorCheck {
@@ -19,7 +20,7 @@ export interface DoctorCheck {
   fix?: string;
 }
 
-/** Environment checks for `contrast doctor`: what is there, and what to do about what is not. */
+/** Environment checks for `contrast doctor`: what is there, and what to do about what is not (GPU: gpuChecks). */
 export async function runDoctor(options: {
   datasetDirs: Record<string, string[]>;
   runDir: string;
@@ -27,6 +28,7 @@ export async function runDoctor(options: {
   return [
     ...bindingChecks(),
     await backendCheck(),
+    ...gpuChecks(),
     threadsCheck(),
     ...Object.entries(options.datasetDirs).map(([name, dirs]) => datasetCheck(name, dirs)),
     cacheCheck(),

@@ -3,3 +3,7 @@ export * from './select.js';
 export * from './doctor.js';
 export * from './lock.js';
 export * from './quiet.js';
+export * from './provision-gpu.js';
+export * from './gpu.js';
+export * from './gpu-doctor.js';
+export * from './devices.js';

@@ -13,7 +13,7 @@ import {
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir, tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { BackendError } from '@contrast/core';
 import { withFileLock } from './lock.js';
 
@@ -143,7 +143,10 @@ export function sourcesPatched(packageDir: string): boolean {
 }
 
 function run(cmd: string, args: string[], cwd: string, log: (l: string) => void): void {
-  const shown = args.map((a) => (a.includes('\n') ? '<script>' : a)).join(' '); // python -c '...'
+  // python -c '<script>' and its JSON plan of wheels are left out of the log
+  const shown = args
+    .map((a) => (a.includes('\n') ? '<script>' : a.length > 300 ? '<plan>' : a))
+    .join(' ');
   log(`$ ${cmd} ${shown}`);
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (r.status !== 0) {
@@ -154,35 +157,79 @@ function run(cmd: string, args: string[], cwd: string, log: (l: string) => void)
   }
 }
 
-/** True when `wheel` is a readable zip holding libtensorflow (a truncated download is not). */
-function wheelIsValid(wheel: string): boolean {
-  const check = `import sys, zipfile; zipfile.ZipFile(sys.argv[1]).getinfo('tensorflow/${LIBS[0]}')`;
-  return spawnSync('python3', ['-c', check, wheel], { stdio: 'ignore' }).status === 0;
+/** A wheel on PyPI, pinned. */
+export interface WheelSpec {
+  name: string;
+  version: string;
 }
 
-/** The cached wheel; downloaded aside and renamed in when missing or broken. Caller holds the cache lock. */
-function ensureWheel(cacheDir: string, log: (l: string) => void): string {
+/** A file a wheel must hold, and where it goes in an extracted folder (a prefix ending in '/' takes a folder). */
+export type ExtractRule = readonly [inWheel: string, inFolder: string];
+
+/** What an extracted folder is made of: each wheel with its rules. */
+export type ExtractPlan = ReadonlyArray<
+  readonly [wheelPath: string, rules: readonly ExtractRule[]]
+>;
+
+/** The file a TensorFlow wheel must hold to be usable here. */
+export const LIBTENSORFLOW_MEMBER = `tensorflow/${LIBS[0]}`;
+
+/** libtensorflow and its headers as the binding links them (the same in the CPU and GPU wheels). */
+export const LIBTENSORFLOW_RULES: readonly ExtractRule[] = [
+  [`tensorflow/${LIBS[0]}`, `lib/${LIBS[0]}`],
+  [`tensorflow/${LIBS[1]}`, `lib/${LIBS[1]}`],
+  ['tensorflow/include/', 'include/'],
+];
+
+/** True when `wheel` is a readable zip holding a file whose name starts with `member` (a truncated download is not). */
+function wheelIsValid(wheel: string, member: string): boolean {
+  const check =
+    'import sys, zipfile; sys.exit(not any(n.startswith(sys.argv[2]) for n in zipfile.ZipFile(sys.argv[1]).namelist()))';
+  return spawnSync('python3', ['-c', check, wheel, member], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * The cached wheel `spec`, checked to hold a file named `member` or under it; downloaded aside (pip, no
+ * dependencies, binary only) and renamed in when missing or broken. Caller holds
+ * the cache lock.
+ * @param size said in the log when downloading (e.g. 'about 270 MB')
+ */
+export function ensureWheel(
+  cacheDir: string,
+  spec: WheelSpec,
+  member: string,
+  size: string,
+  log: (l: string) => void,
+): string {
   const wheels = join(cacheDir, 'wheels');
   mkdirSync(wheels, { recursive: true });
   removeStale(wheels, (n) => n.startsWith('.download-')); // a download killed half-way
+  // a wheel's file name: the project name with '-' as '_', then the version (PEP 427)
+  const prefix = `${spec.name.replace(/[-.]/g, '_')}-${spec.version}-`;
   const find = (dir: string) =>
-    readdirSync(dir).find(
-      (f) => f.startsWith(`tensorflow_cpu-${TF_WHEEL.version}-`) && f.endsWith('.whl'),
-    );
+    readdirSync(dir).find((f) => f.startsWith(prefix) && f.endsWith('.whl'));
   const cached = find(wheels);
-  if (cached && wheelIsValid(join(wheels, cached))) return join(wheels, cached);
+  if (cached && wheelIsValid(join(wheels, cached), member)) return join(wheels, cached);
   if (cached) log(`${join(wheels, cached)} is not a readable wheel: downloading it again`);
   const tmp = mkdtempSync(join(wheels, '.download-'));
-  log(`downloading ${TF_WHEEL.name}==${TF_WHEEL.version} from PyPI (about 270 MB, once)`);
-  const spec = `${TF_WHEEL.name}==${TF_WHEEL.version}`;
+  log(`downloading ${spec.name}==${spec.version} from PyPI (${size}, once)`);
   run(
     'python3',
-    ['-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', spec, '-d', tmp],
+    [
+      '-m',
+      'pip',
+      'download',
+      '--no-deps',
+      '--only-binary=:all:',
+      `${spec.name}==${spec.version}`,
+      '-d',
+      tmp,
+    ],
     cacheDir,
     log,
   );
   const wheel = find(tmp);
-  if (!wheel || !wheelIsValid(join(tmp, wheel))) {
+  if (!wheel || !wheelIsValid(join(tmp, wheel), member)) {
     throw new BackendError(`pip reported success but no readable wheel is in ${tmp}`);
   }
   renameSync(join(tmp, wheel), join(wheels, wheel)); // atomic: the wheel appears whole or not at all
@@ -191,43 +238,46 @@ function ensureWheel(cacheDir: string, log: (l: string) => void): string {
 }
 
 /**
- * extract WHEEL OUT: the two libraries and include/ into OUT, then OUT/.complete
- * listing every file and its size (written last). manifest WHEEL: that list as JSON.
+ * extract OUT PLAN: each wheel's files that match its rules into OUT (executable
+ * bits kept), then OUT/.complete listing every file and its size (written last).
+ * manifest - PLAN: that list as JSON. PLAN is an ExtractPlan as JSON.
  */
 const EXTRACT_PY = `
 import sys, zipfile, os, json
-mode, wheel = sys.argv[1], sys.argv[2]
-libs = {'tensorflow/${LIBS[0]}', 'tensorflow/${LIBS[1]}'}
+mode, out, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 files = {}
-with zipfile.ZipFile(wheel) as z:
-    for info in z.infolist():
-        n = info.filename
-        if n in libs:
-            rel = os.path.join('lib', os.path.basename(n))
-        elif n.startswith('tensorflow/include/') and not n.endswith('/'):
-            rel = os.path.join('include', n[len('tensorflow/include/'):])
-        else:
-            continue
-        files[rel] = info.file_size
-        if mode != 'extract':
-            continue
-        dest = os.path.join(sys.argv[3], rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        with z.open(info) as src, open(dest, 'wb') as dst:
-            while True:
-                b = src.read(1 << 20)
-                if not b: break
-                dst.write(b)
-doc = json.dumps({'wheel': os.path.basename(wheel), 'files': files})
+for wheel, rules in plan:
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            n = info.filename
+            if n.endswith('/') or n.endswith('.py') or '__pycache__' in n:
+                continue
+            rel = next((d + n[len(s):] for s, d in rules if n == s or (s.endswith('/') and n.startswith(s))), None)
+            if rel is None:
+                continue
+            files[rel] = info.file_size
+            if mode != 'extract':
+                continue
+            dest = os.path.join(out, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with z.open(info) as src, open(dest, 'wb') as dst:
+                while True:
+                    b = src.read(1 << 20)
+                    if not b: break
+                    dst.write(b)
+            perm = (info.external_attr >> 16) & 0o777
+            if perm:
+                os.chmod(dest, perm)
+doc = json.dumps({'wheels': [os.path.basename(w) for w, _ in plan], 'files': files})
 if mode == 'extract':
-    with open(os.path.join(sys.argv[3], '.complete'), 'w') as f:
+    with open(os.path.join(out, '.complete'), 'w') as f:
         f.write(doc)
 else:
     print(doc)
 `;
 
 /** Files (relative path -> size) an extracted folder must hold: its marker's list, else the wheel's. */
-function expectedFiles(out: string, wheel: () => string): Record<string, number> {
+function expectedFiles(out: string, plan: () => ExtractPlan): Record<string, number> {
   try {
     const doc = JSON.parse(readFileSync(join(out, '.complete'), 'utf8')) as {
       files?: Record<string, number>;
@@ -236,7 +286,7 @@ function expectedFiles(out: string, wheel: () => string): Record<string, number>
   } catch {
     /* no marker, or an old empty one: compare with the wheel */
   }
-  const r = spawnSync('python3', ['-c', EXTRACT_PY, 'manifest', wheel()], {
+  const r = spawnSync('python3', ['-c', EXTRACT_PY, 'manifest', '-', JSON.stringify(plan())], {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
   });
@@ -244,9 +294,9 @@ function expectedFiles(out: string, wheel: () => string): Record<string, number>
 }
 
 /** Every expected file is there with its size: a marker alone is never trusted. */
-function extractedIsComplete(out: string, wheel: () => string): boolean {
+function extractedIsComplete(out: string, plan: () => ExtractPlan): boolean {
   if (!existsSync(join(out, '.complete'))) return false;
-  const files = Object.entries(expectedFiles(out, wheel));
+  const files = Object.entries(expectedFiles(out, plan));
   return (
     files.length > 0 &&
     files.every(([rel, size]) => {
@@ -259,20 +309,32 @@ function extractedIsComplete(out: string, wheel: () => string): boolean {
   );
 }
 
-/** libtensorflow and its headers, extracted aside and renamed into place. Caller holds the cache lock. */
-function ensureExtracted(cacheDir: string, log: (l: string) => void): string {
-  const name = `libtensorflow-${TF_WHEEL.version}`;
+/**
+ * The folder `name` in the cache, made of the wheels of `plan` (called only when
+ * the folder must be checked against its wheels or built): extracted aside, checked
+ * file by file, renamed into place. Caller holds the cache lock.
+ */
+export function ensureExtracted(
+  cacheDir: string,
+  name: string,
+  plan: () => ExtractPlan,
+  log: (l: string) => void,
+): string {
   const out = join(cacheDir, name);
   removeStale(cacheDir, (n) => n.startsWith(`${name}.tmp-`) || n.startsWith(`${name}.broken-`));
-  let wheel: string | undefined;
-  const getWheel = () => (wheel ??= ensureWheel(cacheDir, log));
-  if (extractedIsComplete(out, getWheel)) return out;
+  let planned: ExtractPlan | undefined;
+  const getPlan = () => (planned ??= plan());
+  if (extractedIsComplete(out, getPlan)) return out;
   if (existsSync(out)) log(`${out} is incomplete: extracting it again`);
   const tmp = `${out}.tmp-${process.pid}`;
-  log(`extracting libtensorflow and headers from ${getWheel()}`);
-  run('python3', ['-c', EXTRACT_PY, 'extract', getWheel(), tmp], cacheDir, log);
-  if (!extractedIsComplete(tmp, getWheel)) {
-    throw new BackendError(`extracting ${getWheel()} into ${tmp} left files missing`, {
+  log(
+    `extracting ${getPlan()
+      .map(([w]) => basename(w))
+      .join(', ')} into ${out}`,
+  );
+  run('python3', ['-c', EXTRACT_PY, 'extract', tmp, JSON.stringify(getPlan())], cacheDir, log);
+  if (!extractedIsComplete(tmp, getPlan)) {
+    throw new BackendError(`extracting into ${tmp} left files missing`, {
       hint: `check the free space in ${cacheDir}, then run 'contrast setup' again`,
     });
   }
@@ -280,6 +342,21 @@ function ensureExtracted(cacheDir: string, log: (l: string) => void): string {
   renameSync(tmp, out);
   removeStale(cacheDir, (n) => n.startsWith(`${name}.broken-`));
   return out;
+}
+
+/** The CPU build's libtensorflow (the tensorflow-cpu wheel), extracted. Caller holds the cache lock. */
+function ensureCpuLibtensorflow(cacheDir: string, log: (l: string) => void): string {
+  return ensureExtracted(
+    cacheDir,
+    `libtensorflow-${TF_WHEEL.version}`,
+    () => [
+      [
+        ensureWheel(cacheDir, TF_WHEEL, LIBTENSORFLOW_MEMBER, 'about 270 MB', log),
+        LIBTENSORFLOW_RULES,
+      ],
+    ],
+    log,
+  );
 }
 
 /** Removes leftovers of builds killed half-way (only called under the lock that guards them). */
@@ -303,6 +380,28 @@ function forceSymlink(target: string, path: string): void {
 }
 
 /**
+ * What a binding is built against: the libraries extracted into the cache (under
+ * the cache lock `lock`), linked into the package's deps/ folder.
+ */
+export interface BindingTarget {
+  /** The npm package whose binding is built. */
+  packageName: string;
+  /** The cache lock file guarding the target's wheels and folders. */
+  lock: string;
+  /** libtensorflow (lib/, include/) and, for a GPU build, the folder holding nvidia/<pkg>/lib. */
+  libraries(cacheDir: string, log: (l: string) => void): { tfDir: string; cudaDir?: string };
+  /** Whether a built binding is this target's (a binding that loads may still be another's). */
+  isLinked?(packageDir: string, cacheDir: string): boolean;
+}
+
+/** The default build: @tensorflow/tfjs-node against the tensorflow-cpu wheel. */
+export const CPU_TARGET: BindingTarget = {
+  packageName: '@tensorflow/tfjs-node',
+  lock: 'tensorflow.lock',
+  libraries: (cacheDir, log) => ({ tfDir: ensureCpuLibtensorflow(cacheDir, log) }),
+};
+
+/**
  * Makes sure @tensorflow/tfjs-node has a working native binding; idempotent and
  * fast when done (a binding that loads is the only proof; no marker is trusted).
  * Safe to run twice at once: the build holds a lock in the package folder and
@@ -310,16 +409,27 @@ function forceSymlink(target: string, path: string): void {
  * the other's result and checks it again.
  */
 export function provisionNativeBackend(options: ProvisionOptions = {}): ProvisionResult {
-  const log = options.log ?? ((l: string) => console.error(`[provision] ${l}`));
   const packageDir = tfjsNodeDir();
   if (!packageDir) {
     throw new BackendError('@tensorflow/tfjs-node is not installed', {
       hint: 'run pnpm install in the repository root',
     });
   }
+  return provisionBinding(packageDir, CPU_TARGET, options);
+}
+
+/** The binding of `packageDir` built against `target`, unless one that loads is there. */
+export function provisionBinding(
+  packageDir: string,
+  target: BindingTarget,
+  options: ProvisionOptions = {},
+): ProvisionResult {
+  const log = options.log ?? ((l: string) => console.error(`[provision] ${l}`));
+  const cacheDir = options.cacheDir ?? defaultCacheDir();
   const present = (): ProvisionResult | undefined => {
     const existing = findBinding(packageDir);
     if (!existing || options.force) return undefined;
+    if (target.isLinked && !target.isLinked(packageDir, cacheDir)) return undefined;
     const check = bindingLoads(packageDir);
     return check.ok && check.collectiveOps
       ? { packageDir, bindingPath: existing, action: 'present' }
@@ -329,20 +439,26 @@ export function provisionNativeBackend(options: ProvisionOptions = {}): Provisio
     present() ??
     withFileLock(
       join(packageDir, '.contrast-build.lock'),
-      () => present() ?? buildBinding(packageDir, options.cacheDir ?? defaultCacheDir(), log),
+      () => present() ?? buildBinding(packageDir, cacheDir, log, target),
       log,
     )
   );
 }
 
-/** Points `dir`/deps at the extracted libtensorflow (what binding.gyp links and the rpath loads). */
-function linkLibtensorflow(tfDir: string, dir: string): void {
+/**
+ * Points `dir`/deps at the extracted libtensorflow (what binding.gyp links and the
+ * rpath loads) and, for a GPU build, deps/nvidia at the CUDA libraries: the dynamic
+ * loader expands libtensorflow's RUNPATH `$ORIGIN/../nvidia/<pkg>/lib` from the
+ * folder of the symlink it opened (deps/lib), not from the symlink's target.
+ */
+function linkLibtensorflow(tfDir: string, dir: string, cudaDir?: string): void {
   const depsLib = join(dir, 'deps', 'lib');
   mkdirSync(depsLib, { recursive: true });
   for (const so of LIBS) forceSymlink(join(tfDir, 'lib', so), join(depsLib, so));
   forceSymlink(LIBS[0], join(depsLib, 'libtensorflow.so'));
   forceSymlink(LIBS[1], join(depsLib, 'libtensorflow_framework.so'));
   forceSymlink(join(tfDir, 'include'), join(dir, 'deps', 'include'));
+  if (cudaDir) forceSymlink(join(cudaDir, 'nvidia'), join(dir, 'deps', 'nvidia'));
 }
 
 /**
@@ -351,7 +467,11 @@ function linkLibtensorflow(tfDir: string, dir: string): void {
  * make cannot build under a path holding '='. The binding finds libtensorflow
  * through its rpath ($ORIGIN/../../deps/lib), so it works from the package.
  */
-function buildAside(packageDir: string, tfDir: string, log: (l: string) => void): void {
+function buildAside(
+  packageDir: string,
+  libraries: { tfDir: string; cudaDir?: string },
+  log: (l: string) => void,
+): void {
   const pkgRequire = createRequire(join(packageDir, 'package.json'));
   const preGyp = join(
     dirname(pkgRequire.resolve('@mapbox/node-pre-gyp/package.json')),
@@ -366,8 +486,8 @@ function buildAside(packageDir: string, tfDir: string, log: (l: string) => void)
     for (const part of ['package.json', 'binding.gyp', 'binding']) {
       cpSync(join(packageDir, part), join(scratch, part), { recursive: true });
     }
-    linkLibtensorflow(tfDir, scratch);
-    log('building the tfjs-node binding against libtensorflow (about 25 s)');
+    linkLibtensorflow(libraries.tfDir, scratch, libraries.cudaDir);
+    log(`building the ${basename(packageDir)} binding against libtensorflow (about 25 s)`);
     run(
       process.execPath,
       [preGyp, 'install', '--build-from-source', `--nodedir=${nodeDir}`],
@@ -391,30 +511,35 @@ function buildBinding(
   packageDir: string,
   cacheDir: string,
   log: (l: string) => void,
+  target: BindingTarget,
 ): ProvisionResult {
   if (!sourcesPatched(packageDir)) {
     throw new BackendError(
-      `the tfjs-node binding sources in ${packageDir} lack the collective-ops patch`,
+      `the ${target.packageName} binding sources in ${packageDir} lack the collective-ops patch`,
       { hint: COLLECTIVES_FIX },
     );
   }
-  const tfDir = withFileLock(
-    join(cacheDir, 'tensorflow.lock'),
-    () => ensureExtracted(cacheDir, log),
+  const libraries = withFileLock(
+    join(cacheDir, target.lock),
+    () => target.libraries(cacheDir, log),
     log,
   );
-  linkLibtensorflow(tfDir, packageDir);
-  buildAside(packageDir, tfDir, log);
+  const { tfDir } = libraries;
+  linkLibtensorflow(tfDir, packageDir, libraries.cudaDir);
+  buildAside(packageDir, libraries, log);
 
   const bindingPath = findBinding(packageDir);
   const check = bindingLoads(packageDir);
   if (!bindingPath || !check.ok) {
-    throw new BackendError(`the tfjs-node binding was built but does not load: ${check.error}`, {
-      hint: `delete ${tfDir} and run 'contrast setup' again`,
-    });
+    throw new BackendError(
+      `the ${target.packageName} binding was built but does not load: ${check.error}`,
+      {
+        hint: `delete ${tfDir} and run 'contrast setup' again`,
+      },
+    );
   }
   if (!check.collectiveOps) {
-    throw new BackendError(`the tfjs-node binding was built but ${check.error}`, {
+    throw new BackendError(`the ${target.packageName} binding was built but ${check.error}`, {
       hint: COLLECTIVES_FIX,
     });
   }

@@ -1,13 +1,15 @@
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from '@contrast/core';
+import { autoPicksGpu, checkGpuPlacement, requireUsableGpu } from './gpu-select.js';
 import { tensorflowBannerWanted, withNativeStderrSilenced } from './quiet.js';
 
 /**
- * Backend choice: tensorflow-gpu (@tensorflow/tfjs-node-gpu, when installed and a
- * GPU is visible) > tensorflow (@tensorflow/tfjs-node) > cpu (pure JS, ~100x slower).
- * Override with CONTRAST_BACKEND=tensorflow-gpu|tensorflow|cpu or the `preference` option.
+ * Backend choice: tensorflow-gpu (@tensorflow/tfjs-node-gpu built by `contrast setup
+ * --gpu`, when a GPU is usable) > tensorflow (@tensorflow/tfjs-node) > cpu (pure JS,
+ * ~100x slower). Override with CONTRAST_BACKEND=tensorflow-gpu|tensorflow|cpu or the
+ * `preference` option. Asked for tensorflow-gpu, it runs on a GPU or throws a coded
+ * error naming the cause (see diagnoseGpu): never silently on the CPU.
  * TensorFlow's start-up lines (oneDNN notice, absl's pre-init warning) are hidden
  * unless TF_CPP_MIN_LOG_LEVEL=0 (see withNativeStderrSilenced).
  */
@@ -26,20 +28,15 @@ export interface BackendInfo {
 
 const require = createRequire(import.meta.url);
 let active: BackendInfo | undefined;
-
-function gpuVisible(): boolean {
-  return (
-    existsSync('/dev/nvidia0') ||
-    existsSync('/dev/nvidiactl') ||
-    process.env.CUDA_VISIBLE_DEVICES !== undefined
-  );
-}
+/** The native package this process loaded: one only, both libtensorflows share a soname. */
+let loadedPackage: string | undefined;
 
 function tryLoad(pkg: string): { ok: true } | { ok: false; error: string } {
   process.env.TF_CPP_MIN_LOG_LEVEL ??= '2'; // read by TensorFlow when the library loads
   try {
     if (tensorflowBannerWanted()) require(pkg);
     else withNativeStderrSilenced(() => require(pkg));
+    loadedPackage = pkg;
     return { ok: true };
   } catch (e) {
     return { ok: false, error: (e as Error).message.split('\n')[0] ?? String(e) };
@@ -69,15 +66,18 @@ export async function initBackend(preference?: BackendPreference): Promise<Backe
   const warnings: string[] = [];
   let name: BackendName | undefined;
 
-  if (pref === 'tensorflow-gpu' || (pref === 'auto' && gpuVisible())) {
+  if (pref === 'tensorflow-gpu' || (pref === 'auto' && autoPicksGpu(warnings))) {
+    if (pref === 'tensorflow-gpu') requireUsableGpu();
     const r = tryLoad('@tensorflow/tfjs-node-gpu');
-    if (r.ok) name = 'tensorflow-gpu';
-    else if (pref === 'tensorflow-gpu') {
-      throw new BackendError(`@tensorflow/tfjs-node-gpu could not be loaded: ${r.error}`, {
-        hint: 'install @tensorflow/tfjs-node-gpu with CUDA 11.2 + cuDNN 8.1, or use CONTRAST_BACKEND=tensorflow',
-      });
-    } else
-      warnings.push(`a GPU is visible but @tensorflow/tfjs-node-gpu is unavailable (${r.error})`);
+    if (!r.ok) {
+      throw new BackendError(
+        `the GPU build (@tensorflow/tfjs-node-gpu) could not be loaded: ${r.error}`,
+        {
+          hint: "run 'contrast setup --gpu --force' to build it again, or use CONTRAST_BACKEND=tensorflow",
+        },
+      );
+    }
+    name = 'tensorflow-gpu';
   }
   if (!name && (pref === 'auto' || pref === 'tensorflow')) {
     const r = tryLoad('@tensorflow/tfjs-node');
@@ -101,6 +101,7 @@ export async function initBackend(preference?: BackendPreference): Promise<Backe
   const ok = await tf.setBackend(tfBackend);
   if (!ok) throw new BackendError(`tf.setBackend('${tfBackend}') failed`);
   await tf.ready();
+  if (name === 'tensorflow-gpu') checkGpuPlacement(tf.backend());
   active = {
     name,
     tfBackend,
@@ -138,7 +139,7 @@ interface NodeImageOps {
 
 function nativeNode(): NodeImageOps {
   let node: { node: NodeImageOps } | undefined;
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+  for (const pkg of loadedPackage ? [loadedPackage] : ['@tensorflow/tfjs-node']) {
     try {
       node = require(pkg) as typeof node;
       break;

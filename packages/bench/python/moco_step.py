@@ -62,21 +62,22 @@ class ResNet18Cifar(nn.Module):
 def main(spec):
     torch.manual_seed(0)
     threads = torch.get_num_threads()
+    dev = torch.device("cuda" if spec.get("device") == "gpu" else "cpu")
     n, c, h, w = spec["batch"], spec["channels"], spec["height"], spec["width"]
-    f_q = ResNet18Cifar(c)
+    f_q = ResNet18Cifar(c).to(dev)
     opt = torch.optim.SGD(f_q.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
     moco = spec["mode"] == "moco"
     m, tau, K = 0.99, 0.1, spec.get("queue", 4096)
     if moco:
-        f_k = ResNet18Cifar(c)
+        f_k = ResNet18Cifar(c).to(dev)
         f_k.load_state_dict(f_q.state_dict())
         for p in f_k.parameters():
             p.requires_grad = False
-        queue = F.normalize(torch.randn(K, 128), dim=1)
+        queue = F.normalize(torch.randn(K, 128, device=dev), dim=1)
         ptr = 0
-    target = F.normalize(torch.randn(128), dim=0)
-    x_q = torch.randn(n, c, h, w)
-    x_k = torch.randn(n, c, h, w)
+    target = F.normalize(torch.randn(128, device=dev), dim=0)
+    x_q = torch.randn(n, c, h, w, device=dev)
+    x_k = torch.randn(n, c, h, w, device=dev)
 
     def step():
         nonlocal queue, ptr
@@ -92,7 +93,7 @@ def main(spec):
         l_pos = (q * k).sum(1, keepdim=True)  # N x 1
         l_neg = q @ queue.t()  # N x K
         logits = torch.cat([l_pos, l_neg], 1) / tau
-        labels = torch.zeros(n, dtype=torch.long)  # positives are the 0-th
+        labels = torch.zeros(n, dtype=torch.long, device=dev)  # positives are the 0-th
         loss = F.cross_entropy(logits, labels)
         opt.zero_grad()
         loss.backward()
@@ -100,7 +101,7 @@ def main(spec):
         with torch.no_grad():  # momentum update: key network
             for pk, pq in zip(f_k.parameters(), f_q.parameters()):
                 pk.mul_(m).add_(pq, alpha=1 - m)
-            idx = (torch.arange(n) + ptr) % K  # enqueue the current keys, dequeue the oldest
+            idx = (torch.arange(n, device=dev) + ptr) % K  # enqueue the current keys, dequeue the oldest
             queue[idx] = k
             ptr = (ptr + n) % K
         return loss.item()
@@ -112,18 +113,23 @@ def main(spec):
         if i >= spec["warmup"]:
             times.append(time.perf_counter() - t0)
 
-    a = torch.randn(2048, 2048)
-    b = torch.randn(2048, 2048)
+    a = torch.randn(2048, 2048, device=dev)
+    b = torch.randn(2048, 2048, device=dev)
     a @ b
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     for _ in range(5):
         a @ b
+    sync()  # CUDA kernels run asynchronously: wait for them before reading the clock
     gflops = 5 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9
     med = statistics.median(times)
     print(
         json.dumps(
             {
-                "framework": "pytorch " + torch.__version__,
+                "framework": "pytorch "
+                + torch.__version__
+                + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
                 "threads": threads,
                 "stepSeconds": times,
                 "imgPerSec": n / med,

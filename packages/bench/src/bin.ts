@@ -7,8 +7,9 @@ import { parseArgs } from 'node:util';
 import { defaultRows, median, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
 import { dataMain } from './data-bench.js';
 import { runJsonChild } from './json-child.js';
-import { ensureTorchVenv } from './torch.js';
-import { UsageError } from '@contrast/core';
+import { ensureTorchVenv, torchSeesCuda } from './torch.js';
+import { isContrastError, UsageError } from '@contrast/core';
+import { diagnoseGpu, gpuUnavailableError, probeGpu } from '@contrast/backend';
 
 const HELP = `pnpm bench [options]
 
@@ -20,6 +21,9 @@ and a 200-step leak check. Writes a JSON file and a markdown table.
 
   --vs-pytorch     run each row in PyTorch too (cached venv, installed on first use),
                    alternating ours / PyTorch (A B A B) so machine noise cancels
+  --gpu            every row on the GPU (the tensorflow-gpu backend, 'contrast setup --gpu'),
+                   and PyTorch on the same GPU when the cached venv's torch sees CUDA;
+                   refuses with the coded error (exit 2) where no GPU is usable
   --quick          only the reference rows: 32x32x3, K 4096, MoCo b128 and b256, encoder b128
   --rows TEXT      only rows whose name contains TEXT (e.g. "moco 32x32x3 b128")
   --rounds N       A/B rounds per row (default 2 with --vs-pytorch, else 1)
@@ -170,12 +174,35 @@ function measureRows(rows: RowSpec[], rounds: number, python: string | undefined
   return reports;
 }
 
+/**
+ * The PyTorch to compare with: the cached venv's (installed on first use) with
+ * --vs-pytorch; on the GPU, only one whose torch sees CUDA (an existing venv is
+ * used without --vs-pytorch too).
+ * @throws UsageError when --vs-pytorch --gpu finds a torch without CUDA
+ */
+function pytorchFor(vs: boolean, gpu: boolean): string | undefined {
+  if (!gpu) return vs ? ensureTorchVenv() : undefined;
+  const python = torchSeesCuda();
+  if (python) return python;
+  if (vs) {
+    throw new UsageError(
+      '--vs-pytorch --gpu needs a PyTorch that sees the GPU (torch.cuda.is_available())',
+      {
+        hint: 'install a CUDA build of torch into the venv (CONTRAST_TORCH_VENV), or drop --vs-pytorch',
+      },
+    );
+  }
+  process.stderr.write('no PyTorch with CUDA in the cached venv: the PyTorch column is left out\n');
+  return undefined;
+}
+
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--data')) return dataMain(argv.filter((a) => a !== '--data'));
   const { values } = parseArgs({
     args: argv,
     options: {
       'vs-pytorch': { type: 'boolean', default: false },
+      gpu: { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       rows: { type: 'string' },
       rounds: { type: 'string' },
@@ -194,17 +221,26 @@ export async function main(argv: string[]): Promise<number> {
     warmup: intFlag('warmup', values.warmup, 0),
     steps: intFlag('steps', values.steps, 1),
   };
-  const vs = values['vs-pytorch'];
-  const rounds = intFlag('rounds', values.rounds ?? (vs ? '2' : '1'), 1);
-  const rows = selectRows(values.quick ? quickRows(timing) : defaultRows(timing), values.rows);
+  const gpu = values.gpu;
+  if (gpu) {
+    const problems = diagnoseGpu(probeGpu());
+    if (problems.length > 0) throw gpuUnavailableError(problems); // never a CPU run under a GPU label
+  }
+  const python = pytorchFor(values['vs-pytorch'], gpu);
+  const rounds = intFlag('rounds', values.rounds ?? (python ? '2' : '1'), 1);
+  const grid = values.quick ? quickRows(timing) : defaultRows(timing);
+  const rows = selectRows(
+    gpu ? grid.map((r) => ({ ...r, device: 'gpu' as const })) : grid,
+    values.rows,
+  );
   const started = new Date();
-  const reports = measureRows(rows, rounds, vs ? ensureTorchVenv() : undefined);
+  const reports = measureRows(rows, rounds, python);
   let leak: { steps: number; tensors: number[] } | undefined;
   if (!values['no-leak']) {
     process.stderr.write('leak check (200 steps) ...\n');
     leak = runJsonChild<{ steps: number; tensors: number[] }>(
       process.execPath,
-      [CHILD, JSON.stringify({ mode: 'leak', steps: 200 })],
+      [CHILD, JSON.stringify({ mode: 'leak', steps: 200, ...(gpu ? { device: 'gpu' } : {}) })],
       'leak check',
     );
   }
@@ -224,6 +260,11 @@ export async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
+    if (isContrastError(e)) {
+      // coded errors (bad flags, no usable GPU) exit 2 with their fix, as the contrast command does
+      process.stderr.write(`error [${e.code}]: ${e.message}\n`); // the message ends with its fix
+      process.exit(2);
+    }
     process.stderr.write(`bench: ${(e as Error).message}\n`);
     process.exit(1);
   },

@@ -3,6 +3,7 @@
 import { leakCheck, runRow } from './worker.js';
 import type { RowSpec } from './spec.js';
 
-const arg = JSON.parse(process.argv[2] ?? '{}') as RowSpec | { mode: 'leak'; steps: number };
-const result = arg.mode === 'leak' ? await leakCheck(arg.steps) : await runRow(arg);
+const arg = JSON.parse(process.argv[2] ?? '{}') as
+  RowSpec | { mode: 'leak'; steps: number; device?: 'gpu' };
+const result = arg.mode === 'leak' ? await leakCheck(arg.steps, arg.device) : await runRow(arg);
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -12,6 +12,8 @@ export interface RowSpec {
   warmup: number;
   /** Timed steps; img/s is the batch over their median time. */
   steps: number;
+  /** 'gpu': both sides on the GPU (ours on the tensorflow-gpu backend); absent: the CPU. */
+  device?: 'gpu';
 }
 
 /** What a worker reports for one row. */

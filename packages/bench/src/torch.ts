@@ -47,3 +47,21 @@ export function ensureTorchVenv(log: (line: string) => void = console.error): st
   }
   return python;
 }
+
+/**
+ * The cached venv's python when its torch sees a CUDA GPU
+ * (`torch.cuda.is_available()`), else undefined. Installs nothing.
+ */
+export function torchSeesCuda(): string | undefined {
+  const python = join(torchVenvDir(), 'bin', 'python');
+  if (!existsSync(python)) return undefined;
+  const r = spawnSync(
+    python,
+    ['-c', 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)'],
+    {
+      stdio: 'ignore',
+      timeout: 120_000,
+    },
+  );
+  return r.status === 0 ? python : undefined;
+}

@@ -197,7 +197,7 @@ function augmentationTimes(h: StepHarness): number[] {
 
 /** Runs one row of ours and returns its measurements. */
 export async function runRow(spec: RowSpec): Promise<RowResult> {
-  const info = await initBackend('tensorflow');
+  const info = await initBackend(spec.device === 'gpu' ? 'tensorflow-gpu' : 'tensorflow');
   const dataset = benchDataset(spec);
   const h = createStepHarness(benchExperiment(spec), createCatalog([momentumQueuePlugin()]), {
     dataset,
@@ -226,8 +226,11 @@ export async function runRow(spec: RowSpec): Promise<RowResult> {
 }
 
 /** The leak check: 200 steps as the trainer runs them (small ResNet-18), tensors after each. */
-export async function leakCheck(steps = 200): Promise<{ steps: number; tensors: number[] }> {
-  await initBackend('tensorflow');
+export async function leakCheck(
+  steps = 200,
+  device?: 'gpu',
+): Promise<{ steps: number; tensors: number[] }> {
+  await initBackend(device === 'gpu' ? 'tensorflow-gpu' : 'tensorflow');
   const spec: RowSpec = {
     mode: 'moco',
     height: 28,
