@@ -1,10 +1,16 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { runDoctor } from './doctor.js';
-import { findBinding, provisionNativeBackend, tfjsNodeDir } from './provision.js';
+import {
+  bindingLoads,
+  findBinding,
+  provisionNativeBackend,
+  sourcesPatched,
+  tfjsNodeDir,
+} from './provision.js';
 import { initBackend } from './select.js';
 
 describe('backend', () => {
@@ -21,6 +27,17 @@ describe('backend', () => {
     expect(r.action).toBe('present');
     expect(r.bindingPath).toBe(findBinding(tfjsNodeDir()!));
     expect(performance.now() - t0).toBeLessThan(15_000);
+  });
+
+  it('the installed binding carries the collective-ops patch; unpatched sources are told apart', () => {
+    const pkg = tfjsNodeDir()!;
+    expect(sourcesPatched(pkg)).toBe(true);
+    expect(bindingLoads(pkg)).toMatchObject({ ok: true, collectiveOps: true });
+    const unpatched = mkdtempSync(join(tmpdir(), 'contrast-unpatched-'));
+    mkdirSync(join(unpatched, 'binding'));
+    writeFileSync(join(unpatched, 'binding', 'tfjs_binding.cc'), '{"getNumOfTensors", nullptr}');
+    expect(sourcesPatched(unpatched)).toBe(false);
+    expect(sourcesPatched(join(unpatched, 'missing'))).toBe(false);
   });
 
   it('refuses an unknown backend name with the choices', async () => {
