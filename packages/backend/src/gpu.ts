@@ -101,11 +101,7 @@ export function diagnoseGpu(facts: GpuFacts): GpuProblem[] {
   } else if (tooOld(driver)) {
     problems.push({
       cause: 'driver-too-old',
-      message:
-        `the NVIDIA driver ${driver.driverVersion ?? ''}${driver.cudaDriverVersion ? ` (CUDA ${cudaString(driver.cudaDriverVersion)})` : ''} is too old for CUDA 12: TensorFlow 2.21 needs driver >= ${MIN_DRIVER_VERSION}`.replace(
-          'driver  (',
-          'driver (',
-        ),
+      message: `the NVIDIA driver ${driverLabel(driver)} is too old for CUDA 12: TensorFlow 2.21 needs driver >= ${MIN_DRIVER_VERSION}`,
       fix: `update the NVIDIA driver to ${MIN_DRIVER_VERSION} or newer (555.42.02 or newer runs CUDA 12.5 without compatibility mode), ${USE_CPU}`,
     });
   } else if (driver.devices.length === 0) {
@@ -141,6 +137,13 @@ export function diagnoseGpu(facts: GpuFacts): GpuProblem[] {
 function tooOld(d: DriverFacts): boolean {
   if (d.cudaDriverVersion !== undefined && d.cudaDriverVersion < MIN_CUDA_DRIVER_API) return true;
   return d.driverVersion !== undefined && compareVersions(d.driverVersion, MIN_DRIVER_VERSION) < 0;
+}
+
+/** '470.82.01 (CUDA 11.4)', from what is known of the driver. */
+function driverLabel(d: DriverFacts): string {
+  const cuda = d.cudaDriverVersion ? `CUDA ${cudaString(d.cudaDriverVersion)}` : undefined;
+  if (d.driverVersion) return cuda ? `${d.driverVersion} (${cuda})` : d.driverVersion;
+  return cuda ? `(${cuda})` : '(version unknown)';
 }
 
 /** 12040 -> '12.4'. */
