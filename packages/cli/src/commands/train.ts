@@ -66,7 +66,11 @@ export function registerTrain(program: Command, ctx: CliContext): void {
       '--cluster <host:port,...>',
       'data-parallel across machines: every worker, in rank order (else TF_CONFIG)',
     )
-    .option('--rank <i>', "this worker's index in --cluster", numberArg({ min: 0, integer: true }, '--rank 0'))
+    .option(
+      '--rank <i>',
+      "this worker's index in --cluster",
+      numberArg({ min: 0, integer: true }, '--rank 0'),
+    )
     .option(
       '--collective-timeout <s>',
       'seconds a step waits for the other workers before the run fails as a lost peer',
@@ -102,30 +106,17 @@ async function train(
     note: (line) => out.info(line),
   });
   if (flags.workers !== undefined && flags.workers > 1) return launch(argv, flags, out);
-  const [{ initBackend }, trainer, { catalogFor }, distributed] = await Promise.all([
+  const [{ initBackend }, trainer, { catalogFor }] = await Promise.all([
     import('@contrast/backend'),
     import('@contrast/trainer'),
     import('../plugins.js'),
-    import('@contrast/distributed'),
   ]);
-  const member = distributed.resolveCluster(
-    {
-      ...(flags.cluster !== undefined ? { cluster: flags.cluster } : {}),
-      ...(flags.rank !== undefined ? { rank: flags.rank } : {}),
-    },
-    process.env,
-  );
+  const joinGroup = await clusterJoin(config, flags);
   await initBackend();
   const catalog = await catalogFor(config, flags.plugin);
-  const collectives = member
-    ? await distributed.joinCluster({
-        cluster: member.workers,
-        rank: member.rank,
-        configHash: joinHash(config),
-        timeoutSeconds: flags.collectiveTimeout,
-      })
-    : undefined;
-  if (collectives && collectives.rank > 0) return trainWorker(config, catalog, collectives, flags, out);
+  const collectives = await joinGroup?.();
+  if (collectives && collectives.rank > 0)
+    return trainWorker(config, catalog, collectives, flags, out);
   const stop = listenForStop((s) =>
     out.warn(
       `\n${s}: finishing the current step, checkpointing and writing the run (${againToAbort(s)})`,
@@ -179,7 +170,8 @@ function groupFlags(argv: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (['--workers', '--cluster', '--rank', '--collective-timeout'].includes(a)) out.push(a, argv[++i] ?? '');
+    if (['--workers', '--cluster', '--rank', '--collective-timeout'].includes(a))
+      out.push(a, argv[++i] ?? '');
     else if (/^--(workers|cluster|rank|collective-timeout)=/.test(a)) out.push(a);
   }
   return out;
@@ -194,7 +186,9 @@ export function joinHash(config: ExperimentConfig): string {
   const { tracking: _tracking, ...rest } = config;
   const data: Record<string, unknown> = { ...rest.data };
   delete data.root;
-  return createHash('sha256').update(JSON.stringify({ ...rest, data })).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify({ ...rest, data }))
+    .digest('hex');
 }
 
 /** `--workers N`: the launcher (no TensorFlow here); the workers are `train --cluster --rank`. */
@@ -240,7 +234,9 @@ async function trainWorker(
       collectives,
       log: out.log,
       shouldStop: () => stop.requested,
-      ...(flags.resume ? { resumeFrom: { runPath: flags.resume, fallback: !!flags.fallback } } : {}),
+      ...(flags.resume
+        ? { resumeFrom: { runPath: flags.resume, fallback: !!flags.fallback } }
+        : {}),
     });
     return result.status === 'finished' ? ExitCode.ok : stop.exitCode;
   } finally {
@@ -253,7 +249,11 @@ async function trainWorker(
  * its IPC channel closing (the launcher is gone), stops the run as a first
  * signal does; a later OS signal then aborts.
  */
-function listenForStop(onStop?: (s: NodeJS.Signals) => void): { requested: boolean; exitCode: number; dispose(): void } {
+function listenForStop(onStop?: (s: NodeJS.Signals) => void): {
+  requested: boolean;
+  exitCode: number;
+  dispose(): void;
+} {
   const stop = new StopSignals(onStop ? { onStop } : {}).install();
   const onMessage = (m: unknown) => {
     if (isStopMessage(m)) stop.request(m.signal);
@@ -273,4 +273,31 @@ function listenForStop(onStop?: (s: NodeJS.Signals) => void): { requested: boole
       process.channel?.unref();
     },
   };
+}
+
+/**
+ * The data-parallel group this worker joins (--cluster/--rank or TF_CONFIG),
+ * as a function to call once the backend is up; undefined on one process.
+ * @throws DistributedError for a malformed cluster (before anything loads).
+ */
+async function clusterJoin(
+  config: ExperimentConfig,
+  flags: TrainFlags,
+): Promise<(() => Promise<Collectives>) | undefined> {
+  const distributed = await import('@contrast/distributed');
+  const member = distributed.resolveCluster(
+    {
+      ...(flags.cluster !== undefined ? { cluster: flags.cluster } : {}),
+      ...(flags.rank !== undefined ? { rank: flags.rank } : {}),
+    },
+    process.env,
+  );
+  if (!member) return undefined;
+  return () =>
+    distributed.joinCluster({
+      cluster: member.workers,
+      rank: member.rank,
+      configHash: joinHash(config),
+      timeoutSeconds: flags.collectiveTimeout,
+    });
 }
