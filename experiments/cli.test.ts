@@ -374,9 +374,13 @@ describe('a stderr shared with other writers loses no line', () => {
     ]);
     const checks = [
       'native binding',
+      'collective ops',
       'backend',
-      'threads',
       'dataset fashion-mnist',
+      'gpu driver',
+      'gpu devices',
+      'gpu build',
+      'threads',
       'cache',
       'run directory',
       'mlflow',

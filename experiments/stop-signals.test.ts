@@ -160,7 +160,7 @@ describe('stop signals on real processes', () => {
     expect(await waitFor(bothTraining, 180_000), first.stderr()).toBe(true);
     first.proc.kill('SIGTERM');
     expect(await first.done, first.stderr()).toBe(143);
-    expect(first.stderr()).toContain(`Continue with:\n  contrast ${args.join(' ')}\n`);
+    expect(first.stderr()).toContain(`Continue with:\n  node ${BIN} ${args.join(' ')}\n`);
     const stoppedAt: Record<string, number> = {};
     for (const d of readdirSync(runsDir)) {
       const summary = json(join(runsDir, d, 'summary.json'));

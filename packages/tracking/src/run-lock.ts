@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   existsSync,
   linkSync,
@@ -40,6 +41,8 @@ export interface RunLockHolder {
   host: string;
   /** ISO time the lock was taken. */
   acquired: string;
+  /** A random id of this taking of the lock (two takings in one millisecond differ). */
+  id?: string;
   /** Linux: the kernel's boot id and the process's start time in clock ticks (guards pid reuse). */
   boot?: string;
   procStart?: string;
@@ -85,7 +88,12 @@ export class RunLock {
     clearInterval(this.heartbeat);
     process.off('exit', this.onExit);
     const now = readHolder(this.file);
-    if (now && now.pid === this.holder.pid && now.acquired === this.holder.acquired) {
+    if (
+      now &&
+      now.pid === this.holder.pid &&
+      now.acquired === this.holder.acquired &&
+      now.id === this.holder.id
+    ) {
       unlinkSync(this.file);
     }
   }
@@ -106,7 +114,8 @@ export function lockRun(runPath: string, options: RunLockOptions = {}): RunLock 
     if (!isStale(file, held, options.staleMs ?? 60_000)) throw lockedError(runPath, held);
     // taken over only if unchanged since judged stale: never remove a fresh holder's lock
     const again = readHolder(file);
-    if (again && again.pid === held.pid && again.acquired === held.acquired) unlinkSync(file);
+    if (again && again.pid === held.pid && again.acquired === held.acquired && again.id === held.id)
+      unlinkSync(file);
   }
   throw new RunLockedError(
     runPath,
@@ -194,6 +203,7 @@ function selfHolder(): RunLockHolder {
     pid: process.pid,
     host: hostname(),
     acquired: new Date().toISOString(),
+    id: randomUUID(),
     ...(boot ? { boot } : {}),
     ...(start ? { procStart: start } : {}),
   };
