@@ -248,7 +248,13 @@ describe('resume keeps its tracking; sync brings the server to the run folder', 
         `[tracking] tracking.uri=${other.uri} given: overrides the run folder's ${server.uri}: a new MLflow run there gets the whole run folder`,
       );
       const otherClient = new MlflowClient(other.uri, { auth: {} });
-      const moved = await runsOf(otherClient, 'rt-move');
+      let moved = await runsOf(otherClient, 'rt-move');
+      // seen once in CI: the run read back RUNNING right after the resumed run returned
+      // (the cause is not known); the status must be FINISHED within a few seconds
+      for (let i = 0; i < 20 && moved[0]?.info.status === 'RUNNING'; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        moved = await runsOf(otherClient, 'rt-move');
+      }
       expect(moved).toHaveLength(1);
       expect(moved[0]!.info.status, lines.join('\n')).toBe('FINISHED');
       expectEnded(moved[0]!, first.runPath, 'FINISHED');
