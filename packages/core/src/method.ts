@@ -53,9 +53,13 @@ export function groupCrops(views: Pick<Views, 'crops' | 'groups'>, name: string)
   const group = views.groups.find((g) => g.name === name);
   if (!group) {
     const known = views.groups.map((g) => g.name);
-    throw new ConfigError('data.views', `the method reads crop group '${name}'; groups: ${known.join(', ')}`, {
-      hint: `add a group { name: ${name}, count: ... } to data.views`,
-    });
+    throw new ConfigError(
+      'data.views',
+      `the method reads crop group '${name}'; groups: ${known.join(', ')}`,
+      {
+        hint: `add a group { name: ${name}, count: ... } to data.views`,
+      },
+    );
   }
   return views.crops.slice(group.start, group.start + group.count);
 }

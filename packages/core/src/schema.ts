@@ -113,7 +113,9 @@ function overridesOf(schema: z.ZodTypeAny): z.ZodTypeAny {
   if (s instanceof z.ZodObject) {
     const shape = s.shape as Record<string, z.ZodTypeAny>;
     s = z
-      .object(Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, overridesOf(v).optional()])))
+      .object(
+        Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, overridesOf(v).optional()])),
+      )
       .strict();
   }
   return description ? s.describe(description) : s;
@@ -135,7 +137,21 @@ export interface ViewGroupConfig extends AugmentationOverrides {
   perCrop?: AugmentationOverrides[];
 }
 
-export const ViewGroupSchema = AugmentationOverridesSchema.extend({
+/** A group's overrides, each field described as what it overrides. */
+const GroupOverridesSchema = z
+  .object(
+    Object.fromEntries(
+      Object.entries(AugmentationOverridesSchema.shape).map(([k, v]) => [
+        k,
+        v.describe(
+          `data.augmentation.${k} for this group's crops (the fields given replace the experiment's, nested ones one by one).`,
+        ),
+      ]),
+    ),
+  )
+  .strict();
+
+export const ViewGroupSchema = GroupOverridesSchema.extend({
   name: z
     .string()
     .regex(/^[A-Za-z][\w-]*$/, 'use a letter, then letters, digits, "_" and "-"')

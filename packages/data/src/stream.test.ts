@@ -168,7 +168,10 @@ describe('streamed two-view batches', () => {
       { name: 'global', start: 0, count: 2, size: [SIZE, SIZE] },
       { name: 'local', start: 2, count: 4, size: [6, 6] },
     ]);
-    expect(b.crops.map((c) => c.length)).toEqual([...[1, 1].map(() => 12 * SIZE * SIZE * 3), ...[1, 1, 1, 1].map(() => 12 * 36 * 3)]);
+    expect(b.crops.map((c) => c.length)).toEqual([
+      ...[1, 1].map(() => 12 * SIZE * SIZE * 3),
+      ...[1, 1, 1, 1].map(() => 12 * 36 * 3),
+    ]);
     expect([b.crops[0], b.crops[1]]).toEqual([b.x1, b.x2]);
     const worldSize = 2;
     for (let rank = 0; rank < worldSize; rank++) {

@@ -84,7 +84,16 @@ describe('crop groups', () => {
       { name: 'local', start: 2, count: 4, size: [12, 12] },
     ]);
     expect(tensorsPerBatch(augmentation)).toBe(7);
-    const [b] = [...twoViewBatches({ dataset: ds, augmentation, rng: new Rng(6), batchSize: 8, dropLast: true, epochs: 1 })];
+    const [b] = [
+      ...twoViewBatches({
+        dataset: ds,
+        augmentation,
+        rng: new Rng(6),
+        batchSize: 8,
+        dropLast: true,
+        epochs: 1,
+      }),
+    ];
     expect(b!.crops.map((c) => c.shape)).toEqual([
       [8, 28, 28, 1],
       [8, 28, 28, 1],
@@ -100,7 +109,9 @@ describe('crop groups', () => {
     const refs = [
       pipeline({ crop: { scale: [0.4, 1] }, blur: { p: 1 } }),
       pipeline({ crop: { scale: [0.4, 1] }, blur: { p: 0.1 }, solarize: 0.2 }),
-      ...[0, 1, 2, 3].map(() => pipeline({ crop: { size: 12, scale: [0.05, 0.4] }, blur: { p: 0.5 } })),
+      ...[0, 1, 2, 3].map(() =>
+        pipeline({ crop: { size: 12, scale: [0.05, 0.4] }, blur: { p: 0.5 } }),
+      ),
     ];
     const x = gatherPixels(ds.train, b!.indexArray, ds);
     refs.forEach((ref, i) => {
@@ -137,13 +148,18 @@ describe('crop groups', () => {
     const y = solarizeBatch(x, Float32Array.from([1, 0]));
     const out = host(y);
     [0.2, 0.5, 0.1, 0.49, 0.2, 0.5, 0.9, 0.49].forEach((v, i) => expect(out[i]).toBeCloseTo(v, 6));
+    // the threshold itself is solarized (0.5 is its own image; at 0.6 it is not)
+    const edge = solarizeBatch(tf.tensor4d([0.6, 0.59], [1, 1, 2, 1]), Float32Array.from([1]), 0.6);
+    host(edge).forEach((v, i) => expect(v).toBeCloseTo([0.4, 0.59][i]!, 6));
     const always = new BatchAugmentation(
       dataOf({ augmentation: { solarize: 1 } }).augmentation,
       ds,
       new Rng(0),
     );
     expect(Array.from(always.drawParams(5).solarize!)).toEqual([1, 1, 1, 1, 1]);
-    expect(new BatchAugmentation(dataOf({}).augmentation, ds, new Rng(0)).drawParams(5).solarize).toBeUndefined();
-    tf.dispose([x, y]);
+    expect(
+      new BatchAugmentation(dataOf({}).augmentation, ds, new Rng(0)).drawParams(5).solarize,
+    ).toBeUndefined();
+    tf.dispose([x, y, edge]);
   });
 });

@@ -125,7 +125,14 @@ describe('the training loop and its hooks', () => {
       { name: 'local', count: 4, crop: { size: 12, scale: [0.05, 0.4] } },
     ];
     const { result } = await train(
-      config({ data: { trainSubset: 256, prefetch: 2, views }, eval: { knn: { every: 0, bankSize: 256, testSize: 100 }, baselines: false, alignUniform: 0 } }),
+      config({
+        data: { trainSubset: 256, prefetch: 2, views },
+        eval: {
+          knn: { every: 0, bankSize: 256, testSize: 100 },
+          baselines: false,
+          alignUniform: 0,
+        },
+      }),
     );
     expect(result).toMatchObject({ status: 'finished', steps: 8 });
     // the prefetcher holds 2, then 1, then 0 batches of 7 tensors at the end of the run
