@@ -18,6 +18,11 @@ function objectShape(schema: z.ZodTypeAny): Record<string, z.ZodTypeAny> | undef
   return s instanceof z.ZodObject ? (s.shape as Record<string, z.ZodTypeAny>) : undefined;
 }
 
+/** The field names of a zod object schema (through defaults, optionals and refinements); [] for others. */
+export function schemaKeys(schema: z.ZodTypeAny): string[] {
+  return Object.keys(objectShape(schema) ?? {});
+}
+
 function shapeAt(
   schema: z.ZodTypeAny,
   path: (string | number)[],
