@@ -95,7 +95,9 @@ function pluginsOf(mod: Record<string, unknown>, spec: string, api: ContrastApi)
     typeof exported === 'function' ? (exported as (a: ContrastApi) => unknown)(api) : exported;
   const list = Array.isArray(value) ? value : [value];
   if (list.length === 0 || !list.every(isPlugin)) {
-    const registers = list.some((p) => typeof (p as { register?: unknown })?.register === 'function');
+    const registers = list.some(
+      (p) => typeof (p as { register?: unknown })?.register === 'function',
+    );
     throw new PluginError(spec, 'the module does not export a method plugin', {
       hint: registers
         ? 'its plugin has register(container, config): a plugin now returns its method from ' +

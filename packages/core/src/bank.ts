@@ -104,13 +104,19 @@ export class MemoryBank {
         rows.unique.length === host.length
           ? features
           : tf.div(
-              tf.unsortedSegmentSum(features, tf.tensor1d(rows.segment, 'int32'), rows.unique.length),
+              tf.unsortedSegmentSum(
+                features,
+                tf.tensor1d(rows.segment, 'int32'),
+                rows.unique.length,
+              ),
               tf.tensor2d(rows.counts, [rows.unique.length, 1]),
             );
       const at = tf.tensor1d(rows.unique, 'int32');
       const old = tf.gather(this.bank, at);
       const mixed = l2Normalize(tf.add(tf.mul(old, momentum), tf.mul(f, 1 - momentum)));
-      this.bank.assign(tf.tensorScatterUpdate(this.bank, tf.expandDims(at, 1), mixed) as tf.Tensor2D);
+      this.bank.assign(
+        tf.tensorScatterUpdate(this.bank, tf.expandDims(at, 1), mixed) as tf.Tensor2D,
+      );
     });
   }
 

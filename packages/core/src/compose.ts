@@ -85,7 +85,10 @@ function lossOptions(
     const known = [...COMMON_LOSS_FIELDS, ...own];
     const owners = catalog.losses
       .names()
-      .filter((n) => n !== name && schemaKeys(catalog.losses.get(n).options ?? z.object({})).includes(unknown));
+      .filter(
+        (n) =>
+          n !== name && schemaKeys(catalog.losses.get(n).options ?? z.object({})).includes(unknown),
+      );
     const near = nearest(unknown, known);
     throw new ConfigError(
       `loss.${unknown}`,
@@ -116,7 +119,9 @@ export function resolveLoss(
   const loss = catalog.losses.get(name);
   const kinds = acceptedKinds(plugin);
   if (!kinds.includes(loss.kind)) {
-    const acceptable = catalog.losses.names().filter((n) => kinds.includes(catalog.losses.get(n).kind));
+    const acceptable = catalog.losses
+      .names()
+      .filter((n) => kinds.includes(catalog.losses.get(n).kind));
     throw new ConfigError(
       'loss.name',
       `'${name}' needs ${what(loss.kind)} but method '${plugin.name}' provides ${kinds.map(what).join(' or ')}`,

@@ -184,7 +184,6 @@ export interface RegressionLoss extends Loss {
   compute(input: RegressionLossInput): { loss: tf.Scalar };
 }
 
-
 /**
  * A head on top of an embedding (a predictor: BYOL, SimSiam, MoCo v3), owned by
  * the method that declares it; its variables are trained and checkpointed with it.

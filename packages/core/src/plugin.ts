@@ -76,6 +76,13 @@ export type OptimizerFactory = (
 ) => StepOptimizer;
 
 /**
+ * A method of any prepared type: what `prepare` hands `objective` and
+ * `afterStep` is the method's own business (MyMethod's `{ key }`).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each method's own type, unseen outside it
+export type AnyMethod = Method<any>;
+
+/**
  * Everything a plugin builds its method from, built before it in a fixed order
  * (see composeExperiment). `rng` is the experiment's main random stream: each
  * part the method owns takes `rng.fork()`, in the order `build` asks, which is
@@ -151,7 +158,7 @@ export interface Plugin<C = unknown> {
    */
   provide?(container: DependencyContainer, config: C): void;
   /** Builds the method from the experiment's parts. */
-  build(context: BuildContext<C>): Method;
+  build(context: BuildContext<C>): AnyMethod;
 }
 
 /** Identity with the plugin's config type inferred from its schema. */
@@ -194,9 +201,13 @@ export function lossOfKind<L extends Loss>(
 ): L {
   const { loss, plugin } = context;
   if (!kinds.includes(loss.kind)) {
-    throw new PluginError(plugin, `'${loss.name}' is a '${loss.kind}' loss; this needs ${kinds.map((k) => `'${k}'`).join(' or ')}`, {
-      hint: `declare the plugin's loss.kind as ${kinds.map((k) => `'${k}'`).join(' or ')}`,
-    });
+    throw new PluginError(
+      plugin,
+      `'${loss.name}' is a '${loss.kind}' loss; this needs ${kinds.map((k) => `'${k}'`).join(' or ')}`,
+      {
+        hint: `declare the plugin's loss.kind as ${kinds.map((k) => `'${k}'`).join(' or ')}`,
+      },
+    );
   }
   return loss as L;
 }
