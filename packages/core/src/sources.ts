@@ -93,8 +93,10 @@ export interface BankOptions {
  * InstDisc's memory bank as a negative source (Wu et al. 2018; MoCo's Figure
  * 2b): the positive is the bank row of the sample's own index, a feature written
  * by the query encoder in an earlier epoch; K negatives [K, D] are drawn
- * uniformly from the bank each step (shared by the batch). After the step the
- * batch's rows are rewritten with the fresh query features. Needs sample indices.
+ * uniformly from the bank each step (shared by the batch, and by both
+ * directions of a two-way loss). After the step the batch's rows are rewritten
+ * with the fresh query features; with a two-way loss each row once, towards the
+ * mean of its two views' queries (MemoryBank.update). Needs sample indices.
  */
 export class BankSource extends StoreBackedSource<MemoryBank> implements NegativeSource {
   readonly updatePhase = 'bank_write';
