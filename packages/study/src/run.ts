@@ -2,6 +2,7 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import {
   checkNames,
+  resolveLoss,
   ConfigError,
   parseWith,
   TrackingError,
@@ -267,7 +268,9 @@ export function prepareStudy(
   });
   for (const run of runs) {
     try {
-      parseWith(checkNames(run.config, catalog).configSchema, run.config.strategy, 'strategy');
+      const plugin = checkNames(run.config, catalog);
+      parseWith(plugin.configSchema, run.config.strategy, 'strategy');
+      resolveLoss(run.config, plugin, catalog); // the loss's kind and its own options
     } catch (e) {
       throw new ConfigError(
         `series '${run.series}', x = ${run.xLabel ?? run.k}`,
