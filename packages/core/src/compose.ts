@@ -46,12 +46,18 @@ export interface Composition {
   dataRng: Rng;
 }
 
-/** Fails on any unknown name (strategy, encoder, dataset, loss) before anything heavy is loaded. */
+/**
+ * Fails on any unknown name (strategy, encoder, dataset, loss), and on a loss
+ * section the method refuses (a loss of another kind, an option the loss does
+ * not know, a temperature for a method without one; resolveLoss), before
+ * anything heavy is loaded. Returns the method's plugin.
+ */
 export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   const plugin = catalog.plugins.get(config.strategy.name);
   catalog.encoders.get(config.model.encoder);
   catalog.datasets.get(config.data.dataset);
   if (config.loss.name !== undefined) catalog.losses.get(config.loss.name);
+  resolveLoss(config, plugin, catalog);
   return plugin;
 }
 

@@ -2,7 +2,6 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import {
   checkNames,
-  resolveLoss,
   ConfigError,
   parseWith,
   TrackingError,
@@ -268,9 +267,7 @@ export function prepareStudy(
   });
   for (const run of runs) {
     try {
-      const plugin = checkNames(run.config, catalog);
-      parseWith(plugin.configSchema, run.config.strategy, 'strategy');
-      resolveLoss(run.config, plugin, catalog); // the loss's kind and its own options
+      parseWith(checkNames(run.config, catalog).configSchema, run.config.strategy, 'strategy');
     } catch (e) {
       throw new ConfigError(
         `series '${run.series}', x = ${run.xLabel ?? run.k}`,
