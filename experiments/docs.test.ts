@@ -125,6 +125,38 @@ describe('docs/adding-a-method.md runs as written', () => {
   });
 });
 
+describe('a loss of its own kind, with its own options, from outside the repository', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'contrast-loss-'));
+  writeFileSync(join(dir, 'barlow-twins.mjs'), files['barlow-twins.mjs']!);
+  writeFileSync(join(dir, 'barlow-twins.yaml'), files['barlow-twins.yaml']!);
+  const train = (...args: string[]) =>
+    spawnSync(
+      process.execPath,
+      [join(repo, 'packages/cli/dist/bin.js'), 'train', 'barlow-twins.yaml', '--quiet', ...args],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+
+  it('trains through the real command, the option recorded with the run', () => {
+    const r = train();
+    expect(r.stderr + r.stdout).toMatch(/trained encoder/);
+    expect(r.status).toBe(0);
+    const run = resolve(dir, /run stored in (\S+)/.exec(r.stdout)![1]!);
+    expect(JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8')).status).toBe('finished');
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(/lambda: 0\.005\n/);
+  });
+
+  it('refuses a misspelt option, and an option of another loss, before building anything', () => {
+    const typo = train('--set', 'loss.lamda=0.005');
+    expect(typo.status).not.toBe(0);
+    expect(typo.stderr).toMatch(/loss\.lamda.*is not a field of loss 'barlow-twins'/);
+    expect(typo.stderr).toMatch(/did you mean 'lambda'/);
+    const other = train('--set', 'loss.name=infonce');
+    expect(other.status).not.toBe(0);
+    expect(other.stderr).toMatch(/'infonce' needs explicit negatives .* but method 'barlow-twins'/);
+    expect(other.stderr).toMatch(/use one of: barlow-twins/);
+  });
+});
+
 /** Every Markdown file of the checkout, tracked or new (ignored files excepted). */
 function markdownFiles(): string[] {
   const out = execFileSync(

@@ -131,9 +131,23 @@ function table(fields: readonly ConfigField[]): string {
   ].join('\n');
 }
 
+/** One section per plugin loss with options of its own (`loss.name: barlow-twins`: its `lambda`). */
+function lossOptionSections(plugins: readonly Plugin[]): string[] {
+  const out: string[] = [];
+  const losses = plugins.flatMap((p) =>
+    Object.entries(p.losses ?? {}).map(([n, e]) => ({ n, e, p })),
+  );
+  for (const { n, e, p } of losses.sort((a, b) => a.n.localeCompare(b.n))) {
+    if (!e.options) continue;
+    out.push(`### \`loss.name: ${n}\``, `A '${e.kind}' loss of the ${p.name} plugin.`);
+    out.push(table(configFields(e.options as ZodTypeAny, 'loss')));
+  }
+  return out;
+}
+
 /**
  * docs/configuration.md: every field of the experiment schema and of each
- * strategy plugin's configSchema, with its type, default, meaning (the zod
+ * strategy plugin's configSchema (and of each plugin loss's options), with its type, default, meaning (the zod
  * `.describe()` text, the one source of truth) and the papers it cites.
  */
 export function configurationMarkdown(plugins: readonly Plugin[]): string {
@@ -153,6 +167,7 @@ export function configurationMarkdown(plugins: readonly Plugin[]): string {
       s.description,
       table(fields.filter((f) => f.path.startsWith(`${s.path}.`))),
     );
+    if (s.path === 'loss') parts.push(...lossOptionSections(plugins));
     if (s.path !== 'strategy') continue;
     for (const p of [...plugins].sort((a, b) => a.name.localeCompare(b.name))) {
       const own = configFields(p.configSchema as ZodTypeAny, 'strategy').filter(

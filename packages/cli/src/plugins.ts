@@ -82,7 +82,7 @@ function isPlugin(x: unknown): x is Plugin {
     typeof p === 'object' &&
     p !== null &&
     typeof p.name === 'string' &&
-    typeof p.register === 'function' &&
+    typeof p.build === 'function' &&
     typeof (p.configSchema as { safeParse?: unknown } | undefined)?.safeParse === 'function' &&
     typeof p.loss?.default === 'string'
   );
@@ -95,10 +95,15 @@ function pluginsOf(mod: Record<string, unknown>, spec: string, api: ContrastApi)
     typeof exported === 'function' ? (exported as (a: ContrastApi) => unknown)(api) : exported;
   const list = Array.isArray(value) ? value : [value];
   if (list.length === 0 || !list.every(isPlugin)) {
+    const registers = list.some(
+      (p) => typeof (p as { register?: unknown })?.register === 'function',
+    );
     throw new PluginError(spec, 'the module does not export a method plugin', {
-      hint:
-        'export default a plugin ({ name, description, configSchema, loss, register }) ' +
-        'or a function (api) => plugin; see docs/adding-a-method.md',
+      hint: registers
+        ? 'its plugin has register(container, config): a plugin now returns its method from ' +
+          'build(ctx) (ctx.encoder, ctx.loss, ctx.rng.fork(), ...); see docs/adding-a-method.md'
+        : 'export default a plugin ({ name, description, configSchema, loss, build }) ' +
+          'or a function (api) => plugin; see docs/adding-a-method.md',
     });
   }
   return list;

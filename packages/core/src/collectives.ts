@@ -101,8 +101,13 @@ export function workerBnSplits(bnSplits: number, worldSize: number): number {
   return bnSplits / worldSize;
 }
 
-/** The BatchNorm groups of this worker's heads and encoder (workerBnSplits of the experiment). */
-export function bnGroups(container: DependencyContainer): number {
-  const { bnSplits } = container.resolve(Tokens.Config).model;
-  return workerBnSplits(bnSplits, collectivesOf(container).worldSize);
+/**
+ * The BatchNorm groups of this worker's heads and encoder (workerBnSplits of
+ * the experiment), from a plugin's BuildContext.
+ */
+export function bnGroups(context: {
+  config: { model: { bnSplits: number } };
+  collectives: Pick<Collectives, 'worldSize'>;
+}): number {
+  return workerBnSplits(context.config.model.bnSplits, context.collectives.worldSize);
 }

@@ -90,7 +90,8 @@ export interface NegativeSource {
   /**
    * What afterStep reads of its input; data-parallel runs gather only these
    * from every worker (absent: all three). MoCo's queue reads the keys, a bank
-   * the queries and their indices, in-batch negatives nothing.
+   * the queries (its rows come from `indexArray`, which is the whole batch's
+   * on every worker), in-batch negatives nothing.
    */
   readonly afterStepReads?: readonly ('query' | 'key' | 'indices')[];
   /**
@@ -110,11 +111,15 @@ export interface NegativeSource {
 }
 
 /**
- * The kind of loss a method consumes: contrastive against 'explicit' negatives
- * (a queue or bank, [K, D]), contrastive against the batch ('in-batch'), or a
- * 'regression' of a prediction onto a target without negatives (BYOL, SimSiam).
+ * The kind of loss a method consumes, i.e. what the loss's `compute` takes. The
+ * built-in kinds: contrastive against 'explicit' negatives (a queue or bank,
+ * [K, D]), contrastive against the batch ('in-batch'), or a 'regression' of a
+ * prediction onto a target without negatives (BYOL, SimSiam). The set is open:
+ * a plugin's loss may declare a kind of its own ('paired' for a loss of two
+ * embeddings, Barlow Twins' or VICReg's) with its own input type, and a
+ * method names the kinds it accepts.
  */
-export type LossKind = 'explicit' | 'in-batch' | 'regression';
+export type LossKind = 'explicit' | 'in-batch' | 'regression' | (string & {});
 
 export interface ContrastiveLossInput {
   /** [N, D] L2-normalised queries (with gradient). */
@@ -147,14 +152,20 @@ export interface RegressionLossInput {
   target: tf.Tensor2D;
 }
 
-interface LossBase {
+/**
+ * What every loss is: a name, a kind (what its `compute` takes, see LossKind),
+ * and optionally state. The kinds' own interfaces (ContrastiveLoss,
+ * RegressionLoss, or a plugin's) add `compute`.
+ */
+export interface Loss {
   readonly name: string;
+  readonly kind: LossKind;
   /** Losses with state (NCE's normaliser) save and restore it. */
   state?(): StateTensors;
   loadState?(state: StateTensors): void;
 }
 
-export interface ContrastiveLoss extends LossBase {
+export interface ContrastiveLoss extends Loss {
   readonly kind: 'explicit' | 'in-batch';
   compute(input: ContrastiveLossInput): ContrastiveLossOutput;
   /**
@@ -168,12 +179,10 @@ export interface ContrastiveLoss extends LossBase {
   }): number | undefined;
 }
 
-export interface RegressionLoss extends LossBase {
+export interface RegressionLoss extends Loss {
   readonly kind: 'regression';
   compute(input: RegressionLossInput): { loss: tf.Scalar };
 }
-
-export type Loss = ContrastiveLoss | RegressionLoss;
 
 /**
  * A head on top of an embedding (a predictor: BYOL, SimSiam, MoCo v3), owned by

@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { DependencyContainer } from 'tsyringe';
-import { collectivesOf, type Collectives } from './collectives.js';
+import type { Collectives } from './collectives.js';
 import type {
   ContrastiveLoss,
   Encoder,
@@ -11,8 +10,7 @@ import type {
 } from './contracts.js';
 import { PluginError } from './errors.js';
 import { l2Normalize } from './math.js';
-import { contrastiveLoss } from './plugin.js';
-import { Tokens } from './tokens.js';
+import { contrastiveLoss, type BuildContext } from './plugin.js';
 import {
   MethodParts,
   symmetrize,
@@ -240,27 +238,28 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
 }
 
 /**
- * Builds a ContrastiveMethod in an experiment container from the parts a
- * plugin chose; the encoder, the selected loss, tau and the two-way setting
- * come from the container (the resolved config).
+ * Builds a ContrastiveMethod from a plugin's BuildContext and the parts it
+ * chose; the encoder, the selected loss, tau, the two-way setting (the
+ * resolved config) and the collectives come from the context.
  * @throws PluginError when the selected loss is not contrastive or there is no temperature.
  */
 export function composeContrastive(
-  container: DependencyContainer,
-  parts: Pick<ContrastiveParts, 'name' | 'keyEncoder' | 'source' | 'predictor'>,
+  context: BuildContext,
+  parts: Pick<ContrastiveParts, 'keyEncoder' | 'source' | 'predictor'>,
 ): ContrastiveMethod {
-  const loss = contrastiveLoss(container, parts.name);
-  const { temperature, symmetric } = container.resolve(Tokens.Config).loss;
+  const loss = contrastiveLoss(context);
+  const { temperature, symmetric } = context.config.loss;
   if (temperature === undefined) {
-    throw new PluginError(parts.name, 'a contrastive method needs a temperature', {
+    throw new PluginError(context.plugin, 'a contrastive method needs a temperature', {
       hint: 'give the plugin a default (loss: { temperature: 0.1, ... }) or set loss.temperature',
     });
   }
-  const collectives = collectivesOf(container);
+  const { collectives } = context;
   return new ContrastiveMethod({
     ...parts,
+    name: context.plugin,
     ...(collectives.worldSize > 1 ? { collectives } : {}),
-    encoder: container.resolve(Tokens.Encoder),
+    encoder: context.encoder,
     loss,
     temperature,
     symmetric: symmetric ?? false,

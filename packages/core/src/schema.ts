@@ -380,7 +380,7 @@ export const ExperimentSchema = z
           .string()
           .optional()
           .describe(
-            "A named loss of the kind the method takes: infonce, nce, nt-xent (contrastive), normalized-mse, negative-cosine (regression), or a plugin's (default: the method's own).",
+            "A named loss of a kind the method accepts: infonce, nce (explicit negatives), nt-xent (in-batch), normalized-mse, negative-cosine (regression), or a plugin's (default: the method's own).",
           ),
         temperature: z
           .number()
@@ -396,10 +396,12 @@ export const ExperimentSchema = z
             "Two-way loss: each view is also the query for the other's key (loss = l(q1, k2) + l(q2, k1), the CIFAR demo); both keys are enqueued, once. Default: the method's (on for MoCo v3, BYOL and SimSiam, off otherwise).",
           ),
       })
-      .strict()
+      // the selected loss's own options (`lambda` of a Barlow Twins loss) are checked by its
+      // schema once the loss is known (resolveLoss): a field no loss knows is refused there
+      .passthrough()
       .default({})
       .describe(
-        'The loss: contrastive (InfoNCE and kin) or, for BYOL and SimSiam, a regression of predictions onto targets.',
+        "The loss: contrastive (InfoNCE and kin), a regression of predictions onto targets (BYOL, SimSiam), or a plugin's kind; any other field is an option of the selected loss (`loss: { name: barlow-twins, lambda: 0.005 }`), validated by that loss's own schema.",
       ),
     optim: z
       .object({

@@ -7,10 +7,9 @@ import {
   composeExperiment,
   encodeBundle,
   isStreamed,
-  methodParameters,
-  resolveMethod,
   resolveViews,
   ConfigError,
+  ContractError,
   StateError,
   Tokens,
   writeFileAtomic,
@@ -21,6 +20,7 @@ import {
   type Encoder,
   type ExperimentConfig,
   type Method,
+  type OptimizerFactory,
   type Plugin,
   type Rng,
   type StateTensors,
@@ -58,12 +58,20 @@ export const defaultAugmentation = (
   rng: Rng,
 ): Augmentation => new CropGroupsAugmentation(resolveViews(config.data), dataset, rng);
 
+/** The trainer's optimizer (`optim.optimizer`) over a method's groups, flattened in group order. */
+export const defaultOptimizer: OptimizerFactory = (groups, config) =>
+  createOptimizer(
+    groups.flatMap((g) => g.params),
+    config.optim,
+  );
+
 /**
  * One composed experiment: the encoder, the method (with its own parts: key
  * encoder, queue, bank, predictor), the optimizer over the method's parameters,
- * the augmentation, the data-order stream and the clock — built once, in a fixed
- * order of random streams, and used alike by the Trainer, the step harness,
- * evaluation and the benchmarks.
+ * the augmentation, the data-order stream and the clock — built once by
+ * composeExperiment in its fixed order of random streams (the optimizer draws
+ * none), and used alike by the Trainer, the step harness, evaluation and the
+ * benchmarks. Reads every part from the composition's container.
  */
 export class TrainingSession {
   readonly method: Method;
@@ -79,10 +87,18 @@ export class TrainingSession {
     readonly dataset: TrainingDataset,
   ) {
     checkDataParallel(config, dataset.train.n, collectivesOf(container).worldSize);
-    this.method = resolveMethod(container, plugin);
-    this.optimizer = createOptimizer(methodParameters(this.method), config.optim);
+    this.method = container.resolve(Tokens.Method);
+    const optimizer = container.isRegistered(Tokens.OptimizerFactory)
+      ? container.resolve(Tokens.OptimizerFactory)
+      : defaultOptimizer;
+    this.optimizer = optimizer(this.method.parameterGroups(), config);
+    if (!container.isRegistered(Tokens.Augmentation)) {
+      throw new ContractError('the experiment was composed without an augmentation', {
+        hint: 'compose it with an augmentation factory (createSession passes the default one)',
+      });
+    }
     this.augmentation = container.resolve(Tokens.Augmentation);
-    this.dataRng = this.rng.fork();
+    this.dataRng = container.resolve(Tokens.DataRng);
   }
 
   get encoder(): Encoder {
@@ -290,6 +306,7 @@ export function createSession(
   const composition = composeExperiment(config, catalog, {
     ...options,
     augmentation: defaultAugmentation,
+    optimizer: defaultOptimizer,
   });
   return new TrainingSession(
     composition.container,

@@ -1,12 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
-  bindMethod,
   composeContrastive,
   definePlugin,
   MomentumKeyEncoder,
   parseExperiment,
   QueueSource,
-  Tokens,
   z,
   type ExperimentConfig,
   type MetricRecord,
@@ -23,13 +21,10 @@ const moco = definePlugin({
   description: 'momentum keys and a queue',
   configSchema: z.object({ name: z.literal('moco') }),
   loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
-  register(container) {
-    bindMethod(container, (c) => {
-      const encoder = c.resolve(Tokens.Encoder);
-      const keyEncoder = new MomentumKeyEncoder(encoder, 0.99);
-      const source = new QueueSource('moco', 64, encoder.embedDim, c.resolve(Tokens.Rng).fork());
-      return composeContrastive(c, { name: 'moco', keyEncoder, source });
-    });
+  build(ctx) {
+    const keyEncoder = new MomentumKeyEncoder(ctx.encoder, 0.99);
+    const source = new QueueSource('moco', 64, ctx.encoder.embedDim, ctx.rng.fork());
+    return composeContrastive(ctx, { keyEncoder, source });
   },
 });
 const catalog = () => createCatalog([moco]);
