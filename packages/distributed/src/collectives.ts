@@ -1,5 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
-import { ContractError, DistributedError, type Collectives } from '@contrast/core';
+import {
+  ContractError,
+  DistributedError,
+  type Collectives,
+  type GatherOptions,
+} from '@contrast/core';
 import type { ClusterSpec } from './cluster.js';
 import { type CollectiveBackend, type OpAttr, TF_UNAVAILABLE } from './native.js';
 import { taskName } from './server-def.js';
@@ -77,16 +82,20 @@ export class TfCollectives implements Collectives {
 
   /**
    * Rows of every worker in rank order; any first dimension (unequal ones are
-   * padded to the largest for the gather, then cut out). Costs two collectives:
-   * the shapes, then the data.
+   * padded to the largest for the gather, then cut out). Costs two collectives,
+   * the shapes then the data, or one with `options.sameShape` (the caller
+   * states that every worker's shape is x's).
    * @throws ContractError when the workers' shapes differ beyond axis 0 (on every worker alike).
+   * @throws DistributedError when `sameShape` was stated wrongly (TensorFlow
+   *   refuses the collective on every worker).
    */
-  allGather<T extends tf.Tensor>(x: T): T {
-    return this.gatherRows(x, this.rowsOf(x)) as T;
+  allGather<T extends tf.Tensor>(x: T, options: GatherOptions = {}): T {
+    return this.gatherRows(x, this.rowsOf(x, options)) as T;
   }
 
-  allGatherWithGradient<T extends tf.Tensor>(x: T): T {
-    const rows = this.rowsOf(x);
+  /** allGather with a gradient (see Collectives); `options` as allGather's. */
+  allGatherWithGradient<T extends tf.Tensor>(x: T, options: GatherOptions = {}): T {
+    const rows = this.rowsOf(x, options);
     const offset = rows.slice(0, this.rank).reduce((a, b) => a + b, 0);
     const mine = rows[this.rank]!;
     // customGrad passes (x, save): only x is used
@@ -231,13 +240,17 @@ export class TfCollectives implements Collectives {
     ];
   }
 
-  /** Every worker's number of rows of its `x` (one small gather of the shapes), checked alike. */
-  private rowsOf(x: tf.Tensor): number[] {
+  /**
+   * Every worker's number of rows of its `x`: stated by the caller
+   * (`sameShape`), else one small gather of the shapes, checked alike.
+   */
+  private rowsOf(x: tf.Tensor, options: GatherOptions): number[] {
     if (x.rank === 0 || x.rank > MAX_GATHER_RANK) {
       throw new ContractError(
         `allGather takes tensors of rank 1..${MAX_GATHER_RANK}, got [${x.shape}]`,
       );
     }
+    if (options.sameShape) return new Array<number>(this.worldSize).fill(x.shape[0]!);
     const shapes = tf.tidy(() => {
       const mine = [x.rank, ...x.shape, ...new Array<number>(MAX_GATHER_RANK - x.rank).fill(0)];
       const all = this.collective(
