@@ -8,9 +8,9 @@ export interface GatherOptions {
   /**
    * Every worker's tensor has the same shape (e.g. equal slices of the global
    * batch, which a data-parallel run's batches always are): the gather is one
-   * collective instead of two (the shapes are not exchanged first). Wrongly
-   * stated, the collective fails on every worker (TensorFlow compares the
-   * shapes of one collective's members).
+   * collective instead of two (the shapes are not exchanged first). The
+   * caller vouches for it: a wrong statement is not detected here (what
+   * TensorFlow's gather then does is not specified).
    */
   sameShape?: boolean;
 }
