@@ -178,12 +178,7 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
     }
     const reads = this.parts.source.afterStepReads ?? ['query', 'key', 'indices'];
     const gather = <T extends tf.Tensor>(t: T): T =>
-      twice
-        ? (tf.concat(
-            (tf.split(t, 2, 0) as T[]).map((h) => c.allGather(h)),
-            0,
-          ) as T)
-        : c.allGather(t);
+      twice ? gatherHalves(c, t) : c.allGather(t, { sameShape: true });
     return {
       query: reads.includes('query') ? gather(query) : query,
       key: key && reads.includes('key') ? gather(key) : key,
@@ -218,8 +213,8 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
     const batch =
       keys.negatives === 'in-batch' && c && c.worldSize > 1
         ? {
-            query: c.allGatherWithGradient(query),
-            positive: c.allGatherWithGradient(keys.positive),
+            query: c.allGatherWithGradient(query, { sameShape: true }),
+            positive: c.allGatherWithGradient(keys.positive, { sameShape: true }),
             start: views.part?.start ?? c.rank * query.shape[0],
           }
         : undefined;
@@ -235,6 +230,24 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
       carry: { query, ...(ownKey ? { key: ownKey } : {}) },
     };
   }
+}
+
+/**
+ * Every worker's [h1; h2] (two halves of n rows each, e.g. [q1; q2] of a
+ * symmetric loss) as one process orders them, [h1 of every worker; h2 of
+ * every worker], with one all-gather: the gathered [N, 2, n, ...] is
+ * transposed to [2, N, n, ...]. Every worker's slice has the same shape.
+ */
+function gatherHalves<T extends tf.Tensor>(c: Collectives, t: T): T {
+  return tf.tidy(() => {
+    const [rows, ...rest] = t.shape;
+    const all = c.allGather(t, { sameShape: true }); // [N * 2n, ...], rank order
+    // swap the worker and half axes of [N, 2, n, ...]
+    const perm = [1, 0, ...Array.from({ length: rest.length + 1 }, (_, i) => i + 2)];
+    return tf
+      .transpose(all.reshape([c.worldSize, 2, rows! / 2, ...rest]), perm)
+      .reshape([c.worldSize * rows!, ...rest]) as T;
+  });
 }
 
 /**

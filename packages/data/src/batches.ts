@@ -172,23 +172,42 @@ export interface WorkerPart {
 }
 
 /**
+ * The data-parallel rule for batches: every batch of an epoch divides among
+ * the workers (the global batch `optim.batchSize`, and with `data.dropLast`
+ * false the epoch's last, smaller batch), so each worker takes an equal slice.
+ * Checked before training (the trainer's session) and again on each batch
+ * (workerPart), with one error.
+ * @param trainSize the training set's size; undefined checks only `batchSize`
+ * @throws ConfigError (optim.batchSize) naming the batch that does not divide, and the fix.
+ */
+export function checkWorkerBatches(
+  batchSize: number,
+  worldSize: number,
+  epoch: { trainSize: number; dropLast: boolean } | undefined = undefined,
+): void {
+  if (worldSize === 1) return;
+  const last = epoch && !epoch.dropLast ? epoch.trainSize % batchSize : 0;
+  const bad = batchSize % worldSize !== 0 ? batchSize : last % worldSize !== 0 ? last : 0;
+  if (bad === 0) return;
+  throw new ConfigError(
+    'optim.batchSize',
+    `a batch of ${bad} does not divide among ${worldSize} workers${bad === batchSize ? '' : ` (the epoch's last batch, with a global batch of ${batchSize})`}`,
+    {
+      hint: `optim.batchSize is the global batch: use a multiple of ${worldSize} (each worker takes batchSize / ${worldSize}); with data.dropLast: false the epoch's last, smaller batch must divide too (set data.dropLast: true, or a data.trainSubset whose remainder divides by ${worldSize})`,
+    },
+  );
+}
+
+/**
  * Worker `rank`'s equal slice of a batch of `batchSize` among `worldSize` workers.
- * @throws ConfigError (optim.batchSize) when the batch does not divide among them.
+ * @throws ConfigError (optim.batchSize) when the batch does not divide among them (checkWorkerBatches).
  */
 export function workerPart(
   batchSize: number,
   worker: { rank: number; worldSize: number },
 ): WorkerPart {
   const { rank, worldSize } = worker;
-  if (batchSize % worldSize !== 0) {
-    throw new ConfigError(
-      'optim.batchSize',
-      `a batch of ${batchSize} does not divide among ${worldSize} workers`,
-      {
-        hint: `use a global batch divisible by ${worldSize} (optim.batchSize is the global batch; each worker takes batchSize / ${worldSize}); with data.dropLast: false the epoch's last, smaller batch must divide too`,
-      },
-    );
-  }
+  checkWorkerBatches(batchSize, worldSize);
   const size = batchSize / worldSize;
   return { start: rank * size, size };
 }

@@ -13,7 +13,7 @@ import {
   type TrainingDataset,
 } from '@contrast/core';
 import { BatchAugmentation, CropGroupsAugmentation } from './augment.js';
-import { disposeBatch, twoViewBatches, type TwoViewBatch } from './batches.js';
+import { checkWorkerBatches, disposeBatch, twoViewBatches, type TwoViewBatch } from './batches.js';
 import { decodeImage, decodeSplit } from './image-decode.js';
 import { openImageFolder, type ImageFolderDataset } from './image-folder.js';
 import { streamedTwoViewBatches } from './stream.js';
@@ -187,6 +187,30 @@ describe('streamed two-view batches', () => {
         expect(h.position).toEqual(w.position);
       });
     }
+  });
+
+  it('one rule for data-parallel batches: the global batch and the last one divide, one coded error', () => {
+    const error = (batch: number, n: number, epoch?: { trainSize: number; dropLast: boolean }) => {
+      try {
+        checkWorkerBatches(batch, n, epoch);
+        return undefined;
+      } catch (e) {
+        return e as { code: string; field: string; message: string; hint: string };
+      }
+    };
+    expect(error(10, 4)).toMatchObject({
+      code: 'CONTRAST_CONFIG',
+      field: 'optim.batchSize',
+      message: expect.stringMatching(/a batch of 10 does not divide among 4 workers/),
+      hint: expect.stringMatching(/use a multiple of 4/),
+    });
+    // 101 = 12 x 8 + 5: the last batch of 5 does not split in 2, unless it is dropped
+    expect(error(8, 2, { trainSize: 101, dropLast: false })?.message).toMatch(
+      /a batch of 5 does not divide among 2 workers \(the epoch's last batch, with a global batch of 8\)/,
+    );
+    expect(error(8, 2, { trainSize: 101, dropLast: true })).toBeUndefined();
+    expect(error(8, 2, { trainSize: 100, dropLast: false })).toBeUndefined(); // last batch of 4
+    expect(error(7, 1, { trainSize: 100, dropLast: false })).toBeUndefined();
   });
 
   it('decodes JPEG, grey PNG and RGBA PNG to RGB of the asked size', async () => {

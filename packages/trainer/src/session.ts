@@ -30,6 +30,7 @@ import {
 } from '@contrast/core';
 import {
   CropGroupsAugmentation,
+  checkWorkerBatches,
   disposeBatch,
   prefetch,
   stepsPerEpoch,
@@ -258,7 +259,7 @@ export class TrainingSession {
 
 /**
  * A data-parallel run's batches must split evenly: the global batch, and with
- * data.dropLast false the epoch's last, smaller batch too.
+ * data.dropLast false the epoch's last, smaller batch too (checkWorkerBatches).
  * @throws ConfigError (optim.batchSize) naming the batch that does not divide, and the fix.
  */
 export function checkDataParallel(
@@ -266,26 +267,10 @@ export function checkDataParallel(
   trainSize: number,
   worldSize: number,
 ): void {
-  if (worldSize === 1) return;
-  const { batchSize } = config.optim;
-  const last = trainSize % batchSize;
-  const bad =
-    batchSize % worldSize !== 0
-      ? batchSize
-      : !config.data.dropLast && last % worldSize !== 0
-        ? last
-        : 0;
-  if (bad === 0) return;
-  throw new ConfigError(
-    'optim.batchSize',
-    `${bad === batchSize ? 'the global batch' : "the epoch's last batch"} of ${bad} does not divide among ${worldSize} workers`,
-    {
-      hint:
-        bad === batchSize
-          ? `optim.batchSize is the global batch: use a multiple of ${worldSize} (each worker takes batchSize / ${worldSize})`
-          : `set data.dropLast: true, or a data.trainSubset / batch size whose remainder divides by ${worldSize}`,
-    },
-  );
+  checkWorkerBatches(config.optim.batchSize, worldSize, {
+    trainSize,
+    dropLast: config.data.dropLast,
+  });
 }
 
 /**
