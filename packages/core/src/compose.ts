@@ -13,6 +13,7 @@ import { singleProcess, workerBnSplits, type Collectives } from './collectives.j
 import { parseWith } from './config.js';
 import { ConfigError, ContrastError, PluginError } from './errors.js';
 import type { Method } from './method.js';
+import { resolveOptimizer } from './optim.js';
 import type { Catalog, LossEntry, Plugin } from './plugin.js';
 import { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
@@ -24,7 +25,8 @@ export interface Composition {
   dataset: TrainingDataset;
   /**
    * The config as trained: `loss.name`, `loss.temperature` and `loss.symmetric`
-   * filled in from the plugin's defaults. This is what a run records.
+   * filled in from the plugin's defaults, the optimizer's own `optim` fields from
+   * its defaults. This is what a run records.
    */
   config: ExperimentConfig;
   /** The strategy section as the plugin's schema parsed it (defaults filled in). */
@@ -38,12 +40,13 @@ export type AugmentationFactory = (
   rng: Rng,
 ) => Augmentation;
 
-/** Fails on any unknown name (strategy, encoder, dataset, loss) before anything heavy is loaded. */
+/** Fails on any unknown name (strategy, encoder, dataset, loss, optimizer) before anything heavy is loaded. */
 export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   const plugin = catalog.plugins.get(config.strategy.name);
   catalog.encoders.get(config.model.encoder);
   catalog.datasets.get(config.data.dataset);
   if (config.loss.name !== undefined) catalog.losses.get(config.loss.name);
+  catalog.optimizers.get(config.optim.optimizer);
   return plugin;
 }
 
@@ -156,7 +159,10 @@ export function composeExperiment(
 ): Composition {
   const plugin = checkNames(input, catalog);
   const method = parseWith(plugin.configSchema, input.strategy, 'strategy');
-  const { config, loss } = resolveLoss(input, plugin, catalog);
+  const resolved = resolveLoss(input, plugin, catalog);
+  const { loss } = resolved;
+  const optim = resolveOptimizer(resolved.config, catalog.optimizers);
+  const { config } = optim;
   const dataset = options.dataset ?? loadedNow(config, catalog);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method, dataset }));
 
@@ -168,6 +174,10 @@ export function composeExperiment(
   child.register(Tokens.Clock, { useValue: new TrainingClock() });
   const collectives = options.collectives ?? singleProcess;
   child.register(Tokens.Collectives, { useValue: collectives });
+  const { entry, options: optimizerOptions } = optim;
+  child.register(Tokens.Optimizer, {
+    useValue: (params) => entry.create(params, optimizerOptions),
+  });
   const { height, width, channels } = dataset;
   // per-worker BN: this worker's share of the global batch's BatchNorm groups
   const bnSplits = workerBnSplits(config.model.bnSplits, collectives.worldSize);

@@ -10,6 +10,7 @@ import type {
 } from './contracts.js';
 import { PluginError } from './errors.js';
 import type { Method } from './method.js';
+import type { OptimizerEntry } from './optim.js';
 import { Tokens } from './tokens.js';
 import type { Registry } from './registry.js';
 import type { Rng } from './rng.js';
@@ -60,6 +61,8 @@ export interface Plugin<C = unknown> {
   };
   /** Named losses this plugin adds (any method of the same loss kind may then select them). */
   readonly losses?: Readonly<Record<string, LossEntry>>;
+  /** Named optimizers this plugin adds (any experiment may then select them in `optim.optimizer`). */
+  readonly optimizers?: Readonly<Record<string, OptimizerEntry>>;
   /** Pre-flight checks against the whole experiment, before anything is built or trained. */
   check?(context: { config: ExperimentConfig; method: C; dataset: TrainingDataset }): void;
   /** Binds Tokens.Method (use `bindMethod`). */
@@ -102,6 +105,7 @@ export interface Catalog {
   encoders: Registry<EncoderFactory>;
   datasets: Registry<DatasetFactory>;
   losses: Registry<LossEntry>;
+  optimizers: Registry<OptimizerEntry>;
 }
 
 /**

@@ -2,6 +2,7 @@ import type { InjectionToken } from 'tsyringe';
 import type { Collectives } from './collectives.js';
 import type { Augmentation, Encoder, Loss, TrainingClock, TrainingDataset } from './contracts.js';
 import type { Method } from './method.js';
+import type { OptimizerFactory } from './optim.js';
 import type { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
 
@@ -26,4 +27,6 @@ export const Tokens = {
   Clock: Symbol('Clock') as InjectionToken<TrainingClock>,
   /** What crosses workers (all-reduce, all-gather, broadcast); `singleProcess` on one process. */
   Collectives: Symbol('Collectives') as InjectionToken<Collectives>,
+  /** Builds the optimizer `optim.optimizer` names, with its options (a plugin may bind its own). */
+  Optimizer: Symbol('Optimizer') as InjectionToken<OptimizerFactory>,
 } as const;

@@ -20,6 +20,7 @@ import {
   type Encoder,
   type ExperimentConfig,
   type Method,
+  type Optimizer,
   type Plugin,
   type Rng,
   type StateTensors,
@@ -37,7 +38,7 @@ import {
   type BatchStream,
   type TwoViewBatch,
 } from '@contrast/data';
-import { createOptimizer, type Optimizer } from './sgd.js';
+import { ParameterPlan } from './groups.js';
 import { trainStep, type StepTensors } from './step.js';
 
 /** Steps a run takes in all: its epochs over `trainSize` images, capped by optim.maxSteps. */
@@ -64,6 +65,8 @@ export const defaultAugmentation = (
 export class TrainingSession {
   readonly method: Method;
   readonly optimizer: Optimizer;
+  /** The per-group options of the optimizer's parameters (lr scale, decay, frozen, clipping). */
+  readonly plan: ParameterPlan;
   readonly augmentation: Augmentation;
   /** The data-order stream (forked after the augmentation's). */
   readonly dataRng: Rng;
@@ -76,7 +79,14 @@ export class TrainingSession {
   ) {
     checkDataParallel(config, dataset.train.n, collectivesOf(container).worldSize);
     this.method = resolveMethod(container, plugin);
-    this.optimizer = createOptimizer(methodParameters(this.method), config.optim);
+    this.optimizer = container.resolve(Tokens.Optimizer)(methodParameters(this.method));
+    const names = this.parameterNames();
+    this.plan = new ParameterPlan(
+      this.method.parameterGroups(),
+      config.optim,
+      this.stepsPerEpoch,
+      (v) => names.get(v) ?? v.name,
+    );
     this.augmentation = container.resolve(Tokens.Augmentation);
     this.dataRng = this.rng.fork();
   }
@@ -110,6 +120,7 @@ export class TrainingSession {
     const parts = {
       method: this.method,
       optimizer: this.optimizer,
+      plan: this.plan,
       clock: this.clock,
       collectives: this.collectives,
       stop,
@@ -221,6 +232,18 @@ export class TrainingSession {
     this.optimizer.dispose();
     this.method.dispose();
     this.encoder.dispose();
+  }
+
+  /** Each trained variable's checkpoint name (`encoder/...`, `predictor/...`): what `optim.groups` match. */
+  private parameterNames(): Map<tf.Variable, string> {
+    const names = new Map<tf.Variable, string>();
+    for (const [k, v] of this.encoder.namedVariables()) names.set(v, `encoder/${k}`);
+    for (const [part, s] of Object.entries(this.method.state())) {
+      for (const [k, t] of Object.entries(s.tensors)) {
+        if (t instanceof tf.Variable && !names.has(t)) names.set(t, `${part}/${k}`);
+      }
+    }
+    return names;
   }
 
   private loadEncoder(tensors: Record<string, tf.Tensor>): void {
