@@ -113,21 +113,22 @@ export function resolveOptimizer(
   const own = Object.fromEntries(
     Object.entries(config.optim).filter(([k]) => !OPTIM_FIELDS.includes(k)),
   );
-  const shape = entry.optionsSchema instanceof z.ZodObject ? entry.optionsSchema.shape : {};
+  const shape = fieldsOf(entry);
   for (const key of Object.keys(own)) {
-    if (key in shape) continue;
-    const known = [...OPTIM_FIELDS, ...Object.keys(shape as object)];
+    if (shape.includes(key)) continue;
+    const known = [...OPTIM_FIELDS, ...shape];
     const near = nearest(key, known);
-    const owner = optimizers.names().find((n) => {
-      const s = optimizers.get(n).optionsSchema;
-      return n !== name && s instanceof z.ZodObject && key in s.shape;
-    });
+    const owners = optimizers
+      .names()
+      .filter((n) => n !== name && fieldsOf(optimizers.get(n)).includes(key));
     throw new ConfigError(
       `optim.${key}`,
-      owner ? `is an option of optimizer '${owner}', not of '${name}'` : 'is not a known field',
+      owners.length
+        ? `is an option of optimizer ${owners.join(', ')}, not of '${name}'`
+        : 'is not a known field',
       {
-        hint: owner
-          ? `remove it, or set optim.optimizer: ${owner}`
+        hint: owners.length
+          ? `remove it, or set optim.optimizer: ${owners[0]}`
           : `${near ? `did you mean '${near}'? ` : ''}known here: ${known.join(', ')}`,
       },
     );
@@ -138,4 +139,9 @@ export function resolveOptimizer(
     entry,
     options,
   };
+}
+
+/** The fields an optimizer's options schema declares (none when it is not a zod object). */
+function fieldsOf(entry: OptimizerEntry): string[] {
+  return entry.optionsSchema instanceof z.ZodObject ? Object.keys(entry.optionsSchema.shape) : [];
 }
