@@ -18,6 +18,7 @@ import type { Catalog, LossEntry, Plugin } from './plugin.js';
 import { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
 import { Tokens } from './tokens.js';
+import { checkViews } from './views.js';
 
 export interface Composition {
   container: DependencyContainer;
@@ -164,6 +165,7 @@ export function composeExperiment(
   const optim = resolveOptimizer(resolved.config, catalog.optimizers);
   const { config } = optim;
   const dataset = options.dataset ?? loadedNow(config, catalog);
+  checkViews(config.data, dataset);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method, dataset }));
 
   const rng = new Rng(config.seed);
