@@ -157,6 +157,35 @@ describe('a loss of its own kind, with its own options, from outside the reposit
   });
 });
 
+describe("docs/adding-a-method.md's optimizer of one's own", () => {
+  it('is selected by optim.optimizer and steps every parameter by lr * sign(g)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-optimizer-'));
+    for (const f of ['sg-queue.mjs', 'sign-sgd.mjs']) writeFileSync(join(dir, f), files[f]!);
+    const mod = (await import(join(dir, 'sign-sgd.mjs'))) as {
+      default: (api: object) => Plugin;
+    };
+    const api = { core: await import('@contrast/core'), models: await import('@contrast/models') };
+    const h = createStepHarness(
+      {
+        name: 'sign',
+        data: { trainSubset: 256 },
+        model: { encoder: 'convnet', width: 0.25, dim: 16 },
+        strategy: { name: 'sg-queue', queueSize: 64 },
+        optim: { batchSize: 32, optimizer: 'sign-sgd', lr: 0.01, weightDecay: 0 },
+      },
+      createCatalog([mod.default(api)]),
+    );
+    const w = h.encoder.namedVariables().get('conv1/w')!;
+    const before = Float32Array.from(w.dataSync());
+    h.run(1);
+    const moved = Array.from(w.dataSync()).map((x, i) => Math.abs(x - before[i]!));
+    expect(moved.filter((d) => Math.abs(d - 0.01) < 1e-6).length).toBe(moved.length);
+    const { tensorCounts } = h.run(3);
+    expect(new Set(tensorCounts).size).toBe(1);
+    h.dispose();
+  });
+});
+
 /** Every Markdown file of the checkout, tracked or new (ignored files excepted). */
 function markdownFiles(): string[] {
   const out = execFileSync(

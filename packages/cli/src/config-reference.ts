@@ -1,4 +1,4 @@
-import { ExperimentSchema, type Plugin } from '@contrast/core';
+import { ExperimentSchema, type OptimizerEntry, type Plugin } from '@contrast/core';
 import type { ZodTypeAny } from 'zod';
 import { zodToJsonSchema } from 'zod-to-json-schema';
 
@@ -45,6 +45,7 @@ export const SOURCES: Record<string, string> = {
   BYOL: 'Grill et al. Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning. NeurIPS 2020.',
   'Wang & Isola':
     'Wang, Isola. Understanding Contrastive Representation Learning through Alignment and Uniformity on the Hypersphere. ICML 2020.',
+  DINO: 'Caron et al. Emerging Properties in Self-Supervised Vision Transformers. ICCV 2021.',
   LARS: 'You, Gitman, Ginsburg. Large Batch Training of Convolutional Networks. arXiv:1708.03888, 2017.',
   torchvision:
     'torchvision.transforms (RandomResizedCrop, ColorJitter, GaussianBlur), whose semantics the augmentations follow.',
@@ -150,7 +151,10 @@ function lossOptionSections(plugins: readonly Plugin[]): string[] {
  * strategy plugin's configSchema (and of each plugin loss's options), with its type, default, meaning (the zod
  * `.describe()` text, the one source of truth) and the papers it cites.
  */
-export function configurationMarkdown(plugins: readonly Plugin[]): string {
+export function configurationMarkdown(
+  plugins: readonly Plugin[],
+  optimizers: Readonly<Record<string, OptimizerEntry>> = {},
+): string {
   const fields = configFields(ExperimentSchema);
   const sections = fields.filter((f) => !f.path.includes('.') && f.type === 'object');
   const scalars = fields.filter((f) => !f.path.includes('.') && f.type !== 'object');
@@ -168,6 +172,7 @@ export function configurationMarkdown(plugins: readonly Plugin[]): string {
       table(fields.filter((f) => f.path.startsWith(`${s.path}.`))),
     );
     if (s.path === 'loss') parts.push(...lossOptionSections(plugins));
+    if (s.path === 'optim') parts.push(...optimizerSections(optimizers));
     if (s.path !== 'strategy') continue;
     for (const p of [...plugins].sort((a, b) => a.name.localeCompare(b.name))) {
       const own = configFields(p.configSchema as ZodTypeAny, 'strategy').filter(
@@ -178,10 +183,28 @@ export function configurationMarkdown(plugins: readonly Plugin[]): string {
     }
   }
   const cited = fields.flatMap((f) => f.sources);
+  for (const o of Object.values(optimizers)) {
+    for (const f of configFields(o.optionsSchema as ZodTypeAny)) cited.push(...f.sources);
+  }
   for (const p of plugins) {
     for (const f of configFields(p.configSchema as ZodTypeAny)) cited.push(...f.sources);
   }
   const listed = Object.keys(SOURCES).filter((k) => cited.includes(k));
   parts.push('## Sources', listed.map((k) => `- **${k}**: ${SOURCES[k]}`).join('\n'));
   return `${parts.join('\n\n')}\n`;
+}
+
+/** One subsection per optimizer: its description and its own `optim` fields. */
+function optimizerSections(optimizers: Readonly<Record<string, OptimizerEntry>>): string[] {
+  return Object.keys(optimizers)
+    .sort()
+    .flatMap((name) => {
+      const entry = optimizers[name]!;
+      const own = configFields(entry.optionsSchema as ZodTypeAny, 'optim');
+      return [
+        `### \`optim.optimizer: ${name}\``,
+        entry.description,
+        own.length ? table(own) : 'No settings of its own.',
+      ];
+    });
 }

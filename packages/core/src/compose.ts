@@ -19,9 +19,9 @@ import {
   type Catalog,
   type EncoderSpec,
   type LossEntry,
-  type OptimizerFactory,
   type Plugin,
 } from './plugin.js';
+import { resolveOptimizer, type OptimizerFactory } from './optim.js';
 import { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
 import { Tokens } from './tokens.js';
@@ -34,7 +34,8 @@ export interface Composition {
   dataset: TrainingDataset;
   /**
    * The config as trained: `loss.name`, `loss.temperature`, `loss.symmetric`
-   * and the loss's own options filled in from the defaults. This is what a run records.
+   * and the loss's own options filled in from the defaults, the optimizer's own
+   * `optim` fields from its defaults. This is what a run records.
    */
   config: ExperimentConfig;
   /** The strategy section as the plugin's schema parsed it (defaults filled in). */
@@ -48,7 +49,7 @@ export interface Composition {
 }
 
 /**
- * Fails on any unknown name (strategy, encoder, dataset, loss), and on a loss
+ * Fails on any unknown name (strategy, encoder, dataset, loss, optimizer), and on a loss
  * section the method refuses (a loss of another kind, an option the loss does
  * not know, a temperature for a method without one; resolveLoss), before
  * anything heavy is loaded. Returns the method's plugin.
@@ -59,6 +60,7 @@ export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   catalog.datasets.get(config.data.dataset);
   if (config.loss.name !== undefined) catalog.losses.get(config.loss.name);
   resolveLoss(config, plugin, catalog);
+  catalog.optimizers.get(config.optim.optimizer);
   return plugin;
 }
 
@@ -233,7 +235,10 @@ export function composeExperiment(
 ): Composition {
   const plugin = checkNames(input, catalog);
   const strategy = parseWith(plugin.configSchema, input.strategy, 'strategy');
-  const { config, loss: lossEntry, options: lossOptions } = resolveLoss(input, plugin, catalog);
+  const resolved = resolveLoss(input, plugin, catalog);
+  const { loss: lossEntry, options: lossOptions } = resolved;
+  const optim = resolveOptimizer(resolved.config, catalog.optimizers);
+  const { config } = optim;
   const dataset = options.dataset ?? loadedNow(config, catalog);
   checkViews(config.data, dataset);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method: strategy, dataset }));
@@ -251,7 +256,10 @@ export function composeExperiment(
   if (options.augmentation) {
     child.register(Tokens.AugmentationFactory, { useValue: options.augmentation });
   }
-  if (options.optimizer) child.register(Tokens.OptimizerFactory, { useValue: options.optimizer });
+  const { entry, options: optimizerOptions } = optim;
+  child.register(Tokens.OptimizerFactory, {
+    useValue: options.optimizer ?? ((params) => entry.create(params, optimizerOptions)),
+  });
   withPlugin(plugin, 'provide()', () => plugin.provide?.(child, strategy));
 
   const { height, width, channels } = dataset;

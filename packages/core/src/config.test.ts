@@ -53,10 +53,11 @@ describe('experiment config', () => {
   });
 
   it('suggests the nearest field for a misspelled key', () => {
-    const e = configError(() => parseExperiment({ ...minimal, optim: { learningRate: 1 } }));
-    expect(e.field).toBe('optim.learningRate');
-    const e2 = configError(() => parseExperiment({ ...minimal, optim: { epoch: 1 } }));
-    expect(e2.message).toContain("did you mean 'epochs'?");
+    // (the optim section's unknown fields are refused when the optimizer is known: compose)
+    const e = configError(() => parseExperiment({ ...minimal, checkpoint: { everyStep: 1 } }));
+    expect(e.field).toBe('checkpoint.everyStep');
+    const e2 = configError(() => parseExperiment({ ...minimal, checkpoint: { kep: 1 } }));
+    expect(e2.message).toContain("did you mean 'keep'?");
   });
 
   it('applies --set overrides with YAML typing', () => {

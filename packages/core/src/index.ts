@@ -3,6 +3,7 @@ export * from './contracts.js';
 export * from './collectives.js';
 export * from './datasets.js';
 export * from './method.js';
+export * from './optim.js';
 export * from './tokens.js';
 export * from './rng.js';
 export * from './registry.js';

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Head, StateTensors, Stateful, TrainingClock, ViewGroup } from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
+import type { GroupOptions } from './optim.js';
 
 /**
  * The method contract (docs/design.md, "one training step"): every self-supervised
@@ -89,10 +90,13 @@ export interface Objective {
   carry?: Record<string, tf.Tensor>;
 }
 
-/** Parameters that share an lr rule: `fixedLr` keeps the base lr (SimSiam's predictor). */
-export interface ParameterGroup {
+/**
+ * Parameters the optimizer treats alike: `fixedLr` keeps the base lr (SimSiam's
+ * predictor), `lrScale`, `decay` (weight decay on or off) and `frozen` (SwAV's
+ * prototypes and DINO's last layer for the first epoch) are the other options.
+ */
+export interface ParameterGroup extends GroupOptions {
   params: tf.Variable[];
-  fixedLr?: boolean;
 }
 
 /** Where a method's phases happen, in order; the trainer adds 'backward' and 'optimizer'. */

@@ -1,4 +1,3 @@
-import type * as tf from '@tensorflow/tfjs';
 import type { DependencyContainer } from 'tsyringe';
 import type { z } from 'zod';
 import type { Collectives } from './collectives.js';
@@ -9,12 +8,12 @@ import type {
   Loss,
   LossKind,
   RegressionLoss,
-  StateTensors,
   TrainingClock,
   TrainingDataset,
 } from './contracts.js';
 import { PluginError } from './errors.js';
-import type { Method, ParameterGroup } from './method.js';
+import type { Method } from './method.js';
+import type { OptimizerEntry } from './optim.js';
 import type { Registry } from './registry.js';
 import type { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
@@ -59,21 +58,6 @@ export type AugmentationFactory = (
   dataset: TrainingDataset,
   rng: Rng,
 ) => Augmentation;
-
-/** What the trainer needs of an optimizer (the trainer's SGD and LARS are ones). */
-export interface StepOptimizer {
-  /** grads keyed by variable name; `lr` is one rate, or one per parameter in the optimizer's order. */
-  apply(grads: tf.NamedTensorMap, lr: number | readonly number[]): void;
-  state(): StateTensors;
-  loadState(state: StateTensors): void;
-  dispose(): void;
-}
-
-/** Makes the optimizer over a method's parameter groups from the experiment's config. */
-export type OptimizerFactory = (
-  groups: readonly ParameterGroup[],
-  config: ExperimentConfig,
-) => StepOptimizer;
 
 /**
  * A method of any prepared type: what `prepare` hands `objective` and
@@ -148,6 +132,8 @@ export interface Plugin<C = unknown> {
   };
   /** Named losses this plugin adds (any method accepting their kind may then select them). */
   readonly losses?: Readonly<Record<string, LossEntry>>;
+  /** Named optimizers this plugin adds (any experiment may then select them in `optim.optimizer`). */
+  readonly optimizers?: Readonly<Record<string, OptimizerEntry>>;
   /** Pre-flight checks against the whole experiment, before anything is built or trained. */
   check?(context: { config: ExperimentConfig; method: C; dataset: TrainingDataset }): void;
   /**
@@ -172,6 +158,7 @@ export interface Catalog {
   encoders: Registry<EncoderFactory>;
   datasets: Registry<DatasetFactory>;
   losses: Registry<LossEntry>;
+  optimizers: Registry<OptimizerEntry>;
 }
 
 /**

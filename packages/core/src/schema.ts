@@ -97,6 +97,115 @@ export const AugmentationSchema = z
   })
   .strict();
 
+/** Group options by parameter name (`optim.groups`): the first matching rule's fields win over the method's. */
+const GroupRuleSchema = z
+  .object({
+    match: z
+      .string()
+      .min(1)
+      .describe(
+        "A regular expression on the parameter's checkpoint name (`encoder/stem/conv/kernel`, `predictor/...`); the rule applies to every parameter it matches.",
+      ),
+    lrScale: z.number().min(0).optional().describe('Multiplies their lr.'),
+    fixedLr: z.boolean().optional().describe('Train them at the base (unscheduled) lr.'),
+    decay: z.boolean().optional().describe('Whether weight decay applies to them.'),
+    frozenSteps: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe('Not updated (nor their optimizer state) for the first n steps.'),
+    frozenEpochs: z
+      .number()
+      .min(0)
+      .optional()
+      .describe(
+        "Not updated (nor their optimizer state) for the first n epochs (DINO's last layer, SwAV's prototypes: 1).",
+      ),
+    frozen: z.boolean().optional().describe("Never updated (MoCo v3's random patch projection)."),
+  })
+  .strict();
+
+/** The `optim` fields every optimizer shares; an optimizer's own fields sit beside them. */
+export const OptimSchema = z.object({
+  batchSize: positiveInt.default(256).describe('Images per step N (256 in MoCo v1/v2).'),
+  epochs: positiveInt.default(1).describe('Passes over the training set.'),
+  maxSteps: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe('Stop after this many steps in total (0 = run all epochs).'),
+  lr: z
+    .number()
+    .positive()
+    .default(0.03)
+    .describe('Base learning rate (0.03 for batch 256 in MoCo v1/v2).'),
+  weightDecay: z
+    .number()
+    .min(0)
+    .default(1e-4)
+    .describe(
+      'Weight decay (1e-4 in MoCo v1/v2, 5e-4 in the CIFAR demo; 0.1 for MoCo v3 ViTs with adamw, 0.04 in DINO). Coupled (added to the gradient) in sgd and lars, decoupled in adamw.',
+    ),
+  weightDecayEnd: z
+    .number()
+    .min(0)
+    .optional()
+    .describe(
+      'Weight decay at the last step: a half-cycle cosine from weightDecay to this over the run, per step (DINO: 0.04 to 0.4). Unset: constant.',
+    ),
+  decay: z
+    .enum(['all', 'no-norm-bias'])
+    .default('all')
+    .describe(
+      "Which parameters are decayed: 'all', or 'no-norm-bias': none of rank 1 (biases, norms' gamma and beta), as DINO, MoCo v3's ViT and timm do. Group options override it.",
+    ),
+  schedule: z
+    .enum(['cosine', 'constant', 'step'])
+    .default('cosine')
+    .describe("Learning-rate schedule: 'cosine' (MoCo v2), 'step' (MoCo v1) or 'constant'."),
+  milestones: z
+    .array(z.number().positive())
+    .default([])
+    .describe(
+      "Epochs at which the 'step' schedule multiplies the lr by 0.1 (MoCo v1: [120, 160]).",
+    ),
+  warmupEpochs: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe(
+      'Linear lr warmup over this many epochs, then the schedule over the rest (0 = none; MoCo v3: 40, DINO: 10).',
+    ),
+  clipGradNorm: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe(
+      'Clip gradients to this L2 norm after the data-parallel all-reduce (0 = off; DINO: 3.0). See clipMode.',
+    ),
+  clipMode: z
+    .enum(['global', 'per-parameter'])
+    .default('global')
+    .describe(
+      "'global': one norm over all updated gradients, scaled by min(1, max / (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_); 'per-parameter': each gradient scaled by its own norm so (DINO's clip_gradients).",
+    ),
+  groups: z
+    .array(GroupRuleSchema)
+    .default([])
+    .describe(
+      'Options for parameters by name: lr scale, fixed lr, decay on or off, frozen for some steps, some epochs or always. A later matching rule wins field by field.',
+    ),
+  optimizer: z
+    .string()
+    .min(1)
+    .default('sgd')
+    .describe(
+      "The optimizer: 'sgd' (MoCo v1/v2), 'lars' (SimCLR, MoCo v3 with ResNets: large batches), 'adamw' (MoCo v3 and DINO with ViTs) or a plugin's. Its own fields are listed below.",
+    ),
+});
+
 type DeepPartial<T> = T extends readonly unknown[]
   ? T
   : T extends object
@@ -403,56 +512,11 @@ export const ExperimentSchema = z
       .describe(
         "The loss: contrastive (InfoNCE and kin), a regression of predictions onto targets (BYOL, SimSiam), or a plugin's kind; any other field is an option of the selected loss (`loss: { name: barlow-twins, lambda: 0.005 }`), validated by that loss's own schema.",
       ),
-    optim: z
-      .object({
-        batchSize: positiveInt.default(256).describe('Images per step N (256 in MoCo v1/v2).'),
-        epochs: positiveInt.default(1).describe('Passes over the training set.'),
-        maxSteps: z
-          .number()
-          .int()
-          .min(0)
-          .default(0)
-          .describe('Stop after this many steps in total (0 = run all epochs).'),
-        lr: z
-          .number()
-          .positive()
-          .default(0.03)
-          .describe('Base learning rate (0.03 for batch 256 in MoCo v1/v2).'),
-        momentum: z
-          .number()
-          .min(0)
-          .max(1)
-          .default(0.9)
-          .describe('SGD momentum (0.9 in MoCo v1/v2).'),
-        weightDecay: z
-          .number()
-          .min(0)
-          .default(1e-4)
-          .describe('Weight decay (1e-4 in MoCo v1/v2, 5e-4 in the CIFAR demo).'),
-        schedule: z
-          .enum(['cosine', 'constant', 'step'])
-          .default('cosine')
-          .describe("Learning-rate schedule: 'cosine' (MoCo v2), 'step' (MoCo v1) or 'constant'."),
-        milestones: z
-          .array(z.number().positive())
-          .default([])
-          .describe(
-            "Epochs at which the 'step' schedule multiplies the lr by 0.1 (MoCo v1: [120, 160]).",
-          ),
-        warmupEpochs: z
-          .number()
-          .min(0)
-          .default(0)
-          .describe('Linear lr warmup over this many epochs (0 = none).'),
-        optimizer: z
-          .enum(['sgd', 'lars'])
-          .default('sgd')
-          .describe("'sgd' (MoCo v1/v2) or 'lars' (SimCLR, MoCo v3: large batches)."),
-        larsEta: z.number().positive().default(0.001).describe('LARS trust coefficient eta.'),
-      })
-      .strict()
+    optim: OptimSchema.passthrough()
       .default({})
-      .describe('Optimizer and schedule.'),
+      .describe(
+        "Optimizer and schedule. `optim.optimizer` names an optimizer of the registry (sgd, lars, adamw, or a plugin's); its own fields (sgd's `momentum`, lars's `momentum` and `larsEta`, adamw's `betas` and `eps`) sit beside the shared ones below and are listed per optimizer.",
+      ),
     eval: z
       .object({
         knn: z

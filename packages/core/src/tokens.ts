@@ -2,12 +2,8 @@ import type { InjectionToken } from 'tsyringe';
 import type { Collectives } from './collectives.js';
 import type { Augmentation, Encoder, Loss, TrainingClock, TrainingDataset } from './contracts.js';
 import type { Method } from './method.js';
-import type {
-  AugmentationFactory,
-  BuildContext,
-  EncoderFactory,
-  OptimizerFactory,
-} from './plugin.js';
+import type { OptimizerFactory } from './optim.js';
+import type { AugmentationFactory, BuildContext, EncoderFactory } from './plugin.js';
 import type { Rng } from './rng.js';
 import type { ExperimentConfig } from './schema.js';
 
@@ -46,7 +42,10 @@ export const Tokens = {
   Augmentation: Symbol('Augmentation') as InjectionToken<Augmentation>,
   /** The data-order stream (epoch permutations), forked after the augmentation's. */
   DataRng: Symbol('DataRng') as InjectionToken<Rng>,
-  /** Builds the optimizer over the method's groups (default: the trainer's `optim.optimizer`). */
+  /**
+   * Builds the optimizer over the method's parameters (default: the catalog's
+   * `optim.optimizer` with its options; a plugin's `provide` may register its own).
+   */
   OptimizerFactory: Symbol('OptimizerFactory') as InjectionToken<OptimizerFactory>,
   Dataset: Symbol('Dataset') as InjectionToken<TrainingDataset>,
   Clock: Symbol('Clock') as InjectionToken<TrainingClock>,

@@ -6,6 +6,7 @@ import {
   type DatasetFactory,
   type EncoderFactory,
   type LossEntry,
+  type OptimizerEntry,
   type Plugin,
 } from '@contrast/core';
 import { join } from 'node:path';
@@ -18,11 +19,13 @@ import {
   subsetTrain,
 } from '@contrast/data';
 import { createEncoder, ENCODER_NAMES } from '@contrast/models';
+import { BUILTIN_OPTIMIZERS } from './optimizers.js';
 
 /**
- * Registries of everything built in (encoders, datasets, the shared losses),
- * plus the given method plugins and the losses they contribute.
- * @throws PluginError when two plugins share a name or a loss name.
+ * Registries of everything built in (encoders, datasets, the shared losses, the
+ * optimizers), plus the given method plugins and the losses and optimizers they
+ * contribute.
+ * @throws PluginError when two plugins share a name, a loss name or an optimizer name.
  */
 export function createCatalog(plugins: readonly Plugin[]): Catalog {
   const catalog: Catalog = {
@@ -30,8 +33,12 @@ export function createCatalog(plugins: readonly Plugin[]): Catalog {
     encoders: new Registry<EncoderFactory>('encoder'),
     datasets: new Registry<DatasetFactory>('dataset'),
     losses: new Registry<LossEntry>('loss'),
+    optimizers: new Registry<OptimizerEntry>('optimizer'),
   };
   for (const [name, entry] of Object.entries(SHARED_LOSSES)) catalog.losses.register(name, entry);
+  for (const [name, entry] of Object.entries(BUILTIN_OPTIMIZERS)) {
+    catalog.optimizers.register(name, entry);
+  }
   for (const p of plugins) {
     if (catalog.plugins.has(p.name)) {
       throw new PluginError(p.name, 'two plugins have this name', {
@@ -46,6 +53,18 @@ export function createCatalog(plugins: readonly Plugin[]): Catalog {
         });
       }
       catalog.losses.register(name, entry);
+    }
+    for (const [name, entry] of Object.entries(p.optimizers ?? {})) {
+      if (catalog.optimizers.has(name)) {
+        throw new PluginError(
+          p.name,
+          `contributes an optimizer named '${name}', which exists already`,
+          {
+            hint: `known optimizers: ${catalog.optimizers.names().join(', ')}; pick another name`,
+          },
+        );
+      }
+      catalog.optimizers.register(name, entry);
     }
   }
   for (const name of ENCODER_NAMES) catalog.encoders.register(name, createEncoder);

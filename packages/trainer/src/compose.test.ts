@@ -9,6 +9,7 @@ import {
   lossOfKind,
   MethodParts,
   MomentumKeyEncoder,
+  methodParameters,
   parseExperiment,
   PluginError,
   QueueSource,
@@ -28,7 +29,8 @@ import {
 import { BatchAugmentation } from '@contrast/data';
 import { createEncoder } from '@contrast/models';
 import { createCatalog } from './catalog.js';
-import { createSession, defaultOptimizer } from './session.js';
+import { createOptimizer } from './optimizers.js';
+import { createSession } from './session.js';
 
 /** A loss of a kind of its own, with an option: what a Barlow Twins-like loss declares. */
 interface PairedLoss extends Loss {
@@ -221,10 +223,10 @@ describe('a plugin provides parts by token', () => {
       seen.augmentation = rng.getState();
       return new BatchAugmentation({ ...config.data.augmentation, flip: 0 }, dataset, rng);
     };
-    let groups = -1;
-    const optimizer: OptimizerFactory = (g, config) => {
-      groups = g.length;
-      return defaultOptimizer(g, config);
+    let parameters = -1;
+    const optimizer: OptimizerFactory = (params) => {
+      parameters = params.length;
+      return createOptimizer(params, parseExperiment({ name: 'x' }).optim);
     };
     const providing = definePlugin({
       ...moco,
@@ -245,7 +247,7 @@ describe('a plugin provides parts by token', () => {
     expect(s.encoder.embedDim).toBe(4);
     expect(seen.augmentation).toEqual(f.augmentation.getState());
     expect(s.container.resolve(Tokens.AugmentationFactory)).toBe(augmentation);
-    expect(groups).toBe(1);
+    expect(parameters).toBe(methodParameters(s.method).length);
     expect(s.dataRng.getState()).toEqual(f.data.getState());
     s.dispose();
   });

@@ -7,8 +7,8 @@ import {
   composeExperiment,
   encodeBundle,
   isStreamed,
+  methodParameters,
   resolveViews,
-  ConfigError,
   ContractError,
   StateError,
   Tokens,
@@ -20,7 +20,7 @@ import {
   type Encoder,
   type ExperimentConfig,
   type Method,
-  type OptimizerFactory,
+  type Optimizer,
   type Plugin,
   type Rng,
   type StateTensors,
@@ -39,7 +39,7 @@ import {
   type BatchStream,
   type TwoViewBatch,
 } from '@contrast/data';
-import { createOptimizer, type Optimizer } from './sgd.js';
+import { ParameterPlan } from './groups.js';
 import { trainStep, type StepTensors } from './step.js';
 
 /** Steps a run takes in all: its epochs over `trainSize` images, capped by optim.maxSteps. */
@@ -59,13 +59,6 @@ export const defaultAugmentation = (
   rng: Rng,
 ): Augmentation => new CropGroupsAugmentation(resolveViews(config.data), dataset, rng);
 
-/** The trainer's optimizer (`optim.optimizer`) over a method's groups, flattened in group order. */
-export const defaultOptimizer: OptimizerFactory = (groups, config) =>
-  createOptimizer(
-    groups.flatMap((g) => g.params),
-    config.optim,
-  );
-
 /**
  * One composed experiment: the encoder, the method (with its own parts: key
  * encoder, queue, bank, predictor), the optimizer over the method's parameters,
@@ -77,6 +70,8 @@ export const defaultOptimizer: OptimizerFactory = (groups, config) =>
 export class TrainingSession {
   readonly method: Method;
   readonly optimizer: Optimizer;
+  /** The per-group options of the optimizer's parameters (lr scale, decay, frozen, clipping). */
+  readonly plan: ParameterPlan;
   readonly augmentation: Augmentation;
   /** The data-order stream (forked after the augmentation's). */
   readonly dataRng: Rng;
@@ -89,10 +84,14 @@ export class TrainingSession {
   ) {
     checkDataParallel(config, dataset.train.n, collectivesOf(container).worldSize);
     this.method = container.resolve(Tokens.Method);
-    const optimizer = container.isRegistered(Tokens.OptimizerFactory)
-      ? container.resolve(Tokens.OptimizerFactory)
-      : defaultOptimizer;
-    this.optimizer = optimizer(this.method.parameterGroups(), config);
+    this.optimizer = container.resolve(Tokens.OptimizerFactory)(methodParameters(this.method));
+    const names = this.parameterNames();
+    this.plan = new ParameterPlan(
+      this.method.parameterGroups(),
+      config.optim,
+      this.stepsPerEpoch,
+      (v) => names.get(v) ?? v.name,
+    );
     if (!container.isRegistered(Tokens.Augmentation)) {
       throw new ContractError('the experiment was composed without an augmentation', {
         hint: 'compose it with an augmentation factory (createSession passes the default one)',
@@ -131,6 +130,7 @@ export class TrainingSession {
     const parts = {
       method: this.method,
       optimizer: this.optimizer,
+      plan: this.plan,
       clock: this.clock,
       collectives: this.collectives,
       stop,
@@ -244,6 +244,18 @@ export class TrainingSession {
     this.encoder.dispose();
   }
 
+  /** Each trained variable's checkpoint name (`encoder/...`, `predictor/...`): what `optim.groups` match. */
+  private parameterNames(): Map<tf.Variable, string> {
+    const names = new Map<tf.Variable, string>();
+    for (const [k, v] of this.encoder.namedVariables()) names.set(v, `encoder/${k}`);
+    for (const [part, s] of Object.entries(this.method.state())) {
+      for (const [k, t] of Object.entries(s.tensors)) {
+        if (t instanceof tf.Variable && !names.has(t)) names.set(t, `${part}/${k}`);
+      }
+    }
+    return names;
+  }
+
   private loadEncoder(tensors: Record<string, tf.Tensor>): void {
     for (const [k, v] of this.encoder.namedVariables()) {
       const t = tensors[`encoder/${k}`];
@@ -291,7 +303,6 @@ export function createSession(
   const composition = composeExperiment(config, catalog, {
     ...options,
     augmentation: defaultAugmentation,
-    optimizer: defaultOptimizer,
   });
   return new TrainingSession(
     composition.container,
