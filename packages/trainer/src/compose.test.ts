@@ -226,7 +226,10 @@ describe('a plugin provides parts by token', () => {
     let parameters = -1;
     const optimizer: OptimizerFactory = (params) => {
       parameters = params.length;
-      return createOptimizer(params, parseExperiment({ name: 'x' }).optim);
+      return createOptimizer(
+        params,
+        parseExperiment({ name: 'x', strategy: { name: 'moco' } }).optim,
+      );
     };
     const providing = definePlugin({
       ...moco,
