@@ -15,7 +15,7 @@ import { ConfigError, ContrastError, PluginError } from './errors.js';
 import type { Method } from './method.js';
 import type { Catalog, LossEntry, Plugin } from './plugin.js';
 import { Rng } from './rng.js';
-import type { ExperimentConfig } from './schema.js';
+import { ModelSchema, type ExperimentConfig } from './schema.js';
 import { Tokens } from './tokens.js';
 
 export interface Composition {
@@ -24,7 +24,8 @@ export interface Composition {
   dataset: TrainingDataset;
   /**
    * The config as trained: `loss.name`, `loss.temperature` and `loss.symmetric`
-   * filled in from the plugin's defaults. This is what a run records.
+   * filled in from the plugin's defaults, `model` with the encoder's own options
+   * parsed (defaults filled in). This is what a run records.
    */
   config: ExperimentConfig;
   /** The strategy section as the plugin's schema parsed it (defaults filled in). */
@@ -41,10 +42,25 @@ export type AugmentationFactory = (
 /** Fails on any unknown name (strategy, encoder, dataset, loss) before anything heavy is loaded. */
 export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   const plugin = catalog.plugins.get(config.strategy.name);
-  catalog.encoders.get(config.model.encoder);
+  resolveModel(config, catalog);
   catalog.datasets.get(config.data.dataset);
   if (config.loss.name !== undefined) catalog.losses.get(config.loss.name);
   return plugin;
+}
+
+/**
+ * The `model` section checked against its encoder: the shared fields plus the
+ * encoder's own options (its registry entry's schema), defaults filled in. This
+ * is what the encoder is built from and what a run records.
+ * @throws UnknownNameError for an unknown `model.encoder` (listing the known ones);
+ * ConfigError naming `model.<field>` for a field the encoder does not know (listing the known ones)
+ * or an invalid value.
+ */
+export function resolveModel(config: ExperimentConfig, catalog: Catalog): ExperimentConfig {
+  const entry = catalog.encoders.get(config.model.encoder);
+  const schema = ModelSchema.merge(entry.optionsSchema).strict();
+  const model = parseWith(schema, config.model, 'model') as ExperimentConfig['model'];
+  return { ...config, model };
 }
 
 const WHAT: Record<LossKind, string> = {
@@ -156,7 +172,7 @@ export function composeExperiment(
 ): Composition {
   const plugin = checkNames(input, catalog);
   const method = parseWith(plugin.configSchema, input.strategy, 'strategy');
-  const { config, loss } = resolveLoss(input, plugin, catalog);
+  const { config, loss } = resolveLoss(resolveModel(input, catalog), plugin, catalog);
   const dataset = options.dataset ?? loadedNow(config, catalog);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method, dataset }));
 
@@ -171,10 +187,12 @@ export function composeExperiment(
   const { height, width, channels } = dataset;
   // per-worker BN: this worker's share of the global batch's BatchNorm groups
   const bnSplits = workerBnSplits(config.model.bnSplits, collectives.worldSize);
-  const encoder = catalog.encoders.get(config.model.encoder)(
-    { model: { ...config.model, bnSplits }, input: { height, width, channels } },
-    rng.fork(),
-  );
+  const encoder = catalog.encoders
+    .get(config.model.encoder)
+    .create(
+      { model: { ...config.model, bnSplits }, input: { height, width, channels } },
+      rng.fork(),
+    );
   child.register(Tokens.Encoder, { useValue: encoder });
   child.register(Tokens.Loss, { useValue: loss.create({ datasetSize: dataset.train.n }) });
   const augmentation = options.augmentation;

@@ -60,6 +60,8 @@ export interface Plugin<C = unknown> {
   };
   /** Named losses this plugin adds (any method of the same loss kind may then select them). */
   readonly losses?: Readonly<Record<string, LossEntry>>;
+  /** Named encoders this plugin adds (`model.encoder` may then select them). */
+  readonly encoders?: Readonly<Record<string, EncoderEntry>>;
   /** Pre-flight checks against the whole experiment, before anything is built or trained. */
   check?(context: { config: ExperimentConfig; method: C; dataset: TrainingDataset }): void;
   /** Binds Tokens.Method (use `bindMethod`). */
@@ -81,12 +83,42 @@ export function bindMethod<P>(
   });
 }
 
+/** The `model` section as an encoder sees it: the shared fields plus its own options, parsed. */
 export interface EncoderSpec {
   model: ExperimentConfig['model'];
   input: { height: number; width: number; channels: number };
 }
 
 export type EncoderFactory = (spec: EncoderSpec, rng: Rng) => Encoder;
+
+/**
+ * A named encoder: its own options (the `model` fields besides the shared ones:
+ * encoder, head, hiddenDim, headLayers, headOutputBn, dim, bnSplits), validated
+ * like a strategy's section (a strict zod object, defaults filled in), and a
+ * factory that receives the `model` section with them parsed.
+ */
+export interface EncoderEntry {
+  readonly description: string;
+  /** A strict zod object of the encoder's own `model` fields (none: `z.object({}).strict()`). */
+  readonly optionsSchema: z.AnyZodObject;
+  readonly create: EncoderFactory;
+}
+
+/**
+ * A plugin that only adds encoders (no method): listed under `plugins:` like a
+ * method plugin, its encoders are then selectable as `model.encoder`.
+ */
+export interface EncoderPlugin {
+  readonly name: string;
+  readonly description: string;
+  readonly encoders: Readonly<Record<string, EncoderEntry>>;
+}
+
+/** Whether a plugin defines a method (a strategy) or only adds encoders. */
+export function isMethodPlugin(p: Plugin | EncoderPlugin): p is Plugin {
+  return typeof (p as Partial<Plugin>).register === 'function';
+}
+
 /**
  * Makes a dataset from the data section. In-memory datasets return it
  * directly; streamed ones (an image folder) resolve once their index is read
@@ -99,7 +131,7 @@ export type DatasetFactory = (
 /** Everything a composition root can choose from, by name. */
 export interface Catalog {
   plugins: Registry<Plugin>;
-  encoders: Registry<EncoderFactory>;
+  encoders: Registry<EncoderEntry>;
   datasets: Registry<DatasetFactory>;
   losses: Registry<LossEntry>;
 }
