@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pnpm exec turbo run build --output-logs=errors-only >&2
-exec node packages/bench/dist/parity/bin.js "$@"
+exec node packages/parity/dist/bin.js "$@"

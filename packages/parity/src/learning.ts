@@ -129,7 +129,7 @@ export async function runContrastLearning(
   return run;
 }
 
-/** PyTorch's side for one seed (python/parity/learn.py). */
+/** PyTorch's side for one seed (python/learn.py). */
 export function runTorchLearning(seed: number, dir: string, log: (l: string) => void): LearningRun {
   const out = join(dir, `pytorch-seed${seed}.json`);
   mkdirSync(dir, { recursive: true });
@@ -156,7 +156,7 @@ export function readLearningRuns(dir: string): LearningRun[] {
 /**
  * The learning-parity report: per epoch and side, mean +- std over seeds of kNN
  * and loss, and Welch's two-sample t-test between the sides (scipy, in
- * python/parity/learning_report.py). Writes `dir`/report.{md,json}.
+ * python/learning_report.py). Writes `dir`/report.{md,json}.
  */
 export function learningReport(dir: string, log: (l: string) => void): string {
   const runs = readLearningRuns(dir);

@@ -1,4 +1,4 @@
-import type { StepRecord } from './step.js';
+import type { StepRecord } from './record.js';
 
 /**
  * When two float32 implementations of the same step "agree to float32

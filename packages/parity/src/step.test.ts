@@ -10,7 +10,7 @@ import { readNpy } from './npy.js';
 import { runContrastSide } from './step.js';
 
 // PyTorch's records of the tiny model, generated once with the tool:
-//   pnpm parity step --tiny --fixture packages/bench/src/parity/fixtures/step-tiny.json
+//   pnpm parity step --tiny --fixture packages/parity/src/fixtures/step-tiny.json
 // (regenerate after changing TINY_STEP_OPTIONS, a method's settings or its PyTorch port)
 const fixture = readStepFixture(
   fileURLToPath(new URL('./fixtures/step-tiny.json', import.meta.url)),
@@ -82,7 +82,7 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
 });
 
 describe("the synced comparison's state export", () => {
-  // what python/parity/step.py loads before every step: weights, key encoder and SGD
+  // what python/step.py loads before every step: weights, key encoder and SGD
   // momentum buffers must be the same parameters in the same (torch) layout
   it('state-(i+1) = state-i - lr_i * buffer-(i+1); key-(i+1) = m key-i + (1 - m) state-(i+1)', () => {
     const m = PARITY_METHODS.find((x) => x.name === 'momentum-queue')!;

@@ -2,7 +2,7 @@
 
 Usage: python learn.py '{"seed": 0, "out": "runs/parity/learning/pytorch-seed0.json", ...recipe}'
 
-The recipe (packages/bench/src/parity/learning.ts): ResNet-18 with the CIFAR stem
+The recipe (packages/parity/src/learning.ts): ResNet-18 with the CIFAR stem
 at width 0.5 (torchvision's initialisation), fc -> 128, plain BN; MoCo (He et
 al. 2020, Algorithm 1) with K = 4096, m = 0.99, tau = 0.1; SGD lr 0.03, momentum
 0.9, weight decay 5e-4, a half-cycle cosine per step over `epochs` epochs,

@@ -7,7 +7,7 @@ import {
   SELF_FACTOR,
   UPDATE_NOISE_FACTOR,
 } from './compare.js';
-import type { StepRecord } from './step.js';
+import type { StepRecord } from './record.js';
 
 const record = (loss: number, extra: Partial<StepRecord> = {}): StepRecord => ({
   loss,

@@ -44,7 +44,7 @@ documented semantics) in the cached torch venv. Reports go to runs/parity/
   --keep           keep the exchanged arrays (runs/parity/step/<method>)
   --tiny           step: the suite's tiny model (ConvNet 4-8-16, batch 8, 3 steps)
   --fixture FILE   step: also store PyTorch's records there (the suite's fixture:
-                   pnpm parity step --tiny --fixture packages/bench/src/parity/fixtures/step-tiny.json)
+                   pnpm parity step --tiny --fixture packages/parity/src/fixtures/step-tiny.json)
   --out DIR        where reports go (default runs/parity)
 `;
 

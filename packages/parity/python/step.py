@@ -2,7 +2,7 @@
 
 Usage: python step.py DIR [float32|float64] [free|synced]
 
-DIR holds what Contrast exported (see packages/bench/src/parity/step.ts):
+DIR holds what Contrast exported (see packages/parity/src/step.ts):
 manifest.json (method, model, optimiser, temperature, per-step learning rates,
 parameter groups and `fixedLr`, the parameters kept at the unscheduled lr, the
 BN buffers to report), weights/ and key/ (one `<torch

@@ -1,14 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ensureTorchVenv } from '../torch.js';
+import { ensureTorchVenv } from '@contrast/bench';
 
-/** The folder of the PyTorch side's scripts (python/parity). */
+/** The folder of the PyTorch side's scripts (python/). */
 export function parityScripts(): string {
-  return fileURLToPath(new URL('../../python/parity/', import.meta.url));
+  return fileURLToPath(new URL('../python/', import.meta.url));
 }
 
 /**
- * Runs `python/parity/<script>` with `args` in the cached torch venv (installed
+ * Runs `python/<script>` with `args` in the cached torch venv (installed
  * on first use), with the same number of threads as ours; its stderr is passed
  * through. Throws with the tail of its output when it fails.
  */

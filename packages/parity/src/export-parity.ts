@@ -10,7 +10,7 @@ import {
   torchParityProblems,
   writeTorchParityCase,
 } from '@contrast/export';
-import { ensureTorchVenv } from './torch.js';
+import { ensureTorchVenv } from '@contrast/bench';
 
 /**
  * The torch side of export parity on 256 Fashion-MNIST test images (the suite's

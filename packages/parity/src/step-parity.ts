@@ -14,7 +14,8 @@ import {
 import type { ParityMethod } from './methods.js';
 import { readNpy } from './npy.js';
 import { runPython } from './python.js';
-import { runContrastSide, type StepParityOptions, type StepRecord } from './step.js';
+import type { StepRecord } from './record.js';
+import { runContrastSide, type StepParityOptions } from './step.js';
 
 export interface MethodResult {
   method: string;
@@ -34,7 +35,7 @@ export interface MethodResult {
 }
 
 /**
- * The PyTorch side's records (python/parity/step.py's output in `dir`/torch,
+ * The PyTorch side's records (python/step.py's output in `dir`/torch,
  * torch64, and with `synced` torch-synced, torch64-synced).
  */
 export function readTorchRecords(

@@ -221,7 +221,7 @@ function joinParams(ps: ViewParams[]): ViewParams {
  * Contrast's side of the augmentation parity: for each case, views of the first
  * `views` images and their statistics (and two views per image for the loss
  * cases), written with the images, the configs and the frozen encoder's weights
- * to `dir` for python/parity/augment.py.
+ * to `dir` for python/augment.py.
  */
 export function writeContrastViews(
   dir: string,
@@ -278,7 +278,7 @@ export function writeContrastViews(
   writeFileAtomic(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
 }
 
-/** One statistic's comparison as python/parity/augment.py reports it. */
+/** One statistic's comparison as python/augment.py reports it. */
 export interface StatTest {
   stat: string;
   contrast: { mean: number; std: number };

@@ -13,7 +13,7 @@ export type Drawn = Record<string, Int32Array>;
 
 /**
  * One built-in method in the parity harness: the experiment settings that
- * select it, the PyTorch port that mirrors it (python/parity/methods/<module>.py),
+ * select it, the PyTorch port that mirrors it (python/methods/<module>.py),
  * which of its state tensors to compare, and, when the step draws random
  * numbers PyTorch must reuse, a hook that records them.
  */

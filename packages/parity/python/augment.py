@@ -2,7 +2,7 @@
 
 Usage: python augment.py DIR
 
-DIR (written by packages/bench/src/parity/augment.ts) holds the images
+DIR (written by packages/parity/src/augment.ts) holds the images
 (images-<set>.npy, uint8 NHWC), manifest.json (the cases: Contrast augmentation
 configs), Contrast's per-view statistics (case<k>-<stat>.npy), for the loss cases
 two Contrast views per image (case<k>-views-{a,b}.npy, NCHW in [0, 1]) and a

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '@contrast/core';
-import type { StepParityOptions, StepRecord } from './step.js';
+import type { StepRecord } from './record.js';
+import type { StepParityOptions } from './step.js';
 import type { MethodResult } from './step-parity.js';
 
 /** PyTorch's step records, stored so the suite can compare without PyTorch. */
