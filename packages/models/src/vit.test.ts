@@ -68,21 +68,24 @@ describe('ViT (timm VisionTransformer on tfjs autodiff)', () => {
   });
 
   it('two heads attend separately: each head softmaxes over its own half of the channels', () => {
-    // head 0 sees channel 0, head 1 channel 1; with x = [[1, 0], [0, 1]] head 0's scores are
-    // [[1, 0], [0, 0]] (1 head dim: no scaling) and head 1's [[0, 0], [0, 1]]
+    // head 0 sees channel 0 (values 1, 2), head 1 channel 1 (values 0, 1); one channel per
+    // head, so no scaling. Head 0's scores [[1, 2], [2, 4]]: token 0 weighs token 1 by
+    // sigmoid(1), token 1 by sigmoid(2). Head 1's [[0, 0], [0, 1]]: token 0 averages,
+    // token 1 weighs token 1 by sigmoid(1).
     const x = tf.tensor3d([
       [
         [1, 0],
-        [0, 1],
+        [2, 1],
       ],
     ]);
     const identity3 = { apply: (t: tf.Tensor) => tf.concat([t, t, t], -1) };
-    const out = selfAttention(x, identity3, { apply: (t: tf.Tensor) => t }, 2).dataSync();
-    const s = 1 / (1 + Math.exp(-1)); // softmax([1, 0])[0]
-    // token 0: head 0 -> s * 1 + (1 - s) * 0; head 1 -> mean of v[:, 1] = (0 + 1) / 2
-    // token 1: head 0 -> (1 + 0) / 2; head 1 -> (1 - s) * 0 + s * 1
-    [s, 0.5, 0.5, s].forEach((w, i) => expect(out[i]).toBeCloseTo(w, 5));
-    x.dispose();
+    const out = selfAttention(x, identity3, { apply: (t: tf.Tensor) => t }, 2);
+    const sig = (z: number) => 1 / (1 + Math.exp(-z));
+    const want = [1 + sig(1), 0.5, 1 + sig(2), sig(1)];
+    expect(want.map((w) => +w.toFixed(6))).toEqual([1.731059, 0.5, 1.880797, 0.731059]);
+    const got = out.dataSync();
+    want.forEach((w, i) => expect(got[i]).toBeCloseTo(w, 5));
+    tf.dispose([x, out]);
   });
 
   it("vit-tiny at 224x224, patch 16, has timm's parameter count without a classifier (5,524,416)", () => {
