@@ -101,6 +101,28 @@ describe('docs/adding-a-method.md runs as written', () => {
       before,
     );
   });
+
+  it('a multi-crop method outside the repository (2 global + 4 local crops) trains through the real command', () => {
+    const before = execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' });
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-multi-crop-'));
+    writeFileSync(join(dir, 'multi-crop.mjs'), files['multi-crop.mjs']!);
+    writeFileSync(join(dir, 'multi-crop.yaml'), files['multi-crop.yaml']!);
+    const r = spawnSync(
+      process.execPath,
+      [join(repo, 'packages/cli/dist/bin.js'), 'train', 'multi-crop.yaml', '--quiet'],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+    expect(r.stderr + r.stdout).toMatch(/trained encoder/);
+    expect(r.status).toBe(0);
+    const run = resolve(dir, /run stored in (\S+)/.exec(r.stdout)![1]!);
+    const summary = JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8'));
+    expect(summary.status).toBe('finished');
+    expect(summary.knn.trained).toBeGreaterThan(0.3);
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(/name: local\n\s+count: 4/);
+    expect(execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' })).toBe(
+      before,
+    );
+  });
 });
 
 describe('docs/adding-a-method.md: an encoder plugin', () => {

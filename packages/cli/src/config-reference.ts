@@ -92,7 +92,7 @@ function defaultOf(s: JsonSchema, required: boolean): string {
 export function configFields(schema: ZodTypeAny, prefix = ''): ConfigField[] {
   const root = zodToJsonSchema(schema, { $refStrategy: 'none', effectStrategy: 'input' });
   const out: ConfigField[] = [];
-  const walk = (s: JsonSchema, path: string, required: boolean) => {
+  const walk = (s: JsonSchema, path: string, required: boolean, leaf = false) => {
     const description = s.description ?? '';
     const group = s.type === 'object' && s.properties;
     out.push({
@@ -102,8 +102,14 @@ export function configFields(schema: ZodTypeAny, prefix = ''): ConfigField[] {
       description,
       sources: sourcesIn(description),
     });
+    if (leaf) return;
     for (const [k, child] of Object.entries(group ? s.properties! : {})) {
       walk(child, `${path}.${k}`, s.required?.includes(k) ?? false);
+    }
+    // a list of sections (data.views): its items' own fields as `path[].field`, one level
+    const item = s.type === 'array' && !Array.isArray(s.items) ? s.items : undefined;
+    for (const [k, child] of Object.entries(item?.properties ?? {})) {
+      walk(child, `${path}[].${k}`, item!.required?.includes(k) ?? false, true);
     }
   };
   const top = root as JsonSchema;

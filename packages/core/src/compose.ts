@@ -17,6 +17,7 @@ import type { Catalog, LossEntry, Plugin } from './plugin.js';
 import { Rng } from './rng.js';
 import { ModelSchema, type ExperimentConfig } from './schema.js';
 import { Tokens } from './tokens.js';
+import { checkViews } from './views.js';
 
 export interface Composition {
   container: DependencyContainer;
@@ -174,6 +175,7 @@ export function composeExperiment(
   const method = parseWith(plugin.configSchema, input.strategy, 'strategy');
   const { config, loss } = resolveLoss(resolveModel(input, catalog), plugin, catalog);
   const dataset = options.dataset ?? loadedNow(config, catalog);
+  checkViews(config.data, dataset);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method, dataset }));
 
   const rng = new Rng(config.seed);

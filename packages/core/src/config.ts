@@ -6,29 +6,35 @@ import { ConfigError } from './errors.js';
 import { nearest } from './registry.js';
 import { ExperimentSchema, type ExperimentConfig } from './schema.js';
 
-/** Known keys of a zod object schema (unwrapping defaults and optionals). */
-function objectShape(schema: z.ZodTypeAny): Record<string, z.ZodTypeAny> | undefined {
+/** A schema without its default, optional and refinement wrappers. */
+function unwrap(schema: z.ZodTypeAny): z.ZodTypeAny {
   let s: z.ZodTypeAny = schema;
   for (;;) {
     if (s instanceof z.ZodDefault) s = s._def.innerType;
     else if (s instanceof z.ZodOptional) s = s._def.innerType;
     else if (s instanceof z.ZodEffects) s = s._def.schema;
-    else break;
+    else return s;
   }
+}
+
+/** Known keys of a zod object schema (unwrapping defaults and optionals). */
+function objectShape(schema: z.ZodTypeAny): Record<string, z.ZodTypeAny> | undefined {
+  const s = unwrap(schema);
   return s instanceof z.ZodObject ? (s.shape as Record<string, z.ZodTypeAny>) : undefined;
 }
 
+/** The object shape at `path` (list indices step into a list's items: data.views.0). */
 function shapeAt(
   schema: z.ZodTypeAny,
   path: (string | number)[],
 ): Record<string, z.ZodTypeAny> | undefined {
-  let shape = objectShape(schema);
+  let s: z.ZodTypeAny | undefined = schema;
   for (const p of path) {
-    const next = shape?.[String(p)];
-    if (!next) return undefined;
-    shape = objectShape(next);
+    const here = unwrap(s);
+    s = here instanceof z.ZodArray && typeof p === 'number' ? here.element : objectShape(here)?.[p];
+    if (!s) return undefined;
   }
-  return shape;
+  return objectShape(s);
 }
 
 /** Turns the first zod issue into a ConfigError naming the field and the fix. */

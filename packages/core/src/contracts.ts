@@ -295,22 +295,36 @@ export interface TrainingDataset {
 /** A dataset whose training split is held in memory (Fashion-MNIST, CIFAR, STL-10). */
 export type InMemoryDataset = TrainingDataset & { readonly train: ImageSplit };
 
+/** A crop group of a batch (`data.views`): its crops are `Views.crops[start .. start + count)`. */
+export interface ViewGroup {
+  readonly name: string;
+  /** Index of the group's first crop in `Views.crops`. */
+  readonly start: number;
+  readonly count: number;
+  /** [h, w] of the group's crops. */
+  readonly size: readonly [number, number];
+}
+
 /**
- * A batched two-view augmentation. `view(x, 0)` draws the first view and
- * `view(x, 1)` the second (asymmetric pipelines,
- * e.g. BYOL's, draw different transforms per view). Its random stream is part of
- * a checkpoint.
+ * A batched multi-crop augmentation. `view(x, i)` draws crop i of every image,
+ * crops in group order: `view(x, 0)` the first view, `view(x, 1)` the second
+ * (asymmetric pipelines, e.g. BYOL's, draw different transforms per view).
+ * Crops are drawn in index order from one random stream, which is part of a
+ * checkpoint.
  */
 export interface Augmentation {
+  /** [h, w] of the first crops (x1, x2). */
   readonly outSize: readonly [number, number];
+  /** The crop groups, in order; absent: two crops of `outSize` (one group 'global'). */
+  readonly groups?: readonly ViewGroup[];
   /**
-   * View `index` of a batch: [N, H, W, C] in [0, 1] -> [N, H', W', C] normalised.
+   * Crop `index` of a batch: [N, H, W, C] in [0, 1] -> [N, h, w, C] normalised.
    * `part` (data-parallel): x holds rows part.start .. part.start + N of a
    * batch of part.total images; the random draws are those of the whole batch
    * (the same on every worker) and only x's rows are augmented, so N workers
    * see the views one process would make.
    */
-  view(x: tf.Tensor4D, index: 0 | 1, part?: BatchPart): tf.Tensor4D;
+  view(x: tf.Tensor4D, index: number, part?: BatchPart): tf.Tensor4D;
   rngState(): number[];
   setRngState(state: readonly number[]): void;
 }

@@ -11,6 +11,7 @@ export * from './queue.js';
 export * from './state.js';
 export * from './schema.js';
 export * from './config.js';
+export * from './views.js';
 export * from './plugin.js';
 export * from './compose.js';
 export * from './key-encoders.js';

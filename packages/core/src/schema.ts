@@ -135,8 +135,81 @@ export const AugmentationSchema = z
       .strict()
       .default({})
       .describe('Gaussian blur (MoCo v2 aug+).'),
+    solarize: probability
+      .default(0)
+      .describe(
+        "Probability of solarizing a view: pixels >= 0.5 (on [0, 1]) become 1 - x, torchvision's RandomSolarize(threshold=0.5), PIL's solarize at 128 on 8-bit images (BYOL: 0 for view 1, 0.2 for view 2).",
+      ),
   })
   .strict();
+
+type DeepPartial<T> = T extends readonly unknown[]
+  ? T
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
+
+/** Some fields of data.augmentation, each replacing the experiment's (nested sections field by field). */
+export type AugmentationOverrides = DeepPartial<AugmentationConfig>;
+
+/** The same fields as `schema`, every one optional and without its default (an override of it). */
+function overridesOf(schema: z.ZodTypeAny): z.ZodTypeAny {
+  const description = schema.description;
+  let s = schema instanceof z.ZodDefault ? (schema.removeDefault() as z.ZodTypeAny) : schema;
+  if (s instanceof z.ZodObject) {
+    const shape = s.shape as Record<string, z.ZodTypeAny>;
+    s = z
+      .object(
+        Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, overridesOf(v).optional()])),
+      )
+      .strict();
+  }
+  return description ? s.describe(description) : s;
+}
+
+const AugmentationOverridesSchema = overridesOf(AugmentationSchema) as z.ZodObject<
+  Record<string, z.ZodTypeAny>,
+  'strict'
+>;
+
+/**
+ * One crop group of `data.views`: `count` crops of each image, drawn with the
+ * experiment's augmentation overridden by the group's fields, then by the
+ * crop's entry of `perCrop`.
+ */
+export interface ViewGroupConfig extends AugmentationOverrides {
+  name: string;
+  count: number;
+  perCrop?: AugmentationOverrides[];
+}
+
+/** A group's overrides, each field described as what it overrides. */
+const GroupOverridesSchema = z
+  .object(
+    Object.fromEntries(
+      Object.entries(AugmentationOverridesSchema.shape).map(([k, v]) => [
+        k,
+        v.describe(
+          `data.augmentation.${k} for this group's crops (the fields given replace the experiment's, nested ones one by one).`,
+        ),
+      ]),
+    ),
+  )
+  .strict();
+
+export const ViewGroupSchema = GroupOverridesSchema.extend({
+  name: z
+    .string()
+    .regex(/^[A-Za-z][\w-]*$/, 'use a letter, then letters, digits, "_" and "-"')
+    .describe("The group's name; a method reaches its crops by it ('global', 'local')."),
+  count: positiveInt.describe('Crops of each image in this group (DINO: 2 global, 6-10 local).'),
+  perCrop: z
+    .array(AugmentationOverridesSchema)
+    .optional()
+    .describe(
+      "Per-crop overrides over the group's settings, in crop order, at most `count` (BYOL's asymmetric pair: [{ blur: { p: 1 } }, { blur: { p: 0.1 }, solarize: 0.2 }]); crop.size stays the group's.",
+    ),
+}) as unknown as z.ZodType<ViewGroupConfig, z.ZodTypeDef, unknown>;
 
 export const ExperimentSchema = z
   .object({
@@ -266,8 +339,15 @@ export const ExperimentSchema = z
             'Batches prepared ahead of the training step (0 = none); image-folder: batches decoded ahead, the bound of the decode queue.',
           ),
         augmentation: AugmentationSchema.default({}).describe(
-          "The two views' augmentation (MoCo v1 by default; MoCo v2 adds blur, stronger jitter).",
+          "The views' augmentation (MoCo v1 by default; MoCo v2 adds blur, stronger jitter); `views` groups override it.",
         ),
+        views: z
+          .array(ViewGroupSchema)
+          .min(1)
+          .optional()
+          .describe(
+            "Multi-crop: groups of crops, in order (SwAV, DINO: 2 global crops, then local crops of a smaller size and scale range), each with its own overrides of `augmentation`. The batch holds one tensor per crop in group order; x1 and x2 are the first group's first two crops, so the first group has at least 2. Default (unset): one group 'global' of 2 crops with `augmentation`, today's two views.",
+          ),
       })
       .strict()
       .default({})

@@ -9,6 +9,7 @@ import {
   isStreamed,
   methodParameters,
   resolveMethod,
+  resolveViews,
   ConfigError,
   StateError,
   Tokens,
@@ -28,7 +29,7 @@ import {
   type Views,
 } from '@contrast/core';
 import {
-  BatchAugmentation,
+  CropGroupsAugmentation,
   disposeBatch,
   prefetch,
   stepsPerEpoch,
@@ -47,12 +48,15 @@ export function plannedSteps(config: ExperimentConfig, trainSize: number): numbe
   return maxSteps > 0 ? Math.min(all, maxSteps) : all;
 }
 
-/** The default two-view augmentation: the config's pipeline, the same for both views. */
+/**
+ * The default augmentation: the crop groups of data.views (without it, two
+ * views with data.augmentation's pipeline, the same for both).
+ */
 export const defaultAugmentation = (
   config: ExperimentConfig,
   dataset: TrainingDataset,
   rng: Rng,
-): Augmentation => new BatchAugmentation(config.data.augmentation, dataset, rng);
+): Augmentation => new CropGroupsAugmentation(resolveViews(config.data), dataset, rng);
 
 /**
  * One composed experiment: the encoder, the method (with its own parts: key

@@ -119,6 +119,27 @@ describe('the training loop and its hooks', () => {
     expect(new Set(result.tensorsAfterStep.slice(1)).size).toBe(1);
   });
 
+  it('multi-crop (2 global + 4 local crops): no tensor leaks, batches held ahead counted with all their crops', async () => {
+    const views = [
+      { name: 'global', count: 2 },
+      { name: 'local', count: 4, crop: { size: 12, scale: [0.05, 0.4] } },
+    ];
+    const { result } = await train(
+      config({
+        data: { trainSubset: 256, prefetch: 2, views },
+        eval: {
+          knn: { every: 0, bankSize: 256, testSize: 100 },
+          baselines: false,
+          alignUniform: 0,
+        },
+      }),
+    );
+    expect(result).toMatchObject({ status: 'finished', steps: 8 });
+    // the prefetcher holds 2, then 1, then 0 batches of 7 tensors at the end of the run
+    expect(result.tensorsAfterStep).toHaveLength(8);
+    expect(new Set(result.tensorsAfterStep.slice(1)).size).toBe(1);
+  });
+
   it('a stop request ends the run after the current step: onStop, no final kNN, status interrupted', async () => {
     let polls = 0;
     const { events, result } = await train(config(), { shouldStop: () => ++polls > 3 });
