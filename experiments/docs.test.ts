@@ -186,6 +186,47 @@ describe("docs/adding-a-method.md's optimizer of one's own", () => {
   });
 });
 
+describe('docs/adding-a-method.md: an encoder plugin', () => {
+  it('an encoder plugin outside the repository trains by name through the real command, editing nothing here', () => {
+    const before = execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' });
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-encoder-'));
+    writeFileSync(join(dir, 'mlp-encoder.mjs'), files['mlp-encoder.mjs']!);
+    writeFileSync(join(dir, 'mlp-encoder.yaml'), files['mlp-encoder.yaml']!);
+    const r = spawnSync(
+      process.execPath,
+      [join(repo, 'packages/cli/dist/bin.js'), 'train', 'mlp-encoder.yaml', '--quiet'],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+    expect(r.stderr + r.stdout).toMatch(/trained encoder/);
+    expect(r.status).toBe(0);
+    const run = /run stored in (\S+)/.exec(r.stdout)![1]!;
+    const summary = JSON.parse(readFileSync(join(resolve(dir, run), 'summary.json'), 'utf8'));
+    expect(summary.status).toBe('finished');
+    expect(summary.knn.trained).toBeGreaterThan(0.3);
+    // the run records the encoder's options with their defaults
+    const config = readFileSync(join(resolve(dir, run), 'config.yaml'), 'utf8');
+    expect(config).toMatch(/encoder: mlp/);
+    expect(config).toMatch(/hidden: 256/);
+    // an option the encoder does not have is refused, naming it and the known ones
+    const bad = spawnSync(
+      process.execPath,
+      [
+        join(repo, 'packages/cli/dist/bin.js'),
+        'train',
+        'mlp-encoder.yaml',
+        '--set',
+        'model.hiden=8',
+      ],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/model\.hiden.*did you mean 'hidden'/s);
+    expect(execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' })).toBe(
+      before,
+    );
+  });
+});
+
 /** Every Markdown file of the checkout, tracked or new (ignored files excepted). */
 function markdownFiles(): string[] {
   const out = execFileSync(

@@ -1,4 +1,10 @@
-import { ExperimentSchema, type OptimizerEntry, type Plugin } from '@contrast/core';
+import {
+  ExperimentSchema,
+  type EncoderEntry,
+  type OptimizerEntry,
+  type Plugin,
+} from '@contrast/core';
+import { builtinEncoders } from '@contrast/models';
 import type { ZodTypeAny } from 'zod';
 import { zodToJsonSchema } from 'zod-to-json-schema';
 
@@ -49,6 +55,8 @@ export const SOURCES: Record<string, string> = {
   LARS: 'You, Gitman, Ginsburg. Large Batch Training of Convolutional Networks. arXiv:1708.03888, 2017.',
   torchvision:
     'torchvision.transforms (RandomResizedCrop, ColorJitter, GaussianBlur), whose semantics the augmentations follow.',
+  ViT: 'Dosovitskiy et al. An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale. ICLR 2021.',
+  timm: 'Wightman. PyTorch Image Models (timm): timm.models.vision_transformer.VisionTransformer, whose layers, names and initialisation the ViT follows.',
 };
 
 /** Which sources a description names; after "MoCo", a bare "v2" is MoCo v2 ("MoCo v1/v2"). */
@@ -146,14 +154,36 @@ function lossOptionSections(plugins: readonly Plugin[]): string[] {
   return out;
 }
 
+/** One section per encoder options schema (encoders sharing a schema, the ResNets, share one). */
+function encoderSections(
+  encoders: Readonly<Record<string, Pick<EncoderEntry, 'description' | 'optionsSchema'>>>,
+): string[] {
+  const bySchema = new Map<unknown, string[]>();
+  for (const name of Object.keys(encoders).sort()) {
+    const schema = encoders[name]!.optionsSchema;
+    bySchema.set(schema, [...(bySchema.get(schema) ?? []), name]);
+  }
+  return [...bySchema.values()].flatMap((names) => {
+    const entry = encoders[names[0]!]!;
+    const own = configFields(entry.optionsSchema, 'model');
+    const title = names.map((n) => `\`model.encoder: ${n}\``).join(', ');
+    const about = names.map((n) => encoders[n]!.description).join('; ');
+    return [`### ${title}`, `${about}.`, own.length ? table(own) : 'No options of its own.'];
+  });
+}
+
 /**
- * docs/configuration.md: every field of the experiment schema and of each
- * strategy plugin's configSchema (and of each plugin loss's options), with its type, default, meaning (the zod
+ * docs/configuration.md: every field of the experiment schema, of each
+ * encoder's options (`encoders`, default the built-in ones) and of each
+ * strategy plugin's configSchema, with its type, default, meaning (the zod
  * `.describe()` text, the one source of truth) and the papers it cites.
  */
 export function configurationMarkdown(
   plugins: readonly Plugin[],
   optimizers: Readonly<Record<string, OptimizerEntry>> = {},
+  encoders: Readonly<
+    Record<string, Pick<EncoderEntry, 'description' | 'optionsSchema'>>
+  > = builtinEncoders(),
 ): string {
   const fields = configFields(ExperimentSchema);
   const sections = fields.filter((f) => !f.path.includes('.') && f.type === 'object');
@@ -173,6 +203,7 @@ export function configurationMarkdown(
     );
     if (s.path === 'loss') parts.push(...lossOptionSections(plugins));
     if (s.path === 'optim') parts.push(...optimizerSections(optimizers));
+    if (s.path === 'model') parts.push(...encoderSections(encoders));
     if (s.path !== 'strategy') continue;
     for (const p of [...plugins].sort((a, b) => a.name.localeCompare(b.name))) {
       const own = configFields(p.configSchema as ZodTypeAny, 'strategy').filter(
@@ -188,6 +219,9 @@ export function configurationMarkdown(
   }
   for (const p of plugins) {
     for (const f of configFields(p.configSchema as ZodTypeAny)) cited.push(...f.sources);
+  }
+  for (const e of Object.values(encoders)) {
+    for (const f of configFields(e.optionsSchema)) cited.push(...f.sources);
   }
   const listed = Object.keys(SOURCES).filter((k) => cited.includes(k));
   parts.push('## Sources', listed.map((k) => `- **${k}**: ${SOURCES[k]}`).join('\n'));

@@ -23,7 +23,7 @@ import {
 } from './plugin.js';
 import { resolveOptimizer, type OptimizerFactory } from './optim.js';
 import { Rng } from './rng.js';
-import type { ExperimentConfig } from './schema.js';
+import { ModelSchema, type ExperimentConfig } from './schema.js';
 import { Tokens } from './tokens.js';
 import { checkViews } from './views.js';
 
@@ -35,7 +35,8 @@ export interface Composition {
   /**
    * The config as trained: `loss.name`, `loss.temperature`, `loss.symmetric`
    * and the loss's own options filled in from the defaults, the optimizer's own
-   * `optim` fields from its defaults. This is what a run records.
+   * `optim` fields from its defaults, `model` with the encoder's own options
+   * parsed (defaults filled in). This is what a run records.
    */
   config: ExperimentConfig;
   /** The strategy section as the plugin's schema parsed it (defaults filled in). */
@@ -56,12 +57,27 @@ export interface Composition {
  */
 export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   const plugin = catalog.plugins.get(config.strategy.name);
-  catalog.encoders.get(config.model.encoder);
+  resolveModel(config, catalog);
   catalog.datasets.get(config.data.dataset);
   if (config.loss.name !== undefined) catalog.losses.get(config.loss.name);
   resolveLoss(config, plugin, catalog);
   catalog.optimizers.get(config.optim.optimizer);
   return plugin;
+}
+
+/**
+ * The `model` section checked against its encoder: the shared fields plus the
+ * encoder's own options (its registry entry's schema), defaults filled in. This
+ * is what the encoder is built from and what a run records.
+ * @throws UnknownNameError for an unknown `model.encoder` (listing the known ones);
+ * ConfigError naming `model.<field>` for a field the encoder does not know (listing the known ones)
+ * or an invalid value.
+ */
+export function resolveModel(config: ExperimentConfig, catalog: Catalog): ExperimentConfig {
+  const entry = catalog.encoders.get(config.model.encoder);
+  const schema = ModelSchema.merge(entry.optionsSchema).strict();
+  const model = parseWith(schema, config.model, 'model') as ExperimentConfig['model'];
+  return { ...config, model };
 }
 
 const WHAT: Record<string, string> = {
@@ -211,6 +227,24 @@ export interface ComposeOptions {
 }
 
 /**
+ * The sections each part checks against its own schema: the method's
+ * (`strategy`), the encoder's (`model`), the loss's and the optimizer's, with
+ * their defaults filled into the config a run records.
+ */
+function resolveSections(input: ExperimentConfig, plugin: Plugin, catalog: Catalog) {
+  const strategy = parseWith(plugin.configSchema, input.strategy, 'strategy');
+  const resolved = resolveLoss(resolveModel(input, catalog), plugin, catalog);
+  const optim = resolveOptimizer(resolved.config, catalog.optimizers);
+  return {
+    strategy,
+    config: optim.config,
+    lossEntry: resolved.loss,
+    lossOptions: resolved.options,
+    optim,
+  };
+}
+
+/**
  * The composition root: one tsyringe child container per experiment, built
  * from the parsed config. Every check (names, the plugin's config section, the
  * loss and its options, the plugin's own `check`, the dataset files) runs
@@ -234,11 +268,11 @@ export function composeExperiment(
   options: ComposeOptions = {},
 ): Composition {
   const plugin = checkNames(input, catalog);
-  const strategy = parseWith(plugin.configSchema, input.strategy, 'strategy');
-  const resolved = resolveLoss(input, plugin, catalog);
-  const { loss: lossEntry, options: lossOptions } = resolved;
-  const optim = resolveOptimizer(resolved.config, catalog.optimizers);
-  const { config } = optim;
+  const { strategy, config, lossEntry, lossOptions, optim } = resolveSections(
+    input,
+    plugin,
+    catalog,
+  );
   const dataset = options.dataset ?? loadedNow(config, catalog);
   checkViews(config.data, dataset);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method: strategy, dataset }));
@@ -252,13 +286,14 @@ export function composeExperiment(
   child.register(Tokens.Dataset, { useValue: dataset });
   child.register(Tokens.Clock, { useValue: clock });
   child.register(Tokens.Collectives, { useValue: collectives });
-  child.register(Tokens.EncoderFactory, { useValue: catalog.encoders.get(config.model.encoder) });
+  child.register(Tokens.EncoderFactory, {
+    useValue: catalog.encoders.get(config.model.encoder).create,
+  });
   if (options.augmentation) {
     child.register(Tokens.AugmentationFactory, { useValue: options.augmentation });
   }
-  const { entry, options: optimizerOptions } = optim;
   child.register(Tokens.OptimizerFactory, {
-    useValue: options.optimizer ?? ((params) => entry.create(params, optimizerOptions)),
+    useValue: options.optimizer ?? ((params) => optim.entry.create(params, optim.options)),
   });
   withPlugin(plugin, 'provide()', () => plugin.provide?.(child, strategy));
 
@@ -271,9 +306,8 @@ export function composeExperiment(
   };
   const createEncoder = child.resolve(Tokens.EncoderFactory);
   const encoder = createEncoder(encoderSpec, rng.fork()); // 1
-  child.register(Tokens.Encoder, { useValue: encoder });
   const loss = lossEntry.create({ datasetSize: dataset.train.n }, lossOptions); // 2
-  child.register(Tokens.Loss, { useValue: loss });
+  child.register(Tokens.Encoder, { useValue: encoder }).register(Tokens.Loss, { useValue: loss });
   const context: BuildContext = {
     plugin: plugin.name,
     options: strategy,

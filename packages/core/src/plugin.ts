@@ -134,6 +134,8 @@ export interface Plugin<C = unknown> {
   readonly losses?: Readonly<Record<string, LossEntry>>;
   /** Named optimizers this plugin adds (any experiment may then select them in `optim.optimizer`). */
   readonly optimizers?: Readonly<Record<string, OptimizerEntry>>;
+  /** Named encoders this plugin adds (`model.encoder` may then select them). */
+  readonly encoders?: Readonly<Record<string, EncoderEntry>>;
   /** Pre-flight checks against the whole experiment, before anything is built or trained. */
   check?(context: { config: ExperimentConfig; method: C; dataset: TrainingDataset }): void;
   /**
@@ -155,10 +157,38 @@ export function definePlugin<C>(plugin: Plugin<C>): Plugin<C> {
 /** Everything a composition root can choose from, by name. */
 export interface Catalog {
   plugins: Registry<Plugin>;
-  encoders: Registry<EncoderFactory>;
+  encoders: Registry<EncoderEntry>;
   datasets: Registry<DatasetFactory>;
   losses: Registry<LossEntry>;
   optimizers: Registry<OptimizerEntry>;
+}
+
+/**
+ * A named encoder: its own options (the `model` fields besides the shared ones:
+ * encoder, head, hiddenDim, headLayers, headOutputBn, dim, bnSplits), validated
+ * like a strategy's section (a strict zod object, defaults filled in), and a
+ * factory that receives the `model` section with them parsed.
+ */
+export interface EncoderEntry {
+  readonly description: string;
+  /** A strict zod object of the encoder's own `model` fields (none: `z.object({}).strict()`). */
+  readonly optionsSchema: z.AnyZodObject;
+  readonly create: EncoderFactory;
+}
+
+/**
+ * A plugin that only adds encoders (no method): listed under `plugins:` like a
+ * method plugin, its encoders are then selectable as `model.encoder`.
+ */
+export interface EncoderPlugin {
+  readonly name: string;
+  readonly description: string;
+  readonly encoders: Readonly<Record<string, EncoderEntry>>;
+}
+
+/** Whether a plugin defines a method (a strategy) or only adds encoders. */
+export function isMethodPlugin(p: Plugin | EncoderPlugin): p is Plugin {
+  return typeof (p as Partial<Plugin>).build === 'function';
 }
 
 /**

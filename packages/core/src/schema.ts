@@ -6,6 +6,52 @@ const range = z
   .tuple([z.number().positive(), z.number().positive()])
   .refine(([lo, hi]) => lo <= hi, 'the first number must not exceed the second');
 
+/**
+ * The `model` fields every encoder shares: which encoder, and the projection
+ * head on top of it. An encoder's own fields (a ResNet's width and stem, a
+ * ViT's patch size and depth) are validated by its registry entry's schema.
+ */
+export const ModelSchema = z
+  .object({
+    encoder: z
+      .string()
+      .default('resnet18')
+      .describe(
+        "Backbone, by name: resnet18, resnet34, resnet50, convnet (a small ConvNet), vit (a Vision Transformer; vit-tiny, vit-small) or an encoder a plugin adds. Each has its own fields in this section (ResNets: width, stem; vit: patchSize, embedDim, depth, heads, ...), listed under 'Encoders' below.",
+      ),
+    head: z
+      .enum(['linear', 'mlp', 'mlp-bn'])
+      .default('linear')
+      .describe(
+        "Projection head: 'linear' (MoCo v1's replaced fc), 'mlp' (Linear-ReLU-Linear, MoCo v2 / SimCLR) or 'mlp-bn' (Linear-BN-ReLU per hidden layer, then Linear: BYOL's projector; SimSiam's with 3 layers and an output BN).",
+      ),
+    hiddenDim: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe("Hidden width of the MLP head (0 = the backbone's feature width)."),
+    headLayers: z
+      .number()
+      .int()
+      .min(2)
+      .default(2)
+      .describe('Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet).'),
+    headOutputBn: z
+      .boolean()
+      .default(false)
+      .describe("BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector)."),
+    dim: positiveInt
+      .default(128)
+      .describe('Embedding dimension of the head output (128 in MoCo v1/v2).'),
+    bnSplits: positiveInt
+      .default(1)
+      .describe(
+        "BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo); with the key shuffle this is shuffle BN on one device. 1 = plain BN.",
+      ),
+  })
+  .strict();
+
 export const AugmentationSchema = z
   .object({
     crop: z
@@ -415,63 +461,11 @@ export const ExperimentSchema = z
       .strict()
       .default({})
       .describe('Dataset, subset and input pipeline.'),
-    model: z
-      .object({
-        encoder: z
-          .string()
-          .default('resnet18')
-          .describe(
-            'Backbone: resnet18, resnet34, resnet50 or convnet (a small ConvNet, 32-64-128 channels at width 1).',
-          ),
-        width: z
-          .number()
-          .positive()
-          .default(1)
-          .describe('Width multiplier: base width 64 * width (ResNets), 32 * width (convnet).'),
-        stem: z
-          .enum(['cifar', 'imagenet'])
-          .default('cifar')
-          .describe(
-            "ResNet stem: 'cifar' (3x3 conv, no max-pool, for 32x32 images) or 'imagenet' (7x7 stride-2 conv + max-pool).",
-          ),
-        head: z
-          .enum(['linear', 'mlp', 'mlp-bn'])
-          .default('linear')
-          .describe(
-            "Projection head: 'linear' (MoCo v1's replaced fc), 'mlp' (Linear-ReLU-Linear, MoCo v2 / SimCLR) or 'mlp-bn' (Linear-BN-ReLU per hidden layer, then Linear: BYOL's projector; SimSiam's with 3 layers and an output BN).",
-          ),
-        hiddenDim: z
-          .number()
-          .int()
-          .min(0)
-          .default(0)
-          .describe("Hidden width of the MLP head (0 = the backbone's feature width)."),
-        headLayers: z
-          .number()
-          .int()
-          .min(2)
-          .default(2)
-          .describe(
-            'Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet).',
-          ),
-        headOutputBn: z
-          .boolean()
-          .default(false)
-          .describe(
-            "BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector).",
-          ),
-        dim: positiveInt
-          .default(128)
-          .describe('Embedding dimension of the head output (128 in MoCo v1/v2).'),
-        bnSplits: positiveInt
-          .default(1)
-          .describe(
-            "BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo); with the key shuffle this is shuffle BN on one device. 1 = plain BN.",
-          ),
-      })
-      .strict()
+    model: ModelSchema.passthrough()
       .default({})
-      .describe('The encoder: backbone and projection head.'),
+      .describe(
+        "The encoder: backbone and projection head. The encoder's own fields (model.encoder's options) sit beside the shared ones.",
+      ),
     strategy: z
       .object({
         name: z

@@ -3,8 +3,11 @@ import {
   Registry,
   SHARED_LOSSES,
   type Catalog,
+  isMethodPlugin,
+  ModelSchema,
   type DatasetFactory,
-  type EncoderFactory,
+  type EncoderEntry,
+  type EncoderPlugin,
   type LossEntry,
   type OptimizerEntry,
   type Plugin,
@@ -18,19 +21,19 @@ import {
   loadStl10,
   subsetTrain,
 } from '@contrast/data';
-import { createEncoder, ENCODER_NAMES } from '@contrast/models';
+import { builtinEncoders } from '@contrast/models';
 import { BUILTIN_OPTIMIZERS } from './optimizers.js';
 
 /**
  * Registries of everything built in (encoders, datasets, the shared losses, the
- * optimizers), plus the given method plugins and the losses and optimizers they
- * contribute.
- * @throws PluginError when two plugins share a name, a loss name or an optimizer name.
+ * optimizers), plus the given plugins: method plugins with the losses,
+ * encoders and optimizers they contribute, and encoder plugins (encoders only).
+ * @throws PluginError when two plugins share a name, or a loss, encoder or optimizer name is taken.
  */
-export function createCatalog(plugins: readonly Plugin[]): Catalog {
+export function createCatalog(plugins: readonly (Plugin | EncoderPlugin)[]): Catalog {
   const catalog: Catalog = {
     plugins: new Registry<Plugin>('strategy'),
-    encoders: new Registry<EncoderFactory>('encoder'),
+    encoders: new Registry<EncoderEntry>('encoder'),
     datasets: new Registry<DatasetFactory>('dataset'),
     losses: new Registry<LossEntry>('loss'),
     optimizers: new Registry<OptimizerEntry>('optimizer'),
@@ -39,7 +42,12 @@ export function createCatalog(plugins: readonly Plugin[]): Catalog {
   for (const [name, entry] of Object.entries(BUILTIN_OPTIMIZERS)) {
     catalog.optimizers.register(name, entry);
   }
+  for (const [name, entry] of Object.entries(builtinEncoders())) {
+    catalog.encoders.register(name, entry);
+  }
   for (const p of plugins) {
+    registerEncoders(catalog, p);
+    if (!isMethodPlugin(p)) continue;
     if (catalog.plugins.has(p.name)) {
       throw new PluginError(p.name, 'two plugins have this name', {
         hint: 'rename one of them (names are what strategy.name refers to)',
@@ -67,7 +75,6 @@ export function createCatalog(plugins: readonly Plugin[]): Catalog {
       catalog.optimizers.register(name, entry);
     }
   }
-  for (const name of ENCODER_NAMES) catalog.encoders.register(name, createEncoder);
   const root = (data: { root?: string | undefined }, name: string) =>
     data.root ?? join('data', name);
   catalog.datasets
@@ -96,4 +103,33 @@ export function createCatalog(plugins: readonly Plugin[]): Catalog {
       subsetTrain(loadStl10(root(data, 'stl10'), { unlabeled: true }), data.trainSubset),
     );
   return catalog;
+}
+
+/**
+ * A plugin's encoders into the catalog.
+ * @throws PluginError when a name is taken, or an option would shadow a shared `model` field.
+ */
+function registerEncoders(catalog: Catalog, p: Plugin | EncoderPlugin): void {
+  for (const [name, entry] of Object.entries(p.encoders ?? {})) {
+    if (catalog.encoders.has(name)) {
+      throw new PluginError(
+        p.name,
+        `contributes an encoder named '${name}', which exists already`,
+        {
+          hint: `known encoders: ${catalog.encoders.names().join(', ')}; pick another name`,
+        },
+      );
+    }
+    const shared = Object.keys(entry.optionsSchema.shape).filter((k) => k in ModelSchema.shape);
+    if (shared.length > 0) {
+      throw new PluginError(
+        p.name,
+        `encoder '${name}' has options named as shared model fields: ${shared.join(', ')}`,
+        {
+          hint: `rename them (shared fields: ${Object.keys(ModelSchema.shape).join(', ')})`,
+        },
+      );
+    }
+    catalog.encoders.register(name, entry);
+  }
 }

@@ -8,7 +8,6 @@ import {
   KeyQueue,
   lossOfKind,
   MethodParts,
-  MomentumKeyEncoder,
   methodParameters,
   parseExperiment,
   PluginError,
@@ -29,6 +28,7 @@ import {
 import { BatchAugmentation } from '@contrast/data';
 import { createEncoder } from '@contrast/models';
 import { createCatalog } from './catalog.js';
+import { testMoco } from './test-utils/moco.js';
 import { createOptimizer } from './optimizers.js';
 import { createSession } from './session.js';
 
@@ -72,17 +72,7 @@ const pairedPlugin = definePlugin({
 });
 
 /** MoCo of shared parts: one fork for its queue. */
-const moco = definePlugin({
-  name: 'moco',
-  description: 'momentum keys and a queue',
-  configSchema: z.object({ name: z.literal('moco') }).strict(),
-  loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
-  build(ctx) {
-    const keyEncoder = new MomentumKeyEncoder(ctx.encoder, 0.99);
-    const source = new QueueSource('moco', 64, ctx.encoder.embedDim, ctx.rng.fork());
-    return composeContrastive(ctx, { keyEncoder, source });
-  },
-});
+const moco = testMoco;
 
 /** SimCLR of shared parts: no fork of its own. */
 const simclr = definePlugin({

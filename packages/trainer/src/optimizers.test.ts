@@ -1,14 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import {
-  composeContrastive,
   ConfigError,
   ContrastError,
   defineOptimizer,
-  definePlugin,
-  MomentumKeyEncoder,
   parseExperiment,
-  QueueSource,
   UnknownNameError,
   z,
   type ExperimentInput,
@@ -16,21 +12,12 @@ import {
 } from '@contrast/core';
 import { disposeBatch } from '@contrast/data';
 import { createCatalog } from './catalog.js';
+import { testMoco } from './test-utils/moco.js';
 import { createStepHarness } from './harness.js';
 import { createSession } from './session.js';
 import { Sgd } from './sgd.js';
 
-const moco = definePlugin({
-  name: 'moco',
-  description: 'momentum keys and a queue',
-  configSchema: z.object({ name: z.literal('moco') }),
-  loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
-  build(ctx) {
-    const keyEncoder = new MomentumKeyEncoder(ctx.encoder, 0.99);
-    const source = new QueueSource('moco', 64, ctx.encoder.embedDim, ctx.rng.fork());
-    return composeContrastive(ctx, { keyEncoder, source });
-  },
-});
+const moco = testMoco;
 
 /** Plain SGD without momentum, contributed by a plugin under a new name. */
 const plainSgd = defineOptimizer({
