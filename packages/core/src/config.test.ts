@@ -186,6 +186,18 @@ describe('extends', () => {
     expect(loadExperiment(join(d, 'e2e.yaml')).strategy).toEqual({ name: 'end-to-end' });
   });
 
+  it('drops the larsEta: 0.001 older runs recorded under every optimizer, and only that', () => {
+    const d = dir();
+    const recorded = (optim: string) =>
+      loadExperiment(
+        (writeFileSync(join(d, 'r.yaml'), `name: r\nstrategy: { name: x }\noptim: ${optim}\n`),
+        join(d, 'r.yaml')),
+      ).optim as Record<string, unknown>;
+    expect(recorded('{ momentum: 0.9, larsEta: 0.001 }')).not.toHaveProperty('larsEta');
+    expect(recorded('{ optimizer: lars, larsEta: 0.001 }').larsEta).toBe(0.001);
+    expect(recorded('{ larsEta: 0.002 }').larsEta).toBe(0.002); // refused later, by the optimizer
+  });
+
   it('refuses a cycle and a missing base, naming the field', () => {
     const d = dir();
     writeFileSync(join(d, 'a.yaml'), 'extends: b.yaml\nname: a\n');

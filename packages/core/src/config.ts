@@ -298,7 +298,23 @@ export function loadExperiment(
   overrides: readonly string[] = [],
   options: SettingsOptions = {},
 ): ExperimentConfig {
-  return parseExperiment(applyOverrides(readExperimentFile(path), overrides, options));
+  return parseExperiment(
+    applyOverrides(upgradeRecorded(readExperimentFile(path)), overrides, options),
+  );
+}
+
+/**
+ * Runs recorded before optimizers had fields of their own wrote LARS's
+ * `larsEta: 0.001` (its default) into every config.yaml, whatever the
+ * optimizer; it only ever applied to LARS. That line is dropped from a non-LARS
+ * config so those runs still resume, evaluate and export. Any other value
+ * under another optimizer is still refused (resolveOptimizer).
+ */
+function upgradeRecorded(doc: Record<string, unknown>): Record<string, unknown> {
+  const optim = doc.optim as Record<string, unknown> | undefined;
+  if (!optim || optim.larsEta !== 0.001 || optim.optimizer === 'lars') return doc;
+  const { larsEta: _old, ...rest } = optim;
+  return { ...doc, optim: rest };
 }
 
 export function parseExperiment(raw: unknown): ExperimentConfig {
