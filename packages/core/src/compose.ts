@@ -50,7 +50,8 @@ export interface Composition {
 }
 
 /**
- * Fails on any unknown name (strategy, encoder, dataset, loss, optimizer), and on a loss
+ * Fails on any unknown name (strategy, encoder, dataset, loss, optimizer), on an
+ * optimizer field the selected optimizer does not know, and on a loss
  * section the method refuses (a loss of another kind, an option the loss does
  * not know, a temperature for a method without one; resolveLoss), before
  * anything heavy is loaded. Returns the method's plugin.
@@ -61,7 +62,7 @@ export function checkNames(config: ExperimentConfig, catalog: Catalog): Plugin {
   catalog.datasets.get(config.data.dataset);
   if (config.loss.name !== undefined) catalog.losses.get(config.loss.name);
   resolveLoss(config, plugin, catalog);
-  catalog.optimizers.get(config.optim.optimizer);
+  resolveOptimizer(config, catalog.optimizers);
   return plugin;
 }
 

@@ -310,7 +310,7 @@ export function loadExperiment(
  * config so those runs still resume, evaluate and export. Any other value
  * under another optimizer is still refused (resolveOptimizer).
  */
-function upgradeRecorded(doc: Record<string, unknown>): Record<string, unknown> {
+export function upgradeRecorded(doc: Record<string, unknown>): Record<string, unknown> {
   const optim = doc.optim as Record<string, unknown> | undefined;
   if (!optim || optim.larsEta !== 0.001 || optim.optimizer === 'lars') return doc;
   const { larsEta: _old, ...rest } = optim;

@@ -63,9 +63,12 @@ describe('study expansion', () => {
 
   it('names the series and the field of a bad setting', () => {
     const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
-    const file = writeStudy(dir, twoSeries.replace('optim.batchSize: 16', 'optim.batchsize: 16'));
+    const file = writeStudy(
+      dir,
+      twoSeries.replace('optim.batchSize: 16', 'optim.batchSize: 16, data.trainsubset: 8'),
+    );
     expect(() => expandStudy(loadStudy(file), file, { runsDir: 'x' })).toThrow(
-      /series 'end-to-end', k = 30.*optim.batchsize/s,
+      /series 'end-to-end', k = 30.*data.trainsubset/s,
     );
     const empty = writeStudy(dir, 'name: e\nbase: base.yaml\nseries: []\n');
     expect(() => loadStudy(empty)).toThrow(/series.*at least one series/s);
@@ -195,8 +198,13 @@ describe('axes studies: grid, zip, seeds', () => {
         ),
       ),
     ).toThrow(/same length/);
-    const typo = writeStudy(dir, `${head}axis: optim.lrr\ngrid:\n  optim.lrr: [0.1]\n`);
-    expect(() => expandStudy(loadStudy(typo), typo, { runsDir: 'x' })).toThrow(/did you mean 'lr'/);
+    const typo = writeStudy(
+      dir,
+      `${head}axis: data.trainSubsett\ngrid:\n  data.trainSubsett: [8]\n`,
+    );
+    expect(() => expandStudy(loadStudy(typo), typo, { runsDir: 'x' })).toThrow(
+      /did you mean 'trainSubset'/,
+    );
   });
 
   it('reports mean ± std over seeds', () => {

@@ -18,6 +18,8 @@ import {
   loadDataset,
   parseExperiment,
   resolveLoss,
+  resolveOptimizer,
+  upgradeRecorded,
   resolveModel,
   RUN_SETTINGS,
   StateError,
@@ -485,13 +487,18 @@ const RESUME_MAY_CHANGE = ['tracking', 'checkpoint', 'data.prefetch'];
 
 /**
  * Refuses to resume a folder that is not a run, or with a recipe that differs
- * from the run's (both as trained: the plugin's loss defaults and the encoder's options filled in).
+ * from the run's (both as trained: the plugin's loss defaults, the encoder's and the optimizer's
+ * options filled in).
  */
 function checkResumable(runPath: string, config: ExperimentConfig, catalog: Catalog): void {
   const file = requireRunFolder(runPath);
   const asTrained = (c: ExperimentConfig) =>
-    resolveLoss(resolveModel(c, catalog), catalog.plugins.get(c.strategy.name), catalog).config;
-  const original = asTrained(parseExperiment(parse(readFileSync(file, 'utf8'))));
+    resolveOptimizer(
+      resolveLoss(resolveModel(c, catalog), catalog.plugins.get(c.strategy.name), catalog).config,
+      catalog.optimizers,
+    ).config;
+  const recorded = upgradeRecorded(parse(readFileSync(file, 'utf8')) as Record<string, unknown>);
+  const original = asTrained(parseExperiment(recorded));
   const diff = configDiff(original, asTrained(config), RESUME_MAY_CHANGE);
   if (diff.length > 0) {
     throw new ConfigError(
