@@ -89,6 +89,13 @@ const CASES: Case[] = [
     workers: 2,
     yaml: `${mlpBn}strategy: { name: simsiam, predictorHidden: 8 }\n`,
   },
+  { name: 'barlow-twins', workers: 2, yaml: `${mlpBn}strategy: { name: barlow-twins }\n` },
+  { name: 'vicreg', workers: 2, yaml: `${mlpBn}strategy: { name: vicreg }\n` },
+  {
+    name: 'nnclr',
+    workers: 2,
+    yaml: `${mlpBn}strategy: { name: nnclr, queueSize: 48, predictorHidden: 32 }\n`,
+  },
   {
     name: 'momentum-queue, shuffle BN, 3 workers',
     workers: 3,
