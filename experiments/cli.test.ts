@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { allCommands, cliVersion, createProgram } from '@contrast/cli';
 import { FASHION_MNIST_FILES, fashionMnistDir } from '@contrast/data';
-import { freePort } from '@contrast/tracking';
+import { freePort, lockRun } from '@contrast/tracking';
 import { BIN, cli, spawnCli } from './cli.js';
 
 /**
@@ -203,6 +203,15 @@ describe('training and its output', () => {
   });
 
   it('--json on eval, study run, study report and doctor: one JSON object on stdout', async () => {
+    // a run folder another live process holds (a training, another eval) is not written to
+    const held = lockRun(runPath);
+    const refused = spawnCli(['eval', 'knn', runPath, '--bank', '512', '--test', '200', '--json']);
+    expect(await refused.done).toBe(2);
+    expect(JSON.parse(refused.stdout())).toMatchObject({
+      ok: false,
+      error: { code: 'CONTRAST_RUN_LOCKED' },
+    });
+    held.release();
     const ev = spawnCli(['eval', 'knn', runPath, '--bank', '512', '--test', '200', '--json']);
     expect(await ev.done, ev.stderr()).toBe(0);
     expect(JSON.parse(ev.stdout())).toMatchObject({

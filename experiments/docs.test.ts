@@ -101,6 +101,130 @@ describe('docs/adding-a-method.md runs as written', () => {
       before,
     );
   });
+
+  it('a multi-crop method outside the repository (2 global + 4 local crops) trains through the real command', () => {
+    const before = execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' });
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-multi-crop-'));
+    writeFileSync(join(dir, 'multi-crop.mjs'), files['multi-crop.mjs']!);
+    writeFileSync(join(dir, 'multi-crop.yaml'), files['multi-crop.yaml']!);
+    const r = spawnSync(
+      process.execPath,
+      [join(repo, 'packages/cli/dist/bin.js'), 'train', 'multi-crop.yaml', '--quiet'],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+    expect(r.stderr + r.stdout).toMatch(/trained encoder/);
+    expect(r.status).toBe(0);
+    const run = resolve(dir, /run stored in (\S+)/.exec(r.stdout)![1]!);
+    const summary = JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8'));
+    expect(summary.status).toBe('finished');
+    expect(summary.knn.trained).toBeGreaterThan(0.3);
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(/name: local\n\s+count: 4/);
+    expect(execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' })).toBe(
+      before,
+    );
+  });
+});
+
+describe('a loss of its own kind, with its own options, from outside the repository', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'contrast-loss-'));
+  writeFileSync(join(dir, 'barlow-twins.mjs'), files['barlow-twins.mjs']!);
+  writeFileSync(join(dir, 'barlow-twins.yaml'), files['barlow-twins.yaml']!);
+  const train = (...args: string[]) =>
+    spawnSync(
+      process.execPath,
+      [join(repo, 'packages/cli/dist/bin.js'), 'train', 'barlow-twins.yaml', '--quiet', ...args],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+
+  it('trains through the real command, the option recorded with the run', () => {
+    const r = train();
+    expect(r.stderr + r.stdout).toMatch(/trained encoder/);
+    expect(r.status).toBe(0);
+    const run = resolve(dir, /run stored in (\S+)/.exec(r.stdout)![1]!);
+    expect(JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8')).status).toBe('finished');
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(/lambda: 0\.005\n/);
+  });
+
+  it('refuses a misspelt option, and an option of another loss, before building anything', () => {
+    const typo = train('--set', 'loss.lamda=0.005');
+    expect(typo.status).not.toBe(0);
+    expect(typo.stderr).toMatch(/loss\.lamda.*is not a field of loss 'barlow-twins'/);
+    expect(typo.stderr).toMatch(/did you mean 'lambda'/);
+    const other = train('--set', 'loss.name=infonce');
+    expect(other.status).not.toBe(0);
+    expect(other.stderr).toMatch(/'infonce' needs explicit negatives .* but method 'barlow-twins'/);
+    expect(other.stderr).toMatch(/use one of: barlow-twins/);
+  });
+});
+
+describe("docs/adding-a-method.md's optimizer of one's own", () => {
+  it('is selected by optim.optimizer and steps every parameter by lr * sign(g)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-optimizer-'));
+    for (const f of ['sg-queue.mjs', 'sign-sgd.mjs']) writeFileSync(join(dir, f), files[f]!);
+    const mod = (await import(join(dir, 'sign-sgd.mjs'))) as {
+      default: (api: object) => Plugin;
+    };
+    const api = { core: await import('@contrast/core'), models: await import('@contrast/models') };
+    const h = createStepHarness(
+      {
+        name: 'sign',
+        data: { trainSubset: 256 },
+        model: { encoder: 'convnet', width: 0.25, dim: 16 },
+        strategy: { name: 'sg-queue', queueSize: 64 },
+        optim: { batchSize: 32, optimizer: 'sign-sgd', lr: 0.01, weightDecay: 0 },
+      },
+      createCatalog([mod.default(api)]),
+    );
+    const w = h.encoder.namedVariables().get('conv1/w')!;
+    const before = Float32Array.from(w.dataSync());
+    h.run(1);
+    const moved = Array.from(w.dataSync()).map((x, i) => Math.abs(x - before[i]!));
+    expect(moved.filter((d) => Math.abs(d - 0.01) < 1e-6).length).toBe(moved.length);
+    const { tensorCounts } = h.run(3);
+    expect(new Set(tensorCounts).size).toBe(1);
+    h.dispose();
+  });
+});
+
+describe('docs/adding-a-method.md: an encoder plugin', () => {
+  it('an encoder plugin outside the repository trains by name through the real command, editing nothing here', () => {
+    const before = execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' });
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-encoder-'));
+    writeFileSync(join(dir, 'mlp-encoder.mjs'), files['mlp-encoder.mjs']!);
+    writeFileSync(join(dir, 'mlp-encoder.yaml'), files['mlp-encoder.yaml']!);
+    const r = spawnSync(
+      process.execPath,
+      [join(repo, 'packages/cli/dist/bin.js'), 'train', 'mlp-encoder.yaml', '--quiet'],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+    expect(r.stderr + r.stdout).toMatch(/trained encoder/);
+    expect(r.status).toBe(0);
+    const run = /run stored in (\S+)/.exec(r.stdout)![1]!;
+    const summary = JSON.parse(readFileSync(join(resolve(dir, run), 'summary.json'), 'utf8'));
+    expect(summary.status).toBe('finished');
+    expect(summary.knn.trained).toBeGreaterThan(0.3);
+    // the run records the encoder's options with their defaults
+    const config = readFileSync(join(resolve(dir, run), 'config.yaml'), 'utf8');
+    expect(config).toMatch(/encoder: mlp/);
+    expect(config).toMatch(/hidden: 256/);
+    // an option the encoder does not have is refused, naming it and the known ones
+    const bad = spawnSync(
+      process.execPath,
+      [
+        join(repo, 'packages/cli/dist/bin.js'),
+        'train',
+        'mlp-encoder.yaml',
+        '--set',
+        'model.hiden=8',
+      ],
+      { cwd: dir, encoding: 'utf8', env: { ...process.env, MLFLOW_TRACKING_URI: '' } },
+    );
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/model\.hiden.*did you mean 'hidden'/s);
+    expect(execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' })).toBe(
+      before,
+    );
+  });
 });
 
 /** Every Markdown file of the checkout, tracked or new (ignored files excepted). */

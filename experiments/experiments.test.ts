@@ -97,6 +97,11 @@ describe('bad input through the CLI: coded error, non-zero exit, no run director
       ['--set', 'loss.name=infonse'],
       /unknown loss 'infonse'.*did you mean 'infonce'/s,
     ],
+    [
+      'unknown loss option',
+      ['--set', 'loss.temprature=0.1'],
+      /CONTRAST_CONFIG.*loss.temprature.*did you mean 'temperature'/s,
+    ],
     ['wrong type', ['--set', 'optim.lr=fast'], /CONTRAST_CONFIG.*optim.lr.*use a number/s],
     ['zero batch', ['--set', 'optim.batchSize=0'], /optim.batchSize.*>= 1|optim.batchSize.*> 0/s],
     ['negative queue', ['--set', 'strategy.queueSize=-5'], /strategy.queueSize/],

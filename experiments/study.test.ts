@@ -146,4 +146,20 @@ describe('running a study', () => {
     expect((e as Error).message).toContain("did you mean 'momentum'");
     expect(existsSync(join(dir, 'typo-out', 'runs'))).toBe(false);
   });
+
+  it('refuses a loss axis that names no option of the loss, before anything trains', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    writeStudy(dir);
+    writeFileSync(
+      join(dir, 'loss.yaml'),
+      'name: loss\nbase: base.yaml\naxis: loss.lambda\ngrid:\n  loss.lambda: [0.005]\n',
+    );
+    const e = await runStudy(join(dir, 'loss.yaml'), createCatalog(builtinPlugins()), {
+      out: join(dir, 'loss-out'),
+      progress: false,
+      log: () => {},
+    }).catch((x: unknown) => x);
+    expect((e as Error).message).toMatch(/loss\.lambda.*is not a field of loss 'infonce'/);
+    expect(existsSync(join(dir, 'loss-out', 'runs'))).toBe(false);
+  });
 });

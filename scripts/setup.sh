@@ -172,7 +172,7 @@ for line in open(sys.argv[1]):
         name, pin = line.split("==")
         if version(name) != pin:
             sys.exit(f"{name} {version(name)} installed, {pin} pinned")
-import safetensors.torch, scipy.stats, torch, torchvision
+import safetensors.torch, scipy.stats, timm, torch, torchvision
 torch.randn(2, 2) @ torch.randn(2, 2)
 torchvision.transforms.ColorJitter(0.4)
 PY

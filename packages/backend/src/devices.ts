@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
 import { BackendError } from '@contrast/core';
-import type { BackendName } from './select.js';
+import { diagnoseGpu, gpuUnavailableError, probeGpu, type GpuFacts } from './gpu.js';
+import type { BackendName, BackendPreference } from './select.js';
 
 /**
  * Device assignment for data-parallel workers (one process per worker): on the
@@ -76,4 +78,92 @@ export type CollectiveCommunication = 'nccl' | 'ring';
  */
 export function collectiveCommunication(backend: BackendName): CollectiveCommunication {
   return backend === 'tensorflow-gpu' ? 'nccl' : 'ring';
+}
+
+/** How `--workers N` runs its workers on this machine (workerDevicePlan). */
+export interface WorkerDevicePlan {
+  /** 'tensorflow-gpu': one GPU per worker; 'cpu-build': the workers choose among the CPU builds. */
+  devices: 'tensorflow-gpu' | 'cpu-build';
+  /** Each worker's environment additions, in rank order (CONTRAST_BACKEND, CUDA_VISIBLE_DEVICES). */
+  env: Record<string, string>[];
+}
+
+/**
+ * The devices of `workers` local workers, decided in the launcher before any
+ * worker starts, from the backend preference and the machine's GPU facts:
+ * - `tensorflow` / `cpu`: the CPU builds, nothing added;
+ * - `tensorflow-gpu`: the GPU must be usable (diagnoseGpu) and there must be a
+ *   GPU per worker; worker i gets CUDA_VISIBLE_DEVICES = the i-th visible GPU and
+ *   CONTRAST_BACKEND=tensorflow-gpu (its collectives then use NCCL);
+ * - `auto`: the GPU plan when a GPU is usable (then one per worker too: more
+ *   workers than GPUs is refused rather than put two workers on one GPU),
+ *   else the CPU builds.
+ * Pure: `facts` are gathered by the caller (probeGpu with CUDA_VISIBLE_DEVICES
+ * unset, so `facts.driver.devices` counts every GPU), undefined when the
+ * machine has no NVIDIA device node (then no GPU can be used).
+ * @param cudaVisibleDevices the launcher's CUDA_VISIBLE_DEVICES (undefined: not set)
+ * @throws BackendError (CONTRAST_BACKEND) when tensorflow-gpu is asked for and
+ *   no GPU is usable (each cause with its fix), or when there are fewer visible
+ *   GPUs than workers (the fix: fewer workers, or more GPUs visible)
+ */
+export function workerDevicePlan(
+  preference: BackendPreference,
+  workers: number,
+  facts: GpuFacts | undefined,
+  cudaVisibleDevices: string | undefined,
+): WorkerDevicePlan {
+  const cpu: WorkerDevicePlan = { devices: 'cpu-build', env: new Array(workers).fill({}) };
+  if (preference === 'tensorflow' || preference === 'cpu') return cpu;
+  const problems = facts
+    ? diagnoseGpu({
+        ...facts,
+        ...(cudaVisibleDevices !== undefined ? { cudaVisibleDevices } : {}),
+      })
+    : undefined;
+  const gpus = facts ? visibleGpus(cudaVisibleDevices, facts.driver.devices.length) : [];
+  const usable = problems !== undefined && problems.length === 0 && gpus.length > 0;
+  if (preference === 'auto' && !usable) return cpu;
+  if (!usable) {
+    throw problems && problems.length > 0
+      ? gpuUnavailableError(problems)
+      : new BackendError(
+          `no GPU is usable for tensorflow-gpu: ${facts ? `CUDA_VISIBLE_DEVICES='${cudaVisibleDevices}' leaves none` : 'no NVIDIA device node (/dev/nvidia*)'}`,
+          {
+            hint: 'make a GPU visible (unset CUDA_VISIBLE_DEVICES, nvidia-smi -L lists them), or run the CPU build with CONTRAST_BACKEND=tensorflow',
+          },
+        );
+  }
+  return {
+    devices: 'tensorflow-gpu',
+    env: Array.from({ length: workers }, (_, i) => ({
+      CONTRAST_BACKEND: 'tensorflow-gpu',
+      ...workerDeviceEnv('tensorflow-gpu', i, workers, gpus),
+    })),
+  };
+}
+
+/**
+ * workerDevicePlan on this machine, for a launcher whose environment is `env`:
+ * the preference is CONTRAST_BACKEND (default auto); the GPU facts are probed
+ * (with CUDA_VISIBLE_DEVICES unset, to count every GPU) only when
+ * tensorflow-gpu is asked for, or auto on a machine with an NVIDIA device node.
+ * @throws BackendError for an unknown CONTRAST_BACKEND, and as workerDevicePlan
+ */
+export function localWorkerDevices(
+  workers: number,
+  env: NodeJS.ProcessEnv = process.env,
+  probe: (env: NodeJS.ProcessEnv) => GpuFacts = probeGpu,
+): WorkerDevicePlan {
+  const preference = env.CONTRAST_BACKEND ?? 'auto';
+  if (!['auto', 'tensorflow-gpu', 'tensorflow', 'cpu'].includes(preference)) {
+    throw new BackendError(`unknown backend '${preference}' (CONTRAST_BACKEND)`, {
+      hint: 'use auto, tensorflow-gpu, tensorflow or cpu',
+    });
+  }
+  const nodes = ['/dev/nvidiactl', '/dev/nvidia0', '/dev/dxg'];
+  const probes =
+    preference === 'tensorflow-gpu' || (preference === 'auto' && nodes.some((n) => existsSync(n)));
+  const { CUDA_VISIBLE_DEVICES: cudaVisibleDevices, ...others } = env;
+  const facts = probes ? probe(others) : undefined;
+  return workerDevicePlan(preference as BackendPreference, workers, facts, cudaVisibleDevices);
 }

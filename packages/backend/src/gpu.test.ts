@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { collectiveCommunication, visibleGpus, workerDeviceEnv } from './devices.js';
+import {
+  collectiveCommunication,
+  localWorkerDevices,
+  visibleGpus,
+  workerDeviceEnv,
+  workerDevicePlan,
+} from './devices.js';
 import { gpuChecks } from './gpu-doctor.js';
 import {
   compareVersions,
@@ -178,6 +184,87 @@ describe('one GPU per data-parallel worker', () => {
     expect(collectiveCommunication('tensorflow-gpu')).toBe('nccl');
     expect(collectiveCommunication('tensorflow')).toBe('ring');
     expect(collectiveCommunication('cpu')).toBe('ring');
+  });
+});
+
+describe('--workers N: the launcher gives each worker one GPU (faked device lists)', () => {
+  const gpu = (index: number) => ({ ...a100, index });
+  const fourGpus = facts({ devices: [0, 1, 2, 3].map(gpu) });
+
+  it('tensorflow-gpu: worker i gets the i-th visible GPU and the GPU backend', () => {
+    expect(workerDevicePlan('tensorflow-gpu', 2, fourGpus, undefined)).toEqual({
+      devices: 'tensorflow-gpu',
+      env: [
+        { CONTRAST_BACKEND: 'tensorflow-gpu', CUDA_VISIBLE_DEVICES: '0' },
+        { CONTRAST_BACKEND: 'tensorflow-gpu', CUDA_VISIBLE_DEVICES: '1' },
+      ],
+    });
+    // the launcher's own CUDA_VISIBLE_DEVICES is the list the workers share out
+    expect(workerDevicePlan('tensorflow-gpu', 2, fourGpus, '3,1').env).toEqual([
+      { CONTRAST_BACKEND: 'tensorflow-gpu', CUDA_VISIBLE_DEVICES: '3' },
+      { CONTRAST_BACKEND: 'tensorflow-gpu', CUDA_VISIBLE_DEVICES: '1' },
+    ]);
+  });
+
+  it('auto takes the GPUs when they are usable, the CPU builds otherwise', () => {
+    expect(workerDevicePlan('auto', 4, fourGpus, undefined).devices).toBe('tensorflow-gpu');
+    expect(workerDevicePlan('auto', 2, undefined, undefined)).toEqual({
+      devices: 'cpu-build',
+      env: [{}, {}],
+    });
+    expect(workerDevicePlan('auto', 2, facts({ driverVersion: '470.82.01' }), undefined)).toEqual({
+      devices: 'cpu-build',
+      env: [{}, {}],
+    });
+    expect(workerDevicePlan('tensorflow', 2, fourGpus, undefined).devices).toBe('cpu-build');
+  });
+
+  it('more workers than GPUs is a coded error with the fix, with tensorflow-gpu and with auto', () => {
+    for (const preference of ['tensorflow-gpu', 'auto'] as const) {
+      expect(() => workerDevicePlan(preference, 3, fourGpus, '2,0')).toThrow(
+        expect.objectContaining({
+          code: 'CONTRAST_BACKEND',
+          message: expect.stringMatching(/3 workers need 3 GPUs, one each; 2 visible \(2, 0\)/),
+          hint: expect.stringMatching(/--workers 2 or fewer/),
+        }),
+      );
+    }
+  });
+
+  it('tensorflow-gpu without a usable GPU: the causes and their fixes, never the CPU', () => {
+    expect(() =>
+      workerDevicePlan('tensorflow-gpu', 2, { driver: noDriver, build: built }, undefined),
+    ).toThrow(
+      expect.objectContaining({
+        code: 'CONTRAST_BACKEND',
+        message: expect.stringMatching(/no NVIDIA driver/),
+      }),
+    );
+    expect(() => workerDevicePlan('tensorflow-gpu', 1, fourGpus, '')).toThrow(
+      expect.objectContaining({
+        code: 'CONTRAST_BACKEND',
+        hint: expect.stringMatching(/CUDA_VISIBLE_DEVICES/),
+      }),
+    );
+  });
+
+  it('the launcher probes with CUDA_VISIBLE_DEVICES unset, and only when a GPU may be used', () => {
+    const seen: NodeJS.ProcessEnv[] = [];
+    const probe = (env: NodeJS.ProcessEnv) => (seen.push(env), fourGpus);
+    const plan = localWorkerDevices(
+      2,
+      { CONTRAST_BACKEND: 'tensorflow-gpu', CUDA_VISIBLE_DEVICES: '2,3', HOME: '/h' },
+      probe,
+    );
+    expect(plan.env.map((e) => e.CUDA_VISIBLE_DEVICES)).toEqual(['2', '3']);
+    expect(seen).toEqual([{ CONTRAST_BACKEND: 'tensorflow-gpu', HOME: '/h' }]);
+    expect(localWorkerDevices(2, { CONTRAST_BACKEND: 'tensorflow' }, probe).devices).toBe(
+      'cpu-build',
+    );
+    expect(seen).toHaveLength(1);
+    expect(() => localWorkerDevices(2, { CONTRAST_BACKEND: 'gpu' }, probe)).toThrow(
+      /unknown backend 'gpu'/,
+    );
   });
 });
 

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultRows, median, quickRows, rowName, type RowResult, type RowSpec } from './spec.js';
 import { dataMain } from './data-bench.js';
+import { workersMain } from './workers-bench.js';
 import { runJsonChild } from './json-child.js';
 import { ensureTorchVenv, torchSeesCuda } from './torch.js';
 import { isContrastError, UsageError } from '@contrast/core';
@@ -32,6 +33,7 @@ and a 200-step leak check. Writes a JSON file and a markdown table.
   --no-leak        skip the 200-step leak check
   --out DIR        where to write results (default runs/bench)
   --data           the streaming image-folder benchmark instead (pnpm bench --data --help)
+  --workers N      the data-parallel benchmark instead (pnpm bench --workers 2 --help)
 `;
 
 interface RowReport {
@@ -198,6 +200,7 @@ function pytorchFor(vs: boolean, gpu: boolean): string | undefined {
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--data')) return dataMain(argv.filter((a) => a !== '--data'));
+  if (argv.some((a) => a === '--workers' || a.startsWith('--workers='))) return workersMain(argv);
   const { values } = parseArgs({
     args: argv,
     options: {

@@ -107,7 +107,11 @@ function benchStep(spec: RowSpec, h: StepHarness): BenchStep {
         return tf.mean(tf.matMul(z, target)) as tf.Scalar;
       }, encoder.parameters());
       mark?.('backward');
-      optimizer.apply(grads, lr);
+      const wd = h.config.optim.weightDecay;
+      optimizer.apply(
+        grads,
+        encoder.parameters().map(() => ({ lr, weightDecay: wd })),
+      );
       mark?.('optimizer');
       return value;
     });

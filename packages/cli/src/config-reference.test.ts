@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ExperimentSchema } from '@contrast/core';
+import { builtinEncoders } from '@contrast/models';
 import { configFields, sourcesIn, typeOf } from './config-reference.js';
 import { CONFIG_DOC, configurationDoc } from './docs-config.js';
 import { builtinPlugins } from './plugins.js';
@@ -12,9 +13,10 @@ describe('docs/configuration.md, generated from the schema', () => {
     expect(actual === expected, 'docs/configuration.md is stale: run pnpm docs:config').toBe(true);
   });
 
-  it('every field of the experiment and of every built-in strategy has a meaning', () => {
+  it('every field of the experiment, of every built-in encoder and strategy has a meaning', () => {
     const fields = [
       ...configFields(ExperimentSchema),
+      ...Object.values(builtinEncoders()).flatMap((e) => configFields(e.optionsSchema, 'model')),
       ...builtinPlugins().flatMap((p) =>
         configFields(p.configSchema as Parameters<typeof configFields>[0], 'strategy'),
       ),

@@ -1,4 +1,10 @@
-import { ExperimentSchema, type Plugin } from '@contrast/core';
+import {
+  ExperimentSchema,
+  type EncoderEntry,
+  type OptimizerEntry,
+  type Plugin,
+} from '@contrast/core';
+import { builtinEncoders } from '@contrast/models';
 import type { ZodTypeAny } from 'zod';
 import { zodToJsonSchema } from 'zod-to-json-schema';
 
@@ -45,9 +51,12 @@ export const SOURCES: Record<string, string> = {
   BYOL: 'Grill et al. Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning. NeurIPS 2020.',
   'Wang & Isola':
     'Wang, Isola. Understanding Contrastive Representation Learning through Alignment and Uniformity on the Hypersphere. ICML 2020.',
+  DINO: 'Caron et al. Emerging Properties in Self-Supervised Vision Transformers. ICCV 2021.',
   LARS: 'You, Gitman, Ginsburg. Large Batch Training of Convolutional Networks. arXiv:1708.03888, 2017.',
   torchvision:
     'torchvision.transforms (RandomResizedCrop, ColorJitter, GaussianBlur), whose semantics the augmentations follow.',
+  ViT: 'Dosovitskiy et al. An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale. ICLR 2021.',
+  timm: 'Wightman. PyTorch Image Models (timm): timm.models.vision_transformer.VisionTransformer, whose layers, names and initialisation the ViT follows.',
 };
 
 /** Which sources a description names; after "MoCo", a bare "v2" is MoCo v2 ("MoCo v1/v2"). */
@@ -89,7 +98,7 @@ function defaultOf(s: JsonSchema, required: boolean): string {
 export function configFields(schema: ZodTypeAny, prefix = ''): ConfigField[] {
   const root = zodToJsonSchema(schema, { $refStrategy: 'none', effectStrategy: 'input' });
   const out: ConfigField[] = [];
-  const walk = (s: JsonSchema, path: string, required: boolean) => {
+  const walk = (s: JsonSchema, path: string, required: boolean, leaf = false) => {
     const description = s.description ?? '';
     const group = s.type === 'object' && s.properties;
     out.push({
@@ -99,8 +108,14 @@ export function configFields(schema: ZodTypeAny, prefix = ''): ConfigField[] {
       description,
       sources: sourcesIn(description),
     });
+    if (leaf) return;
     for (const [k, child] of Object.entries(group ? s.properties! : {})) {
       walk(child, `${path}.${k}`, s.required?.includes(k) ?? false);
+    }
+    // a list of sections (data.views): its items' own fields as `path[].field`, one level
+    const item = s.type === 'array' && !Array.isArray(s.items) ? s.items : undefined;
+    for (const [k, child] of Object.entries(item?.properties ?? {})) {
+      walk(child, `${path}[].${k}`, item!.required?.includes(k) ?? false, true);
     }
   };
   const top = root as JsonSchema;
@@ -125,12 +140,51 @@ function table(fields: readonly ConfigField[]): string {
   ].join('\n');
 }
 
+/** One section per plugin loss with options of its own (`loss.name: barlow-twins`: its `lambda`). */
+function lossOptionSections(plugins: readonly Plugin[]): string[] {
+  const out: string[] = [];
+  const losses = plugins.flatMap((p) =>
+    Object.entries(p.losses ?? {}).map(([n, e]) => ({ n, e, p })),
+  );
+  for (const { n, e, p } of losses.sort((a, b) => a.n.localeCompare(b.n))) {
+    if (!e.options) continue;
+    out.push(`### \`loss.name: ${n}\``, `A '${e.kind}' loss of the ${p.name} plugin.`);
+    out.push(table(configFields(e.options as ZodTypeAny, 'loss')));
+  }
+  return out;
+}
+
+/** One section per encoder options schema (encoders sharing a schema, the ResNets, share one). */
+function encoderSections(
+  encoders: Readonly<Record<string, Pick<EncoderEntry, 'description' | 'optionsSchema'>>>,
+): string[] {
+  const bySchema = new Map<unknown, string[]>();
+  for (const name of Object.keys(encoders).sort()) {
+    const schema = encoders[name]!.optionsSchema;
+    bySchema.set(schema, [...(bySchema.get(schema) ?? []), name]);
+  }
+  return [...bySchema.values()].flatMap((names) => {
+    const entry = encoders[names[0]!]!;
+    const own = configFields(entry.optionsSchema, 'model');
+    const title = names.map((n) => `\`model.encoder: ${n}\``).join(', ');
+    const about = names.map((n) => encoders[n]!.description).join('; ');
+    return [`### ${title}`, `${about}.`, own.length ? table(own) : 'No options of its own.'];
+  });
+}
+
 /**
- * docs/configuration.md: every field of the experiment schema and of each
+ * docs/configuration.md: every field of the experiment schema, of each
+ * encoder's options (`encoders`, default the built-in ones) and of each
  * strategy plugin's configSchema, with its type, default, meaning (the zod
  * `.describe()` text, the one source of truth) and the papers it cites.
  */
-export function configurationMarkdown(plugins: readonly Plugin[]): string {
+export function configurationMarkdown(
+  plugins: readonly Plugin[],
+  optimizers: Readonly<Record<string, OptimizerEntry>> = {},
+  encoders: Readonly<
+    Record<string, Pick<EncoderEntry, 'description' | 'optionsSchema'>>
+  > = builtinEncoders(),
+): string {
   const fields = configFields(ExperimentSchema);
   const sections = fields.filter((f) => !f.path.includes('.') && f.type === 'object');
   const scalars = fields.filter((f) => !f.path.includes('.') && f.type !== 'object');
@@ -147,6 +201,9 @@ export function configurationMarkdown(plugins: readonly Plugin[]): string {
       s.description,
       table(fields.filter((f) => f.path.startsWith(`${s.path}.`))),
     );
+    if (s.path === 'loss') parts.push(...lossOptionSections(plugins));
+    if (s.path === 'optim') parts.push(...optimizerSections(optimizers));
+    if (s.path === 'model') parts.push(...encoderSections(encoders));
     if (s.path !== 'strategy') continue;
     for (const p of [...plugins].sort((a, b) => a.name.localeCompare(b.name))) {
       const own = configFields(p.configSchema as ZodTypeAny, 'strategy').filter(
@@ -157,10 +214,31 @@ export function configurationMarkdown(plugins: readonly Plugin[]): string {
     }
   }
   const cited = fields.flatMap((f) => f.sources);
+  for (const o of Object.values(optimizers)) {
+    for (const f of configFields(o.optionsSchema as ZodTypeAny)) cited.push(...f.sources);
+  }
   for (const p of plugins) {
     for (const f of configFields(p.configSchema as ZodTypeAny)) cited.push(...f.sources);
+  }
+  for (const e of Object.values(encoders)) {
+    for (const f of configFields(e.optionsSchema)) cited.push(...f.sources);
   }
   const listed = Object.keys(SOURCES).filter((k) => cited.includes(k));
   parts.push('## Sources', listed.map((k) => `- **${k}**: ${SOURCES[k]}`).join('\n'));
   return `${parts.join('\n\n')}\n`;
+}
+
+/** One subsection per optimizer: its description and its own `optim` fields. */
+function optimizerSections(optimizers: Readonly<Record<string, OptimizerEntry>>): string[] {
+  return Object.keys(optimizers)
+    .sort()
+    .flatMap((name) => {
+      const entry = optimizers[name]!;
+      const own = configFields(entry.optionsSchema as ZodTypeAny, 'optim');
+      return [
+        `### \`optim.optimizer: ${name}\``,
+        entry.description,
+        own.length ? table(own) : 'No settings of its own.',
+      ];
+    });
 }

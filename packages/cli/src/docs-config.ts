@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '@contrast/core';
+import { BUILTIN_OPTIMIZERS } from '@contrast/trainer';
 import { configurationMarkdown } from './config-reference.js';
 import { builtinPlugins } from './plugins.js';
 
@@ -13,7 +14,7 @@ export const CONFIG_DOC = fileURLToPath(new URL('../../../docs/configuration.md'
 export async function configurationDoc(): Promise<string> {
   const prettier = await import('prettier');
   const options = (await prettier.resolveConfig(CONFIG_DOC)) ?? {};
-  return prettier.format(configurationMarkdown(builtinPlugins()), {
+  return prettier.format(configurationMarkdown(builtinPlugins(), BUILTIN_OPTIMIZERS), {
     ...options,
     parser: 'markdown',
   });

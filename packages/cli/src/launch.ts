@@ -23,7 +23,8 @@ export function groupExitCode(codes: readonly number[]): number {
  * `contrast train ... --workers N`: one data-parallel run as N worker processes
  * on this machine, on a loopback cluster (127.0.0.1 addresses; TensorFlow's
  * gRPC server still binds every interface, see the README's security note). Each worker gets
- * cores / N TensorFlow threads (unless TF_NUM_INTRAOP_THREADS is set) and runs
+ * cores / N TensorFlow threads (unless TF_NUM_INTRAOP_THREADS is set), its
+ * `deviceEnv` (one GPU each on the GPU build) and runs
  * `contrast train <args> --cluster <list> --rank i`.
  *
  * One console: rank 0's output as it is (progress, result, --json); the other
@@ -45,6 +46,8 @@ export async function launchWorkers(
    * then they are killed, so no worker outlives its group.
    */
   graceSeconds = 90,
+  /** Each worker's device environment, in rank order (localWorkerDevices: one GPU each). */
+  deviceEnv: readonly Record<string, string>[] = [],
 ): Promise<GroupExit> {
   const workers = addresses.length;
   const cluster = addresses.join(',');
@@ -90,7 +93,7 @@ export async function launchWorkers(
             rank === 0
               ? ['ignore', 'inherit', 'inherit', 'ipc']
               : ['ignore', 'ignore', 'pipe', 'ipc'],
-          env: childThreadEnv(workers),
+          env: { ...childThreadEnv(workers), ...deviceEnv[rank] },
         },
       );
       children.push(child);

@@ -9,6 +9,7 @@ import {
   readExperimentFile,
   UnknownNameError,
   type Catalog,
+  type EncoderPlugin,
   type Plugin,
 } from '@contrast/core';
 import { loadStudy } from '@contrast/study';
@@ -48,7 +49,7 @@ export function builtinPlugins(): Plugin[] {
 export interface ContrastApi {
   /** @contrast/core: contracts, shared parts (queue, bank, key encoders, losses), `tf`, `z`. */
   core: typeof core;
-  /** @contrast/models: encoders and heads (`createPredictor`, `MlpHead`). */
+  /** @contrast/models: encoders and heads (`createPredictor`, `MlpHead`, `encoderEntry`). */
   models: typeof models;
 }
 
@@ -88,41 +89,69 @@ function isPlugin(x: unknown): x is Plugin {
     typeof p === 'object' &&
     p !== null &&
     typeof p.name === 'string' &&
-    typeof p.register === 'function' &&
+    typeof p.build === 'function' &&
     typeof (p.configSchema as { safeParse?: unknown } | undefined)?.safeParse === 'function' &&
     typeof p.loss?.default === 'string'
   );
 }
 
+/** An encoder plugin: a name and encoders, each with an options schema and a factory. */
+function isEncoderPlugin(x: unknown): x is EncoderPlugin {
+  const p = x as Partial<EncoderPlugin> | undefined;
+  return (
+    typeof p === 'object' &&
+    p !== null &&
+    typeof p.name === 'string' &&
+    typeof p.encoders === 'object' &&
+    p.encoders !== null &&
+    Object.values(p.encoders).every(
+      (e) =>
+        typeof e?.create === 'function' &&
+        typeof (e.optionsSchema as { safeParse?: unknown } | undefined)?.safeParse === 'function',
+    )
+  );
+}
+
 /** The plugins a module exports: default or `plugin` / `plugins`, objects or functions of the API. */
-function pluginsOf(mod: Record<string, unknown>, spec: string, api: ContrastApi): Plugin[] {
+function pluginsOf(
+  mod: Record<string, unknown>,
+  spec: string,
+  api: ContrastApi,
+): (Plugin | EncoderPlugin)[] {
   const exported = mod.default ?? mod.plugins ?? mod.plugin;
   const value =
     typeof exported === 'function' ? (exported as (a: ContrastApi) => unknown)(api) : exported;
   const list = Array.isArray(value) ? value : [value];
-  if (list.length === 0 || !list.every(isPlugin)) {
-    throw new PluginError(spec, 'the module does not export a method plugin', {
-      hint:
-        'export default a plugin ({ name, description, configSchema, loss, register }) ' +
-        'or a function (api) => plugin; see docs/adding-a-method.md',
+  if (list.length === 0 || !list.every((p) => isPlugin(p) || isEncoderPlugin(p))) {
+    const registers = list.some(
+      (p) => typeof (p as { register?: unknown })?.register === 'function',
+    );
+    throw new PluginError(spec, 'the module does not export a method or an encoder plugin', {
+      hint: registers
+        ? 'its plugin has register(container, config): a plugin now returns its method from ' +
+          'build(ctx) (ctx.encoder, ctx.loss, ctx.rng.fork(), ...); see docs/adding-a-method.md'
+        : 'export default a plugin ({ name, description, configSchema, loss, build }), ' +
+          'an encoder plugin ({ name, description, encoders: { <name>: { description, optionsSchema, create } } }) ' +
+          'or a function (api) => plugin; see docs/adding-a-method.md',
     });
   }
-  return list;
+  return list as (Plugin | EncoderPlugin)[];
 }
 
 /**
  * Loads the plugins an experiment names (`plugins:` in its YAML, `--plugin`):
  * package names resolved from `baseDir`, or paths of a module or a folder. A
- * module's default export (or `plugin` / `plugins`) is a plugin, a list of
- * them, or a function that receives the Contrast API and returns them.
+ * module's default export (or `plugin` / `plugins`) is a plugin (a method, or
+ * an encoder plugin), a list of them, or a function that receives the Contrast
+ * API and returns them.
  * @throws PluginError naming the spec when it cannot be found or exports no plugin.
  */
 export async function loadPlugins(
   specs: readonly string[],
   baseDir = process.cwd(),
-): Promise<Plugin[]> {
+): Promise<(Plugin | EncoderPlugin)[]> {
   const api: ContrastApi = { core, models };
-  const out: Plugin[] = [];
+  const out: (Plugin | EncoderPlugin)[] = [];
   for (const spec of specs) {
     const file = resolveSpec(spec, baseDir);
     let mod: Record<string, unknown>;

@@ -8,13 +8,11 @@ const pascal = (name: string) =>
 
 /** src/index.ts of a new plugin; __NAME__, __CLASS__ and __FUNCTION__ are filled in. */
 const METHOD_TEMPLATE = `import {
-  bindMethod,
   contrastiveLoss,
   definePlugin,
   KeyQueue,
   MethodParts,
   StopGradientKeyEncoder,
-  Tokens,
   z,
   type ContrastiveLoss,
   type Encoder,
@@ -93,16 +91,11 @@ export function __FUNCTION__Plugin(): Plugin<__CLASS__Config> {
     description: 'stop-gradient keys, a queue of negatives, a contrastive loss',
     configSchema: __CLASS__ConfigSchema,
     loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const encoder = c.resolve(Tokens.Encoder);
-        const rng = c.resolve(Tokens.Rng).fork();
-        const queue = new KeyQueue(config.queueSize, encoder.embedDim, rng);
-        const { temperature } = c.resolve(Tokens.Config).loss;
-        const keys = new StopGradientKeyEncoder(encoder);
-        const loss = contrastiveLoss(c, PLUGIN_NAME);
-        return new __CLASS__(encoder, keys, queue, loss, temperature!);
-      });
+    build(ctx) {
+      const { encoder, options, config } = ctx;
+      const queue = new KeyQueue(options.queueSize, encoder.embedDim, ctx.rng.fork());
+      const keys = new StopGradientKeyEncoder(encoder);
+      return new __CLASS__(encoder, keys, queue, contrastiveLoss(ctx), config.loss.temperature!);
     },
   });
 }

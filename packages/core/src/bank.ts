@@ -27,6 +27,33 @@ export function sampleIndices(
 }
 
 /**
+ * The distinct values of `indices` in order of first appearance, each entry's
+ * position among them (`segment`), and how often each occurs (`counts`).
+ */
+function distinctRows(indices: Int32Array): {
+  unique: Int32Array;
+  segment: Int32Array;
+  counts: Float32Array;
+} {
+  const position = new Map<number, number>();
+  const segment = new Int32Array(indices.length);
+  const unique: number[] = [];
+  const counts: number[] = [];
+  indices.forEach((row, i) => {
+    let p = position.get(row);
+    if (p === undefined) {
+      p = unique.length;
+      position.set(row, p);
+      unique.push(row);
+      counts.push(0);
+    }
+    counts[p]! += 1;
+    segment[i] = p;
+  });
+  return { unique: Int32Array.from(unique), segment, counts: Float32Array.from(counts) };
+}
+
+/**
  * InstDisc's memory bank: one row per training sample.
  * - init: uniform in [-s, s], s = 1 / sqrt(D / 3) (so rows have unit norm on average);
  * - read: rows by sample index (positives) or sampled indices (negatives);
@@ -60,13 +87,35 @@ export class MemoryBank {
     );
   }
 
-  /** Rewrites rows `indices` with normalise(m * old + (1 - m) * features); indices must be distinct. */
-  update(indices: tf.Tensor1D, features: tf.Tensor2D, momentum: number): void {
+  /**
+   * Rewrites rows `indices` with normalise(m * old + (1 - m) * f), f the row's
+   * features [M, D]. A row named more than once in a step (a two-way loss passes
+   * every sample twice, once per view) is written once, with f the mean of its
+   * features: one EMA step of m towards the mean of the views, as if the bank
+   * stored one feature per sample and step (InstDisc writes one view). Rows
+   * named once are written exactly as before (no averaging arithmetic).
+   * `indices` on the host avoids a device read; a tensor is read once.
+   */
+  update(indices: Int32Array | tf.Tensor1D, features: tf.Tensor2D, momentum: number): void {
+    const host = indices instanceof Int32Array ? indices : (indices.dataSync() as Int32Array);
+    const rows = distinctRows(host);
     tf.tidy(() => {
-      const old = tf.gather(this.bank, indices);
-      const mixed = l2Normalize(tf.add(tf.mul(old, momentum), tf.mul(features, 1 - momentum)));
+      const f =
+        rows.unique.length === host.length
+          ? features
+          : tf.div(
+              tf.unsortedSegmentSum(
+                features,
+                tf.tensor1d(rows.segment, 'int32'),
+                rows.unique.length,
+              ),
+              tf.tensor2d(rows.counts, [rows.unique.length, 1]),
+            );
+      const at = tf.tensor1d(rows.unique, 'int32');
+      const old = tf.gather(this.bank, at);
+      const mixed = l2Normalize(tf.add(tf.mul(old, momentum), tf.mul(f, 1 - momentum)));
       this.bank.assign(
-        tf.tensorScatterUpdate(this.bank, tf.expandDims(indices, 1), mixed) as tf.Tensor2D,
+        tf.tensorScatterUpdate(this.bank, tf.expandDims(at, 1), mixed) as tf.Tensor2D,
       );
     });
   }

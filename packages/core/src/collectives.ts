@@ -3,6 +3,18 @@ import type { DependencyContainer } from 'tsyringe';
 import { ConfigError } from './errors.js';
 import { Tokens } from './tokens.js';
 
+/** What the caller of a gather knows about the workers' tensors. */
+export interface GatherOptions {
+  /**
+   * Every worker's tensor has the same shape (e.g. equal slices of the global
+   * batch, which a data-parallel run's batches always are): the gather is one
+   * collective instead of two (the shapes are not exchanged first). The
+   * caller vouches for it: a wrong statement is not detected here (what
+   * TensorFlow's gather then does is not specified).
+   */
+  sameShape?: boolean;
+}
+
 /**
  * What crosses workers in a data-parallel run (N workers, one process and one
  * model replica each; docs/design.md, "data-parallel runs"). Every worker calls the same
@@ -33,8 +45,9 @@ export interface Collectives {
   /**
    * Every worker's `x` [n_r, ...] concatenated along axis 0 in rank order:
    * [sum_r n_r, ...]. No gradient (MoCo's `concat_all_gather` for the queue).
+   * Unequal n_r cost a second collective unless `options.sameShape` says they are equal.
    */
-  allGather<T extends tf.Tensor>(x: T): T;
+  allGather<T extends tf.Tensor>(x: T, options?: GatherOptions): T;
   /**
    * allGather whose gradient reaches the worker that produced each row: the
    * backward pass all-reduces (sums) the upstream gradient [sum_r n_r, ...] and
@@ -42,7 +55,7 @@ export interface Collectives {
    * the gradient averaged over workers afterwards, N workers compute the
    * gradient one process computes on the whole batch.
    */
-  allGatherWithGradient<T extends tf.Tensor>(x: T): T;
+  allGatherWithGradient<T extends tf.Tensor>(x: T, options?: GatherOptions): T;
   /** Rank `root`'s `x` on every worker (same shape everywhere). No gradient. */
   broadcast<T extends tf.Tensor>(x: T, root?: number): T;
   /**
@@ -101,8 +114,13 @@ export function workerBnSplits(bnSplits: number, worldSize: number): number {
   return bnSplits / worldSize;
 }
 
-/** The BatchNorm groups of this worker's heads and encoder (workerBnSplits of the experiment). */
-export function bnGroups(container: DependencyContainer): number {
-  const { bnSplits } = container.resolve(Tokens.Config).model;
-  return workerBnSplits(bnSplits, collectivesOf(container).worldSize);
+/**
+ * The BatchNorm groups of this worker's heads and encoder (workerBnSplits of
+ * the experiment), from a plugin's BuildContext.
+ */
+export function bnGroups(context: {
+  config: { model: { bnSplits: number } };
+  collectives: Pick<Collectives, 'worldSize'>;
+}): number {
+  return workerBnSplits(context.config.model.bnSplits, context.collectives.worldSize);
 }

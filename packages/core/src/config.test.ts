@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { applyOverrides, loadExperiment, parseExperiment } from './config.js';
+import { applyOverrides, loadExperiment, mergeExperiment, parseExperiment } from './config.js';
 import { ConfigError } from './errors.js';
 
 const minimal = { name: 'x', strategy: { name: 'momentum-queue' } };
@@ -53,10 +53,11 @@ describe('experiment config', () => {
   });
 
   it('suggests the nearest field for a misspelled key', () => {
-    const e = configError(() => parseExperiment({ ...minimal, optim: { learningRate: 1 } }));
-    expect(e.field).toBe('optim.learningRate');
-    const e2 = configError(() => parseExperiment({ ...minimal, optim: { epoch: 1 } }));
-    expect(e2.message).toContain("did you mean 'epochs'?");
+    // (the optim section's unknown fields are refused when the optimizer is known: compose)
+    const e = configError(() => parseExperiment({ ...minimal, checkpoint: { everyStep: 1 } }));
+    expect(e.field).toBe('checkpoint.everyStep');
+    const e2 = configError(() => parseExperiment({ ...minimal, checkpoint: { kep: 1 } }));
+    expect(e2.message).toContain("did you mean 'keep'?");
   });
 
   it('applies --set overrides with YAML typing', () => {
@@ -98,6 +99,35 @@ describe('experiment config', () => {
     ).toEqual({ name: 'momentum-queue', queueSize: 64, momentum: 0.99 });
     expect(notes).toHaveLength(2);
     expect(base.strategy).toEqual({ name: 'momentum-queue', queueSize: 4096, momentum: 0.99 });
+  });
+
+  it("switching the loss by name drops the previous loss's options, keeping tau and symmetry", () => {
+    const base = {
+      name: 'x',
+      strategy: { name: 'barlow' },
+      loss: { name: 'barlow-twins', lambda: 0.005, temperature: 0.2, symmetric: true },
+    };
+    const notes: string[] = [];
+    const note = (line: string) => notes.push(line);
+    expect(applyOverrides(base, ['loss.name=infonce'], { note }).loss).toEqual({
+      name: 'infonce',
+      temperature: 0.2,
+      symmetric: true,
+    });
+    expect(notes).toEqual([
+      "loss.name barlow-twins -> infonce: dropped barlow-twins's fields lambda=0.005 (set loss.<field> to give infonce one)",
+    ]);
+    // extends: a child naming another loss inherits tau and symmetry, not the options
+    expect(mergeExperiment(base, { loss: { name: 'vicreg', mu: 25 } }).loss).toEqual({
+      name: 'vicreg',
+      mu: 25,
+      temperature: 0.2,
+      symmetric: true,
+    });
+    expect(mergeExperiment(base, { loss: { lambda: 0.01 } }).loss).toMatchObject({
+      name: 'barlow-twins',
+      lambda: 0.01,
+    });
   });
 
   it('rejects a malformed override', () => {

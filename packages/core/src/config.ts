@@ -6,29 +6,40 @@ import { ConfigError } from './errors.js';
 import { nearest } from './registry.js';
 import { ExperimentSchema, type ExperimentConfig } from './schema.js';
 
-/** Known keys of a zod object schema (unwrapping defaults and optionals). */
-function objectShape(schema: z.ZodTypeAny): Record<string, z.ZodTypeAny> | undefined {
+/** A schema without its default, optional and refinement wrappers. */
+function unwrap(schema: z.ZodTypeAny): z.ZodTypeAny {
   let s: z.ZodTypeAny = schema;
   for (;;) {
     if (s instanceof z.ZodDefault) s = s._def.innerType;
     else if (s instanceof z.ZodOptional) s = s._def.innerType;
     else if (s instanceof z.ZodEffects) s = s._def.schema;
-    else break;
+    else return s;
   }
+}
+
+/** Known keys of a zod object schema (unwrapping defaults and optionals). */
+function objectShape(schema: z.ZodTypeAny): Record<string, z.ZodTypeAny> | undefined {
+  const s = unwrap(schema);
   return s instanceof z.ZodObject ? (s.shape as Record<string, z.ZodTypeAny>) : undefined;
 }
 
+/** The field names of a zod object schema (through defaults, optionals and refinements); [] for others. */
+export function schemaKeys(schema: z.ZodTypeAny): string[] {
+  return Object.keys(objectShape(schema) ?? {});
+}
+
+/** The object shape at `path` (list indices step into a list's items: data.views.0). */
 function shapeAt(
   schema: z.ZodTypeAny,
   path: (string | number)[],
 ): Record<string, z.ZodTypeAny> | undefined {
-  let shape = objectShape(schema);
+  let s: z.ZodTypeAny | undefined = schema;
   for (const p of path) {
-    const next = shape?.[String(p)];
-    if (!next) return undefined;
-    shape = objectShape(next);
+    const here = unwrap(s);
+    s = here instanceof z.ZodArray && typeof p === 'number' ? here.element : objectShape(here)?.[p];
+    if (!s) return undefined;
   }
-  return shape;
+  return objectShape(s);
 }
 
 /** Turns the first zod issue into a ConfigError naming the field and the fix. */
@@ -116,7 +127,9 @@ export function applyOverrides(
  * the new one (momentum-queue's `momentum` is the key encoder's EMA rate,
  * m = 0.99; memory-bank's is the bank's update rate, 0.5 in Wu et al. 2018).
  * Strategy fields given in the same settings are kept; `options.note` receives
- * one line naming the dropped fields.
+ * one line naming the dropped fields. Switching the loss by name (`loss.name`)
+ * drops the previous loss's own options alike (`lambda` of barlow-twins);
+ * `loss.temperature` and `loss.symmetric` belong to every loss and stay.
  */
 export function applySettings(
   raw: Record<string, unknown>,
@@ -124,7 +137,8 @@ export function applySettings(
   options: SettingsOptions = {},
 ): Record<string, unknown> {
   const out = structuredClone(raw);
-  switchStrategy(out, settings, options);
+  switchSection('strategy', ['name'], out, settings, options);
+  switchSection('loss', LOSS_FIELDS, out, settings, options);
   for (const [dotted, value] of Object.entries(settings)) {
     const path = dotted.split('.');
     let node: Record<string, unknown> = out;
@@ -146,34 +160,44 @@ export function applySettings(
 const isMap = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v);
 
-/** The method switch of applySettings: `out.strategy` keeps only its name until the settings apply. */
-function switchStrategy(
+/** The fields of the loss section that belong to every loss (the rest are the selected loss's options). */
+const LOSS_FIELDS = ['name', 'temperature', 'symmetric'];
+
+/**
+ * The switch of applySettings for a section chosen by name (`strategy`, `loss`):
+ * a new `<section>.name` keeps only the fields in `keep` until the settings apply.
+ */
+function switchSection(
+  section: 'strategy' | 'loss',
+  keep: readonly string[],
   out: Record<string, unknown>,
   settings: Readonly<Record<string, unknown>>,
   options: SettingsOptions,
 ): void {
-  const to = settings['strategy.name'];
-  const current = out.strategy;
+  const to = settings[`${section}.name`];
+  const current = out[section];
   if (!isMap(current) || to === undefined || to === current.name) return;
   const given = new Set(
     Object.keys(settings)
-      .filter((k) => k.startsWith('strategy.'))
+      .filter((k) => k.startsWith(`${section}.`))
       .map((k) => k.split('.')[1]!),
   );
-  const dropped = Object.entries(current).filter(([k]) => k !== 'name' && !given.has(k));
-  out.strategy = { name: current.name };
+  const dropped = Object.entries(current).filter(([k]) => !keep.includes(k) && !given.has(k));
+  out[section] = Object.fromEntries(Object.entries(current).filter(([k]) => keep.includes(k)));
   if (dropped.length === 0) return;
-  const from = String(current.name);
+  const from = String(current.name ?? "the method's default");
   const fields = dropped.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ');
   options.note?.(
-    `strategy.name ${from} -> ${String(to)}: dropped ${from}'s fields ${fields} (set strategy.<field> to give ${String(to)} one)`,
+    `${section}.name ${from} -> ${String(to)}: dropped ${from}'s fields ${fields} (set ${section}.<field> to give ${String(to)} one)`,
   );
 }
 
 /**
  * `extends` inheritance: mappings merge key by key, the child winning; lists and
  * values are replaced. A child naming a different strategy replaces the whole
- * strategy section (the base's plugin options belong to the base's plugin).
+ * strategy section (the base's plugin options belong to the base's plugin); a
+ * child naming a different loss keeps only the base's `loss.temperature` and
+ * `loss.symmetric` (the base's loss options belong to the base's loss).
  */
 export function mergeExperiment(
   base: Record<string, unknown>,
@@ -182,8 +206,13 @@ export function mergeExperiment(
   const out: Record<string, unknown> = structuredClone(base);
   for (const [k, v] of Object.entries(child)) {
     const b = out[k];
-    const otherStrategy =
-      k === 'strategy' && isMap(v) && isMap(b) && v.name !== undefined && v.name !== b.name;
+    const renamed = isMap(v) && isMap(b) && v.name !== undefined && v.name !== b.name;
+    if (renamed && k === 'loss') {
+      const common = Object.fromEntries(Object.entries(b).filter(([f]) => LOSS_FIELDS.includes(f)));
+      out[k] = mergeExperiment(common, v as Record<string, unknown>);
+      continue;
+    }
+    const otherStrategy = renamed && k === 'strategy';
     out[k] = isMap(v) && isMap(b) && !otherStrategy ? mergeExperiment(b, v) : structuredClone(v);
   }
   return out;

@@ -90,7 +90,8 @@ export interface NegativeSource {
   /**
    * What afterStep reads of its input; data-parallel runs gather only these
    * from every worker (absent: all three). MoCo's queue reads the keys, a bank
-   * the queries and their indices, in-batch negatives nothing.
+   * the queries (its rows come from `indexArray`, which is the whole batch's
+   * on every worker), in-batch negatives nothing.
    */
   readonly afterStepReads?: readonly ('query' | 'key' | 'indices')[];
   /**
@@ -110,11 +111,15 @@ export interface NegativeSource {
 }
 
 /**
- * The kind of loss a method consumes: contrastive against 'explicit' negatives
- * (a queue or bank, [K, D]), contrastive against the batch ('in-batch'), or a
- * 'regression' of a prediction onto a target without negatives (BYOL, SimSiam).
+ * The kind of loss a method consumes, i.e. what the loss's `compute` takes. The
+ * built-in kinds: contrastive against 'explicit' negatives (a queue or bank,
+ * [K, D]), contrastive against the batch ('in-batch'), or a 'regression' of a
+ * prediction onto a target without negatives (BYOL, SimSiam). The set is open:
+ * a plugin's loss may declare a kind of its own ('paired' for a loss of two
+ * embeddings, Barlow Twins' or VICReg's) with its own input type, and a
+ * method names the kinds it accepts.
  */
-export type LossKind = 'explicit' | 'in-batch' | 'regression';
+export type LossKind = 'explicit' | 'in-batch' | 'regression' | (string & {});
 
 export interface ContrastiveLossInput {
   /** [N, D] L2-normalised queries (with gradient). */
@@ -147,14 +152,20 @@ export interface RegressionLossInput {
   target: tf.Tensor2D;
 }
 
-interface LossBase {
+/**
+ * What every loss is: a name, a kind (what its `compute` takes, see LossKind),
+ * and optionally state. The kinds' own interfaces (ContrastiveLoss,
+ * RegressionLoss, or a plugin's) add `compute`.
+ */
+export interface Loss {
   readonly name: string;
+  readonly kind: LossKind;
   /** Losses with state (NCE's normaliser) save and restore it. */
   state?(): StateTensors;
   loadState?(state: StateTensors): void;
 }
 
-export interface ContrastiveLoss extends LossBase {
+export interface ContrastiveLoss extends Loss {
   readonly kind: 'explicit' | 'in-batch';
   compute(input: ContrastiveLossInput): ContrastiveLossOutput;
   /**
@@ -168,12 +179,10 @@ export interface ContrastiveLoss extends LossBase {
   }): number | undefined;
 }
 
-export interface RegressionLoss extends LossBase {
+export interface RegressionLoss extends Loss {
   readonly kind: 'regression';
   compute(input: RegressionLossInput): { loss: tf.Scalar };
 }
-
-export type Loss = ContrastiveLoss | RegressionLoss;
 
 /**
  * A head on top of an embedding (a predictor: BYOL, SimSiam, MoCo v3), owned by
@@ -295,22 +304,36 @@ export interface TrainingDataset {
 /** A dataset whose training split is held in memory (Fashion-MNIST, CIFAR, STL-10). */
 export type InMemoryDataset = TrainingDataset & { readonly train: ImageSplit };
 
+/** A crop group of a batch (`data.views`): its crops are `Views.crops[start .. start + count)`. */
+export interface ViewGroup {
+  readonly name: string;
+  /** Index of the group's first crop in `Views.crops`. */
+  readonly start: number;
+  readonly count: number;
+  /** [h, w] of the group's crops. */
+  readonly size: readonly [number, number];
+}
+
 /**
- * A batched two-view augmentation. `view(x, 0)` draws the first view and
- * `view(x, 1)` the second (asymmetric pipelines,
- * e.g. BYOL's, draw different transforms per view). Its random stream is part of
- * a checkpoint.
+ * A batched multi-crop augmentation. `view(x, i)` draws crop i of every image,
+ * crops in group order: `view(x, 0)` the first view, `view(x, 1)` the second
+ * (asymmetric pipelines, e.g. BYOL's, draw different transforms per view).
+ * Crops are drawn in index order from one random stream, which is part of a
+ * checkpoint.
  */
 export interface Augmentation {
+  /** [h, w] of the first crops (x1, x2). */
   readonly outSize: readonly [number, number];
+  /** The crop groups, in order; absent: two crops of `outSize` (one group 'global'). */
+  readonly groups?: readonly ViewGroup[];
   /**
-   * View `index` of a batch: [N, H, W, C] in [0, 1] -> [N, H', W', C] normalised.
+   * Crop `index` of a batch: [N, H, W, C] in [0, 1] -> [N, h, w, C] normalised.
    * `part` (data-parallel): x holds rows part.start .. part.start + N of a
    * batch of part.total images; the random draws are those of the whole batch
    * (the same on every worker) and only x's rows are augmented, so N workers
    * see the views one process would make.
    */
-  view(x: tf.Tensor4D, index: 0 | 1, part?: BatchPart): tf.Tensor4D;
+  view(x: tf.Tensor4D, index: number, part?: BatchPart): tf.Tensor4D;
   rngState(): number[];
   setRngState(state: readonly number[]): void;
 }

@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import type { DependencyContainer } from 'tsyringe';
-import { collectivesOf, type Collectives } from './collectives.js';
+import type { Collectives } from './collectives.js';
 import type {
   ContrastiveLoss,
   Encoder,
@@ -11,8 +10,7 @@ import type {
 } from './contracts.js';
 import { PluginError } from './errors.js';
 import { l2Normalize } from './math.js';
-import { contrastiveLoss } from './plugin.js';
-import { Tokens } from './tokens.js';
+import { contrastiveLoss, type BuildContext } from './plugin.js';
 import {
   MethodParts,
   symmetrize,
@@ -180,12 +178,7 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
     }
     const reads = this.parts.source.afterStepReads ?? ['query', 'key', 'indices'];
     const gather = <T extends tf.Tensor>(t: T): T =>
-      twice
-        ? (tf.concat(
-            (tf.split(t, 2, 0) as T[]).map((h) => c.allGather(h)),
-            0,
-          ) as T)
-        : c.allGather(t);
+      twice ? gatherHalves(c, t) : c.allGather(t, { sameShape: true });
     return {
       query: reads.includes('query') ? gather(query) : query,
       key: key && reads.includes('key') ? gather(key) : key,
@@ -220,8 +213,8 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
     const batch =
       keys.negatives === 'in-batch' && c && c.worldSize > 1
         ? {
-            query: c.allGatherWithGradient(query),
-            positive: c.allGatherWithGradient(keys.positive),
+            query: c.allGatherWithGradient(query, { sameShape: true }),
+            positive: c.allGatherWithGradient(keys.positive, { sameShape: true }),
             start: views.part?.start ?? c.rank * query.shape[0],
           }
         : undefined;
@@ -240,27 +233,46 @@ export class ContrastiveMethod extends MethodParts implements Method<PreparedKey
 }
 
 /**
- * Builds a ContrastiveMethod in an experiment container from the parts a
- * plugin chose; the encoder, the selected loss, tau and the two-way setting
- * come from the container (the resolved config).
+ * Every worker's [h1; h2] (two halves of n rows each, e.g. [q1; q2] of a
+ * symmetric loss) as one process orders them, [h1 of every worker; h2 of
+ * every worker], with one all-gather: the gathered [N, 2, n, ...] is
+ * transposed to [2, N, n, ...]. Every worker's slice has the same shape.
+ */
+function gatherHalves<T extends tf.Tensor>(c: Collectives, t: T): T {
+  return tf.tidy(() => {
+    const [rows, ...rest] = t.shape;
+    const all = c.allGather(t, { sameShape: true }); // [N * 2n, ...], rank order
+    // swap the worker and half axes of [N, 2, n, ...]
+    const perm = [1, 0, ...Array.from({ length: rest.length + 1 }, (_, i) => i + 2)];
+    return tf
+      .transpose(all.reshape([c.worldSize, 2, rows! / 2, ...rest]), perm)
+      .reshape([c.worldSize * rows!, ...rest]) as T;
+  });
+}
+
+/**
+ * Builds a ContrastiveMethod from a plugin's BuildContext and the parts it
+ * chose; the encoder, the selected loss, tau, the two-way setting (the
+ * resolved config) and the collectives come from the context.
  * @throws PluginError when the selected loss is not contrastive or there is no temperature.
  */
 export function composeContrastive(
-  container: DependencyContainer,
-  parts: Pick<ContrastiveParts, 'name' | 'keyEncoder' | 'source' | 'predictor'>,
+  context: BuildContext,
+  parts: Pick<ContrastiveParts, 'keyEncoder' | 'source' | 'predictor'>,
 ): ContrastiveMethod {
-  const loss = contrastiveLoss(container, parts.name);
-  const { temperature, symmetric } = container.resolve(Tokens.Config).loss;
+  const loss = contrastiveLoss(context);
+  const { temperature, symmetric } = context.config.loss;
   if (temperature === undefined) {
-    throw new PluginError(parts.name, 'a contrastive method needs a temperature', {
+    throw new PluginError(context.plugin, 'a contrastive method needs a temperature', {
       hint: 'give the plugin a default (loss: { temperature: 0.1, ... }) or set loss.temperature',
     });
   }
-  const collectives = collectivesOf(container);
+  const { collectives } = context;
   return new ContrastiveMethod({
     ...parts,
+    name: context.plugin,
     ...(collectives.worldSize > 1 ? { collectives } : {}),
-    encoder: container.resolve(Tokens.Encoder),
+    encoder: context.encoder,
     loss,
     temperature,
     symmetric: symmetric ?? false,

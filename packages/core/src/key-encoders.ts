@@ -75,12 +75,13 @@ export class MomentumKeyEncoder implements KeyEncoderPolicy {
       });
     }
     return tf.tidy(() => {
-      const all = c.allGather(xKey); // [B, H, W, C], rank order
+      // the workers' slices are equal (the global batch divides among them): one collective each
+      const all = c.allGather(xKey, { sameShape: true }); // [B, H, W, C], rank order
       const n = xKey.shape[0];
       const start = c.rank * n;
       const { shuffled, inverse } = shuffleRows(all, this.shuffle!.permutation(all.shape[0]));
       const mine = tf.slice(shuffled, [start], [n]) as tf.Tensor4D;
-      const keys = c.allGather(this.keyEncoder.embed(mine, true)); // [B, D], permuted order
+      const keys = c.allGather(this.keyEncoder.embed(mine, true), { sameShape: true }); // [B, D], permuted order
       return tf.gather(keys, Array.from(inverse.subarray(start, start + n))) as tf.Tensor2D;
     });
   }

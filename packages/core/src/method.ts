@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Head, StateTensors, Stateful, TrainingClock } from './contracts.js';
-import { StateError } from './errors.js';
+import type { Head, StateTensors, Stateful, TrainingClock, ViewGroup } from './contracts.js';
+import { ConfigError, StateError } from './errors.js';
+import type { GroupOptions } from './optim.js';
 
 /**
  * The method contract (docs/design.md, "one training step"): every self-supervised
@@ -19,12 +20,20 @@ import { StateError } from './errors.js';
  * Shapes: N = batch, H x W x C = view size, D = embedding width.
  */
 
-/** Two augmented views of a batch, and the samples' dataset indices. */
+/**
+ * The augmented crops of a batch, and the samples' dataset indices. The default
+ * experiment has two crops (the two views, x1 and x2); multi-crop experiments
+ * (SwAV, DINO) have more, in groups of their own size.
+ */
 export interface Views {
-  /** [N, H, W, C] the first view (MoCo's query view). */
+  /** [N, H, W, C] the first view (MoCo's query view): crops[0]. */
   x1: tf.Tensor4D;
-  /** [N, H, W, C] the second view (MoCo's key view). */
+  /** [N, H, W, C] the second view (MoCo's key view): crops[1]. */
   x2: tf.Tensor4D;
+  /** Every crop, in group order: [N, h_g, w_g, C] each, h_g x w_g the size of its group. */
+  crops: readonly tf.Tensor4D[];
+  /** The crop groups, in order (one 'global' group of 2 crops by default). */
+  groups: readonly ViewGroup[];
   /** [N] int32 dataset indices of the samples. */
   indices: tf.Tensor1D;
   /** The same indices on the host (for sampling without a device read). */
@@ -35,6 +44,25 @@ export interface Views {
    * `batchIndexArray`. Absent on one process (the views are the whole batch).
    */
   part?: { start: number; batchIndexArray: Int32Array };
+}
+
+/**
+ * The crops of the group named `name` ([N, h, w, C] each, in order).
+ * @throws ConfigError (data.views) when the experiment declares no such group.
+ */
+export function groupCrops(views: Pick<Views, 'crops' | 'groups'>, name: string): tf.Tensor4D[] {
+  const group = views.groups.find((g) => g.name === name);
+  if (!group) {
+    const known = views.groups.map((g) => g.name);
+    throw new ConfigError(
+      'data.views',
+      `the method reads crop group '${name}'; groups: ${known.join(', ')}`,
+      {
+        hint: `add a group { name: ${name}, count: ... } to data.views`,
+      },
+    );
+  }
+  return views.crops.slice(group.start, group.start + group.count);
 }
 
 /** What the trainer hands a method at every phase of a step. */
@@ -62,10 +90,13 @@ export interface Objective {
   carry?: Record<string, tf.Tensor>;
 }
 
-/** Parameters that share an lr rule: `fixedLr` keeps the base lr (SimSiam's predictor). */
-export interface ParameterGroup {
+/**
+ * Parameters the optimizer treats alike: `fixedLr` keeps the base lr (SimSiam's
+ * predictor), `lrScale`, `decay` (weight decay on or off) and `frozen` (SwAV's
+ * prototypes and DINO's last layer for the first epoch) are the other options.
+ */
+export interface ParameterGroup extends GroupOptions {
   params: tf.Variable[];
-  fixedLr?: boolean;
 }
 
 /** Where a method's phases happen, in order; the trainer adds 'backward' and 'optimizer'. */

@@ -6,6 +6,52 @@ const range = z
   .tuple([z.number().positive(), z.number().positive()])
   .refine(([lo, hi]) => lo <= hi, 'the first number must not exceed the second');
 
+/**
+ * The `model` fields every encoder shares: which encoder, and the projection
+ * head on top of it. An encoder's own fields (a ResNet's width and stem, a
+ * ViT's patch size and depth) are validated by its registry entry's schema.
+ */
+export const ModelSchema = z
+  .object({
+    encoder: z
+      .string()
+      .default('resnet18')
+      .describe(
+        "Backbone, by name: resnet18, resnet34, resnet50, convnet (a small ConvNet), vit (a Vision Transformer; vit-tiny, vit-small) or an encoder a plugin adds. Each has its own fields in this section (ResNets: width, stem; vit: patchSize, embedDim, depth, heads, ...), listed under 'Encoders' below.",
+      ),
+    head: z
+      .enum(['linear', 'mlp', 'mlp-bn'])
+      .default('linear')
+      .describe(
+        "Projection head: 'linear' (MoCo v1's replaced fc), 'mlp' (Linear-ReLU-Linear, MoCo v2 / SimCLR) or 'mlp-bn' (Linear-BN-ReLU per hidden layer, then Linear: BYOL's projector; SimSiam's with 3 layers and an output BN).",
+      ),
+    hiddenDim: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe("Hidden width of the MLP head (0 = the backbone's feature width)."),
+    headLayers: z
+      .number()
+      .int()
+      .min(2)
+      .default(2)
+      .describe('Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet).'),
+    headOutputBn: z
+      .boolean()
+      .default(false)
+      .describe("BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector)."),
+    dim: positiveInt
+      .default(128)
+      .describe('Embedding dimension of the head output (128 in MoCo v1/v2).'),
+    bnSplits: positiveInt
+      .default(1)
+      .describe(
+        "BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo); with the key shuffle this is shuffle BN on one device. 1 = plain BN.",
+      ),
+  })
+  .strict();
+
 export const AugmentationSchema = z
   .object({
     crop: z
@@ -89,8 +135,190 @@ export const AugmentationSchema = z
       .strict()
       .default({})
       .describe('Gaussian blur (MoCo v2 aug+).'),
+    solarize: probability
+      .default(0)
+      .describe(
+        "Probability of solarizing a view: pixels >= 0.5 (on [0, 1]) become 1 - x, torchvision's RandomSolarize(threshold=0.5), PIL's solarize at 128 on 8-bit images (BYOL: 0 for view 1, 0.2 for view 2).",
+      ),
   })
   .strict();
+
+/** Group options by parameter name (`optim.groups`): the first matching rule's fields win over the method's. */
+const GroupRuleSchema = z
+  .object({
+    match: z
+      .string()
+      .min(1)
+      .describe(
+        "A regular expression on the parameter's checkpoint name (`encoder/stem/conv/kernel`, `predictor/...`); the rule applies to every parameter it matches.",
+      ),
+    lrScale: z.number().min(0).optional().describe('Multiplies their lr.'),
+    fixedLr: z.boolean().optional().describe('Train them at the base (unscheduled) lr.'),
+    decay: z.boolean().optional().describe('Whether weight decay applies to them.'),
+    frozenSteps: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe('Not updated (nor their optimizer state) for the first n steps.'),
+    frozenEpochs: z
+      .number()
+      .min(0)
+      .optional()
+      .describe(
+        "Not updated (nor their optimizer state) for the first n epochs (DINO's last layer, SwAV's prototypes: 1).",
+      ),
+    frozen: z.boolean().optional().describe("Never updated (MoCo v3's random patch projection)."),
+  })
+  .strict();
+
+/** The `optim` fields every optimizer shares; an optimizer's own fields sit beside them. */
+export const OptimSchema = z.object({
+  batchSize: positiveInt.default(256).describe('Images per step N (256 in MoCo v1/v2).'),
+  epochs: positiveInt.default(1).describe('Passes over the training set.'),
+  maxSteps: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe('Stop after this many steps in total (0 = run all epochs).'),
+  lr: z
+    .number()
+    .positive()
+    .default(0.03)
+    .describe('Base learning rate (0.03 for batch 256 in MoCo v1/v2).'),
+  weightDecay: z
+    .number()
+    .min(0)
+    .default(1e-4)
+    .describe(
+      'Weight decay (1e-4 in MoCo v1/v2, 5e-4 in the CIFAR demo; 0.1 for MoCo v3 ViTs with adamw, 0.04 in DINO). Coupled (added to the gradient) in sgd and lars, decoupled in adamw.',
+    ),
+  weightDecayEnd: z
+    .number()
+    .min(0)
+    .optional()
+    .describe(
+      'Weight decay at the last step: a half-cycle cosine from weightDecay to this over the run, per step (DINO: 0.04 to 0.4). Unset: constant.',
+    ),
+  decay: z
+    .enum(['all', 'no-norm-bias'])
+    .default('all')
+    .describe(
+      "Which parameters are decayed: 'all', or 'no-norm-bias': none of rank 1 (biases, norms' gamma and beta), as DINO, MoCo v3's ViT and timm do. Group options override it.",
+    ),
+  schedule: z
+    .enum(['cosine', 'constant', 'step'])
+    .default('cosine')
+    .describe("Learning-rate schedule: 'cosine' (MoCo v2), 'step' (MoCo v1) or 'constant'."),
+  milestones: z
+    .array(z.number().positive())
+    .default([])
+    .describe(
+      "Epochs at which the 'step' schedule multiplies the lr by 0.1 (MoCo v1: [120, 160]).",
+    ),
+  warmupEpochs: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe(
+      'Linear lr warmup over this many epochs, then the schedule over the rest (0 = none; MoCo v3: 40, DINO: 10).',
+    ),
+  clipGradNorm: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe(
+      'Clip gradients to this L2 norm after the data-parallel all-reduce (0 = off; DINO: 3.0). See clipMode.',
+    ),
+  clipMode: z
+    .enum(['global', 'per-parameter'])
+    .default('global')
+    .describe(
+      "'global': one norm over all updated gradients, scaled by min(1, max / (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_); 'per-parameter': each gradient scaled by its own norm so (DINO's clip_gradients).",
+    ),
+  groups: z
+    .array(GroupRuleSchema)
+    .default([])
+    .describe(
+      'Options for parameters by name: lr scale, fixed lr, decay on or off, frozen for some steps, some epochs or always. A later matching rule wins field by field.',
+    ),
+  optimizer: z
+    .string()
+    .min(1)
+    .default('sgd')
+    .describe(
+      "The optimizer: 'sgd' (MoCo v1/v2), 'lars' (SimCLR, MoCo v3 with ResNets: large batches), 'adamw' (MoCo v3 and DINO with ViTs) or a plugin's. Its own fields are listed below.",
+    ),
+});
+
+type DeepPartial<T> = T extends readonly unknown[]
+  ? T
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
+
+/** Some fields of data.augmentation, each replacing the experiment's (nested sections field by field). */
+export type AugmentationOverrides = DeepPartial<AugmentationConfig>;
+
+/** The same fields as `schema`, every one optional and without its default (an override of it). */
+function overridesOf(schema: z.ZodTypeAny): z.ZodTypeAny {
+  const description = schema.description;
+  let s = schema instanceof z.ZodDefault ? (schema.removeDefault() as z.ZodTypeAny) : schema;
+  if (s instanceof z.ZodObject) {
+    const shape = s.shape as Record<string, z.ZodTypeAny>;
+    s = z
+      .object(
+        Object.fromEntries(Object.entries(shape).map(([k, v]) => [k, overridesOf(v).optional()])),
+      )
+      .strict();
+  }
+  return description ? s.describe(description) : s;
+}
+
+const AugmentationOverridesSchema = overridesOf(AugmentationSchema) as z.ZodObject<
+  Record<string, z.ZodTypeAny>,
+  'strict'
+>;
+
+/**
+ * One crop group of `data.views`: `count` crops of each image, drawn with the
+ * experiment's augmentation overridden by the group's fields, then by the
+ * crop's entry of `perCrop`.
+ */
+export interface ViewGroupConfig extends AugmentationOverrides {
+  name: string;
+  count: number;
+  perCrop?: AugmentationOverrides[];
+}
+
+/** A group's overrides, each field described as what it overrides. */
+const GroupOverridesSchema = z
+  .object(
+    Object.fromEntries(
+      Object.entries(AugmentationOverridesSchema.shape).map(([k, v]) => [
+        k,
+        v.describe(
+          `data.augmentation.${k} for this group's crops (the fields given replace the experiment's, nested ones one by one).`,
+        ),
+      ]),
+    ),
+  )
+  .strict();
+
+export const ViewGroupSchema = GroupOverridesSchema.extend({
+  name: z
+    .string()
+    .regex(/^[A-Za-z][\w-]*$/, 'use a letter, then letters, digits, "_" and "-"')
+    .describe("The group's name; a method reaches its crops by it ('global', 'local')."),
+  count: positiveInt.describe('Crops of each image in this group (DINO: 2 global, 6-10 local).'),
+  perCrop: z
+    .array(AugmentationOverridesSchema)
+    .optional()
+    .describe(
+      "Per-crop overrides over the group's settings, in crop order, at most `count` (BYOL's asymmetric pair: [{ blur: { p: 1 } }, { blur: { p: 0.1 }, solarize: 0.2 }]); crop.size stays the group's.",
+    ),
+}) as unknown as z.ZodType<ViewGroupConfig, z.ZodTypeDef, unknown>;
 
 export const ExperimentSchema = z
   .object({
@@ -220,69 +448,24 @@ export const ExperimentSchema = z
             'Batches prepared ahead of the training step (0 = none); image-folder: batches decoded ahead, the bound of the decode queue.',
           ),
         augmentation: AugmentationSchema.default({}).describe(
-          "The two views' augmentation (MoCo v1 by default; MoCo v2 adds blur, stronger jitter).",
+          "The views' augmentation (MoCo v1 by default; MoCo v2 adds blur, stronger jitter); `views` groups override it.",
         ),
+        views: z
+          .array(ViewGroupSchema)
+          .min(1)
+          .optional()
+          .describe(
+            "Multi-crop: groups of crops, in order (SwAV, DINO: 2 global crops, then local crops of a smaller size and scale range), each with its own overrides of `augmentation`. The batch holds one tensor per crop in group order; x1 and x2 are the first group's first two crops, so the first group has at least 2. Default (unset): one group 'global' of 2 crops with `augmentation`, today's two views.",
+          ),
       })
       .strict()
       .default({})
       .describe('Dataset, subset and input pipeline.'),
-    model: z
-      .object({
-        encoder: z
-          .string()
-          .default('resnet18')
-          .describe(
-            'Backbone: resnet18, resnet34, resnet50 or convnet (a small ConvNet, 32-64-128 channels at width 1).',
-          ),
-        width: z
-          .number()
-          .positive()
-          .default(1)
-          .describe('Width multiplier: base width 64 * width (ResNets), 32 * width (convnet).'),
-        stem: z
-          .enum(['cifar', 'imagenet'])
-          .default('cifar')
-          .describe(
-            "ResNet stem: 'cifar' (3x3 conv, no max-pool, for 32x32 images) or 'imagenet' (7x7 stride-2 conv + max-pool).",
-          ),
-        head: z
-          .enum(['linear', 'mlp', 'mlp-bn'])
-          .default('linear')
-          .describe(
-            "Projection head: 'linear' (MoCo v1's replaced fc), 'mlp' (Linear-ReLU-Linear, MoCo v2 / SimCLR) or 'mlp-bn' (Linear-BN-ReLU per hidden layer, then Linear: BYOL's projector; SimSiam's with 3 layers and an output BN).",
-          ),
-        hiddenDim: z
-          .number()
-          .int()
-          .min(0)
-          .default(0)
-          .describe("Hidden width of the MLP head (0 = the backbone's feature width)."),
-        headLayers: z
-          .number()
-          .int()
-          .min(2)
-          .default(2)
-          .describe(
-            'Linear layers of an MLP head (2 in MoCo v2 / BYOL, 3 in SimSiam on ImageNet).',
-          ),
-        headOutputBn: z
-          .boolean()
-          .default(false)
-          .describe(
-            "BN (without affine) on the head's output ('mlp-bn' only; SimSiam's projector).",
-          ),
-        dim: positiveInt
-          .default(128)
-          .describe('Embedding dimension of the head output (128 in MoCo v1/v2).'),
-        bnSplits: positiveInt
-          .default(1)
-          .describe(
-            "BatchNorm splits in training mode (MoCo's SplitBatchNorm, 8 in the CIFAR demo); with the key shuffle this is shuffle BN on one device. 1 = plain BN.",
-          ),
-      })
-      .strict()
+    model: ModelSchema.passthrough()
       .default({})
-      .describe('The encoder: backbone and projection head.'),
+      .describe(
+        "The encoder: backbone and projection head. The encoder's own fields (model.encoder's options) sit beside the shared ones.",
+      ),
     strategy: z
       .object({
         name: z
@@ -300,7 +483,7 @@ export const ExperimentSchema = z
           .string()
           .optional()
           .describe(
-            "A named loss of the kind the method takes: infonce, nce, nt-xent (contrastive), normalized-mse, negative-cosine (regression), or a plugin's (default: the method's own).",
+            "A named loss of a kind the method accepts: infonce, nce (explicit negatives), nt-xent (in-batch), normalized-mse, negative-cosine (regression), or a plugin's (default: the method's own).",
           ),
         temperature: z
           .number()
@@ -316,61 +499,18 @@ export const ExperimentSchema = z
             "Two-way loss: each view is also the query for the other's key (loss = l(q1, k2) + l(q2, k1), the CIFAR demo); both keys are enqueued, once. Default: the method's (on for MoCo v3, BYOL and SimSiam, off otherwise).",
           ),
       })
-      .strict()
+      // the selected loss's own options (`lambda` of a Barlow Twins loss) are checked by its
+      // schema once the loss is known (resolveLoss): a field no loss knows is refused there
+      .passthrough()
       .default({})
       .describe(
-        'The loss: contrastive (InfoNCE and kin) or, for BYOL and SimSiam, a regression of predictions onto targets.',
+        "The loss: contrastive (InfoNCE and kin), a regression of predictions onto targets (BYOL, SimSiam), or a plugin's kind; any other field is an option of the selected loss (`loss: { name: barlow-twins, lambda: 0.005 }`), validated by that loss's own schema.",
       ),
-    optim: z
-      .object({
-        batchSize: positiveInt.default(256).describe('Images per step N (256 in MoCo v1/v2).'),
-        epochs: positiveInt.default(1).describe('Passes over the training set.'),
-        maxSteps: z
-          .number()
-          .int()
-          .min(0)
-          .default(0)
-          .describe('Stop after this many steps in total (0 = run all epochs).'),
-        lr: z
-          .number()
-          .positive()
-          .default(0.03)
-          .describe('Base learning rate (0.03 for batch 256 in MoCo v1/v2).'),
-        momentum: z
-          .number()
-          .min(0)
-          .max(1)
-          .default(0.9)
-          .describe('SGD momentum (0.9 in MoCo v1/v2).'),
-        weightDecay: z
-          .number()
-          .min(0)
-          .default(1e-4)
-          .describe('Weight decay (1e-4 in MoCo v1/v2, 5e-4 in the CIFAR demo).'),
-        schedule: z
-          .enum(['cosine', 'constant', 'step'])
-          .default('cosine')
-          .describe("Learning-rate schedule: 'cosine' (MoCo v2), 'step' (MoCo v1) or 'constant'."),
-        milestones: z
-          .array(z.number().positive())
-          .default([])
-          .describe(
-            "Epochs at which the 'step' schedule multiplies the lr by 0.1 (MoCo v1: [120, 160]).",
-          ),
-        warmupEpochs: z
-          .number()
-          .min(0)
-          .default(0)
-          .describe('Linear lr warmup over this many epochs (0 = none).'),
-        optimizer: z
-          .enum(['sgd', 'lars'])
-          .default('sgd')
-          .describe("'sgd' (MoCo v1/v2) or 'lars' (SimCLR, MoCo v3: large batches)."),
-        larsEta: z.number().positive().default(0.001).describe('LARS trust coefficient eta.'),
-      })
-      .strict()
+    optim: OptimSchema.passthrough()
       .default({})
-      .describe('Optimizer and schedule.'),
+      .describe(
+        "Optimizer and schedule. `optim.optimizer` names an optimizer of the registry (sgd, lars, adamw, or a plugin's); its own fields (sgd's `momentum`, lars's `momentum` and `larsEta`, adamw's `betas` and `eps`) sit beside the shared ones below and are listed per optimizer.",
+      ),
     eval: z
       .object({
         knn: z

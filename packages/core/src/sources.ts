@@ -10,7 +10,7 @@ import {
 } from './contracts.js';
 import { PluginError } from './errors.js';
 import { KeyQueue } from './queue.js';
-import type { Rng } from './rng.js';
+import { Rng } from './rng.js';
 
 /**
  * The negative sources of MoCo's Figure 2, shared by every method that needs one
@@ -93,12 +93,14 @@ export interface BankOptions {
  * InstDisc's memory bank as a negative source (Wu et al. 2018; MoCo's Figure
  * 2b): the positive is the bank row of the sample's own index, a feature written
  * by the query encoder in an earlier epoch; K negatives [K, D] are drawn
- * uniformly from the bank each step (shared by the batch). After the step the
- * batch's rows are rewritten with the fresh query features. Needs sample indices.
+ * uniformly from the bank each step (shared by the batch, and by both
+ * directions of a two-way loss). After the step the batch's rows are rewritten
+ * with the fresh query features; with a two-way loss each row once, towards the
+ * mean of its two views' queries (MemoryBank.update). Needs sample indices.
  */
 export class BankSource extends StoreBackedSource<MemoryBank> implements NegativeSource {
   readonly updatePhase = 'bank_write';
-  readonly afterStepReads = ['query', 'indices'] as const;
+  readonly afterStepReads = ['query'] as const;
   private readonly rng: Rng;
 
   /** A bank of `size` rows of width `dim`; `rng` initialises it, then a fork of it draws negatives. */
@@ -121,15 +123,27 @@ export class BankSource extends StoreBackedSource<MemoryBank> implements Negativ
     return this.options.negatives;
   }
 
+  /**
+   * The positives (the batch's own rows) and K negatives drawn from a copy of
+   * the negatives' stream: no side effect, so two calls in a step (a two-way
+   * loss) see the same negatives and the stream moves on only in afterStep.
+   */
   keys({ indices, indexArray, batchIndexArray }: KeysInput): Keys {
-    // the whole batch's rows are excluded, on one process and across workers alike
-    const exclude = this.options.excludePositives ? (batchIndexArray ?? indexArray) : undefined;
-    const drawn = sampleIndices(this.rng, this.bank.size, this.options.negatives, exclude);
+    const drawn = this.drawNegatives(new Rng(this.rng.getState()), batchIndexArray ?? indexArray);
     return { positive: this.bank.gather(indices), negatives: this.bank.gather(drawn) }; // [N, D], [K, D]
   }
 
-  afterStep({ query, indices }: Parameters<NegativeSource['afterStep']>[0]): void {
-    this.bank.update(indices, query, this.options.momentum);
+  /** Advances the negatives' stream past this step's draw, then writes the batch's rows. */
+  afterStep({ query, indexArray }: Parameters<NegativeSource['afterStep']>[0]): void {
+    // indexArray is the whole batch's (each row twice with a two-way loss): the same set keys() excluded
+    this.drawNegatives(this.rng, indexArray);
+    this.bank.update(indexArray, query, this.options.momentum);
+  }
+
+  /** K rows drawn uniformly from `rng`, the batch's own rows excluded when the options say so. */
+  private drawNegatives(rng: Rng, batch: Int32Array): Int32Array {
+    const exclude = this.options.excludePositives ? batch : undefined;
+    return sampleIndices(rng, this.bank.size, this.options.negatives, exclude);
   }
 
   /** The bank, and where the negatives' random stream stands (a resumed run draws the same negatives). */

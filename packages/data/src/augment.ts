@@ -1,5 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import type { AugmentationConfig, Augmentation, BatchPart, Rng } from '@contrast/core';
+import {
+  ContractError,
+  type AugmentationConfig,
+  type Augmentation,
+  type BatchPart,
+  type CropGroupPlan,
+  type Rng,
+  type ViewGroup,
+} from '@contrast/core';
 import {
   blurBatch,
   colorJitterBatch,
@@ -9,6 +17,7 @@ import {
   resizedCropBatch,
   rotateHue,
   saturate,
+  solarizeBatch,
 } from './transforms.js';
 
 export interface CropBox {
@@ -79,6 +88,8 @@ export interface ViewParams {
   order?: Int32Array;
   grayscale?: Float32Array;
   sigma?: Float32Array;
+  /** [N] 1 = solarized (pixels >= 0.5 become 1 - x). */
+  solarize?: Float32Array;
 }
 
 const IDENTITY_ORDER = [0, 1, 2, 3];
@@ -97,6 +108,7 @@ export function sliceParams(p: ViewParams, start: number, n: number): ViewParams
     ...(p.order ? { order: rows(p.order, 4) } : {}),
     ...(p.grayscale ? { grayscale: rows(p.grayscale) } : {}),
     ...(p.sigma ? { sigma: rows(p.sigma) } : {}),
+    ...(p.solarize ? { solarize: rows(p.solarize) } : {}),
   };
 }
 
@@ -105,8 +117,8 @@ export function sliceParams(p: ViewParams, start: number, n: number): ViewParams
  * default; each transform keeps its earlier behaviour as an option, see the
  * schema): RandomResizedCrop (bilinear, antialiased) and RandomHorizontalFlip,
  * RandomApply(ColorJitter, p) with a random order per view, RandomGrayscale,
- * MoCo v2's PIL Gaussian blur, then per-channel normalisation. All draws come
- * from the seeded Rng.
+ * MoCo v2's PIL Gaussian blur, BYOL's solarization, then per-channel
+ * normalisation. All draws come from the seeded Rng.
  */
 export class BatchAugmentation implements Augmentation {
   readonly outSize: [number, number];
@@ -154,6 +166,7 @@ export class BatchAugmentation implements Augmentation {
     const order = jitter.semantics === 'torchvision' ? new Int32Array(n * 4) : undefined;
     const grayscale = rgb && this.config.grayscale > 0 ? new Float32Array(n) : undefined;
     const sigma = this.config.blur.p > 0 ? new Float32Array(n) : undefined;
+    const solarize = this.config.solarize > 0 ? new Float32Array(n) : undefined;
     const factor = (s: number) => this.rng.uniform(Math.max(0, 1 - s), 1 + s);
     for (let i = 0; i < n; i++) {
       const b = sampleCropBox(this.rng, H, W, crop.scale, crop.ratio);
@@ -172,6 +185,7 @@ export class BatchAugmentation implements Augmentation {
       if (sigma && this.rng.next() < this.config.blur.p) {
         sigma[i] = this.rng.uniform(this.config.blur.sigma[0], this.config.blur.sigma[1]);
       }
+      if (solarize && this.rng.next() < this.config.solarize) solarize[i] = 1;
     }
     return {
       crops,
@@ -183,6 +197,7 @@ export class BatchAugmentation implements Augmentation {
       ...(order ? { order } : {}),
       ...(grayscale ? { grayscale } : {}),
       ...(sigma ? { sigma } : {}),
+      ...(solarize ? { solarize } : {}),
     };
   }
 
@@ -193,7 +208,7 @@ export class BatchAugmentation implements Augmentation {
    * part.total: the whole batch's draws are made (the stream moves as on one
    * process) and x's rows of them applied.
    */
-  view(x: tf.Tensor4D, _index?: 0 | 1, part?: BatchPart): tf.Tensor4D {
+  view(x: tf.Tensor4D, _index?: number, part?: BatchPart): tf.Tensor4D {
     if (!part) return this.apply(x);
     return this.apply(x, sliceParams(this.drawParams(part.total), part.start, x.shape[0]));
   }
@@ -221,6 +236,9 @@ export class BatchAugmentation implements Augmentation {
           this.config.blur.kernel === 'pil'
             ? pilGaussianBlur(y, params.sigma)
             : blurBatch(y, gaussianKernels(params.sigma, this.blurSize), this.blurSize);
+      }
+      if (params.solarize && params.solarize.some((v) => v > 0)) {
+        y = solarizeBatch(y, params.solarize);
       }
       return y;
     });
@@ -259,6 +277,63 @@ export class BatchAugmentation implements Augmentation {
         'bilinear',
       ),
     );
+  }
+}
+
+/**
+ * Multi-crop augmentation (SwAV, DINO): crop i of a batch is drawn with the
+ * pipeline of its group (and its own perCrop overrides), every crop from one
+ * random stream in crop order. With the default groups (one group of two crops
+ * with data.augmentation) its draws are BatchAugmentation's two views', draw
+ * for draw: the same pipeline called twice on the same stream.
+ */
+export class CropGroupsAugmentation implements Augmentation {
+  readonly groups: readonly ViewGroup[];
+  readonly outSize: readonly [number, number];
+  /** One pipeline per crop, in crop order, all drawing from `rng`. */
+  private readonly crops: BatchAugmentation[];
+
+  constructor(
+    plans: readonly CropGroupPlan[],
+    input: ConstructorParameters<typeof BatchAugmentation>[1],
+    private readonly rng: Rng,
+  ) {
+    this.crops = plans.flatMap((g) => g.crops.map((c) => new BatchAugmentation(c, input, rng)));
+    let start = 0;
+    this.groups = plans.map((g) => {
+      const group = { name: g.name, start, count: g.count, size: this.crops[start]!.outSize };
+      start += g.count;
+      return group;
+    });
+    this.outSize = this.crops[0]!.outSize;
+  }
+
+  /** Crops per image, over all groups. */
+  get cropCount(): number {
+    return this.crops.length;
+  }
+
+  rngState(): number[] {
+    return this.rng.getState();
+  }
+
+  setRngState(state: readonly number[]): void {
+    this.rng.setState(state);
+  }
+
+  /**
+   * Crop `index` of every image (see Augmentation.view): [N, H, W, C] in [0, 1]
+   * -> [N, h, w, C] of its group's size, normalised.
+   * @throws ContractError for an index outside 0 .. cropCount - 1.
+   */
+  view(x: tf.Tensor4D, index: number, part?: BatchPart): tf.Tensor4D {
+    const crop = this.crops[index];
+    if (!crop) {
+      throw new ContractError(`crop ${index} of ${this.crops.length} requested`, {
+        hint: `crops are numbered 0 .. ${this.crops.length - 1} in group order`,
+      });
+    }
+    return crop.view(x, index, part);
   }
 }
 

@@ -7,15 +7,17 @@ import {
   type ImageSplit,
   type Rng,
   type TrainingDataset,
+  type ViewGroup,
   type Views,
 } from '@contrast/core';
 import { normalize } from './augment.js';
 
 /**
- * One training batch: two independent views of the same images (x1, x2: [N, H, W, C])
- * and their dataset indices.
+ * One training batch: the augmented crops of the same images in group order
+ * (two independent views x1, x2: [N, H, W, C] by default; every crop of every
+ * group with data.views) and their dataset indices.
  */
-export interface TwoViewBatch extends Views {
+export interface ViewBatch extends Views {
   epoch: number;
   /** Step within the epoch (0-based). */
   step: number;
@@ -26,6 +28,9 @@ export interface TwoViewBatch extends Views {
    */
   position: { dataRng: number[]; augRng: number[] };
 }
+
+/** The name the batch had when it held exactly two views (it still begins with them). */
+export type TwoViewBatch = ViewBatch;
 
 /** uint8 NHWC pixels of `split` at `indices` -> float [N, H, W, C] in [0, 1]. */
 export function gatherPixels(
@@ -67,7 +72,7 @@ export interface BatchPlan {
   dataRng: number[];
 }
 
-/** What every two-view batch stream takes. */
+/** What every batch stream takes. */
 export interface BatchStreamOptions {
   dataset: TrainingDataset;
   augmentation: Augmentation;
@@ -109,29 +114,47 @@ export function* batchPlans(
   }
 }
 
+/** The crop groups an augmentation draws: its own, else two crops of its outSize. */
+export function viewGroupsOf(augmentation: Augmentation): readonly ViewGroup[] {
+  return (
+    augmentation.groups ?? [{ name: 'global', start: 0, count: 2, size: augmentation.outSize }]
+  );
+}
+
+/** Crops per image an augmentation draws, over all its groups. */
+export function cropCountOf(augmentation: Augmentation): number {
+  return viewGroupsOf(augmentation).reduce((n, g) => n + g.count, 0);
+}
+
 /**
- * A batch's two views from its images: uint8 NHWC pixels of `images` at
- * `rows`, in [0, 1], each view drawn from the augmentation's stream.
+ * A batch's crops from its images: uint8 NHWC pixels of `images` at `rows`, in
+ * [0, 1], every crop drawn from the augmentation's stream in crop order. With
+ * `part` (data-parallel) the rows are this worker's slice of the batch, and
+ * every crop draws the whole batch's parameters and applies its rows' (so the
+ * stream moves as on one process).
  */
-export function twoViews(
+export function viewBatch(
   plan: BatchPlan,
   images: ImageSplit,
   rows: ArrayLike<number>,
   options: { dataset: TrainingDataset; augmentation: Augmentation; part?: WorkerPart },
-): TwoViewBatch {
+): ViewBatch {
   const { dataset, augmentation, part } = options;
   const own = part ? plan.indices.slice(part.start, part.start + part.size) : plan.indices;
+  const groups = viewGroupsOf(augmentation);
+  const count = cropCountOf(augmentation);
   const batch = tf.tidy(() => {
     const x = gatherPixels(images, rows, dataset);
     const within = part ? { total: plan.indices.length, start: part.start } : undefined;
-    return {
-      x1: augmentation.view(x, 0, within),
-      x2: augmentation.view(x, 1, within),
-      indices: tf.tensor1d(own, 'int32'),
-    };
+    const crops = Array.from({ length: count }, (_, i) => augmentation.view(x, i, within));
+    return { crops, indices: tf.tensor1d(own, 'int32') };
   });
   return {
-    ...batch,
+    x1: batch.crops[0]!,
+    x2: batch.crops[1]!,
+    crops: batch.crops,
+    groups,
+    indices: batch.indices,
     indexArray: Int32Array.from(own),
     ...(part
       ? { part: { start: part.start, batchIndexArray: Int32Array.from(plan.indices) } }
@@ -149,35 +172,54 @@ export interface WorkerPart {
 }
 
 /**
+ * The data-parallel rule for batches: every batch of an epoch divides among
+ * the workers (the global batch `optim.batchSize`, and with `data.dropLast`
+ * false the epoch's last, smaller batch), so each worker takes an equal slice.
+ * Checked before training (the trainer's session) and again on each batch
+ * (workerPart), with one error.
+ * @param trainSize the training set's size; undefined checks only `batchSize`
+ * @throws ConfigError (optim.batchSize) naming the batch that does not divide, and the fix.
+ */
+export function checkWorkerBatches(
+  batchSize: number,
+  worldSize: number,
+  epoch: { trainSize: number; dropLast: boolean } | undefined = undefined,
+): void {
+  if (worldSize === 1) return;
+  const last = epoch && !epoch.dropLast ? epoch.trainSize % batchSize : 0;
+  const bad = batchSize % worldSize !== 0 ? batchSize : last % worldSize !== 0 ? last : 0;
+  if (bad === 0) return;
+  throw new ConfigError(
+    'optim.batchSize',
+    `a batch of ${bad} does not divide among ${worldSize} workers${bad === batchSize ? '' : ` (the epoch's last batch, with a global batch of ${batchSize})`}`,
+    {
+      hint: `optim.batchSize is the global batch: use a multiple of ${worldSize} (each worker takes batchSize / ${worldSize}); with data.dropLast: false the epoch's last, smaller batch must divide too (set data.dropLast: true, or a data.trainSubset whose remainder divides by ${worldSize})`,
+    },
+  );
+}
+
+/**
  * Worker `rank`'s equal slice of a batch of `batchSize` among `worldSize` workers.
- * @throws ConfigError (optim.batchSize) when the batch does not divide among them.
+ * @throws ConfigError (optim.batchSize) when the batch does not divide among them (checkWorkerBatches).
  */
 export function workerPart(
   batchSize: number,
   worker: { rank: number; worldSize: number },
 ): WorkerPart {
   const { rank, worldSize } = worker;
-  if (batchSize % worldSize !== 0) {
-    throw new ConfigError(
-      'optim.batchSize',
-      `a batch of ${batchSize} does not divide among ${worldSize} workers`,
-      {
-        hint: `use a global batch divisible by ${worldSize} (optim.batchSize is the global batch; each worker takes batchSize / ${worldSize}); with data.dropLast: false the epoch's last, smaller batch must divide too`,
-      },
-    );
-  }
+  checkWorkerBatches(batchSize, worldSize);
   const size = batchSize / worldSize;
   return { start: rank * size, size };
 }
 
 /**
- * Epochs of two-view batches of an in-memory dataset. The order of each epoch
+ * Epochs of batches (every crop of data.views; two views by default) of an in-memory dataset. The order of each epoch
  * is a permutation drawn from the seeded Rng, so a run's data order is
  * reproducible. The caller owns the tensors of each batch and disposes them
  * after the step.
  * @throws ContractError for a streamed dataset (use streamedTwoViewBatches).
  */
-export function* twoViewBatches(options: BatchStreamOptions): Generator<TwoViewBatch> {
+export function* twoViewBatches(options: BatchStreamOptions): Generator<ViewBatch> {
   const train = options.dataset.train;
   if (isStreamed(train)) {
     throw new ContractError(`'${options.dataset.name}' is streamed: its batches are asynchronous`, {
@@ -186,12 +228,12 @@ export function* twoViewBatches(options: BatchStreamOptions): Generator<TwoViewB
   }
   for (const plan of batchPlans(train.n, options)) {
     if (!options.worker) {
-      yield twoViews(plan, train, plan.indices, options);
+      yield viewBatch(plan, train, plan.indices, options);
       continue;
     }
     const part = workerPart(plan.indices.length, options.worker);
     const rows = plan.indices.subarray(part.start, part.start + part.size);
-    yield twoViews(plan, train, rows, { ...options, part });
+    yield viewBatch(plan, train, rows, { ...options, part });
   }
 }
 
@@ -249,10 +291,15 @@ export function prefetch<T>(
   return new Prefetcher(source, depth, discard);
 }
 
-/** Tensors each buffered batch holds (x1, x2, indices). */
+/** Tensors each buffered batch of the default two views holds (x1, x2, indices). */
 export const TENSORS_PER_BATCH = 3;
 
-/** Releases a batch's tensors. */
-export function disposeBatch(b: TwoViewBatch): void {
-  tf.dispose([b.x1, b.x2, b.indices]);
+/** Tensors each buffered batch of `augmentation` holds: its crops and the indices. */
+export function tensorsPerBatch(augmentation: Augmentation): number {
+  return cropCountOf(augmentation) + 1;
+}
+
+/** Releases a batch's tensors (x1 and x2 are crops[0] and crops[1]). */
+export function disposeBatch(b: ViewBatch): void {
+  tf.dispose([...new Set([b.x1, b.x2, ...b.crops, b.indices])]);
 }

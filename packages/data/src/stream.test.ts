@@ -4,9 +4,16 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AugmentationSchema, DatasetError, Rng, type TrainingDataset } from '@contrast/core';
-import { BatchAugmentation } from './augment.js';
-import { disposeBatch, twoViewBatches, type TwoViewBatch } from './batches.js';
+import {
+  AugmentationSchema,
+  DatasetError,
+  parseExperiment,
+  resolveViews,
+  Rng,
+  type TrainingDataset,
+} from '@contrast/core';
+import { BatchAugmentation, CropGroupsAugmentation } from './augment.js';
+import { checkWorkerBatches, disposeBatch, twoViewBatches, type TwoViewBatch } from './batches.js';
 import { decodeImage, decodeSplit } from './image-decode.js';
 import { openImageFolder, type ImageFolderDataset } from './image-folder.js';
 import { streamedTwoViewBatches } from './stream.js';
@@ -20,6 +27,8 @@ function snapshot(b: TwoViewBatch) {
   const s = {
     x1: Array.from(b.x1.dataSync()),
     x2: Array.from(b.x2.dataSync()),
+    crops: b.crops.map((c) => Array.from(c.dataSync())),
+    groups: b.groups,
     indices: Array.from(b.indexArray),
     tensorIndices: Array.from(b.indices.dataSync()),
     epoch: b.epoch,
@@ -46,6 +55,21 @@ const streamOf = (ds: TrainingDataset, seeds: { data: number; aug: number }, ext
   depth: 2,
   ...extra,
 });
+
+/** 2 global crops of the image side and 4 local crops of 6 px, scale [0.05, 0.4]. */
+const multiCrop = (ds: TrainingDataset, seed: number) => {
+  const { data } = parseExperiment({
+    name: 'multi-crop',
+    strategy: { name: 'x' },
+    data: {
+      views: [
+        { name: 'global', count: 2, crop: { scale: [0.4, 1] }, perCrop: [{}, { solarize: 0.5 }] },
+        { name: 'local', count: 4, crop: { size: 6, scale: [0.05, 0.4] } },
+      ],
+    },
+  });
+  return new CropGroupsAugmentation(resolveViews(data), ds, new Rng(seed));
+};
 
 describe('streamed two-view batches', () => {
   let root: string;
@@ -127,6 +151,66 @@ describe('streamed two-view batches', () => {
         ),
       );
     await expect(odd()).rejects.toThrow(/does not divide among 5 workers/);
+  });
+
+  it('multi-crop: streamed batches equal in-memory ones crop for crop, and a worker holds its rows of every crop', async () => {
+    const files = Array.from({ length: ds.train.n }, (_, i) => ds.train.file(i));
+    const { split } = await decodeSplit(files, ds.train.labels, SIZE, true);
+    const inMemory: TrainingDataset = { ...ds, train: split };
+    const options = (d: TrainingDataset, extra = {}) =>
+      streamOf(d, { data: 4, aug: 7 }, { augmentation: multiCrop(d, 7), epochs: 1, ...extra });
+    const before = tf.memory().numTensors;
+    const whole = await collect(twoViewBatches(options(inMemory)));
+    expect(await collect(streamedTwoViewBatches(options(ds)))).toEqual(whole);
+    expect(tf.memory().numTensors).toBe(before);
+    const b = whole[0]!;
+    expect(b.groups).toEqual([
+      { name: 'global', start: 0, count: 2, size: [SIZE, SIZE] },
+      { name: 'local', start: 2, count: 4, size: [6, 6] },
+    ]);
+    expect(b.crops.map((c) => c.length)).toEqual([
+      ...[1, 1].map(() => 12 * SIZE * SIZE * 3),
+      ...[1, 1, 1, 1].map(() => 12 * 36 * 3),
+    ]);
+    expect([b.crops[0], b.crops[1]]).toEqual([b.x1, b.x2]);
+    const worldSize = 2;
+    for (let rank = 0; rank < worldSize; rank++) {
+      const worker = { rank, worldSize };
+      const held = await collect(twoViewBatches(options(inMemory, { worker })));
+      expect(await collect(streamedTwoViewBatches(options(ds, { worker })))).toEqual(held);
+      held.forEach((h, i) => {
+        const w = whole[i]!;
+        w.crops.forEach((crop, c) => {
+          const px = crop.length / 12; // this crop's values per image
+          expect(h.crops[c]).toEqual(crop.slice(rank * 6 * px, (rank + 1) * 6 * px));
+        });
+        expect(h.position).toEqual(w.position);
+      });
+    }
+  });
+
+  it('one rule for data-parallel batches: the global batch and the last one divide, one coded error', () => {
+    const error = (batch: number, n: number, epoch?: { trainSize: number; dropLast: boolean }) => {
+      try {
+        checkWorkerBatches(batch, n, epoch);
+        return undefined;
+      } catch (e) {
+        return e as { code: string; field: string; message: string; hint: string };
+      }
+    };
+    expect(error(10, 4)).toMatchObject({
+      code: 'CONTRAST_CONFIG',
+      field: 'optim.batchSize',
+      message: expect.stringMatching(/a batch of 10 does not divide among 4 workers/),
+      hint: expect.stringMatching(/use a multiple of 4/),
+    });
+    // 101 = 12 x 8 + 5: the last batch of 5 does not split in 2, unless it is dropped
+    expect(error(8, 2, { trainSize: 101, dropLast: false })?.message).toMatch(
+      /a batch of 5 does not divide among 2 workers \(the epoch's last batch, with a global batch of 8\)/,
+    );
+    expect(error(8, 2, { trainSize: 101, dropLast: true })).toBeUndefined();
+    expect(error(8, 2, { trainSize: 100, dropLast: false })).toBeUndefined(); // last batch of 4
+    expect(error(7, 1, { trainSize: 100, dropLast: false })).toBeUndefined();
   });
 
   it('decodes JPEG, grey PNG and RGBA PNG to RGB of the asked size', async () => {

@@ -1,17 +1,17 @@
 import { ContractError, DatasetError, isStreamed, type StreamedSplit } from '@contrast/core';
 import {
   batchPlans,
-  twoViews,
+  viewBatch,
   type BatchPlan,
   type BatchStreamOptions,
-  type TwoViewBatch,
+  type ViewBatch,
   type WorkerPart,
   workerPart,
 } from './batches.js';
 import { firstLine, unreadable } from './image-decode.js';
 
-/** Two-view batches as the trainer consumes them; `buffered` = batches held ahead as tensors. */
-export interface BatchStream extends AsyncIterable<TwoViewBatch> {
+/** Batches as the trainer consumes them; `buffered` = batches held ahead as tensors. */
+export interface BatchStream extends AsyncIterable<ViewBatch> {
   readonly buffered: number;
 }
 
@@ -75,7 +75,7 @@ async function readBatch(
 }
 
 /**
- * Epochs of two-view batches of a streamed dataset, with the same order,
+ * Epochs of batches (every crop of data.views) of a streamed dataset, with the same order,
  * augmentation draws and resume positions as twoViewBatches over the same
  * images held in memory. A bounded decode queue runs ahead of the consumer:
  * the images of the next `depth` batches are decoded on the thread pool
@@ -93,7 +93,7 @@ export async function* streamedTwoViewBatches(
     depth: number;
     onSkip?: (file: string, reason: string) => void;
   },
-): AsyncGenerator<TwoViewBatch> {
+): AsyncGenerator<ViewBatch> {
   const split = options.dataset.train;
   if (!isStreamed(split)) {
     throw new ContractError(`'${options.dataset.name}' is held in memory`, {
@@ -130,13 +130,13 @@ export async function* streamedTwoViewBatches(
     const rows = Array.from({ length: d.indices.length }, (_, i) => i);
     const images = { images: d.images, labels: new Uint8Array(0), n: d.indices.length };
     if (!part) {
-      yield twoViews({ ...plan, indices: d.indices }, images, rows, options);
+      yield viewBatch({ ...plan, indices: d.indices }, images, rows, options);
       continue;
     }
     // the batch's indices with this worker's rows as read (an unreadable file replaced)
     const indices = Int32Array.from(plan.indices);
     indices.set(d.indices, part.start);
-    yield twoViews({ ...plan, indices }, images, rows, { ...options, part });
+    yield viewBatch({ ...plan, indices }, images, rows, { ...options, part });
   }
 }
 

@@ -436,3 +436,17 @@ export function blurBatch(x: tf.Tensor4D, kernels: Float32Array, size: number): 
     filterAxis(filterAxis(x, kernels, size, 1, 'reflect'), kernels, size, 2, 'reflect'),
   );
 }
+
+/**
+ * torchvision's F.solarize(img, threshold) on [0, 1] floats, for the images
+ * whose flag is 1: every pixel >= threshold becomes 1 - x (BYOL's
+ * Solarization; threshold 0.5 is PIL's ImageOps.solarize at 128 on 8-bit images).
+ * x: [N, H, W, C], flags: [N] 0 or 1.
+ */
+export function solarizeBatch(x: tf.Tensor4D, flags: Float32Array, threshold = 0.5): tf.Tensor4D {
+  return tf.tidy(() => {
+    const inverted = tf.where(tf.greaterEqual(x, threshold), tf.sub(1, x), x);
+    const m = tf.tensor4d(flags, [flags.length, 1, 1, 1]);
+    return tf.add(tf.mul(inverted, m), tf.mul(x, tf.sub(1, m))) as tf.Tensor4D;
+  });
+}

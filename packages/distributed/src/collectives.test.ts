@@ -44,7 +44,11 @@ function expectedOps(n: number, r: number) {
     ],
     gather: range(n).map((s) => [10 * s, 10 * s + 1]),
     ragged: range(n).flatMap((s) => range(s + 1).map(() => [s, s])),
+    // stated equal shapes: the same rows with one collective instead of two
+    gatherSameShape: range(n).map((s) => [10 * s, 10 * s + 1]),
+    sameShapeCollectives: 1,
     gradient: [0, 1].map((k) => [0, 1, 2].map((j) => sum((s) => w(s, 2 * r + k, j)))),
+    gradientSameShape: [0, 1].map((k) => [0, 1, 2].map((j) => sum((s) => w(s, 2 * r + k, j)))),
     gatheredForGradient: range(n).flatMap((s) => [
       [s, s + 1, s + 2],
       [1, 2, 3],

@@ -1,5 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
-import { ContractError, DistributedError, type Collectives } from '@contrast/core';
+import {
+  ContractError,
+  DistributedError,
+  type Collectives,
+  type GatherOptions,
+} from '@contrast/core';
+import type { CollectiveCommunication } from '@contrast/backend';
 import type { ClusterSpec } from './cluster.js';
 import { type CollectiveBackend, type OpAttr, TF_UNAVAILABLE } from './native.js';
 import { taskName } from './server-def.js';
@@ -14,6 +20,11 @@ export interface TfCollectivesOptions {
   waitTimeoutSeconds?: number;
   /** How long a peer has to answer the health check after a failed collective, in ms. Default 5000. */
   healthCheckMs?: number;
+  /**
+   * TensorFlow's `communication_hint`: 'nccl' between GPUs, 'ring' between CPU
+   * processes (collectiveCommunication of the backend; joinCluster sets it). Default 'auto'.
+   */
+  communication?: CollectiveCommunication | 'auto';
 }
 
 /** Which collective failed, to word the error: the join handshake or a later one. */
@@ -41,6 +52,7 @@ export class TfCollectives implements Collectives {
   readonly worldSize: number;
   readonly timeoutSeconds: number;
   readonly waitTimeoutSeconds: number;
+  readonly communication: CollectiveCommunication | 'auto';
   private readonly healthCheckMs: number;
   private readonly workers: readonly string[];
   /** One group (all workers) with one key; instance keys count collectives from 1. */
@@ -60,6 +72,7 @@ export class TfCollectives implements Collectives {
     this.timeoutSeconds = resolved.timeoutSeconds;
     this.waitTimeoutSeconds = resolved.waitTimeoutSeconds;
     this.healthCheckMs = resolved.healthCheckMs;
+    this.communication = resolved.communication;
   }
 
   /** How many collectives this worker has issued (equal on every worker between collectives). */
@@ -77,16 +90,19 @@ export class TfCollectives implements Collectives {
 
   /**
    * Rows of every worker in rank order; any first dimension (unequal ones are
-   * padded to the largest for the gather, then cut out). Costs two collectives:
-   * the shapes, then the data.
-   * @throws ContractError when the workers' shapes differ beyond axis 0 (on every worker alike).
+   * padded to the largest for the gather, then cut out). Costs two collectives,
+   * the shapes then the data, or one with `options.sameShape` (the caller
+   * states that every worker's shape is x's).
+   * @throws ContractError when the workers' shapes differ beyond axis 0 (on
+   *   every worker alike; not checked with `sameShape`, which the caller vouches for).
    */
-  allGather<T extends tf.Tensor>(x: T): T {
-    return this.gatherRows(x, this.rowsOf(x)) as T;
+  allGather<T extends tf.Tensor>(x: T, options: GatherOptions = {}): T {
+    return this.gatherRows(x, this.rowsOf(x, options)) as T;
   }
 
-  allGatherWithGradient<T extends tf.Tensor>(x: T): T {
-    const rows = this.rowsOf(x);
+  /** allGather with a gradient (see Collectives); `options` as allGather's. */
+  allGatherWithGradient<T extends tf.Tensor>(x: T, options: GatherOptions = {}): T {
+    const rows = this.rowsOf(x, options);
     const offset = rows.slice(0, this.rank).reduce((a, b) => a + b, 0);
     const mine = rows[this.rank]!;
     // customGrad passes (x, save): only x is used
@@ -231,13 +247,17 @@ export class TfCollectives implements Collectives {
     ];
   }
 
-  /** Every worker's number of rows of its `x` (one small gather of the shapes), checked alike. */
-  private rowsOf(x: tf.Tensor): number[] {
+  /**
+   * Every worker's number of rows of its `x`: stated by the caller
+   * (`sameShape`), else one small gather of the shapes, checked alike.
+   */
+  private rowsOf(x: tf.Tensor, options: GatherOptions): number[] {
     if (x.rank === 0 || x.rank > MAX_GATHER_RANK) {
       throw new ContractError(
         `allGather takes tensors of rank 1..${MAX_GATHER_RANK}, got [${x.shape}]`,
       );
     }
+    if (options.sameShape) return new Array<number>(this.worldSize).fill(x.shape[0]!);
     const shapes = tf.tidy(() => {
       const mine = [x.rank, ...x.shape, ...new Array<number>(MAX_GATHER_RANK - x.rank).fill(0)];
       const all = this.collective(
@@ -296,7 +316,7 @@ export class TfCollectives implements Collectives {
         op,
         [
           { name: 'T', type: b.TF_ATTR_TYPE, value: dtype === 'float32' ? b.TF_FLOAT : b.TF_INT32 },
-          { name: 'communication_hint', type: b.TF_ATTR_STRING, value: 'auto' },
+          { name: 'communication_hint', type: b.TF_ATTR_STRING, value: this.communication },
           { name: 'timeout_seconds', type: b.TF_ATTR_FLOAT, value: timeoutSeconds },
           ...attrs,
         ],
@@ -369,6 +389,7 @@ export function resolveCollectivesOptions(
     timeoutSeconds: positive(options.timeoutSeconds ?? 60, 'timeoutSeconds'),
     waitTimeoutSeconds: positive(options.waitTimeoutSeconds ?? 3600, 'waitTimeoutSeconds'),
     healthCheckMs: positive(options.healthCheckMs ?? 5000, 'healthCheckMs'),
+    communication: options.communication ?? 'auto',
   };
 }
 

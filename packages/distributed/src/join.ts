@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { initBackend } from '@contrast/backend';
+import { collectiveCommunication, initBackend } from '@contrast/backend';
 import { DistributedError } from '@contrast/core';
 import { addressPort, assertPortFree, validateCluster } from './cluster.js';
 import {
@@ -39,7 +39,8 @@ export function configHashWords(configHash: string): [number, number] {
 /**
  * Joins this process to a data-parallel cluster: checks the cluster and that
  * this worker's port is free, loads the native backend, starts TensorFlow's
- * gRPC server and enables collective ops on the backend's eager context (before
+ * gRPC server (collectives over NCCL on the GPU build, else TensorFlow's ring)
+ * and enables collective ops on the backend's eager context (before
  * anything else runs on it), then the join handshake: every worker's config
  * hash is all-gathered and compared with worker 0's. Once per process.
  * @returns the collectives of this worker.
@@ -63,7 +64,7 @@ export async function joinCluster(options: JoinOptions): Promise<TfCollectives> 
     });
   }
   await assertPortFree(addressPort(spec.workers[spec.rank]!), spec.rank);
-  await initBackend();
+  const { name } = await initBackend();
   const backend = collectiveBackend();
   try {
     backend.binding.enableCollectiveOps(encodeServerDef(spec));
@@ -77,7 +78,11 @@ export async function joinCluster(options: JoinOptions): Promise<TfCollectives> 
     );
   }
   joined = spec;
-  const collectives = new TfCollectives(backend, spec, options);
+  // NCCL between the GPUs of the GPU build (one per worker), TensorFlow's ring between CPU processes
+  const collectives = new TfCollectives(backend, spec, {
+    ...options,
+    communication: options.communication ?? collectiveCommunication(name),
+  });
   checkConfigHashes(collectives, options.configHash, joinTimeout);
   return collectives;
 }

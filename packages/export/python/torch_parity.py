@@ -10,7 +10,8 @@ For each folder this prints one JSON line:
               state_dict keys the generated model lacks or does not know
               (load.py itself loads with strict=True)
   output      the largest |diff| between the loaded model's output and output.npy
-  features    the same with fc replaced by nn.Identity, against features.npy
+  features    the same with the head (fc; a ViT's head) replaced by nn.Identity,
+              against features.npy
   error       instead of the above when anything raised (the traceback's end)
 
 Usage: python torch_parity.py DIR [DIR ...]
@@ -57,7 +58,8 @@ def check(folder, index):
     x = torch.from_numpy(np.load(os.path.join(folder, "x.npy")))
     with torch.no_grad():
         output = model(x).numpy()
-        model.fc = nn.Identity()
+        # the projection head: torchvision's fc, timm's head (ViT)
+        setattr(model, "head" if hasattr(model, "cls_token") else "fc", nn.Identity())
         features = model(x).numpy()
     ref = {n: np.load(os.path.join(folder, f"{n}.npy")) for n in ("output", "features")}
     return {

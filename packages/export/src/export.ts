@@ -85,10 +85,10 @@ export async function writeExport(
   const files: Record<string, string> = {};
   const rel = (p: string) => relative(dir, p);
   mkdirSync(dir, { recursive: true });
-  const arch = encoder.describe();
-  const archOut = { backbone: arch.backbone, head: sidecar.projection.included ? arch.head : [] };
   const input = sidecar.input;
   if (formats.includes('tfjs') || formats.includes('web')) {
+    const arch = encoder.describe();
+    const archOut = { backbone: arch.backbone, head: sidecar.projection.included ? arch.head : [] };
     const model = buildLayersModel(archOut, named, input);
     try {
       const saved = await saveLayersModel(model, join(dir, 'tfjs'), { contrast: sidecar.format });
@@ -141,10 +141,12 @@ export async function exportRun(
   catalog: Catalog,
   options: ExportOptions = {},
 ): Promise<ExportResult> {
-  const formats = options.formats ?? ['tfjs', 'torch', 'npz'];
   const opened = await openRun(target, catalog);
   try {
     const encoder = backboneEncoder(opened.session.encoder);
+    // a backbone without a layer-by-layer description (a ViT) has no tf.layers model
+    const formats =
+      options.formats ?? (encoder.describable ? ['tfjs', 'torch', 'npz'] : ['torch', 'npz']);
     const head = options.head ?? false;
     const dataset = opened.session.dataset;
     const sidecar = buildSidecar({ ...opened, dataset, encoder, includeHead: head });

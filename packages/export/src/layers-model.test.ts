@@ -9,14 +9,14 @@ import { ContrastEncoder } from '@contrast/models';
 import { buildLayersModel, saveLayersModel } from './layers-model.js';
 import {
   maxAbsDiff,
-  PARITY_ENCODERS,
   parityImages,
   parityLabel,
   randomizeBatchNorm,
+  TFJS_PARITY_ENCODERS,
 } from './parity.js';
 
 describe('tfjs export (tf.layers model, loaded back with tf.loadLayersModel)', () => {
-  for (const entry of PARITY_ENCODERS) {
+  for (const entry of TFJS_PARITY_ENCODERS) {
     const { channels, ...model } = entry;
     const label = parityLabel(entry);
     it(`${label}: features of 256 test images equal Contrast's eval-mode features (< 1e-5), and the projection head`, async () => {

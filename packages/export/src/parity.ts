@@ -38,7 +38,10 @@ export function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
  * resnet18 unchanged); ResNet-34 with the CIFAR stem on 3 channels and BYOL's
  * projector (`mlp-bn`); ResNet-50 (bottlenecks) with MoCo v2's MLP head; the
  * ConvNet with SimSiam's projector (3 layers of Linear-BN-ReLU ... Linear, an
- * affine-free output BN).
+ * affine-free output BN); a small ViT (patch 7 on 28x28, 2 blocks) with MoCo v2's
+ * MLP head, and the ViT-Tiny and ViT-Small presets cut to one block on 56x56x3
+ * (patch 14) with a linear head. The tf.layers export has no ViT
+ * (`TFJS_PARITY_ENCODERS` leaves them out).
  */
 export const PARITY_ENCODERS = [
   { encoder: 'convnet', width: 0.5, channels: 1 },
@@ -55,12 +58,19 @@ export const PARITY_ENCODERS = [
     hiddenDim: 32,
     headOutputBn: true,
   },
+  { encoder: 'vit', patchSize: 7, embedDim: 32, depth: 2, heads: 2, channels: 1, head: 'mlp' },
+  { encoder: 'vit-tiny', patchSize: 14, depth: 1, channels: 3 },
+  { encoder: 'vit-small', patchSize: 14, depth: 1, channels: 3 },
 ] as const;
+
+/** The PARITY_ENCODERS the tf.layers export can express (every one but the ViTs). */
+export const TFJS_PARITY_ENCODERS = PARITY_ENCODERS.filter((e) => !e.encoder.startsWith('vit'));
 
 /** A name for a PARITY_ENCODERS entry: encoder, stem, head. */
 export function parityLabel(entry: (typeof PARITY_ENCODERS)[number]): string {
   return (
     `${entry.encoder}${'stem' in entry ? ` ${entry.stem} stem` : ''}` +
+    `${'patchSize' in entry ? ` patch ${entry.patchSize}, depth ${entry.depth}` : ''}` +
     `${'head' in entry ? `, ${entry.head} head` : ''}`
   );
 }

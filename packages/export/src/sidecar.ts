@@ -6,7 +6,7 @@ import {
   type ExperimentConfig,
   type TrainingDataset,
 } from '@contrast/core';
-import { ContrastEncoder, RESNETS } from '@contrast/models';
+import { ContrastEncoder, RESNETS, VitBackbone } from '@contrast/models';
 import type { InputSpec } from './pixels.js';
 
 /** Version tag of `encoder.json`. */
@@ -24,7 +24,9 @@ export interface EncoderSidecar {
     stem?: 'cifar' | 'imagenet';
     block?: 'basic' | 'bottleneck';
     /** Width multiplier: stage widths 64 * width * [1, 2, 4, 8] (ConvNet: 32 * width * [1, 2, 4]). */
-    width: number;
+    width?: number;
+    /** ViTs: timm VisionTransformer's sizes (patch_size, embed_dim, depth, num_heads, mlp_ratio). */
+    vit?: { patchSize: number; embedDim: number; depth: number; heads: number; mlpRatio: number };
   };
   input: {
     height: number;
@@ -74,7 +76,7 @@ export function backboneEncoder(encoder: Encoder): ContrastEncoder {
   while (e && !(e instanceof ContrastEncoder)) e = (e as { base?: unknown }).base;
   if (!e) {
     throw new ConfigError('model.encoder', `cannot export a '${encoder.name}' encoder`, {
-      hint: 'export supports the built-in ResNets and ConvNet',
+      hint: 'export supports the built-in ResNets, ConvNet and ViTs (and plugin encoders built with encoderEntry)',
     });
   }
   return e as ContrastEncoder;
@@ -145,14 +147,30 @@ export function encoderSidecar(
 ): EncoderSidecar {
   const model = encoder.spec.model;
   const resnet = model.encoder in RESNETS;
+  const vit = encoder.backboneOf(VitBackbone)?.options;
+  const width = model.width as number | undefined;
   return {
     format: SIDECAR_FORMAT,
     architecture: {
       encoder: model.encoder,
       ...(resnet
-        ? { stem: model.stem, block: RESNETS[model.encoder as keyof typeof RESNETS].block }
+        ? {
+            stem: model.stem as 'cifar' | 'imagenet',
+            block: RESNETS[model.encoder as keyof typeof RESNETS].block,
+          }
         : {}),
-      width: model.width,
+      ...(width !== undefined ? { width } : {}),
+      ...(vit
+        ? {
+            vit: {
+              patchSize: vit.patchSize,
+              embedDim: vit.embedDim,
+              depth: vit.depth,
+              heads: vit.heads,
+              mlpRatio: vit.mlpRatio,
+            },
+          }
+        : {}),
     },
     input: {
       height: input.height,
@@ -165,10 +183,14 @@ export function encoderSidecar(
     },
     features: {
       dim: encoder.featureDim,
-      layer: resnet
-        ? 'global average pool after layer4'
-        : 'global average pool after conv3-bn3-relu',
-      batchNorm: 'eval mode: running statistics, epsilon 1e-5 (not folded into the convolutions)',
+      layer: vit
+        ? 'the class token after the final LayerNorm (epsilon 1e-6)'
+        : resnet
+          ? 'global average pool after layer4'
+          : 'global average pool after conv3-bn3-relu',
+      batchNorm: vit
+        ? 'none in the backbone'
+        : 'eval mode: running statistics, epsilon 1e-5 (not folded into the convolutions)',
     },
     projection: {
       head: model.head,

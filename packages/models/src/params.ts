@@ -73,6 +73,25 @@ export class ParamStore {
     return { w, b };
   }
 
+  /**
+   * A variable initialised from values `init` draws from the store's Rng (C-order,
+   * `shape`'s size): a parameter, or a buffer when `isParam` is false. Clones copy
+   * instead and never call `init`.
+   */
+  drawn(
+    name: string,
+    shape: number[],
+    init: (rng: Rng) => Float32Array,
+    isParam = true,
+  ): tf.Variable {
+    return this.create(name, shape, () => tf.tensor(init(this.draw()), shape), isParam);
+  }
+
+  /** A variable holding values that need no random draw (a fixed sin-cos table): a buffer unless `isParam`. */
+  fixed(name: string, shape: number[], values: Float32Array, isParam = false): tf.Variable {
+    return this.create(name, shape, () => tf.tensor(values, shape), isParam);
+  }
+
   param(name: string, shape: number[], value: number): tf.Variable {
     return this.create(name, shape, () => tf.fill(shape, value), true);
   }

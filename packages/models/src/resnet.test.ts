@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { ExperimentSchema, Rng } from '@contrast/core';
-import { ContrastEncoder, createEncoder, useHandWrittenBackward } from './resnet.js';
+import { ContrastEncoder, createEncoder, useHandWrittenBackward } from './encoder.js';
 import { BatchNorm } from './layers.js';
 import { ParamStore } from './params.js';
 

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { ConfigError, l2Normalize, type Encoder, type EncoderSpec, type Rng } from '@contrast/core';
-import { backThrough, BackwardTape, type Backward, type Traced } from './backward.js';
-import { MlpLayers } from './heads.js';
+import { z } from '@contrast/core';
+import type { Backbone } from './backbone.js';
+import { backThrough, type BackwardTape, type Backward, type Traced } from './backward.js';
 import {
   BatchNorm,
   Conv,
@@ -10,18 +10,7 @@ import {
   reluTrain,
   type ArchNode,
 } from './layers.js';
-import { nativeBackend } from './native-ops.js';
 import { ParamStore } from './params.js';
-
-/** A backbone maps images to pooled features; built against a ParamStore. */
-interface Backbone {
-  readonly featureDim: number;
-  apply(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
-  /** Training-mode forward recording a hand-written backward (native backend). */
-  train(x: tf.Tensor4D, tape: BackwardTape): Traced<tf.Tensor2D>;
-  /** The eval-mode forward as a list of operations (what `apply(x, false)` computes). */
-  describe(): ArchNode[];
-}
 
 /** conv -> BN (-> ReLU) as exporters see it. */
 const convBnNodes = (conv: Conv, bn: BatchNorm, relu: boolean): ArchNode[] => [
@@ -29,16 +18,6 @@ const convBnNodes = (conv: Conv, bn: BatchNorm, relu: boolean): ArchNode[] => [
   bn.describe(),
   ...(relu ? [{ kind: 'relu' } as const] : []),
 ];
-
-let handWritten = process.env.CONTRAST_AUTODIFF !== '1';
-
-/**
- * Whether training-mode backbones use the hand-written backward (default) or
- * tfjs's generic tape (CONTRAST_AUTODIFF=1 at start; tests and benchmarks compare both).
- */
-export function useHandWrittenBackward(on: boolean): void {
-  handWritten = on;
-}
 
 /** conv -> BN (-> ReLU): the forward of a chain and the backwards in order. */
 function convBn(conv: Conv, bn: BatchNorm, x: tf.Tensor4D, tape: BackwardTape, relu: boolean) {
@@ -209,7 +188,7 @@ export const RESNETS = {
  * no max-pool (the MoCo CIFAR demo's); 'imagenet' = 7x7 stride 2 + 3x3 max-pool.
  * Widths are 64 * width * [1, 2, 4, 8].
  */
-class ResNetBackbone implements Backbone {
+export class ResNetBackbone implements Backbone {
   readonly featureDim: number;
   private readonly stemConv: Conv;
   private readonly stemBn: BatchNorm;
@@ -344,7 +323,7 @@ function pooled(y: tf.Tensor4D, steps: Backward[]): Traced<tf.Tensor2D> {
 }
 
 /** A small ConvNet for tests and quick experiments: three conv-BN-ReLU stages. */
-class ConvNetBackbone implements Backbone {
+export class ConvNetBackbone implements Backbone {
   readonly featureDim: number;
   private readonly stages: { conv: Conv; bn: BatchNorm; pool: boolean }[] = [];
 
@@ -398,134 +377,36 @@ class ConvNetBackbone implements Backbone {
   }
 }
 
-/**
- * Backbone + projection head to `dim`: linear (MoCo v1), an MLP (MoCo v2,
- * SimCLR) or an MLP with BN (BYOL, SimSiam); `embed` L2-normalises it.
- */
-export class ContrastEncoder implements Encoder {
-  readonly featureDim: number;
-  readonly embedDim: number;
-  private readonly store: ParamStore;
-  private readonly backbone: Backbone;
-  /** The backbone's parameters (the head's follow them in the store). */
-  private readonly backboneParams: tf.Variable[];
-  /** One linear layer, or an MLP. */
-  private readonly head: MlpLayers;
+/** A ResNet's own `model` fields. */
+export const ResNetOptionsSchema = z
+  .object({
+    width: z
+      .number()
+      .positive()
+      .default(1)
+      .describe('Width multiplier: stage widths 64 * width * [1, 2, 4, 8].'),
+    stem: z
+      .enum(['cifar', 'imagenet'])
+      .default('cifar')
+      .describe(
+        "ResNet stem: 'cifar' (3x3 conv, no max-pool, for 32x32 images) or 'imagenet' (7x7 stride-2 conv + max-pool).",
+      ),
+  })
+  .strict();
 
-  constructor(
-    readonly spec: EncoderSpec,
-    options: { rng?: Rng; trainable?: boolean; source?: ReadonlyMap<string, tf.Tensor> },
-  ) {
-    const { model, input } = spec;
-    this.store = new ParamStore(options.trainable ?? true, options.rng, options.source);
-    this.store.bnSplits = model.bnSplits ?? 1;
-    if (model.encoder === 'convnet')
-      this.backbone = new ConvNetBackbone(this.store, model.width, input.channels);
-    else {
-      const net = RESNETS[model.encoder as keyof typeof RESNETS];
-      if (!net) throw new ConfigError('model.encoder', `no ResNet named '${model.encoder}'`);
-      this.backbone = new ResNetBackbone(
-        this.store,
-        net.depths,
-        model.stem,
-        model.width,
-        input.channels,
-        net.block,
-      );
-    }
-    this.featureDim = this.backbone.featureDim;
-    this.backboneParams = [...this.store.params];
-    const hidden = model.hiddenDim || this.featureDim;
-    const layers = model.head === 'linear' ? 1 : (model.headLayers ?? 2);
-    this.head = new MlpLayers(this.store, 'head', {
-      dims: [this.featureDim, ...Array<number>(layers - 1).fill(hidden), model.dim],
-      bn: model.head === 'mlp-bn',
-      outputBn: model.head === 'mlp-bn' && (model.headOutputBn ?? false),
-    });
-    this.embedDim = model.dim;
-  }
-
-  get name(): string {
-    return this.spec.model.encoder;
-  }
-
-  features(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    return tf.tidy(() => this.pooled(x, training));
-  }
-
-  project(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    return tf.tidy(() => this.head.apply(this.pooled(x, training), training));
-  }
-
-  embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    return tf.tidy(() => l2Normalize(this.project(x, training)));
-  }
-
-  /**
-   * Backbone features. In training mode on the native backend the backbone is one
-   * custom-gradient op with the hand-written backward (backward.ts); the gradient
-   * it reports for the images is zero (no method here differentiates w.r.t. pixels).
-   */
-  private pooled(x: tf.Tensor4D, training: boolean): tf.Tensor2D {
-    if (!training || !handWritten || !nativeBackend()) return this.backbone.apply(x, training);
-    const params = this.backboneParams;
-    const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-      const input = args[0] as tf.Tensor4D;
-      const save = args[args.length - 1] as tf.GradSaveFunc;
-      const tape = new BackwardTape();
-      const { y, back } = this.backbone.train(input, tape);
-      save(tape.toSave);
-      const shape = input.shape;
-      return {
-        value: y,
-        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-          tape.begin(saved);
-          return tf.tidy(() => {
-            back(dy as tf.Tensor2D, false);
-            return [tf.zeros(shape), ...params.map((p) => tape.grads.get(p) ?? tf.zerosLike(p))];
-          });
-        },
-      };
-    });
-    return f(x, ...params) as tf.Tensor2D;
-  }
-
-  parameters(): tf.Variable[] {
-    return this.store.params;
-  }
-
-  namedVariables(): ReadonlyMap<string, tf.Variable> {
-    return this.store.named;
-  }
-
-  /**
-   * The eval-mode network as operations over named variables, for exporters:
-   * `backbone` ends in the global average pool (`features`), `head` maps those
-   * features to the projection (`embed` L2-normalises its output).
-   */
-  describe(): { backbone: ArchNode[]; head: ArchNode[] } {
-    return { backbone: this.backbone.describe(), head: this.head.describe() };
-  }
-
-  /** Number of scalar parameters (BN buffers excluded). */
-  parameterCount(): number {
-    return this.store.params.reduce((s, v) => s + v.size, 0);
-  }
-
-  clone(options: { trainable: boolean }): ContrastEncoder {
-    return new ContrastEncoder(this.spec, {
-      trainable: options.trainable,
-      source: this.store.named,
-    });
-  }
-
-  dispose(): void {
-    this.store.dispose();
-  }
-}
-
-export const ENCODER_NAMES = ['resnet18', 'resnet34', 'resnet50', 'convnet'] as const;
-
-export function createEncoder(spec: EncoderSpec, rng: Rng): ContrastEncoder {
-  return new ContrastEncoder(spec, { rng });
-}
+/** The ConvNet's own `model` fields. */
+export const ConvNetOptionsSchema = z
+  .object({
+    width: z
+      .number()
+      .positive()
+      .default(1)
+      .describe('Width multiplier: stage widths 32 * width * [1, 2, 4].'),
+    stem: z
+      .enum(['cifar', 'imagenet'])
+      .default('cifar')
+      .describe(
+        "Not used (the ConvNet has no stem); kept, with the ResNets' default, so that ConvNet configs read and record as they did when every model had a stem.",
+      ),
+  })
+  .strict();

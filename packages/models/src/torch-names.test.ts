@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { ExperimentSchema, Rng, StateError } from '@contrast/core';
-import { createEncoder } from './resnet.js';
+import { createEncoder } from './encoder.js';
 import { createPredictor } from './heads.js';
 import {
   contrastName,

@@ -3,7 +3,9 @@ import { StateError } from '@contrast/core';
 /**
  * Contrast <-> PyTorch state_dict: names and layouts. Names follow torchvision's
  * ResNet (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0` / `.1`, `fc`),
- * the ConvNet's `convK` / `bnK`, and the heads as PyTorch Sequential indices: the
+ * the ConvNet's `convK` / `bnK`, timm's VisionTransformer (`cls_token`,
+ * `pos_embed`, `patch_embed.proj`, `blocks.0.attn.qkv`, `norm`; its projection
+ * head is timm's `head` rather than `fc`: HeadLayout.headModule), and the heads as PyTorch Sequential indices: the
  * projection head `fc` is MoCo v1's Linear, MoCo v2's Sequential(Linear, ReLU,
  * Linear, ...) (`fc.0`, `fc.2`, ...) or, for an 'mlp-bn' head (BYOL, SimSiam),
  * Sequential(Linear, BN, ReLU, ..., Linear[, BN]) (`fc.0`, `fc.1`, `fc.3`, ...,
@@ -61,6 +63,25 @@ const RESNET: Rule[] = [
   ],
 ];
 const CONVNET: Rule[] = [[/^(conv\d|bn\d)$/, '$1', /^(conv\d|bn\d)$/, '$1']];
+/** timm's VisionTransformer: Contrast's ViT variables are its module paths with `/`. */
+const VIT: Rule[] = [
+  [/^patch_embed\/proj$/, 'patch_embed.proj', /^patch_embed\.proj$/, 'patch_embed/proj'],
+  [
+    /^blocks\/(\d+)\/(norm1|norm2)$/,
+    'blocks.$1.$2',
+    /^blocks\.(\d+)\.(norm1|norm2)$/,
+    'blocks/$1/$2',
+  ],
+  [
+    /^blocks\/(\d+)\/(attn|mlp)\/(qkv|proj|fc1|fc2)$/,
+    'blocks.$1.$2.$3',
+    /^blocks\.(\d+)\.(attn|mlp)\.(qkv|proj|fc1|fc2)$/,
+    'blocks/$1/$2/$3',
+  ],
+  [/^norm$/, 'norm', /^norm$/, 'norm'],
+];
+/** Whole tensors of timm's VisionTransformer, named alike on both sides. */
+const VIT_TENSORS = new Set(['cls_token', 'pos_embed']);
 
 /**
  * How the projection head is laid out, as the model config says (`model.head`,
@@ -71,6 +92,12 @@ export interface HeadLayout {
   head?: 'linear' | 'mlp' | 'mlp-bn';
   /** Linear layers of an MLP head (2 unless told). */
   headLayers?: number;
+}
+
+/** A HeadLayout and where the projection head sits in the torch model. */
+export interface TorchLayout extends HeadLayout {
+  /** The projection head's torch module: `fc` (torchvision's ResNet, default) or `head` (timm's ViT). */
+  headModule?: 'fc' | 'head';
 }
 
 /** Contrast's head prefixes and their torch modules; the predictor is always Linear-BN-ReLU-Linear. */
@@ -86,11 +113,11 @@ const fullLayout = (prefix: string, l?: HeadLayout): Required<HeadLayout> =>
  * `head/fc2` -> `fc.2` (MLP) or `fc.3` (MLP with BN), `head/bn1` -> `fc.1`,
  * `head/bn_out` -> the position after the last Linear; undefined outside the heads.
  */
-function headToTorch(path: string, layout?: HeadLayout): string | undefined {
+function headToTorch(path: string, layout?: TorchLayout): string | undefined {
   const m = /^(head|predictor)\/(fc|bn)(\d+|_out)?$/.exec(path);
   if (!m) return undefined;
   const [, prefix, kind, k] = m as unknown as [string, string, string, string | undefined];
-  const module = HEAD_MODULES[prefix]!;
+  const module = prefix === 'head' ? (layout?.headModule ?? 'fc') : HEAD_MODULES[prefix]!;
   if (k === undefined) return kind === 'fc' ? module : undefined; // MoCo v1's single Linear
   const l = fullLayout(prefix, layout);
   if (kind === 'bn' && l.head !== 'mlp-bn') return undefined;
@@ -100,10 +127,10 @@ function headToTorch(path: string, layout?: HeadLayout): string | undefined {
 }
 
 /** The inverse of headToTorch: `fc.3` -> `head/fc2` (MLP with BN), `predictor.1` -> `predictor/bn1`. */
-function headFromTorch(path: string, layout?: HeadLayout): string | undefined {
-  const m = /^(fc|predictor)(?:\.(\d+))?$/.exec(path);
-  if (!m) return undefined;
-  const prefix = m[1] === 'fc' ? 'head' : 'predictor';
+function headFromTorch(path: string, layout?: TorchLayout): string | undefined {
+  const m = /^(fc|head|predictor)(?:\.(\d+))?$/.exec(path);
+  if (!m || (m[1] !== 'predictor' && m[1] !== (layout?.headModule ?? 'fc'))) return undefined;
+  const prefix = m[1] === 'predictor' ? 'predictor' : 'head';
   if (m[2] === undefined) return prefix === 'head' ? 'head/fc' : undefined;
   const l = fullLayout(prefix, layout);
   const i = Number(m[2]);
@@ -147,11 +174,12 @@ export function hasTorchEntry(name: string): boolean {
  * in an MLP, `fc.3.weight` in an MLP with BN. Throws a StateError for a name
  * outside the mapping (and for an affine-free BN's scale or offset, see hasTorchEntry).
  */
-export function torchName(name: string, layout?: HeadLayout): string {
+export function torchName(name: string, layout?: TorchLayout): string {
+  if (VIT_TENSORS.has(name)) return name;
   const cut = name.lastIndexOf('/');
   const [module, leaf] = [name.slice(0, cut), name.slice(cut + 1)];
   const field = leaf === 'w' ? 'weight' : leaf === 'b' ? 'bias' : BN_FIELDS[leaf];
-  const path = mapModule(module, [...RESNET, ...CONVNET]) ?? headToTorch(module, layout);
+  const path = mapModule(module, [...RESNET, ...CONVNET, ...VIT]) ?? headToTorch(module, layout);
   if (!field || path === undefined || !hasTorchEntry(name)) throw unknown(name, 'torchvision');
   return `${path}.${field}`;
 }
@@ -162,11 +190,13 @@ export function torchName(name: string, layout?: HeadLayout): string {
  * (`conv1` -> `stem/conv`) from the ConvNet's first layer (`conv1` -> `conv1`);
  * the head layout reads `fc.<i>` as torchName writes it.
  */
-export function contrastName(name: string, options: { resnet: boolean } & HeadLayout): string {
+export function contrastName(name: string, options: { resnet: boolean } & TorchLayout): string {
+  if (VIT_TENSORS.has(name)) return name;
   const cut = name.lastIndexOf('.');
   const [module, field] = [name.slice(0, cut), name.slice(cut + 1)];
   const path =
-    mapModule(module, options.resnet ? RESNET : CONVNET, true) ?? headFromTorch(module, options);
+    mapModule(module, [...(options.resnet ? RESNET : CONVNET), ...VIT], true) ??
+    headFromTorch(module, options);
   const isBn = path !== undefined && /(^|\/)bn(\d*|_out)$/.test(path);
   const leaf = isBn
     ? BN_FIELDS_BACK[field]
@@ -216,7 +246,7 @@ export function toTorchTensor(
   name: string,
   shape: readonly number[],
   data: Float32Array,
-  layout?: HeadLayout,
+  layout?: TorchLayout,
 ): TorchTensor {
   const axes = torchAxes(name, shape.length);
   const t = axes ? transposeData(data, shape, axes) : { data, shape: [...shape] };
@@ -226,7 +256,7 @@ export function toTorchTensor(
 /** The inverse of toTorchTensor: a torch entry back in Contrast's layout under its name. */
 export function fromTorchTensor(
   t: { name: string; shape: readonly number[]; data: Float32Array },
-  options: { resnet: boolean } & HeadLayout,
+  options: { resnet: boolean } & TorchLayout,
 ): { name: string; shape: number[]; data: Float32Array } {
   const name = contrastName(t.name, options);
   const rank = t.shape.length;
@@ -247,7 +277,7 @@ export function torchStateDict(
   variables: Iterable<
     readonly [string, { readonly shape: readonly number[]; readonly data: Float32Array }]
   >,
-  options: { numBatchesTracked?: number; layout?: HeadLayout } = {},
+  options: { numBatchesTracked?: number; layout?: TorchLayout } = {},
 ): TorchTensor[] {
   const out: TorchTensor[] = [];
   for (const [name, v] of variables) {

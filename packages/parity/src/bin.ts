@@ -14,6 +14,7 @@ import { PARITY_METHODS, parityPlugins } from './methods.js';
 import { DEFAULT_STEP_OPTIONS, TINY_STEP_OPTIONS } from './step.js';
 import { writeStepFixture } from './fixture.js';
 import { runStepParity, stepParityMarkdown } from './step-parity.js';
+import { OPTIM_CASES, optimDiffs, optimProblem, runContrastOptim, runTorchOptim } from './optim.js';
 
 const HELP = `pnpm parity [step] [augment] [options]
 pnpm parity learning --side contrast|pytorch --seed S [options]
@@ -30,6 +31,9 @@ documented semantics) in the cached torch venv. Reports go to runs/parity/
              state before it, its optimizer step and EMA each in isolation): the first
              step beyond float32 tolerance, which sets the exit code. Free-running
              trajectories: the drift beside PyTorch float32's own
+  optim      the optimizer step alone: AdamW (global and per-parameter clipping) and
+             SGD with scheduled lr and wd, no-norm-bias decay and a frozen group,
+             against torch.optim on a fixed gradient sequence (within 1e-6)
   augment    Contrast's augmentations against torchvision's on the same images:
              crop area and aspect, per-view mean and std, per transform, and the
              loss of one frozen encoder on both pipelines' views (two-sample tests)
@@ -47,6 +51,21 @@ documented semantics) in the cached torch venv. Reports go to runs/parity/
                    pnpm parity step --tiny --fixture packages/parity/src/fixtures/step-tiny.json)
   --out DIR        where reports go (default runs/parity)
 `;
+
+/** `pnpm parity optim`: the largest parameter difference per case; fails beyond 1e-6. */
+function optim(): boolean {
+  let ok = true;
+  for (const [optimizer, clip] of OPTIM_CASES) {
+    const p = optimProblem(clip, optimizer);
+    const ours = runContrastOptim(p);
+    const worst = Math.max(...optimDiffs(ours.trajectory, runTorchOptim(p, ours.steps)));
+    ok = ok && worst < 1e-6;
+    process.stdout.write(
+      `optim ${optimizer}, ${clip} clipping: max |diff| ${worst.toExponential(2)}\n`,
+    );
+  }
+  return ok;
+}
 
 function stamp(): string {
   return new Date().toISOString().replace(/[:.]/g, '-');
@@ -203,7 +222,12 @@ export async function main(argv: string[]): Promise<number> {
   for (const c of commands) {
     if (c === 'step') ok = (await step(values)) && ok;
     else if (c === 'augment') ok = (await augment(values)) && ok;
-    else throw new Error(`unknown subcommand '${c}'; use step, augment or learning (see --help)`);
+    else if (c === 'optim') ok = optim() && ok;
+    else {
+      throw new Error(
+        `unknown subcommand '${c}'; use step, augment, optim or learning (see --help)`,
+      );
+    }
   }
   return ok ? 0 : 1;
 }

@@ -4,3 +4,4 @@ export * from './methods.js';
 export * from './step.js';
 export * from './step-parity.js';
 export * from './python.js';
+export * from './optim.js';

@@ -213,14 +213,16 @@ function exportView(path: string, t: tf.Tensor4D): void {
   writeNpy(path, v);
 }
 
-/** The batch in reverse order (both views and the indices), as new tensors. */
+/** The batch in reverse order (every crop and the indices), as new tensors. */
 function reversedBatch(b: TwoViewBatch): TwoViewBatch {
   const perm = Int32Array.from(b.indexArray, (_, i) => b.indexArray.length - 1 - i);
   const reverse = <T extends tf.Tensor>(x: T) => shuffleRows(x, perm).shuffled;
+  const crops = b.crops.map(reverse);
   return {
     ...b,
-    x1: reverse(b.x1),
-    x2: reverse(b.x2),
+    x1: crops[0]!,
+    x2: crops[1]!,
+    crops,
     indices: reverse(b.indices),
     indexArray: Int32Array.from(perm, (j) => b.indexArray[j]!),
   };

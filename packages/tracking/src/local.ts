@@ -31,19 +31,6 @@ export function checkRunRoot(root: string): string {
   return abs;
 }
 
-/** Creates exactly `path` (a fresh, empty run folder) with its artifacts/ folder. */
-export function createRunDirectoryAt(path: string): RunDirectory {
-  const abs = resolve(path);
-  checkRunRoot(join(abs, '..'));
-  try {
-    mkdirSync(abs);
-    mkdirSync(join(abs, 'artifacts'));
-  } catch (e) {
-    throw new RunDirError(`cannot create ${abs}: ${(e as Error).message}`, { cause: e });
-  }
-  return { path: abs, id: abs.split('/').pop()! };
-}
-
 /** Creates `<root>/<name>-<UTC time>[-n]`, never reusing an existing folder. */
 export function createRunDirectory(root: string, name: string): RunDirectory {
   const abs = checkRunRoot(root);

@@ -25,7 +25,7 @@ import {
   type LinearEvaluation,
   type LinearProbeOptions,
 } from '@contrast/eval';
-import { hasMlflowState, MlflowUploader } from '@contrast/tracking';
+import { hasMlflowState, lockRun, MlflowUploader } from '@contrast/tracking';
 import { checkpointDir, loadCheckpoint } from './checkpoint.js';
 import { requireRunFolder } from './run.js';
 import { createSession, type TrainingSession } from './session.js';
@@ -107,6 +107,9 @@ export async function openRun(target: string, catalog: Catalog): Promise<OpenedR
  * or test set, or probe training images, below the split's size) it is stored
  * as a subset beside it (`knn-subset` / `linear-subset`, metrics suffixed
  * `_subset`, its sizes as `<kind>_subset_*_size`) and never replaces it.
+ * The run folder is locked while it is evaluated (`run.lock`, as training does).
+ * @throws RunLockedError (CONTRAST_RUN_LOCKED) when another live process (a
+ *   training still running, another `contrast eval`) holds the run folder
  */
 export async function evaluateRun(
   target: string,
@@ -116,8 +119,10 @@ export async function evaluateRun(
 ): Promise<EvaluateOutcome> {
   const log = options.log ?? ((l: string) => console.error(l));
   const { runPath, weights, session } = await openRun(target, catalog);
+  let lock: ReturnType<typeof lockRun> | undefined;
   const t0 = performance.now();
   try {
+    lock = lockRun(runPath);
     if (session.dataset.unlabelled) {
       const what = kind === 'knn' ? 'kNN' : 'the linear probe';
       const skipped = `${what} skipped: ${session.dataset.unlabelled}`;
@@ -131,6 +136,7 @@ export async function evaluateRun(
     const file = await record(runPath, name, m, seconds, weights, log);
     return { kind, subset: m.subset, results: m.results, weights, file, seconds };
   } finally {
+    lock?.release();
     session.dispose();
   }
 }

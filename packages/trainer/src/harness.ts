@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   parseExperiment,
   type Catalog,
+  type Collectives,
   type Encoder,
   type ExperimentConfig,
   type ExperimentInput,
@@ -38,7 +39,11 @@ export interface StepHarness {
 export function createStepHarness(
   input: ExperimentInput,
   catalog: Catalog,
-  options: { dataset?: TrainingDataset } = {},
+  options: {
+    dataset?: TrainingDataset;
+    /** Data-parallel: this worker's collectives (its slices of each batch, the step's all-reduce). */
+    collectives?: Collectives;
+  } = {},
 ): StepHarness {
   const session = createSession(parseExperiment(input), catalog, options);
   const batches = session.batches(Number.MAX_SAFE_INTEGER);

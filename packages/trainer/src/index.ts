@@ -1,4 +1,7 @@
 export * from './sgd.js';
+export * from './adamw.js';
+export * from './optimizers.js';
+export * from './groups.js';
 export * from './step.js';
 export * from './progress.js';
 export * from './catalog.js';

@@ -18,6 +18,7 @@ import {
   loadDataset,
   parseExperiment,
   resolveLoss,
+  resolveModel,
   RUN_SETTINGS,
   StateError,
   type Catalog,
@@ -484,12 +485,12 @@ const RESUME_MAY_CHANGE = ['tracking', 'checkpoint', 'data.prefetch'];
 
 /**
  * Refuses to resume a folder that is not a run, or with a recipe that differs
- * from the run's (both as trained: the plugin's loss defaults filled in).
+ * from the run's (both as trained: the plugin's loss defaults and the encoder's options filled in).
  */
 function checkResumable(runPath: string, config: ExperimentConfig, catalog: Catalog): void {
   const file = requireRunFolder(runPath);
   const asTrained = (c: ExperimentConfig) =>
-    resolveLoss(c, catalog.plugins.get(c.strategy.name), catalog).config;
+    resolveLoss(resolveModel(c, catalog), catalog.plugins.get(c.strategy.name), catalog).config;
   const original = asTrained(parseExperiment(parse(readFileSync(file, 'utf8'))));
   const diff = configDiff(original, asTrained(config), RESUME_MAY_CHANGE);
   if (diff.length > 0) {

@@ -8,8 +8,8 @@ import {
   encodeBundle,
   isStreamed,
   methodParameters,
-  resolveMethod,
-  ConfigError,
+  resolveViews,
+  ContractError,
   StateError,
   Tokens,
   writeFileAtomic,
@@ -20,6 +20,7 @@ import {
   type Encoder,
   type ExperimentConfig,
   type Method,
+  type Optimizer,
   type Plugin,
   type Rng,
   type StateTensors,
@@ -28,7 +29,8 @@ import {
   type Views,
 } from '@contrast/core';
 import {
-  BatchAugmentation,
+  CropGroupsAugmentation,
+  checkWorkerBatches,
   disposeBatch,
   prefetch,
   stepsPerEpoch,
@@ -37,7 +39,7 @@ import {
   type BatchStream,
   type TwoViewBatch,
 } from '@contrast/data';
-import { createOptimizer, type Optimizer } from './sgd.js';
+import { ParameterPlan } from './groups.js';
 import { trainStep, type StepTensors } from './step.js';
 
 /** Steps a run takes in all: its epochs over `trainSize` images, capped by optim.maxSteps. */
@@ -47,23 +49,29 @@ export function plannedSteps(config: ExperimentConfig, trainSize: number): numbe
   return maxSteps > 0 ? Math.min(all, maxSteps) : all;
 }
 
-/** The default two-view augmentation: the config's pipeline, the same for both views. */
+/**
+ * The default augmentation: the crop groups of data.views (without it, two
+ * views with data.augmentation's pipeline, the same for both).
+ */
 export const defaultAugmentation = (
   config: ExperimentConfig,
   dataset: TrainingDataset,
   rng: Rng,
-): Augmentation => new BatchAugmentation(config.data.augmentation, dataset, rng);
+): Augmentation => new CropGroupsAugmentation(resolveViews(config.data), dataset, rng);
 
 /**
  * One composed experiment: the encoder, the method (with its own parts: key
  * encoder, queue, bank, predictor), the optimizer over the method's parameters,
- * the augmentation, the data-order stream and the clock — built once, in a fixed
- * order of random streams, and used alike by the Trainer, the step harness,
- * evaluation and the benchmarks.
+ * the augmentation, the data-order stream and the clock — built once by
+ * composeExperiment in its fixed order of random streams (the optimizer draws
+ * none), and used alike by the Trainer, the step harness, evaluation and the
+ * benchmarks. Reads every part from the composition's container.
  */
 export class TrainingSession {
   readonly method: Method;
   readonly optimizer: Optimizer;
+  /** The per-group options of the optimizer's parameters (lr scale, decay, frozen, clipping). */
+  readonly plan: ParameterPlan;
   readonly augmentation: Augmentation;
   /** The data-order stream (forked after the augmentation's). */
   readonly dataRng: Rng;
@@ -75,10 +83,22 @@ export class TrainingSession {
     readonly dataset: TrainingDataset,
   ) {
     checkDataParallel(config, dataset.train.n, collectivesOf(container).worldSize);
-    this.method = resolveMethod(container, plugin);
-    this.optimizer = createOptimizer(methodParameters(this.method), config.optim);
+    this.method = container.resolve(Tokens.Method);
+    this.optimizer = container.resolve(Tokens.OptimizerFactory)(methodParameters(this.method));
+    const names = this.parameterNames();
+    this.plan = new ParameterPlan(
+      this.method.parameterGroups(),
+      config.optim,
+      this.stepsPerEpoch,
+      (v) => names.get(v) ?? v.name,
+    );
+    if (!container.isRegistered(Tokens.Augmentation)) {
+      throw new ContractError('the experiment was composed without an augmentation', {
+        hint: 'compose it with an augmentation factory (createSession passes the default one)',
+      });
+    }
     this.augmentation = container.resolve(Tokens.Augmentation);
-    this.dataRng = this.rng.fork();
+    this.dataRng = container.resolve(Tokens.DataRng);
   }
 
   get encoder(): Encoder {
@@ -110,6 +130,7 @@ export class TrainingSession {
     const parts = {
       method: this.method,
       optimizer: this.optimizer,
+      plan: this.plan,
       clock: this.clock,
       collectives: this.collectives,
       stop,
@@ -223,6 +244,18 @@ export class TrainingSession {
     this.encoder.dispose();
   }
 
+  /** Each trained variable's checkpoint name (`encoder/...`, `predictor/...`): what `optim.groups` match. */
+  private parameterNames(): Map<tf.Variable, string> {
+    const names = new Map<tf.Variable, string>();
+    for (const [k, v] of this.encoder.namedVariables()) names.set(v, `encoder/${k}`);
+    for (const [part, s] of Object.entries(this.method.state())) {
+      for (const [k, t] of Object.entries(s.tensors)) {
+        if (t instanceof tf.Variable && !names.has(t)) names.set(t, `${part}/${k}`);
+      }
+    }
+    return names;
+  }
+
   private loadEncoder(tensors: Record<string, tf.Tensor>): void {
     for (const [k, v] of this.encoder.namedVariables()) {
       const t = tensors[`encoder/${k}`];
@@ -238,7 +271,7 @@ export class TrainingSession {
 
 /**
  * A data-parallel run's batches must split evenly: the global batch, and with
- * data.dropLast false the epoch's last, smaller batch too.
+ * data.dropLast false the epoch's last, smaller batch too (checkWorkerBatches).
  * @throws ConfigError (optim.batchSize) naming the batch that does not divide, and the fix.
  */
 export function checkDataParallel(
@@ -246,26 +279,10 @@ export function checkDataParallel(
   trainSize: number,
   worldSize: number,
 ): void {
-  if (worldSize === 1) return;
-  const { batchSize } = config.optim;
-  const last = trainSize % batchSize;
-  const bad =
-    batchSize % worldSize !== 0
-      ? batchSize
-      : !config.data.dropLast && last % worldSize !== 0
-        ? last
-        : 0;
-  if (bad === 0) return;
-  throw new ConfigError(
-    'optim.batchSize',
-    `${bad === batchSize ? 'the global batch' : "the epoch's last batch"} of ${bad} does not divide among ${worldSize} workers`,
-    {
-      hint:
-        bad === batchSize
-          ? `optim.batchSize is the global batch: use a multiple of ${worldSize} (each worker takes batchSize / ${worldSize})`
-          : `set data.dropLast: true, or a data.trainSubset / batch size whose remainder divides by ${worldSize}`,
-    },
-  );
+  checkWorkerBatches(config.optim.batchSize, worldSize, {
+    trainSize,
+    dropLast: config.data.dropLast,
+  });
 }
 
 /**

@@ -1,22 +1,17 @@
 import * as tf from '@tensorflow/tfjs';
-import { ContractError, StateError, type StateTensors } from '@contrast/core';
-
-/** What the step needs of an optimizer; its slots are part of a checkpoint. */
-export interface Optimizer {
-  /**
-   * grads as returned by tf.variableGrads (keyed by variable name); `lr` is one
-   * rate for all parameters or one per parameter, in the optimizer's order.
-   */
-  apply(grads: tf.NamedTensorMap, lr: number | readonly number[]): void;
-  state(): StateTensors;
-  loadState(state: StateTensors): void;
-  dispose(): void;
-}
+import {
+  ContractError,
+  StateError,
+  type Optimizer,
+  type ParameterStep,
+  type StateTensors,
+} from '@contrast/core';
 
 /**
  * SGD with momentum and coupled weight decay, PyTorch's torch.optim.SGD:
  *   g <- grad + wd * w;  buf <- momentum * buf + g;  w <- w - lr * buf
- * (the first step's buf is g, as with a zero-initialised buffer).
+ * (the first step's buf is g, as with a zero-initialised buffer; a frozen
+ * parameter's buffer stays zero until its first update, as PyTorch's lazy one).
  */
 export class Sgd implements Optimizer {
   protected readonly buffers: tf.Variable[];
@@ -24,20 +19,21 @@ export class Sgd implements Optimizer {
   constructor(
     protected readonly params: readonly tf.Variable[],
     readonly momentum: number,
-    readonly weightDecay: number,
   ) {
     this.buffers = params.map((p) => tf.variable(tf.zerosLike(p), false));
   }
 
-  /** grads as returned by tf.variableGrads (keyed by variable name). */
-  apply(grads: tf.NamedTensorMap, lr: number | readonly number[]): void {
+  /** grads as returned by tf.variableGrads (keyed by variable name); `null` steps are skipped. */
+  apply(grads: tf.NamedTensorMap, steps: readonly (ParameterStep | null)[]): void {
     tf.tidy(() => {
       this.params.forEach((p, i) => {
+        const s = steps[i];
+        if (!s) return;
         const grad = gradientOf(grads, p);
-        const g = this.weightDecay > 0 ? tf.add(grad, tf.mul(p, this.weightDecay)) : grad;
+        const g = s.weightDecay > 0 ? tf.add(grad, tf.mul(p, s.weightDecay)) : grad;
         const buf = this.buffers[i]!;
         buf.assign(this.momentum > 0 ? tf.add(tf.mul(buf, this.momentum), g) : g);
-        p.assign(tf.sub(p, tf.mul(buf, rateAt(lr, i))));
+        p.assign(tf.sub(p, tf.mul(buf, s.lr)));
       });
     });
   }
@@ -76,19 +72,20 @@ export class Lars extends Sgd {
   constructor(
     params: readonly tf.Variable[],
     momentum: number,
-    weightDecay: number,
     readonly trustCoefficient = 0.001,
   ) {
-    super(params, momentum, weightDecay);
+    super(params, momentum);
   }
 
-  override apply(grads: tf.NamedTensorMap, lr: number | readonly number[]): void {
+  override apply(grads: tf.NamedTensorMap, steps: readonly (ParameterStep | null)[]): void {
     tf.tidy(() => {
       this.params.forEach((p, i) => {
+        const s = steps[i];
+        if (!s) return;
         const grad = gradientOf(grads, p);
         let update: tf.Tensor = grad;
         if (p.rank > 1) {
-          if (this.weightDecay > 0) update = tf.add(update, tf.mul(p, this.weightDecay));
+          if (s.weightDecay > 0) update = tf.add(update, tf.mul(p, s.weightDecay));
           const wNorm = tf.norm(p);
           const uNorm = tf.norm(update);
           const ratio = tf.where(
@@ -100,7 +97,7 @@ export class Lars extends Sgd {
         }
         const buf = this.buffers[i]!;
         buf.assign(this.momentum > 0 ? tf.add(tf.mul(buf, this.momentum), update) : update);
-        p.assign(tf.sub(p, tf.mul(buf, rateAt(lr, i))));
+        p.assign(tf.sub(p, tf.mul(buf, s.lr)));
       });
     });
   }
@@ -116,9 +113,6 @@ export function gradientOf(grads: tf.NamedTensorMap, p: tf.Variable): tf.Tensor 
   }
   return grad;
 }
-
-const rateAt = (lr: number | readonly number[], i: number): number =>
-  typeof lr === 'number' ? lr : lr[i]!;
 
 /** Learning rate at step t of T: constant, or a half-cycle cosine from lr to 0 (MoCo v2). */
 export function learningRate(
@@ -157,12 +151,17 @@ export function scheduledLr(
   return learningRate(optim.schedule, optim.lr, step - warmup, total - warmup);
 }
 
-/** The optimizer an experiment asks for, over the encoder's parameters. */
-export function createOptimizer(
-  params: readonly tf.Variable[],
-  optim: { optimizer: 'sgd' | 'lars'; momentum: number; weightDecay: number; larsEta: number },
-): Optimizer {
-  return optim.optimizer === 'lars'
-    ? new Lars(params, optim.momentum, optim.weightDecay, optim.larsEta)
-    : new Sgd(params, optim.momentum, optim.weightDecay);
+/**
+ * The weight decay of step t of T: constant, or with `weightDecayEnd` a
+ * half-cycle cosine from weightDecay to weightDecayEnd over all steps, warmup
+ * included (DINO's cosine_scheduler: 0.04 to 0.4).
+ */
+export function scheduledWeightDecay(
+  optim: { weightDecay: number; weightDecayEnd?: number | undefined },
+  step: number,
+  total: number,
+): number {
+  const { weightDecay: start, weightDecayEnd: end } = optim;
+  if (end === undefined || total <= 0) return start;
+  return end + 0.5 * (start - end) * (1 + Math.cos((Math.PI * Math.min(step, total)) / total));
 }

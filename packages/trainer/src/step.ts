@@ -4,16 +4,20 @@ import {
   type Collectives,
   stepPhases,
   type Method,
+  type Optimizer,
   type StepContext,
   type TrainingClock,
   type Views,
 } from '@contrast/core';
-import { gradientOf, type Optimizer } from './sgd.js';
+import { gradientOf } from './sgd.js';
+import type { ParameterPlan } from './groups.js';
 
-/** What one step needs: the method, its optimizer, the clock schedules read. */
+/** What one step needs: the method, its optimizer and group options, the clock schedules read. */
 export interface StepParts {
   method: Method;
   optimizer: Optimizer;
+  /** The per-group options (lr scale, decay, frozen, clipping) over the optimizer's parameters. */
+  plan: ParameterPlan;
   clock: TrainingClock;
   /**
    * Called as each phase of the step ends (benchmarks time them; the native
@@ -47,7 +51,9 @@ export { stepPhases };
  * The generic step (docs/design.md), the same for every method:
  *   before = method.prepare(views)                       no gradient
  *   grads  = d objective(views, before).loss / d params  params = method.parameterGroups()
- *   optimizer.apply(grads, lr per group)                 'fixedLr' groups keep `baseLr`
+ *   grads  = all-reduce mean(grads)                      data-parallel only (as DDP)
+ *   plan.apply(optimizer, grads)                         clip; per group: lr (scheduled or
+ *                                                        `baseLr`, scaled), decay, frozen
  *   method.afterStep({ views, before, carry })           enqueue, bank write, EMA
  * All of it runs in one tf.tidy; the objective's metrics and carried tensors are
  * kept past the tape (values only) and the carry is freed after afterStep.
@@ -59,7 +65,7 @@ export function trainStep(parts: StepParts, views: Views, lr: number, baseLr = l
   const ctx: StepContext = { mark: parts.mark ?? (() => undefined), clock: parts.clock };
   const groups = method.parameterGroups();
   const params = groups.flatMap((g) => g.params);
-  const lrs = groups.flatMap((g) => g.params.map(() => (g.fixedLr ? baseLr : lr)));
+  const at = { step: parts.clock.step, total: parts.clock.total, lr, baseLr };
   const c = parts.collectives && parts.collectives.worldSize > 1 ? parts.collectives : undefined;
   let metrics: Record<string, tf.Scalar> = {};
   let carry: Record<string, tf.Tensor> = {};
@@ -74,14 +80,14 @@ export function trainStep(parts: StepParts, views: Views, lr: number, baseLr = l
     }, params);
     ctx.mark('backward');
     if (!c) {
-      optimizer.apply(grads, lrs);
+      parts.plan.apply(optimizer, params, grads, at);
       ctx.mark('optimizer');
       method.afterStep({ views, prepared, carry }, ctx);
       return value;
     }
     const reduced = allReduceStep(c, params, grads, value, metrics, parts.stop ?? false);
     ctx.mark('all_reduce');
-    optimizer.apply(reduced.grads, lrs);
+    parts.plan.apply(optimizer, params, reduced.grads, at);
     ctx.mark('optimizer');
     method.afterStep({ views, prepared, carry }, ctx);
     tf.dispose(Object.values(metrics));

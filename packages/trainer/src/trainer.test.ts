@@ -1,12 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
-  bindMethod,
   composeContrastive,
   definePlugin,
   MomentumKeyEncoder,
   parseExperiment,
   QueueSource,
-  Tokens,
   z,
   type ExperimentConfig,
   type MetricRecord,
@@ -23,13 +21,10 @@ const moco = definePlugin({
   description: 'momentum keys and a queue',
   configSchema: z.object({ name: z.literal('moco') }),
   loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
-  register(container) {
-    bindMethod(container, (c) => {
-      const encoder = c.resolve(Tokens.Encoder);
-      const keyEncoder = new MomentumKeyEncoder(encoder, 0.99);
-      const source = new QueueSource('moco', 64, encoder.embedDim, c.resolve(Tokens.Rng).fork());
-      return composeContrastive(c, { name: 'moco', keyEncoder, source });
-    });
+  build(ctx) {
+    const keyEncoder = new MomentumKeyEncoder(ctx.encoder, 0.99);
+    const source = new QueueSource('moco', 64, ctx.encoder.embedDim, ctx.rng.fork());
+    return composeContrastive(ctx, { keyEncoder, source });
   },
 });
 const catalog = () => createCatalog([moco]);
@@ -116,6 +111,27 @@ describe('the training loop and its hooks', () => {
       'pretext_accuracy',
       'img_per_sec',
     ]);
+    expect(new Set(result.tensorsAfterStep.slice(1)).size).toBe(1);
+  });
+
+  it('multi-crop (2 global + 4 local crops): no tensor leaks, batches held ahead counted with all their crops', async () => {
+    const views = [
+      { name: 'global', count: 2 },
+      { name: 'local', count: 4, crop: { size: 12, scale: [0.05, 0.4] } },
+    ];
+    const { result } = await train(
+      config({
+        data: { trainSubset: 256, prefetch: 2, views },
+        eval: {
+          knn: { every: 0, bankSize: 256, testSize: 100 },
+          baselines: false,
+          alignUniform: 0,
+        },
+      }),
+    );
+    expect(result).toMatchObject({ status: 'finished', steps: 8 });
+    // the prefetcher holds 2, then 1, then 0 batches of 7 tensors at the end of the run
+    expect(result.tensorsAfterStep).toHaveLength(8);
     expect(new Set(result.tensorsAfterStep.slice(1)).size).toBe(1);
   });
 

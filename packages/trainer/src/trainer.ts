@@ -6,7 +6,7 @@ import {
   type DecodedBundle,
   type Tracker,
 } from '@contrast/core';
-import { disposeBatch, TENSORS_PER_BATCH, type TwoViewBatch } from '@contrast/data';
+import { disposeBatch, tensorsPerBatch, type TwoViewBatch } from '@contrast/data';
 import {
   alignUniformHook,
   baselinesHook,
@@ -195,7 +195,8 @@ export class Trainer {
     state.lastLoss = loss;
     state.last = { epoch: batch.epoch, step: batch.step, position: batch.position };
     const seconds = (performance.now() - tPrev) / 1000;
-    const tensors = tf.memory().numTensors - TENSORS_PER_BATCH * held; // batches held ahead are not leaks
+    // batches held ahead are not leaks
+    const tensors = tf.memory().numTensors - tensorsPerBatch(session.augmentation) * held;
     return {
       record: {
         step,

@@ -79,7 +79,9 @@ export class WorkerGroup {
     const digest = hash.digest();
     // 16 words of 16 bits: exact in float32, the type every collective carries
     const words = Float32Array.from({ length: 16 }, (_, i) => digest.readUInt16BE(2 * i));
-    const all = tf.tidy(() => this.collectives.allGather(tf.tensor2d(words, [1, 16])));
+    const all = tf.tidy(() =>
+      this.collectives.allGather(tf.tensor2d(words, [1, 16]), { sameShape: true }),
+    );
     const rows = all.arraySync() as number[][];
     all.dispose();
     const differ = rows

@@ -2,14 +2,12 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   bnGroups,
-  bindMethod,
   definePlugin,
   MethodParts,
   MomentumKeyEncoder,
   regressionLoss,
   scheduledMomentum,
   symmetrize,
-  Tokens,
   type Encoder,
   type Head,
   type Method,
@@ -113,24 +111,18 @@ export function byolPlugin(): Plugin<ByolConfig> {
     description: 'BYOL: online predictor, momentum target (cosine schedule), normalised MSE',
     configSchema: ByolConfigSchema,
     loss: { default: 'normalized-mse', kind: 'regression', symmetric: true },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const encoder = c.resolve(Tokens.Encoder);
-        const predictor = createPredictor(
-          encoder.embedDim,
-          config.predictorHidden,
-          c.resolve(Tokens.Rng).fork(),
-          bnGroups(c),
-        );
-        const { momentum, momentumSchedule } = config;
-        const target = new MomentumKeyEncoder(
-          encoder,
-          scheduledMomentum(momentum, momentumSchedule, c.resolve(Tokens.Clock)),
-        );
-        const loss = regressionLoss(c, PLUGIN_NAME);
-        const symmetric = c.resolve(Tokens.Config).loss.symmetric ?? true;
-        return new Byol(encoder, predictor, target, loss, symmetric);
-      });
+    build(ctx) {
+      const { encoder, options } = ctx;
+      const predictor = createPredictor(
+        encoder.embedDim,
+        options.predictorHidden,
+        ctx.rng.fork(),
+        bnGroups(ctx),
+      );
+      const momentum = scheduledMomentum(options.momentum, options.momentumSchedule, ctx.clock);
+      const target = new MomentumKeyEncoder(encoder, momentum);
+      const symmetric = ctx.config.loss.symmetric ?? true;
+      return new Byol(encoder, predictor, target, regressionLoss(ctx), symmetric);
     },
   });
 }

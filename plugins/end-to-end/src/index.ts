@@ -1,12 +1,10 @@
 import { z } from 'zod';
 import {
   BatchKeysSource,
-  bindMethod,
   composeContrastive,
   ConfigError,
   definePlugin,
   SharedKeyEncoder,
-  Tokens,
   type Plugin,
 } from '@contrast/core';
 
@@ -39,14 +37,11 @@ export function endToEndPlugin(): Plugin<EndToEndConfig> {
         );
       }
     },
-    register(container) {
-      bindMethod(container, (c) =>
-        composeContrastive(c, {
-          name: PLUGIN_NAME,
-          keyEncoder: new SharedKeyEncoder(c.resolve(Tokens.Encoder)),
-          source: new BatchKeysSource(PLUGIN_NAME),
-        }),
-      );
+    build(ctx) {
+      return composeContrastive(ctx, {
+        keyEncoder: new SharedKeyEncoder(ctx.encoder),
+        source: new BatchKeysSource(PLUGIN_NAME),
+      });
     },
   });
 }

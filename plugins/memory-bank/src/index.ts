@@ -1,12 +1,10 @@
 import { z } from 'zod';
 import {
   BankSource,
-  bindMethod,
   composeContrastive,
   ConfigError,
   definePlugin,
   NoKeyEncoder,
-  Tokens,
   type Plugin,
 } from '@contrast/core';
 
@@ -68,14 +66,10 @@ export function memoryBankPlugin(): Plugin<MemoryBankConfig> {
         );
       }
     },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const keyEncoder = new NoKeyEncoder();
-        const dim = c.resolve(Tokens.Encoder).embedDim;
-        const size = c.resolve(Tokens.Dataset).train.n;
-        const source = new BankSource(PLUGIN_NAME, config, size, dim, c.resolve(Tokens.Rng));
-        return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source });
-      });
+    build(ctx) {
+      const { options, datasetSize, encoder } = ctx;
+      const source = new BankSource(PLUGIN_NAME, options, datasetSize, encoder.embedDim, ctx.rng);
+      return composeContrastive(ctx, { keyEncoder: new NoKeyEncoder(), source });
     },
   });
 }

@@ -56,6 +56,29 @@ describe('memory-bank plugin', () => {
     h.dispose();
   });
 
+  it("two-way (loss.symmetric): each row is written once, towards the mean of both views' queries", () => {
+    const h = createStepHarness(
+      { ...base, loss: { temperature: 0.07, symmetric: true } },
+      catalog(),
+    );
+    const bank = sourceOf(h).bank;
+    const before = bank.rows.arraySync() as number[][];
+    const b = h.nextBatch();
+    // both directions' queries, as the step computes them (weights before the step)
+    const q1 = h.encoder.embed(b.x1, true).arraySync() as number[][];
+    const q2 = h.encoder.embed(b.x2, true).arraySync() as number[][];
+    const out = h.stepOn(b, 0.05);
+    tf.dispose([out.loss, ...Object.values(out.metrics)]);
+    const after = bank.rows.arraySync() as number[][];
+    Array.from(b.indexArray).forEach((row, i) => {
+      const mix = before[row]!.map((v, d) => 0.5 * v + 0.25 * (q1[i]![d]! + q2[i]![d]!));
+      const norm = Math.hypot(...mix);
+      mix.forEach((v, d) => expect(after[row]![d]).toBeCloseTo(v / norm, 4));
+    });
+    tf.dispose([b.x1, b.x2, b.indices]);
+    h.dispose();
+  });
+
   it('trains real steps without leaking tensors, with InfoNCE and with NCE', () => {
     for (const loss of ['infonce', 'nce']) {
       const h = createStepHarness({ ...base, loss: { name: loss, temperature: 0.07 } }, catalog());

@@ -2,14 +2,12 @@ import { z } from 'zod';
 import {
   bnGroups,
   BatchKeysSource,
-  bindMethod,
   composeContrastive,
   ConfigError,
   definePlugin,
   KeyBatchInfoNceLoss,
   MomentumKeyEncoder,
   scheduledMomentum,
-  Tokens,
   type Plugin,
 } from '@contrast/core';
 import { createPredictor } from '@contrast/models';
@@ -60,22 +58,20 @@ export function mocoV3Plugin(): Plugin<MocoV3Config> {
         });
       }
     },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const encoder = c.resolve(Tokens.Encoder);
-        const predictor = createPredictor(
-          encoder.embedDim,
-          config.predictorHidden,
-          c.resolve(Tokens.Rng).fork(),
-          bnGroups(c),
-        );
-        const keyEncoder = new MomentumKeyEncoder(
-          encoder,
-          scheduledMomentum(config.momentum, 'cosine', c.resolve(Tokens.Clock)),
-        );
-        const source = new BatchKeysSource(PLUGIN_NAME);
-        return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source, predictor });
-      });
+    build(ctx) {
+      const { encoder, options } = ctx;
+      const predictor = createPredictor(
+        encoder.embedDim,
+        options.predictorHidden,
+        ctx.rng.fork(),
+        bnGroups(ctx),
+      );
+      const keyEncoder = new MomentumKeyEncoder(
+        encoder,
+        scheduledMomentum(options.momentum, 'cosine', ctx.clock),
+      );
+      const source = new BatchKeysSource(PLUGIN_NAME);
+      return composeContrastive(ctx, { keyEncoder, source, predictor });
     },
   });
 }

@@ -1,13 +1,10 @@
 import { z } from 'zod';
 import {
-  bindMethod,
-  collectivesOf,
   composeContrastive,
   definePlugin,
   MomentumKeyEncoder,
   QueueSource,
   scheduledMomentum,
-  Tokens,
   type Plugin,
 } from '@contrast/core';
 
@@ -56,23 +53,18 @@ export function momentumQueuePlugin(): Plugin<MomentumQueueConfig> {
     description: 'MoCo: FIFO queue of keys from an EMA key encoder, InfoNCE',
     configSchema: MomentumQueueConfigSchema,
     loss: { default: 'infonce', kind: 'explicit', temperature: 0.1 },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const encoder = c.resolve(Tokens.Encoder);
-        const rng = c.resolve(Tokens.Rng);
-        // BN is split when SplitBatchNorm is on or when each worker normalises its own slice
-        const collectives = collectivesOf(c);
-        const split = c.resolve(Tokens.Config).model.bnSplits > 1 || collectives.worldSize > 1;
-        const { momentum, momentumSchedule } = config;
-        const keyEncoder = new MomentumKeyEncoder(
-          encoder,
-          scheduledMomentum(momentum, momentumSchedule, c.resolve(Tokens.Clock)),
-          config.shuffleBn && split ? rng.fork() : undefined,
-          collectives,
-        );
-        const source = new QueueSource(PLUGIN_NAME, config.queueSize, encoder.embedDim, rng.fork());
-        return composeContrastive(c, { name: PLUGIN_NAME, keyEncoder, source });
-      });
+    build(ctx) {
+      const { encoder, options, rng, collectives } = ctx;
+      // BN is split when SplitBatchNorm is on or when each worker normalises its own slice
+      const split = ctx.config.model.bnSplits > 1 || collectives.worldSize > 1;
+      const keyEncoder = new MomentumKeyEncoder(
+        encoder,
+        scheduledMomentum(options.momentum, options.momentumSchedule, ctx.clock),
+        options.shuffleBn && split ? rng.fork() : undefined,
+        collectives,
+      );
+      const source = new QueueSource(PLUGIN_NAME, options.queueSize, encoder.embedDim, rng.fork());
+      return composeContrastive(ctx, { keyEncoder, source });
     },
   });
 }

@@ -2,13 +2,11 @@ import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   bnGroups,
-  bindMethod,
   definePlugin,
   MethodParts,
   regressionLoss,
   stopGradient,
   symmetrize,
-  Tokens,
   type Encoder,
   type Head,
   type Method,
@@ -111,20 +109,18 @@ export function simsiamPlugin(): Plugin<SimSiamConfig> {
       'SimSiam: predictor + stop-gradient, negative cosine, no negatives, no momentum encoder',
     configSchema: SimSiamConfigSchema,
     loss: { default: 'negative-cosine', kind: 'regression', symmetric: true },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const encoder = c.resolve(Tokens.Encoder);
-        const predictor = createPredictor(
-          encoder.embedDim,
-          config.predictorHidden,
-          c.resolve(Tokens.Rng).fork(),
-          bnGroups(c),
-        );
-        return new SimSiam(encoder, predictor, regressionLoss(c, PLUGIN_NAME), {
-          symmetric: c.resolve(Tokens.Config).loss.symmetric ?? true,
-          fixPredictorLr: config.fixPredictorLr,
-          stopGradient: config.stopGradient,
-        });
+    build(ctx) {
+      const { encoder, options } = ctx;
+      const predictor = createPredictor(
+        encoder.embedDim,
+        options.predictorHidden,
+        ctx.rng.fork(),
+        bnGroups(ctx),
+      );
+      return new SimSiam(encoder, predictor, regressionLoss(ctx), {
+        symmetric: ctx.config.loss.symmetric ?? true,
+        fixPredictorLr: options.fixPredictorLr,
+        stopGradient: options.stopGradient,
       });
     },
   });

@@ -198,14 +198,26 @@ async function launch(argv: readonly string[], flags: TrainFlags, out: Output): 
       hint: 'drop --workers (and use --cluster/--rank or TF_CONFIG on each machine), or drop --cluster, --rank and TF_CONFIG',
     });
   }
-  const [{ launchWorkers }, { loopbackCluster }] = await Promise.all([
+  const [{ launchWorkers }, { loopbackCluster }, { localWorkerDevices }] = await Promise.all([
     import('../launch.js'),
     import('@contrast/distributed'),
+    import('@contrast/backend'),
   ]);
   const rest = withoutFlag(argv.slice(argv[0] === 'train' ? 1 : 0), '--workers');
+  // one GPU per worker on the GPU build, decided before any worker starts
+  const devices = localWorkerDevices(flags.workers!);
   const cluster = await loopbackCluster(flags.workers!);
-  out.info(`[workers] ${flags.workers} workers on this machine: ${cluster.join(', ')}`);
-  const { code } = await launchWorkers(rest, cluster, out.warn, flags.collectiveTimeout + 30);
+  const gpus = devices.env.map((e) => e.CUDA_VISIBLE_DEVICES).join(', ');
+  out.info(
+    `[workers] ${flags.workers} workers on this machine: ${cluster.join(', ')}${devices.devices === 'tensorflow-gpu' ? ` (GPUs ${gpus}, NCCL)` : ''}`,
+  );
+  const { code } = await launchWorkers(
+    rest,
+    cluster,
+    out.warn,
+    flags.collectiveTimeout + 30,
+    devices.env,
+  );
   return code;
 }
 

@@ -42,6 +42,9 @@ async function ops(c: TfCollectives, spec: WorkerSpec): Promise<void> {
   const rowsOfR = tf.fill([r + 1, 2], r);
   const ragged = c.allGather(rowsOfR);
   say({ gather: gathered.arraySync(), ragged: ragged.arraySync() });
+  const issued = c.collectivesIssued;
+  const same = c.allGather(x, { sameShape: true });
+  say({ gatherSameShape: same.arraySync(), sameShapeCollectives: c.collectivesIssued - issued });
 
   // loss_r = sum(w_r * gathered), w_r[i, j] = (r + 1) * (i + 1) + j: d(sum_r loss_r)/dx_r = sum_s w_s[rows of r]
   const rows = c.worldSize * 2;
@@ -54,7 +57,14 @@ async function ops(c: TfCollectives, spec: WorkerSpec): Promise<void> {
   ]);
   const grad = tf.grad((t: tf.Tensor) => c.allGatherWithGradient(t).mul(w).sum())(mine);
   const forward = c.allGatherWithGradient(mine);
-  say({ gradient: grad.arraySync(), gatheredForGradient: forward.arraySync() });
+  const gradSame = tf.grad((t: tf.Tensor) =>
+    c.allGatherWithGradient(t, { sameShape: true }).mul(w).sum(),
+  )(mine);
+  say({
+    gradient: grad.arraySync(),
+    gatheredForGradient: forward.arraySync(),
+    gradientSameShape: gradSame.arraySync(),
+  });
 
   const toSend = r === 0 ? tf.tensor1d([3.5, -2.5, 7]) : tf.zeros([3]);
   const toSendInt = tf.tensor1d([r * 100, r], 'int32');
@@ -78,7 +88,7 @@ async function ops(c: TfCollectives, spec: WorkerSpec): Promise<void> {
     say({ waitForFailure: (e as { code?: string }).code ?? (e as Error).message });
   }
 
-  tf.dispose([a, b, x, gathered, rowsOfR, ragged, w, mine, grad, forward]);
+  tf.dispose([a, b, x, gathered, same, rowsOfR, ragged, w, mine, grad, gradSame, forward]);
   tf.dispose([toSend, toSendInt, sent, sentInt, ...mean, ...sum]);
   say({ leaked: tf.memory().numTensors - before });
 }
