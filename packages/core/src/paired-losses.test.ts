@@ -1,13 +1,14 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, ContractError } from './errors.js';
+import { ContractError } from './errors.js';
 import {
   barlowTwinsLoss,
+  barlowTwinsPairedLoss,
   batchStandardize,
   NeighbourInfoNceLoss,
   nearestNeighbours,
-  requireOwnLoss,
   vicregLoss,
+  vicregPairedLoss,
 } from './paired-losses.js';
 
 const t2 = (rows: number[][]) => tf.tensor2d(rows);
@@ -178,11 +179,22 @@ describe('NeighbourInfoNceLoss', () => {
   });
 });
 
-describe('requireOwnLoss', () => {
-  it("refuses another loss than the method's own, naming it", () => {
-    expect(() => requireOwnLoss('vicreg', 'vicreg', 'normalized-mse')).toThrow(ConfigError);
-    expect(() => requireOwnLoss('vicreg', 'vicreg', 'normalized-mse')).toThrow(/'vicreg'/);
-    expect(() => requireOwnLoss('vicreg', 'vicreg', undefined)).not.toThrow();
-    expect(() => requireOwnLoss('vicreg', 'vicreg', 'vicreg')).not.toThrow();
+describe("the 'paired' losses", () => {
+  it('barlowTwinsPairedLoss and vicregPairedLoss compute the functions with their settings', () => {
+    const z1 = t2(DECORRELATED);
+    const z2 = t2(DECORRELATED.map((r) => r.map((v, j) => v + j + 0.5 * r[0]!)));
+    const bt = barlowTwinsPairedLoss({ lambda: 0.5, scale: 2 });
+    expect(bt.kind).toBe('paired');
+    expect(value(bt.compute({ z1, z2 }).loss)).toBeCloseTo(
+      value(barlowTwinsLoss(z1, z2, { lambda: 0.5, scale: 2 })),
+      5,
+    );
+    const weights = { invariance: 2, variance: 3, covariance: 5 };
+    const out = vicregPairedLoss(weights).compute({ z1, z2 });
+    const want = vicregLoss(z1, z2, weights);
+    expect(value(out.loss)).toBeCloseTo(value(want.loss), 5);
+    expect(value(out.metrics!.invariance_loss!)).toBeCloseTo(value(want.invariance), 5);
+    expect(value(out.metrics!.variance_loss!)).toBeCloseTo(value(want.variance), 5);
+    expect(value(out.metrics!.covariance_loss!)).toBeCloseTo(value(want.covariance), 5);
   });
 });

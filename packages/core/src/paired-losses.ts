@@ -4,10 +4,9 @@ import type {
   ContrastiveLoss,
   ContrastiveLossInput,
   ContrastiveLossOutput,
-  RegressionLoss,
-  RegressionLossInput,
+  Loss,
 } from './contracts.js';
-import { ConfigError, ContractError } from './errors.js';
+import { ContractError } from './errors.js';
 import { crossEntropyAt, l2Normalize, topOneAccuracy } from './math.js';
 
 /**
@@ -192,34 +191,58 @@ export class NeighbourInfoNceLoss implements ContrastiveLoss {
   }
 }
 
-/**
- * A paired loss as a selectable regression loss (`loss.name`): `prediction`
- * and `target` are the two views' embeddings, both with gradient.
- */
-export class PairedLoss implements RegressionLoss {
-  readonly kind = 'regression' as const;
-  constructor(
-    readonly name: string,
-    private readonly fn: (z1: tf.Tensor2D, z2: tf.Tensor2D) => tf.Scalar,
-  ) {}
-  compute({ prediction, target }: RegressionLossInput): { loss: tf.Scalar } {
-    return { loss: this.fn(prediction, target) };
-  }
+/** What a 'paired' loss takes: the two views' embeddings [N, D], both with gradient. */
+export interface PairedLossInput {
+  z1: tf.Tensor2D;
+  z2: tf.Tensor2D;
+}
+
+/** A 'paired' loss's value and, optionally, its terms (logged as step metrics). */
+export interface PairedLossOutput {
+  loss: tf.Scalar;
+  metrics?: Record<string, tf.Scalar>;
 }
 
 /**
- * Refuses another loss than a method's own for a method whose loss settings
- * live in its strategy section (Barlow Twins' lambda, VICReg's weights).
- * @throws ConfigError (loss.name) naming the method's loss.
+ * A loss of the two views' embeddings, kind 'paired' (Barlow Twins, VICReg):
+ * no negatives, no target, no predictor; both inputs carry gradient.
  */
-export function requireOwnLoss(method: string, own: string, selected: string | undefined): void {
-  if (selected !== undefined && selected !== own) {
-    throw new ConfigError(
-      'loss.name',
-      `'${method}' computes its own loss '${own}', not '${selected}'`,
-      {
-        hint: `remove loss.name (or set it to '${own}'); its settings are under strategy`,
-      },
-    );
-  }
+export interface PairedLoss extends Loss {
+  readonly kind: 'paired';
+  compute(input: PairedLossInput): PairedLossOutput;
+}
+
+/**
+ * Barlow Twins' loss as a 'paired' loss (`barlowTwinsLoss` with `settings`).
+ * @throws ContractError (from compute) when the shapes differ or N < 2.
+ */
+export function barlowTwinsPairedLoss(settings: BarlowTwinsSettings): PairedLoss {
+  return {
+    name: 'barlow-twins',
+    kind: 'paired',
+    compute: ({ z1, z2 }) => ({ loss: barlowTwinsLoss(z1, z2, settings) }),
+  };
+}
+
+/**
+ * VICReg's loss as a 'paired' loss (`vicregLoss` with `weights`); its three
+ * unweighted terms are the metrics invariance_loss, variance_loss, covariance_loss.
+ * @throws ContractError (from compute) when the shapes differ or N < 2.
+ */
+export function vicregPairedLoss(weights: VicRegSettings): PairedLoss {
+  return {
+    name: 'vicreg',
+    kind: 'paired',
+    compute: ({ z1, z2 }) => {
+      const { loss, invariance, variance, covariance } = vicregLoss(z1, z2, weights);
+      return {
+        loss,
+        metrics: {
+          invariance_loss: invariance,
+          variance_loss: variance,
+          covariance_loss: covariance,
+        },
+      };
+    },
+  };
 }

@@ -250,9 +250,9 @@ export const PARITY_METHODS: ParityMethod[] = [
     module: 'barlow_twins',
     plugin: barlowTwinsPlugin,
     settings: (s) => ({
-      strategy: { name: 'barlow-twins', lambda: 0.0051 },
+      strategy: { name: 'barlow-twins' },
       model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headLayers: 3 },
-      loss: {},
+      loss: { lambda: 0.0051 },
     }),
   },
   {
@@ -261,9 +261,9 @@ export const PARITY_METHODS: ParityMethod[] = [
     module: 'vicreg',
     plugin: vicregPlugin,
     settings: (s) => ({
-      strategy: { name: 'vicreg', invariance: 25, variance: 25, covariance: 1 },
+      strategy: { name: 'vicreg' },
       model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headLayers: 3 },
-      loss: {},
+      loss: { invariance: 25, variance: 25, covariance: 1 },
     }),
   },
 ];

@@ -1,19 +1,16 @@
 import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
-  barlowTwinsLoss,
-  bindMethod,
-  collectivesOf,
+  barlowTwinsPairedLoss,
+  defineLoss,
   definePlugin,
   gatherBatch,
+  lossOfKind,
   MethodParts,
-  PairedLoss,
-  requireOwnLoss,
-  Tokens,
-  type BarlowTwinsSettings,
   type Collectives,
   type Encoder,
   type Method,
+  type PairedLoss,
   type Plugin,
   type StepContext,
   type Views,
@@ -21,9 +18,9 @@ import {
 
 export const PLUGIN_NAME = 'barlow-twins';
 
-export const BarlowTwinsConfigSchema = z
+/** The options of the 'barlow-twins' loss (`loss: { name: barlow-twins, lambda: 0.0051 }`). */
+export const BarlowTwinsLossOptionsSchema = z
   .object({
-    name: z.literal(PLUGIN_NAME),
     lambda: z
       .number()
       .nonnegative()
@@ -40,6 +37,18 @@ export const BarlowTwinsConfigSchema = z
       ),
   })
   .strict();
+
+/**
+ * The 'barlow-twins' loss entry, kind 'paired': `barlowTwinsLoss` (core) with
+ * its options lambda and scaleLoss.
+ */
+export const barlowTwinsLossEntry = defineLoss({
+  kind: 'paired',
+  options: BarlowTwinsLossOptionsSchema,
+  create: (_context, { lambda, scaleLoss }) => barlowTwinsPairedLoss({ lambda, scale: scaleLoss }),
+});
+
+export const BarlowTwinsConfigSchema = z.object({ name: z.literal(PLUGIN_NAME) }).strict();
 export type BarlowTwinsConfig = z.infer<typeof BarlowTwinsConfigSchema>;
 
 /**
@@ -57,7 +66,7 @@ export class BarlowTwins extends MethodParts implements Method<undefined> {
 
   constructor(
     private readonly encoder: Encoder,
-    private readonly settings: BarlowTwinsSettings,
+    private readonly loss: PairedLoss,
     private readonly collectives: Collectives,
   ) {
     super({});
@@ -76,7 +85,7 @@ export class BarlowTwins extends MethodParts implements Method<undefined> {
     const z1 = embed(views.x1); // [B, D], B the global batch
     const z2 = embed(views.x2);
     ctx.mark('forward');
-    const loss = barlowTwinsLoss(z1, z2, this.settings);
+    const { loss } = this.loss.compute({ z1, z2 });
     ctx.mark('loss');
     return { loss };
   }
@@ -90,22 +99,9 @@ export function barlowTwinsPlugin(): Plugin<BarlowTwinsConfig> {
     description:
       'Barlow Twins: cross-correlation of the batch-standardised embeddings towards the identity',
     configSchema: BarlowTwinsConfigSchema,
-    loss: { default: PLUGIN_NAME, kind: 'regression' },
-    losses: {
-      [PLUGIN_NAME]: {
-        kind: 'regression',
-        create: () =>
-          new PairedLoss(PLUGIN_NAME, (a, b) => barlowTwinsLoss(a, b, { lambda: 0.0051 })),
-      },
-    },
-    check({ config }) {
-      requireOwnLoss(PLUGIN_NAME, PLUGIN_NAME, config.loss.name);
-    },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const settings = { lambda: config.lambda, scale: config.scaleLoss };
-        return new BarlowTwins(c.resolve(Tokens.Encoder), settings, collectivesOf(c));
-      });
-    },
+    loss: { default: PLUGIN_NAME, kind: 'paired' },
+    losses: { [PLUGIN_NAME]: barlowTwinsLossEntry },
+    build: (ctx) =>
+      new BarlowTwins(ctx.encoder, lossOfKind<PairedLoss>(ctx, ['paired']), ctx.collectives),
   });
 }

@@ -21,16 +21,16 @@ const experiment = (
   loss,
   optim: { batchSize: 32, lr: 0.05 },
 });
-const harness = (strategy: Record<string, unknown> = {}) =>
-  createStepHarness(experiment(strategy), createCatalog([barlowTwinsPlugin()]));
+const harness = (loss: Record<string, unknown> = {}) =>
+  createStepHarness(experiment({}, loss), createCatalog([barlowTwinsPlugin()]));
 
 describe('barlow-twins plugin', () => {
   it('has one encoder, no predictor, no state of its own, its own loss with the paper lambda', () => {
     const h = harness();
     expect(h.method).toBeInstanceOf(BarlowTwins);
-    expect(h.config.loss).toEqual({ name: 'barlow-twins', symmetric: false });
-    expect(barlowTwinsPlugin().configSchema.parse({ name: 'barlow-twins' })).toEqual({
+    expect(h.config.loss).toEqual({
       name: 'barlow-twins',
+      symmetric: false,
       lambda: 0.0051,
       scaleLoss: 1,
     });
@@ -39,7 +39,7 @@ describe('barlow-twins plugin', () => {
     h.dispose();
   });
 
-  it("the step's loss is barlowTwinsLoss of the two views' projections, with the strategy's lambda", () => {
+  it("the step's loss is barlowTwinsLoss of the two views' projections, with the loss's lambda", () => {
     const h = harness({ lambda: 0.3, scaleLoss: 2 });
     const b = h.nextBatch();
     const ctx = { mark: () => undefined, clock: h.clock };
@@ -54,13 +54,12 @@ describe('barlow-twins plugin', () => {
     h.dispose();
   });
 
-  it('refuses another loss (its lambda lives in strategy)', () => {
-    expect(() =>
-      createStepHarness(
-        experiment({}, { name: 'normalized-mse' }),
-        createCatalog([barlowTwinsPlugin()]),
-      ),
-    ).toThrow(ConfigError);
+  it('refuses a loss of another kind, a lambda in strategy, and a misspelt loss option', () => {
+    const build = (strategy: Record<string, unknown>, loss: Record<string, unknown>) => () =>
+      createStepHarness(experiment(strategy, loss), createCatalog([barlowTwinsPlugin()]));
+    expect(build({}, { name: 'normalized-mse' })).toThrow(ConfigError);
+    expect(build({ lambda: 0.3 }, {})).toThrow(ConfigError);
+    expect(build({}, { lamda: 0.3 })).toThrow(/lambda/);
   });
 
   it('trains real steps without leaking tensors; the loss falls', () => {

@@ -2,9 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   bnGroups,
-  bindMethod,
-  collectivesOf,
   contrastiveLoss,
+  defineLoss,
   definePlugin,
   KeyQueue,
   l2Normalize,
@@ -12,7 +11,6 @@ import {
   nearestNeighbours,
   NeighbourInfoNceLoss,
   symmetrize,
-  Tokens,
   type Collectives,
   type ContrastiveLoss,
   type Encoder,
@@ -142,23 +140,26 @@ export function nnclrPlugin(): Plugin<NnclrConfig> {
     description: 'NNCLR: nearest neighbour in a support queue as the positive, InfoNCE, predictor',
     configSchema: NnclrConfigSchema,
     loss: { default: 'nnclr', kind: 'in-batch', temperature: 0.1, symmetric: true },
-    losses: { nnclr: { kind: 'in-batch', create: () => new NeighbourInfoNceLoss() } },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const encoder = c.resolve(Tokens.Encoder);
-        const rng = c.resolve(Tokens.Rng);
-        const predictor = createPredictor(
-          encoder.embedDim,
-          config.predictorHidden,
-          rng.fork(),
-          bnGroups(c),
-        );
-        const support = new KeyQueue(config.queueSize, encoder.embedDim, rng.fork());
-        const { temperature = 0.1, symmetric = true } = c.resolve(Tokens.Config).loss;
-        const loss = contrastiveLoss(c, PLUGIN_NAME);
-        const options = { temperature, symmetric };
-        return new Nnclr(encoder, predictor, support, loss, options, collectivesOf(c));
-      });
+    losses: { nnclr: defineLoss({ kind: 'in-batch', create: () => new NeighbourInfoNceLoss() }) },
+    build(ctx) {
+      const { encoder, options } = ctx;
+      const predictor = createPredictor(
+        encoder.embedDim,
+        options.predictorHidden,
+        ctx.rng.fork(),
+        bnGroups(ctx),
+      );
+      const support = new KeyQueue(options.queueSize, encoder.embedDim, ctx.rng.fork());
+      const { temperature = 0.1, symmetric = true } = ctx.config.loss;
+      const settings = { temperature, symmetric };
+      return new Nnclr(
+        encoder,
+        predictor,
+        support,
+        contrastiveLoss(ctx),
+        settings,
+        ctx.collectives,
+      );
     },
   });
 }

@@ -1,21 +1,18 @@
 import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
-  bindMethod,
-  collectivesOf,
+  defineLoss,
   definePlugin,
   gatherBatch,
+  lossOfKind,
   MethodParts,
-  PairedLoss,
-  requireOwnLoss,
-  Tokens,
-  vicregLoss,
+  vicregPairedLoss,
   type Collectives,
   type Encoder,
   type Method,
+  type PairedLoss,
   type Plugin,
   type StepContext,
-  type VicRegSettings,
   type Views,
 } from '@contrast/core';
 
@@ -24,14 +21,23 @@ export const PLUGIN_NAME = 'vicreg';
 const weight = (value: number, what: string) =>
   z.number().nonnegative().default(value).describe(what);
 
-export const VicRegConfigSchema = z
+/** The options of the 'vicreg' loss (`loss: { name: vicreg, invariance: 25, ... }`). */
+export const VicRegLossOptionsSchema = z
   .object({
-    name: z.literal(PLUGIN_NAME),
     invariance: weight(25, 'lambda: weight of the invariance term, the MSE of the two views (25).'),
     variance: weight(25, 'mu: weight of the variance term, the hinge on each dimension std (25).'),
     covariance: weight(1, 'nu: weight of the covariance term, the off-diagonal squares / D (1).'),
   })
   .strict();
+
+/** The 'vicreg' loss entry, kind 'paired': `vicregLoss` (core) with its three weights. */
+export const vicregLossEntry = defineLoss({
+  kind: 'paired',
+  options: VicRegLossOptionsSchema,
+  create: (_context, weights) => vicregPairedLoss(weights),
+});
+
+export const VicRegConfigSchema = z.object({ name: z.literal(PLUGIN_NAME) }).strict();
 export type VicRegConfig = z.infer<typeof VicRegConfigSchema>;
 
 /**
@@ -49,7 +55,7 @@ export class VicReg extends MethodParts implements Method<undefined> {
 
   constructor(
     private readonly encoder: Encoder,
-    private readonly weights: VicRegSettings,
+    private readonly loss: PairedLoss,
     private readonly collectives: Collectives,
   ) {
     super({});
@@ -68,16 +74,9 @@ export class VicReg extends MethodParts implements Method<undefined> {
     const z1 = embed(views.x1); // [B, D], B the global batch
     const z2 = embed(views.x2);
     ctx.mark('forward');
-    const { loss, invariance, variance, covariance } = vicregLoss(z1, z2, this.weights);
+    const out = this.loss.compute({ z1, z2 });
     ctx.mark('loss');
-    return {
-      loss,
-      metrics: {
-        invariance_loss: invariance,
-        variance_loss: variance,
-        covariance_loss: covariance,
-      },
-    };
+    return out;
   }
 
   afterStep(): void {}
@@ -88,26 +87,9 @@ export function vicregPlugin(): Plugin<VicRegConfig> {
     name: PLUGIN_NAME,
     description: "VICReg: invariance, variance and covariance terms on the two views' embeddings",
     configSchema: VicRegConfigSchema,
-    loss: { default: PLUGIN_NAME, kind: 'regression' },
-    losses: {
-      [PLUGIN_NAME]: {
-        kind: 'regression',
-        create: () =>
-          new PairedLoss(
-            PLUGIN_NAME,
-            (a, b) => vicregLoss(a, b, { invariance: 25, variance: 25, covariance: 1 }).loss,
-          ),
-      },
-    },
-    check({ config }) {
-      requireOwnLoss(PLUGIN_NAME, PLUGIN_NAME, config.loss.name);
-    },
-    register(container, config) {
-      bindMethod(container, (c) => {
-        const { invariance, variance, covariance } = config;
-        const weights = { invariance, variance, covariance };
-        return new VicReg(c.resolve(Tokens.Encoder), weights, collectivesOf(c));
-      });
-    },
+    loss: { default: PLUGIN_NAME, kind: 'paired' },
+    losses: { [PLUGIN_NAME]: vicregLossEntry },
+    build: (ctx) =>
+      new VicReg(ctx.encoder, lossOfKind<PairedLoss>(ctx, ['paired']), ctx.collectives),
   });
 }

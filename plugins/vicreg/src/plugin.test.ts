@@ -21,16 +21,16 @@ const experiment = (
   loss,
   optim: { batchSize: 32, lr: 0.05 },
 });
-const harness = (strategy: Record<string, unknown> = {}) =>
-  createStepHarness(experiment(strategy), createCatalog([vicregPlugin()]));
+const harness = (loss: Record<string, unknown> = {}) =>
+  createStepHarness(experiment({}, loss), createCatalog([vicregPlugin()]));
 
 describe('vicreg plugin', () => {
   it('has one encoder, no state of its own, the paper weights 25 / 25 / 1', () => {
     const h = harness();
     expect(h.method).toBeInstanceOf(VicReg);
-    expect(h.config.loss).toEqual({ name: 'vicreg', symmetric: false });
-    expect(vicregPlugin().configSchema.parse({ name: 'vicreg' })).toEqual({
+    expect(h.config.loss).toEqual({
       name: 'vicreg',
+      symmetric: false,
       invariance: 25,
       variance: 25,
       covariance: 1,
@@ -39,7 +39,7 @@ describe('vicreg plugin', () => {
     h.dispose();
   });
 
-  it("the step's loss is vicregLoss of the projections with the strategy's weights; the terms are logged", () => {
+  it("the step's loss is vicregLoss of the projections with the loss's weights; the terms are logged", () => {
     const weights = { invariance: 2, variance: 3, covariance: 5 };
     const h = harness(weights);
     const b = h.nextBatch();
@@ -61,13 +61,11 @@ describe('vicreg plugin', () => {
     h.dispose();
   });
 
-  it('refuses another loss (its weights live in strategy)', () => {
-    expect(() =>
-      createStepHarness(
-        experiment({}, { name: 'negative-cosine' }),
-        createCatalog([vicregPlugin()]),
-      ),
-    ).toThrow(ConfigError);
+  it('refuses a loss of another kind and weights in strategy', () => {
+    const build = (strategy: Record<string, unknown>, loss: Record<string, unknown>) => () =>
+      createStepHarness(experiment(strategy, loss), createCatalog([vicregPlugin()]));
+    expect(build({}, { name: 'negative-cosine' })).toThrow(ConfigError);
+    expect(build({ invariance: 2 }, {})).toThrow(ConfigError);
   });
 
   it('trains real steps without leaking tensors; the loss falls', () => {
