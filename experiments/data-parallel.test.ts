@@ -45,7 +45,23 @@ interface Case {
   name: string;
   workers: number;
   yaml: string;
+  /** Looser bounds for losses of batch statistics (see PAIRED_BOUNDS). */
+  bounds?: { step1: number; weights: number; bn_statistics: number };
 }
+
+/**
+ * Barlow Twins, VICReg and NNCLR: their losses are functions of the whole batch's
+ * statistics (a D x D cross-correlation or covariance, a standardisation; NNCLR's
+ * nearest neighbours switch on rounding), which amplify the reordered sums more.
+ * Measured (2 workers, 10 steps): step 1 at most 1.0e-4 (the optimizer's slots;
+ * weights <= 1.8e-5), step 10 at most 5.7e-2 in the weights (9.2e-2 in NNCLR's
+ * support set) and 1.8e-1 in the BN statistics; the bounds are about 4x those.
+ * Each worker computing the statistics of its own slice instead moves the weights
+ * by 4.6e-3 .. 7.5e-2 and the optimizer slots by 9e-2 .. 0.47 at step 1; NNCLR's
+ * support set enqueuing only its own rows makes the workers' weights diverge (the
+ * run stops with CONTRAST_DISTRIBUTED).
+ */
+const PAIRED_BOUNDS = { step1: 4e-4, weights: 0.25, bn_statistics: 0.75 };
 
 const base = (batch: number) => `seed: 0
 data: { trainSubset: ${batch * 12}, augmentation: { crop: { scale: [0.2, 1.0] }, jitter: { brightness: 0.4, contrast: 0.4, p: 0.8 } } }
@@ -88,6 +104,24 @@ const CASES: Case[] = [
     name: 'simsiam',
     workers: 2,
     yaml: `${mlpBn}strategy: { name: simsiam, predictorHidden: 8 }\n`,
+  },
+  {
+    name: 'barlow-twins',
+    workers: 2,
+    yaml: `${mlpBn}strategy: { name: barlow-twins }\n`,
+    bounds: PAIRED_BOUNDS,
+  },
+  {
+    name: 'vicreg',
+    workers: 2,
+    yaml: `${mlpBn}strategy: { name: vicreg }\n`,
+    bounds: PAIRED_BOUNDS,
+  },
+  {
+    name: 'nnclr',
+    workers: 2,
+    yaml: `${mlpBn}strategy: { name: nnclr, queueSize: 48, predictorHidden: 32 }\n`,
+    bounds: PAIRED_BOUNDS,
   },
   {
     name: 'momentum-queue, shuffle BN, 3 workers',
@@ -157,12 +191,14 @@ describe('N workers train what one process with bnSplits N trains', () => {
       const first = compare(join(workers, step1), join(one, step1));
       const last = compare(join(workers, 'state', 'final.bin'), join(one, 'state', 'final.bin'));
       console.log(`${c.name}: step 1 ${JSON.stringify(first)}; step 10 ${JSON.stringify(last)}`);
+      const step1Bound = c.bounds?.step1 ?? STEP1_BOUND;
+      const step10 = c.bounds ?? STEP10_BOUND;
       for (const [group, d] of Object.entries(first)) {
-        expect(d, `${c.name}, step 1: ${group}`).toBeLessThanOrEqual(STEP1_BOUND);
+        expect(d, `${c.name}, step 1: ${group}`).toBeLessThanOrEqual(step1Bound);
       }
       for (const [group, d] of Object.entries(last)) {
         if (group === 'optimizer') continue; // its slots are checked at step 1
-        const bound = group === 'bn_statistics' ? STEP10_BOUND.bn_statistics : STEP10_BOUND.weights;
+        const bound = group === 'bn_statistics' ? step10.bn_statistics : step10.weights;
         expect(d, `${c.name}, step 10: ${group}`).toBeLessThanOrEqual(bound);
       }
     },

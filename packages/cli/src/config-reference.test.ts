@@ -27,13 +27,16 @@ describe('docs/configuration.md, generated from the schema', () => {
   });
 
   it('rows carry type, default and source', () => {
+    // strategies share field names (MoCo's and NNCLR's queueSize): the first plugin's row
     const byPath = Object.fromEntries(
       [
         ...configFields(ExperimentSchema),
         ...builtinPlugins().flatMap((p) =>
           configFields(p.configSchema as Parameters<typeof configFields>[0], 'strategy'),
         ),
-      ].map((f) => [f.path, f]),
+      ]
+        .reverse()
+        .map((f) => [f.path, f]),
     );
     expect(byPath['optim.lr']).toMatchObject({ type: 'number > 0', default: '`0.03`' });
     expect(byPath['data.augmentation.jitter.hue']).toMatchObject({

@@ -23,6 +23,9 @@ import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
 import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
 import { byolPlugin } from '@contrast/plugin-byol';
 import { simsiamPlugin } from '@contrast/plugin-simsiam';
+import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
+import { vicregPlugin } from '@contrast/plugin-vicreg';
+import { nnclrPlugin } from '@contrast/plugin-nnclr';
 
 /** The method plugins this build of the command knows without being told. */
 export function builtinPlugins(): Plugin[] {
@@ -33,6 +36,9 @@ export function builtinPlugins(): Plugin[] {
     mocoV3Plugin(),
     byolPlugin(),
     simsiamPlugin(),
+    barlowTwinsPlugin(),
+    vicregPlugin(),
+    nnclrPlugin(),
   ];
 }
 

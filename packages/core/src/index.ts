@@ -26,3 +26,4 @@ export * from './contrastive-method.js';
  */
 export * as tf from '@tensorflow/tfjs';
 export { z } from 'zod';
+export * from './paired-losses.js';

@@ -6,6 +6,8 @@ import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
 import { simsiamPlugin } from '@contrast/plugin-simsiam';
+import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
+import { vicregPlugin } from '@contrast/plugin-vicreg';
 import type { StepHarness } from '@contrast/trainer';
 
 /** Arrays a method draws inside its step (sampled negatives, shuffle permutations), by name. */
@@ -240,6 +242,28 @@ export const PARITY_METHODS: ParityMethod[] = [
       strategy: { name: 'simsiam', predictorHidden: s.predictorHidden },
       model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headLayers: 3, headOutputBn: true },
       loss: {},
+    }),
+  },
+  {
+    // Barlow Twins' 3-layer BN projector, the cross-correlation of the batch-standardised projections
+    name: 'barlow-twins',
+    module: 'barlow_twins',
+    plugin: barlowTwinsPlugin,
+    settings: (s) => ({
+      strategy: { name: 'barlow-twins' },
+      model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headLayers: 3 },
+      loss: { lambda: 0.0051 },
+    }),
+  },
+  {
+    // VICReg's 3-layer BN expander, the paper's weights 25 / 25 / 1
+    name: 'vicreg',
+    module: 'vicreg',
+    plugin: vicregPlugin,
+    settings: (s) => ({
+      strategy: { name: 'vicreg' },
+      model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headLayers: 3 },
+      loss: { invariance: 25, variance: 25, covariance: 1 },
     }),
   },
 ];
