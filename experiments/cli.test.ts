@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { allCommands, cliVersion, createProgram } from '@contrast/cli';
+import { allCommands, builtinPlugins, cliVersion, createProgram } from '@contrast/cli';
 import { FASHION_MNIST_FILES, fashionMnistDir } from '@contrast/data';
 import { freePort, lockRun } from '@contrast/tracking';
 import { BIN, cli, spawnCli } from './cli.js';
@@ -317,6 +317,10 @@ describe('training and its output', () => {
 
 describe('a method from contrast new-method: each error before it trains has its fix', () => {
   it('not built, then built but not loaded: the exact build command, then the exact --plugin', async () => {
+    const known = builtinPlugins()
+      .map((p) => p.name)
+      .sort()
+      .join(', ');
     const cwd = mkdtempSync(join(tmpdir(), 'contrast-new-method-'));
     writeFileSync(join(cwd, 'exp.yaml'), TINY.replace('momentum-queue', 'sg-x'));
     const made = spawnCli(['new-method', 'sg-x'], { cwd });
@@ -332,7 +336,7 @@ describe('a method from contrast new-method: each error before it trains has its
       return r.stderr();
     };
     expect(await train()).toMatch(
-      `unknown strategy 'sg-x'. Known: byol, end-to-end, memory-bank, moco-v3, momentum-queue, simsiam\n  fix: build the plugin (${build}), then add --plugin ./plugins/sg-x\n`,
+      `unknown strategy 'sg-x'. Known: ${known}\n  fix: build the plugin (${build}), then add --plugin ./plugins/sg-x\n`,
     );
     expect(await train('--plugin', './plugins/sg-x')).toContain(
       `[plugin ./plugins/sg-x] ${plugin} is not built: its entry ${join(plugin, 'dist', 'index.js')} does not exist\n  fix: build it (${build}), then run the command again\n`,
@@ -340,7 +344,7 @@ describe('a method from contrast new-method: each error before it trains has its
     mkdirSync(join(plugin, 'dist'));
     writeFileSync(join(plugin, 'dist', 'index.js'), 'export default null;\n'); // as if built
     expect(await train()).toContain(
-      "unknown strategy 'sg-x'. Known: byol, end-to-end, memory-bank, moco-v3, momentum-queue, simsiam\n  fix: add --plugin ./plugins/sg-x (or list it under plugins: in the experiment)\n",
+      `unknown strategy 'sg-x'. Known: ${known}\n  fix: add --plugin ./plugins/sg-x (or list it under plugins: in the experiment)\n`,
     );
   }, 60_000);
 });

@@ -85,7 +85,13 @@ describe('bad input through the CLI: coded error, non-zero exit, no run director
     [
       'unknown strategy',
       ['--set', 'strategy.name=momentum-queu'],
-      /CONTRAST_UNKNOWN_NAME.*Known: byol, end-to-end, memory-bank, moco-v3, momentum-queue, simsiam.*did you mean 'momentum-queue'/s,
+      new RegExp(
+        `CONTRAST_UNKNOWN_NAME.*Known: ${builtinPlugins()
+          .map((p) => p.name)
+          .sort()
+          .join(', ')}.*did you mean 'momentum-queue'`,
+        's',
+      ),
     ],
     [
       'unknown encoder',

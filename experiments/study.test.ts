@@ -152,14 +152,14 @@ describe('running a study', () => {
     writeStudy(dir);
     writeFileSync(
       join(dir, 'loss.yaml'),
-      'name: loss\nbase: base.yaml\naxis: loss.lambda\ngrid:\n  loss.lambda: [0.005]\n',
+      'name: loss\nbase: base.yaml\naxis: loss.gamma\ngrid:\n  loss.gamma: [0.005]\n',
     );
     const e = await runStudy(join(dir, 'loss.yaml'), createCatalog(builtinPlugins()), {
       out: join(dir, 'loss-out'),
       progress: false,
       log: () => {},
     }).catch((x: unknown) => x);
-    expect((e as Error).message).toMatch(/loss\.lambda.*is not a field of loss 'infonce'/);
+    expect((e as Error).message).toMatch(/loss\.gamma.*is not a field of loss 'infonce'/);
     expect(existsSync(join(dir, 'loss-out', 'runs'))).toBe(false);
   });
 });
