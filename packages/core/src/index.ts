@@ -17,6 +17,7 @@ export * from './plugin.js';
 export * from './compose.js';
 export * from './key-encoders.js';
 export * from './losses.js';
+export * from './paired-method.js';
 export * from './bank.js';
 export * from './sources.js';
 export * from './contrastive-method.js';

@@ -1,19 +1,15 @@
-import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   barlowTwinsPairedLoss,
   defineLoss,
   definePlugin,
-  gatherBatch,
   lossOfKind,
-  MethodParts,
+  PairedMethod,
   type Collectives,
   type Encoder,
   type Method,
   type PairedLoss,
   type Plugin,
-  type StepContext,
-  type Views,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'barlow-twins';
@@ -60,37 +56,10 @@ export type BarlowTwinsConfig = z.infer<typeof BarlowTwinsConfigSchema>;
  * code's SyncBatchNorm and all_reduce of C): every worker's embeddings are
  * gathered with gradient and each worker computes the loss of the whole batch.
  */
-export class BarlowTwins extends MethodParts implements Method<undefined> {
-  readonly name = PLUGIN_NAME;
-  readonly phases = { prepare: [], objective: ['forward', 'loss'], afterStep: [] };
-
-  constructor(
-    private readonly encoder: Encoder,
-    private readonly loss: PairedLoss,
-    private readonly collectives: Collectives,
-  ) {
-    super({});
+export class BarlowTwins extends PairedMethod {
+  constructor(encoder: Encoder, loss: PairedLoss, collectives: Collectives) {
+    super(PLUGIN_NAME, encoder, loss, collectives);
   }
-
-  parameterGroups() {
-    return [{ params: this.encoder.parameters() }];
-  }
-
-  prepare(): undefined {
-    return undefined;
-  }
-
-  objective(views: Views, _prepared: undefined, ctx: StepContext) {
-    const embed = (x: tf.Tensor4D) => gatherBatch(this.collectives, this.encoder.project(x, true));
-    const z1 = embed(views.x1); // [B, D], B the global batch
-    const z2 = embed(views.x2);
-    ctx.mark('forward');
-    const { loss } = this.loss.compute({ z1, z2 });
-    ctx.mark('loss');
-    return { loss };
-  }
-
-  afterStep(): void {}
 }
 
 export function barlowTwinsPlugin(): Plugin<BarlowTwinsConfig> {

@@ -1,19 +1,15 @@
-import type * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   defineLoss,
   definePlugin,
-  gatherBatch,
   lossOfKind,
-  MethodParts,
+  PairedMethod,
   vicregPairedLoss,
   type Collectives,
   type Encoder,
   type Method,
   type PairedLoss,
   type Plugin,
-  type StepContext,
-  type Views,
 } from '@contrast/core';
 
 export const PLUGIN_NAME = 'vicreg';
@@ -49,37 +45,10 @@ export type VicRegConfig = z.infer<typeof VicRegConfigSchema>;
  * with gradient (its FullGatherLayer) and the variance and covariance are the
  * global batch's; each worker computes the loss of the whole batch.
  */
-export class VicReg extends MethodParts implements Method<undefined> {
-  readonly name = PLUGIN_NAME;
-  readonly phases = { prepare: [], objective: ['forward', 'loss'], afterStep: [] };
-
-  constructor(
-    private readonly encoder: Encoder,
-    private readonly loss: PairedLoss,
-    private readonly collectives: Collectives,
-  ) {
-    super({});
+export class VicReg extends PairedMethod {
+  constructor(encoder: Encoder, loss: PairedLoss, collectives: Collectives) {
+    super(PLUGIN_NAME, encoder, loss, collectives);
   }
-
-  parameterGroups() {
-    return [{ params: this.encoder.parameters() }];
-  }
-
-  prepare(): undefined {
-    return undefined;
-  }
-
-  objective(views: Views, _prepared: undefined, ctx: StepContext) {
-    const embed = (x: tf.Tensor4D) => gatherBatch(this.collectives, this.encoder.project(x, true));
-    const z1 = embed(views.x1); // [B, D], B the global batch
-    const z2 = embed(views.x2);
-    ctx.mark('forward');
-    const out = this.loss.compute({ z1, z2 });
-    ctx.mark('loss');
-    return out;
-  }
-
-  afterStep(): void {}
 }
 
 export function vicregPlugin(): Plugin<VicRegConfig> {
