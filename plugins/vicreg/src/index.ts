@@ -7,7 +7,6 @@ import {
   vicregPairedLoss,
   type Collectives,
   type Encoder,
-  type Method,
   type PairedLoss,
   type Plugin,
 } from '@contrast/core';
