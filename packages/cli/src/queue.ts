@@ -170,15 +170,14 @@ async function waitForJobs(
       throw new StudyRunStopped(undefined);
     }
     for (const id of [...pending]) {
-      const job = await queue.getJob(jobId(id));
-      const state = job ? await job.getState() : 'missing';
-      if (state === 'completed' && job) {
+      const end = await finishedJob(queue, id);
+      if (end?.state === 'completed') {
         if (!readResults(outDir).some((r) => r.id === id)) {
-          appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(job.returnvalue)}\n`);
+          appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(end.result)}\n`);
         }
         pending.delete(id);
-      } else if (state === 'failed' && job) {
-        failed.push({ id, reason: job.failedReason });
+      } else if (end?.state === 'failed') {
+        failed.push({ id, reason: end.reason });
         pending.delete(id);
       }
     }
@@ -189,6 +188,27 @@ async function waitForJobs(
     if (pending.size > 0) await new Promise((r) => setTimeout(r, 500));
   }
   return failed;
+}
+
+/**
+ * How a configuration's job ended: its result once completed, its reason once
+ * failed after its retries; undefined while it is waiting, delayed or active.
+ * The job is read again after its state: a job read while active and completed
+ * before `getState` still carries the active job's `returnvalue` (null), which
+ * must not become a line of results.jsonl.
+ */
+export async function finishedJob(
+  queue: Pick<Queue<StudyJobData, StudyResult>, 'getJob'>,
+  runId: string,
+): Promise<
+  { state: 'completed'; result: StudyResult } | { state: 'failed'; reason: string } | undefined
+> {
+  const state = await (await queue.getJob(jobId(runId)))?.getState();
+  if (state !== 'completed' && state !== 'failed') return undefined;
+  const job = await queue.getJob(jobId(runId));
+  if (!job) return undefined;
+  if (state === 'failed') return { state, reason: job.failedReason };
+  return job.returnvalue ? { state, result: job.returnvalue } : undefined;
 }
 
 /**
