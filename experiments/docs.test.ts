@@ -102,7 +102,7 @@ describe('docs/adding-a-method.md runs as written', () => {
     );
   });
 
-  it('a multi-crop method outside the repository (2 global + 4 local crops) trains through the real command', () => {
+  it('a multi-crop method outside the repository (2 global + 4 local crops of 12 px, its own loss with an option) trains through the real command', () => {
     const before = execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' });
     const dir = mkdtempSync(join(tmpdir(), 'contrast-multi-crop-'));
     writeFileSync(join(dir, 'multi-crop.mjs'), files['multi-crop.mjs']!);
@@ -119,6 +119,7 @@ describe('docs/adding-a-method.md runs as written', () => {
     expect(summary.status).toBe('finished');
     expect(summary.knn.trained).toBeGreaterThan(0.3);
     expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(/name: local\n\s+count: 4/);
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toMatch(/localWeight: 0.5/);
     expect(execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' })).toBe(
       before,
     );
