@@ -102,6 +102,27 @@ describe('docs/adding-a-method.md runs as written', () => {
     );
   });
 
+  it('a plugin given by --plugin is recorded with the run: evaluating it again needs no flag', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-outside-flag-'));
+    writeFileSync(join(dir, 'sg-queue.mjs'), files['sg-queue.mjs']!);
+    const yaml = files['sg-queue.yaml']!.replace(/^plugins:.*\n/m, '');
+    expect(yaml).not.toMatch(/plugins/);
+    writeFileSync(join(dir, 'sg-queue.yaml'), yaml);
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [join(repo, 'packages/cli/dist/bin.js'), ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, MLFLOW_TRACKING_URI: '' },
+      });
+    const r = cli('train', 'sg-queue.yaml', '--plugin', './sg-queue.mjs', '--quiet');
+    expect(r.status, r.stderr).toBe(0);
+    const run = resolve(dir, /run stored in (\S+)/.exec(r.stdout)![1]!);
+    expect(readFileSync(join(run, 'config.yaml'), 'utf8')).toContain(join(dir, 'sg-queue.mjs'));
+    const knn = cli('eval', 'knn', run, '--bank', '2048', '--test', '1000', '--quiet');
+    expect(knn.status, knn.stderr).toBe(0);
+    expect(knn.stderr).not.toMatch(/unknown strategy/);
+  });
+
   it('a multi-crop method outside the repository (2 global + 4 local crops of 12 px, its own loss with an option) trains through the real command', () => {
     const before = execFileSync('git', ['status', '--porcelain'], { cwd: repo, encoding: 'utf8' });
     const dir = mkdtempSync(join(tmpdir(), 'contrast-multi-crop-'));

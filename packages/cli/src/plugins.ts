@@ -166,6 +166,25 @@ export async function loadPlugins(
 }
 
 /**
+ * The experiment's `plugins:` followed by the `--plugin` flags it was not already
+ * given, path flags made absolute against `cwd`, so the run's config.yaml names
+ * every plugin it trained with and `--resume`, `contrast eval` and `contrast export`
+ * of the run load them without the flags. Package names stay as given.
+ */
+export function withPluginFlags(
+  plugins: readonly string[],
+  flags: readonly string[],
+  cwd = process.cwd(),
+): string[] {
+  const out = [...plugins];
+  for (const spec of flags) {
+    const named = isPath(spec) ? resolve(cwd, spec) : spec;
+    if (!out.includes(named)) out.push(named);
+  }
+  return out;
+}
+
+/**
  * The catalog of an experiment: the built-in plugins plus the ones it names (and
  * `extra`, the `--plugin` flags).
  * @throws UnknownNameError when no plugin defines the experiment's method, with the `--plugin` to add.

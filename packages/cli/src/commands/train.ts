@@ -51,7 +51,7 @@ export function registerTrain(program: Command, ctx: CliContext): void {
     .addOption(setOption())
     .option(
       '--plugin <package-or-path>',
-      'also load this method plugin (repeatable; as the config’s plugins list)',
+      'also load this plugin (repeatable; as the config’s plugins list, and recorded with the run)',
       collect,
       [] as string[],
     )
@@ -102,9 +102,12 @@ async function train(
   }
   const out = new Output(flags);
   const { loadExperiment } = await import('@contrast/core');
-  const config = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set, {
+  const loaded = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set, {
     note: (line) => out.info(line),
   });
+  const { withPluginFlags } = await import('../plugins.js');
+  // recorded with the run, so resuming, evaluating and exporting it need no --plugin
+  const config = { ...loaded, plugins: withPluginFlags(loaded.plugins, flags.plugin) };
   if (flags.workers !== undefined && flags.workers > 1) return launch(argv, flags, out);
   const [{ initBackend }, trainer, { catalogFor }] = await Promise.all([
     import('@contrast/backend'),
@@ -113,7 +116,7 @@ async function train(
   ]);
   const joinGroup = await clusterJoin(config, flags);
   await initBackend();
-  const catalog = await catalogFor(config, flags.plugin);
+  const catalog = await catalogFor(config);
   const collectives = await joinGroup?.();
   if (collectives && collectives.rank > 0)
     return trainWorker(config, catalog, collectives, flags, out);
