@@ -105,14 +105,13 @@ async function train(
   const loaded = loadExperiment(file ?? join(flags.resume!, 'config.yaml'), flags.set, {
     note: (line) => out.info(line),
   });
-  const { withPluginFlags } = await import('../plugins.js');
+  if (flags.workers !== undefined && flags.workers > 1) return launch(argv, flags, out);
+  const { withPluginFlags, catalogFor } = await import('../plugins.js');
   // recorded with the run, so resuming, evaluating and exporting it need no --plugin
   const config = { ...loaded, plugins: withPluginFlags(loaded.plugins, flags.plugin) };
-  if (flags.workers !== undefined && flags.workers > 1) return launch(argv, flags, out);
-  const [{ initBackend }, trainer, { catalogFor }] = await Promise.all([
+  const [{ initBackend }, trainer] = await Promise.all([
     import('@contrast/backend'),
     import('@contrast/trainer'),
-    import('../plugins.js'),
   ]);
   const joinGroup = await clusterJoin(config, flags);
   await initBackend();
