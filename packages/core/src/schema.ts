@@ -205,7 +205,7 @@ export const OptimSchema = z.object({
     .enum(['all', 'no-norm-bias'])
     .default('all')
     .describe(
-      "Which parameters are decayed: 'all', or 'no-norm-bias': none of rank 1 (biases, norms' gamma and beta), as DINO, MoCo v3's ViT and timm do. Group options override it.",
+      "Which parameters are decayed: 'all', or 'no-norm-bias': none of rank 1 (biases, norms' gamma and beta), as DINO and timm do (MoCo v3's main_moco.py decays every parameter). Group options override it.",
     ),
   schedule: z
     .enum(['cosine', 'constant', 'step'])

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nets import Encoder, PredictorEncoder, load_state
+from nets import PredictorEncoder, load_state, make_encoder
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
@@ -114,13 +114,15 @@ def load_weights(directory):
 
 def encoder(ctx, weights_dir, trainable=True):
     """An Encoder of the manifest's model with the exported weights, in training mode."""
-    enc = use_split_bn(Encoder(ctx["model"], ctx["channels"]), ctx["model"].get("bnSplits", 1))
+    model = make_encoder(ctx["model"], ctx["channels"], ctx.get("imageSize", 28))
+    enc = use_split_bn(model, ctx["model"].get("bnSplits", 1))
     state = load_weights(weights_dir)
     if any(k.startswith("predictor.") for k in state):
         enc = PredictorEncoder(enc, ctx["strategy"]["predictorHidden"])
     load_encoder_state(enc, state)
     enc.train()
-    enc.requires_grad_(trainable)
+    if not trainable:
+        enc.requires_grad_(False)
     return enc
 
 
@@ -150,6 +152,24 @@ def exported_name(name):
     return name[len("base.") :] if name.startswith("base.") else name
 
 
+def scheduled_lr(ctx, i):
+    """Step i's lr, written from the documented schedule (not read from Contrast): a linear
+    warm-up (i + 1) / W x lr over the first W = round(warmupEpochs x steps per epoch) steps,
+    then 'cosine' (half-cycle from lr to 0 over the remaining steps, MoCo v2), 'constant' or
+    'step' (x0.1 at each milestone epoch, MoCo v1)."""
+    o, total = ctx["optim"], ctx["totalSteps"]
+    per_epoch = ctx["stepsPerEpoch"]
+    warmup = min(total, round(o.get("warmupEpochs", 0) * per_epoch))
+    if i < warmup:
+        return o["lr"] * (i + 1) / warmup
+    schedule = o.get("schedule", "cosine")
+    if schedule == "step":
+        return o["lr"] * 0.1 ** sum(1 for m in o.get("milestones", []) if i / per_epoch >= m)
+    if schedule == "constant" or total - warmup <= 0:
+        return o["lr"]
+    return o["lr"] * 0.5 * (1 + math.cos(math.pi * min(i - warmup, total - warmup) / (total - warmup)))
+
+
 def set_lr(ctx, opt, lr):
     """Step i's lr on every parameter group of `sgd`'s optimizer; a `fix_lr` group keeps the base lr."""
     for group in opt.param_groups:
@@ -173,3 +193,43 @@ def sgd(ctx, module):
         momentum=o["momentum"],
         weight_decay=o["weightDecay"],
     )
+
+
+def no_decay(name, p):
+    """DINO's get_params_groups rule (timm's param_groups_weight_decay alike): biases and
+    every rank-1 tensor (norms' weight and bias) are not regularised."""
+    return name.endswith(".bias") or p.ndim <= 1
+
+
+def adamw(ctx, module):
+    """torch.optim.AdamW (betas, eps of the manifest) over the parameters of `module` that
+    require a gradient (MoCo v3's frozen patch projection and fixed position embedding
+    are left out, so never updated), with weight decay on every one (`decay: all`, as
+    MoCo v3's main_moco.py) or, with `decay: no-norm-bias`, a second group at weight decay 0
+    for biases and norms (`no_decay`); Contrast's fixed-lr parameters in groups marked `fix_lr`."""
+    o = ctx["optim"]
+    fixed = set(ctx.get("fixedLr", []))
+    named = [(exported_name(n), p) for n, p in module.named_parameters() if p.requires_grad]
+    groups = []
+    for fix in (False, True):
+        for decayed in (True, False):
+            params = [
+                p
+                for n, p in named
+                if (n in fixed) == fix and (o["decay"] == "all" or not no_decay(n, p)) == decayed
+            ]
+            wd = o["weightDecay"] if decayed else 0.0
+            groups.append({"params": params, "fix_lr": fix, "weight_decay": wd})
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"]
+    )
+
+
+def optimizer(ctx, module):
+    """The manifest's optimizer over `module`: `sgd` (SGD and the step parity's use of it) or `adamw`."""
+    name = ctx["optim"].get("optimizer", "sgd")
+    if name == "sgd":
+        return sgd(ctx, module)
+    if name == "adamw":
+        return adamw(ctx, module)
+    raise SystemExit(f"step parity: no PyTorch port of optimizer '{name}' (ports: sgd, adamw)")

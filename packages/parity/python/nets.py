@@ -10,12 +10,16 @@ BatchNorm1d, ReLU, ..., Linear[, BatchNorm1d(affine=False)]) (BYOL's projector;
 SimSiam's with 3 layers and the affine-free output BN); the predictor of MoCo
 v3, BYOL and SimSiam as Sequential(Linear, BatchNorm1d, ReLU, Linear).
 Initialisation as torchvision's ResNet: kaiming_normal_(fan_out, relu) convs,
-BN weight 1 / bias 0, nn.Linear's default.
+BN weight 1 / bias 0, nn.Linear's default. The ViT is timm's VisionTransformer
+itself (`VitEncoder`), with the projection head `fc` beside it.
 """
+
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 
 
 def conv(cin, cout, k, stride, pad):
@@ -123,6 +127,50 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         return F.normalize(self.fc(self.features(x)), dim=1)
+
+
+VIT_PRESETS = {"vit": (192, 12, 3), "vit-tiny": (192, 12, 3), "vit-small": (384, 12, 6)}
+
+
+class VitEncoder(VisionTransformer):
+    """timm's VisionTransformer (class-token pooling, no classifier: `features` is the
+    normalised class token) with the projection head `fc`, so its state_dict names are
+    timm's plus `fc.*`. MoCo v3's init keeps the sin-cos position embedding fixed
+    (vits.py: pos_embed.requires_grad = False); its values come from Contrast's export."""
+
+    def __init__(self, model, channels, image_size):
+        dim, depth, heads = VIT_PRESETS[model["encoder"]]
+        super().__init__(
+            img_size=image_size,
+            patch_size=model.get("patchSize", 16),
+            in_chans=channels,
+            num_classes=0,
+            global_pool="token",
+            embed_dim=model.get("embedDim", dim),
+            depth=model.get("depth", depth),
+            num_heads=model.get("heads", heads),
+            mlp_ratio=model.get("mlpRatio", 4.0),
+            qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        )
+        self.kind = model["encoder"]
+        self.feature_dim = self.embed_dim
+        self.fc = head(model, self.embed_dim)
+        if model.get("init") == "moco-v3":
+            self.pos_embed.requires_grad = False
+
+    def features(self, x):
+        return super().forward(x)
+
+    def forward(self, x):
+        return F.normalize(self.fc(self.features(x)), dim=1)
+
+
+def make_encoder(model, channels, image_size):
+    """The manifest's encoder: timm's ViT for `vit*`, else the ResNet / ConvNet `Encoder`."""
+    if model["encoder"].startswith("vit"):
+        return VitEncoder(model, channels, image_size)
+    return Encoder(model, channels)
 
 
 def mlp(widths, bn, output_bn=False):

@@ -3,7 +3,8 @@
 Usage: python step.py DIR [float32|float64] [free|synced]
 
 DIR holds what Contrast exported (see packages/parity/src/step.ts):
-manifest.json (method, model, optimiser, temperature, per-step learning rates,
+manifest.json (method, model, optimiser, temperature, the schedule's sizes (the port
+computes each step's lr itself, `scheduled_lr`; Contrast's are listed as `lrs`),
 parameter groups and `fixedLr`, the parameters kept at the unscheduled lr, the
 BN buffers to report), weights/ and key/ (one `<torch
 name>.npy` per tensor, torchvision layouts), queue.npy or bank.npy, and per step
@@ -16,11 +17,12 @@ inputs and go to torch64/: the reference that shows how far float32 rounding
 alone moves a trajectory.
 
 With `synced`, every step starts from Contrast's own state before that step
-(DIR/state-NNN/: weights/, key/, opt/ (SGD momentum buffers), queue.npy or
-bank.npy, written by `runContrastSide` with `sync`), so each step is compared
+(DIR/state-NNN/: weights/, key/, opt/ (SGD momentum buffers) or adam/ (AdamW's
+moments and step counts), queue.npy or bank.npy, written by `runContrastSide` with
+`sync`), so each step is compared
 alone, without the drift a trajectory accumulates; the records go to
 torch-synced/ or torch64-synced/. They also hold `updates`: Contrast's optimizer
-step and EMA checked op by op. PyTorch's torch.optim.SGD applies Contrast's own
+step and EMA checked op by op. PyTorch's torch.optim.SGD (AdamW) applies Contrast's own
 gradient of the step (DIR/grad-NNN/) to Contrast's state, and the method's EMA
 (`follow`) moves Contrast's key / target towards Contrast's updated online
 network; each result is compared with Contrast's state after the step, as a
@@ -38,7 +40,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import exported_name, load_encoder_state, load_weights, set_lr, sgd  # noqa: E402
+from common import (  # noqa: E402
+    exported_name,
+    load_encoder_state,
+    load_weights,
+    optimizer,
+    scheduled_lr,
+    set_lr,
+)
 
 
 class Inputs:
@@ -82,7 +91,7 @@ def to_double(st):
             v.double()
         elif isinstance(v, torch.Tensor) and v.is_floating_point():
             st[k] = v.double()
-    st["opt"] = sgd(st["ctx"], st["query"])
+    st["opt"] = optimizer(st["ctx"], st["query"])
 
 
 def load_encoder_state_from(module, directory):
@@ -91,7 +100,7 @@ def load_encoder_state_from(module, directory):
 
 
 def load_synced(ctx, st, inputs, i):
-    """Contrast's whole state before step i: networks, momentum buffers, queue or bank."""
+    """Contrast's whole state before step i: networks, optimizer state, queue or bank."""
     d = inputs.path(f"state-{i:03d}")
     with torch.no_grad():
         load_encoder_state_from(st["query"], os.path.join(d, "weights"))
@@ -99,9 +108,30 @@ def load_synced(ctx, st, inputs, i):
             load_encoder_state_from(st["key"], os.path.join(d, "key"))
         if ctx["state"]:
             st[ctx["state"]].copy_(torch.from_numpy(np.load(os.path.join(d, f"{ctx['state']}.npy"))))
+        if ctx["optim"].get("optimizer", "sgd") == "adamw":
+            load_adamw_state(st, d)
+            return
         buffers = load_weights(os.path.join(d, "opt"))
         for name, p in st["query"].named_parameters():
             st["opt"].state[p]["momentum_buffer"] = torch.from_numpy(buffers[exported_name(name)]).to(p.dtype)
+
+
+def load_adamw_state(st, d):
+    """torch.optim.AdamW's state of every parameter it updates from Contrast's (adam/: the
+    moments exp_avg, exp_avg_sq and the per-parameter step count, a float32 tensor as torch keeps it)."""
+    m = load_weights(os.path.join(d, "adam", "exp_avg"))
+    v = load_weights(os.path.join(d, "adam", "exp_avg_sq"))
+    with open(os.path.join(d, "adam", "step.json")) as f:
+        steps = json.load(f)
+    for name, p in st["query"].named_parameters():
+        if not p.requires_grad:
+            continue
+        n = exported_name(name)
+        st["opt"].state[p] = {
+            "step": torch.tensor(float(steps[n]), dtype=torch.float32),
+            "exp_avg": torch.from_numpy(m[n]).to(p.dtype),
+            "exp_avg_sq": torch.from_numpy(v[n]).to(p.dtype),
+        }
 
 
 def parameters(module):
@@ -130,8 +160,8 @@ def isolated_updates(ctx, st, inputs, method, i, lr):
     grads = load_weights(inputs.path(f"grad-{i:03d}"))
     load_synced(ctx, st, inputs, i)
     params = parameters(st["query"])
-    for name, p in params.items():
-        p.grad = torch.from_numpy(grads[name]).to(p.dtype)
+    for name, p in params.items():  # a parameter without a gradient is not updated (frozen, fixed)
+        p.grad = torch.from_numpy(grads[name]).to(p.dtype) if p.requires_grad else None
     set_lr(ctx, st["opt"], lr)
     st["opt"].step()
     torch_update = {"update": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
@@ -180,7 +210,8 @@ def main(directory, dtype="float32", mode="free"):
     out_dir = inputs.path(("torch" if dtype == "float32" else "torch64") + ("-synced" if synced else ""))
     os.makedirs(out_dir, exist_ok=True)
     records = []
-    for i, lr in enumerate(ctx["lrs"]):
+    # the port's own schedule; Contrast's lrs (ctx["lrs"]) are not read
+    for i, lr in enumerate(scheduled_lr(ctx, i) for i in range(ctx["totalSteps"])):
         b = inputs.batch(i)
         if dtype == "float64":
             b = {k: v.double() if v.is_floating_point() else v for k, v in b.items()}

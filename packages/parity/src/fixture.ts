@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '@contrast/core';
 import type { StepRecord } from './record.js';
 import type { StepParityOptions } from './step.js';
@@ -18,15 +18,26 @@ const plain = (r: StepRecord) => ({
   ...(r.state ? { state: Array.from(r.state, round) } : {}),
 });
 
-/** Writes the fixture (8 significant digits: float32 needs fewer than 8). */
+/**
+ * Writes the fixture (8 significant digits: float32 needs fewer than 8). A fixture
+ * already at `path` with the same options keeps its other methods' entries as they
+ * are, so one method's entry is regenerated alone (`pnpm parity step --tiny --methods X --fixture F`).
+ */
 export function writeStepFixture(
   path: string,
   o: StepParityOptions,
   results: MethodResult[],
 ): void {
-  const methods = Object.fromEntries(
-    results.map((r) => [r.method, { torch: r.torch.map(plain), torch64: r.torch64.map(plain) }]),
-  );
+  const old = existsSync(path)
+    ? (JSON.parse(readFileSync(path, 'utf8')) as { options: unknown; methods: object })
+    : undefined;
+  const kept = old && JSON.stringify(old.options) === JSON.stringify(o) ? old.methods : {};
+  const methods = {
+    ...kept,
+    ...Object.fromEntries(
+      results.map((r) => [r.method, { torch: r.torch.map(plain), torch64: r.torch64.map(plain) }]),
+    ),
+  };
   writeFileAtomic(path, `${JSON.stringify({ options: o, methods })}\n`);
 }
 

@@ -266,6 +266,38 @@ export const PARITY_METHODS: ParityMethod[] = [
       loss: { invariance: 25, variance: 25, covariance: 1 },
     }),
   },
+  {
+    // MoCo v3's ViT recipe on a tiny ViT (patch 7, 2 blocks of 32, MoCo v3's init: fixed
+    // sin-cos positions): its 3-layer BN projector, AdamW with no decay on norms and
+    // biases, a linear warm-up over a quarter epoch, the random patch projection frozen
+    name: 'moco-v3 (ViT, AdamW)',
+    module: 'moco_v3',
+    plugin: mocoV3Plugin,
+    settings: (s) => ({
+      strategy: { name: 'moco-v3', momentum: 0.99, predictorHidden: s.predictorHidden },
+      model: {
+        encoder: 'vit',
+        patchSize: 7,
+        embedDim: 32,
+        depth: 2,
+        heads: 2,
+        init: 'moco-v3',
+        head: 'mlp-bn',
+        hiddenDim: s.projectorHidden,
+        headLayers: 3,
+        headOutputBn: true,
+      },
+      loss: { temperature: 0.2, symmetric: true },
+      optim: {
+        optimizer: 'adamw',
+        lr: 1e-3,
+        weightDecay: 0.1,
+        decay: 'no-norm-bias',
+        warmupEpochs: 0.25,
+        groups: [{ match: 'patch_embed', frozen: true }],
+      },
+    }),
+  },
 ];
 
 /** The plugins of the methods whose parity is checked, once each. */

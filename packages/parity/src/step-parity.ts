@@ -152,7 +152,11 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
       `Fashion-MNIST views (first ${o.trainSubset} images), queue ${o.size.queue}, bank draws ` +
       `${o.size.negatives}, predictor hidden ${o.size.predictorHidden}, BN projector hidden ` +
       `${o.size.projectorHidden} (BYOL, SimSiam), SGD lr 0.03 cosine over the steps (SimSiam's ` +
-      'predictor: fixed), momentum 0.9, wd 5e-4. Both sides start ' +
+      'predictor: fixed), momentum 0.9, wd 5e-4; moco-v3 (ViT, AdamW) instead runs MoCo v3\'s ViT ' +
+      'recipe on a tiny ViT of its own (patch 7, 2 blocks of width 32, MoCo v3\'s init with the fixed ' +
+      'sin-cos positions; 3-layer BN projector): AdamW lr 1e-3, wd 0.1 without decay for norms and ' +
+      'biases, a linear warm-up over a quarter epoch, the patch projection frozen (PyTorch: timm\'s ' +
+      'VisionTransformer, torch.optim.AdamW with its own groups and schedule). Both sides start ' +
       "from Contrast's weights and queue / bank and train on Contrast's augmented batches (and its " +
       'sampled negatives and shuffle permutations). PyTorch also runs the steps in float64 from the same ' +
       'float32 inputs: its distance from PyTorch float32 is the float32 noise floor.',
@@ -160,11 +164,11 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
     `### Synced steps: each of the ${o.steps} steps from Contrast's state before it`,
     '',
     "Before every step PyTorch loads Contrast's state (online and key / target networks with " +
-      'their BN buffers, SGD momentum buffers, queue or bank; the port keeps its own queue pointer and ' +
+      'their BN buffers, SGD momentum buffers or AdamW moments and step counts, queue or bank; the port keeps its own queue pointer and ' +
       'NCE constant, which advance and are estimated the same way), so each step is compared alone, free of ' +
       "the drift a trajectory accumulates. Compared per step: the loss, each parameter group's gradient " +
       'norm, the BN running statistics and the queue / bank after the step; and, each in isolation on ' +
-      "Contrast's own inputs, the optimizer step (torch.optim.SGD applied to Contrast's gradient and " +
+      "Contrast's own inputs, the optimizer step (torch.optim.SGD / AdamW applied to Contrast's gradient and " +
       "state: 'update') and the EMA of the key / target (the PyTorch port's, towards Contrast's updated " +
       "network: 'EMA update'), as relative differences of the update. Relative differences are max " +
       '|a - b| / max |b|, the largest over all steps: Contrast vs PyTorch, and in brackets the float32 ' +

@@ -1,8 +1,16 @@
+import * as tf from '@tensorflow/tfjs';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import {
+  defineOptimizer,
+  z,
+  type Optimizer,
+  type ParameterStep,
+  type Plugin,
+} from '@contrast/core';
 import { compareSteps, FLOOR, type Quantity } from './compare.js';
 import { readStepFixture } from './fixture.js';
 import { PARITY_METHODS, parityPlugins, type ParityMethod } from './methods.js';
@@ -18,8 +26,64 @@ const fixture = readStepFixture(
 const work = mkdtempSync(join(tmpdir(), 'contrast-parity-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-const ours = (m: ParityMethod) =>
-  runContrastSide(m, fixture.options, join(work, m.module), parityPlugins());
+const ours = (m: ParityMethod, plugins: Plugin[] = parityPlugins()) =>
+  runContrastSide(m, fixture.options, join(work, m.module), plugins);
+
+/**
+ * AdamW without its bias correction (w -= lr m / (sqrt(v) + eps)): its first
+ * update is (1 - b1) / sqrt(1 - b2) = 3.2 times the corrected one (m = 0.1 g,
+ * v = 0.001 g^2), a perturbation the comparison must see.
+ */
+class UncorrectedAdamW implements Optimizer {
+  private readonly m: tf.Variable[];
+  private readonly v: tf.Variable[];
+
+  constructor(private readonly params: readonly tf.Variable[]) {
+    this.m = params.map((p) => tf.variable(tf.zerosLike(p), false));
+    this.v = params.map((p) => tf.variable(tf.zerosLike(p), false));
+  }
+
+  apply(grads: tf.NamedTensorMap, steps: readonly (ParameterStep | null)[]): void {
+    tf.tidy(() =>
+      this.params.forEach((p, i) => {
+        const s = steps[i];
+        if (!s) return;
+        const [g, m, v] = [grads[p.name]!, this.m[i]!, this.v[i]!];
+        p.assign(tf.mul(p, 1 - s.lr * s.weightDecay));
+        m.assign(tf.add(tf.mul(m, 0.9), tf.mul(g, 0.1)));
+        v.assign(tf.add(tf.mul(v, 0.999), tf.mul(tf.square(g), 0.001)));
+        p.assign(tf.sub(p, tf.mul(tf.div(m, tf.add(tf.sqrt(v), 1e-8)), s.lr)));
+      }),
+    );
+  }
+
+  state() {
+    return { tensors: {}, values: {} };
+  }
+
+  loadState(): void {}
+
+  dispose(): void {
+    tf.dispose([...this.m, ...this.v]);
+  }
+}
+
+/** The parity plugins, with `adamw-uncorrected` (UncorrectedAdamW) registered by MoCo v3's. */
+const withUncorrectedAdamW = (): Plugin[] =>
+  parityPlugins().map((p) =>
+    p.name === 'moco-v3'
+      ? {
+          ...p,
+          optimizers: {
+            'adamw-uncorrected': defineOptimizer({
+              description: 'AdamW without bias correction (a perturbation)',
+              optionsSchema: z.object({}).strict(),
+              create: (params) => new UncorrectedAdamW(params),
+            }),
+          },
+        }
+      : p,
+  );
 
 /**
  * The first step's loss bound where float32 rounding alone exceeds FLOOR.loss:
@@ -47,6 +111,7 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
     change: (s: ReturnType<ParityMethod['settings']>) => ReturnType<ParityMethod['settings']>;
     step: number;
     quantity?: Quantity;
+    plugins?: () => Plugin[];
   }[] = [
     {
       method: 'momentum-queue',
@@ -76,13 +141,39 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
       change: (s) => ({ ...s, strategy: { ...s.strategy!, stopGradient: false } }),
       step: 0,
     },
+    {
+      // m_1 / sqrt(v_1) = 0.1 g / (0.0316 |g|): each first update 3.2 times too large
+      method: 'moco-v3 (ViT, AdamW)',
+      op: "AdamW's bias correction off",
+      change: (s) => ({ ...s, optim: { ...s.optim, optimizer: 'adamw-uncorrected' } }),
+      plugins: withUncorrectedAdamW,
+      step: 1,
+      quantity: 'loss',
+    },
+    {
+      // norms' gains move by lr x wd = 5e-5 relative at step 1: below step 2's tolerance,
+      // and AdamW's normalised updates carry it into step 3's gradients
+      method: 'moco-v3 (ViT, AdamW)',
+      op: 'weight decay on norms and biases',
+      change: (s) => ({ ...s, optim: { ...s.optim, decay: 'all' } }),
+      step: 2,
+    },
+    {
+      // PyTorch's frozen projection has no gradient (its group's norm 0); Contrast's would be
+      // 1.4% of the largest group's norm, above the 1% floor
+      method: 'moco-v3 (ViT, AdamW)',
+      op: 'the patch projection trained',
+      change: (s) => ({ ...s, optim: { ...s.optim, groups: [] } }),
+      step: 0,
+      quantity: 'gradNorm',
+    },
   ];
   for (const p of perturbations) {
     it(`${p.method}: ${p.op} diverges at step ${p.step + 1}`, () => {
       const m = PARITY_METHODS.find((x) => x.name === p.method)!;
       const perturbed: ParityMethod = { ...m, settings: (s) => p.change(m.settings(s)) };
       const stored = fixture.methods[m.name]!;
-      const c = compareSteps(ours(perturbed), stored.torch, stored.torch64);
+      const c = compareSteps(ours(perturbed, p.plugins?.()), stored.torch, stored.torch64);
       expect(c.firstDivergent?.step).toBe(p.step);
       if (p.quantity) expect(c.firstDivergent?.quantity).toBe(p.quantity);
     });

@@ -20,7 +20,7 @@ import {
 import {
   createCatalog,
   createStepHarness,
-  learningRate,
+  scheduledLr,
   type StepHarness,
 } from '@contrast/trainer';
 import { disposeBatch, type TwoViewBatch } from '@contrast/data';
@@ -60,7 +60,14 @@ export const TINY_STEP_OPTIONS: StepParityOptions = {
   size: { queue: 16, negatives: 16, predictorHidden: 8, projectorHidden: 16, bnSplits: 2 },
 };
 
-/** The experiment a method runs in: the MoCo CIFAR demo's optimiser on Fashion-MNIST views. */
+/** The MoCo CIFAR demo's optimiser, the one a method runs with unless its settings give another. */
+const DEMO_OPTIM = { lr: 0.03, momentum: 0.9, weightDecay: 5e-4 } as const;
+
+/**
+ * The experiment a method runs in: the run's model and the MoCo CIFAR demo's
+ * optimiser on Fashion-MNIST views, or the method's own model (when its settings
+ * name an encoder: only the run's `dim` is kept) and optimiser.
+ */
 export function parityExperiment(method: ParityMethod, o: StepParityOptions): ExperimentInput {
   const s = method.settings(o.size);
   return {
@@ -69,16 +76,20 @@ export function parityExperiment(method: ParityMethod, o: StepParityOptions): Ex
     data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0 },
     loss: { temperature: 0.1 },
     ...s,
-    model: { ...o.model, ...(s.model ?? {}) },
+    model: s.model?.encoder ? { dim: o.model.dim, ...s.model } : { ...o.model, ...(s.model ?? {}) },
     strategy: s.strategy!,
-    optim: { batchSize: o.batchSize, lr: 0.03, momentum: 0.9, weightDecay: 5e-4 },
+    optim: { batchSize: o.batchSize, ...(s.optim ?? DEMO_OPTIM) },
     eval: { knn: { every: 0 }, baselines: false, alignUniform: 0 },
   };
 }
 
-/** The torch parameter group of a torchvision name: `layer2.0.conv1.weight` -> `layer2`. */
+/**
+ * The torch parameter group of a torchvision or timm name: `layer2.0.conv1.weight`
+ * -> `layer2`, `blocks.1.attn.qkv.weight` -> `blocks.1`, `patch_embed.proj.weight` -> `patch_embed`.
+ */
 export function parameterGroup(name: string, resnet: boolean): string {
-  const top = name.split('.')[0]!;
+  const [top, index] = name.split('.') as [string, string | undefined];
+  if (top === 'blocks') return `${top}.${index}`;
   const m = /^(conv|bn)(\d)$/.exec(top);
   if (!m) return top;
   return resnet ? 'stem' : `stage${m[2]}`;
@@ -129,21 +140,25 @@ function openSide(
   };
   const { optimizer } = h.session;
   const apply = optimizer.apply.bind(optimizer);
-  optimizer.apply = (grads, lr) => {
-    const sums: Record<string, number> = {};
-    for (const [variable, g] of Object.entries(grads)) {
-      const group = parameterGroup(torchName(nameOf.get(variable)!, layout), resnet);
-      sums[group] = (sums[group] ?? 0) + tf.tidy(() => tf.sum(tf.square(g)).dataSync()[0]!);
+  const trained = methodParameters(h.method).map((p) => p.name);
+  // every group of the online network, 0 where nothing is updated (a frozen or fixed
+  // tensor: PyTorch's parameter without .grad), as python/step.py reports them
+  const groupOf = (n: string) => parameterGroup(torchName(n, layout), resnet);
+  const allGroups = [...nameOf.values()].filter(hasTorchEntry).map(groupOf);
+  optimizer.apply = (grads, steps) => {
+    // a parameter frozen at this step (its plan step null) has no gradient in PyTorch
+    const updated = Object.entries(grads).filter(([v]) => steps[trained.indexOf(v)] !== null);
+    const sums: Record<string, number> = Object.fromEntries(allGroups.map((g) => [g, 0]));
+    for (const [variable, g] of updated) {
+      const group = groupOf(nameOf.get(variable)!);
+      sums[group]! += tf.tidy(() => tf.sum(tf.square(g)).dataSync()[0]!);
     }
     side.grads = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, Math.sqrt(v)]));
     if (side.keepGradients) {
       tf.dispose(side.gradients.map(([, g]) => g));
-      side.gradients = Object.entries(grads).map(([v, g]) => [
-        nameOf.get(v)!,
-        tf.keep(tf.clone(g)),
-      ]);
+      side.gradients = updated.map(([v, g]) => [nameOf.get(v)!, tf.keep(tf.clone(g))]);
     }
-    apply(grads, lr);
+    apply(grads, steps);
   };
   if (method.record) side.take = method.record(h).take;
   const buffers = (which: string, names: Iterable<string>) =>
@@ -266,8 +281,8 @@ function probeSelfNoise(
 /**
  * Writes the training state of a side to `dir` in torch names and layouts:
  * weights/ (the online network with its BN buffers and predictor), key/ (the
- * momentum key encoder or BYOL's target), opt/ (the SGD momentum buffers, one
- * per trained parameter; not with `withOptimizer` false) and `<state>.npy` (the
+ * momentum key encoder or BYOL's target), the optimizer's state (see
+ * exportOptimizerState; not with `withOptimizer` false) and `<state>.npy` (the
  * queue or bank). Not written: the queue pointer and NCE's normalising constant
  * Z, which the PyTorch port keeps itself (the pointer advances by the batch size
  * on both sides; Z is estimated once, from the first batch, on both sides).
@@ -288,27 +303,47 @@ function exportState(
       data: state.dataSync() as Float32Array,
       shape: state.shape,
     });
-  if (!withOptimizer) return;
-  const buffers = h.session.optimizer.state().tensors;
-  exportWeights(
-    join(dir, 'opt'),
-    methodParameters(h.method).map((p, i): [string, tf.Tensor] => {
-      const name = side.nameOf.get(p.name);
-      if (!name) {
-        throw new ContractError(`parity: trained variable ${p.name} is not in the online network`, {
-          hint: "a method's parameterGroups() may only list the encoder's and the predictor's variables",
+  if (withOptimizer) exportOptimizerState(side, dir);
+}
+
+/**
+ * The optimizer's state per trained parameter, in torch names and layouts:
+ * SGD / LARS: opt/ (the momentum buffers); AdamW: adam/exp_avg/, adam/exp_avg_sq/
+ * (torch.optim.AdamW's state names) and adam/step.json (each parameter's update
+ * count; 0 for one frozen so far, whose moments are zero).
+ * @throws ContractError when a trained variable is not in the online network or a slot is missing.
+ */
+function exportOptimizerState(side: ContrastSide, dir: string): void {
+  const { h, layout } = side;
+  const { tensors, values } = h.session.optimizer.state();
+  const names = methodParameters(h.method).map((p) => {
+    const name = side.nameOf.get(p.name);
+    if (!name) {
+      throw new ContractError(`parity: trained variable ${p.name} is not in the online network`, {
+        hint: "a method's parameterGroups() may only list the encoder's and the predictor's variables",
+      });
+    }
+    return name;
+  });
+  const slot = (prefix: string) =>
+    names.map((name, i): [string, tf.Tensor] => {
+      const t = tensors[`${prefix}/${i}`];
+      if (!t) {
+        throw new ContractError(`parity: the optimizer has no ${prefix}/${i} for ${name}`, {
+          hint: 'the step parity exports the state of sgd, lars (momentum_buffer) and adamw (exp_avg, exp_avg_sq)',
         });
       }
-      const buffer = buffers[`momentum_buffer/${i}`];
-      if (!buffer) {
-        throw new ContractError(`parity: the optimizer has no momentum_buffer/${i} for ${name}`, {
-          hint: 'the step parity exports SGD / LARS momentum buffers; use optim.optimizer sgd',
-        });
-      }
-      return [name, buffer];
-    }),
-    layout,
-  );
+      return [name, t];
+    });
+  if (h.config.optim.optimizer !== 'adamw') {
+    exportWeights(join(dir, 'opt'), slot('momentum_buffer'), layout);
+    return;
+  }
+  exportWeights(join(dir, 'adam', 'exp_avg'), slot('exp_avg'), layout);
+  exportWeights(join(dir, 'adam', 'exp_avg_sq'), slot('exp_avg_sq'), layout);
+  const counts = values.step as number[];
+  const steps = Object.fromEntries(names.map((n, i) => [torchName(n, layout), counts[i]!]));
+  writeFileAtomic(join(dir, 'adam', 'step.json'), `${JSON.stringify(steps)}\n`);
 }
 
 /**
@@ -321,7 +356,7 @@ function exportState(
  * comparison in which each step starts from Contrast's state, and measures
  * Contrast's own float32 noise per step (`selfNoise`). Returns Contrast's
  * per-step records.
- * @throws ContractError when a trained variable or its momentum buffer cannot be exported.
+ * @throws ContractError when a trained variable or its optimizer state cannot be exported.
  */
 export function runContrastSide(
   method: ParityMethod,
@@ -339,11 +374,13 @@ export function runContrastSide(
   try {
     exportState(side, method, dir, false);
     const lrs = Array.from({ length: o.steps }, (_, i) =>
-      learningRate('cosine', h.config.optim.lr, i, o.steps),
+      scheduledLr(h.config.optim, i, o.steps, h.session.stepsPerEpoch),
     );
     const records: StepRecord[] = [];
+    let imageSize = 0; // the views' side (a ViT's patch grid depends on it)
     for (let i = 0; i < o.steps; i++) {
       const b = h.nextBatch();
+      imageSize = b.x1.shape[1];
       const prefix = join(dir, `batch-${nnn(i)}`);
       exportView(`${prefix}-query.npy`, b.x1);
       exportView(`${prefix}-key.npy`, b.x2);
@@ -388,6 +425,8 @@ export function runContrastSide(
       optim: h.config.optim,
       lrs,
       totalSteps: o.steps,
+      stepsPerEpoch: h.session.stepsPerEpoch,
+      imageSize,
       datasetSize: h.config.data.trainSubset,
       groups,
       fixedLr: fixedLrNames(side),

@@ -11,7 +11,7 @@ import { gradientOf } from './sgd.js';
  *   w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
  * eps is added after the square root of the bias-corrected v. A frozen
  * parameter keeps m, v and t untouched (PyTorch skips a parameter without .grad).
- * Defaults b1 0.9, b2 0.999, eps 1e-8 (PyTorch's); MoCo v3's ViT uses b2 0.95.
+ * Defaults b1 0.9, b2 0.999, eps 1e-8 (PyTorch's, which MoCo v3's ViT recipe keeps; MAE uses b2 0.95).
  */
 export class AdamW implements Optimizer {
   private readonly m: tf.Variable[];

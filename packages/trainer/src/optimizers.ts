@@ -42,14 +42,14 @@ export const lars = defineOptimizer({
 /** torch.optim.AdamW (MoCo v3 and DINO with ViTs). */
 export const adamw = defineOptimizer({
   description:
-    "AdamW as torch.optim.AdamW: decoupled weight decay, bias-corrected moments, eps after the square root (MoCo v3's ViTs: betas [0.9, 0.95], wd 0.1; DINO: wd 0.04 to 0.4).",
+    "AdamW as torch.optim.AdamW: decoupled weight decay, bias-corrected moments, eps after the square root (MoCo v3's ViTs: PyTorch's default betas, lr 1.5e-4 x B / 256, wd 0.1; DINO: wd 0.04 to 0.4).",
   optionsSchema: z
     .object({
       betas: z
         .tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)])
         .default([0.9, 0.999])
         .describe(
-          "Decay rates (b1, b2) of the moments (PyTorch's [0.9, 0.999]; MoCo v3: [0.9, 0.95]).",
+          "Decay rates (b1, b2) of the moments (PyTorch's [0.9, 0.999], which MoCo v3 keeps; MAE: [0.9, 0.95]).",
         ),
       eps: z
         .number()

@@ -1,9 +1,11 @@
-"""MoCo v3 (Chen, Xie, He 2021), ResNet variant: predictor, momentum encoder, in-batch keys."""
+"""MoCo v3 (Chen, Xie, He 2021): predictor, momentum encoder, in-batch keys. With a ViT,
+its ViT recipe (main_moco.py --stop-grad-conv1, vits.py): the random patch projection is
+frozen (requires_grad False), and the optimizer is the manifest's (AdamW for ViTs)."""
 
 import torch
 import torch.nn.functional as F
 
-from common import cosine_momentum, ema, encoder, key_forward, sgd
+from common import cosine_momentum, ema, encoder, key_forward, optimizer
 
 
 def contrastive(q, k, tau):
@@ -15,7 +17,9 @@ def contrastive(q, k, tau):
 def build(ctx, inputs):
     q = encoder(ctx, inputs.path("weights"))  # base + predictor
     k = encoder(ctx, inputs.path("key"), trainable=False)  # follows the base only
-    return {"query": q, "key": k, "opt": sgd(ctx, q)}
+    if ctx["model"]["encoder"].startswith("vit"):
+        q.base.patch_embed.proj.requires_grad_(False)  # MoCo v3's stop_grad_conv1
+    return {"query": q, "key": k, "opt": optimizer(ctx, q)}
 
 
 def step(ctx, st, b, i):
