@@ -5,6 +5,7 @@ import { endToEndPlugin } from '@contrast/plugin-end-to-end';
 import { memoryBankPlugin } from '@contrast/plugin-memory-bank';
 import { mocoV3Plugin } from '@contrast/plugin-moco-v3';
 import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
+import { nnclrPlugin } from '@contrast/plugin-nnclr';
 import { simsiamPlugin } from '@contrast/plugin-simsiam';
 import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
 import { vicregPlugin } from '@contrast/plugin-vicreg';
@@ -53,9 +54,10 @@ export interface ParitySize {
 
 /**
  * What the harness compares of any method, read through its checkpoint parts:
- * the predictor's variables (MoCo v3, BYOL, SimSiam), the key or target
+ * the predictor's variables (MoCo v3, BYOL, SimSiam, NNCLR), the key or target
  * encoder's tensors (MoCo's `key_encoder`, BYOL's `target`; none for SimSiam and
- * end-to-end) and the strategy's queue or bank. The tensors are the method's own.
+ * end-to-end) and the strategy's queue or bank (NNCLR's: its `support` queue).
+ * The tensors are the method's own.
  */
 export function parityParts(h: StepHarness): {
   predictor: Map<string, tf.Variable>;
@@ -66,7 +68,7 @@ export function parityParts(h: StepHarness): {
   return {
     predictor: new Map(Object.entries(parts.predictor?.tensors ?? {})) as Map<string, tf.Variable>,
     key: (parts.key_encoder ?? parts.target)?.tensors ?? {},
-    strategy: parts.strategy?.tensors ?? {},
+    strategy: (parts.strategy ?? parts.support)?.tensors ?? {},
   };
 }
 
@@ -296,6 +298,19 @@ export const PARITY_METHODS: ParityMethod[] = [
         warmupEpochs: 0.25,
         groups: [{ match: 'patch_embed', frozen: true }],
       },
+    }),
+  },
+  {
+    // NNCLR's projector (BN, output BN) and predictor, its support set as the compared queue,
+    // the symmetric loss at t 0.1: the neighbour is a support row, no gradient through it
+    name: 'nnclr',
+    module: 'nnclr',
+    plugin: nnclrPlugin,
+    state: 'queue',
+    settings: (s) => ({
+      strategy: { name: 'nnclr', queueSize: s.queue, predictorHidden: s.predictorHidden },
+      model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headOutputBn: true },
+      loss: { temperature: 0.1, symmetric: true },
     }),
   },
 ];

@@ -11,6 +11,7 @@ import {
   type ParameterStep,
   type Plugin,
 } from '@contrast/core';
+import { nnclrPlugin, type Nnclr } from '@contrast/plugin-nnclr';
 import { compareSteps, FLOOR, type Quantity } from './compare.js';
 import { readStepFixture } from './fixture.js';
 import { PARITY_METHODS, parityPlugins, type ParityMethod } from './methods.js';
@@ -178,6 +179,38 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
       if (p.quantity) expect(c.firstDivergent?.quantity).toBe(p.quantity);
     });
   }
+
+  // NNCLR's neighbour is a support row: no gradient reaches the embedding through it.
+  // Passed straight through to z (nn = z + sg(NN(z) - z)) every loss stays the same and
+  // the first step's gradients change. (A neighbour by dot product instead of cosine is
+  // not a perturbation: the support rows are unit vectors, the argmax is the same.)
+  it('nnclr: the neighbour with a straight-through gradient to the embedding diverges at step 1', () => {
+    const straightThrough = (z: tf.Tensor2D, nn: tf.Tensor2D) =>
+      tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+        value: tf.clone(args[1] as tf.Tensor2D),
+        gradFunc: (dy: tf.Tensor) => [dy, tf.zerosLike(dy)],
+      }))(z, nn) as tf.Tensor2D;
+    const perturbed = (): Plugin => {
+      const plugin = nnclrPlugin() as Plugin;
+      return {
+        ...plugin,
+        build: (ctx) => {
+          const method = plugin.build(ctx) as Nnclr;
+          const neighbour = method.neighbour.bind(method);
+          method.neighbour = (z) => straightThrough(z, neighbour(z));
+          return method;
+        },
+      };
+    };
+    const m = PARITY_METHODS.find((x) => x.name === 'nnclr')!;
+    const plugins = parityPlugins().map((p) => (p.name === 'nnclr' ? perturbed() : p));
+    const records = runContrastSide(m, fixture.options, join(work, 'nnclr-st'), plugins);
+    const stored = fixture.methods[m.name]!;
+    const c = compareSteps(records, stored.torch, stored.torch64);
+    expect(c.steps[0]!.diff.loss).toBeLessThan(FLOOR.loss);
+    expect(c.firstDivergent?.step).toBe(0);
+    expect(c.firstDivergent?.quantity).toBe('gradNorm');
+  });
 });
 
 describe("the synced comparison's state export", () => {

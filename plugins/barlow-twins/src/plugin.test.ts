@@ -1,28 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { barlowTwinsLoss, ConfigError } from '@contrast/core';
-import { createCatalog, createStepHarness } from '@contrast/trainer';
+import { pluginTestHarness } from '@contrast/trainer';
 import { BarlowTwins, barlowTwinsPlugin } from './index.js';
 
-const experiment = (
-  strategy: Record<string, unknown> = {},
-  loss: Record<string, unknown> = {},
-) => ({
-  name: 'barlow-twins-test',
-  data: { trainSubset: 512 },
-  model: {
-    encoder: 'convnet' as const,
-    width: 0.25,
-    dim: 16,
-    head: 'mlp-bn' as const,
-    hiddenDim: 32,
-  },
-  strategy: { name: 'barlow-twins', ...strategy },
-  loss,
-  optim: { batchSize: 32, lr: 0.05 },
-});
 const harness = (loss: Record<string, unknown> = {}) =>
-  createStepHarness(experiment({}, loss), createCatalog([barlowTwinsPlugin()]));
+  pluginTestHarness(barlowTwinsPlugin(), { loss });
 
 describe('barlow-twins plugin', () => {
   it('has one encoder, no predictor, no state of its own, its own loss with the paper lambda', () => {
@@ -56,7 +39,7 @@ describe('barlow-twins plugin', () => {
 
   it('refuses a loss of another kind, a lambda in strategy, and a misspelt loss option', () => {
     const build = (strategy: Record<string, unknown>, loss: Record<string, unknown>) => () =>
-      createStepHarness(experiment(strategy, loss), createCatalog([barlowTwinsPlugin()]));
+      pluginTestHarness(barlowTwinsPlugin(), { strategy, loss });
     expect(build({}, { name: 'normalized-mse' })).toThrow(ConfigError);
     expect(build({ lambda: 0.3 }, {})).toThrow(ConfigError);
     expect(build({}, { lamda: 0.3 })).toThrow(/lambda/);

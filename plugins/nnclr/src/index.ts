@@ -93,14 +93,23 @@ export class Nnclr extends MethodParts implements Method<undefined> {
     const p1 = l2Normalize(this.predictor.apply(z1, true));
     const p2 = l2Normalize(this.predictor.apply(z2, true));
     ctx.mark('forward');
-    const nn1 = l2Normalize(nearestNeighbours(z1, this.support.keys).neighbours);
-    const nn2 = l2Normalize(nearestNeighbours(z2, this.support.keys).neighbours);
+    const nn1 = this.neighbour(z1);
+    const nn2 = this.neighbour(z2);
     ctx.mark('neighbours');
     const out = this.options.symmetric
       ? symmetrize((d) => (d === 0 ? this.term(views, nn1, p2) : this.term(views, nn2, p1)), 'mean')
       : this.term(views, nn1, p2);
     ctx.mark('loss');
     return { ...out, carry: { support: l2Normalize(z1) } };
+  }
+
+  /**
+   * NN(z, Q), the positive: for each row of z [N, D] the support row of largest
+   * cosine similarity, L2-normalised, [N, D]. A row of the support set: no
+   * gradient reaches z (or Q) through it, as the paper's support set of past embeddings.
+   */
+  neighbour(z: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => l2Normalize(nearestNeighbours(z, this.support.keys).neighbours));
   }
 
   /** L(nn, p): the neighbours as queries, the other view's predictions as candidates. */

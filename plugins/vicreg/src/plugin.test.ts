@@ -1,28 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, vicregLoss } from '@contrast/core';
-import { createCatalog, createStepHarness } from '@contrast/trainer';
+import { pluginTestHarness } from '@contrast/trainer';
 import { VicReg, vicregPlugin } from './index.js';
 
-const experiment = (
-  strategy: Record<string, unknown> = {},
-  loss: Record<string, unknown> = {},
-) => ({
-  name: 'vicreg-test',
-  data: { trainSubset: 512 },
-  model: {
-    encoder: 'convnet' as const,
-    width: 0.25,
-    dim: 16,
-    head: 'mlp-bn' as const,
-    hiddenDim: 32,
-  },
-  strategy: { name: 'vicreg', ...strategy },
-  loss,
-  optim: { batchSize: 32, lr: 0.05 },
-});
-const harness = (loss: Record<string, unknown> = {}) =>
-  createStepHarness(experiment({}, loss), createCatalog([vicregPlugin()]));
+const harness = (loss: Record<string, unknown> = {}) => pluginTestHarness(vicregPlugin(), { loss });
 
 describe('vicreg plugin', () => {
   it('has one encoder, no state of its own, the paper weights 25 / 25 / 1', () => {
@@ -63,7 +45,7 @@ describe('vicreg plugin', () => {
 
   it('refuses a loss of another kind and weights in strategy', () => {
     const build = (strategy: Record<string, unknown>, loss: Record<string, unknown>) => () =>
-      createStepHarness(experiment(strategy, loss), createCatalog([vicregPlugin()]));
+      pluginTestHarness(vicregPlugin(), { strategy, loss });
     expect(build({}, { name: 'negative-cosine' })).toThrow(ConfigError);
     expect(build({ invariance: 2 }, {})).toThrow(ConfigError);
   });

@@ -33,7 +33,7 @@ def build(ctx, inputs):
 
 
 def step(ctx, st, b, i):
-    s = ctx["strategy"]
+    s = ctx["loss"]  # the 'barlow-twins' loss's options
     net = st["query"]
     project = lambda x: net.fc(net.features(x))  # noqa: E731  (not normalised)
     z1, z2 = project(b["query"]), project(b["key"])

@@ -3,7 +3,7 @@
 repr = mse(x, y); x, y centred; std = sqrt(var + 1e-4) (unbiased);
 std_loss = mean(relu(1 - std_x)) / 2 + mean(relu(1 - std_y)) / 2;
 cov = x.T x / (N - 1); cov_loss = off_diag(cov_x)^2.sum() / D + off_diag(cov_y)^2.sum() / D;
-L = 25 repr + 25 std_loss + 1 cov_loss (the strategy's weights).
+L = 25 repr + 25 std_loss + 1 cov_loss (the loss's weights).
 """
 
 import torch
@@ -33,7 +33,7 @@ def build(ctx, inputs):
 
 
 def step(ctx, st, b, i):
-    s = ctx["strategy"]
+    s = ctx["loss"]  # the 'vicreg' loss's weights
     net = st["query"]
     project = lambda x: net.fc(net.features(x))  # noqa: E731  (not normalised)
     z1, z2 = project(b["query"]), project(b["key"])
