@@ -1,6 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { parseExperiment, type ExperimentConfig } from '@contrast/core';
+import { parseExperiment, writeFileAtomic, type ExperimentConfig } from '@contrast/core';
 import { parse as parseYaml } from 'yaml';
 
 /** One finished run of a study, as stored in results.jsonl. */
@@ -16,6 +16,17 @@ export interface StudyResult {
   uniformity?: number;
   knnRandomInit?: number;
   knnRawPixels?: number;
+  /** Linear probe top-1 on the test split (fraction), when the study ran the probe. */
+  linear?: number;
+  linearTop5?: number;
+  /** The probe's lr (selected or fixed), epochs and training images. */
+  linearLr?: number;
+  linearEpochs?: number;
+  linearTrainSize?: number;
+  /** The lr was selected on held-out training images (else fixed by the study). */
+  linearLrSelected?: boolean;
+  /** Wall time of the probe (feature extraction and fitting), not in `wallSeconds`. */
+  linearSeconds?: number;
   finalLoss: number;
   imgPerSec: number;
   wallSeconds: number;
@@ -33,6 +44,38 @@ export function readResults(outDir: string): StudyResult[] {
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as StudyResult);
 }
+
+/**
+ * Records a finished run in results.jsonl: appended, or replacing the line of the
+ * same id (a run whose probe was added later), the file then rewritten whole.
+ */
+export function recordResult(outDir: string, record: StudyResult): void {
+  const file = join(outDir, 'results.jsonl');
+  const old = readResults(outDir);
+  if (!old.some((r) => r.id === record.id)) {
+    appendFileSync(file, `${JSON.stringify(record)}\n`);
+    return;
+  }
+  const lines = old.map((r) => JSON.stringify(r.id === record.id ? record : r));
+  writeFileAtomic(file, `${lines.join('\n')}\n`);
+}
+
+/**
+ * Whether a configuration is finished for the study: recorded in results.jsonl
+ * and, when the study runs the linear probe, probed. A run recorded before the
+ * probe was asked for is not done: its training stands (the run folder's result
+ * is reused) and only the probe runs.
+ */
+export function isDone(
+  recorded: ReadonlyMap<string, StudyResult>,
+  run: { id: string; linear?: unknown },
+): boolean {
+  const r = recorded.get(run.id);
+  return !!r && (!run.linear || r.linear !== undefined);
+}
+
+/** The study's results by id, for {@link isDone}. */
+export const resultsById = (outDir: string) => new Map(readResults(outDir).map((r) => [r.id, r]));
 
 /** Mean and (sample, n - 1) standard deviation; std is 0 for a single value. */
 export function meanStd(xs: readonly number[]): { mean: number; std: number } {
