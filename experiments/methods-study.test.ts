@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { builtinPlugins } from '@contrast/cli';
+import { builtinPlugins, runStudyParallel } from '@contrast/cli';
 import { readResults, runStudy } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
 
@@ -76,5 +76,26 @@ describe('a method table with the linear probe', () => {
     expect(statSync(probeFile).mtimeMs).toBe(written);
     expect(resumed.results.map((r) => r.linear)).toEqual(probed.results.map((r) => r.linear));
     expect(readResults(out)).toHaveLength(2);
+  });
+
+  it('--parallel 2: each child process runs its probe after training, and the result lands in results.jsonl', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-methods-'));
+    const file = writeStudy(dir, 'evaluate: { linear: true, epochs: 2, trainSize: 512 }\n');
+    const out = join(dir, 'out');
+    const lines: string[] = [];
+    const par = await runStudyParallel(file, createCatalog(builtinPlugins()), {
+      parallel: 2,
+      out,
+      log: (l) => lines.push(l),
+    });
+    expect(par.failed).toEqual([]);
+    expect(lines.filter((l) => /: kNN \d+\.\d\d%, linear \d+\.\d\d%$/.test(l))).toHaveLength(2);
+    const recorded = readResults(out);
+    expect(recorded.map((r) => r.series).sort()).toEqual(['MoCo', 'end-to-end']);
+    for (const r of recorded) {
+      expect(r.linear).toBeGreaterThan(0.1);
+      expect(r).toMatchObject({ linearEpochs: 2, linearTrainSize: 512, linearSubset: true });
+      expect(existsSync(join(r.runPath, 'eval', 'linear-subset.json'))).toBe(true);
+    }
   });
 });

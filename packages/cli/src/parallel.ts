@@ -16,6 +16,7 @@ import {
   reportStudy,
   resultsById,
   runStudyConfig,
+  runTag,
   stopStudyRun,
   studyChildOptions,
   StudyRunStopped,
@@ -120,7 +121,7 @@ export async function runStudyParallel(
   const one = async (): Promise<void> => {
     while (next < todo.length && !options.stop?.signal.aborted) {
       const run = todo[next++]!;
-      const tag = `${run.series} ${run.xLabel ?? run.k}`;
+      const tag = runTag(run);
       log(`${tag}: training in a child process`);
       const args = ['study', 'run-config', resolve(file), '--id', run.id, '--out', outDir];
       const child = await runChild(

@@ -8,8 +8,10 @@ import {
   openStudyRun,
   prepareStudy,
   isDone,
+  probeMatches,
   recordResult,
   resultsById,
+  type ProbeSettings,
   reportStudy,
   StudyRunStopped,
   type StudyResult,
@@ -174,10 +176,7 @@ async function waitForJobs(
     for (const id of [...pending]) {
       const end = await finishedJob(queue, id);
       if (end?.state === 'completed') {
-        const old = resultsById(outDir).get(id);
-        if (!old || (old.linear === undefined && end.result.linear !== undefined)) {
-          recordResult(outDir, end.result);
-        }
+        recordResult(outDir, end.result); // replaces the line of the same id: never a duplicate
         pending.delete(id);
       } else if (end?.state === 'failed') {
         failed.push({ id, reason: end.reason });
@@ -220,12 +219,12 @@ export async function finishedJob(
  * fresh attempts, so fixing the cause and re-running the study runs it; one
  * that is waiting, delayed, active or completed is left as it is, never
  * duplicated. BullMQ ignores an add with an existing job id, hence the retry.
- * A completed job without the linear probe the study now asks for is run again
+ * A completed job without the linear probe the study now asks for (or with other settings) is run again
  * (its training is found finished in the run folder: only the probe runs).
  */
 export async function submitConfigs(
   queue: Queue<StudyJobData, StudyResult>,
-  todo: readonly { id: string; config: { name: string }; linear?: unknown }[],
+  todo: readonly { id: string; config: { name: string }; linear?: ProbeSettings }[],
   data: (runId: string) => StudyJobData,
   attempts: number,
 ): Promise<{ added: number; requeued: number; kept: number }> {
@@ -234,7 +233,7 @@ export async function submitConfigs(
     const existing = await queue.getJob(jobId(run.id));
     const state = existing ? await existing.getState() : 'unknown';
     const unprobed =
-      state === 'completed' && !!run.linear && existing?.returnvalue?.linear === undefined;
+      state === 'completed' && !!run.linear && !probeMatches(existing?.returnvalue, run.linear);
     if (existing && (state === 'failed' || unprobed)) {
       await existing.updateData(data(run.id)); // this submission's study file and folder
       await existing.retry(state as 'failed' | 'completed', {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { expandStudy, loadStudy, studyBases } from './expand.js';
 import { reportMeta } from './labels.js';
 import { categoryPoints, categoryTable, csv, writeReport } from './report.js';
-import { isDone, readResults, recordResult, type StudyResult } from './results.js';
+import { isDone, probeMatches, readResults, recordResult, type StudyResult } from './results.js';
 import { recordedProbe } from './run.js';
 
 const tinyBase = (strategy: string) =>
@@ -163,7 +163,8 @@ describe('recording results with the linear probe', () => {
     recordResult(dir, result('BYOL', 0, 0.6));
     const unprobed = new Map(readResults(dir).map((r) => [r.id, r]));
     expect(isDone(unprobed, { id: 'MoCo-0' })).toBe(true);
-    expect(isDone(unprobed, { id: 'MoCo-0', linear: { epochs: 5 } })).toBe(false);
+    const asked = { epochs: 5, trainSize: 0 };
+    expect(isDone(unprobed, { id: 'MoCo-0', linear: asked })).toBe(false);
     recordResult(dir, result('MoCo', 0, 0.7, 0.8));
     const lines = readFileSync(join(dir, 'results.jsonl'), 'utf8').trim().split('\n');
     expect(lines).toHaveLength(2);
@@ -172,7 +173,28 @@ describe('recording results with the linear probe', () => {
       ['BYOL', undefined],
     ]);
     const probed = new Map(readResults(dir).map((r) => [r.id, r]));
-    expect(isDone(probed, { id: 'MoCo-0', linear: { epochs: 5 } })).toBe(true);
+    expect(isDone(probed, { id: 'MoCo-0', linear: asked })).toBe(true);
+    // probed, but with other settings than the study now asks for: not done
+    expect(isDone(probed, { id: 'MoCo-0', linear: { ...asked, epochs: 20 } })).toBe(false);
+  });
+
+  it('matches a recorded probe to the asked settings: epochs, lr choice, training images', () => {
+    const full = { ...result('MoCo', 0, 0.7, 0.8), linearSubset: false };
+    expect(probeMatches(full, { epochs: 5, trainSize: 0 })).toBe(true);
+    expect(probeMatches(full, { epochs: 6, trainSize: 0 })).toBe(false);
+    expect(probeMatches(full, { epochs: 5, trainSize: 0, lr: 3 })).toBe(false); // selected, not fixed
+    expect(probeMatches(full, { epochs: 5, trainSize: 512 })).toBe(false); // 60,000 > 512
+    expect(probeMatches(full, { epochs: 5, trainSize: 60000 })).toBe(true); // the whole split
+    expect(probeMatches(full, { epochs: 5, trainSize: 100000 })).toBe(true); // capped at the split
+    const fixed = { ...full, linearLrSelected: false };
+    expect(probeMatches(fixed, { epochs: 5, trainSize: 0, lr: 3 })).toBe(true);
+    expect(probeMatches(fixed, { epochs: 5, trainSize: 0, lr: 1 })).toBe(false);
+    const subset = { ...full, linearSubset: true, linearTrainSize: 512 };
+    expect(probeMatches(subset, { epochs: 5, trainSize: 512 })).toBe(true);
+    expect(probeMatches(subset, { epochs: 5, trainSize: 1024 })).toBe(false);
+    expect(probeMatches(subset, { epochs: 5, trainSize: 0 })).toBe(false);
+    expect(probeMatches(result('MoCo', 0, 0.7), { epochs: 5, trainSize: 0 })).toBe(false);
+    expect(probeMatches(undefined, { epochs: 5, trainSize: 0 })).toBe(false);
   });
 
   it("reuses a run folder's probe only when it was made with the same settings", () => {
@@ -195,6 +217,7 @@ describe('recording results with the linear probe', () => {
       linearEpochs: 5,
       linearTrainSize: 512,
       linearLrSelected: true,
+      linearSubset: true,
       linearSeconds: 2,
     });
     expect(recordedProbe(run, { epochs: 10, trainSize: 512 })).toBeUndefined();

@@ -20,8 +20,16 @@ export interface StudyRun {
   xLabel?: string;
   seed: number;
   config: ExperimentConfig;
+  /** A run of a categorical study: its series is its category, it has no x. */
+  categorical?: boolean;
   /** The linear probe to run after training (the study's `evaluate.linear`); absent: none. */
   linear?: Omit<StudyEvaluate, 'linear'>;
+}
+
+/** A run as the logs name it: its series, its x (none in a categorical study) and seed. */
+export function runTag(run: Pick<StudyRun, 'series' | 'xLabel' | 'k' | 'seed' | 'categorical'>) {
+  const x = run.categorical ? '' : ` ${run.xLabel ?? `K=${run.k}`}`;
+  return `${run.series}${x}${run.seed ? ` seed ${run.seed}` : ''}`;
 }
 
 interface Point {
@@ -202,6 +210,7 @@ export function expandStudy(
           ...(point.label !== undefined ? { xLabel: point.label } : {}),
           seed: config.seed,
           config,
+          ...(categorical ? { categorical } : {}),
           ...(linear ? { linear: probe } : {}),
         });
       }

@@ -25,6 +25,8 @@ export interface StudyResult {
   linearTrainSize?: number;
   /** The lr was selected on held-out training images (else fixed by the study). */
   linearLrSelected?: boolean;
+  /** Fitted on fewer images than the training split (`evaluate.trainSize`). */
+  linearSubset?: boolean;
   /** Wall time of the probe (feature extraction and fitting), not in `wallSeconds`. */
   linearSeconds?: number;
   finalLoss: number;
@@ -60,18 +62,45 @@ export function recordResult(outDir: string, record: StudyResult): void {
   writeFileAtomic(file, `${lines.join('\n')}\n`);
 }
 
+/** A study's linear probe settings (`evaluate` without its switch). */
+export interface ProbeSettings {
+  epochs: number;
+  lr?: number;
+  /** 0: the whole training split. */
+  trainSize: number;
+}
+
+/**
+ * Whether a result's linear probe was made with these settings: the same
+ * epochs, the same lr choice (selected, or the same fixed lr) and the same
+ * training images (a `trainSize` at or above the split's size is the whole split).
+ */
+export function probeMatches(r: Partial<StudyResult> | undefined, probe: ProbeSettings): boolean {
+  if (r?.linear === undefined || r.linearEpochs !== probe.epochs) return false;
+  const lr =
+    probe.lr === undefined ? !!r.linearLrSelected : !r.linearLrSelected && r.linearLr === probe.lr;
+  const size = r.linearTrainSize ?? -1;
+  const images =
+    probe.trainSize === 0
+      ? !r.linearSubset
+      : r.linearSubset
+        ? size === probe.trainSize
+        : size <= probe.trainSize;
+  return lr && images;
+}
+
 /**
  * Whether a configuration is finished for the study: recorded in results.jsonl
- * and, when the study runs the linear probe, probed. A run recorded before the
- * probe was asked for is not done: its training stands (the run folder's result
- * is reused) and only the probe runs.
+ * and, when the study runs the linear probe, probed with its settings. A run
+ * recorded without that probe is not done: its training stands (the run
+ * folder's result is reused) and only the probe runs.
  */
 export function isDone(
   recorded: ReadonlyMap<string, StudyResult>,
-  run: { id: string; linear?: unknown },
+  run: { id: string; linear?: ProbeSettings },
 ): boolean {
   const r = recorded.get(run.id);
-  return !!r && (!run.linear || r.linear !== undefined);
+  return !!r && (!run.linear || probeMatches(r, run.linear));
 }
 
 /** The study's results by id, for {@link isDone}. */

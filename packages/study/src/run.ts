@@ -18,7 +18,7 @@ import {
   systemTags,
 } from '@contrast/tracking';
 import { stringify } from 'yaml';
-import { expandStudy, loadStudy, type StudyRun } from './expand.js';
+import { expandStudy, loadStudy, runTag, type StudyRun } from './expand.js';
 import type { Study } from './schema.js';
 import { reportMeta } from './labels.js';
 import { writeReport } from './report.js';
@@ -74,7 +74,7 @@ export async function runStudy(
   const parent = await openStudyRun(study, outDir, runs, log);
   const recorded = resultsById(outDir);
   for (const [i, run] of runs.entries()) {
-    const tag = `[${i + 1}/${runs.length}] ${run.series} ${run.xLabel ?? `K=${run.k}`}${run.seed ? ` seed ${run.seed}` : ''}`;
+    const tag = `[${i + 1}/${runs.length}] ${runTag(run)}`;
     if (isDone(recorded, run)) {
       log(`${tag}: already done, skipped`);
       continue;
@@ -267,6 +267,7 @@ type ProbeFields = Pick<
   | 'linearEpochs'
   | 'linearTrainSize'
   | 'linearLrSelected'
+  | 'linearSubset'
   | 'linearSeconds'
 >;
 
@@ -305,6 +306,7 @@ export function recordedProbe(
       linearEpochs: probe.epochs,
       linearTrainSize: size,
       linearLrSelected: selected,
+      linearSubset: suffix !== '',
       linearSeconds: num('seconds')!,
     };
   }
