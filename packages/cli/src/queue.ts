@@ -128,6 +128,7 @@ export async function runStudyOnQueue(
     const n = await submitConfigs(queue, todo, data, options.attempts ?? 3);
     log(
       `${n.added} configurations queued on ${options.queue}, ${n.requeued} failed ones queued again, ` +
+        (n.reprobed ? `${n.reprobed} finished ones queued again for the linear probe, ` : '') +
         `${n.kept} already queued or running (${runs.length - todo.length} already done)`,
     );
     const failed = await waitForJobs(
@@ -219,16 +220,17 @@ export async function finishedJob(
  * fresh attempts, so fixing the cause and re-running the study runs it; one
  * that is waiting, delayed, active or completed is left as it is, never
  * duplicated. BullMQ ignores an add with an existing job id, hence the retry.
- * A completed job without the linear probe the study now asks for (or with other settings) is run again
- * (its training is found finished in the run folder: only the probe runs).
+ * A completed job without the linear probe the study now asks for (or with
+ * other settings) is queued again (`reprobed`): its training is found finished
+ * in the run folder, only the probe runs.
  */
 export async function submitConfigs(
   queue: Queue<StudyJobData, StudyResult>,
   todo: readonly { id: string; config: { name: string }; linear?: ProbeSettings }[],
   data: (runId: string) => StudyJobData,
   attempts: number,
-): Promise<{ added: number; requeued: number; kept: number }> {
-  const n = { added: 0, requeued: 0, kept: 0 };
+): Promise<{ added: number; requeued: number; reprobed: number; kept: number }> {
+  const n = { added: 0, requeued: 0, reprobed: 0, kept: 0 };
   for (const run of todo) {
     const existing = await queue.getJob(jobId(run.id));
     const state = existing ? await existing.getState() : 'unknown';
@@ -240,7 +242,7 @@ export async function submitConfigs(
         resetAttemptsMade: true,
         resetAttemptsStarted: true,
       });
-      n.requeued++;
+      n[unprobed ? 'reprobed' : 'requeued']++;
     } else if (existing && state !== 'unknown') {
       n.kept++;
     } else {
