@@ -5,6 +5,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -270,6 +271,43 @@ describe('studies across workers on BullMQ (real Redis)', () => {
         .trim()
         .split('\n'),
     ).toHaveLength(1);
+  });
+
+  it('a study that asks for the linear probe later: its completed jobs run again for the probe only', async () => {
+    const w = startWorker(queue);
+    workers.push(w.proc);
+    const study = (evaluate: string) => {
+      writeFileSync(
+        join(root, 'probe.yaml'),
+        `name: probe\nbase: base.yaml\naxis: strategy.queueSize\ngrid:\n  strategy.queueSize: [64]\n${evaluate}`,
+      );
+      return runStudyOnQueue(join(root, 'probe.yaml'), createCatalog(builtinPlugins()), {
+        queue,
+        out: join(root, 'probe-out'),
+        log: (l) => lines.push(l),
+      });
+    };
+    const lines: string[] = [];
+    const knnOnly = await study('');
+    expect(knnOnly.failed).toEqual([]);
+    expect(knnOnly.results[0]!.linear).toBeUndefined();
+    const weights = join(knnOnly.results[0]!.runPath, 'state', 'final.bin');
+    const trained = statSync(weights).mtimeMs;
+    const probed = await study('evaluate: { linear: true, epochs: 2, trainSize: 512 }\n');
+    expect(probed.failed).toEqual([]);
+    expect(lines.join('\n')).toContain('1 finished ones queued again for the linear probe');
+    const [r] = probed.results;
+    expect(r!.linear).toBeGreaterThan(0.1); // 10 classes: chance is 0.1
+    expect(r).toMatchObject({ linearEpochs: 2, linearTrainSize: 512, linearSubset: true });
+    expect([r!.steps, r!.knn]).toEqual([knnOnly.results[0]!.steps, knnOnly.results[0]!.knn]);
+    expect(statSync(weights).mtimeMs).toBe(trained); // the training was not run again
+    expect(existsSync(join(r!.runPath, 'eval', 'linear-subset.json'))).toBe(true);
+    expect(
+      readFileSync(join(root, 'probe-out', 'results.jsonl'), 'utf8')
+        .trim()
+        .split('\n'),
+    ).toHaveLength(1);
+    killGroup(w.proc, 'SIGTERM');
   });
 
   it('an unreachable Redis is a clear error', async () => {

@@ -1,14 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import {
-  appendFileSync,
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-} from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StateError, type Catalog } from '@contrast/core';
@@ -19,9 +11,12 @@ import {
   loadStudy,
   openStudyRun,
   prepareStudy,
-  readResults,
+  isDone,
+  recordResult,
   reportStudy,
+  resultsById,
   runStudyConfig,
+  runTag,
   stopStudyRun,
   studyChildOptions,
   StudyRunStopped,
@@ -118,15 +113,15 @@ export async function runStudyParallel(
   const log = options.log ?? ((l) => console.error(l));
   const { study, outDir, runs } = prepareStudy(file, catalog, options);
   const parent = await openStudyRun(study, outDir, runs, log);
-  const done = new Set(readResults(outDir).map((r) => r.id));
-  const todo = runs.filter((r) => !done.has(r.id));
+  const recorded = resultsById(outDir);
+  const todo = runs.filter((r) => !isDone(recorded, r));
   const failed: string[] = [];
   let stopped = false;
   let next = 0;
   const one = async (): Promise<void> => {
     while (next < todo.length && !options.stop?.signal.aborted) {
       const run = todo[next++]!;
-      const tag = `${run.series} ${run.xLabel ?? run.k}`;
+      const tag = runTag(run);
       log(`${tag}: training in a child process`);
       const args = ['study', 'run-config', resolve(file), '--id', run.id, '--out', outDir];
       const child = await runChild(
@@ -138,8 +133,10 @@ export async function runStudyParallel(
       const last = child.stdout.trim().split('\n').pop() ?? '';
       if (child.code === 0 && last.startsWith('{')) {
         const record = JSON.parse(last) as StudyResult;
-        appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(record)}\n`);
-        log(`${tag}: kNN ${(100 * record.knn).toFixed(2)}%`);
+        recordResult(outDir, record);
+        const probed =
+          record.linear !== undefined ? `, linear ${(100 * record.linear).toFixed(2)}%` : '';
+        log(`${tag}: kNN ${(100 * record.knn).toFixed(2)}%${probed}`);
       } else if (child.stopped) {
         stopped = true;
         log(`${tag}: stopped (exit ${child.code}), checkpointed in its run folder`);

@@ -12,7 +12,7 @@ import {
   type EncoderPlugin,
   type Plugin,
 } from '@contrast/core';
-import { loadStudy } from '@contrast/study';
+import { loadStudy, studyBases } from '@contrast/study';
 import { createCatalog } from '@contrast/trainer';
 import { shellLine } from './format.js';
 import { buildCommand, packageEntry } from './plugin-build.js';
@@ -229,12 +229,14 @@ function unknownMethod(name: string, catalog: Catalog): UnknownNameError {
   return new UnknownNameError('strategy', name, known, near, hint);
 }
 
-/** The catalog of a study: the built-in plugins plus the ones its base experiment names. */
+/** The catalog of a study: the built-in plugins plus the ones its base experiments name. */
 export async function catalogForStudy(studyFile: string): Promise<Catalog> {
-  const study = loadStudy(studyFile);
-  const base = readExperimentFile(resolve(dirname(studyFile), study.base));
-  const specs = Array.isArray(base.plugins) ? (base.plugins as string[]) : [];
-  return createCatalog([...builtinPlugins(), ...(await loadPlugins(specs))]);
+  const specs = new Set<string>();
+  for (const path of studyBases(loadStudy(studyFile), studyFile)) {
+    const base = readExperimentFile(path);
+    if (Array.isArray(base.plugins)) for (const p of base.plugins as string[]) specs.add(p);
+  }
+  return createCatalog([...builtinPlugins(), ...(await loadPlugins([...specs]))]);
 }
 
 /** The catalog of a run folder: the built-in plugins plus the ones its config.yaml names. */

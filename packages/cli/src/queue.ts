@@ -1,5 +1,5 @@
 import { appendFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { Queue, Worker, type Job } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError, type Catalog } from '@contrast/core';
@@ -7,7 +7,11 @@ import {
   finishStudyRun,
   openStudyRun,
   prepareStudy,
-  readResults,
+  isDone,
+  probeMatches,
+  recordResult,
+  resultsById,
+  type ProbeSettings,
   reportStudy,
   StudyRunStopped,
   type StudyResult,
@@ -109,12 +113,12 @@ export async function runStudyOnQueue(
   await checkRedis(options.queue);
   const { study, outDir, runs } = prepareStudy(file, catalog, options);
   const parent = await openStudyRun(study, outDir, runs, log);
-  const done = new Set(readResults(outDir).map((r) => r.id));
+  const recorded = resultsById(outDir);
   const queue = new Queue<StudyJobData, StudyResult>(QUEUE_NAME, {
     connection: redisConnection(options.queue),
   });
   try {
-    const todo = runs.filter((r) => !done.has(r.id));
+    const todo = runs.filter((r) => !isDone(recorded, r));
     const data = (runId: string): StudyJobData => ({
       studyFile: resolve(file),
       out: outDir,
@@ -124,6 +128,7 @@ export async function runStudyOnQueue(
     const n = await submitConfigs(queue, todo, data, options.attempts ?? 3);
     log(
       `${n.added} configurations queued on ${options.queue}, ${n.requeued} failed ones queued again, ` +
+        (n.reprobed ? `${n.reprobed} finished ones queued again for the linear probe, ` : '') +
         `${n.kept} already queued or running (${runs.length - todo.length} already done)`,
     );
     const failed = await waitForJobs(
@@ -172,9 +177,7 @@ async function waitForJobs(
     for (const id of [...pending]) {
       const end = await finishedJob(queue, id);
       if (end?.state === 'completed') {
-        if (!readResults(outDir).some((r) => r.id === id)) {
-          appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(end.result)}\n`);
-        }
+        recordResult(outDir, end.result); // replaces the line of the same id: never a duplicate
         pending.delete(id);
       } else if (end?.state === 'failed') {
         failed.push({ id, reason: end.reason });
@@ -217,21 +220,29 @@ export async function finishedJob(
  * fresh attempts, so fixing the cause and re-running the study runs it; one
  * that is waiting, delayed, active or completed is left as it is, never
  * duplicated. BullMQ ignores an add with an existing job id, hence the retry.
+ * A completed job without the linear probe the study now asks for (or with
+ * other settings) is queued again (`reprobed`): its training is found finished
+ * in the run folder, only the probe runs.
  */
 export async function submitConfigs(
   queue: Queue<StudyJobData, StudyResult>,
-  todo: readonly { id: string; config: { name: string } }[],
+  todo: readonly { id: string; config: { name: string }; linear?: ProbeSettings }[],
   data: (runId: string) => StudyJobData,
   attempts: number,
-): Promise<{ added: number; requeued: number; kept: number }> {
-  const n = { added: 0, requeued: 0, kept: 0 };
+): Promise<{ added: number; requeued: number; reprobed: number; kept: number }> {
+  const n = { added: 0, requeued: 0, reprobed: 0, kept: 0 };
   for (const run of todo) {
     const existing = await queue.getJob(jobId(run.id));
     const state = existing ? await existing.getState() : 'unknown';
-    if (existing && state === 'failed') {
+    const unprobed =
+      state === 'completed' && !!run.linear && !probeMatches(existing?.returnvalue, run.linear);
+    if (existing && (state === 'failed' || unprobed)) {
       await existing.updateData(data(run.id)); // this submission's study file and folder
-      await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-      n.requeued++;
+      await existing.retry(state as 'failed' | 'completed', {
+        resetAttemptsMade: true,
+        resetAttemptsStarted: true,
+      });
+      n[unprobed ? 'reprobed' : 'requeued']++;
     } else if (existing && state !== 'unknown') {
       n.kept++;
     } else {

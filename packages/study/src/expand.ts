@@ -8,7 +8,7 @@ import {
   readExperimentFile,
   type ExperimentConfig,
 } from '@contrast/core';
-import { StudySchema, type Study } from './schema.js';
+import { isCategorical, StudySchema, type Study, type StudyEvaluate } from './schema.js';
 
 export interface StudyRun {
   /** Short hash of the resolved config: the run's identity (finished runs are skipped). */
@@ -20,6 +20,16 @@ export interface StudyRun {
   xLabel?: string;
   seed: number;
   config: ExperimentConfig;
+  /** A run of a categorical study: its series is its category, it has no x. */
+  categorical?: boolean;
+  /** The linear probe to run after training (the study's `evaluate.linear`); absent: none. */
+  linear?: Omit<StudyEvaluate, 'linear'>;
+}
+
+/** A run as the logs name it: its series, its x (none in a categorical study) and seed. */
+export function runTag(run: Pick<StudyRun, 'series' | 'xLabel' | 'k' | 'seed' | 'categorical'>) {
+  const x = run.categorical ? '' : ` ${run.xLabel ?? `K=${run.k}`}`;
+  return `${run.series}${x}${run.seed ? ` seed ${run.seed}` : ''}`;
 }
 
 interface Point {
@@ -28,11 +38,18 @@ interface Point {
   set: Record<string, unknown>;
 }
 
-/** Grid / zip axes as series of points: fields other than the axis make the series. */
+/** The single point of each series of a categorical study (no x: the series is the category). */
+const CATEGORY_POINT: Point = { k: 1, set: {} };
+
+/**
+ * Grid / zip axes as series of points: fields other than the axis make the
+ * series. Series of a categorical study get one point each.
+ */
 export function axesToSeries(
   study: Study,
-): { label: string; set: Record<string, unknown>; points: Point[] }[] {
-  if (study.series) return study.series;
+): { label: string; base?: string; set: Record<string, unknown>; points: Point[] }[] {
+  if (study.series)
+    return study.series.map((s) => ({ ...s, points: s.points ?? [CATEGORY_POINT] }));
   const axis = study.axis!;
   const grid = study.grid ?? {};
   const zip = study.zip ?? {};
@@ -71,6 +88,37 @@ export function loadStudy(file: string): Study {
   return parseWith(StudySchema, readExperimentFile(file));
 }
 
+/** Every base experiment of a study (its own and its series'), as absolute paths, in order. */
+export function studyBases(study: Study, file: string): string[] {
+  const paths = [study.base, ...(study.series ?? []).map((s) => s.base)];
+  return [...new Set(paths.filter((p): p is string => !!p).map((p) => resolve(dirname(file), p)))];
+}
+
+/**
+ * A series' base experiment (its own `base`, else the study's), read once per path.
+ * @throws ConfigError naming the series when the file cannot be read or parsed.
+ */
+function baseReader(study: Study, file: string) {
+  const cache = new Map<string, Record<string, unknown>>();
+  return (series: { label: string; base?: string }) => {
+    const path = resolve(dirname(file), (series.base ?? study.base)!);
+    let doc = cache.get(path);
+    if (!doc) {
+      try {
+        doc = readExperimentFile(path);
+      } catch (e) {
+        const where = series.base ? `series '${series.label}' base` : 'base';
+        throw new ConfigError(where, (e as Error).message.split('\n')[0] ?? String(e), {
+          hint: `${where}: the path of an experiment YAML, relative to the study file (${dirname(file)})`,
+          cause: e,
+        });
+      }
+      cache.set(path, doc);
+    }
+    return doc;
+  };
+}
+
 export function configHash(config: ExperimentConfig): string {
   // where a run is stored, tracked and checkpointed does not change what it computes
   const { tracking: _tracking, checkpoint: _checkpoint, ...rest } = config;
@@ -94,20 +142,27 @@ export function xTag(study: Pick<Study, 'axis'>, point: Point): string {
 }
 
 /**
- * Base experiment <- study settings <- series settings <- point settings, then
- * `scale` multiplies the epochs and the training subset (capped at the full split).
+ * Base experiment (the series' own, else the study's) <- study settings <- series
+ * settings <- point settings, then `scale` multiplies the epochs and the training
+ * subset (capped at the full split). A categorical study's runs are named
+ * `<study>-<series>[-s<seed>]`. The study's `evaluate.linear` rides on each run.
+ * @throws ConfigError naming the series when a base cannot be read or a
+ *   configuration does not parse.
  */
 export function expandStudy(
   study: Study,
   file: string,
   options: { scale?: number; runsDir: string },
 ): StudyRun[] {
-  const base = readExperimentFile(resolve(dirname(file), study.base));
+  const baseOf = baseReader(study, file);
   const scale = options.scale ?? 1;
   if (!(scale > 0)) throw new ConfigError('--scale', `must be > 0, got ${scale}`);
+  const categorical = isCategorical(study);
+  const { linear, ...probe } = study.evaluate;
   const runs: StudyRun[] = [];
   for (const series of axesToSeries(study)) {
-    for (const point of series.points as Point[]) {
+    const base = baseOf(series);
+    for (const point of series.points) {
       for (const seed of study.seeds) {
         const settings = { ...study.set, ...series.set, ...point.set };
         if (study.seeds.length > 1 || study.seeds[0] !== 0) settings.seed = seed;
@@ -117,7 +172,7 @@ export function expandStudy(
           config = parseExperiment(raw);
         } catch (e) {
           throw new ConfigError(
-            `series '${series.label}', k = ${point.k}`,
+            categorical ? `series '${series.label}'` : `series '${series.label}', k = ${point.k}`,
             (e as Error).message.split('\n')[0] ?? String(e),
             {
               hint:
@@ -135,7 +190,9 @@ export function expandStudy(
         const legacyName = runName(`k${point.k}`);
         config = {
           ...config,
-          name: runName(xTag(study, point)),
+          name: categorical
+            ? `${study.name}-${series.label}${seedTag}`.replace(/[^\w.-]/g, '_')
+            : runName(xTag(study, point)),
           optim: { ...config.optim, epochs: Math.max(1, Math.round(config.optim.epochs * scale)) },
           data: {
             ...config.data,
@@ -147,12 +204,14 @@ export function expandStudy(
           tracking: { ...config.tracking, dir: options.runsDir },
         };
         runs.push({
-          id: configHash({ ...config, name: legacyName }),
+          id: configHash(categorical ? config : { ...config, name: legacyName }),
           series: series.label,
           k: point.k,
           ...(point.label !== undefined ? { xLabel: point.label } : {}),
           seed: config.seed,
           config,
+          ...(categorical ? { categorical } : {}),
+          ...(linear ? { linear: probe } : {}),
         });
       }
     }

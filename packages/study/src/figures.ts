@@ -465,3 +465,102 @@ export function curvesSpec(
     config: CONFIG,
   } as unknown as TopLevelSpec;
 }
+
+/** One dot of the categorical figure: a series' (e.g. a method's) accuracy by one protocol, over seeds. */
+export interface CategoryPoint {
+  series: string;
+  /** The evaluation, e.g. 'kNN' or 'linear probe'. */
+  metric: string;
+  /** Top-1 in %. */
+  mean: number;
+  lo: number;
+  hi: number;
+  /** Seeds; error bars are drawn where n > 1. */
+  n: number;
+}
+
+/**
+ * The categorical study's figure: one row per series (method), a dot per
+ * evaluation (kNN, linear probe) at its mean top-1 with a mean ± std error bar
+ * over seeds, the evaluations told apart by colour and marker (and offset
+ * within the row), and labelled dashed vertical lines at the `references`.
+ */
+export function categorySpec(
+  points: readonly CategoryPoint[],
+  rows: { title: string; order: string[] },
+  metrics: string[],
+  title: { text: string; subtitle: string[] },
+  references: readonly Reference[] = [],
+): TopLevelSpec {
+  const key: StyleKey = { field: 'metric', title: 'evaluation', domain: metrics };
+  const s = styles(key);
+  const x = { type: 'quantitative', title: 'top-1 accuracy (%)' };
+  const y = { field: 'series', type: 'nominal', title: rows.title, sort: rows.order };
+  const yOffset = { field: 'metric', type: 'nominal', sort: metrics, scale: { padding: 0.4 } };
+  const data = { values: points as unknown as Record<string, unknown>[] };
+  const ref = { values: references as unknown as Record<string, unknown>[] };
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: { ...title, frame: 'group' },
+    width: PLOT_WIDTH,
+    height: { step: 14 * Math.max(2, metrics.length) },
+    background: 'white',
+    layer: [
+      ...(references.length
+        ? [
+            {
+              data: ref,
+              mark: { type: 'rule', strokeDash: [2, 3], strokeWidth: 1.5, color: '#555' },
+              encoding: { x: { ...x, field: 'value' } },
+            },
+            {
+              data: ref,
+              mark: {
+                type: 'text',
+                angle: 270,
+                align: 'right',
+                baseline: 'bottom',
+                dx: -3,
+                dy: -2,
+                fontSize: 10,
+              },
+              encoding: {
+                x: { ...x, field: 'value' },
+                y: { value: 0 },
+                text: { field: 'text' },
+                color: { value: '#333' },
+              },
+            },
+          ]
+        : []),
+      {
+        data,
+        transform: [{ filter: 'datum.n > 1' }],
+        mark: { type: 'errorbar', ticks: true, thickness: 1.5 },
+        encoding: { y, yOffset, x: { ...x, field: 'lo' }, x2: { field: 'hi' }, color: s.color },
+      },
+      {
+        data,
+        mark: { type: 'point', filled: true, size: MARKER_SIZE, opacity: 1 },
+        encoding: {
+          y,
+          yOffset,
+          x: { ...x, field: 'mean', scale: { zero: false, nice: false, padding: 12 } },
+          color: s.color,
+          shape: s.shape,
+        },
+      },
+      ...(s.legend
+        ? [
+            {
+              data,
+              mark: { type: 'point', opacity: 0 },
+              encoding: { y, yOffset, x: { ...x, field: 'mean' }, shape: s.legend },
+            },
+          ]
+        : []),
+    ],
+    resolve: { scale: { shape: 'independent' } },
+    config: CONFIG,
+  } as unknown as TopLevelSpec;
+}

@@ -1,4 +1,9 @@
-import { knnProtocol, type KnnProtocol } from '@contrast/eval';
+import {
+  knnProtocol,
+  LINEAR_PROBE_DEFAULTS,
+  PROBE_LR_SWEEP,
+  type KnnProtocol,
+} from '@contrast/eval';
 import { groups, runConfig, runFolder, type StudyResult } from './results.js';
 
 /** How a study's figures and table are titled and scaled (from its study.yaml). */
@@ -13,6 +18,8 @@ export interface ReportMeta {
   axis?: string;
   /** Legend title of a series-form study (default 'series'). */
   legend?: string;
+  /** One configuration per series (series without points): a table and figure by series. */
+  categorical?: boolean;
 }
 
 /** The x axis title earlier versions stored for every study, whatever its axis. */
@@ -37,6 +44,11 @@ export function reportMeta(saved: object, fallbackTitle: string): ReportMeta {
     ...(xScale ? { xScale } : {}),
     ...(axis ? { axis } : {}),
     ...(str(study.legend) ? { legend: str(study.legend)! } : {}),
+    ...(Array.isArray(study.series) &&
+    study.series.length > 0 &&
+    study.series.every((s) => !(s as { points?: unknown }).points)
+      ? { categorical: true }
+      : {}),
   };
 }
 
@@ -46,8 +58,12 @@ export function xTitle(meta: ReportMeta): string {
   return meta.axis ?? meta.x ?? OLD_DEFAULT_X;
 }
 
-/** File name stem of the study figure: after the swept field; `knn-vs-k` for series (x = K). */
+/**
+ * File name stem of the study figure: after the swept field; `knn-vs-k` for
+ * series (x = K); `accuracy-by-<legend>` for a categorical study (`accuracy-by-method`).
+ */
 export function figureStem(meta: ReportMeta): string {
+  if (meta.categorical) return `accuracy-by-${(meta.legend ?? 'series').replace(/[^\w.-]/g, '_')}`;
   return meta.axis ? `knn-vs-${meta.axis.replace(/[^\w.-]/g, '_')}` : 'knn-vs-k';
 }
 
@@ -176,4 +192,27 @@ export function titleWithBudget(title: string, budget: string | undefined): stri
   if (!budget) return title;
   const stated = /(?:\d[\d,.]*k? images|full training split), \d+ epochs?/;
   return stated.test(title) ? title.replace(stated, budget) : `${title}: ${budget}`;
+}
+
+/**
+ * The linear probe's protocol in words, from the results' recorded settings
+ * (values that differ between runs are listed). Undefined when no run was probed.
+ */
+export function probeText(results: readonly StudyResult[]): string | undefined {
+  const probed = results.filter((r) => r.linear !== undefined);
+  if (probed.length === 0) return undefined;
+  const distinct = <T>(f: (r: StudyResult) => T) => [...new Set(probed.map(f))].join(' / ');
+  const selected = probed.some((r) => r.linearLrSelected);
+  const lr = selected
+    ? `lr selected from ${PROBE_LR_SWEEP.lrs.join(', ')} on ${100 * PROBE_LR_SWEEP.heldOut}% of the training images held out (chosen: ${distinct((r) => r.linearLr)})`
+    : `lr ${distinct((r) => r.linearLr)} (fixed)`;
+  const images = distinct((r) =>
+    r.linearTrainSize !== undefined ? r.linearTrainSize.toLocaleString('en-US') : '?',
+  );
+  return (
+    `linear probe on frozen pooled backbone features (BN in eval mode, no augmentation), ` +
+    `fitted on ${images} training images, scored on the full test split: SGD momentum ${LINEAR_PROBE_DEFAULTS.momentum}, ` +
+    `wd ${LINEAR_PROBE_DEFAULTS.weightDecay}, batch ${LINEAR_PROBE_DEFAULTS.batchSize}, ${distinct((r) => r.linearEpochs)} epochs, ` +
+    `lr x0.1 at ${LINEAR_PROBE_DEFAULTS.milestones.map((m) => `${100 * m}%`).join(' and ')} of them, ${lr}`
+  );
 }

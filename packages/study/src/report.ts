@@ -3,11 +3,13 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '@contrast/core';
 import { parse as parseYaml } from 'yaml';
 import {
+  categorySpec,
   curvesSpec,
   lineLegends,
   type LossPanel,
   type Reference,
   studyPlotSpec,
+  type CategoryPoint,
   type CurvePoint,
   type StudyPoint,
   type StyleKey,
@@ -16,6 +18,7 @@ import {
 import {
   budgetText,
   figureStem,
+  probeText,
   protocolText,
   reportMeta,
   seedsText,
@@ -42,6 +45,17 @@ function cellOf(
   if (xs.length === 0) return '-';
   const { mean, std } = meanStd(xs.map((x) => x * scale));
   return xs.length > 1 ? `${mean.toFixed(digits)} ± ${std.toFixed(digits)}` : mean.toFixed(digits);
+}
+
+/** The mean over seeds alone (reference values, throughput, time), '-' when none. */
+function meanOf(
+  rs: readonly StudyResult[],
+  value: (r: StudyResult) => number | undefined,
+  digits: number,
+  scale = 1,
+): string {
+  const xs = rs.map(value).filter((x): x is number => x !== undefined && !Number.isNaN(x));
+  return xs.length ? (meanStd(xs).mean * scale).toFixed(digits) : '-';
 }
 
 /** What the numbers of a study's table and figures are, in one sentence. */
@@ -82,6 +96,18 @@ export function markdownTable(
         `| ${legend.label(s)} | ${ks.map((k) => cellOf(at(s, k), (r) => r.knn, 2, 100)).join(' | ')} |`,
     ),
   ];
+  if (results.some((r) => r.linear !== undefined)) {
+    lines.push(
+      '',
+      `Linear probe top-1 accuracy (%): ${probeText(results)}.`,
+      '',
+      ...header(legend.title),
+      ...series.map(
+        (s) =>
+          `| ${legend.label(s)} | ${ks.map((k) => cellOf(at(s, k), (r) => r.linear, 2, 100)).join(' | ')} |`,
+      ),
+    );
+  }
   if (results.some((r) => r.alignment !== undefined)) {
     lines.push(
       '',
@@ -116,6 +142,92 @@ export function markdownTable(
 }
 
 /**
+ * The categorical study's table in markdown: one row per series (e.g. a
+ * method), kNN and linear probe top-1 (%) as mean ± std over seeds, the
+ * random-init encoder's kNN, training throughput and wall time per run (mean
+ * over seeds), under the protocol of each number.
+ */
+export function categoryTable(
+  results: readonly StudyResult[],
+  meta: ReportMeta,
+  protocol?: ReturnType<typeof protocolText>,
+): string {
+  const { series } = groups(results);
+  const title = meta.legend ?? 'series';
+  const probe = probeText(results);
+  const seeds = seedsText(results);
+  const row = (s: string) => {
+    const rs = results.filter((r) => r.series === s);
+    return [
+      s,
+      cellOf(rs, (r) => r.knn, 2, 100),
+      cellOf(rs, (r) => r.linear, 2, 100),
+      meanOf(rs, (r) => r.knnRandomInit, 2, 100),
+      meanOf(rs, (r) => r.imgPerSec, 0),
+      meanOf(rs, (r) => r.wallSeconds, 1, 1 / 60),
+    ];
+  };
+  const wall = results.reduce((sum, r) => sum + r.wallSeconds + (r.linearSeconds ?? 0), 0);
+  const pixels = results.map((r) => r.knnRawPixels).find((x) => x !== undefined);
+  return [
+    `## ${meta.title}`,
+    '',
+    `| ${title} | kNN top-1 (%) | linear top-1 (%) | kNN at random init (%) | img/s | wall time (min) |`,
+    '|---|---:|---:|---:|---:|---:|',
+    ...series.map((s) => `| ${row(s).join(' | ')} |`),
+    '',
+    `- kNN: ${protocol ? `${protocol.knn}; ${protocol.data}` : "at the final epoch (the runs' config.yaml not found: protocol unknown)"}.`,
+    `- Linear: ${probe ?? 'not run (the study has no `evaluate.linear`)'}.`,
+    `- kNN at random init: the same protocol on the same encoder before training${pixels !== undefined ? `; raw pixels ${pct(pixels)}%` : ''}.`,
+    '- img/s: training images per second (both views of an image count once); wall time: training and kNN evaluation of one run (the probe not included).',
+    `- ${seeds ? `${seeds} (sample std)` : 'one seed per row'}; ${results.length} runs, ${(wall / 60).toFixed(1)} min in total with the probes.`,
+    '',
+  ].join('\n');
+}
+
+/** The categorical figure's dots: kNN and (when probed) linear top-1 per series, in %. */
+export function categoryPoints(results: readonly StudyResult[]): CategoryPoint[] {
+  const { series } = groups(results);
+  const evaluations: [string, (r: StudyResult) => number | undefined][] = [
+    ['kNN', (r) => r.knn],
+    ['linear probe', (r) => r.linear],
+  ];
+  return series.flatMap((s) =>
+    evaluations.flatMap(([metric, value]) => {
+      const xs = results
+        .filter((r) => r.series === s)
+        .map(value)
+        .filter((x): x is number => x !== undefined && !Number.isNaN(x));
+      if (xs.length === 0) return [];
+      const { mean, std } = meanStd(xs.map((x) => 100 * x));
+      return [{ series: s, metric, mean, lo: mean - std, hi: mean + std, n: xs.length }];
+    }),
+  );
+}
+
+/** The categorical study's figure: kNN and linear top-1 per series, mean ± std over seeds. */
+export async function categoryFigure(
+  results: readonly StudyResult[],
+  meta: ReportMeta,
+  subtitle: string[],
+): Promise<RenderedFigure> {
+  const points = categoryPoints(results);
+  const metrics = [...new Set(points.map((p) => p.metric))];
+  const initRef = references(results).filter((r) => r.text.startsWith('random-init'));
+  return renderFigure(
+    categorySpec(
+      points,
+      { title: meta.legend ?? 'series', order: groups(results).series },
+      metrics,
+      { text: meta.title, subtitle },
+      initRef.map((r) => ({ ...r, text: `kNN, ${r.text}` })),
+    ),
+    meta.title,
+    lineLegends,
+  );
+}
+
+/**
  * results.csv: one row per run (every seed), RFC 4180 quoting where a value needs
  * it. The x position's column is named after the swept field (`xColumn`, e.g.
  * `strategy.momentum`; `k` for a series study, whose x is K).
@@ -131,6 +243,11 @@ export function csv(results: readonly StudyResult[], xColumn = 'k'): string {
     'uniformity',
     'knnRandomInit',
     'knnRawPixels',
+    'linear',
+    'linearTop5',
+    'linearLr',
+    'linearEpochs',
+    'linearTrainSize',
     'finalLoss',
     'imgPerSec',
     'wallSeconds',
@@ -388,14 +505,25 @@ export async function writeReport(
     writeFileAtomic(join(outDir, name), data);
     files.push(join(outDir, name));
   };
-  write('table.md', markdownTable(results, meta, protocol));
+  const probe = probeText(results);
+  write(
+    'table.md',
+    meta.categorical
+      ? categoryTable(results, meta, protocol)
+      : markdownTable(results, meta, protocol),
+  );
   write('results.csv', csv(results, meta.axis ?? 'k'));
   const writeFigure = (stem: string, f: RenderedFigure) => {
     write(`${stem}.png`, f.png);
     write(`${stem}.svg`, f.svg);
     write(`${stem}.pdf`, f.pdf);
   };
-  writeFigure(figureStem(meta), await studyFigure(results, meta, subtitle));
+  writeFigure(
+    figureStem(meta),
+    meta.categorical
+      ? await categoryFigure(results, meta, [...subtitle, ...(probe ? [shortProbe(results)] : [])])
+      : await studyFigure(results, meta, subtitle),
+  );
   const knnSubtitle = [
     ...(protocol ? [protocol.knn.replace(/^at the final epoch: /, ''), protocol.data] : []),
     ...(seeds ? [`${seeds}: error bars`] : []),
@@ -403,6 +531,19 @@ export async function writeReport(
   const curves = await curvesFigure(outDir, results, meta, knnSubtitle);
   if (curves) writeFigure('curves', curves);
   return files;
+}
+
+/** The probe's protocol in a figure subtitle's length. */
+function shortProbe(results: readonly StudyResult[]): string {
+  const probed = results.filter((r) => r.linear !== undefined);
+  const epochs = [...new Set(probed.map((r) => r.linearEpochs))].join(' / ');
+  const images = [...new Set(probed.map((r) => r.linearTrainSize?.toLocaleString('en-US')))].join(
+    ' / ',
+  );
+  const lr = probed.some((r) => r.linearLrSelected)
+    ? 'lr selected on held-out training images'
+    : `lr ${[...new Set(probed.map((r) => r.linearLr))].join(' / ')}`;
+  return `linear probe: frozen pooled features, ${images} training images, ${epochs} epochs, ${lr}`;
 }
 
 /**

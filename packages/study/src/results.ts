@@ -1,6 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { parseExperiment, type ExperimentConfig } from '@contrast/core';
+import { parseExperiment, writeFileAtomic, type ExperimentConfig } from '@contrast/core';
 import { parse as parseYaml } from 'yaml';
 
 /** One finished run of a study, as stored in results.jsonl. */
@@ -16,6 +16,19 @@ export interface StudyResult {
   uniformity?: number;
   knnRandomInit?: number;
   knnRawPixels?: number;
+  /** Linear probe top-1 on the test split (fraction), when the study ran the probe. */
+  linear?: number;
+  linearTop5?: number;
+  /** The probe's lr (selected or fixed), epochs and training images. */
+  linearLr?: number;
+  linearEpochs?: number;
+  linearTrainSize?: number;
+  /** The lr was selected on held-out training images (else fixed by the study). */
+  linearLrSelected?: boolean;
+  /** Fitted on fewer images than the training split (`evaluate.trainSize`). */
+  linearSubset?: boolean;
+  /** Wall time of the probe (feature extraction and fitting), not in `wallSeconds`. */
+  linearSeconds?: number;
   finalLoss: number;
   imgPerSec: number;
   wallSeconds: number;
@@ -33,6 +46,65 @@ export function readResults(outDir: string): StudyResult[] {
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as StudyResult);
 }
+
+/**
+ * Records a finished run in results.jsonl: appended, or replacing the line of the
+ * same id (a run whose probe was added later), the file then rewritten whole.
+ */
+export function recordResult(outDir: string, record: StudyResult): void {
+  const file = join(outDir, 'results.jsonl');
+  const old = readResults(outDir);
+  if (!old.some((r) => r.id === record.id)) {
+    appendFileSync(file, `${JSON.stringify(record)}\n`);
+    return;
+  }
+  const lines = old.map((r) => JSON.stringify(r.id === record.id ? record : r));
+  writeFileAtomic(file, `${lines.join('\n')}\n`);
+}
+
+/** A study's linear probe settings (`evaluate` without its switch). */
+export interface ProbeSettings {
+  epochs: number;
+  lr?: number;
+  /** 0: the whole training split. */
+  trainSize: number;
+}
+
+/**
+ * Whether a result's linear probe was made with these settings: the same
+ * epochs, the same lr choice (selected, or the same fixed lr) and the same
+ * training images (a `trainSize` at or above the split's size is the whole split).
+ */
+export function probeMatches(r: Partial<StudyResult> | undefined, probe: ProbeSettings): boolean {
+  if (r?.linear === undefined || r.linearEpochs !== probe.epochs) return false;
+  const lr =
+    probe.lr === undefined ? !!r.linearLrSelected : !r.linearLrSelected && r.linearLr === probe.lr;
+  const size = r.linearTrainSize ?? -1;
+  const images =
+    probe.trainSize === 0
+      ? !r.linearSubset
+      : r.linearSubset
+        ? size === probe.trainSize
+        : size <= probe.trainSize;
+  return lr && images;
+}
+
+/**
+ * Whether a configuration is finished for the study: recorded in results.jsonl
+ * and, when the study runs the linear probe, probed with its settings. A run
+ * recorded without that probe is not done: its training stands (the run
+ * folder's result is reused) and only the probe runs.
+ */
+export function isDone(
+  recorded: ReadonlyMap<string, StudyResult>,
+  run: { id: string; linear?: ProbeSettings },
+): boolean {
+  const r = recorded.get(run.id);
+  return !!r && (!run.linear || probeMatches(r, run.linear));
+}
+
+/** The study's results by id, for {@link isDone}. */
+export const resultsById = (outDir: string) => new Map(readResults(outDir).map((r) => [r.id, r]));
 
 /** Mean and (sample, n - 1) standard deviation; std is 0 for a single value. */
 export function meanStd(xs: readonly number[]): { mean: number; std: number } {

@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import {
   checkNames,
@@ -8,7 +8,7 @@ import {
   writeFileAtomic,
   type Catalog,
 } from '@contrast/core';
-import { runExperiment } from '@contrast/trainer';
+import { evaluateRun, runExperiment } from '@contrast/trainer';
 import {
   chooseTrackingUri,
   hasMlflowState,
@@ -18,11 +18,11 @@ import {
   systemTags,
 } from '@contrast/tracking';
 import { stringify } from 'yaml';
-import { expandStudy, loadStudy, type StudyRun } from './expand.js';
+import { expandStudy, loadStudy, runTag, type StudyRun } from './expand.js';
 import type { Study } from './schema.js';
 import { reportMeta } from './labels.js';
 import { writeReport } from './report.js';
-import { readResults, type StudyResult } from './results.js';
+import { isDone, readResults, recordResult, resultsById, type StudyResult } from './results.js';
 import { recordStudySummary } from './summary.js';
 
 export interface StudyOptions {
@@ -72,10 +72,10 @@ export async function runStudy(
   const log = options.log ?? ((l: string) => console.error(l));
   const { study, outDir, runs } = prepareStudy(file, catalog, options);
   const parent = await openStudyRun(study, outDir, runs, log);
-  const done = new Set(readResults(outDir).map((r) => r.id));
+  const recorded = resultsById(outDir);
   for (const [i, run] of runs.entries()) {
-    const tag = `[${i + 1}/${runs.length}] ${run.series} ${run.xLabel ?? `K=${run.k}`}${run.seed ? ` seed ${run.seed}` : ''}`;
-    if (done.has(run.id)) {
+    const tag = `[${i + 1}/${runs.length}] ${runTag(run)}`;
+    if (isDone(recorded, run)) {
       log(`${tag}: already done, skipped`);
       continue;
     }
@@ -96,9 +96,11 @@ export async function runStudy(
       if (e instanceof StudyRunStopped) await stopStudyRun(parent, log);
       throw e;
     }
-    appendFileSync(join(outDir, 'results.jsonl'), `${JSON.stringify(record)}\n`);
+    recordResult(outDir, record);
+    const probed =
+      record.linear !== undefined ? `, linear ${(100 * record.linear).toFixed(2)}%` : '';
     log(
-      `${tag}: kNN ${(100 * record.knn).toFixed(2)}% in ${(record.wallSeconds / 60).toFixed(1)} min`,
+      `${tag}: kNN ${(100 * record.knn).toFixed(2)}%${probed} in ${(record.wallSeconds / 60).toFixed(1)} min`,
     );
   }
   const { results, reportFiles } = await reportStudy(study, outDir, runs);
@@ -122,8 +124,8 @@ export async function openStudyRun(
   });
   if (!uri) return undefined;
   const experimentName = runs[0]?.config.tracking.experiment || study.name;
-  const done = new Set(readResults(outDir).map((r) => r.id));
-  const work = runs.some((r) => !done.has(r.id));
+  const recorded = resultsById(outDir);
+  const work = runs.some((r) => !isDone(recorded, r));
   return openParentRun(outDir, uri, experimentName, study.name, log, work);
 }
 
@@ -219,8 +221,10 @@ async function pumpOrWarn(u: MlflowUploader, log: (line: string) => void): Promi
 }
 
 /**
- * Trains one configuration of a study and returns its result record; throws
- * StudyRunStopped when `options.shouldStop` stopped it first.
+ * Trains one configuration of a study (a finished run folder's result is reused)
+ * and, when the study asks for it, runs the linear probe on it in this process
+ * ({@link studyProbe}); returns its result record. Throws StudyRunStopped when
+ * `options.shouldStop` stopped the training first.
  */
 export async function runStudyConfig(
   run: StudyRun,
@@ -229,6 +233,9 @@ export async function runStudyConfig(
 ): Promise<StudyResult> {
   const { runPath, result } = await runExperiment(run.config, catalog, options);
   if (result.status !== 'finished') throw new StudyRunStopped(runPath, result.steps);
+  const linear = run.linear
+    ? await studyProbe(runPath, run.linear, catalog, options.log ?? ((l) => console.error(l)))
+    : {};
   return {
     id: run.id,
     series: run.series,
@@ -241,6 +248,7 @@ export async function runStudyConfig(
       : {}),
     ...(result.knn.randomInit !== undefined ? { knnRandomInit: result.knn.randomInit } : {}),
     ...(result.knn.rawPixels !== undefined ? { knnRawPixels: result.knn.rawPixels } : {}),
+    ...linear,
     finalLoss: result.finalLoss,
     imgPerSec: result.imgPerSec,
     wallSeconds: result.wallSeconds,
@@ -248,6 +256,88 @@ export async function runStudyConfig(
     epochs: result.epochs,
     runPath,
   };
+}
+
+/** The linear probe fields of a study result. */
+type ProbeFields = Pick<
+  StudyResult,
+  | 'linear'
+  | 'linearTop5'
+  | 'linearLr'
+  | 'linearEpochs'
+  | 'linearTrainSize'
+  | 'linearLrSelected'
+  | 'linearSubset'
+  | 'linearSeconds'
+>;
+
+/**
+ * The probe result a run folder already holds (eval/linear.json, or
+ * eval/linear-subset.json for a `trainSize` below the split) when it was made
+ * with the same epochs, training images and (when fixed) lr; else undefined.
+ */
+export function recordedProbe(
+  runPath: string,
+  probe: NonNullable<StudyRun['linear']>,
+): ProbeFields | undefined {
+  for (const [file, suffix, sizeKey] of [
+    ['linear.json', '', 'train_size'],
+    ['linear-subset.json', '_subset', 'linear_subset_train_size'],
+  ] as const) {
+    const path = join(runPath, 'eval', file);
+    if (!existsSync(path)) continue;
+    const doc = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    const num = (key: string) => (typeof doc[key] === 'number' ? doc[key] : undefined);
+    const size = num(sizeKey);
+    const selected = Array.isArray((doc.lr_selection as { candidates?: unknown })?.candidates);
+    const same =
+      num('epochs') === probe.epochs &&
+      size !== undefined &&
+      // a trainSize at or above the split's size probes the whole split (eval/linear.json)
+      (probe.trainSize === 0
+        ? suffix === ''
+        : size === probe.trainSize || (suffix === '' && size < probe.trainSize)) &&
+      (probe.lr === undefined ? selected : !selected && num(`linear_lr${suffix}`) === probe.lr);
+    if (!same) continue;
+    return {
+      linear: num(`linear_top1${suffix}`)!,
+      linearTop5: num(`linear_top5${suffix}`)!,
+      linearLr: num(`linear_lr${suffix}`)!,
+      linearEpochs: probe.epochs,
+      linearTrainSize: size,
+      linearLrSelected: selected,
+      linearSubset: suffix !== '',
+      linearSeconds: num('seconds')!,
+    };
+  }
+  return undefined;
+}
+
+/**
+ * The linear probe of a study's run: `contrast eval linear` in this process
+ * (`evaluateRun`: recorded in the run folder, its summary and MLflow run), or
+ * the result the folder already holds for the same settings, which is not
+ * computed again.
+ */
+export async function studyProbe(
+  runPath: string,
+  probe: NonNullable<StudyRun['linear']>,
+  catalog: Catalog,
+  log: (line: string) => void,
+): Promise<ProbeFields> {
+  const done = recordedProbe(runPath, probe);
+  if (done) {
+    log(`linear probe already in ${join(runPath, 'eval')}: not run again`);
+    return done;
+  }
+  await evaluateRun(runPath, 'linear', catalog, {
+    probe: { epochs: probe.epochs, ...(probe.lr !== undefined ? { lr: probe.lr } : {}) },
+    trainSize: probe.trainSize,
+    log,
+  });
+  const made = recordedProbe(runPath, probe);
+  if (!made) throw new Error(`the linear probe of ${runPath} left no eval/linear*.json`);
+  return made;
 }
 
 /**

@@ -4,6 +4,28 @@ import { z } from 'zod';
 const Settings = z.record(z.string(), z.unknown()).default({});
 
 /**
+ * What every run of the study measures after training besides the kNN monitor:
+ * `linear: true` runs the linear probe of `contrast eval linear` on the run
+ * (frozen pooled backbone features, BN in eval mode, SGD momentum 0.9, wd 0,
+ * batch 256, lr x0.1 at 60% and 80% of the epochs; the lr selected on 10% of the
+ * training images held out unless `lr` is given).
+ */
+export const StudyEvaluateSchema = z
+  .object({
+    linear: z.boolean().default(false),
+    /** Probe epochs (MoCo: 100; fewer on CPU). */
+    epochs: z.number().int().positive().default(100),
+    /** A fixed probe lr; absent: selected on held-out training images. */
+    lr: z.number().positive().optional(),
+    /** Fit the probe on the first n training images (0 = the whole training split). */
+    trainSize: z.number().int().min(0).default(0),
+  })
+  .strict()
+  .default({});
+
+export type StudyEvaluate = z.infer<typeof StudyEvaluateSchema>;
+
+/**
  * A study: a base experiment, settings shared by every run, and series of points.
  * Each point is one run; `k` is its position on the x axis (negatives per query).
  */
@@ -14,9 +36,10 @@ export const StudySchema = z
       .min(1)
       .regex(/^[\w.-]+$/, 'use letters, digits, ".", "_" and "-" only'),
     description: z.string().default(''),
-    /** The base experiment YAML, relative to the study file. */
-    base: z.string().min(1),
+    /** The base experiment YAML, relative to the study file (a series' own `base` replaces it). */
+    base: z.string().min(1).optional(),
     set: Settings,
+    evaluate: StudyEvaluateSchema,
     /** x axis title of the figure (default: the `axis` field, or K for series). */
     x: z.string().min(1).optional(),
     /**
@@ -45,10 +68,14 @@ export const StudySchema = z
         z
           .object({
             label: z.string().min(1),
+            /** This series' base experiment (relative to the study file), e.g. a method's own YAML. */
+            base: z.string().min(1).optional(),
             set: Settings,
+            /** Absent in every series: a categorical study, one configuration per series. */
             points: z
               .array(z.object({ k: z.number().positive(), set: Settings }).strict())
-              .min(1, 'a series needs at least one point'),
+              .min(1, 'a series needs at least one point')
+              .optional(),
           })
           .strict(),
       )
@@ -58,6 +85,29 @@ export const StudySchema = z
   .strict()
   .superRefine((st, ctx) => {
     const axes = { ...(st.grid ?? {}), ...(st.zip ?? {}) };
+    if (!st.base) {
+      const without = (st.series ?? []).filter((s) => !s.base).map((s) => s.label);
+      if (!st.series || without.length > 0) {
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['base'],
+          message: st.series
+            ? `no base experiment for series ${without.map((l) => `'${l}'`).join(', ')}: give the study a base, or each series its own`
+            : 'the base experiment YAML is required (relative to the study file)',
+        });
+      }
+    }
+    if (st.series) {
+      const pointed = st.series.filter((s) => s.points).length;
+      if (pointed > 0 && pointed < st.series.length) {
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['series'],
+          message:
+            'give points in every series (a sweep) or in none (a categorical study: one configuration per series)',
+        });
+      }
+    }
     if (!st.series && Object.keys(axes).length === 0) {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
@@ -90,3 +140,7 @@ export const StudySchema = z
   });
 
 export type Study = z.infer<typeof StudySchema>;
+
+/** A series-form study whose series have no points: one configuration per series (e.g. one per method). */
+export const isCategorical = (study: Pick<Study, 'series'>): boolean =>
+  !!study.series && study.series.every((s) => !s.points);
