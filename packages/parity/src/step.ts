@@ -66,9 +66,9 @@ export function parityExperiment(method: ParityMethod, o: StepParityOptions): Ex
   return {
     name: 'parity',
     seed: o.seed,
-    data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0 },
     loss: { temperature: 0.1 },
     ...s,
+    data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0, ...s.data },
     model: { ...o.model, ...(s.model ?? {}) },
     strategy: s.strategy!,
     optim: { batchSize: o.batchSize, lr: 0.03, momentum: 0.9, weightDecay: 5e-4 },
@@ -347,6 +347,7 @@ export function runContrastSide(
       const prefix = join(dir, `batch-${nnn(i)}`);
       exportView(`${prefix}-query.npy`, b.x1);
       exportView(`${prefix}-key.npy`, b.x2);
+      b.crops.slice(2).forEach((c, v) => exportView(`${prefix}-crop${v + 2}.npy`, c)); // multi-crop
       writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
       if (options.sync) exportState(side, method, stateDir(i));
       h.clock.step = i; // as the trainer does: schedules see the steps completed

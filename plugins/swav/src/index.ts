@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
+  bnGroups,
   ConfigError,
   defineLoss,
   definePlugin,
@@ -82,9 +83,35 @@ export type SwavConfig = z.infer<typeof SwavConfigSchema>;
 /** The settings a SwAV step reads. */
 export interface SwavSettings {
   temperature: number;
+  /** BatchNorm groups the encoder splits a batch into (model.bnSplits on this worker). */
+  bnGroups: number;
   freezePrototypesEpochs: number;
   /** Steps completed before the queue starts filling. */
   queueStartStep: number;
+}
+
+/**
+ * Every crop's embedding [B, D], each crop group through the encoder as one
+ * batch, as main_swav.py's forward concatenates the crops of one resolution (the
+ * BN statistics are the group's crops' together; the head's BN too, where the
+ * official head sees every crop at once). With S BatchNorm groups, BN group s
+ * holds slice s of every crop of the group: what S workers' groups hold.
+ */
+export function embedCrops(encoder: Encoder, views: Views, splits: number): tf.Tensor2D[] {
+  const out: tf.Tensor2D[] = [];
+  for (const { start, count } of views.groups) {
+    const crops = views.crops.slice(start, start + count);
+    const part = crops[0]!.shape[0] / splits;
+    const slices = Array.from({ length: splits }, (_, s) =>
+      crops.map((c) => (splits === 1 ? c : c.slice(s * part, part))),
+    ).flat(); // split-major: [split 0 of every crop, split 1 of every crop, ...]
+    const pieces = tf.split<tf.Tensor2D>(encoder.embed(tf.concat(slices), true), slices.length);
+    for (let c = 0; c < count; c++) {
+      const rows = Array.from({ length: splits }, (_, s) => pieces[s * count + c]!);
+      out.push(splits === 1 ? rows[0]! : tf.concat(rows));
+    }
+  }
+  return out;
 }
 
 /**
@@ -93,8 +120,11 @@ export interface SwavSettings {
  *   z_v = normalize(f(x_v)) for every crop v;  s_v = z_v C   [B, K]
  *   q_a = sinkhorn(s_a) for each global crop a (no gradient; queue rows first)
  *   L = mean_a mean_{v != a} CE(q_a, softmax(s_v / tau))
- * Data-parallel: the Sinkhorn sums are every worker's (`swavLoss`'s collectives);
- * the queue holds this worker's rows only, as the official code's.
+ * Data-parallel: the Sinkhorn sums are every worker's (`swavLoss`'s collectives,
+ * the official all_reduce). The queue holds the global batches' rows on every
+ * worker (so every worker's state is the same, as a checkpoint needs) and each
+ * worker's codes read its 1/N share: together the rows the official per-worker
+ * queues hold.
  */
 export class Swav extends MethodParts implements Method<undefined> {
   readonly name = PLUGIN_NAME;
@@ -135,11 +165,11 @@ export class Swav extends MethodParts implements Method<undefined> {
   }
 
   objective(views: Views, _prepared: undefined, ctx: StepContext) {
-    const z = views.crops.map((x) => this.encoder.embed(x, true)); // [B, D] per crop
+    const z = embedCrops(this.encoder, views, this.settings.bnGroups); // [B, D] per crop
     ctx.mark('forward');
     const scores = z.map((e) => this.prototypes.apply(e)); // [B, K] per crop
     const assign = Array.from({ length: views.groups[0]?.count ?? 0 }, (_, a) => a); // global crops
-    const queued = this.queue?.full ? this.queue.embeddings : undefined; // [M, A x D]
+    const queued = this.queue?.full ? this.workerQueueRows(this.queue.embeddings) : undefined;
     const d = z[0]!.shape[1];
     const targets = assign.map((a) => ({
       crop: a,
@@ -161,25 +191,42 @@ export class Swav extends MethodParts implements Method<undefined> {
     return { loss, carry };
   }
 
+  /** Every worker enqueues the global batch's rows, so the queues stay identical (checkpointed by rank 0). */
   afterStep({ carry }: { carry: Record<string, tf.Tensor> }, ctx: StepContext): void {
-    if (carry.queue) this.queue?.enqueue(carry.queue as tf.Tensor2D);
+    if (carry.queue && this.queue) {
+      const rows = this.collectives.allGather(carry.queue as tf.Tensor2D, { sameShape: true });
+      this.queue.enqueue(rows);
+      rows.dispose();
+    }
     ctx.mark('enqueue');
+  }
+
+  /**
+   * This worker's share of the queue [M / N, A x D] (all of it on one process): the
+   * shares together are the last M rows of the global batches, which is what the
+   * official code's per-worker queues of M / N local rows hold together.
+   */
+  private workerQueueRows(rows: tf.Tensor2D): tf.Tensor2D {
+    const { rank, worldSize } = this.collectives;
+    if (worldSize === 1) return rows;
+    const share = rows.shape[0] / worldSize;
+    return rows.slice([rank * share, 0], [share, -1]);
   }
 }
 
 /**
- * The queue's rows per worker: queueLength rounded down to a multiple of the
- * global batch (the official code's), split among the workers.
+ * The queue's rows: queueLength rounded down to a multiple of the global batch
+ * (the official code's).
  * @throws ConfigError (strategy.queueLength) when it is shorter than one batch.
  */
-function queueRows(length: number, batch: number, workers: number): number {
+function queueRows(length: number, batch: number): number {
   const rounded = length - (length % batch);
   if (length > 0 && rounded === 0) {
     throw new ConfigError('strategy.queueLength', `${length} rows hold no batch of ${batch}`, {
       hint: `use 0 (no queue) or a multiple of optim.batchSize (${batch})`,
     });
   }
-  return rounded / workers;
+  return rounded;
 }
 
 export function swavPlugin(): Plugin<SwavConfig> {
@@ -193,7 +240,7 @@ export function swavPlugin(): Plugin<SwavConfig> {
       const { encoder, options, config, collectives } = ctx;
       const prototypes = new Prototypes(encoder.embedDim, options.prototypes, ctx.rng.fork());
       const { batchSize } = config.optim;
-      const rows = queueRows(options.queueLength, batchSize, collectives.worldSize);
+      const rows = queueRows(options.queueLength, batchSize);
       const crops = config.data.views?.[0]?.count ?? 2;
       const queue =
         rows > 0 ? new EmbeddingQueue(rows, crops * encoder.embedDim, ctx.rng.fork()) : undefined;
@@ -201,6 +248,7 @@ export function swavPlugin(): Plugin<SwavConfig> {
       const perEpoch = config.data.dropLast ? Math.floor(n / batchSize) : Math.ceil(n / batchSize);
       const settings = {
         temperature: config.loss.temperature ?? 0.1,
+        bnGroups: bnGroups(ctx),
         freezePrototypesEpochs: options.freezePrototypesEpochs,
         queueStartStep: Math.round(options.queueStartEpoch * perEpoch),
       };

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, decodeBundle, encodeBundle, swavLoss } from '@contrast/core';
 import { disposeBatch } from '@contrast/data';
 import { createCatalog, createStepHarness } from '@contrast/trainer';
-import { Swav, swavPlugin } from './index.js';
+import { embedCrops, Swav, swavPlugin } from './index.js';
 
 const MULTI_CROP = [
   { name: 'global', count: 2 },
@@ -22,8 +22,17 @@ const experiment = (
   loss,
   optim: { batchSize: 16, lr: 0.05 },
 });
-const harness = (strategy: Record<string, unknown> = {}, loss: Record<string, unknown> = {}) =>
-  createStepHarness(experiment(strategy, loss), createCatalog([swavPlugin()]));
+const harness = (
+  strategy: Record<string, unknown> = {},
+  loss: Record<string, unknown> = {},
+  bnSplits = 1,
+) => {
+  const e = experiment(strategy, loss);
+  return createStepHarness(
+    { ...e, model: { ...e.model, bnSplits } },
+    createCatalog([swavPlugin()]),
+  );
+};
 const swavOf = (h: { method: unknown }) => h.method as Swav;
 const prototypeValues = (h: { method: unknown }) =>
   Array.from(swavOf(h).prototypes.weights.dataSync());
@@ -57,7 +66,10 @@ describe('swav plugin', () => {
     const got = tf.tidy(() => h.method.objective(b, undefined, ctxOf(h)).loss.dataSync()[0]!);
     const want = tf.tidy(() => {
       const w = swavOf(h).prototypes.weights;
-      const scores = b.crops.map((x) => tf.matMul<tf.Tensor2D>(h.encoder.embed(x, true), w));
+      // each group's crops through the encoder as one batch: [global 0; global 1], [local 0; local 1]
+      const [g, l] = [0, 2].map((c) => h.encoder.embed(tf.concat(b.crops.slice(c, c + 2)), true));
+      const z = [...tf.split(g!, 2), ...tf.split(l!, 2)];
+      const scores = z.map((e) => tf.matMul<tf.Tensor2D>(e, w));
       const targets = [0, 1].map((crop) => ({ crop, scores: scores[crop]! }));
       const loss = swavLoss({ epsilon: 0.1, iterations: 2 });
       return loss.compute({ scores, targets, temperature: 0.1 }).loss.dataSync()[0]!;
@@ -65,6 +77,30 @@ describe('swav plugin', () => {
     expect(got).toBeCloseTo(want, 5);
     disposeBatch(b);
     h.dispose();
+  });
+
+  it("with 2 BN groups, each holds a half of every crop of a group: what 2 workers' BN sees", () => {
+    const whole = harness({}, {}, 2);
+    const half = harness();
+    const b = whole.nextBatch();
+    const n = b.crops[0]!.shape[0] / 2;
+    const halves = (first: boolean) => ({
+      ...b,
+      crops: b.crops.map((c) => c.slice(first ? 0 : n, n)),
+    });
+    const [got, first, second] = tf.tidy(() => [
+      embedCrops(whole.encoder, b, 2).map((z) => z.arraySync()),
+      embedCrops(half.encoder, halves(true), 1).map((z) => z.arraySync()),
+      embedCrops(half.encoder, halves(false), 1).map((z) => z.arraySync()),
+    ]);
+    got!.forEach((z, c) =>
+      [...first![c]!, ...second![c]!].forEach((row, i) =>
+        row.forEach((v, j) => expect(z[i]![j]!).toBeCloseTo(v, 5)),
+      ),
+    );
+    disposeBatch(b);
+    whole.dispose();
+    half.dispose();
   });
 
   it('normalises the prototypes before each step; frozen in epoch 1, trained after', () => {
@@ -109,7 +145,7 @@ describe('swav plugin', () => {
     const [withQueue, without] = [true, false].map((queued) =>
       tf.tidy(() => {
         const w = swavOf(h).prototypes.weights;
-        const z = b.crops.map((x) => h.encoder.embed(x, true));
+        const z = embedCrops(h.encoder, b, 1);
         const scores = z.map((e) => tf.matMul<tf.Tensor2D>(e, w));
         const rows = swavOf(h).queue!.embeddings; // [16, 2 x 16]
         const targets = [0, 1].map((crop) => ({
@@ -160,6 +196,15 @@ describe('swav plugin', () => {
     disposeBatch(copy);
     a.dispose();
     b.dispose();
+  });
+
+  it('trains real steps over 4 crops without leaking tensors; the loss falls', () => {
+    const h = harness({ freezePrototypesEpochs: 0 });
+    const { losses, tensorCounts } = h.run(10);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(losses[9]!).toBeLessThan(losses[0]!);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
+    h.dispose();
   });
 
   it('refuses a loss of another kind, a queue shorter than a batch, a misspelt loss option', () => {
