@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
+import { singleProcess } from './collectives.js';
 import { ContractError, StateError } from './errors.js';
 import { Rng } from './rng.js';
 import {
@@ -208,5 +209,24 @@ describe('Prototypes and EmbeddingQueue', () => {
     );
     q.dispose();
     r.dispose();
+  });
+
+  it("data-parallel: enqueues every worker's rows, reads this worker's share", () => {
+    // worker 1 of 2; the other worker's rows are this worker's + 10
+    const collectives = {
+      ...singleProcess,
+      rank: 1,
+      worldSize: 2,
+      allGather: <T extends tf.Tensor>(x: T) => tf.concat([tf.add(x, 10), x]) as T,
+    };
+    const q = new EmbeddingQueue(4, 1, new Rng(2), collectives);
+    const mine = tf.tensor2d([[1], [2]]);
+    q.enqueue(mine);
+    expect(q.full).toBe(true);
+    expect(rows(q.embeddings)).toEqual([[11], [12], [1], [2]]);
+    const share = q.workerRows();
+    expect(rows(share)).toEqual([[1], [2]]);
+    tf.dispose([mine, share]);
+    q.dispose();
   });
 });

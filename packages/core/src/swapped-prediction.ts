@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { singleProcess, type Collectives } from './collectives.js';
 import type { Head, Loss, StateTensors, Stateful } from './contracts.js';
-import { ContractError, StateError } from './errors.js';
+import { ConfigError, ContractError, StateError } from './errors.js';
 import { KeyQueue } from './queue.js';
 import type { Rng } from './rng.js';
 
@@ -213,17 +213,42 @@ export class Prototypes implements Head {
 }
 
 /**
+ * SwAV's queue length: `length` rounded down to a multiple of the global batch
+ * (main_swav.py's `queue_length -= queue_length % (batch_size * world_size)`).
+ * @throws ConfigError (strategy.queueLength) when it is shorter than one batch.
+ */
+export function swavQueueRows(length: number, batch: number): number {
+  const rounded = length - (length % batch);
+  if (length > 0 && rounded === 0) {
+    throw new ConfigError('strategy.queueLength', `${length} rows hold no batch of ${batch}`, {
+      hint: `use 0 (no queue) or a multiple of optim.batchSize (${batch})`,
+    });
+  }
+  return rounded;
+}
+
+/**
  * SwAV's queue of past embeddings for small batches (main_swav.py): rows of the
  * global crops' embeddings (`width` = crops x D, one row per sample), FIFO. The
  * queue is read only once it is full (the official code waits until its last
  * row is non-zero), so codes are never computed from its random initial rows.
  * Its rows and how many were ever enqueued are checkpointed.
+ *
+ * Data-parallel: every worker enqueues every worker's rows (gathered), so every
+ * worker holds the same queue (a checkpoint from rank 0 resumes them all), and
+ * `workerRows` is this worker's 1/N share: the shares together are the rows the
+ * official per-worker queues of M / N local rows hold together.
  */
 export class EmbeddingQueue implements Stateful {
   readonly rows: KeyQueue;
   private enqueued = 0;
 
-  constructor(length: number, width: number, rng: Rng) {
+  constructor(
+    length: number,
+    width: number,
+    rng: Rng,
+    private readonly collectives: Collectives = singleProcess,
+  ) {
     this.rows = new KeyQueue(length, width, rng);
   }
 
@@ -237,9 +262,20 @@ export class EmbeddingQueue implements Stateful {
     return this.rows.keys;
   }
 
+  /** [M / N, width]: this worker's share of the rows (all of them on one process). */
+  workerRows(): tf.Tensor2D {
+    const { rank, worldSize } = this.collectives;
+    const share = this.rows.size / worldSize;
+    return worldSize === 1 ? this.rows.keys : this.rows.keys.slice([rank * share, 0], [share, -1]);
+  }
+
+  /** Enqueues this worker's rows [B, width] and, data-parallel, every other worker's. */
   enqueue(rows: tf.Tensor2D): void {
-    this.rows.enqueue(rows);
-    this.enqueued = Math.min(this.rows.size, this.enqueued + rows.shape[0]);
+    const { worldSize } = this.collectives;
+    const all = worldSize > 1 ? this.collectives.allGather(rows, { sameShape: true }) : rows;
+    this.rows.enqueue(all);
+    this.enqueued = Math.min(this.rows.size, this.enqueued + all.shape[0]);
+    if (all !== rows) all.dispose();
   }
 
   state(): StateTensors {

@@ -2,14 +2,15 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
   bnGroups,
-  ConfigError,
   defineLoss,
   definePlugin,
   EmbeddingQueue,
+  embedCrops,
   lossOfKind,
   MethodParts,
   Prototypes,
   swavLoss,
+  swavQueueRows,
   type Collectives,
   type Encoder,
   type Method,
@@ -91,30 +92,6 @@ export interface SwavSettings {
 }
 
 /**
- * Every crop's embedding [B, D], each crop group through the encoder as one
- * batch, as main_swav.py's forward concatenates the crops of one resolution (the
- * BN statistics are the group's crops' together; the head's BN too, where the
- * official head sees every crop at once). With S BatchNorm groups, BN group s
- * holds slice s of every crop of the group: what S workers' groups hold.
- */
-export function embedCrops(encoder: Encoder, views: Views, splits: number): tf.Tensor2D[] {
-  const out: tf.Tensor2D[] = [];
-  for (const { start, count } of views.groups) {
-    const crops = views.crops.slice(start, start + count);
-    const part = crops[0]!.shape[0] / splits;
-    const slices = Array.from({ length: splits }, (_, s) =>
-      crops.map((c) => (splits === 1 ? c : c.slice(s * part, part))),
-    ).flat(); // split-major: [split 0 of every crop, split 1 of every crop, ...]
-    const pieces = tf.split<tf.Tensor2D>(encoder.embed(tf.concat(slices), true), slices.length);
-    for (let c = 0; c < count; c++) {
-      const rows = Array.from({ length: splits }, (_, s) => pieces[s * count + c]!);
-      out.push(splits === 1 ? rows[0]! : tf.concat(rows));
-    }
-  }
-  return out;
-}
-
-/**
  * SwAV (Caron et al. 2020, Algorithm 1, main_swav.py): one encoder f (backbone +
  * projector, L2-normalised output), prototypes C (normalised before each step):
  *   z_v = normalize(f(x_v)) for every crop v;  s_v = z_v C   [B, K]
@@ -169,7 +146,7 @@ export class Swav extends MethodParts implements Method<undefined> {
     ctx.mark('forward');
     const scores = z.map((e) => this.prototypes.apply(e)); // [B, K] per crop
     const assign = Array.from({ length: views.groups[0]?.count ?? 0 }, (_, a) => a); // global crops
-    const queued = this.queue?.full ? this.workerQueueRows(this.queue.embeddings) : undefined;
+    const queued = this.queue?.full ? this.queue.workerRows() : undefined; // [M / N, A x D]
     const d = z[0]!.shape[1];
     const targets = assign.map((a) => ({
       crop: a,
@@ -191,42 +168,10 @@ export class Swav extends MethodParts implements Method<undefined> {
     return { loss, carry };
   }
 
-  /** Every worker enqueues the global batch's rows, so the queues stay identical (checkpointed by rank 0). */
   afterStep({ carry }: { carry: Record<string, tf.Tensor> }, ctx: StepContext): void {
-    if (carry.queue && this.queue) {
-      const rows = this.collectives.allGather(carry.queue as tf.Tensor2D, { sameShape: true });
-      this.queue.enqueue(rows);
-      rows.dispose();
-    }
+    if (carry.queue) this.queue?.enqueue(carry.queue as tf.Tensor2D); // every worker's rows
     ctx.mark('enqueue');
   }
-
-  /**
-   * This worker's share of the queue [M / N, A x D] (all of it on one process): the
-   * shares together are the last M rows of the global batches, which is what the
-   * official code's per-worker queues of M / N local rows hold together.
-   */
-  private workerQueueRows(rows: tf.Tensor2D): tf.Tensor2D {
-    const { rank, worldSize } = this.collectives;
-    if (worldSize === 1) return rows;
-    const share = rows.shape[0] / worldSize;
-    return rows.slice([rank * share, 0], [share, -1]);
-  }
-}
-
-/**
- * The queue's rows: queueLength rounded down to a multiple of the global batch
- * (the official code's).
- * @throws ConfigError (strategy.queueLength) when it is shorter than one batch.
- */
-function queueRows(length: number, batch: number): number {
-  const rounded = length - (length % batch);
-  if (length > 0 && rounded === 0) {
-    throw new ConfigError('strategy.queueLength', `${length} rows hold no batch of ${batch}`, {
-      hint: `use 0 (no queue) or a multiple of optim.batchSize (${batch})`,
-    });
-  }
-  return rounded;
 }
 
 export function swavPlugin(): Plugin<SwavConfig> {
@@ -240,10 +185,10 @@ export function swavPlugin(): Plugin<SwavConfig> {
       const { encoder, options, config, collectives } = ctx;
       const prototypes = new Prototypes(encoder.embedDim, options.prototypes, ctx.rng.fork());
       const { batchSize } = config.optim;
-      const rows = queueRows(options.queueLength, batchSize);
-      const crops = config.data.views?.[0]?.count ?? 2;
+      const rows = swavQueueRows(options.queueLength, batchSize);
+      const width = (config.data.views?.[0]?.count ?? 2) * encoder.embedDim;
       const queue =
-        rows > 0 ? new EmbeddingQueue(rows, crops * encoder.embedDim, ctx.rng.fork()) : undefined;
+        rows > 0 ? new EmbeddingQueue(rows, width, ctx.rng.fork(), collectives) : undefined;
       const n = ctx.dataset.train.n;
       const perEpoch = config.data.dropLast ? Math.floor(n / batchSize) : Math.ceil(n / batchSize);
       const settings = {

@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, decodeBundle, encodeBundle, swavLoss } from '@contrast/core';
+import { ConfigError, decodeBundle, embedCrops, encodeBundle, swavLoss } from '@contrast/core';
 import { disposeBatch } from '@contrast/data';
 import { createCatalog, createStepHarness } from '@contrast/trainer';
-import { embedCrops, Swav, swavPlugin } from './index.js';
+import { Swav, swavPlugin } from './index.js';
 
 const MULTI_CROP = [
   { name: 'global', count: 2 },
