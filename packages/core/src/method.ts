@@ -1,5 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Head, StateTensors, Stateful, TrainingClock, ViewGroup } from './contracts.js';
+import type {
+  Encoder,
+  Head,
+  StateTensors,
+  Stateful,
+  TrainingClock,
+  ViewGroup,
+} from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
 import type { GroupOptions } from './optim.js';
 
@@ -63,6 +70,31 @@ export function groupCrops(views: Pick<Views, 'crops' | 'groups'>, name: string)
     );
   }
   return views.crops.slice(group.start, group.start + group.count);
+}
+
+/**
+ * Every crop's embedding [N, D] (`encoder.embed`, training mode), each crop
+ * group through the encoder as one batch, as SwAV's and DINO's official forward
+ * concatenates the crops of one resolution (the BN statistics are the group's
+ * crops' together). With S BatchNorm groups (`bnGroups`), BN group s holds slice
+ * s of every crop of the group: what S workers' groups hold, so N workers with 1
+ * group compute what one process with N groups computes.
+ */
+export function embedCrops(encoder: Encoder, views: Views, splits: number): tf.Tensor2D[] {
+  const out: tf.Tensor2D[] = [];
+  for (const { start, count } of views.groups) {
+    const crops = views.crops.slice(start, start + count);
+    const part = crops[0]!.shape[0] / splits;
+    const slices = Array.from({ length: splits }, (_, s) =>
+      crops.map((c) => (splits === 1 ? c : c.slice(s * part, part))),
+    ).flat(); // split-major: [split 0 of every crop, split 1 of every crop, ...]
+    const pieces = tf.split<tf.Tensor2D>(encoder.embed(tf.concat(slices), true), slices.length);
+    for (let c = 0; c < count; c++) {
+      const rows = Array.from({ length: splits }, (_, s) => pieces[s * count + c]!);
+      out.push(splits === 1 ? rows[0]! : tf.concat(rows));
+    }
+  }
+  return out;
 }
 
 /** What the trainer hands a method at every phase of a step. */

@@ -80,6 +80,8 @@ describe('Contrast -> torchvision names and layouts', () => {
     expect(torchName('predictor/bn1/beta')).toBe('predictor.1.bias');
     expect(torchName('predictor/fc2/w')).toBe('predictor.3.weight');
     expect(torchName('bn3/running_mean')).toBe('bn3.running_mean'); // ConvNet
+    expect(torchName('prototypes/w')).toBe('prototypes.weight'); // SwAV's
+    expect(contrastName('prototypes.weight', { resnet: false })).toBe('prototypes/w');
     expect(contrastName('conv1.weight', { resnet: true })).toBe('stem/conv/w');
     expect(contrastName('conv1.weight', { resnet: false })).toBe('conv1/w');
     expect(contrastName('layer2.0.downsample.1.running_mean', { resnet: true })).toBe(

@@ -82,6 +82,8 @@ const VIT: Rule[] = [
 ];
 /** Whole tensors of timm's VisionTransformer, named alike on both sides. */
 const VIT_TENSORS = new Set(['cls_token', 'pos_embed']);
+/** Method parts beside the encoder: SwAV's prototypes (main_swav.py's `prototypes`, a Linear without bias). */
+const METHOD_PARTS: Rule[] = [[/^prototypes$/, 'prototypes', /^prototypes$/, 'prototypes']];
 
 /**
  * How the projection head is laid out, as the model config says (`model.head`,
@@ -179,7 +181,9 @@ export function torchName(name: string, layout?: TorchLayout): string {
   const cut = name.lastIndexOf('/');
   const [module, leaf] = [name.slice(0, cut), name.slice(cut + 1)];
   const field = leaf === 'w' ? 'weight' : leaf === 'b' ? 'bias' : BN_FIELDS[leaf];
-  const path = mapModule(module, [...RESNET, ...CONVNET, ...VIT]) ?? headToTorch(module, layout);
+  const path =
+    mapModule(module, [...RESNET, ...CONVNET, ...VIT, ...METHOD_PARTS]) ??
+    headToTorch(module, layout);
   if (!field || path === undefined || !hasTorchEntry(name)) throw unknown(name, 'torchvision');
   return `${path}.${field}`;
 }
@@ -195,7 +199,7 @@ export function contrastName(name: string, options: { resnet: boolean } & TorchL
   const cut = name.lastIndexOf('.');
   const [module, field] = [name.slice(0, cut), name.slice(cut + 1)];
   const path =
-    mapModule(module, [...(options.resnet ? RESNET : CONVNET), ...VIT], true) ??
+    mapModule(module, [...(options.resnet ? RESNET : CONVNET), ...VIT, ...METHOD_PARTS], true) ??
     headFromTorch(module, options);
   const isBn = path !== undefined && /(^|\/)bn(\d*|_out)$/.test(path);
   const leaf = isBn

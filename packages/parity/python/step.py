@@ -8,7 +8,7 @@ computes each step's lr itself, `scheduled_lr`; Contrast's are listed as `lrs`),
 parameter groups and `fixedLr`, the parameters kept at the unscheduled lr, the
 BN buffers to report), weights/ and key/ (one `<torch
 name>.npy` per tensor, torchvision layouts), queue.npy or bank.npy, and per step
-batch-NNN-{query,key}.npy (NCHW float32), -indices.npy, -negatives.npy (memory
+batch-NNN-{query,key}.npy (NCHW float32; multi-crop: -crop2.npy, ...), -indices.npy, -negatives.npy (memory
 bank), -perm0/1.npy (shuffle BN). Writes torch/steps.json (loss and gradient norm
 per parameter group, per step) and torch/bn-NNN.npy, torch/state-NNN.npy (BN
 running statistics in the manifest's order; the queue or bank after the step).
@@ -62,7 +62,8 @@ class Inputs:
 
     def batch(self, i):
         out = {}
-        for part in ["query", "key", "indices", "negatives", "perm0", "perm1"]:
+        crops = [f"crop{v}" for v in range(2, 100)]  # multi-crop: the crops after query and key
+        for part in ["query", "key", "indices", "negatives", "perm0", "perm1", *crops]:
             p = self.path(f"batch-{i:03d}-{part}.npy")
             if os.path.exists(p):
                 a = np.load(p)
@@ -159,6 +160,8 @@ def isolated_updates(ctx, st, inputs, method, i, lr):
     after = load_weights(inputs.path(f"state-{i + 1:03d}/weights"))
     grads = load_weights(inputs.path(f"grad-{i:03d}"))
     load_synced(ctx, st, inputs, i)
+    if hasattr(method, "prepare"):  # what the step does to the weights before its update (SwAV's normalisation)
+        method.prepare(ctx, st)
     params = parameters(st["query"])
     for name, p in params.items():  # a parameter without a gradient is not updated (frozen, fixed)
         p.grad = torch.from_numpy(grads[name]).to(p.dtype) if p.requires_grad else None

@@ -9,6 +9,7 @@ import { nnclrPlugin } from '@contrast/plugin-nnclr';
 import { simsiamPlugin } from '@contrast/plugin-simsiam';
 import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
 import { vicregPlugin } from '@contrast/plugin-vicreg';
+import { swavPlugin } from '@contrast/plugin-swav';
 import type { StepHarness } from '@contrast/trainer';
 
 /** Arrays a method draws inside its step (sampled negatives, shuffle permutations), by name. */
@@ -54,7 +55,8 @@ export interface ParitySize {
 
 /**
  * What the harness compares of any method, read through its checkpoint parts:
- * the predictor's variables (MoCo v3, BYOL, SimSiam, NNCLR), the key or target
+ * the predictor's variables (MoCo v3, BYOL, SimSiam, NNCLR) or SwAV's prototypes
+ * (trained beside the encoder, so with it in `predictor`), the key or target
  * encoder's tensors (MoCo's `key_encoder`, BYOL's `target`; none for SimSiam and
  * end-to-end) and the strategy's queue or bank (NNCLR's: its `support` queue).
  * The tensors are the method's own.
@@ -66,7 +68,9 @@ export function parityParts(h: StepHarness): {
 } {
   const parts = h.method.state();
   return {
-    predictor: new Map(Object.entries(parts.predictor?.tensors ?? {})) as Map<string, tf.Variable>,
+    predictor: new Map(
+      Object.entries({ ...parts.predictor?.tensors, ...parts.prototypes?.tensors }),
+    ) as Map<string, tf.Variable>,
     key: (parts.key_encoder ?? parts.target)?.tensors ?? {},
     strategy: (parts.strategy ?? parts.support)?.tensors ?? {},
   };
@@ -311,6 +315,23 @@ export const PARITY_METHODS: ParityMethod[] = [
       strategy: { name: 'nnclr', queueSize: s.queue, predictorHidden: s.predictorHidden },
       model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headOutputBn: true },
       loss: { temperature: 0.1, symmetric: true },
+    }),
+  },
+  {
+    // SwAV: 2 global + 2 local crops of 12 px, 20 prototypes (not frozen: the optimizer's frozen
+    // groups have their own parity), Sinkhorn-Knopp codes of the global crops; no queue
+    name: 'swav',
+    module: 'swav',
+    plugin: swavPlugin,
+    settings: () => ({
+      strategy: { name: 'swav', prototypes: 20, freezePrototypesEpochs: 0 },
+      data: {
+        views: [
+          { name: 'global', count: 2 },
+          { name: 'local', count: 2, crop: { size: 12, scale: [0.1, 0.4] } },
+        ],
+      },
+      loss: { temperature: 0.1, epsilon: 0.05, sinkhornIterations: 3 },
     }),
   },
 ];

@@ -138,9 +138,27 @@ export function runStepParity(
 
 const e = (x: number) => (x === 0 ? '0' : x.toExponential(1));
 
+/** The report's first paragraph: the model, data and optimiser each side runs. */
+function setupText(o: StepParityOptions): string {
+  const m = o.model;
+  return (
+    `${m.encoder} (width ${m.width}, ${m.stem ?? 'cifar'} stem, dim ${m.dim}), batch ${o.batchSize}, ` +
+    `Fashion-MNIST views (first ${o.trainSubset} images), queue ${o.size.queue}, bank draws ` +
+    `${o.size.negatives}, predictor hidden ${o.size.predictorHidden}, BN projector hidden ` +
+    `${o.size.projectorHidden} (BYOL, SimSiam), SGD lr 0.03 cosine over the steps (SimSiam's ` +
+    "predictor: fixed), momentum 0.9, wd 5e-4; moco-v3 (ViT, AdamW) instead runs MoCo v3's ViT " +
+    "recipe on a tiny ViT of its own (patch 7, 2 blocks of width 32, MoCo v3's init with the fixed " +
+    'sin-cos positions; 3-layer BN projector): AdamW lr 1e-3, wd 0.1 without decay for norms and ' +
+    "biases, a linear warm-up over a quarter epoch, the patch projection frozen (PyTorch: timm's " +
+    'VisionTransformer, torch.optim.AdamW with its own groups and schedule). Both sides start ' +
+    "from Contrast's weights and queue / bank and train on Contrast's augmented batches (and its " +
+    'sampled negatives and shuffle permutations). PyTorch also runs the steps in float64 from the same ' +
+    'float32 inputs: its distance from PyTorch float32 is the float32 noise floor.'
+  );
+}
+
 /** The step-parity section of the report (markdown). */
 export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]): string {
-  const m = o.model;
   const pair = (c: MethodComparison, q: Quantity) => `${e(c.largest[q])} (${e(c.largestNoise[q])})`;
   const triple = (r: MethodResult, q: Quantity) =>
     `${e(r.synced.largest[q])} (${e(r.synced.largestNoise[q])}; ` +
@@ -148,18 +166,7 @@ export function stepParityMarkdown(o: StepParityOptions, results: MethodResult[]
   const lines = [
     `## Step parity: identical inputs, ${o.steps} steps`,
     '',
-    `${m.encoder} (width ${m.width}, ${m.stem ?? 'cifar'} stem, dim ${m.dim}), batch ${o.batchSize}, ` +
-      `Fashion-MNIST views (first ${o.trainSubset} images), queue ${o.size.queue}, bank draws ` +
-      `${o.size.negatives}, predictor hidden ${o.size.predictorHidden}, BN projector hidden ` +
-      `${o.size.projectorHidden} (BYOL, SimSiam), SGD lr 0.03 cosine over the steps (SimSiam's ` +
-      'predictor: fixed), momentum 0.9, wd 5e-4; moco-v3 (ViT, AdamW) instead runs MoCo v3\'s ViT ' +
-      'recipe on a tiny ViT of its own (patch 7, 2 blocks of width 32, MoCo v3\'s init with the fixed ' +
-      'sin-cos positions; 3-layer BN projector): AdamW lr 1e-3, wd 0.1 without decay for norms and ' +
-      'biases, a linear warm-up over a quarter epoch, the patch projection frozen (PyTorch: timm\'s ' +
-      'VisionTransformer, torch.optim.AdamW with its own groups and schedule). Both sides start ' +
-      "from Contrast's weights and queue / bank and train on Contrast's augmented batches (and its " +
-      'sampled negatives and shuffle permutations). PyTorch also runs the steps in float64 from the same ' +
-      'float32 inputs: its distance from PyTorch float32 is the float32 noise floor.',
+    setupText(o),
     '',
     `### Synced steps: each of the ${o.steps} steps from Contrast's state before it`,
     '',

@@ -5,13 +5,18 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
+  defineLoss,
   defineOptimizer,
+  swappedPredictionLoss,
   z,
   type Optimizer,
   type ParameterStep,
   type Plugin,
+  type SwappedPredictionInput,
+  type SwappedPredictionLoss,
 } from '@contrast/core';
 import { nnclrPlugin, type Nnclr } from '@contrast/plugin-nnclr';
+import { SwavLossOptionsSchema } from '@contrast/plugin-swav';
 import { compareSteps, FLOOR, type Quantity } from './compare.js';
 import { readStepFixture } from './fixture.js';
 import { PARITY_METHODS, parityPlugins, type ParityMethod } from './methods.js';
@@ -211,6 +216,74 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
     expect(c.firstDivergent?.step).toBe(0);
     expect(c.firstDivergent?.quantity).toBe('gradNorm');
   });
+});
+
+/** Scores [B, K] -> SwAV codes [B, K], in place of the Sinkhorn-Knopp codes (a perturbation). */
+type Codes = (scores: tf.Tensor2D) => tf.Tensor2D;
+
+/** The built-in plugins with SwAV's loss computing its codes by `codes`. */
+function swavWithCodes(codes: Codes): Plugin[] {
+  const swav = defineLoss({
+    kind: 'swapped-prediction',
+    options: SwavLossOptionsSchema,
+    create: (): SwappedPredictionLoss => ({
+      name: 'swav',
+      kind: 'swapped-prediction',
+      compute: ({ scores, targets, temperature }: SwappedPredictionInput) => ({
+        loss: swappedPredictionLoss(
+          scores,
+          targets.map((t) => ({ crop: t.crop, codes: codes(t.scores) })),
+          temperature,
+        ),
+      }),
+    }),
+  });
+  return parityPlugins().map((p) => (p.name === 'swav' ? { ...p, losses: { swav } } : p));
+}
+
+/** x's value with no gradient (what torch.no_grad gives the codes). */
+const constant = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+  value: tf.clone(args[0] as tf.Tensor),
+  gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+})) as (x: tf.Tensor2D) => tf.Tensor2D;
+
+/** distributed_sinkhorn's arithmetic (epsilon 0.05, 3 iterations) left on the tape. */
+const sinkhornOnTape: Codes = (s) => {
+  const [b, k] = s.shape;
+  let q = tf.transpose(tf.exp(tf.div(s, 0.05)));
+  q = tf.div(q, tf.sum(q));
+  for (let i = 0; i < 3; i++) {
+    q = tf.div(tf.div(q, tf.sum(q, 1, true)), k);
+    q = tf.div(tf.div(q, tf.sum(q, 0, true)), b);
+  }
+  return tf.transpose(tf.mul(q, b)) as tf.Tensor2D;
+};
+
+describe('SwAV step parity catches a change of its codes', () => {
+  const m = PARITY_METHODS.find((x) => x.name === 'swav')!;
+  const cases: { op: string; codes: Codes; quantity: Quantity }[] = [
+    {
+      op: 'no Sinkhorn-Knopp (codes softmax(scores / epsilon), no gradient)',
+      codes: (s) => constant(tf.softmax(tf.div<tf.Tensor2D>(s, 0.05))),
+      quantity: 'loss',
+    },
+    // the same codes, so the same loss: only the gradient differs
+    { op: 'codes with gradient', codes: sinkhornOnTape, quantity: 'gradNorm' },
+  ];
+  for (const p of cases) {
+    it(`${p.op} diverges at step 1 (${p.quantity})`, () => {
+      const stored = fixture.methods[m.name]!;
+      const records = runContrastSide(
+        m,
+        fixture.options,
+        join(work, 'swav'),
+        swavWithCodes(p.codes),
+      );
+      const c = compareSteps(records, stored.torch, stored.torch64);
+      expect(c.firstDivergent?.step).toBe(0);
+      expect(c.firstDivergent?.quantity).toBe(p.quantity);
+    });
+  }
 });
 
 describe("the synced comparison's state export", () => {

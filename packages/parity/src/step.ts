@@ -17,12 +17,7 @@ import {
   toTorchTensor,
   type HeadLayout,
 } from '@contrast/models';
-import {
-  createCatalog,
-  createStepHarness,
-  scheduledLr,
-  type StepHarness,
-} from '@contrast/trainer';
+import { createCatalog, createStepHarness, scheduledLr, type StepHarness } from '@contrast/trainer';
 import { disposeBatch, type TwoViewBatch } from '@contrast/data';
 import { differences } from './compare.js';
 import type { StepRecord } from './record.js';
@@ -73,9 +68,9 @@ export function parityExperiment(method: ParityMethod, o: StepParityOptions): Ex
   return {
     name: 'parity',
     seed: o.seed,
-    data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0 },
     loss: { temperature: 0.1 },
     ...s,
+    data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0, ...s.data },
     model: s.model?.encoder ? { dim: o.model.dim, ...s.model } : { ...o.model, ...(s.model ?? {}) },
     strategy: s.strategy!,
     optim: { batchSize: o.batchSize, ...(s.optim ?? DEMO_OPTIM) },
@@ -347,6 +342,17 @@ function exportOptimizerState(side: ContrastSide, dir: string): void {
 }
 
 /**
+ * Writes one batch for the PyTorch side: the two global views (`-query`, `-key`),
+ * further crops of a multi-crop batch (`-crop2`, `-crop3`, ...) and the indices.
+ */
+function exportBatch(prefix: string, b: TwoViewBatch): void {
+  exportView(`${prefix}-query.npy`, b.x1);
+  exportView(`${prefix}-key.npy`, b.x2);
+  b.crops.slice(2).forEach((c, v) => exportView(`${prefix}-crop${v + 2}.npy`, c));
+  writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
+}
+
+/**
  * Runs `o.steps` Contrast steps of `method` and writes everything PyTorch needs
  * to run the same steps to `dir` (see python/step.py): initial weights,
  * the queue or bank, each step's batch (and draws), learning rates, parameter
@@ -382,9 +388,7 @@ export function runContrastSide(
       const b = h.nextBatch();
       imageSize = b.x1.shape[1];
       const prefix = join(dir, `batch-${nnn(i)}`);
-      exportView(`${prefix}-query.npy`, b.x1);
-      exportView(`${prefix}-key.npy`, b.x2);
-      writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
+      exportBatch(prefix, b);
       if (options.sync) exportState(side, method, stateDir(i));
       h.clock.step = i; // as the trainer does: schedules see the steps completed
       const probe =
