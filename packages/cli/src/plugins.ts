@@ -26,6 +26,7 @@ import { simsiamPlugin } from '@contrast/plugin-simsiam';
 import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
 import { vicregPlugin } from '@contrast/plugin-vicreg';
 import { nnclrPlugin } from '@contrast/plugin-nnclr';
+import { dinoPlugin } from '@contrast/plugin-dino';
 
 /** The method plugins this build of the command knows without being told. */
 export function builtinPlugins(): Plugin[] {
@@ -39,6 +40,7 @@ export function builtinPlugins(): Plugin[] {
     barlowTwinsPlugin(),
     vicregPlugin(),
     nnclrPlugin(),
+    dinoPlugin(),
   ];
 }
 

@@ -28,3 +28,4 @@ export * from './contrastive-method.js';
 export * as tf from '@tensorflow/tfjs';
 export { z } from 'zod';
 export * from './paired-losses.js';
+export * from './dino.js';
