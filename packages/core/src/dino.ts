@@ -1,9 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
 import { singleProcess, type Collectives } from './collectives.js';
 import type { Loss, StateTensors } from './contracts.js';
 import { ContractError, StateError } from './errors.js';
 import { ema } from './math.js';
 import { stopGradient } from './method.js';
+import { defineLoss } from './plugin.js';
 
 /**
  * DINO's self-distillation (Caron et al. 2021, "Emerging Properties in
@@ -12,19 +14,41 @@ import { stopGradient } from './method.js';
  * part with state. Shapes: N = batch, K = the head's output width.
  */
 
-/** DINO's temperatures and centre momentum (main_dino.py's defaults). */
-export interface DinoSettings {
-  /** tau_s: the student's temperature (0.1). */
-  studentTemperature: number;
-  /** tau_t after the warm-up (0.04; the paper raises it to 0.07 with a warm-up). */
-  teacherTemperature: number;
-  /** tau_t at epoch 0 of the warm-up (0.04). */
-  warmupTeacherTemperature: number;
-  /** Epochs over which tau_t rises linearly (0 in main_dino.py; 30 in the paper's ViT runs). */
-  warmupTeacherEpochs: number;
-  /** m of the centre's EMA (0.9). */
-  centerMomentum: number;
-}
+/** The options of the 'dino' loss (`loss: { name: dino, ... }`), main_dino.py's defaults. */
+export const DinoLossOptionsSchema = z
+  .object({
+    studentTemperature: z.number().positive().default(0.1).describe('tau_s (0.1 in DINO).'),
+    teacherTemperature: z
+      .number()
+      .positive()
+      .default(0.04)
+      .describe(
+        'tau_t after the warm-up (0.04 in main_dino.py; 0.07 in the paper with a warm-up).',
+      ),
+    warmupTeacherTemperature: z
+      .number()
+      .positive()
+      .default(0.04)
+      .describe('tau_t at the first epoch, rising linearly to teacherTemperature (0.04).'),
+    warmupTeacherEpochs: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(0)
+      .describe(
+        "Epochs of the teacher temperature's warm-up (0 in main_dino.py, 30 in the paper).",
+      ),
+    centerMomentum: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.9)
+      .describe("m of the centre's EMA of the teacher's batch mean (0.9)."),
+  })
+  .strict();
+
+/** DINO's temperatures and centre momentum (tau_s, tau_t with its warm-up, m of the centre). */
+export type DinoSettings = z.infer<typeof DinoLossOptionsSchema>;
 
 /**
  * The teacher's temperature at `epoch` (0-based, whole epochs), as DINOLoss's
@@ -159,3 +183,10 @@ export class DinoLoss implements Loss {
     return { loss: dinoLoss({ ...input, studentTemperature, teacherTemperature: tau }) };
   }
 }
+
+/** The 'dino' loss entry of a plugin's `losses`: kind 'dino', DinoLossOptionsSchema's options. */
+export const dinoLossEntry = defineLoss({
+  kind: 'dino',
+  options: DinoLossOptionsSchema,
+  create: (_context, options) => new DinoLoss(options),
+});

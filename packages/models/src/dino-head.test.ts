@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '@contrast/core';
 import { DinoHead } from './dino-head.js';
+import { contrastName, fromTorchTensor, toTorchTensor, torchName } from './torch-names.js';
 
 const SIZES = { inDim: 6, hiddenDim: 10, bottleneckDim: 4, outDim: 12, layers: 3 };
 
@@ -60,5 +61,26 @@ describe('DinoHead', () => {
     expect(Array.from(teacher.lastV.dataSync())).toEqual(Array.from(head.lastV.dataSync()));
     teacher.dispose();
     head.dispose();
+  });
+});
+
+describe("DinoHead's torch names (main_dino.py's DINOHead)", () => {
+  it('maps the MLP to mlp.<2i> and V to last_layer.weight_v [K, bottleneck], and back', () => {
+    expect(torchName('dino_head/fc1/w')).toBe('dino_head.mlp.0.weight');
+    expect(torchName('dino_head/fc3/b')).toBe('dino_head.mlp.4.bias');
+    expect(torchName('dino_head/last/v')).toBe('dino_head.last_layer.weight_v');
+    for (const n of ['dino_head/fc2/w', 'dino_head/fc2/b', 'dino_head/last/v']) {
+      expect(contrastName(torchName(n), { resnet: false })).toBe(n);
+    }
+    // V [2, 3] (bottleneck x K) -> weight_v [3, 2]: row k is output unit k's direction
+    const t = toTorchTensor('dino_head/last/v', [2, 3], Float32Array.from([1, 2, 3, 4, 5, 6]));
+    expect(t.shape).toEqual([3, 2]);
+    expect(Array.from(t.data as Float32Array)).toEqual([1, 4, 2, 5, 3, 6]);
+    const back = fromTorchTensor({ ...t, data: t.data as Float32Array }, { resnet: false });
+    expect(back).toEqual({
+      name: 'dino_head/last/v',
+      shape: [2, 3],
+      data: Float32Array.from([1, 2, 3, 4, 5, 6]),
+    });
   });
 });

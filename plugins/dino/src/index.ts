@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
-  defineLoss,
   definePlugin,
   DinoCenter,
-  DinoLoss,
+  dinoLossEntry,
+  type DinoLoss,
   emaUpdateVariables,
   lossOfKind,
   MethodParts,
@@ -22,63 +22,18 @@ import { DinoHead } from '@contrast/models';
 
 export const PLUGIN_NAME = 'dino';
 
-/** The options of the 'dino' loss (`loss: { name: dino, teacherTemperature: 0.07, ... }`). */
-export const DinoLossOptionsSchema = z
-  .object({
-    studentTemperature: z.number().positive().default(0.1).describe('tau_s (0.1 in DINO).'),
-    teacherTemperature: z
-      .number()
-      .positive()
-      .default(0.04)
-      .describe(
-        'tau_t after the warm-up (0.04 in main_dino.py; 0.07 in the paper with a warm-up).',
-      ),
-    warmupTeacherTemperature: z
-      .number()
-      .positive()
-      .default(0.04)
-      .describe('tau_t at the first epoch, rising linearly to teacherTemperature (0.04).'),
-    warmupTeacherEpochs: z
-      .number()
-      .int()
-      .nonnegative()
-      .default(0)
-      .describe(
-        "Epochs of the teacher temperature's warm-up (0 in main_dino.py, 30 in the paper).",
-      ),
-    centerMomentum: z
-      .number()
-      .min(0)
-      .max(1)
-      .default(0.9)
-      .describe("m of the centre's EMA of the teacher's batch mean (0.9)."),
-  })
-  .strict();
+const width = (d: number, text: string) => z.number().int().positive().default(d).describe(text);
 
 export const DinoConfigSchema = z
   .object({
     name: z.literal(PLUGIN_NAME),
-    hiddenDim: z
-      .number()
-      .int()
-      .positive()
-      .default(2048)
-      .describe('Hidden width of the DINO head (2048).'),
-    bottleneckDim: z
-      .number()
-      .int()
-      .positive()
-      .default(256)
-      .describe("Width of the head's l2-normalised bottleneck (256)."),
-    outDim: z
-      .number()
-      .int()
-      .positive()
-      .default(65536)
-      .describe(
-        'K: output width of the weight-normalised last layer (65536; scaled down for small data).',
-      ),
-    headLayers: z.number().int().min(1).default(3).describe("Linear layers of the head's MLP (3)."),
+    hiddenDim: width(2048, 'Hidden width of the DINO head (2048).'),
+    bottleneckDim: width(256, "Width of the head's l2-normalised bottleneck (256)."),
+    outDim: width(
+      65536,
+      'K: width of the weight-normalised last layer (65536; less on small data).',
+    ),
+    headLayers: width(3, "Linear layers of the head's MLP (3)."),
     momentum: z
       .number()
       .min(0)
@@ -183,13 +138,7 @@ export function dinoPlugin(): Plugin<DinoConfig> {
       'DINO: self-distillation with a momentum teacher, centring, sharpening, multi-crop',
     configSchema: DinoConfigSchema,
     loss: { default: PLUGIN_NAME, kind: 'dino' },
-    losses: {
-      [PLUGIN_NAME]: defineLoss({
-        kind: 'dino',
-        options: DinoLossOptionsSchema,
-        create: (_context, options) => new DinoLoss(options),
-      }),
-    },
+    losses: { [PLUGIN_NAME]: dinoLossEntry },
     build(ctx) {
       const { encoder, options: o, config } = ctx;
       if (!encoder.backboneParameters) {
