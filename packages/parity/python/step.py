@@ -7,7 +7,8 @@ manifest.json (method, model, optimiser, temperature, per-step learning rates,
 parameter groups and `fixedLr`, the parameters kept at the unscheduled lr, the
 BN buffers to report), weights/ and key/ (one `<torch
 name>.npy` per tensor, torchvision layouts), queue.npy or bank.npy, and per step
-batch-NNN-{query,key}.npy (NCHW float32), -indices.npy, -negatives.npy (memory
+batch-NNN-{query,key}.npy (NCHW float32; multi-crop: the further crops
+as -crop2.npy, -crop3.npy, ...), -indices.npy, -negatives.npy (memory
 bank), -perm0/1.npy (shuffle BN). Writes torch/steps.json (loss and gradient norm
 per parameter group, per step) and torch/bn-NNN.npy, torch/state-NNN.npy (BN
 running statistics in the manifest's order; the queue or bank after the step).
@@ -53,7 +54,10 @@ class Inputs:
 
     def batch(self, i):
         out = {}
-        for part in ["query", "key", "indices", "negatives", "perm0", "perm1"]:
+        prefix = f"batch-{i:03d}-"
+        files = os.listdir(self.dir)
+        crops = [f[len(prefix) : -len(".npy")] for f in files if f.startswith(f"{prefix}crop")]
+        for part in ["query", "key", "indices", "negatives", "perm0", "perm1", *crops]:
             p = self.path(f"batch-{i:03d}-{part}.npy")
             if os.path.exists(p):
                 a = np.load(p)
@@ -132,6 +136,8 @@ def isolated_updates(ctx, st, inputs, method, i, lr):
     params = parameters(st["query"])
     for name, p in params.items():
         p.grad = torch.from_numpy(grads[name]).to(p.dtype)
+    if hasattr(method, "before_update"):
+        method.before_update(ctx, st, i)
     set_lr(ctx, st["opt"], lr)
     st["opt"].step()
     torch_update = {"update": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
@@ -190,6 +196,8 @@ def main(directory, dtype="float32", mode="free"):
         loss, after = method.step(ctx, st, b, i)
         loss.backward()
         norms = grad_norms(st["query"], ctx["groups"])
+        if hasattr(method, "before_update"):  # DINO's cancelled last-layer gradient
+            method.before_update(ctx, st, i)
         set_lr(ctx, st["opt"], lr)  # SimSiam's fixed-lr predictor keeps the base lr
         st["opt"].step()
         with torch.no_grad():

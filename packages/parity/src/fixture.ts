@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '@contrast/core';
 import type { StepRecord } from './record.js';
 import type { StepParityOptions } from './step.js';
@@ -18,15 +18,25 @@ const plain = (r: StepRecord) => ({
   ...(r.state ? { state: Array.from(r.state, round) } : {}),
 });
 
-/** Writes the fixture (8 significant digits: float32 needs fewer than 8). */
+/**
+ * Writes the fixture (8 significant digits: float32 needs fewer than 8). The
+ * methods of an existing fixture of the same options that were not run
+ * (`--methods`) keep their stored records.
+ */
 export function writeStepFixture(
   path: string,
   o: StepParityOptions,
   results: MethodResult[],
 ): void {
-  const methods = Object.fromEntries(
-    results.map((r) => [r.method, { torch: r.torch.map(plain), torch64: r.torch64.map(plain) }]),
-  );
+  const kept = existsSync(path)
+    ? (JSON.parse(readFileSync(path, 'utf8')) as { options: unknown; methods: object })
+    : undefined;
+  const methods = {
+    ...(JSON.stringify(kept?.options) === JSON.stringify(o) ? kept!.methods : {}),
+    ...Object.fromEntries(
+      results.map((r) => [r.method, { torch: r.torch.map(plain), torch64: r.torch64.map(plain) }]),
+    ),
+  };
   writeFileAtomic(path, `${JSON.stringify({ options: o, methods })}\n`);
 }
 

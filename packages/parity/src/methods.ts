@@ -8,6 +8,7 @@ import { momentumQueuePlugin } from '@contrast/plugin-momentum-queue';
 import { simsiamPlugin } from '@contrast/plugin-simsiam';
 import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
 import { vicregPlugin } from '@contrast/plugin-vicreg';
+import { dinoPlugin } from '@contrast/plugin-dino';
 import type { StepHarness } from '@contrast/trainer';
 
 /** Arrays a method draws inside its step (sampled negatives, shuffle permutations), by name. */
@@ -28,8 +29,8 @@ export interface ParityMethod {
   plugin: () => Plugin;
   /** Merged over the parity experiment. */
   settings: (size: ParitySize) => Partial<ExperimentInput>;
-  /** The strategy state compared after each step. */
-  state?: 'queue' | 'bank';
+  /** The strategy state compared after each step (DINO's: its centre). */
+  state?: 'queue' | 'bank' | 'center';
   /**
    * false when reversing the batch changes the step's mathematics (shuffle BN:
    * the shuffled sub-batches then hold other images), so the synced comparison
@@ -53,9 +54,10 @@ export interface ParitySize {
 
 /**
  * What the harness compares of any method, read through its checkpoint parts:
- * the predictor's variables (MoCo v3, BYOL, SimSiam), the key or target
- * encoder's tensors (MoCo's `key_encoder`, BYOL's `target`; none for SimSiam and
- * end-to-end) and the strategy's queue or bank. The tensors are the method's own.
+ * the predictor's variables (MoCo v3, BYOL, SimSiam; DINO's head), the key or
+ * target encoder's tensors (MoCo's `key_encoder`, BYOL's `target`, DINO's
+ * `teacher` with its `teacher_head`; none for SimSiam and end-to-end) and the
+ * strategy's queue or bank (or DINO's centre). The tensors are the method's own.
  */
 export function parityParts(h: StepHarness): {
   predictor: Map<string, tf.Variable>;
@@ -63,10 +65,14 @@ export function parityParts(h: StepHarness): {
   strategy: Record<string, tf.Tensor>;
 } {
   const parts = h.method.state();
+  const key = parts.key_encoder ?? parts.target ?? parts.teacher;
   return {
-    predictor: new Map(Object.entries(parts.predictor?.tensors ?? {})) as Map<string, tf.Variable>,
-    key: (parts.key_encoder ?? parts.target)?.tensors ?? {},
-    strategy: parts.strategy?.tensors ?? {},
+    predictor: new Map(Object.entries((parts.predictor ?? parts.head)?.tensors ?? {})) as Map<
+      string,
+      tf.Variable
+    >,
+    key: { ...key?.tensors, ...parts.teacher_head?.tensors },
+    strategy: (parts.strategy ?? parts.center)?.tensors ?? {},
   };
 }
 
@@ -264,6 +270,33 @@ export const PARITY_METHODS: ParityMethod[] = [
       strategy: { name: 'vicreg' },
       model: { head: 'mlp-bn', hiddenDim: s.projectorHidden, headLayers: 3 },
       loss: { invariance: 25, variance: 25, covariance: 1 },
+    }),
+  },
+  {
+    // DINO: its head (3 layers, GELU, l2-normalised bottleneck, weight-normalised last layer
+    // frozen for a quarter epoch), the teacher on the 2 global crops, the student on all 4
+    // crops, centring (the centre compared after each step), tau_s 0.1, tau_t 0.04
+    name: 'dino',
+    module: 'dino',
+    plugin: dinoPlugin,
+    state: 'center',
+    settings: (s) => ({
+      data: {
+        views: [
+          { name: 'global', count: 2 },
+          { name: 'local', count: 2, crop: { size: 14, scale: [0.05, 0.4] } },
+        ],
+      },
+      strategy: {
+        name: 'dino',
+        hiddenDim: s.projectorHidden,
+        bottleneckDim: s.predictorHidden,
+        outDim: 4 * s.projectorHidden,
+        headLayers: 3,
+        momentum: 0.99,
+        freezeLastLayerEpochs: 0.25,
+      },
+      loss: { name: 'dino', centerMomentum: 0.9 },
     }),
   },
 ];

@@ -66,9 +66,9 @@ export function parityExperiment(method: ParityMethod, o: StepParityOptions): Ex
   return {
     name: 'parity',
     seed: o.seed,
-    data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0 },
     loss: { temperature: 0.1 },
     ...s,
+    data: { dataset: 'fashion-mnist', trainSubset: o.trainSubset, prefetch: 0, ...s.data },
     model: { ...o.model, ...(s.model ?? {}) },
     strategy: s.strategy!,
     optim: { batchSize: o.batchSize, lr: 0.03, momentum: 0.9, weightDecay: 5e-4 },
@@ -152,14 +152,29 @@ function openSide(
       .map((n) => [which, n, torchName(n, layout)] as [string, string, string]);
   side.bnOrder = [
     ...buffers('query', onlineVariables(h).keys()),
-    ...buffers('key', Object.keys(parityParts(h).key)),
+    ...buffers(
+      'key',
+      keyTensors(h).map(([name]) => name),
+    ),
   ];
   return side;
 }
 
-/** The online network's variables by Contrast name: the encoder's and its predictor's (MoCo v3, BYOL, SimSiam). */
+/**
+ * The online network's variables by Contrast name: the encoder's and its
+ * predictor's (MoCo v3, BYOL, SimSiam) or head's (DINO), without the encoder's
+ * parameters the method does not train (DINO's own head replaces the encoder's).
+ */
 function onlineVariables(h: StepHarness): Map<string, tf.Variable> {
-  return new Map([...h.encoder.namedVariables(), ...parityParts(h).predictor]);
+  const trained = new Set(methodParameters(h.method));
+  const all = [...h.encoder.namedVariables(), ...parityParts(h).predictor];
+  return new Map(all.filter(([, v]) => !v.trainable || trained.has(v)));
+}
+
+/** The key / target / teacher tensors of the online network's variables (same names). */
+function keyTensors(h: StepHarness): [string, tf.Tensor][] {
+  const online = onlineVariables(h);
+  return Object.entries(parityParts(h).key).filter(([name]) => online.has(name));
 }
 
 /** The torch names of the parameters trained at the unscheduled lr (SimSiam's predictor). */
@@ -280,7 +295,7 @@ function exportState(
 ): void {
   const { h, layout } = side;
   exportWeights(join(dir, 'weights'), onlineVariables(h), layout);
-  const key = Object.entries(parityParts(h).key);
+  const key = keyTensors(h);
   if (key.length > 0) exportWeights(join(dir, 'key'), key, layout);
   const state = strategyState(h, method);
   if (state)
@@ -347,6 +362,7 @@ export function runContrastSide(
       const prefix = join(dir, `batch-${nnn(i)}`);
       exportView(`${prefix}-query.npy`, b.x1);
       exportView(`${prefix}-key.npy`, b.x2);
+      b.crops.slice(2).forEach((x, j) => exportView(`${prefix}-crop${j + 2}.npy`, x));
       writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
       if (options.sync) exportState(side, method, stateDir(i));
       h.clock.step = i; // as the trainer does: schedules see the steps completed
@@ -386,6 +402,7 @@ export function runContrastSide(
       loss: h.config.loss,
       strategy: h.config.strategy,
       optim: h.config.optim,
+      views: h.config.data.views ?? null,
       lrs,
       totalSteps: o.steps,
       datasetSize: h.config.data.trainSubset,
