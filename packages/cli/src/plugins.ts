@@ -27,6 +27,7 @@ import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
 import { vicregPlugin } from '@contrast/plugin-vicreg';
 import { nnclrPlugin } from '@contrast/plugin-nnclr';
 import { swavPlugin } from '@contrast/plugin-swav';
+import { dinoPlugin } from '@contrast/plugin-dino';
 
 /** The method plugins this build of the command knows without being told. */
 export function builtinPlugins(): Plugin[] {
@@ -41,6 +42,7 @@ export function builtinPlugins(): Plugin[] {
     vicregPlugin(),
     nnclrPlugin(),
     swavPlugin(),
+    dinoPlugin(),
   ];
 }
 

@@ -23,6 +23,12 @@ export interface Encoder {
    * clones: what the optimizer trains and what an EMA copy follows.
    */
   parameters(): tf.Variable[];
+  /**
+   * The parameters `features` depends on (the backbone's, without the projection
+   * head's), in `parameters()` order: what a method training its own head on
+   * the features (DINO) trains of the encoder. Optional for encoders a plugin adds.
+   */
+  backboneParameters?(): tf.Variable[];
   /** All state by stable name, BN running statistics included. */
   namedVariables(): ReadonlyMap<string, tf.Variable>;
   /** A structurally identical copy with its own variables holding the same values. */

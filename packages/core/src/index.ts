@@ -29,3 +29,4 @@ export * as tf from '@tensorflow/tfjs';
 export { z } from 'zod';
 export * from './paired-losses.js';
 export * from './swapped-prediction.js';
+export * from './dino.js';

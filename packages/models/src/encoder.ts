@@ -133,6 +133,10 @@ export class ContrastEncoder implements Encoder {
     return this.store.params;
   }
 
+  backboneParameters(): tf.Variable[] {
+    return [...this.backboneParams];
+  }
+
   namedVariables(): ReadonlyMap<string, tf.Variable> {
     return this.store.named;
   }

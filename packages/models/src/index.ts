@@ -6,3 +6,4 @@ export * from './vit.js';
 export * from './encoder.js';
 export * from './heads.js';
 export * from './torch-names.js';
+export * from './dino-head.js';

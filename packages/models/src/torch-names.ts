@@ -33,6 +33,8 @@ const BN_FIELDS: Record<string, string> = {
   running_mean: 'running_mean',
   running_var: 'running_var',
 };
+/** Linear weights and biases; `v` is a weight-normalised layer's direction (DINO's last layer). */
+const LINEAR_FIELDS: Record<string, string> = { w: 'weight', b: 'bias', v: 'weight_v' };
 const BN_FIELDS_BACK = Object.fromEntries(Object.entries(BN_FIELDS).map(([k, v]) => [v, k]));
 
 /**
@@ -144,6 +146,24 @@ function headFromTorch(path: string, layout?: TorchLayout): string | undefined {
   return undefined;
 }
 
+/**
+ * DINO's head as main_dino.py's DINOHead (layers >= 2): `dino_head/fc<i>` is
+ * `dino_head.mlp.<2(i - 1)>` (Sequential of Linear, GELU, ...), `dino_head/last` the
+ * weight-normalised `dino_head.last_layer`, whose V is `weight_v` (g is fixed to 1).
+ */
+function dinoHeadToTorch(path: string): string | undefined {
+  const m = /^dino_head\/fc(\d+)$/.exec(path);
+  if (m) return `dino_head.mlp.${2 * (Number(m[1]) - 1)}`;
+  return path === 'dino_head/last' ? 'dino_head.last_layer' : undefined;
+}
+
+/** The inverse of dinoHeadToTorch. */
+function dinoHeadFromTorch(path: string): string | undefined {
+  const m = /^dino_head\.mlp\.(\d+)$/.exec(path);
+  if (m && Number(m[1]) % 2 === 0) return `dino_head/fc${Number(m[1]) / 2 + 1}`;
+  return path === 'dino_head.last_layer' ? 'dino_head/last' : undefined;
+}
+
 /** Rewrites `path` by the first rule that matches it, towards torch or back to Contrast. */
 function mapModule(path: string, rules: Rule[], back = false): string | undefined {
   for (const [c, t, tRe, cName] of rules) {
@@ -180,10 +200,11 @@ export function torchName(name: string, layout?: TorchLayout): string {
   if (VIT_TENSORS.has(name)) return name;
   const cut = name.lastIndexOf('/');
   const [module, leaf] = [name.slice(0, cut), name.slice(cut + 1)];
-  const field = leaf === 'w' ? 'weight' : leaf === 'b' ? 'bias' : BN_FIELDS[leaf];
+  const field = LINEAR_FIELDS[leaf] ?? BN_FIELDS[leaf];
   const path =
     mapModule(module, [...RESNET, ...CONVNET, ...VIT, ...METHOD_PARTS]) ??
-    headToTorch(module, layout);
+    headToTorch(module, layout) ??
+    dinoHeadToTorch(module);
   if (!field || path === undefined || !hasTorchEntry(name)) throw unknown(name, 'torchvision');
   return `${path}.${field}`;
 }
@@ -200,19 +221,23 @@ export function contrastName(name: string, options: { resnet: boolean } & TorchL
   const [module, field] = [name.slice(0, cut), name.slice(cut + 1)];
   const path =
     mapModule(module, [...(options.resnet ? RESNET : CONVNET), ...VIT, ...METHOD_PARTS], true) ??
-    headFromTorch(module, options);
+    headFromTorch(module, options) ??
+    dinoHeadFromTorch(module);
   const isBn = path !== undefined && /(^|\/)bn(\d*|_out)$/.test(path);
   const leaf = isBn
     ? BN_FIELDS_BACK[field]
-    : ({ weight: 'w', bias: 'b' } as const)[field as 'weight'];
+    : ({ weight: 'w', bias: 'b', weight_v: 'v' } as const)[field as 'weight'];
   if (path === undefined || !leaf) throw unknown(name, 'Contrast');
   return `${path}/${leaf}`;
 }
 
+/** Whether a rank-2 variable is a linear weight [in, out] (nn.Linear's is [out, in]). */
+const isLinearWeight = (name: string) => name.endsWith('/w') || name.endsWith('/last/v');
+
 /** The layout permutation of a variable: conv HWIO -> OIHW, linear [in, out] -> [out, in]. */
 function torchAxes(name: string, rank: number): number[] | undefined {
   if (rank === 4) return [3, 2, 0, 1];
-  if (rank === 2 && name.endsWith('/w')) return [1, 0];
+  if (rank === 2 && isLinearWeight(name)) return [1, 0];
   return undefined;
 }
 
@@ -264,7 +289,7 @@ export function fromTorchTensor(
 ): { name: string; shape: number[]; data: Float32Array } {
   const name = contrastName(t.name, options);
   const rank = t.shape.length;
-  const axes = rank === 4 ? [2, 3, 1, 0] : rank === 2 && name.endsWith('/w') ? [1, 0] : undefined;
+  const axes = rank === 4 ? [2, 3, 1, 0] : rank === 2 && isLinearWeight(name) ? [1, 0] : undefined;
   const back = axes ? transposeData(t.data, t.shape, axes) : { data: t.data, shape: [...t.shape] };
   return { name, ...back };
 }

@@ -8,7 +8,8 @@ computes each step's lr itself, `scheduled_lr`; Contrast's are listed as `lrs`),
 parameter groups and `fixedLr`, the parameters kept at the unscheduled lr, the
 BN buffers to report), weights/ and key/ (one `<torch
 name>.npy` per tensor, torchvision layouts), queue.npy or bank.npy, and per step
-batch-NNN-{query,key}.npy (NCHW float32; multi-crop: -crop2.npy, ...), -indices.npy, -negatives.npy (memory
+batch-NNN-{query,key}.npy (NCHW float32; multi-crop: the further crops
+as -crop2.npy, -crop3.npy, ...), -indices.npy, -negatives.npy (memory
 bank), -perm0/1.npy (shuffle BN). Writes torch/steps.json (loss and gradient norm
 per parameter group, per step) and torch/bn-NNN.npy, torch/state-NNN.npy (BN
 running statistics in the manifest's order; the queue or bank after the step).
@@ -164,7 +165,9 @@ def isolated_updates(ctx, st, inputs, method, i, lr):
         method.prepare(ctx, st)
     params = parameters(st["query"])
     for name, p in params.items():  # a parameter without a gradient is not updated (frozen, fixed)
-        p.grad = torch.from_numpy(grads[name]).to(p.dtype) if p.requires_grad else None
+        p.grad = torch.from_numpy(grads[name]).to(p.dtype) if p.requires_grad and name in grads else None
+    if hasattr(method, "before_update"):
+        method.before_update(ctx, st, i)
     set_lr(ctx, st["opt"], lr)
     st["opt"].step()
     torch_update = {"update": {n: p.detach().double().numpy() - before[n] for n, p in params.items()}}
@@ -223,6 +226,10 @@ def main(directory, dtype="float32", mode="free"):
         st["opt"].zero_grad(set_to_none=True)
         loss, after = method.step(ctx, st, b, i)
         loss.backward()
+        if hasattr(method, "before_update"):  # DINO's cancelled last-layer gradient
+            method.before_update(ctx, st, i)
+        # after the cancelled gradients: a parameter not updated at this step has none,
+        # as Contrast reports a group's norm without its frozen parameters
         norms = grad_norms(st["query"], ctx["groups"])
         set_lr(ctx, st["opt"], lr)  # SimSiam's fixed-lr predictor keeps the base lr
         st["opt"].step()

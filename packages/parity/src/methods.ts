@@ -10,6 +10,7 @@ import { simsiamPlugin } from '@contrast/plugin-simsiam';
 import { barlowTwinsPlugin } from '@contrast/plugin-barlow-twins';
 import { vicregPlugin } from '@contrast/plugin-vicreg';
 import { swavPlugin } from '@contrast/plugin-swav';
+import { dinoPlugin } from '@contrast/plugin-dino';
 import type { StepHarness } from '@contrast/trainer';
 
 /** Arrays a method draws inside its step (sampled negatives, shuffle permutations), by name. */
@@ -30,8 +31,8 @@ export interface ParityMethod {
   plugin: () => Plugin;
   /** Merged over the parity experiment. */
   settings: (size: ParitySize) => Partial<ExperimentInput>;
-  /** The strategy state compared after each step. */
-  state?: 'queue' | 'bank';
+  /** The strategy state compared after each step (DINO's: its centre). */
+  state?: 'queue' | 'bank' | 'center';
   /**
    * false when reversing the batch changes the step's mathematics (shuffle BN:
    * the shuffled sub-batches then hold other images), so the synced comparison
@@ -55,11 +56,11 @@ export interface ParitySize {
 
 /**
  * What the harness compares of any method, read through its checkpoint parts:
- * the predictor's variables (MoCo v3, BYOL, SimSiam, NNCLR) or SwAV's prototypes
- * (trained beside the encoder, so with it in `predictor`), the key or target
- * encoder's tensors (MoCo's `key_encoder`, BYOL's `target`; none for SimSiam and
- * end-to-end) and the strategy's queue or bank (NNCLR's: its `support` queue).
- * The tensors are the method's own.
+ * the predictor's variables (MoCo v3, BYOL, SimSiam, NNCLR; DINO's head) or SwAV's
+ * prototypes (trained beside the encoder, so with it in `predictor`), the key or
+ * target encoder's tensors (MoCo's `key_encoder`, BYOL's `target`, DINO's `teacher`
+ * with its `teacher_head`; none for SimSiam and end-to-end) and the strategy's queue
+ * or bank (NNCLR's: its `support` queue; DINO's centre). The tensors are the method's own.
  */
 export function parityParts(h: StepHarness): {
   predictor: Map<string, tf.Variable>;
@@ -67,12 +68,16 @@ export function parityParts(h: StepHarness): {
   strategy: Record<string, tf.Tensor>;
 } {
   const parts = h.method.state();
+  const key = parts.key_encoder ?? parts.target ?? parts.teacher;
   return {
     predictor: new Map(
-      Object.entries({ ...parts.predictor?.tensors, ...parts.prototypes?.tensors }),
+      Object.entries({
+        ...(parts.predictor ?? parts.head)?.tensors,
+        ...parts.prototypes?.tensors,
+      }),
     ) as Map<string, tf.Variable>,
-    key: (parts.key_encoder ?? parts.target)?.tensors ?? {},
-    strategy: (parts.strategy ?? parts.support)?.tensors ?? {},
+    key: { ...key?.tensors, ...parts.teacher_head?.tensors },
+    strategy: (parts.strategy ?? parts.support ?? parts.center)?.tensors ?? {},
   };
 }
 
@@ -332,6 +337,33 @@ export const PARITY_METHODS: ParityMethod[] = [
         ],
       },
       loss: { temperature: 0.1, epsilon: 0.05, sinkhornIterations: 3 },
+    }),
+  },
+  {
+    // DINO: its head (3 layers, GELU, l2-normalised bottleneck, weight-normalised last layer
+    // frozen for a quarter epoch), the teacher on the 2 global crops, the student on all 4
+    // crops, centring (the centre compared after each step), tau_s 0.1, tau_t 0.04
+    name: 'dino',
+    module: 'dino',
+    plugin: dinoPlugin,
+    state: 'center',
+    settings: (s) => ({
+      data: {
+        views: [
+          { name: 'global', count: 2 },
+          { name: 'local', count: 2, crop: { size: 14, scale: [0.05, 0.4] } },
+        ],
+      },
+      strategy: {
+        name: 'dino',
+        hiddenDim: s.projectorHidden,
+        bottleneckDim: s.predictorHidden,
+        outDim: 4 * s.projectorHidden,
+        headLayers: 3,
+        momentum: 0.99,
+        freezeLastLayerEpochs: 0.25,
+      },
+      loss: { name: 'dino', centerMomentum: 0.9 },
     }),
   },
 ];

@@ -173,6 +173,14 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
       step: 0,
       quantity: 'gradNorm',
     },
+    {
+      // centre momentum 1 keeps c at 0: the centre after step 1 differs (0 against 0.1 mean t)
+      method: 'dino',
+      op: 'no centring of the teacher output',
+      change: (s) => ({ ...s, loss: { ...s.loss, centerMomentum: 1 } }),
+      step: 0,
+      quantity: 'state',
+    },
   ];
   for (const p of perturbations) {
     it(`${p.method}: ${p.op} diverges at step ${p.step + 1}`, () => {

@@ -162,14 +162,29 @@ function openSide(
       .map((n) => [which, n, torchName(n, layout)] as [string, string, string]);
   side.bnOrder = [
     ...buffers('query', onlineVariables(h).keys()),
-    ...buffers('key', Object.keys(parityParts(h).key)),
+    ...buffers(
+      'key',
+      keyTensors(h).map(([name]) => name),
+    ),
   ];
   return side;
 }
 
-/** The online network's variables by Contrast name: the encoder's and its predictor's (MoCo v3, BYOL, SimSiam). */
+/**
+ * The online network's variables by Contrast name: the encoder's and its
+ * predictor's (MoCo v3, BYOL, SimSiam) or head's (DINO), without the encoder's
+ * parameters the method does not train (DINO's own head replaces the encoder's).
+ */
 function onlineVariables(h: StepHarness): Map<string, tf.Variable> {
-  return new Map([...h.encoder.namedVariables(), ...parityParts(h).predictor]);
+  const trained = new Set(methodParameters(h.method));
+  const all = [...h.encoder.namedVariables(), ...parityParts(h).predictor];
+  return new Map(all.filter(([, v]) => !v.trainable || trained.has(v)));
+}
+
+/** The key / target / teacher tensors of the online network's variables (same names). */
+function keyTensors(h: StepHarness): [string, tf.Tensor][] {
+  const online = onlineVariables(h);
+  return Object.entries(parityParts(h).key).filter(([name]) => online.has(name));
 }
 
 /** The torch names of the parameters trained at the unscheduled lr (SimSiam's predictor). */
@@ -290,7 +305,7 @@ function exportState(
 ): void {
   const { h, layout } = side;
   exportWeights(join(dir, 'weights'), onlineVariables(h), layout);
-  const key = Object.entries(parityParts(h).key);
+  const key = keyTensors(h);
   if (key.length > 0) exportWeights(join(dir, 'key'), key, layout);
   const state = strategyState(h, method);
   if (state)
@@ -350,6 +365,41 @@ function exportBatch(prefix: string, b: TwoViewBatch): void {
   exportView(`${prefix}-key.npy`, b.x2);
   b.crops.slice(2).forEach((c, v) => exportView(`${prefix}-crop${v + 2}.npy`, c));
   writeNpy(`${prefix}-indices.npy`, { data: b.indexArray, shape: [b.indexArray.length] });
+}
+
+/** What the PyTorch port reads of a run: the method, model, loss, optimiser, schedule and layout. */
+function sideManifest(
+  side: ContrastSide,
+  method: ParityMethod,
+  o: StepParityOptions,
+  lrs: number[],
+  imageSize: number,
+): Record<string, unknown> {
+  const { h, layout } = side;
+  const groups = Object.fromEntries(
+    [...onlineVariables(h).keys()]
+      .filter(hasTorchEntry)
+      .map((n) => [torchName(n, layout), parameterGroup(torchName(n, layout), side.resnet)]),
+  );
+  return {
+    method: method.module,
+    model: h.config.model,
+    channels: 1,
+    temperature: h.config.loss.temperature,
+    loss: h.config.loss,
+    strategy: h.config.strategy,
+    optim: h.config.optim,
+    views: h.config.data.views ?? null,
+    lrs,
+    totalSteps: o.steps,
+    stepsPerEpoch: h.session.stepsPerEpoch,
+    imageSize,
+    datasetSize: h.config.data.trainSubset,
+    groups,
+    fixedLr: fixedLrNames(side),
+    bnOrder: side.bnOrder.map(([which, , torch]) => [which, torch]),
+    state: method.state ?? null,
+  };
 }
 
 /**
@@ -414,29 +464,7 @@ export function runContrastSide(
       records.push(record);
     }
     if (options.sync) exportState(side, method, stateDir(o.steps));
-    const groups = Object.fromEntries(
-      [...onlineVariables(h).keys()]
-        .filter(hasTorchEntry)
-        .map((n) => [torchName(n, layout), parameterGroup(torchName(n, layout), side.resnet)]),
-    );
-    const manifest = {
-      method: method.module,
-      model: h.config.model,
-      channels: 1,
-      temperature: h.config.loss.temperature,
-      loss: h.config.loss,
-      strategy: h.config.strategy,
-      optim: h.config.optim,
-      lrs,
-      totalSteps: o.steps,
-      stepsPerEpoch: h.session.stepsPerEpoch,
-      imageSize,
-      datasetSize: h.config.data.trainSubset,
-      groups,
-      fixedLr: fixedLrNames(side),
-      bnOrder: side.bnOrder.map(([which, , torch]) => [which, torch]),
-      state: method.state ?? null,
-    };
+    const manifest = sideManifest(side, method, o, lrs, imageSize);
     writeFileAtomic(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 1)}\n`);
     return records;
   } finally {
