@@ -150,7 +150,7 @@ const GroupRuleSchema = z
       .string()
       .min(1)
       .describe(
-        "A regular expression on the parameter's checkpoint name (`encoder/stem/conv/kernel`, `predictor/...`); the rule applies to every parameter it matches.",
+        "A regular expression on the parameter's checkpoint name (`encoder/stem/conv/kernel`, `predictor/...`); the rule applies to every parameter it matches, and one that matches none of the trained parameters is refused.",
       ),
     lrScale: z.number().min(0).optional().describe('Multiplies their lr.'),
     fixedLr: z.boolean().optional().describe('Train them at the base (unscheduled) lr.'),

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { tagParameters, type ExperimentConfig } from '@contrast/core';
+import { ConfigError, tagParameters, type ExperimentConfig } from '@contrast/core';
 import { describe, expect, it } from 'vitest';
 import { clipGradients, ParameterPlan, resolveParameterOptions } from './groups.js';
 import { Sgd } from './sgd.js';
@@ -26,6 +26,19 @@ describe('per-parameter options from optim.decay, tags, method groups and optim.
     [head, 'predictor/last/kernel'],
   ]);
   const nameOf = (v: tf.Variable) => names.get(v)!;
+
+  it('refuses a rule that matches no trained parameter, naming the rule and the names there are', () => {
+    const rules = [{ match: '^predictor/' }, { match: 'patch_embed', frozen: true }];
+    const resolve = () =>
+      resolveParameterOptions([{ params: [kernel, head] }], optim({ groups: rules }), 10, nameOf);
+    expect(resolve).toThrow(ConfigError);
+    expect(resolve).toThrow(
+      "config field 'optim.groups[1].match': 'patch_embed' matches none of the model's trained parameters",
+    );
+    expect(resolve).toThrow(
+      /fix: match a part of their checkpoint names \(e\.g\. encoder\/conv, predictor\/last\)/,
+    );
+  });
 
   it("'no-norm-bias' decays rank > 1 only; 'all' decays everything", () => {
     const groups = [{ params: [kernel, bias] }];

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import {
+  ConfigError,
   parameterTags,
   type ExperimentConfig,
   type GroupOptions,
@@ -58,6 +59,10 @@ export function resolveParameterOptions(
   nameOf: (v: tf.Variable) => string = (v) => v.name,
 ): ParameterOptions[] {
   const rules = optim.groups.map((r) => ({ match: new RegExp(r.match), options: ruleOptions(r) }));
+  const names = groups.flatMap(({ params }) => params.map(nameOf));
+  rules.forEach((r, i) => {
+    if (!names.some((n) => r.match.test(n))) throw unmatchedRule(i, optim.groups[i]!.match, names);
+  });
   return groups.flatMap(({ params, ...group }) =>
     params.map((p) => {
       let o: GroupOptions = { decay: optim.decay === 'all' || p.rank > 1 };
@@ -71,6 +76,18 @@ export function resolveParameterOptions(
         frozenUntil: frozenUntil(o.frozen, stepsPerEpoch),
       };
     }),
+  );
+}
+
+/** A rule whose `match` finds no trained parameter: a misspelling, or a rule for another model. */
+function unmatchedRule(i: number, match: string, names: readonly string[]): ConfigError {
+  const prefixes = [...new Set(names.map((n) => n.split('/').slice(0, 2).join('/')))];
+  return new ConfigError(
+    `optim.groups[${i}].match`,
+    `'${match}' matches none of the model's trained parameters`,
+    {
+      hint: `match a part of their checkpoint names (e.g. ${prefixes.slice(0, 6).join(', ')}), or remove the rule for this model (optim.groups: [])`,
+    },
   );
 }
 
