@@ -115,7 +115,7 @@ async function train(
   ]);
   const joinGroup = await clusterJoin(config, flags);
   await initBackend();
-  const catalog = await catalogFor(config);
+  const catalog = await catalogFor(loaded, flags.plugin); // errors name the flags as given
   const collectives = await joinGroup?.();
   if (collectives && collectives.rank > 0)
     return trainWorker(config, catalog, collectives, flags, out);
