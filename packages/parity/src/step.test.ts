@@ -174,6 +174,21 @@ describe('step parity on a tiny model against stored PyTorch values', () => {
       quantity: 'gradNorm',
     },
     {
+      // the redundancy-reduction term at twice its weight: the first loss differs
+      method: 'barlow-twins',
+      op: 'lambda 0.0051 -> 0.0102',
+      change: (s) => ({ ...s, loss: { ...s.loss, lambda: 0.0102 } }),
+      step: 0,
+      quantity: 'loss',
+    },
+    {
+      method: 'vicreg',
+      op: 'no covariance term (weight 1 -> 0)',
+      change: (s) => ({ ...s, loss: { ...s.loss, covariance: 0 } }),
+      step: 0,
+      quantity: 'loss',
+    },
+    {
       // centre momentum 1 keeps c at 0: the centre after step 1 differs (0 against 0.1 mean t)
       method: 'dino',
       op: 'no centring of the teacher output',
