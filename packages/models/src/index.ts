@@ -7,3 +7,4 @@ export * from './encoder.js';
 export * from './heads.js';
 export * from './torch-names.js';
 export * from './dino-head.js';
+export * from './pos-interp.js';

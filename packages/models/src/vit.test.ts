@@ -3,9 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, ExperimentSchema, Rng } from '@contrast/core';
 import { ContrastEncoder } from './encoder.js';
 import { selfAttention, sinCosPositionEmbedding } from './vit.js';
+import { positionResampleMatrix } from './pos-interp.js';
 
-/** A ViT encoder on 28x28x1 (patch 7: 16 patches + the class token), tiny sizes. */
-function tinyVit(model: Record<string, unknown> = {}, seed = 1): ContrastEncoder {
+/** A ViT encoder on side x side x 1 (28 with patch 7: 16 patches + the class token), tiny sizes. */
+function tinyVit(model: Record<string, unknown> = {}, seed = 1, side = 28): ContrastEncoder {
   const spec = {
     model: ExperimentSchema.shape.model.parse({
       encoder: 'vit',
@@ -15,7 +16,7 @@ function tinyVit(model: Record<string, unknown> = {}, seed = 1): ContrastEncoder
       heads: 2,
       ...model,
     }),
-    input: { height: 28, width: 28, channels: 1 },
+    input: { height: side, width: side, channels: 1 },
   };
   return new ContrastEncoder(spec, { rng: new Rng(seed) });
 }
@@ -116,6 +117,47 @@ describe('ViT (timm VisionTransformer on tfjs autodiff)', () => {
     expect(names).toContain('blocks/1/attn/qkv/w');
     expect(new Set(reached)).toEqual(new Set(names));
     tf.dispose([x, ...Object.values(grads)]);
+    enc.dispose();
+  });
+
+  it("a smaller view (a local crop) sees its positions resampled as DINO's interpolate_pos_encoding", () => {
+    const big = tinyVit({}, 3);
+    // the same weights built for 14x14 (a 2x2 grid), its positions set to [cls, M * patches]
+    const small = tinyVit({}, 4, 14);
+    const bigVars = new Map(big.namedVariables());
+    const m = tf.tensor2d(positionResampleMatrix(4, 4, 2, 2), [4, 16]);
+    for (const [name, v] of small.namedVariables()) {
+      const src = bigVars.get(name)!;
+      if (name !== 'pos_embed') v.assign(src);
+      else {
+        const d = src.shape[2]!;
+        const patches = tf.matMul(m, src.slice([0, 1, 0], [1, 16, d]).reshape([16, d]));
+        v.assign(tf.concat([src.slice([0, 0, 0], [1, 1, d]), patches.expandDims(0)], 1));
+      }
+    }
+    const x = tf.randomNormal([3, 14, 14, 1], 0, 1, 'float32', 8) as tf.Tensor4D;
+    const before = tf.memory().numTensors;
+    const f = big.features(x, true);
+    expect(tf.memory().numTensors).toBe(before + 1);
+    expect(f.shape).toEqual([3, 16]);
+    const ref = small.features(x, true);
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(f, ref))).dataSync()[0])).toBeLessThan(1e-5);
+    // gradients reach all 16 learned positions (and the class token's) through the resampling
+    const { grads } = tf.variableGrads(() => tf.sum(tf.square(big.features(x, true))));
+    const id = bigVars.get('pos_embed')!.name;
+    const reached = tf.tidy(() => tf.sum(tf.abs(grads[id]!), 2).dataSync());
+    expect([...reached].filter((g) => g > 0)).toHaveLength(17);
+    tf.dispose([m, x, f, ref, ...Object.values(grads)]);
+    big.dispose();
+    small.dispose();
+  });
+
+  it('refuses a view whose side the patch does not divide, naming the fix', () => {
+    const enc = tinyVit();
+    const x = tf.zeros([1, 12, 12, 1]) as tf.Tensor4D;
+    expect(() => enc.features(x, false)).toThrow(ConfigError);
+    expect(() => enc.features(x, false)).toThrow(/7 does not divide a 12x12 view/);
+    x.dispose();
     enc.dispose();
   });
 

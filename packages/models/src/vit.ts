@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfigError, z, type Rng } from '@contrast/core';
 import type { Backbone } from './backbone.js';
 import type { ParamStore } from './params.js';
+import { positionResampleMatrix } from './pos-interp.js';
 
 const positiveInt = z.number().int().positive();
 
@@ -211,7 +212,11 @@ class Block {
  * Variables are named as timm's state_dict with `/` (`blocks/0/attn/qkv/w`,
  * `cls_token`, `pos_embed`). Trained through tfjs's autodiff (no hand-written
  * backward). No dropout, drop-path or BatchNorm (`training` changes nothing).
- * @throws ConfigError when patchSize does not divide the image sides or heads does not divide dim.
+ * An input of another size than the one it was built for (a multi-crop view's
+ * local crops) gets its patch positions resampled bicubically to its grid, as
+ * DINO's interpolate_pos_encoding (see pos-interp.ts).
+ * @throws ConfigError when patchSize does not divide the image sides (at build,
+ *   or of a view at apply) or heads does not divide dim.
  */
 export class VitBackbone implements Backbone {
   readonly featureDim: number;
@@ -221,6 +226,10 @@ export class VitBackbone implements Backbone {
   private readonly pos: tf.Variable;
   private readonly blocks: Block[] = [];
   private readonly norm: LayerNorm;
+  /** The patch grid the position embedding was built for. */
+  private readonly grid: [number, number];
+  /** Position resampling matrices by target grid ('h0xw0'). */
+  private readonly resample = new Map<string, Float32Array>();
 
   constructor(
     s: ParamStore,
@@ -230,6 +239,7 @@ export class VitBackbone implements Backbone {
     const { patchSize: p, embedDim: d } = options;
     checkSizes(options, input);
     const [gh, gw] = [input.height / p, input.width / p];
+    this.grid = [gh, gw];
     const c = input.channels;
     const fanIn = p * p * c;
     // PyTorch's Conv2d default (kaiming_uniform a=sqrt(5): U(+-1/sqrt(fan_in))) in timm;
@@ -259,12 +269,42 @@ export class VitBackbone implements Backbone {
       const n = x.shape[0];
       let t = patches.reshape([n, -1, d]) as tf.Tensor3D;
       t = tf.concat([tf.tile(this.cls as tf.Tensor3D, [n, 1, 1]), t], 1);
-      t = tf.add(t, this.pos as tf.Tensor3D);
+      t = tf.add(t, this.positions(x.shape[1], x.shape[2]));
       for (const b of this.blocks) t = b.apply(t);
       const out = this.norm.apply(t);
       return out.slice([0, 0, 0], [n, 1, d]).reshape([n, d]) as tf.Tensor2D;
     });
   }
+
+  /** The position embedding [1, 1 + h0 * w0, D] for an h x w input (resampled when its grid differs). */
+  private positions(h: number, w: number): tf.Tensor3D {
+    const [h0, w0] = viewGrid(h, w, this.options.patchSize);
+    const [gh, gw] = this.grid;
+    const pos = this.pos as tf.Tensor3D;
+    if (h0 === gh && w0 === gw) return pos;
+    const key = `${h0}x${w0}`;
+    let m = this.resample.get(key);
+    if (m === undefined) {
+      m = positionResampleMatrix(gh, gw, h0, w0);
+      this.resample.set(key, m);
+    }
+    const d = this.options.embedDim;
+    const patchPos = pos.slice([0, 1, 0], [1, gh * gw, d]).reshape([gh * gw, d]) as tf.Tensor2D;
+    const resampled = tf.matMul(tf.tensor2d(m, [h0 * w0, gh * gw]), patchPos);
+    return tf.concat([pos.slice([0, 0, 0], [1, 1, d]), resampled.expandDims(0)], 1) as tf.Tensor3D;
+  }
+}
+
+/** Sizes of a view's patch grid, refusing a side the patch does not divide. */
+function viewGrid(h: number, w: number, p: number): [number, number] {
+  if (h % p !== 0 || w % p !== 0) {
+    throw new ConfigError(
+      'model.patchSize',
+      `${p} does not divide a ${h}x${w} view into whole patches`,
+      { hint: `give every view (data.views[].crop.size) a multiple of ${p} as its size` },
+    );
+  }
+  return [h / p, w / p];
 }
 
 function checkSizes(o: VitOptions, input: { height: number; width: number }): void {
