@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { figureStem, reportMeta, titleWithBudget, xTitle } from './labels.js';
 import { loweredLabels } from './figures.js';
 import { PNG_ZOOM, svgSize, type RenderedFigure } from './render.js';
-import { curvesFigure, reportStudyFolder, studyFigure, writeReport } from './report.js';
+import { curvesFigure, references, reportStudyFolder, studyFigure, writeReport } from './report.js';
 import type { StudyResult } from './results.js';
 
 const decode = (s: string) =>
@@ -208,6 +208,22 @@ describe('study figure: colliding ticks, reference lines, title as run', () => {
       'raw pixels 79.50%',
     ]);
     expect(f.svg.match(/aria-roledescription="rule mark"/g) ?? []).toHaveLength(2);
+  });
+
+  it('draws a baseline that differs by seed at its mean, labelled with its range', () => {
+    const base = gridStudy(mkdtempSync(join(tmpdir(), 'contrast-figure-')), [0])[0]!;
+    // the random-init encoder per seed: 75.35, 75.25, 76.09 (mean 75.5633...); raw pixels the same for all
+    const results = [0.7535, 0.7525, 0.7609].map((init, seed) => ({
+      ...base,
+      id: `s${seed}`,
+      seed,
+      knnRandomInit: init,
+      knnRawPixels: 0.8178,
+    }));
+    const [init, pixels] = references(results);
+    expect(init!.value).toBeCloseTo(75.5633, 3);
+    expect(init!.text).toBe('random-init encoder 75.56% (mean of 3 runs, 75.25-76.09%)');
+    expect(pixels).toEqual({ value: 81.78, text: 'raw pixels 81.78%' });
   });
 
   it('lowers exactly the labels that would come within 6 px of the previous one', () => {

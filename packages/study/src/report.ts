@@ -125,12 +125,14 @@ export function markdownTable(
       ),
     );
   }
-  const init = results.map((r) => r.knnRandomInit).filter((x): x is number => x !== undefined);
-  const pixels = results.map((r) => r.knnRawPixels).filter((x): x is number => x !== undefined);
-  if (init.length)
+  const [init, pixels] = [
+    baseline(results, (r) => r.knnRandomInit),
+    baseline(results, (r) => r.knnRawPixels),
+  ];
+  if (init)
     lines.push(
       '',
-      `Reference (same protocol): random-init encoder ${pct(init[0])}%, raw pixels ${pct(pixels[0])}%.`,
+      `Reference (same protocol): random-init encoder ${init.text}${pixels ? `, raw pixels ${pixels.text}` : ''}.`,
     );
   const wall = results.reduce((s, r) => s + r.wallSeconds, 0);
   lines.push(
@@ -331,19 +333,32 @@ export function studyPoints(
 }
 
 /**
- * The reference lines of the study figure, as the table gives them (the first
- * run's values, same protocol): the random-init encoder's and raw pixels' kNN, in %.
+ * A baseline over the runs that measured it (a fraction): its mean, and its text
+ * in %, with the range when runs differ (e.g. the random-init encoder of each seed).
+ */
+function baseline(
+  results: readonly StudyResult[],
+  f: (r: StudyResult) => number | undefined,
+): { value: number; text: string } | undefined {
+  const v = results.map(f).filter((x): x is number => x !== undefined && !Number.isNaN(x));
+  if (!v.length) return undefined;
+  const mean = v.reduce((a, b) => a + b, 0) / v.length;
+  const [lo, hi] = [Math.min(...v), Math.max(...v)];
+  const range = hi > lo ? ` (mean of ${v.length} runs, ${pct(lo)}-${pct(hi)}%)` : '';
+  return { value: mean, text: `${pct(mean)}%${range}` };
+}
+
+/**
+ * The reference lines of the study figure, as the table gives them (same
+ * protocol; the mean over runs, with its range when runs differ): the random-init
+ * encoder's and raw pixels' kNN, in %.
  */
 export function references(results: readonly StudyResult[]): Reference[] {
-  const first = (f: (r: StudyResult) => number | undefined) =>
-    results.map(f).find((v) => v !== undefined && !Number.isNaN(v));
-  const init = first((r) => r.knnRandomInit);
-  const pixels = first((r) => r.knnRawPixels);
+  const init = baseline(results, (r) => r.knnRandomInit);
+  const pixels = baseline(results, (r) => r.knnRawPixels);
   return [
-    ...(init !== undefined
-      ? [{ value: 100 * init, text: `random-init encoder ${pct(init)}%` }]
-      : []),
-    ...(pixels !== undefined ? [{ value: 100 * pixels, text: `raw pixels ${pct(pixels)}%` }] : []),
+    ...(init ? [{ value: 100 * init.value, text: `random-init encoder ${init.text}` }] : []),
+    ...(pixels ? [{ value: 100 * pixels.value, text: `raw pixels ${pixels.text}` }] : []),
   ];
 }
 
