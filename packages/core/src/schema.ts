@@ -143,7 +143,7 @@ export const AugmentationSchema = z
   })
   .strict();
 
-/** Group options by parameter name (`optim.groups`): the first matching rule's fields win over the method's. */
+/** Group options by parameter name (`optim.groups`): every matching rule applies in order over the method's options (a later rule's fields win). */
 const GroupRuleSchema = z
   .object({
     match: z
