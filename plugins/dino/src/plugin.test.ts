@@ -145,6 +145,21 @@ describe('dino plugin', () => {
     h.dispose();
   });
 
+  it("trains a ViT: its positions are the data's (28 px: 7x7 patches), resampled for the 5x5 and 3x3 crops, and learn", () => {
+    const input = experiment();
+    const vit = { encoder: 'vit', patchSize: 4, embedDim: 16, depth: 1, heads: 2, dim: 8 };
+    const h = createStepHarness({ ...input, model: vit }, createCatalog([dinoPlugin()]));
+    const pos = new Map(h.encoder.namedVariables()).get('pos_embed')!;
+    expect(pos.shape).toEqual([1, 50, 16]);
+    const before = pos.clone();
+    const { losses, tensorCounts } = h.run(3);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(new Set(tensorCounts.slice(1)).size).toBe(1);
+    expect(maxDiff(before, pos)).toBeGreaterThan(0);
+    before.dispose();
+    h.dispose();
+  });
+
   it('refuses a loss of another kind, a temperature, a loss option in strategy and a misspelt one', () => {
     const build = (strategy: Record<string, unknown>, loss: Record<string, unknown>) => () =>
       createStepHarness(experiment(strategy, loss), createCatalog([dinoPlugin()]));
