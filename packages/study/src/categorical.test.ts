@@ -72,6 +72,23 @@ describe('a categorical study (one configuration per series, each with its own b
     expect(expandStudy(loadStudy(file), file, { runsDir: 'r' })[0]!.linear).toBeUndefined();
   });
 
+  it("a series that sets a whole section still gets the study's dotted fields of it", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-methods-'));
+    const row = '  - { label: BYOL, base: byol.yaml }';
+    const file = writeStudy(
+      dir,
+      methods.replace(
+        row,
+        '  - { label: BYOL, base: byol.yaml, set: { optim: { batchSize: 16 } } }',
+      ),
+    );
+    const runs = expandStudy(loadStudy(file), file, { runsDir: join(dir, 'runs') });
+    // the row's section replaces the base's optim (batch 16, epochs back to the default)...
+    expect(runs[2]!.config.optim.batchSize).toBe(16);
+    // ...and the study's optim.epochs still applies over it, as on the other rows
+    runs.forEach((r) => expect(r.config.optim.epochs).toBe(2));
+  });
+
   it('refuses a series base that cannot be read, naming the series', () => {
     const dir = mkdtempSync(join(tmpdir(), 'contrast-methods-'));
     const file = writeStudy(dir, methods.replace('base: byol.yaml', 'base: nope.yaml'));

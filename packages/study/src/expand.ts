@@ -142,6 +142,16 @@ export function xTag(study: Pick<Study, 'axis'>, point: Point): string {
 }
 
 /**
+ * Settings ordered shallow paths first (stable otherwise): a series that sets a
+ * whole section (`optim: { ... }`) gets it before the study's dotted fields of that
+ * section (`optim.epochs`) are applied, so a row never drops the study's budget.
+ */
+function sectionsFirst(settings: Record<string, unknown>): Record<string, unknown> {
+  const depth = (key: string) => key.split('.').length;
+  return Object.fromEntries(Object.entries(settings).sort(([a], [b]) => depth(a) - depth(b)));
+}
+
+/**
  * Base experiment (the series' own, else the study's) <- study settings <- series
  * settings <- point settings, then `scale` multiplies the epochs and the training
  * subset (capped at the full split). A categorical study's runs are named
@@ -164,7 +174,7 @@ export function expandStudy(
     const base = baseOf(series);
     for (const point of series.points) {
       for (const seed of study.seeds) {
-        const settings = { ...study.set, ...series.set, ...point.set };
+        const settings = sectionsFirst({ ...study.set, ...series.set, ...point.set });
         if (study.seeds.length > 1 || study.seeds[0] !== 0) settings.seed = seed;
         const raw = applySettings(base, settings);
         let config: ExperimentConfig;
