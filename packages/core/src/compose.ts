@@ -25,7 +25,7 @@ import { resolveOptimizer, type OptimizerFactory } from './optim.js';
 import { Rng } from './rng.js';
 import { ModelSchema, type ExperimentConfig } from './schema.js';
 import { Tokens } from './tokens.js';
-import { checkViews } from './views.js';
+import { checkViews, checkViewSizes } from './views.js';
 
 /** An experiment composed: its parts built, in the order composeExperiment documents. */
 export interface Composition {
@@ -275,7 +275,7 @@ export function composeExperiment(
     catalog,
   );
   const dataset = options.dataset ?? loadedNow(config, catalog);
-  checkViews(config.data, dataset);
+  const viewGroups = checkViews(config.data, dataset);
   withPlugin(plugin, 'check()', () => plugin.check?.({ config, method: strategy, dataset }));
 
   const rng = new Rng(config.seed);
@@ -307,6 +307,7 @@ export function composeExperiment(
   };
   const createEncoder = child.resolve(Tokens.EncoderFactory);
   const encoder = createEncoder(encoderSpec, rng.fork()); // 1
+  if (config.data.views) checkViewSizes(viewGroups, encoder, dataset);
   const loss = lossEntry.create({ datasetSize: dataset.train.n }, lossOptions); // 2
   child.register(Tokens.Encoder, { useValue: encoder }).register(Tokens.Loss, { useValue: loss });
   const context: BuildContext = {

@@ -1,4 +1,6 @@
+import * as tf from '@tensorflow/tfjs';
 import { parseWith } from './config.js';
+import type { Encoder } from './contracts.js';
 import { ConfigError } from './errors.js';
 import {
   AugmentationSchema,
@@ -127,4 +129,33 @@ export function checkViews(
     );
   }
   return groups;
+}
+
+/**
+ * Checks that the encoder takes every view's crop size, before training: a
+ * forward of one black image [1, size, size, C] per size other than the data's
+ * (a ViT needs sides its patch divides; a deep net needs sides its strides leave
+ * something of). Catches at build what would fail at the first step.
+ * @throws ConfigError naming `data.views.<g>.crop.size`, with the encoder's own reason.
+ */
+export function checkViewSizes(
+  groups: readonly CropGroupPlan[],
+  encoder: Pick<Encoder, 'name' | 'features'>,
+  image: { height: number; width: number; channels: number },
+): void {
+  groups.forEach((group, g) => {
+    const size = group.crops[0]!.crop.size;
+    if (size === undefined || (size === image.height && size === image.width)) return;
+    try {
+      tf.tidy(() => encoder.features(tf.zeros([1, size, size, image.channels]), false));
+    } catch (e) {
+      const first = e instanceof Error ? (e.message.split('\n')[0] ?? '') : String(e);
+      const reason = first.replace(/^config field '[^']*': /, '');
+      throw new ConfigError(
+        `data.views.${g}.crop.size`,
+        `encoder '${encoder.name}' cannot take crops of ${size} px: ${reason}`,
+        { hint: (e as { hint?: string }).hint ?? 'choose a crop size the encoder takes', cause: e },
+      );
+    }
+  });
 }

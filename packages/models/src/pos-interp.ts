@@ -12,13 +12,15 @@
  * learned embedding through it as through PyTorch's upsample_bicubic2d backward.
  */
 
-/** PyTorch's cubic convolution coefficient (upsample_bicubic2d, Keys' kernel with A = -0.75). */
+/** PyTorch's cubic convolution coefficient (UpSample.h, Keys' kernel with A = -0.75). */
 const A = -0.75;
 
+/** Keys' kernel for |x| <= 1 (PyTorch's cubic_convolution1). */
 function cubicNear(x: number): number {
   return ((A + 2) * x - (A + 3)) * x * x + 1;
 }
 
+/** Keys' kernel for 1 < |x| < 2 (PyTorch's cubic_convolution2). */
 function cubicFar(x: number): number {
   return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
 }
@@ -27,6 +29,7 @@ function cubicFar(x: number): number {
  * The 1-D bicubic resize matrix [outSize, inSize] of PyTorch's upsample_bicubic2d
  * (align_corners false): output i samples the input at (i + 0.5) / scaleFactor - 0.5
  * with the four weights of Keys' kernel, indices clamped to the border.
+ * @param inSize input length (patches along one side).
  * @param scaleFactor the `scale_factor` given to F.interpolate (outSize = floor(inSize * scaleFactor)).
  */
 export function bicubicResizeMatrix(inSize: number, scaleFactor: number): Float64Array[] {
@@ -50,7 +53,8 @@ export function bicubicResizeMatrix(inSize: number, scaleFactor: number): Float6
  * The matrix [h0 * w0, gh * gw] (row-major patches on both sides) that resamples a
  * [gh, gw] grid of patch positions to [h0, w0] as DINO's interpolate_pos_encoding
  * does: the outer product of the two 1-D bicubic resizes, with scale factors
- * (h0 + 0.1) / gh and (w0 + 0.1) / gw.
+ * (h0 + 0.1) / gh and (w0 + 0.1) / gw. (DINO's code names the height grid w0, as
+ * it unpacks `B, nc, w, h = x.shape`; its first factor applies to the height too.)
  */
 export function positionResampleMatrix(
   gh: number,
@@ -60,6 +64,7 @@ export function positionResampleMatrix(
 ): Float32Array {
   const rh = bicubicResizeMatrix(gh, (h0 + 0.1) / gh);
   const rw = bicubicResizeMatrix(gw, (w0 + 0.1) / gw);
+  // floor(g * (h0 + 0.1) / g) = h0 for any g: the guard only states the invariant
   if (rh.length !== h0 || rw.length !== w0) {
     throw new Error(
       `resampling ${gh}x${gw} positions gave ${rh.length}x${rw.length}, not ${h0}x${w0}`,

@@ -126,15 +126,17 @@ describe('ViT (timm VisionTransformer on tfjs autodiff)', () => {
     const small = tinyVit({}, 4, 14);
     const bigVars = new Map(big.namedVariables());
     const m = tf.tensor2d(positionResampleMatrix(4, 4, 2, 2), [4, 16]);
-    for (const [name, v] of small.namedVariables()) {
-      const src = bigVars.get(name)!;
-      if (name !== 'pos_embed') v.assign(src);
-      else {
-        const d = src.shape[2]!;
-        const patches = tf.matMul(m, src.slice([0, 1, 0], [1, 16, d]).reshape([16, d]));
-        v.assign(tf.concat([src.slice([0, 0, 0], [1, 1, d]), patches.expandDims(0)], 1));
+    tf.tidy(() => {
+      for (const [name, v] of small.namedVariables()) {
+        const src = bigVars.get(name)!;
+        if (name !== 'pos_embed') v.assign(src);
+        else {
+          const d = src.shape[2]!;
+          const patches = tf.matMul(m, src.slice([0, 1, 0], [1, 16, d]).reshape([16, d]));
+          v.assign(tf.concat([src.slice([0, 0, 0], [1, 1, d]), patches.expandDims(0)], 1));
+        }
       }
-    }
+    });
     const x = tf.randomNormal([3, 14, 14, 1], 0, 1, 'float32', 8) as tf.Tensor4D;
     const before = tf.memory().numTensors;
     const f = big.features(x, true);
@@ -143,11 +145,11 @@ describe('ViT (timm VisionTransformer on tfjs autodiff)', () => {
     const ref = small.features(x, true);
     expect(tf.tidy(() => tf.max(tf.abs(tf.sub(f, ref))).dataSync()[0])).toBeLessThan(1e-5);
     // gradients reach all 16 learned positions (and the class token's) through the resampling
-    const { grads } = tf.variableGrads(() => tf.sum(tf.square(big.features(x, true))));
+    const { value, grads } = tf.variableGrads(() => tf.sum(tf.square(big.features(x, true))));
     const id = bigVars.get('pos_embed')!.name;
     const reached = tf.tidy(() => tf.sum(tf.abs(grads[id]!), 2).dataSync());
     expect([...reached].filter((g) => g > 0)).toHaveLength(17);
-    tf.dispose([m, x, f, ref, ...Object.values(grads)]);
+    tf.dispose([m, x, f, ref, value, ...Object.values(grads)]);
     big.dispose();
     small.dispose();
   });

@@ -24,7 +24,7 @@ export function vitOptionsSchema(preset: keyof typeof VIT_PRESETS) {
       patchSize: positiveInt
         .default(16)
         .describe(
-          'Side of the square patches in pixels (the patch embedding is a conv with kernel = stride = patchSize); it must divide the image side (28x28: 4, 7 or 14).',
+          "Side of the square patches in pixels (the patch embedding is a conv with kernel = stride = patchSize); it must divide the image side (28x28: 4, 7 or 14) and every view's crop size.",
         ),
       embedDim: positiveInt
         .default(p.dim)
@@ -214,7 +214,8 @@ class Block {
  * backward). No dropout, drop-path or BatchNorm (`training` changes nothing).
  * An input of another size than the one it was built for (a multi-crop view's
  * local crops) gets its patch positions resampled bicubically to its grid, as
- * DINO's interpolate_pos_encoding (see pos-interp.ts).
+ * DINO's interpolate_pos_encoding (see pos-interp.ts); with `init: moco-v3` the
+ * fixed sin-cos table is resampled too, not rebuilt for the new grid.
  * @throws ConfigError when patchSize does not divide the image sides (at build,
  *   or of a view at apply) or heads does not divide dim.
  */

@@ -170,7 +170,7 @@ export function categoryTable(
     ];
   };
   const wall = results.reduce((sum, r) => sum + r.wallSeconds + (r.linearSeconds ?? 0), 0);
-  const pixels = results.map((r) => r.knnRawPixels).find((x) => x !== undefined);
+  const pixels = baseline(results, (r) => r.knnRawPixels);
   return [
     `## ${meta.title}`,
     '',
@@ -180,7 +180,7 @@ export function categoryTable(
     '',
     `- kNN: ${protocol ? `${protocol.knn}; ${protocol.data}` : "at the final epoch (the runs' config.yaml not found: protocol unknown)"}.`,
     `- Linear: ${probe ?? 'not run (the study has no `evaluate.linear`)'}.`,
-    `- kNN at random init: the same protocol on the same encoder before training${pixels !== undefined ? `; raw pixels ${pct(pixels)}%` : ''}.`,
+    `- kNN at random init: the same protocol on the same encoder before training${pixels ? `; raw pixels ${pixels.text}` : ''}.`,
     '- img/s: training images per second (both views of an image count once); wall time: training and kNN evaluation of one run (the probe not included).',
     `- ${seeds ? `${seeds} (sample std)` : 'one seed per row'}; ${results.length} runs, ${(wall / 60).toFixed(1)} min in total with the probes.`,
     '',

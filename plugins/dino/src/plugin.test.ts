@@ -158,6 +158,12 @@ describe('dino plugin', () => {
     expect(maxDiff(before, pos)).toBeGreaterThan(0);
     before.dispose();
     h.dispose();
+    // local crops of 10 px do not split into 4-px patches: refused before any step, naming the view
+    const views = [input.data.views[0]!, { ...input.data.views[1]!, crop: { size: 10 } }];
+    const bad = { ...input, data: { ...input.data, views }, model: vit };
+    expect(() => createStepHarness(bad, createCatalog([dinoPlugin()]))).toThrow(
+      /data\.views\.1\.crop\.size.*cannot take crops of 10 px: 4 does not divide a 10x10 view/,
+    );
   });
 
   it('refuses a loss of another kind, a temperature, a loss option in strategy and a misspelt one', () => {
