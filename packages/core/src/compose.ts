@@ -298,12 +298,11 @@ export function composeExperiment(
   });
   withPlugin(plugin, 'provide()', () => plugin.provide?.(child, strategy));
 
-  const { height, width, channels } = dataset;
   // per-worker BN: this worker's share of the global batch's BatchNorm groups
   const bnSplits = workerBnSplits(config.model.bnSplits, collectives.worldSize);
   const encoderSpec: EncoderSpec = {
     model: { ...config.model, bnSplits },
-    input: { height, width, channels },
+    input: { height: dataset.height, width: dataset.width, channels: dataset.channels },
   };
   const createEncoder = child.resolve(Tokens.EncoderFactory);
   const encoder = createEncoder(encoderSpec, rng.fork()); // 1
