@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { expandStudy, loadStudy, studyBases } from './expand.js';
 import { reportMeta } from './labels.js';
-import { categoryPoints, categoryTable, csv, writeReport } from './report.js';
+import { categoryPoints, categoryTable, csv, reportStudyFolder, writeReport } from './report.js';
 import { isDone, probeMatches, readResults, recordResult, type StudyResult } from './results.js';
 import { recordedProbe } from './run.js';
 
@@ -116,6 +116,19 @@ describe('a categorical study (one configuration per series, each with its own b
     expect(() => loadStudy(mixed)).toThrow(/points in every series .* or in none/);
     const badProbe = writeStudy(dir, methods.replace('epochs: 5', 'epochs: 0'));
     expect(() => loadStudy(badProbe)).toThrow(/evaluate\.epochs/);
+  });
+
+  it("orders the table by the study file's series, not by the order runs finished in", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-methods-'));
+    writeFileSync(join(dir, 'study.yaml'), methods);
+    // BYOL finished first (a resumed study adds its late rows after the others)
+    for (const r of [result('BYOL', 0, 0.6, 0.75), result('MoCo', 0, 0.7, 0.8)]) {
+      recordResult(dir, r);
+    }
+    await reportStudyFolder(dir);
+    const table = readFileSync(join(dir, 'table.md'), 'utf8');
+    expect(table.indexOf('| MoCo |')).toBeGreaterThan(0);
+    expect(table.indexOf('| MoCo |')).toBeLessThan(table.indexOf('| BYOL |'));
   });
 
   it('tables kNN and linear per method as mean ± std over seeds, the protocol beside them', () => {

@@ -30,7 +30,15 @@ import {
   type ReportMeta,
 } from './labels.js';
 import { renderFigure, type RenderedFigure } from './render.js';
-import { groups, meanStd, readResults, runConfig, runFolder, type StudyResult } from './results.js';
+import {
+  groups,
+  inSeriesOrder,
+  meanStd,
+  readResults,
+  runConfig,
+  runFolder,
+  type StudyResult,
+} from './results.js';
 
 const pct = (x: number | undefined) =>
   x === undefined || Number.isNaN(x) ? '' : (100 * x).toFixed(2);
@@ -573,5 +581,8 @@ export async function reportStudyFolder(outDir: string): Promise<string[]> {
   const study = existsSync(saved)
     ? ((parseYaml(readFileSync(saved, 'utf8')) ?? {}) as Record<string, unknown>)
     : {};
-  return writeReport(outDir, results, reportMeta(study, outDir));
+  const labels = Array.isArray(study.series)
+    ? (study.series as { label?: unknown }[]).map((s) => String(s?.label ?? ''))
+    : [];
+  return writeReport(outDir, inSeriesOrder(results, labels), reportMeta(study, outDir));
 }

@@ -115,6 +115,22 @@ export function meanStd(xs: readonly number[]): { mean: number; std: number } {
 }
 
 /** Series in study order, x positions ascending, and the results (seeds) at one point. */
+/**
+ * The results in the study file's series order (a stable sort by the label's
+ * place in `labels`; series it does not list keep their order, after the listed
+ * ones), so tables and figures follow the file, not the order runs finished in.
+ */
+export function inSeriesOrder(
+  results: readonly StudyResult[],
+  labels: readonly string[],
+): StudyResult[] {
+  const place = (s: string) => {
+    const i = labels.indexOf(s);
+    return i < 0 ? labels.length : i;
+  };
+  return [...results].sort((a, b) => place(a.series) - place(b.series));
+}
+
 export function groups(results: readonly StudyResult[]) {
   const series = [...new Set(results.map((r) => r.series))];
   const ks = [...new Set(results.map((r) => r.k))].sort((a, b) => a - b);

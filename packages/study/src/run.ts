@@ -22,7 +22,14 @@ import { expandStudy, loadStudy, runTag, type StudyRun } from './expand.js';
 import type { Study } from './schema.js';
 import { reportMeta } from './labels.js';
 import { writeReport } from './report.js';
-import { isDone, readResults, recordResult, resultsById, type StudyResult } from './results.js';
+import {
+  inSeriesOrder,
+  isDone,
+  readResults,
+  recordResult,
+  resultsById,
+  type StudyResult,
+} from './results.js';
 import { recordStudySummary } from './summary.js';
 
 export interface StudyOptions {
@@ -383,7 +390,8 @@ export async function reportStudy(
   runs: readonly StudyRun[],
 ): Promise<{ results: StudyResult[]; reportFiles: string[] }> {
   const ids = new Set(runs.map((r) => r.id));
-  const results = readResults(outDir).filter((r) => ids.has(r.id));
+  const found = readResults(outDir).filter((r) => ids.has(r.id));
+  const results = inSeriesOrder(found, [...new Set(runs.map((r) => r.series))]);
   const reportFiles = await writeReport(outDir, results, reportMeta(study, outDir));
   return { results, reportFiles };
 }
