@@ -118,17 +118,20 @@ describe('a categorical study (one configuration per series, each with its own b
     expect(() => loadStudy(badProbe)).toThrow(/evaluate\.epochs/);
   });
 
-  it("orders the table by the study file's series, not by the order runs finished in", async () => {
+  it("re-rendered, orders the table by the study file's series and keeps each cell's newest result", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'contrast-methods-'));
     writeFileSync(join(dir, 'study.yaml'), methods);
     // BYOL finished first (a resumed study adds its late rows after the others)
-    for (const r of [result('BYOL', 0, 0.6, 0.75), result('MoCo', 0, 0.7, 0.8)]) {
+    // and MoCo's row was run again after its configuration changed (a new id, the same cell)
+    const stale = { ...result('MoCo', 0, 0.1, 0.1), id: 'MoCo-0-old' };
+    for (const r of [stale, result('BYOL', 0, 0.6, 0.75), result('MoCo', 0, 0.7, 0.8)]) {
       recordResult(dir, r);
     }
     await reportStudyFolder(dir);
     const table = readFileSync(join(dir, 'table.md'), 'utf8');
     expect(table.indexOf('| MoCo |')).toBeGreaterThan(0);
     expect(table.indexOf('| MoCo |')).toBeLessThan(table.indexOf('| BYOL |'));
+    expect(table).toContain('| MoCo | 70.00 | 80.00 |'); // the newest result of the cell alone
   });
 
   it('tables kNN and linear per method as mean ± std over seeds, the protocol beside them', () => {

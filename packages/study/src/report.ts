@@ -572,10 +572,14 @@ function shortProbe(results: readonly StudyResult[]): string {
 /**
  * `contrast study report <dir>`: re-renders a study folder's report from its
  * results.jsonl and the study.yaml stored beside it (either may come from an
- * earlier version). Returns the paths written; none when there are no results.
+ * earlier version), one result per series, x and seed (the newest recorded), in
+ * the file's series order. Returns the paths written; none when there are no results.
  */
 export async function reportStudyFolder(outDir: string): Promise<string[]> {
-  const results = readResults(outDir);
+  // a configuration changed since (a new id for the same cell) leaves its old line:
+  // the cell's newest result stands, as `study run` reports only the current ones
+  const cell = (r: StudyResult) => JSON.stringify([r.series, r.k, r.seed]);
+  const results = [...new Map(readResults(outDir).map((r) => [cell(r), r])).values()];
   if (results.length === 0) return [];
   const saved = join(outDir, 'study.yaml');
   const study = existsSync(saved)
