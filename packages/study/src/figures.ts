@@ -254,6 +254,37 @@ export interface Reference {
 }
 
 /**
+ * The reference lines of a figure (e.g. the random-init encoder's kNN) on the
+ * accuracy axis: a dashed rule at each value and its label beside the rule's
+ * start (along a horizontal rule; turned along a vertical one).
+ */
+function referenceLayers(
+  references: readonly Reference[],
+  axis: 'x' | 'y',
+  scale: Record<string, unknown>,
+): Record<string, unknown>[] {
+  if (!references.length) return [];
+  const data = { values: references as unknown as Record<string, unknown>[] };
+  const at = { [axis]: { ...scale, field: 'value' } };
+  const label =
+    axis === 'y'
+      ? { mark: { align: 'left', dx: 3 }, start: { x: { value: 0 } } }
+      : { mark: { angle: 270, align: 'right', dx: -3 }, start: { y: { value: 0 } } };
+  return [
+    {
+      data,
+      mark: { type: 'rule', strokeDash: [2, 3], strokeWidth: 1.5, color: '#555' },
+      encoding: at,
+    },
+    {
+      data,
+      mark: { type: 'text', ...label.mark, baseline: 'bottom', dy: -2, fontSize: 10 },
+      encoding: { ...at, ...label.start, text: { field: 'text' }, color: { value: '#333' } },
+    },
+  ];
+}
+
+/**
  * kNN accuracy against the swept value, one line per series: markers and dashes
  * per series, error bars (mean ± std) where a point has several seeds, ticks at
  * the tested values (labels that would collide drop a row), the protocol as
@@ -270,7 +301,6 @@ export function studyPlotSpec(
   const y = { type: 'quantitative', title: 'kNN top-1 accuracy (%)' };
   const xe = xEncoding(x);
   const data = { values: points as unknown as Record<string, unknown>[] };
-  const ref = { values: references as unknown as Record<string, unknown>[] };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { ...title, frame: 'group' },
@@ -278,32 +308,7 @@ export function studyPlotSpec(
     height: 300,
     background: 'white',
     layer: [
-      ...(references.length
-        ? [
-            {
-              data: ref,
-              mark: { type: 'rule', strokeDash: [2, 3], strokeWidth: 1.5, color: '#555' },
-              encoding: { y: { ...y, field: 'value' } },
-            },
-            {
-              data: ref,
-              mark: {
-                type: 'text',
-                align: 'left',
-                baseline: 'bottom',
-                dx: 3,
-                dy: -2,
-                fontSize: 10,
-              },
-              encoding: {
-                y: { ...y, field: 'value' },
-                x: { value: 0 },
-                text: { field: 'text' },
-                color: { value: '#333' },
-              },
-            },
-          ]
-        : []),
+      ...referenceLayers(references, 'y', y),
       {
         data,
         mark: { type: 'line', strokeWidth: 2 },
@@ -498,7 +503,6 @@ export function categorySpec(
   const y = { field: 'series', type: 'nominal', title: rows.title, sort: rows.order };
   const yOffset = { field: 'metric', type: 'nominal', sort: metrics, scale: { padding: 0.4 } };
   const data = { values: points as unknown as Record<string, unknown>[] };
-  const ref = { values: references as unknown as Record<string, unknown>[] };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { ...title, frame: 'group' },
@@ -506,33 +510,7 @@ export function categorySpec(
     height: { step: 14 * Math.max(2, metrics.length) },
     background: 'white',
     layer: [
-      ...(references.length
-        ? [
-            {
-              data: ref,
-              mark: { type: 'rule', strokeDash: [2, 3], strokeWidth: 1.5, color: '#555' },
-              encoding: { x: { ...x, field: 'value' } },
-            },
-            {
-              data: ref,
-              mark: {
-                type: 'text',
-                angle: 270,
-                align: 'right',
-                baseline: 'bottom',
-                dx: -3,
-                dy: -2,
-                fontSize: 10,
-              },
-              encoding: {
-                x: { ...x, field: 'value' },
-                y: { value: 0 },
-                text: { field: 'text' },
-                color: { value: '#333' },
-              },
-            },
-          ]
-        : []),
+      ...referenceLayers(references, 'x', x),
       {
         data,
         transform: [{ filter: 'datum.n > 1' }],

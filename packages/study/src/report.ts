@@ -43,13 +43,21 @@ import {
 const pct = (x: number | undefined) =>
   x === undefined || Number.isNaN(x) ? '' : (100 * x).toFixed(2);
 
+/** The values a metric has over runs, those that measured it (no undefined, no NaN). */
+function measured(
+  rs: readonly StudyResult[],
+  value: (r: StudyResult) => number | undefined,
+): number[] {
+  return rs.map(value).filter((x): x is number => x !== undefined && !Number.isNaN(x));
+}
+
 function cellOf(
   rs: readonly StudyResult[],
   value: (r: StudyResult) => number | undefined,
   digits: number,
   scale = 1,
 ): string {
-  const xs = rs.map(value).filter((x): x is number => x !== undefined && !Number.isNaN(x));
+  const xs = measured(rs, value);
   if (xs.length === 0) return '-';
   const { mean, std } = meanStd(xs.map((x) => x * scale));
   return xs.length > 1 ? `${mean.toFixed(digits)} ± ${std.toFixed(digits)}` : mean.toFixed(digits);
@@ -62,7 +70,7 @@ function meanOf(
   digits: number,
   scale = 1,
 ): string {
-  const xs = rs.map(value).filter((x): x is number => x !== undefined && !Number.isNaN(x));
+  const xs = measured(rs, value);
   return xs.length ? (meanStd(xs).mean * scale).toFixed(digits) : '-';
 }
 
@@ -204,10 +212,10 @@ export function categoryPoints(results: readonly StudyResult[]): CategoryPoint[]
   ];
   return series.flatMap((s) =>
     evaluations.flatMap(([metric, value]) => {
-      const xs = results
-        .filter((r) => r.series === s)
-        .map(value)
-        .filter((x): x is number => x !== undefined && !Number.isNaN(x));
+      const xs = measured(
+        results.filter((r) => r.series === s),
+        value,
+      );
       if (xs.length === 0) return [];
       const { mean, std } = meanStd(xs.map((x) => 100 * x));
       return [{ series: s, metric, mean, lo: mean - std, hi: mean + std, n: xs.length }];
@@ -348,7 +356,7 @@ function baseline(
   results: readonly StudyResult[],
   f: (r: StudyResult) => number | undefined,
 ): { value: number; text: string } | undefined {
-  const v = results.map(f).filter((x): x is number => x !== undefined && !Number.isNaN(x));
+  const v = measured(results, f);
   if (!v.length) return undefined;
   const mean = v.reduce((a, b) => a + b, 0) / v.length;
   const [lo, hi] = [Math.min(...v), Math.max(...v)];
