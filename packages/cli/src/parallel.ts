@@ -106,6 +106,7 @@ export async function runStudyParallel(
     parallel: number;
     out?: string;
     scale?: number;
+    seeds?: readonly number[];
     log?: (l: string) => void;
     stop?: StopControl;
   },

@@ -98,6 +98,7 @@ export async function runStudyOnQueue(
     queue: string;
     out?: string;
     scale?: number;
+    seeds?: readonly number[];
     attempts?: number;
     log?: (l: string) => void;
     /** Stops waiting for the workers (the jobs stay queued). */
@@ -282,7 +283,7 @@ export async function queuedJob(
 export async function studyStatus(
   file: string,
   catalog: Catalog,
-  options: { queue: string; out?: string; scale?: number },
+  options: { queue: string; out?: string; scale?: number; seeds?: readonly number[] },
 ): Promise<Record<string, string[]>> {
   await checkRedis(options.queue);
   const { runs } = prepareStudy(file, catalog, options);

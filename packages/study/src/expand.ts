@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import {
   applySettings,
   ConfigError,
   parseExperiment,
   parseWith,
   readExperimentFile,
+  UsageError,
   type ExperimentConfig,
 } from '@contrast/core';
 import { isCategorical, StudySchema, type Study, type StudyEvaluate } from './schema.js';
@@ -142,6 +143,15 @@ export function xTag(study: Pick<Study, 'axis'>, point: Point): string {
 }
 
 /**
+ * A study's default output folder: runs/studies/<name>, or
+ * runs/studies/<name>-x<scale> for a `--scale` run, so the longer version's
+ * report never overwrites (or mixes its results with) the study's own.
+ */
+export function defaultStudyDir(name: string, scale: number): string {
+  return join('runs', 'studies', scale === 1 ? name : `${name}-x${scale}`);
+}
+
+/**
  * Settings ordered shallow paths first (stable otherwise): a series that sets a
  * whole section (`optim: { ... }`) gets it before the study's dotted fields of that
  * section (`optim.epochs`) are applied, so a row never drops the study's budget.
@@ -156,24 +166,34 @@ function sectionsFirst(settings: Record<string, unknown>): Record<string, unknow
  * settings <- point settings, then `scale` multiplies the epochs and the training
  * subset (capped at the full split). A categorical study's runs are named
  * `<study>-<series>[-s<seed>]`. The study's `evaluate.linear` rides on each run.
+ * `seeds` keeps only the runs of those of the study's seeds (each run keeps the
+ * name and id it has in the whole study, so a later run of all seeds skips them).
  * @throws ConfigError naming the series when a base cannot be read or a
- *   configuration does not parse.
+ *   configuration does not parse; UsageError for a `seeds` entry the study lacks.
  */
 export function expandStudy(
   study: Study,
   file: string,
-  options: { scale?: number; runsDir: string },
+  options: { scale?: number; runsDir: string; seeds?: readonly number[] },
 ): StudyRun[] {
   const baseOf = baseReader(study, file);
   const scale = options.scale ?? 1;
   if (!(scale > 0)) throw new ConfigError('--scale', `must be > 0, got ${scale}`);
+  const missing = (options.seeds ?? []).filter((s) => !study.seeds.includes(s));
+  if (missing.length > 0) {
+    throw new UsageError(
+      `--seeds ${missing.join(',')}: not among the study's seeds (${study.seeds.join(', ')})`,
+      { hint: `pick from ${study.seeds.join(', ')}, or add the seed to the study's \`seeds\`` },
+    );
+  }
+  const seeds = options.seeds ? study.seeds.filter((s) => options.seeds!.includes(s)) : study.seeds;
   const categorical = isCategorical(study);
   const { linear, ...probe } = study.evaluate;
   const runs: StudyRun[] = [];
   for (const series of axesToSeries(study)) {
     const base = baseOf(series);
     for (const point of series.points) {
-      for (const seed of study.seeds) {
+      for (const seed of seeds) {
         const settings = sectionsFirst({ ...study.set, ...series.set, ...point.set });
         if (study.seeds.length > 1 || study.seeds[0] !== 0) settings.seed = seed;
         const raw = applySettings(base, settings);

@@ -18,7 +18,7 @@ import {
   systemTags,
 } from '@contrast/tracking';
 import { stringify } from 'yaml';
-import { expandStudy, loadStudy, runTag, type StudyRun } from './expand.js';
+import { defaultStudyDir, expandStudy, loadStudy, runTag, type StudyRun } from './expand.js';
 import type { Study } from './schema.js';
 import { reportMeta } from './labels.js';
 import { writeReport } from './report.js';
@@ -33,9 +33,11 @@ import {
 import { recordStudySummary } from './summary.js';
 
 export interface StudyOptions {
-  /** Output folder (default runs/studies/<study name>). */
+  /** Output folder (default runs/studies/<study name>, `-x<scale>` appended when scale is not 1). */
   out?: string;
   scale?: number;
+  /** Only these of the study's seeds (default all). */
+  seeds?: readonly number[];
   progress?: boolean;
   log?: (line: string) => void;
   /** Polled every step and between configurations; true stops the study cleanly. */
@@ -350,17 +352,19 @@ export async function studyProbe(
 /**
  * Loads, expands and checks a study (every configuration's names and plugin
  * options, before anything trains), creates its folder and records study.yaml.
+ * @throws ConfigError for a configuration that does not parse; UsageError for a seed the study lacks.
  */
 export function prepareStudy(
   file: string,
   catalog: Catalog,
-  options: { out?: string; scale?: number } = {},
+  options: { out?: string; scale?: number; seeds?: readonly number[] } = {},
 ): { study: Study; outDir: string; runs: StudyRun[] } {
   const study = loadStudy(file);
-  const outDir = resolve(options.out ?? join('runs', 'studies', study.name));
+  const outDir = resolve(options.out ?? defaultStudyDir(study.name, options.scale ?? 1));
   const runs = expandStudy(study, file, {
     scale: options.scale ?? 1,
     runsDir: join(outDir, 'runs'),
+    ...(options.seeds ? { seeds: options.seeds } : {}),
   });
   for (const run of runs) {
     try {

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { configHash, expandStudy, loadStudy } from './expand.js';
+import { configHash, defaultStudyDir, expandStudy, loadStudy } from './expand.js';
 import { csv, markdownTable } from './report.js';
 import type { StudyResult } from './results.js';
 
@@ -166,6 +166,29 @@ describe('axes studies: grid, zip, seeds', () => {
     expect(first[0]!.id).toBe(
       configHash({ ...first[0]!.config, name: 'ax-loss.temperature_0.2-k0.99-s0' }),
     );
+  });
+
+  it('seeds keeps the runs of those seeds with the ids they have in the whole study', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'contrast-study-'));
+    const file = writeStudy(
+      dir,
+      `${head}axis: strategy.momentum\ngrid:\n  strategy.momentum: [0, 0.99]\nseeds: [0, 1, 2]\n`,
+    );
+    const all = expandStudy(loadStudy(file), file, { runsDir: 'x' });
+    const some = expandStudy(loadStudy(file), file, { runsDir: 'x', seeds: [2, 0] });
+    expect(some.map((r) => [r.k, r.seed])).toEqual([
+      [0, 0],
+      [0, 2],
+      [0.99, 0],
+      [0.99, 2],
+    ]);
+    const byId = new Map(all.map((r) => [r.id, r]));
+    for (const r of some) expect(byId.get(r.id)?.config).toEqual(r.config);
+    expect(() => expandStudy(loadStudy(file), file, { runsDir: 'x', seeds: [1, 3, 4] })).toThrow(
+      /--seeds 3,4: not among the study's seeds \(0, 1, 2\)/,
+    );
+    expect(defaultStudyDir('ax', 1)).toBe(join('runs', 'studies', 'ax'));
+    expect(defaultStudyDir('ax', 3)).toBe(join('runs', 'studies', 'ax-x3'));
   });
 
   it('zip varies fields together, one run per row', () => {

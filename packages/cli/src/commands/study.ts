@@ -10,6 +10,7 @@ import { againToAbort, StopSignals } from '../signals.js';
 
 interface RunFlags {
   scale: number;
+  seeds?: number[];
   out?: string;
   parallel: number;
   queue?: string;
@@ -25,8 +26,25 @@ const scaleOption = (c: Command) =>
     1,
   );
 
+/** `--seeds 0,2`: a comma-separated list of whole numbers >= 0. */
+function seedList(value: string): number[] {
+  const parse = numberArg({ min: 0, integer: true }, '--seeds 0 or --seeds 0,2');
+  return value.split(',').map((v) => parse(v));
+}
+
+/** --scale, --seeds and --out: which configurations, and where their report goes. */
+const selectOptions = (c: Command) =>
+  scaleOption(c)
+    .option(
+      '--seeds <list>',
+      "only these of the study's seeds, comma-separated (a later run of all seeds skips them)",
+      seedList,
+    )
+    .option('--out <dir>', 'output folder (default runs/studies/<name>, -x<F> with --scale F)');
+
 const RUN_HELP = `
-Writes table.md, results.csv and plots to runs/studies/<name>/ (or --out);
+Writes table.md, results.csv and plots to runs/studies/<name>/ (with --scale F:
+runs/studies/<name>-x<F>/; or --out);
 finished configurations (same config hash) are skipped on a re-run, and each
 configuration trains in a fixed folder (runs/<name>-<hash>), so a stopped one
 resumes from its checkpoint.
@@ -43,13 +61,12 @@ Examples:
 /** `contrast study run|status|report`: ablation studies. */
 export function registerStudy(program: Command, ctx: CliContext): void {
   const group = program.command('study').description('run, watch and report ablation studies');
-  scaleOption(
+  selectOptions(
     group
       .command('run')
       .description('run every configuration of a study, then write its report')
       .argument('<study>', 'study YAML file'),
   )
-    .option('--out <dir>', 'output folder (default runs/studies/<name>)')
     .option(
       '--parallel <n>',
       'n configurations at a time, each in a child process',
@@ -63,13 +80,12 @@ export function registerStudy(program: Command, ctx: CliContext): void {
     .action(async (file: string, flags: RunFlags) => {
       ctx.exitCode = await studyRun(file, flags, ctx.argv);
     });
-  scaleOption(
+  selectOptions(
     group
       .command('status')
       .description("show the queued / running / done / failed configurations of a study's jobs")
       .argument('<study>', 'study YAML file'),
   )
-    .option('--out <dir>', 'output folder (default runs/studies/<name>)')
     .addOption(queueOption('the Redis server the study was queued on'))
     .addOption(jsonOption())
     .action(async (file: string, flags: RunFlags, cmd: Command) => {
@@ -90,7 +106,12 @@ async function studyRun(file: string, flags: RunFlags, argv: readonly string[]):
   const out = new Output(flags);
   const { loadStudy, StudyRunStopped } = await import('@contrast/study');
   loadStudy(file); // validate before the backend loads
-  const where = { scale: flags.scale, ...(flags.out ? { out: flags.out } : {}), log: out.log };
+  const where = {
+    scale: flags.scale,
+    ...(flags.seeds ? { seeds: flags.seeds } : {}),
+    ...(flags.out ? { out: flags.out } : {}),
+    log: out.log,
+  };
   const stop = new StopSignals({
     onStop: (s) => out.warn(`\n${s}: stopping the study cleanly (${againToAbort(s)})`),
   }).install();
@@ -124,7 +145,7 @@ async function studyRun(file: string, flags: RunFlags, argv: readonly string[]):
 async function runStudyIn(
   file: string,
   flags: RunFlags,
-  where: { scale: number; out?: string; log: (l: string) => void },
+  where: { scale: number; seeds?: number[]; out?: string; log: (l: string) => void },
   stop: StopSignals,
 ): Promise<{ outDir: string; results: object[]; failed: unknown[]; reportFiles: string[] }> {
   const { catalogForStudy } = await import('../plugins.js');
@@ -169,6 +190,7 @@ async function studyStatus(file: string, flags: RunFlags, path: string): Promise
   const by = await status(file, await catalogForStudy(file), {
     queue: flags.queue,
     scale: flags.scale,
+    ...(flags.seeds ? { seeds: flags.seeds } : {}),
     ...(flags.out ? { out: flags.out } : {}),
   });
   out.result(
@@ -186,7 +208,7 @@ async function studyReport(dir: string, flags: { json?: boolean }): Promise<numb
   const files = await reportStudyFolder(dir);
   if (files.length === 0) {
     throw new StateError(`no results.jsonl with results in ${dir}`, {
-      hint: 'pass the output folder of contrast study run (runs/studies/<name>)',
+      hint: 'pass the output folder of contrast study run (runs/studies/<name>, or <name>-x<F> after --scale F)',
     });
   }
   out.result(files.join('\n'));
