@@ -19,6 +19,13 @@ export interface Encoder {
   /** L2-normalised projection [N, D]: l2Normalize(project(x)). */
   embed(x: tf.Tensor4D, training: boolean): tf.Tensor2D;
   /**
+   * The projection head alone on pooled features [N, F] -> [N, D], not normalised:
+   * project(x) = projectFeatures(features(x)). What runs the head once over crops
+   * the backbone saw in several batches (SwAV's multi-crop forward). Optional for
+   * encoders a plugin adds.
+   */
+  projectFeatures?(features: tf.Tensor2D, training: boolean): tf.Tensor2D;
+  /**
    * The parameters (weights, BN scale and offset), in a fixed order shared by
    * clones: what the optimizer trains and what an EMA copy follows.
    */

@@ -2,7 +2,16 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { NegativeCosineLoss, NormalizedMseLoss, SHARED_LOSSES } from './losses.js';
 import { negativeCosine, normalizedMse } from './math.js';
-import { stepPhases, stopGradient, symmetrize } from './method.js';
+import type { Encoder } from './contracts.js';
+import {
+  asOneBatch,
+  embedCrops,
+  stepPhases,
+  stopGradient,
+  symmetrize,
+  throughCropGroups,
+  type Views,
+} from './method.js';
 
 const scalar = (t: tf.Tensor) => t.dataSync()[0]!;
 
@@ -100,5 +109,83 @@ describe('symmetrize', () => {
     expect(
       stepPhases({ phases: { prepare: ['target'], objective: ['loss'], afterStep: ['ema'] } }),
     ).toEqual(['target', 'loss', 'backward', 'optimizer', 'ema']);
+  });
+});
+
+describe('multi-crop batching (SwAV and DINO official forward)', () => {
+  /** A batch statistic, as BN has: each row minus the batch mean. */
+  const centred = (x: tf.Tensor2D) => tf.sub(x, tf.mean(x, 0, true)) as tf.Tensor2D;
+  const pixelSums = (x: tf.Tensor4D) => tf.sum(x, [1, 2]) as tf.Tensor2D; // [n, C]
+  const views = (): Pick<Views, 'crops' | 'groups'> => ({
+    crops: [
+      tf.tensor4d([1, 2, 3, 4, 5, 6, 7, 8], [2, 2, 2, 1]), // global 0: sums 10, 26
+      tf.tensor4d([0, 0, 0, 4, 1, 1, 1, 1], [2, 2, 2, 1]), // global 1: sums 4, 4
+      tf.tensor4d([3, 9], [2, 1, 1, 1]), // local 0: sums 3, 9
+    ],
+    groups: [
+      { name: 'global', start: 0, count: 2, size: [2, 2] },
+      { name: 'local', start: 2, count: 1, size: [1, 1] },
+    ],
+  });
+
+  it('asOneBatch lays the parts out split-major: BN group s holds slice s of every part', () => {
+    const seen: number[][] = [];
+    const record = (x: tf.Tensor2D) => {
+      seen.push(...(x.arraySync() as number[][]));
+      return x.clone();
+    };
+    const a = tf.tensor2d([[1], [2], [3], [4]]);
+    const b = tf.tensor2d([[10], [20], [30], [40]]);
+    const out = asOneBatch(record, [a, b], 2);
+    expect(seen.map((r) => r[0])).toEqual([1, 2, 10, 20, 3, 4, 30, 40]);
+    expect(out.map((o) => o.arraySync())).toEqual([a.arraySync(), b.arraySync()]);
+    tf.dispose([a, b, ...out]);
+  });
+
+  it("throughCropGroups: a batch statistic over each group's crops together (hand values)", () => {
+    const v = views();
+    const out = throughCropGroups((x) => centred(pixelSums(x)), v, 1);
+    // global group sums 10, 26, 4, 4: mean 11; local group 3, 9: mean 6
+    expect(out.map((o) => o.arraySync())).toEqual([
+      [[-1], [15]],
+      [[-7], [-7]],
+      [[-3], [3]],
+    ]);
+    // the teacher's call: the global group alone
+    const global = throughCropGroups((x) => centred(pixelSums(x)), v, 1, v.groups.slice(0, 1));
+    expect(global.map((o) => o.arraySync())).toEqual([
+      [[-1], [15]],
+      [[-7], [-7]],
+    ]);
+    tf.dispose([...v.crops, ...out, ...global]);
+  });
+
+  it("embedCrops: the backbone by group, the head's batch statistic over every crop at once", () => {
+    const v = views();
+    const encoder = {
+      name: 'fake',
+      features: (x: tf.Tensor4D) => centred(pixelSums(x)),
+      // [f, mean of f^2 over the batch]: the second column reads every crop's rows
+      projectFeatures: (f: tf.Tensor2D) =>
+        tf.concat([f, tf.mul(tf.onesLike(f), tf.mean(tf.square(f)))], 1) as tf.Tensor2D,
+    } as unknown as Encoder;
+    const before = tf.memory().numTensors;
+    const z = tf.tidy(() => embedCrops(encoder, v as Views, 1).map((t) => t.arraySync()));
+    expect(tf.memory().numTensors).toBe(before);
+    // features -1, 15, -7, -7, -3, 3: mean square 342 / 6 = 57 (by group it would be 81 and 9)
+    const unit = (a: number) => [a / Math.hypot(a, 57), 57 / Math.hypot(a, 57)];
+    const expected = [
+      [unit(-1), unit(15)],
+      [unit(-7), unit(-7)],
+      [unit(-3), unit(3)],
+    ];
+    z.forEach((crop, c) =>
+      crop.forEach((row, r) =>
+        row.forEach((x, k) => expect(x).toBeCloseTo(expected[c]![r]![k]!, 6)),
+      ),
+    );
+    const headless = { ...encoder, projectFeatures: undefined } as unknown as Encoder;
+    expect(() => embedCrops(headless, v as Views, 1)).toThrow(/cannot run its head on features/);
+    tf.dispose([...v.crops]);
   });
 });

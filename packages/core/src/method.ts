@@ -8,6 +8,7 @@ import type {
   ViewGroup,
 } from './contracts.js';
 import { ConfigError, StateError } from './errors.js';
+import { l2Normalize } from './math.js';
 import type { GroupOptions } from './optim.js';
 
 /**
@@ -73,28 +74,61 @@ export function groupCrops(views: Pick<Views, 'crops' | 'groups'>, name: string)
 }
 
 /**
- * Every crop's embedding [N, D] (`encoder.embed`, training mode), each crop
- * group through the encoder as one batch, as SwAV's and DINO's official forward
- * concatenates the crops of one resolution (the BN statistics are the group's
- * crops' together). With S BatchNorm groups (`bnGroups`), BN group s holds slice
- * s of every crop of the group: what S workers' groups hold, so N workers with 1
- * group compute what one process with N groups computes.
+ * `net` on the rows of every tensor of `parts` ([N, ...] each) as one batch,
+ * laid out for S BatchNorm groups (`bnGroups`): BN group s holds slice s of
+ * every part, what S workers' groups hold, so N workers with 1 group compute
+ * what one process with N groups computes. Returns net's rows per part [N, E].
+ */
+export function asOneBatch<T extends tf.Tensor>(
+  net: (x: T) => tf.Tensor2D,
+  parts: readonly T[],
+  splits: number,
+): tf.Tensor2D[] {
+  const part = parts[0]!.shape[0] / splits;
+  const slices = Array.from({ length: splits }, (_, s) =>
+    parts.map((p) => (splits === 1 ? p : (p.slice(s * part, part) as T))),
+  ).flat(); // split-major: [split 0 of every part, split 1 of every part, ...]
+  const pieces = tf.split<tf.Tensor2D>(net(tf.concat(slices) as T), slices.length);
+  return parts.map((_, c) => {
+    const rows = Array.from({ length: splits }, (_, s) => pieces[s * parts.length + c]!);
+    return splits === 1 ? rows[0]! : tf.concat(rows);
+  });
+}
+
+/**
+ * `net` ([n, h, w, C] -> [n, E]) on every crop of `groups` (default: all of
+ * them), each group's crops as one batch (`asOneBatch`), as SwAV's and DINO's
+ * official forward (MultiCropWrapper) concatenates the crops of one resolution:
+ * a backbone's BN statistics are the group's crops' together. Returns [N, E]
+ * per crop, in crop order.
+ */
+export function throughCropGroups(
+  net: (x: tf.Tensor4D) => tf.Tensor2D,
+  views: Pick<Views, 'crops' | 'groups'>,
+  splits: number,
+  groups: readonly ViewGroup[] = views.groups,
+): tf.Tensor2D[] {
+  return groups.flatMap(({ start, count }) =>
+    asOneBatch(net, views.crops.slice(start, start + count), splits),
+  );
+}
+
+/**
+ * Every crop's embedding [N, D] (training mode) as SwAV's official forward
+ * computes it: the backbone on each group's crops as one batch
+ * (`throughCropGroups`), then the projection head on every crop's features as
+ * one batch (a BN head's statistics over all crops together), L2-normalised.
+ * @throws StateError for an encoder without `projectFeatures`.
  */
 export function embedCrops(encoder: Encoder, views: Views, splits: number): tf.Tensor2D[] {
-  const out: tf.Tensor2D[] = [];
-  for (const { start, count } of views.groups) {
-    const crops = views.crops.slice(start, start + count);
-    const part = crops[0]!.shape[0] / splits;
-    const slices = Array.from({ length: splits }, (_, s) =>
-      crops.map((c) => (splits === 1 ? c : c.slice(s * part, part))),
-    ).flat(); // split-major: [split 0 of every crop, split 1 of every crop, ...]
-    const pieces = tf.split<tf.Tensor2D>(encoder.embed(tf.concat(slices), true), slices.length);
-    for (let c = 0; c < count; c++) {
-      const rows = Array.from({ length: splits }, (_, s) => pieces[s * count + c]!);
-      out.push(splits === 1 ? rows[0]! : tf.concat(rows));
-    }
+  const head = encoder.projectFeatures?.bind(encoder);
+  if (!head) {
+    throw new StateError(`encoder '${encoder.name}' cannot run its head on features`, {
+      hint: 'give the encoder projectFeatures(features, training) (multi-crop methods need it)',
+    });
   }
-  return out;
+  const features = throughCropGroups((x) => encoder.features(x, true), views, splits);
+  return asOneBatch((f) => l2Normalize(head(f, true)), features, splits);
 }
 
 /** What the trainer hands a method at every phase of a step. */

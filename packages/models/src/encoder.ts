@@ -95,6 +95,10 @@ export class ContrastEncoder implements Encoder {
     return tf.tidy(() => l2Normalize(this.project(x, training)));
   }
 
+  projectFeatures(features: tf.Tensor2D, training: boolean): tf.Tensor2D {
+    return tf.tidy(() => this.head.apply(features, training));
+  }
+
   /**
    * Backbone features. In training mode on the native backend a backbone with a
    * hand-written backward (`train`) is one custom-gradient op running it

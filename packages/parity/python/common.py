@@ -89,6 +89,20 @@ def nce(logits, z, dataset_size):
     return -(log_h_pos.sum() + log_h_neg.sum()) / logits.shape[0]
 
 
+def by_resolution(backbone, crops):
+    """The multi-crop forward of SwAV's and DINO's official code (resnet50.forward,
+    MultiCropWrapper): the backbone on each run of same-size crops concatenated; returns
+    every crop's features, concatenated in crop order [V * B, F]."""
+    features, start = [], 0
+    while start < len(crops):
+        end = start + 1
+        while end < len(crops) and crops[end].shape[-1] == crops[start].shape[-1]:
+            end += 1
+        features.append(backbone(torch.cat(crops[start:end])))
+        start = end
+    return torch.cat(features)
+
+
 @torch.no_grad()
 def ema(target, source, m):
     """theta_k <- m theta_k + (1 - m) theta_q over parameters only (MoCo)."""

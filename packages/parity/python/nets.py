@@ -14,6 +14,7 @@ BN weight 1 / bias 0, nn.Linear's default. The ViT is timm's VisionTransformer
 itself (`VitEncoder`), with the projection head `fc` beside it.
 """
 
+import math
 from functools import partial
 
 import torch
@@ -138,7 +139,7 @@ class VitEncoder(VisionTransformer):
     timm's plus `fc.*`. MoCo v3's init keeps the sin-cos position embedding fixed
     (vits.py: pos_embed.requires_grad = False); its values come from Contrast's export."""
 
-    def __init__(self, model, channels, image_size):
+    def __init__(self, model, channels, image_size, **vit_options):
         dim, depth, heads = VIT_PRESETS[model["encoder"]]
         super().__init__(
             img_size=image_size,
@@ -152,6 +153,7 @@ class VitEncoder(VisionTransformer):
             mlp_ratio=model.get("mlpRatio", 4.0),
             qkv_bias=True,
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            **vit_options,
         )
         self.kind = model["encoder"]
         self.feature_dim = self.embed_dim
@@ -164,6 +166,27 @@ class VitEncoder(VisionTransformer):
 
     def forward(self, x):
         return F.normalize(self.fc(self.features(x)), dim=1)
+
+
+class DinoVitEncoder(VitEncoder):
+    """VitEncoder for crops of any size, as DINO's vision_transformer.py: the patch grid of
+    the input, and interpolate_pos_encoding's position embedding for it (the patch part
+    resampled bicubically with scale factor (grid + 0.1) / stored grid; the class token's
+    kept) where the grid is not the stored one."""
+
+    def __init__(self, model, channels, image_size):
+        super().__init__(model, channels, image_size, dynamic_img_size=True)
+
+    def _pos_embed(self, x):
+        b, h, w, c = x.shape  # the dynamic patch embedding's [B, H, W, C]
+        pos = self.pos_embed
+        g = int(math.sqrt(pos.shape[1] - 1))
+        if (h, w) != (g, g):
+            grid = pos[:, 1:].reshape(1, g, g, c).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, scale_factor=((h + 0.1) / g, (w + 0.1) / g), mode="bicubic")
+            pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, c)], dim=1)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x.reshape(b, -1, c)], dim=1)
+        return self.pos_drop(x + pos)
 
 
 def make_encoder(model, channels, image_size):

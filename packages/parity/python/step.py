@@ -237,7 +237,8 @@ def main(directory, dtype="float32", mode="free"):
             if after is not None:
                 after()
             bn = [named(st[which], name).detach().reshape(-1) for which, name in ctx["bnOrder"]]
-            np.save(os.path.join(out_dir, f"bn-{i:03d}.npy"), torch.cat(bn).float().numpy())
+            bn = torch.cat(bn).float().numpy() if bn else np.zeros(0, np.float32)  # a ViT has none
+            np.save(os.path.join(out_dir, f"bn-{i:03d}.npy"), bn)
             if ctx["state"]:
                 np.save(os.path.join(out_dir, f"state-{i:03d}.npy"), st[ctx["state"]].float().numpy())
         record = {"loss": loss.item(), "gradNorms": norms}

@@ -324,12 +324,14 @@ export const PARITY_METHODS: ParityMethod[] = [
   },
   {
     // SwAV: 2 global + 2 local crops of 12 px, 20 prototypes (not frozen: the optimizer's frozen
-    // groups have their own parity), Sinkhorn-Knopp codes of the global crops; no queue
+    // groups have their own parity), Sinkhorn-Knopp codes of the global crops; no queue; its
+    // recipe's BN projector, whose BN sees every crop at once (the backbone: each resolution's)
     name: 'swav',
     module: 'swav',
     plugin: swavPlugin,
-    settings: () => ({
+    settings: (s) => ({
       strategy: { name: 'swav', prototypes: 20, freezePrototypesEpochs: 0 },
+      model: { head: 'mlp-bn', hiddenDim: s.projectorHidden },
       data: {
         views: [
           { name: 'global', count: 2 },
@@ -364,6 +366,36 @@ export const PARITY_METHODS: ParityMethod[] = [
         freezeLastLayerEpochs: 0.25,
       },
       loss: { name: 'dino', centerMomentum: 0.9 },
+    }),
+  },
+  {
+    // DINO on a tiny ViT (patch 7, 2 blocks of 32, learned positions): global crops of 28 px
+    // (a 4 x 4 patch grid), local crops of 14 px (2 x 2), so the position embedding is
+    // resampled as DINO's interpolate_pos_encoding does; AdamW with no decay on norms and
+    // biases (DINO's get_params_groups)
+    name: 'dino (ViT, AdamW)',
+    module: 'dino',
+    plugin: dinoPlugin,
+    state: 'center',
+    settings: (s) => ({
+      data: {
+        views: [
+          { name: 'global', count: 2 },
+          { name: 'local', count: 2, crop: { size: 14, scale: [0.05, 0.4] } },
+        ],
+      },
+      model: { encoder: 'vit', patchSize: 7, embedDim: 32, depth: 2, heads: 2, init: 'timm' },
+      strategy: {
+        name: 'dino',
+        hiddenDim: s.projectorHidden,
+        bottleneckDim: s.predictorHidden,
+        outDim: 4 * s.projectorHidden,
+        headLayers: 3,
+        momentum: 0.99,
+        freezeLastLayerEpochs: 0.25,
+      },
+      loss: { name: 'dino', centerMomentum: 0.9 },
+      optim: { optimizer: 'adamw', lr: 1e-3, weightDecay: 0.04, decay: 'no-norm-bias' },
     }),
   },
 ];

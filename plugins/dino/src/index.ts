@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import {
+  bnGroups,
   definePlugin,
   DinoCenter,
   dinoLossEntry,
@@ -12,6 +13,7 @@ import {
   PluginError,
   scheduledMomentum,
   teacherTemperature,
+  throughCropGroups,
   type Encoder,
   type Method,
   type Plugin,
@@ -57,8 +59,9 @@ interface TeacherOutputs {
 /**
  * DINO (Caron et al. 2021, Algorithm 1; main_dino.py): a student (backbone +
  * DINO head) and a teacher (their EMA, no gradient). The teacher sees the global
- * crops (the first crop group), the student every crop (each crop through the
- * backbone alone: BatchNorm statistics per crop, as the two-view methods here);
+ * crops (the first crop group), the student every crop; each network runs the
+ * crops of one group as one batch (MultiCropWrapper: BatchNorm statistics over
+ * the group's crops together, the global crops' for the teacher);
  *   loss = mean over (global crop iq, crop v != iq) of H(softmax((t_iq - c) / tau_t), s_v / tau_s)
  * then the teacher <- m teacher + (1 - m) student, c <- m_c c + (1 - m_c) mean(t).
  */
@@ -77,14 +80,19 @@ export class Dino extends MethodParts implements Method<TeacherOutputs> {
     private readonly teacherHead: DinoHead,
     private readonly center: DinoCenter,
     private readonly loss: DinoLoss,
-    private readonly schedule: { stepsPerEpoch: number; freezeLastLayerEpochs: number },
+    private readonly settings: {
+      stepsPerEpoch: number;
+      freezeLastLayerEpochs: number;
+      /** BatchNorm groups the encoder splits a batch into (model.bnSplits on this worker). */
+      bnGroups: number;
+    },
     private readonly clock: { readonly step: number },
   ) {
     super({ teacher, teacher_head: teacherHead, head, center }); // checkpoint prefixes
   }
 
   parameterGroups() {
-    const frozen = { epochs: this.schedule.freezeLastLayerEpochs };
+    const frozen = { epochs: this.settings.freezeLastLayerEpochs };
     return [
       { params: [...this.encoder.backboneParameters!(), ...this.head.mlpParameters()] },
       { params: [this.head.lastV], frozen },
@@ -92,7 +100,7 @@ export class Dino extends MethodParts implements Method<TeacherOutputs> {
   }
 
   private get epoch(): number {
-    return Math.floor(this.clock.step / this.schedule.stepsPerEpoch);
+    return Math.floor(this.clock.step / this.settings.stepsPerEpoch);
   }
 
   stepValues(): Record<string, number> {
@@ -101,15 +109,26 @@ export class Dino extends MethodParts implements Method<TeacherOutputs> {
   }
 
   prepare(views: Views, ctx: StepContext): TeacherOutputs {
-    const global = views.crops.slice(0, views.groups[0]!.count);
     const net = this.teacher.keyEncoder;
-    const teacher = global.map((x) => this.teacherHead.apply(net.features(x, true), true));
+    const global = views.groups.slice(0, 1);
+    const features = throughCropGroups(
+      (x) => net.features(x, true),
+      views,
+      this.settings.bnGroups,
+      global,
+    );
+    const teacher = features.map((f) => this.teacherHead.apply(f, true)); // [N, K] per global crop
     ctx.mark('teacher');
     return { teacher };
   }
 
   objective(views: Views, { teacher }: TeacherOutputs, ctx: StepContext) {
-    const student = views.crops.map((x) => this.head.apply(this.encoder.features(x, true), true));
+    const features = throughCropGroups(
+      (x) => this.encoder.features(x, true),
+      views,
+      this.settings.bnGroups,
+    );
+    const student = features.map((f) => this.head.apply(f, true)); // [N, K] per crop
     ctx.mark('student');
     const { loss } = this.loss.compute({
       student,
@@ -163,12 +182,13 @@ export function dinoPlugin(): Plugin<DinoConfig> {
       const center = new DinoCenter(o.outDim, loss.settings.centerMomentum, ctx.collectives);
       const { batchSize } = config.optim;
       const perEpoch = (config.data.dropLast ? Math.floor : Math.ceil)(ctx.datasetSize / batchSize);
-      const schedule = {
+      const settings = {
         stepsPerEpoch: Math.max(1, perEpoch),
         freezeLastLayerEpochs: o.freezeLastLayerEpochs,
+        bnGroups: bnGroups(ctx),
       };
       const teacherHead = head.clone({ trainable: false });
-      return new Dino(encoder, head, teacher, teacherHead, center, loss, schedule, ctx.clock);
+      return new Dino(encoder, head, teacher, teacherHead, center, loss, settings, ctx.clock);
     },
   });
 }

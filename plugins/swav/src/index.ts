@@ -95,6 +95,7 @@ export interface SwavSettings {
  * SwAV (Caron et al. 2020, Algorithm 1, main_swav.py): one encoder f (backbone +
  * projector, L2-normalised output), prototypes C (normalised before each step):
  *   z_v = normalize(f(x_v)) for every crop v;  s_v = z_v C   [B, K]
+ * (`embedCrops`: the backbone on each crop group as one batch, the head on every crop's)
  *   q_a = sinkhorn(s_a) for each global crop a (no gradient; queue rows first)
  *   L = mean_a mean_{v != a} CE(q_a, softmax(s_v / tau))
  * Data-parallel: the Sinkhorn sums are every worker's (`swavLoss`'s collectives,

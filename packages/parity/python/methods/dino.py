@@ -3,7 +3,8 @@ train_one_epoch).
 
 student = backbone + DINOHead; teacher = their EMA (no gradient, BN in training mode).
 The teacher sees the global crops (the first `count` of the first view group), the student
-every crop. DINOLoss: q_iq = softmax((t_iq - c) / tau_t) (detached), p_v = log_softmax(s_v / tau_s),
+every crop; each network is MultiCropWrapper: the backbone by resolution, the head on every
+crop at once. DINOLoss: q_iq = softmax((t_iq - c) / tau_t) (detached), p_v = log_softmax(s_v / tau_s),
 loss = mean over the pairs (iq, v != iq) of mean_n -sum_k q log p; then
 c <- m_c c + (1 - m_c) mean(t) over every global crop's batch. The last layer's gradient is
 cancelled for the first `freezeLastLayerEpochs` (cancel_gradients_last_layer); the teacher's
@@ -16,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import cosine_momentum, ema, load_weights, sgd
-from nets import Encoder, load_state
+from common import by_resolution, cosine_momentum, ema, load_weights, optimizer
+from nets import DinoVitEncoder, Encoder, load_state
 
 
 class WeightNormLinear(nn.Module):
@@ -52,8 +53,13 @@ class DINOHead(nn.Module):
 
 
 def network(ctx, weights_dir, trainable=True):
-    """Backbone (no projection head: DINO's head replaces it) + DINOHead, Contrast's weights."""
-    net = Encoder(ctx["model"], ctx["channels"])
+    """Backbone (no projection head: DINO's head replaces it) + DINOHead, Contrast's weights.
+    A ViT takes crops of any size (DinoVitEncoder: DINO's interpolate_pos_encoding)."""
+    model = ctx["model"]
+    if model["encoder"].startswith("vit"):
+        net = DinoVitEncoder(model, ctx["channels"], ctx.get("imageSize", 28))
+    else:
+        net = Encoder(model, ctx["channels"])
     net.fc = nn.Identity()
     net.dino_head = DINOHead(net.feature_dim, ctx["strategy"])
     load_state(net, load_weights(weights_dir))
@@ -66,7 +72,7 @@ def build(ctx, inputs):
     student = network(ctx, inputs.path("weights"))
     teacher = network(ctx, inputs.path("key"), trainable=False)
     center = torch.from_numpy(inputs.load("center")).clone()
-    return {"query": student, "key": teacher, "opt": sgd(ctx, student), "center": center}
+    return {"query": student, "key": teacher, "opt": optimizer(ctx, student), "center": center}
 
 
 def steps_per_epoch(ctx):
@@ -102,13 +108,18 @@ def crops(b):
     return [b["query"], b["key"]] + [b[k] for k in rest]
 
 
+def multi_crop(net, crops):
+    """MultiCropWrapper.forward, its output split back into one [B, K] per crop."""
+    return list(net.dino_head(by_resolution(net.features, crops)).chunk(len(crops)))
+
+
 def step(ctx, st, b, i):
     student, teacher = st["query"], st["key"]
     views = crops(b)
     n_global = ctx["views"][0]["count"]
     with torch.no_grad():
-        t_out = [teacher.dino_head(teacher.features(x)) for x in views[:n_global]]
-    s_out = [student.dino_head(student.features(x)) for x in views]
+        t_out = multi_crop(teacher, views[:n_global])
+    s_out = multi_crop(student, views)
     epoch = i // steps_per_epoch(ctx)
     o = ctx["loss"]
     loss = dino_loss(s_out, t_out, st["center"], o["studentTemperature"], teacher_temperature(ctx, epoch))

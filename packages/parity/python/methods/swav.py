@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import load_weights, sgd, use_split_bn
+from common import by_resolution, load_weights, sgd, use_split_bn
 from nets import Encoder, load_state
 
 CROPS_FOR_ASSIGN = (0, 1)
@@ -43,16 +43,9 @@ def build(ctx, inputs):
 
 
 def forward(net, crops):
-    """main_swav.py's model(inputs): the backbone on each run of same-size crops concatenated,
-    the head and normalisation on every crop at once, then the prototypes: [V * B, K]."""
-    features, start = [], 0
-    while start < len(crops):
-        end = start + 1
-        while end < len(crops) and crops[end].shape[-1] == crops[start].shape[-1]:
-            end += 1
-        features.append(net.features(torch.cat(crops[start:end])))
-        start = end
-    z = F.normalize(net.fc(torch.cat(features)), dim=1, p=2)
+    """main_swav.py's model(inputs): the backbone by resolution, the head and normalisation on
+    every crop at once, then the prototypes: [V * B, K]."""
+    z = F.normalize(net.fc(by_resolution(net.features, crops)), dim=1, p=2)
     return net.prototypes(z)
 
 
