@@ -49,6 +49,8 @@ interface Case {
   data?: string;
   /** Looser bounds for losses of batch statistics (see PAIRED_BOUNDS). */
   bounds?: { step1: number; weights: number; bn_statistics: number };
+  /** Step 1's bound for the optimizer's slots (the first gradient) where they are noisier. */
+  optimizerStep1?: number;
 }
 
 /**
@@ -133,13 +135,14 @@ const CASES: Case[] = [
     // step 3; 2 global + 2 local crops, the BN head over every crop at once (its BN groups: each
     // worker's rows of every crop). The codes (exp(scores / 0.05), then tau 0.1) amplify the
     // reordered sums as the paired losses do: measured step 1 at most 1.9e-4 (the optimizer's
-    // slots; the queue 2.5e-5), step 10 at most 9.9e-3 (the optimizer; the queue 5.1e-3). The
-    // head's BN over the crops in the wrong groups gives 6.5e-3 at step 1.
+    // slots, bounded as DINO's; the queue 2.5e-5), step 10 at most 9.9e-3 (the optimizer; the
+    // queue 5.1e-3). The head's BN over the crops in the wrong groups gives 6.5e-3 at step 1.
     name: 'swav',
     workers: 2,
     yaml: `${mlpBn}strategy: { name: swav, prototypes: 10, queueLength: 64, queueStartEpoch: 0, freezePrototypesEpochs: 0.25 }\n`,
     data: multiCrop,
     bounds: PAIRED_BOUNDS,
+    optimizerStep1: 2e-3,
   },
   {
     name: 'momentum-queue, shuffle BN, 3 workers',
@@ -147,17 +150,20 @@ const CASES: Case[] = [
     yaml: `${convnet}strategy: { name: momentum-queue, queueSize: 48 }\n`,
   },
   {
-    // the centre's batch mean is all-reduced (the official dist.all_reduce of batch_center).
-    // Measured (2 workers, each crop group through the backbone as one batch): step 1 at most
-    // 4.3e-4 (the optimizer's slots, i.e. the backbone's first gradient; weights <= 2.1e-5,
-    // centre 5e-8), step 10 at most 3.6e-4 (BN statistics). That is the step's own float32
-    // noise: one process alone with 1 instead of 2 TensorFlow threads differs from itself by
-    // 4.3e-4 in the same slots. The step-1 bound is about 5x that. Each worker centring by
-    // its own slice's mean makes the workers' weights diverge (CONTRAST_DISTRIBUTED).
+    // the centre's batch mean is all-reduced (the official dist.all_reduce of batch_center);
+    // 2 global + 2 local crops, each group through the backbone as one batch (the teacher: the
+    // global crops). Measured (2 workers): step 1 at most 2.1e-5 but the optimizer's slots, i.e.
+    // the backbone's first gradient, 1.6e-4; that is the step's own float32 noise (one process
+    // alone with 1 instead of 2 TensorFlow threads differs from itself by 4.3e-4 there), so
+    // they get 2e-3. Step 10 at most 7.1e-5. The student's crops in the wrong BN groups give
+    // 2.1e-2 at step 1; each worker centring by its own slice's mean makes the workers'
+    // weights diverge (CONTRAST_DISTRIBUTED).
     name: 'dino',
     workers: 2,
     yaml: `${convnet}strategy: { name: dino, hiddenDim: 32, bottleneckDim: 16, outDim: 64, momentum: 0.99, freezeLastLayerEpochs: 0.2 }\n`,
-    bounds: { step1: 2e-3, ...STEP10_BOUND },
+    data: multiCrop,
+    bounds: { step1: 1e-4, ...STEP10_BOUND },
+    optimizerStep1: 2e-3,
   },
 ];
 
@@ -228,7 +234,8 @@ describe('N workers train what one process with bnSplits N trains', () => {
       const step1Bound = c.bounds?.step1 ?? STEP1_BOUND;
       const step10 = c.bounds ?? STEP10_BOUND;
       for (const [group, d] of Object.entries(first)) {
-        expect(d, `${c.name}, step 1: ${group}`).toBeLessThanOrEqual(step1Bound);
+        const bound = group === 'optimizer' ? (c.optimizerStep1 ?? step1Bound) : step1Bound;
+        expect(d, `${c.name}, step 1: ${group}`).toBeLessThanOrEqual(bound);
       }
       for (const [group, d] of Object.entries(last)) {
         if (group === 'optimizer') continue; // its slots are checked at step 1

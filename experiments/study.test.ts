@@ -69,13 +69,27 @@ describe('running a study', () => {
       'name: axes\nbase: base.yaml\nx: momentum m\nxScale: linear\naxis: strategy.momentum\n' +
         'grid:\n  strategy.momentum: [0, 0.99]\nseeds: [0, 1]\n',
     );
-    const out = await runStudy(join(dir, 'axes.yaml'), createCatalog(builtinPlugins()), {
-      out: join(dir, 'axes-out'),
-      progress: false,
-      log: () => {},
-    });
+    const run = async (seeds?: number[]) => {
+      const lines: string[] = [];
+      const r = await runStudy(join(dir, 'axes.yaml'), createCatalog(builtinPlugins()), {
+        out: join(dir, 'axes-out'),
+        progress: false,
+        log: (l) => lines.push(l),
+        ...(seeds ? { seeds } : {}),
+      });
+      return { ...r, skipped: lines.filter((l) => l.includes('already done')).length };
+    };
+    // --seeds 1 first: its two runs; then the whole study trains seed 0's alone
+    const some = await run([1]);
+    expect(some.results.map((r) => r.seed)).toEqual([1, 1]);
+    const out = await run();
+    expect(out.skipped).toBe(2);
     expect(out.results).toHaveLength(4);
     expect(new Set(out.results.map((r) => r.seed))).toEqual(new Set([0, 1]));
+    // a seed subset of a finished study trains nothing and reports every seed
+    const again = await run([0]);
+    expect(again.skipped).toBe(2);
+    expect(again.results).toHaveLength(4);
     const table = readFileSync(join(dir, 'axes-out', 'table.md'), 'utf8');
     expect(table).toContain('| series | 0 | 0.99 |');
     expect(table).toMatch(/\| axes \| \d+\.\d\d ± \d+\.\d\d \| \d+\.\d\d ± \d+\.\d\d \|/);

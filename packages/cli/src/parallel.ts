@@ -112,7 +112,7 @@ export async function runStudyParallel(
   },
 ): Promise<{ outDir: string; results: StudyResult[]; failed: string[]; reportFiles: string[] }> {
   const log = options.log ?? ((l) => console.error(l));
-  const { study, outDir, runs } = prepareStudy(file, catalog, options);
+  const { study, outDir, runs, reported } = prepareStudy(file, catalog, options);
   const parent = await openStudyRun(study, outDir, runs, log);
   const recorded = resultsById(outDir);
   const todo = runs.filter((r) => !isDone(recorded, r));
@@ -155,7 +155,7 @@ export async function runStudyParallel(
     await stopStudyRun(parent, log);
     throw new StudyRunStopped(undefined);
   }
-  const { results, reportFiles } = await reportStudy(study, outDir, runs);
+  const { results, reportFiles } = await reportStudy(study, outDir, reported);
   await finishStudyRun(parent, reportFiles, log, results);
   return { outDir, results, failed, reportFiles };
 }

@@ -112,7 +112,7 @@ export async function runStudyOnQueue(
 }> {
   const log = options.log ?? ((l) => console.error(l));
   await checkRedis(options.queue);
-  const { study, outDir, runs } = prepareStudy(file, catalog, options);
+  const { study, outDir, runs, reported } = prepareStudy(file, catalog, options);
   const parent = await openStudyRun(study, outDir, runs, log);
   const recorded = resultsById(outDir);
   const queue = new Queue<StudyJobData, StudyResult>(QUEUE_NAME, {
@@ -139,7 +139,7 @@ export async function runStudyOnQueue(
       log,
       options.signal,
     );
-    const { results, reportFiles } = await reportStudy(study, outDir, runs);
+    const { results, reportFiles } = await reportStudy(study, outDir, reported);
     await finishStudyRun(parent, reportFiles, log, results);
     if (failed.length) {
       appendFileSync(

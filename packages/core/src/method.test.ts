@@ -136,10 +136,16 @@ describe('multi-crop batching (SwAV and DINO official forward)', () => {
     };
     const a = tf.tensor2d([[1], [2], [3], [4]]);
     const b = tf.tensor2d([[10], [20], [30], [40]]);
-    const out = asOneBatch(record, [a, b], 2);
+    const before = tf.memory().numTensors;
+    const out = tf.tidy(() => asOneBatch(record, [a, b], 2).map((o) => o.arraySync()));
+    expect(tf.memory().numTensors).toBe(before);
     expect(seen.map((r) => r[0])).toEqual([1, 2, 10, 20, 3, 4, 30, 40]);
-    expect(out.map((o) => o.arraySync())).toEqual([a.arraySync(), b.arraySync()]);
-    tf.dispose([a, b, ...out]);
+    expect(out).toEqual([a.arraySync(), b.arraySync()]);
+    expect(() => asOneBatch(record, [a, b], 3)).toThrow(
+      /model.bnSplits.*a batch of 4 does not divide into 3 BatchNorm splits/,
+    );
+    expect(() => asOneBatch(record, [], 1)).toThrow(/parts of one batch size, got \[\]/);
+    tf.dispose([a, b]);
   });
 
   it("throughCropGroups: a batch statistic over each group's crops together (hand values)", () => {

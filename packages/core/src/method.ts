@@ -7,7 +7,7 @@ import type {
   TrainingClock,
   ViewGroup,
 } from './contracts.js';
-import { ConfigError, StateError } from './errors.js';
+import { ConfigError, ContractError, StateError } from './errors.js';
 import { l2Normalize } from './math.js';
 import type { GroupOptions } from './optim.js';
 
@@ -74,16 +74,32 @@ export function groupCrops(views: Pick<Views, 'crops' | 'groups'>, name: string)
 }
 
 /**
- * `net` on the rows of every tensor of `parts` ([N, ...] each) as one batch,
- * laid out for S BatchNorm groups (`bnGroups`): BN group s holds slice s of
- * every part, what S workers' groups hold, so N workers with 1 group compute
- * what one process with N groups computes. Returns net's rows per part [N, E].
+ * `net` on the rows of every tensor of `parts` ([N, ...] each, the same N) as one
+ * batch, laid out for S BatchNorm groups (`bnGroups`): BN group s holds slice s of
+ * every part (SplitBN cuts its input into S contiguous chunks), what S workers'
+ * groups hold, so N workers with 1 group compute what one process with N groups
+ * computes. Returns net's rows per part [N, E]. Call inside a tidy.
+ * @throws ContractError for no parts or parts of different N; ConfigError
+ *   (model.bnSplits) when N does not divide into S.
  */
 export function asOneBatch<T extends tf.Tensor>(
   net: (x: T) => tf.Tensor2D,
   parts: readonly T[],
   splits: number,
 ): tf.Tensor2D[] {
+  const n = parts[0]?.shape[0];
+  if (n === undefined || parts.some((p) => p.shape[0] !== n)) {
+    throw new ContractError(
+      `asOneBatch needs parts of one batch size, got [${parts.map((p) => p.shape[0]).join(', ')}]`,
+    );
+  }
+  if (n % splits !== 0) {
+    throw new ConfigError(
+      'model.bnSplits',
+      `a batch of ${n} does not divide into ${splits} BatchNorm splits`,
+      { hint: 'choose optim.batchSize divisible by model.bnSplits' },
+    );
+  }
   const part = parts[0]!.shape[0] / splits;
   const slices = Array.from({ length: splits }, (_, s) =>
     parts.map((p) => (splits === 1 ? p : (p.slice(s * part, part) as T))),
@@ -99,8 +115,10 @@ export function asOneBatch<T extends tf.Tensor>(
  * `net` ([n, h, w, C] -> [n, E]) on every crop of `groups` (default: all of
  * them), each group's crops as one batch (`asOneBatch`), as SwAV's and DINO's
  * official forward (MultiCropWrapper) concatenates the crops of one resolution:
- * a backbone's BN statistics are the group's crops' together. Returns [N, E]
- * per crop, in crop order.
+ * a backbone's BN statistics are the group's crops' together. (The official code
+ * batches consecutive crops of one width; here a group is a batch, so two
+ * consecutive groups of one size are two batches.) Returns [N, E] per crop, in
+ * crop order.
  */
 export function throughCropGroups(
   net: (x: tf.Tensor4D) => tf.Tensor2D,
@@ -118,12 +136,12 @@ export function throughCropGroups(
  * computes it: the backbone on each group's crops as one batch
  * (`throughCropGroups`), then the projection head on every crop's features as
  * one batch (a BN head's statistics over all crops together), L2-normalised.
- * @throws StateError for an encoder without `projectFeatures`.
+ * @throws ContractError for an encoder without `projectFeatures`.
  */
 export function embedCrops(encoder: Encoder, views: Views, splits: number): tf.Tensor2D[] {
   const head = encoder.projectFeatures?.bind(encoder);
   if (!head) {
-    throw new StateError(`encoder '${encoder.name}' cannot run its head on features`, {
+    throw new ContractError(`encoder '${encoder.name}' cannot run its head on features`, {
       hint: 'give the encoder projectFeatures(features, training) (multi-crop methods need it)',
     });
   }

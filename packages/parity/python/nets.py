@@ -11,7 +11,8 @@ SimSiam's with 3 layers and the affine-free output BN); the predictor of MoCo
 v3, BYOL and SimSiam as Sequential(Linear, BatchNorm1d, ReLU, Linear).
 Initialisation as torchvision's ResNet: kaiming_normal_(fan_out, relu) convs,
 BN weight 1 / bias 0, nn.Linear's default. The ViT is timm's VisionTransformer
-itself (`VitEncoder`), with the projection head `fc` beside it.
+itself (`VitEncoder`), with the projection head `fc` beside it; DINO's takes crops
+of any size (`DinoVitEncoder`).
 """
 
 import math
@@ -172,7 +173,9 @@ class DinoVitEncoder(VitEncoder):
     """VitEncoder for crops of any size, as DINO's vision_transformer.py: the patch grid of
     the input, and interpolate_pos_encoding's position embedding for it (the patch part
     resampled bicubically with scale factor (grid + 0.1) / stored grid; the class token's
-    kept) where the grid is not the stored one."""
+    kept) where the grid is not the stored one. Overrides timm's private `_pos_embed`
+    (timm >= 0.9: dynamic_img_size gives the patch embedding as [B, H, W, C]); one class
+    token, no register tokens."""
 
     def __init__(self, model, channels, image_size):
         super().__init__(model, channels, image_size, dynamic_img_size=True)

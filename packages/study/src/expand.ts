@@ -152,6 +152,23 @@ export function defaultStudyDir(name: string, scale: number): string {
 }
 
 /**
+ * Checks `--seeds` against the study's `seeds`.
+ * @throws UsageError naming the seeds the study lacks and the ones it has.
+ */
+export function checkSeeds(
+  study: Pick<Study, 'seeds'>,
+  seeds: readonly number[] | undefined,
+): void {
+  const missing = (seeds ?? []).filter((s) => !study.seeds.includes(s));
+  if (missing.length > 0) {
+    throw new UsageError(
+      `--seeds ${missing.join(',')}: not among the study's seeds (${study.seeds.join(', ')})`,
+      { hint: `pick from ${study.seeds.join(', ')}, or add the seed to the study's \`seeds\`` },
+    );
+  }
+}
+
+/**
  * Settings ordered shallow paths first (stable otherwise): a series that sets a
  * whole section (`optim: { ... }`) gets it before the study's dotted fields of that
  * section (`optim.epochs`) are applied, so a row never drops the study's budget.
@@ -179,13 +196,7 @@ export function expandStudy(
   const baseOf = baseReader(study, file);
   const scale = options.scale ?? 1;
   if (!(scale > 0)) throw new ConfigError('--scale', `must be > 0, got ${scale}`);
-  const missing = (options.seeds ?? []).filter((s) => !study.seeds.includes(s));
-  if (missing.length > 0) {
-    throw new UsageError(
-      `--seeds ${missing.join(',')}: not among the study's seeds (${study.seeds.join(', ')})`,
-      { hint: `pick from ${study.seeds.join(', ')}, or add the seed to the study's \`seeds\`` },
-    );
-  }
+  checkSeeds(study, options.seeds);
   const seeds = options.seeds ? study.seeds.filter((s) => options.seeds!.includes(s)) : study.seeds;
   const categorical = isCategorical(study);
   const { linear, ...probe } = study.evaluate;

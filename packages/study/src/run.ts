@@ -79,7 +79,7 @@ export async function runStudy(
   options: StudyOptions = {},
 ): Promise<{ outDir: string; results: StudyResult[]; reportFiles: string[] }> {
   const log = options.log ?? ((l: string) => console.error(l));
-  const { study, outDir, runs } = prepareStudy(file, catalog, options);
+  const { study, outDir, runs, reported } = prepareStudy(file, catalog, options);
   const parent = await openStudyRun(study, outDir, runs, log);
   const recorded = resultsById(outDir);
   for (const [i, run] of runs.entries()) {
@@ -112,7 +112,7 @@ export async function runStudy(
       `${tag}: kNN ${(100 * record.knn).toFixed(2)}%${probed} in ${(record.wallSeconds / 60).toFixed(1)} min`,
     );
   }
-  const { results, reportFiles } = await reportStudy(study, outDir, runs);
+  const { results, reportFiles } = await reportStudy(study, outDir, reported);
   await finishStudyRun(parent, reportFiles, log, results);
   return { outDir, results, reportFiles };
 }
@@ -352,20 +352,25 @@ export async function studyProbe(
 /**
  * Loads, expands and checks a study (every configuration's names and plugin
  * options, before anything trains), creates its folder and records study.yaml.
+ * `runs` are the configurations to run (`seeds`: those seeds' only); `reported`
+ * the whole study's, whose finished results the report shows.
  * @throws ConfigError for a configuration that does not parse; UsageError for a seed the study lacks.
  */
 export function prepareStudy(
   file: string,
   catalog: Catalog,
   options: { out?: string; scale?: number; seeds?: readonly number[] } = {},
-): { study: Study; outDir: string; runs: StudyRun[] } {
+): { study: Study; outDir: string; runs: StudyRun[]; reported: StudyRun[] } {
   const study = loadStudy(file);
   const outDir = resolve(options.out ?? defaultStudyDir(study.name, options.scale ?? 1));
-  const runs = expandStudy(study, file, {
-    scale: options.scale ?? 1,
-    runsDir: join(outDir, 'runs'),
-    ...(options.seeds ? { seeds: options.seeds } : {}),
-  });
+  const expand = (seeds?: readonly number[]) =>
+    expandStudy(study, file, {
+      scale: options.scale ?? 1,
+      runsDir: join(outDir, 'runs'),
+      ...(seeds ? { seeds } : {}),
+    });
+  const reported = expand();
+  const runs = options.seeds ? expand(options.seeds) : reported;
   for (const run of runs) {
     try {
       parseWith(checkNames(run.config, catalog).configSchema, run.config.strategy, 'strategy');
@@ -384,7 +389,7 @@ export function prepareStudy(
   }
   mkdirSync(outDir, { recursive: true });
   writeFileAtomic(join(outDir, 'study.yaml'), stringify({ ...study, scale: options.scale ?? 1 }));
-  return { study, outDir, runs };
+  return { study, outDir, runs, reported };
 }
 
 /** The study's finished results (this expansion's configurations only) and its report files. */

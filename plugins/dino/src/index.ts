@@ -128,6 +128,8 @@ export class Dino extends MethodParts implements Method<TeacherOutputs> {
       views,
       this.settings.bnGroups,
     );
+    // per crop: the same as MultiCropWrapper's one head pass over every crop, as the DINO
+    // head has no BN (a BN head would need its statistics over all crops at once)
     const student = features.map((f) => this.head.apply(f, true)); // [N, K] per crop
     ctx.mark('student');
     const { loss } = this.loss.compute({

@@ -8,6 +8,7 @@ import {
   embedCrops,
   lossOfKind,
   MethodParts,
+  PluginError,
   Prototypes,
   swavLoss,
   swavQueueRows,
@@ -184,6 +185,11 @@ export function swavPlugin(): Plugin<SwavConfig> {
     losses: { [PLUGIN_NAME]: swavLossEntry },
     build(ctx) {
       const { encoder, options, config, collectives } = ctx;
+      if (!encoder.projectFeatures) {
+        throw new PluginError(PLUGIN_NAME, `encoder '${encoder.name}' has no projectFeatures`, {
+          hint: 'give the encoder projectFeatures(features, training): SwAV runs its head on every crop at once',
+        });
+      }
       const prototypes = new Prototypes(encoder.embedDim, options.prototypes, ctx.rng.fork());
       const { batchSize } = config.optim;
       const rows = swavQueueRows(options.queueLength, batchSize);

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { StateError, UsageError } from '@contrast/core';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { commandPath, type CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';
 import { invocation, shellLine } from '../format.js';
@@ -28,8 +28,16 @@ const scaleOption = (c: Command) =>
 
 /** `--seeds 0,2`: a comma-separated list of whole numbers >= 0. */
 function seedList(value: string): number[] {
-  const parse = numberArg({ min: 0, integer: true }, '--seeds 0 or --seeds 0,2');
-  return value.split(',').map((v) => parse(v));
+  const seeds = value.split(',').map((v) => Number(v));
+  if (
+    value.trim() === '' ||
+    seeds.some((n, i) => !Number.isInteger(n) || n < 0 || value.split(',')[i]!.trim() === '')
+  ) {
+    throw new InvalidArgumentError(
+      'use a comma-separated list of whole numbers >= 0, e.g. --seeds 0 or --seeds 0,2',
+    );
+  }
+  return seeds;
 }
 
 /** --scale, --seeds and --out: which configurations, and where their report goes. */
@@ -37,7 +45,7 @@ const selectOptions = (c: Command) =>
   scaleOption(c)
     .option(
       '--seeds <list>',
-      "only these of the study's seeds, comma-separated (a later run of all seeds skips them)",
+      "only these of the study's seeds, comma-separated (their runs keep their ids in the whole study)",
       seedList,
     )
     .option('--out <dir>', 'output folder (default runs/studies/<name>, -x<F> with --scale F)');
@@ -47,7 +55,8 @@ Writes table.md, results.csv and plots to runs/studies/<name>/ (with --scale F:
 runs/studies/<name>-x<F>/; or --out);
 finished configurations (same config hash) are skipped on a re-run, and each
 configuration trains in a fixed folder (runs/<name>-<hash>), so a stopped one
-resumes from its checkpoint.
+resumes from its checkpoint. With --seeds only those seeds' configurations run;
+the report shows every finished configuration of the study.
 
 Stopping: SIGINT, SIGTERM or SIGHUP stop the running configurations cleanly
 (checkpoint, run marked interrupted; with --parallel each child is told) and
@@ -56,6 +65,7 @@ aborts at once. With --queue only the waiting stops: the jobs stay queued.
 
 Examples:
   contrast study run experiments/studies/momentum.yaml --parallel 2
+  contrast study run experiments/studies/methods.yaml --scale 3 --seeds 0
   contrast study run experiments/studies/momentum.yaml --queue redis://host:6379 --json`;
 
 /** `contrast study run|status|report`: ablation studies. */
@@ -104,8 +114,8 @@ export function registerStudy(program: Command, ctx: CliContext): void {
 
 async function studyRun(file: string, flags: RunFlags, argv: readonly string[]): Promise<number> {
   const out = new Output(flags);
-  const { loadStudy, StudyRunStopped } = await import('@contrast/study');
-  loadStudy(file); // validate before the backend loads
+  const { checkSeeds, loadStudy, StudyRunStopped } = await import('@contrast/study');
+  checkSeeds(loadStudy(file), flags.seeds); // validate before the backend loads
   const where = {
     scale: flags.scale,
     ...(flags.seeds ? { seeds: flags.seeds } : {}),
