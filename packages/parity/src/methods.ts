@@ -54,6 +54,26 @@ export interface ParitySize {
   bnSplits: number;
 }
 
+/** DINO's parity settings: 2 global + 2 local crops of 14 px, its head and loss (both DINO cases). */
+const dinoSettings = (s: ParitySize): Partial<ExperimentInput> => ({
+  data: {
+    views: [
+      { name: 'global', count: 2 },
+      { name: 'local', count: 2, crop: { size: 14, scale: [0.05, 0.4] } },
+    ],
+  },
+  strategy: {
+    name: 'dino',
+    hiddenDim: s.projectorHidden,
+    bottleneckDim: s.predictorHidden,
+    outDim: 4 * s.projectorHidden,
+    headLayers: 3,
+    momentum: 0.99,
+    freezeLastLayerEpochs: 0.25,
+  },
+  loss: { name: 'dino', centerMomentum: 0.9 },
+});
+
 /**
  * What the harness compares of any method, read through its checkpoint parts:
  * the predictor's variables (MoCo v3, BYOL, SimSiam, NNCLR; DINO's head) or SwAV's
@@ -349,24 +369,7 @@ export const PARITY_METHODS: ParityMethod[] = [
     module: 'dino',
     plugin: dinoPlugin,
     state: 'center',
-    settings: (s) => ({
-      data: {
-        views: [
-          { name: 'global', count: 2 },
-          { name: 'local', count: 2, crop: { size: 14, scale: [0.05, 0.4] } },
-        ],
-      },
-      strategy: {
-        name: 'dino',
-        hiddenDim: s.projectorHidden,
-        bottleneckDim: s.predictorHidden,
-        outDim: 4 * s.projectorHidden,
-        headLayers: 3,
-        momentum: 0.99,
-        freezeLastLayerEpochs: 0.25,
-      },
-      loss: { name: 'dino', centerMomentum: 0.9 },
-    }),
+    settings: dinoSettings,
   },
   {
     // DINO on a tiny ViT (patch 7, 2 blocks of 32, learned positions): global crops of 28 px
@@ -378,23 +381,8 @@ export const PARITY_METHODS: ParityMethod[] = [
     plugin: dinoPlugin,
     state: 'center',
     settings: (s) => ({
-      data: {
-        views: [
-          { name: 'global', count: 2 },
-          { name: 'local', count: 2, crop: { size: 14, scale: [0.05, 0.4] } },
-        ],
-      },
+      ...dinoSettings(s),
       model: { encoder: 'vit', patchSize: 7, embedDim: 32, depth: 2, heads: 2, init: 'timm' },
-      strategy: {
-        name: 'dino',
-        hiddenDim: s.projectorHidden,
-        bottleneckDim: s.predictorHidden,
-        outDim: 4 * s.projectorHidden,
-        headLayers: 3,
-        momentum: 0.99,
-        freezeLastLayerEpochs: 0.25,
-      },
-      loss: { name: 'dino', centerMomentum: 0.9 },
       optim: { optimizer: 'adamw', lr: 1e-3, weightDecay: 0.04, decay: 'no-norm-bias' },
     }),
   },
