@@ -44,9 +44,8 @@ const CONTRAST_TORCH_PYTHON = join(torchVenv, 'bin', 'python');
 export default defineConfig({
   resolve: { alias },
   test: {
-    // relative to --dir: the whole repository from the root, one package with
-    // `pnpm --filter <package> test` (its script passes --dir .)
-    include: ['**/*.test.ts'],
+    // the files: the two projects below, relative to --dir (the whole repository from the
+    // root, one package with `pnpm --filter <package> test`: its script passes --dir .)
     exclude: ['**/node_modules/**', '**/.git/**', '**/dist/**', '**/.turbo/**', 'runs/**'],
     env: { MLFLOW_BIN, CONTRAST_TORCH_PYTHON },
     setupFiles: [join(root, 'vitest.setup.ts')],
@@ -55,5 +54,25 @@ export default defineConfig({
     pool: 'forks',
     maxWorkers: 1,
     fileParallelism: false,
+    projects: [
+      {
+        // The packages' and plugins' own tests share one process, file after file:
+        // TensorFlow's native library is loaded once, not once per file (about a
+        // second each). They restore what they change (environment variables, spies)
+        // and count tensors relative to their own start.
+        extends: true,
+        test: { name: 'packages', include: ['**/src/**/*.test.ts'], isolate: false },
+      },
+      {
+        // The end-to-end tests (experiments/), each file in a process of its own: they
+        // stop runs with signals, start servers and workers, set TensorFlow's threads.
+        extends: true,
+        test: {
+          name: 'experiments',
+          include: ['**/*.test.ts'],
+          exclude: ['**/node_modules/**', '**/dist/**', '**/src/**'],
+        },
+      },
+    ],
   },
 });

@@ -9,7 +9,7 @@ if [ $# -eq 0 ]; then
   echo "[test] lint"
   pnpm -s lint
   echo "[test] typecheck"
-  pnpm exec turbo run typecheck --output-logs=errors-only
+  pnpm -s typecheck
 fi
 echo "[test] vitest"
 # A report file of its own, so two test commands at once do not overwrite each other's.
