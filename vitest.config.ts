@@ -67,11 +67,7 @@ export default defineConfig({
         // The end-to-end tests (experiments/), each file in a process of its own: they
         // stop runs with signals, start servers and workers, set TensorFlow's threads.
         extends: true,
-        test: {
-          name: 'experiments',
-          include: ['**/*.test.ts'],
-          exclude: ['**/node_modules/**', '**/dist/**', '**/src/**'],
-        },
+        test: { name: 'experiments', include: ['**/*.test.ts'], exclude: ['**/src/**'] },
       },
     ],
   },
