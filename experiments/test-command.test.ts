@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
+import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
 
 /**
@@ -76,5 +77,57 @@ describe('the test command closing line', () => {
   it('says so when vitest wrote no report', () => {
     const lines = summary(join(dir, 'missing.json'), 137);
     expect(lines).toEqual(['no vitest report (vitest exited with status 137 before writing it)']);
+  });
+});
+
+describe('the build (pnpm build: tsc -b over every package)', () => {
+  /** Workspace packages with a build config: folder, name, workspace dependencies (incl. dev). */
+  function packages(): { dir: string; name: string; deps: string[] }[] {
+    const found = ['packages', 'plugins'].flatMap((group) =>
+      readdirSync(join(repo, group))
+        .map((d) => join(group, d))
+        .filter((d) => existsSync(join(repo, d, 'tsconfig.build.json'))),
+    );
+    const pkgs = found.map((dir) => {
+      const pkg = JSON.parse(readFileSync(join(repo, dir, 'package.json'), 'utf8')) as {
+        name: string;
+        dependencies?: Record<string, string>;
+        devDependencies?: Record<string, string>;
+      };
+      return {
+        dir,
+        name: pkg.name,
+        all: Object.keys({ ...pkg.dependencies, ...pkg.devDependencies }),
+      };
+    });
+    const names = new Set(pkgs.map((p) => p.name));
+    return pkgs.map((p) => ({ ...p, deps: p.all.filter((n) => names.has(n)) }));
+  }
+
+  it("each package's tsconfig.build.json is composite and references exactly its workspace dependencies", () => {
+    const all = packages();
+    expect(all.length).toBeGreaterThan(20);
+    const dirOf = new Map(all.map((p) => [p.name, p.dir]));
+    for (const p of all) {
+      const config = ts.readConfigFile(join(repo, p.dir, 'tsconfig.build.json'), ts.sys.readFile);
+      expect(config.error, p.dir).toBeUndefined();
+      const c = config.config as {
+        compilerOptions?: { composite?: boolean };
+        references?: { path: string }[];
+      };
+      expect(c.compilerOptions?.composite, p.dir).toBe(true);
+      const referenced = (c.references ?? []).map((r) =>
+        relative(repo, dirname(join(repo, p.dir, r.path))),
+      );
+      expect(referenced.sort(), p.dir).toEqual(p.deps.map((n) => dirOf.get(n)!).sort());
+    }
+  });
+
+  it('the root build script builds every package (packages/* and plugins/*)', () => {
+    const script = (
+      JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { scripts: { build: string } }
+    ).scripts.build;
+    expect(script).toBe('tsc -b packages/*/tsconfig.build.json plugins/*/tsconfig.build.json');
+    for (const p of packages()) expect(p.dir).toMatch(/^(packages|plugins)\/[^/]+$/);
   });
 });

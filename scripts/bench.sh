@@ -3,5 +3,5 @@
 # Needs the README's set-up (scripts/setup.sh); rebuilds what changed, then runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pnpm exec turbo run build --output-logs=errors-only >&2
+pnpm -s build >&2
 exec node packages/bench/dist/bin.js "$@"

@@ -92,7 +92,7 @@ checkout_steps() {
   say "pnpm install"
   pnpm install --frozen-lockfile --reporter=silent
   say "building"
-  pnpm exec turbo run build --output-logs=errors-only
+  pnpm -s build
   # the wheel and libtensorflow in the cache take their own lock (packages/backend)
   if [ "${CONTRAST_SETUP_GPU:-0}" = 1 ]; then
     node packages/cli/dist/bin.js setup --gpu
@@ -280,7 +280,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
-# 4. Dependencies, build (turbo caches unchanged packages), native TensorFlow binding.
+# 4. Dependencies, build (tsc -b: unchanged packages are skipped), native TensorFlow binding.
 locked .contrast/setup.lock checkout_steps
 
 # 5. MLflow (server for the tracking integration tests and a local UI) in a cached venv.

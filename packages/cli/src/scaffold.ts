@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { ConfigError } from '@contrast/core';
 
 /** `queue-nce` -> `QueueNce`. */
@@ -188,6 +188,25 @@ const TSCONFIG = `{
 }
 `;
 
+/**
+ * The plugin's build config. In this repository's plugins/ folder it references the
+ * projects of its workspace dependencies, as every package's does, so the root
+ * `pnpm build` (`tsc -b`) builds them first and rebuilds the plugin when they change.
+ */
+function buildTsconfig(root: string): string {
+  const refs = ['core', 'trainer']
+    .map((p) => join(root, '..', '..', 'packages', p, 'tsconfig.build.json'))
+    .filter((f) => existsSync(f))
+    .map((f) => `    { "path": "${relative(root, f)}" }`);
+  const references = refs.length > 0 ? `,\n  "references": [\n${refs.join(',\n')}\n  ]` : '';
+  return `{
+  "extends": "./tsconfig.json",
+  "compilerOptions": { "composite": true },
+  "exclude": ["src/**/*.test.ts"]${references}
+}
+`;
+}
+
 const readme = (name: string) => `# @contrast/plugin-${name}
 
 A method plugin for Contrast (written by \`contrast new-method ${name}\`). The
@@ -195,7 +214,7 @@ method is in \`src/index.ts\`: \`prepare\` (before the gradient tape), \`objecti
 (inside it), \`afterStep\` (after the optimizer step). See docs/adding-a-method.md.
 
 Use it: \`strategy: { name: ${name} }\` in an experiment, after
-\`pnpm install && pnpm exec turbo run build\` (the command loads workspace
+\`pnpm install && pnpm build\` (the command loads workspace
 plugins that \`packages/cli\` lists, or any plugin named in \`plugins:\`).
 
 Test it: \`pnpm exec vitest run plugins/${name}\`.
@@ -222,7 +241,7 @@ export function newMethod(name: string, dir = join('plugins', name)): string[] {
   const files: Record<string, string> = {
     'package.json': packageJson(name),
     'tsconfig.json': TSCONFIG,
-    'tsconfig.build.json': `{ "extends": "./tsconfig.json", "exclude": ["src/**/*.test.ts"] }\n`,
+    'tsconfig.build.json': buildTsconfig(root),
     'README.md': readme(name),
     'src/index.ts': methodTemplate(name),
     'src/plugin.test.ts': testTemplate(name),
