@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -67,7 +67,7 @@ describe('running a study', () => {
     writeFileSync(
       join(dir, 'axes.yaml'),
       'name: axes\nbase: base.yaml\nx: momentum m\nxScale: linear\naxis: strategy.momentum\n' +
-        'grid:\n  strategy.momentum: [0, 0.99]\nseeds: [0, 1]\n',
+        'grid:\n  strategy.momentum: [0, 0.99]\nseeds: [0, 1]\nset: { eval.baselines: true }\n',
     );
     const run = async (seeds?: number[]) => {
       const lines: string[] = [];
@@ -103,6 +103,19 @@ describe('running a study', () => {
     const curvesPng = readFileSync(join(dir, 'axes-out', 'curves.png'));
     expect(curvesPng.subarray(1, 4).toString()).toBe('PNG');
     expect(curvesPng.length).toBeGreaterThan(10_000);
+    // the kNN baselines were computed once per seed (random init) and once in all (raw
+    // pixels), in the study's baselines/ folder, and read by the other runs
+    const cached = readdirSync(join(dir, 'axes-out', 'baselines')).filter((f) =>
+      f.endsWith('.json'),
+    );
+    expect(cached).toHaveLength(3);
+    expect(new Set(out.results.map((r) => r.knnRawPixels)).size).toBe(1);
+    for (const seed of [0, 1]) {
+      const init = out.results.filter((r) => r.seed === seed).map((r) => r.knnRandomInit);
+      expect(init).toHaveLength(2);
+      expect(init[0]).toBeGreaterThan(0);
+      expect(init[1]).toBe(init[0]);
+    }
   });
 
   it('--parallel 2 runs configurations in child processes with the same results as in sequence', async () => {

@@ -138,13 +138,20 @@ export async function openStudyRun(
   return openParentRun(outDir, uri, experimentName, study.name, log, work);
 }
 
-/** Options that make a configuration's run a child of the study's MLflow run (when there is one). */
+/**
+ * Options of a configuration's run in the study folder `outDir`: the kNN baselines
+ * shared through `<outDir>/baselines/` (computed once per data, protocol and initial
+ * backbone, not once per run), and a child of the study's MLflow run when there is one.
+ */
 export function studyChildOptions(outDir: string): {
+  baselineCache: string;
   mlflow?: { experimentName: string; parentDir: string; source: string };
 } {
-  if (!hasMlflowState(outDir)) return {};
+  const baselineCache = join(outDir, 'baselines');
+  if (!hasMlflowState(outDir)) return { baselineCache };
   const parent = MlflowUploader.open(outDir);
   return {
+    baselineCache,
     mlflow: {
       experimentName: parent.state.experimentName,
       parentDir: outDir,

@@ -1,5 +1,6 @@
 import { encodeBundle, type Tracker } from '@contrast/core';
 import { checkHealth, type EmbeddingHealth, type HealthWarning } from '@contrast/eval';
+import { cachedBaseline } from './baseline-cache.js';
 import { writeCheckpoint } from './checkpoint.js';
 import {
   alignUniformOf,
@@ -93,19 +94,31 @@ export interface Hook {
 
 const percent = (x: number) => `${(100 * x).toFixed(2)}%`;
 
-/** kNN of raw pixels and of the random-init encoder before training (eval.baselines; not without labelled images). */
-export function baselinesHook(): Hook {
+/**
+ * kNN of raw pixels and of the random-init encoder before training (eval.baselines;
+ * not without labelled images). With `cacheDir` (a study's), each is read from
+ * there when a run with the same data, protocol and initial backbone computed it
+ * (see baseline-cache.ts), and stored there otherwise.
+ */
+export function baselinesHook(cacheDir?: string): Hook {
+  const took = (r: { seconds: number; cached: boolean }) =>
+    r.cached ? `from the study's cache ${cacheDir}` : `${r.seconds.toFixed(1)} s`;
   return {
     name: 'baselines',
     onStart(run) {
       if (run.resumed || !run.session.config.eval.baselines) return;
       if (run.session.dataset.unlabelled) return; // the kNN hook says why
-      const px = knnOfPixels(run.session);
-      run.log(
-        `kNN raw pixels: ${percent(px.accuracy)} (${px.bankSize} bank / ${px.testSize} test, ${px.seconds.toFixed(1)} s)`,
+      const px = cachedBaseline(cacheDir, run.session, 'raw-pixels', () =>
+        knnOfPixels(run.session),
       );
-      const init = knnOfEncoder(run.session); // the encoder is still at its random initialisation
-      run.log(`kNN random-init encoder: ${percent(init.accuracy)} (${init.seconds.toFixed(1)} s)`);
+      run.log(
+        `kNN raw pixels: ${percent(px.accuracy)} (${px.bankSize} bank / ${px.testSize} test, ${took(px)})`,
+      );
+      // the encoder is still at its random initialisation
+      const init = cachedBaseline(cacheDir, run.session, 'random-init', () =>
+        knnOfEncoder(run.session),
+      );
+      run.log(`kNN random-init encoder: ${percent(init.accuracy)} (${took(init)})`);
       run.state.baselines = { rawPixels: px.accuracy, randomInit: init.accuracy };
       run.tracker.logMetrics({
         step: 0,

@@ -72,6 +72,11 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Hooks run after the built-in ones (e.g. a health monitor). */
   hooks?: Hook[];
+  /**
+   * A folder the kNN baselines are shared through (a study's `baselines/`): each is
+   * computed by the first run that needs it and read by the others (baselinesHook).
+   */
+  baselineCache?: string;
 }
 
 /**
@@ -96,7 +101,7 @@ export class Trainer {
       options.progress ?? true,
     );
     return [
-      baselinesHook(),
+      baselinesHook(options.baselineCache),
       throughput,
       metricsHook(),
       progressHook(progress, throughput),
