@@ -79,6 +79,23 @@ describe('help and version: printed, nothing run', () => {
     expect(help.stdout()).toContain('Usage: contrast train ');
   });
 
+  it('--help loads no TensorFlow, plugin or study module (what a command needs, it imports when it runs)', async () => {
+    // the CommonJS modules the process loaded (tfjs, sharp, resvg are CommonJS), printed at exit
+    const cwd = mkdtempSync(join(tmpdir(), 'contrast-help-modules-'));
+    const hook = join(cwd, 'modules.cjs');
+    writeFileSync(
+      hook,
+      "process.on('exit', () => process.stderr.write(JSON.stringify(Object.keys(require.cache))));\n",
+    );
+    const child = spawn(process.execPath, ['--require', hook, BIN, 'train', '--help'], { cwd });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    expect(await new Promise((r) => child.on('close', r))).toBe(0);
+    const loaded = JSON.parse(err) as string[];
+    expect(loaded.some((m) => m.includes('commander'))).toBe(true);
+    expect(loaded.filter((m) => /@tensorflow|sharp|resvg|vega|@contrast/.test(m))).toEqual([]);
+  });
+
   it('--version prints the version; no command is a usage error on stderr (exit 2)', async () => {
     const v = spawnCli(['--version']);
     expect(await v.done).toBe(0);

@@ -6,10 +6,28 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TURBO_TELEMETRY_DISABLED=1
 if [ $# -eq 0 ]; then
-  echo "[test] lint"
-  pnpm -s lint
-  echo "[test] typecheck"
-  pnpm -s typecheck
+  # side by side (each is mostly one core); each one's output is printed when both are done
+  echo "[test] lint and typecheck"
+  checks="$(mktemp -d "${TMPDIR:-/tmp}/contrast-checks.XXXXXX")"
+  pnpm -s lint >"$checks/lint.log" 2>&1 &
+  lint_pid=$!
+  pnpm -s typecheck >"$checks/typecheck.log" 2>&1 &
+  typecheck_pid=$!
+  lint_status=0
+  typecheck_status=0
+  wait "$lint_pid" || lint_status=$?
+  wait "$typecheck_pid" || typecheck_status=$?
+  for step in lint typecheck; do
+    if [ -s "$checks/$step.log" ]; then
+      echo "[test] $step output:"
+      cat "$checks/$step.log"
+    fi
+  done
+  rm -rf "$checks"
+  if [ "$lint_status" -ne 0 ] || [ "$typecheck_status" -ne 0 ]; then
+    echo "[test] lint exited with $lint_status, typecheck with $typecheck_status"
+    exit 1
+  fi
 fi
 echo "[test] vitest"
 # A report file of its own, so two test commands at once do not overwrite each other's.

@@ -1,5 +1,5 @@
 import { constants } from 'node:os';
-import { DistributedError, DivergedError, isContrastError } from '@contrast/core';
+import { DistributedError, DivergedError, isContrastError } from '@contrast/core/errors';
 
 /**
  * The command's exit statuses (documented in the README):

@@ -1,13 +1,13 @@
+// bin.ts imports main.js alone: `contrast --help` loads no plugin, study or TensorFlow backend
+export { main } from './main.js';
 export {
-  main,
   builtinPlugins,
   catalogFor,
   catalogForRun,
   catalogForStudy,
-  formatResult,
-  describeKnn,
   loadPlugins,
-} from './main.js';
+} from './plugins.js';
+export { formatResult, describeKnn } from './format.js';
 export type { ContrastApi } from './plugins.js';
 export { newMethod, methodTemplate } from './scaffold.js';
 export { createProgram, allCommands, cliVersion, COMMANDS } from './program.js';

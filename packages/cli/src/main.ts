@@ -1,18 +1,9 @@
 import { CommanderError } from 'commander';
-import { isContrastError, UsageError } from '@contrast/core';
+import { isContrastError, UsageError } from '@contrast/core/errors';
 import type { CliContext } from './context.js';
 import { ExitCode, exitCodeFor } from './exit-codes.js';
 import { Output } from './output.js';
 import { createProgram } from './program.js';
-
-export {
-  builtinPlugins,
-  catalogFor,
-  catalogForRun,
-  catalogForStudy,
-  loadPlugins,
-} from './plugins.js';
-export { formatResult, describeKnn } from './format.js';
 
 /** Commander's codes for help and version, which end the command successfully. */
 const HELP_CODES = new Set(['commander.helpDisplayed', 'commander.help', 'commander.version']);

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { StateError, UsageError } from '@contrast/core';
+import { StateError, UsageError } from '@contrast/core/errors';
 import { InvalidArgumentError, type Command } from 'commander';
 import { commandPath, type CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';

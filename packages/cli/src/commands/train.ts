@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { UsageError, type Catalog, type Collectives, type ExperimentConfig } from '@contrast/core';
+import type { Catalog, Collectives, ExperimentConfig } from '@contrast/core';
+import { UsageError } from '@contrast/core/errors';
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { ExitCode } from '../exit-codes.js';

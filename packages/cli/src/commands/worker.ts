@@ -1,4 +1,4 @@
-import { UsageError } from '@contrast/core';
+import { UsageError } from '@contrast/core/errors';
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { signalExitCode } from '../exit-codes.js';
