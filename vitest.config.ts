@@ -41,6 +41,24 @@ const torchVenv =
   join(process.env.CONTRAST_CACHE ?? join(homedir(), '.cache', 'contrast'), 'torch-venv');
 const CONTRAST_TORCH_PYTHON = join(torchVenv, 'bin', 'python');
 
+/** The end-to-end files whose checks involve no clock (see the projects below). */
+const UNTIMED = [
+  'cli',
+  'datasets',
+  'docs',
+  'eval',
+  'experiments',
+  'export',
+  'export-mlflow',
+  'gpu',
+  'health',
+  'image-folder',
+  'methods-study',
+  'study',
+  'test-command',
+  'web-page',
+];
+
 export default defineConfig({
   resolve: { alias },
   test: {
@@ -53,7 +71,6 @@ export default defineConfig({
     hookTimeout: 300_000,
     pool: 'forks',
     maxWorkers: 1,
-    fileParallelism: false,
     projects: [
       {
         // The packages' and plugins' own tests share one process, file after file:
@@ -61,13 +78,36 @@ export default defineConfig({
         // second each). They restore what they change (environment variables, spies)
         // and count tensors relative to their own start.
         extends: true,
-        test: { name: 'packages', include: ['**/src/**/*.test.ts'], isolate: false },
+        test: {
+          name: 'packages',
+          include: ['**/src/**/*.test.ts'],
+          isolate: false,
+          sequence: { groupOrder: 0 },
+        },
       },
       {
-        // The end-to-end tests (experiments/), each file in a process of its own: they
-        // stop runs with signals, start servers and workers, set TensorFlow's threads.
+        // End-to-end files with no clock in their checks (no kill at a moment, no
+        // timeout to meet), each in a process of its own, two at a time: much of
+        // their time is spent starting processes and servers, which leaves a core idle.
         extends: true,
-        test: { name: 'experiments', include: ['**/*.test.ts'], exclude: ['**/src/**'] },
+        test: {
+          name: 'experiments',
+          include: [`experiments/{${UNTIMED.join(',')}}.test.ts`],
+          maxWorkers: 2,
+          sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        // The end-to-end files that stop runs with signals at chosen moments, kill
+        // servers and workers, or check timeouts: each in a process of its own, one at
+        // a time, with the machine to themselves.
+        extends: true,
+        test: {
+          name: 'experiments-timed',
+          include: ['**/*.test.ts'],
+          exclude: ['**/src/**', `experiments/{${UNTIMED.join(',')}}.test.ts`],
+          sequence: { groupOrder: 2 },
+        },
       },
     ],
   },
