@@ -58,6 +58,7 @@ const UNTIMED = [
   'test-command',
   'web-page',
 ];
+const UNTIMED_FILES = `experiments/{${UNTIMED.join(',')}}.test.ts`;
 
 export default defineConfig({
   resolve: { alias },
@@ -92,7 +93,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'experiments',
-          include: [`experiments/{${UNTIMED.join(',')}}.test.ts`],
+          include: [UNTIMED_FILES],
           maxWorkers: 2,
           sequence: { groupOrder: 1 },
         },
@@ -105,7 +106,7 @@ export default defineConfig({
         test: {
           name: 'experiments-timed',
           include: ['**/*.test.ts'],
-          exclude: ['**/src/**', `experiments/{${UNTIMED.join(',')}}.test.ts`],
+          exclude: ['**/src/**', UNTIMED_FILES],
           sequence: { groupOrder: 2 },
         },
       },
